@@ -1,0 +1,175 @@
+"""Rules that span entries or files: duplicates, references between files, roles.
+
+They run on the raw data, skipping any value that already failed its own check, so one
+mistake is reported once and every independent mistake is still reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleetctl.config.errors import Mark, Problem
+from fleetctl.config.llms import BUILTIN_LLMS
+from fleetctl.config.pydantic_errors import did_you_mean
+from fleetctl.config.yamlsource import PathKey, SourceMap, dotted
+
+BROKER, WORKER = "broker-host", "worker-host"
+
+
+class _Checker:
+    def __init__(self, bad_fields: set[str]) -> None:
+        self.bad = bad_fields
+        self.problems: list[Problem] = []
+
+    def ok(self, path: PathKey) -> bool:
+        """A value that is present and passed its own check (and so did its parents)."""
+        name = dotted(path)
+        return not any(name == b or name.startswith(b + ".") or name.startswith(b + "[") for b in self.bad)
+
+    def add(self, mark: Mark, path: PathKey, what: str, fix: str = "") -> None:
+        self.problems.append(Problem(mark, dotted(path), what, fix))
+
+
+def _entries(data: Any, key: str) -> list[tuple[int, dict[str, Any]]]:
+    items = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [(i, e) for i, e in enumerate(items) if isinstance(e, dict)]
+
+
+def _text(entry: dict[str, Any], key: str) -> str | None:
+    value = entry.get(key)
+    return value if isinstance(value, str) else None
+
+
+def check(
+    servers: Any, servers_map: SourceMap, fleet: Any, fleet_map: SourceMap, bad: set[str]
+) -> list[Problem]:
+    c = _Checker(bad)
+    hosts = _check_servers(c, servers, servers_map)
+    if fleet is not None:
+        _check_workers(c, fleet, fleet_map, hosts)
+        _check_nats(c, fleet, fleet_map)
+    return c.problems
+
+
+def _check_servers(c: _Checker, data: Any, smap: SourceMap) -> dict[str, set[str]] | None:
+    """Returns host name -> roles, or None when servers.yaml is too broken to cross-check."""
+    if data is None:
+        return None
+    hosts: dict[str, set[str]] = {}
+    brokers: list[tuple[str, PathKey]] = []
+    complete = True
+    for i, entry in _entries(data, "servers"):
+        path: PathKey = ("servers", i, "name")
+        name = _text(entry, "name")
+        if name is None or not c.ok(path):
+            complete = False
+            continue
+        if name in hosts:
+            first = next(
+                smap.value(("servers", j, "name"))
+                for j, e in _entries(data, "servers")
+                if _text(e, "name") == name
+            )
+            c.add(smap.value(path), path, f"duplicate host name {name!r} (first at line {first.line})",
+                  "give each host a unique name")
+            continue
+        roles = entry.get("roles")
+        role_set = {r for r in roles if isinstance(r, str)} if isinstance(roles, list) else set()
+        if not c.ok(("servers", i, "roles")):
+            complete = False
+        hosts[name] = role_set
+        if BROKER in role_set:
+            brokers.append((name, ("servers", i, "roles")))
+    if complete and c.ok(("servers",)) and hosts and not brokers:
+        c.add(smap.key(("servers",)), ("servers",), "no host has the broker-host role",
+              "add broker-host to the roles of the host that runs nats-server")
+    for name, path in brokers[1:]:
+        c.add(smap.value(path), path,
+              f"{name!r} is a second broker-host (first: {brokers[0][0]!r}); one broker is supported",
+              "keep broker-host on one host")
+    return hosts if complete else None
+
+
+def _check_workers(
+    c: _Checker, data: Any, fmap: SourceMap, hosts: dict[str, set[str]] | None
+) -> None:
+    llms: dict[str, tuple[str | None, bool]] = {
+        n: (s.backend, s.requires_env_file) for n, s in BUILTIN_LLMS.items()
+    }
+    custom = data.get("llms") if isinstance(data, dict) else None
+    if isinstance(custom, dict):
+        for name, spec in custom.items():
+            if isinstance(spec, dict) and c.ok(("llms", name)):
+                llms[name] = (spec.get("backend"), bool(spec.get("requires_env_file", False)))
+    defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+    seen: dict[str, Mark] = {}
+    for i, entry in _entries(data, "workers"):
+        base: PathKey = ("workers", i)
+        wid = _text(entry, "worker_id")
+        if wid is not None and c.ok((*base, "worker_id")):
+            mark = fmap.value((*base, "worker_id"))
+            if wid in seen:
+                c.add(mark, (*base, "worker_id"),
+                      f"duplicate worker_id {wid!r} (first at line {seen[wid].line})",
+                      "give each worker a unique id")
+            else:
+                seen[wid] = mark
+        host = _text(entry, "host")
+        if host is not None and hosts is not None and c.ok((*base, "host")):
+            _check_placement(c, fmap, (*base, "host"), host, hosts)
+        llm = _text(entry, "llm")
+        if llm is not None and c.ok((*base, "llm")):
+            _check_llm(c, fmap, base, entry, defaults, llm, llms)
+
+
+def _check_placement(
+    c: _Checker, fmap: SourceMap, path: PathKey, host: str, hosts: dict[str, set[str]]
+) -> None:
+    if host not in hosts:
+        hint = did_you_mean(host, hosts)
+        c.add(fmap.value(path), path, f"unknown host {host!r}",
+              f"{hint + ' ' if hint else ''}hosts are defined in servers.yaml: {', '.join(sorted(hosts))}")
+    elif WORKER not in hosts[host]:
+        c.add(fmap.value(path), path, f"host {host!r} has no worker-host role",
+              "add worker-host to its roles in servers.yaml, or place the worker elsewhere")
+
+
+def _check_llm(
+    c: _Checker,
+    fmap: SourceMap,
+    base: PathKey,
+    entry: dict[str, Any],
+    defaults: dict[str, Any],
+    llm: str,
+    llms: dict[str, tuple[str | None, bool]],
+) -> None:
+    path = (*base, "llm")
+    if llm not in llms:
+        hint = did_you_mean(llm, llms)
+        c.add(fmap.value(path), path, f"llm {llm!r} has no backend",
+              f"{hint + ' ' if hint else ''}use one of {', '.join(sorted(llms))}, or define it under `llms:`")
+        return
+    backend, needs_env = llms[llm]
+    has_command = entry.get("command") is not None
+    if backend == "command" and not has_command:
+        c.add(fmap.value(base), (*base, "command"), "the command backend needs `command:`",
+              "add the CLI's argv as a list, e.g. command: [my-cli, --print]")
+    if backend != "command" and has_command and c.ok((*base, "command")):
+        c.add(fmap.key((*base, "command")), (*base, "command"),
+              f"`command:` is only used by the command backend, not {backend}",
+              "remove it, or set llm: command")
+    if needs_env and entry.get("env_file") is None and defaults.get("env_file") is None:
+        c.add(fmap.value(path), (*base, "env_file"), f"llm {llm!r} needs an env_file with its provider token",
+              "set env_file: /etc/fleet/env/<id>.env (a file on the host; fleetctl never reads it)")
+
+
+def _check_nats(c: _Checker, data: Any, fmap: SourceMap) -> None:
+    nats = data.get("nats") if isinstance(data, dict) else None
+    if not isinstance(nats, dict):
+        return
+    port, monitor = nats.get("port", 4222), nats.get("monitor_port", 8222)
+    if port == monitor and c.ok(("nats", "monitor_port")):
+        path = ("nats", "monitor_port")
+        c.add(fmap.value(path), path, f"is the same as nats.port ({port})", "use another port")

@@ -1,0 +1,121 @@
+"""fleet.yaml + servers.yaml -> a validated Fleet, or every problem with both files at once."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from fleetctl.config import checks
+from fleetctl.config.errors import ConfigError, Problem
+from fleetctl.config.llms import known_llms
+from fleetctl.config.pydantic_errors import error_paths, problems_from
+from fleetctl.config.schema import FleetFile, ServersFile, WorkerEntry
+from fleetctl.config.yamlsource import SourceMap, load_yaml
+from fleetctl.model import Fleet, Host, Worker
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(
+    path: Path, display: str, model: type[M]
+) -> tuple[Any, SourceMap | None, M | None, list[Problem]]:
+    try:
+        data, source = load_yaml(path, display)
+    except ConfigError as exc:
+        return None, None, None, exc.problems
+    if not isinstance(data, dict):
+        from fleetctl.config.errors import Mark
+
+        what = f"expected a mapping at the top, got {type(data).__name__}"
+        return None, source, None, [Problem(Mark(display, 1, 1), "", what, "see docs/configuration.md")]
+    try:
+        return data, source, model.model_validate(data), []
+    except ValidationError as exc:
+        return data, source, None, problems_from(exc, model, source)
+
+
+def load_fleet(
+    fleet_path: Path,
+    servers_path: Path,
+    *,
+    fleet_name: str | None = None,
+    servers_name: str | None = None,
+) -> Fleet:
+    """Validate both files together; raise ConfigError listing every problem found."""
+    s_data, s_map, servers, s_problems = _parse(
+        servers_path, servers_name or str(servers_path), ServersFile
+    )
+    f_data, f_map, fleet, f_problems = _parse(fleet_path, fleet_name or str(fleet_path), FleetFile)
+    problems = s_problems + f_problems
+    bad = error_paths(s_problems) | error_paths(f_problems)
+    if s_map is not None and f_map is not None:
+        cross = checks.check(s_data, s_map, f_data, f_map, bad)
+        problems += cross
+    if problems or servers is None or fleet is None or s_map is None or f_map is None:
+        raise ConfigError(problems)
+    revision = hashlib.sha256(fleet_path.read_bytes() + b"\0" + servers_path.read_bytes()).hexdigest()
+    return _resolve(servers, s_map, fleet, f_map, revision)
+
+
+def _resolve(
+    servers: ServersFile, s_map: SourceMap, fleet: FleetFile, f_map: SourceMap, revision: str
+) -> Fleet:
+    hosts = tuple(
+        Host(
+            name=s.name,
+            address=s.address,
+            user=s.user,
+            port=s.port,
+            roles=frozenset(s.roles),
+            host_key=s.host_key,
+            labels=dict(s.labels),
+            origin=s_map.value(("servers", i)),
+        )
+        for i, s in enumerate(servers.servers)
+    )
+    llms = known_llms(dict(fleet.llms))
+    workers = tuple(
+        _worker(w, fleet, llms, f_map.value(("workers", i))) for i, w in enumerate(fleet.workers)
+    )
+    return Fleet(
+        hosts=hosts,
+        workers=workers,
+        nats=fleet.nats,
+        revision=revision,
+        sources={s_map.file: s_map, f_map.file: f_map},
+    )
+
+
+def _worker(w: WorkerEntry, fleet: FleetFile, llms: dict[str, Any], origin: Any) -> Worker:
+    d = fleet.defaults
+    spec = llms[w.llm]
+
+    def pick(name: str) -> Any:
+        own = getattr(w, name)
+        return getattr(d, name) if own is None else own
+
+    return Worker(
+        id=w.worker_id,
+        llm=w.llm,
+        backend=spec.backend,
+        bin=w.bin or spec.bin,
+        model=w.model,
+        lang=w.lang,
+        role=w.role,
+        host=w.host,
+        enabled=pick("enabled"),
+        create_pr=pick("create_pr"),
+        concurrency=pick("concurrency"),
+        task_timeout=pick("task_timeout"),
+        allowed_tools=tuple(pick("allowed_tools")),
+        github_remote=pick("github_remote"),
+        codex_sandbox=pick("codex_sandbox"),
+        env_file=pick("env_file"),
+        labels={**d.labels, **(w.labels or {})},
+        command=tuple(w.command) if w.command else None,
+        work_base=f"{d.work_base}/{w.worker_id}",
+        origin=origin,
+    )

@@ -1,0 +1,168 @@
+"""The two files' schemas: what may be written, with defaults and descriptions.
+
+These models only check shape and single values; rules that span entries or files (unknown
+hosts, duplicates, roles) live in `checks.py`. `fleetctl schema` prints them as JSON Schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleetctl.config.values import (
+    AbsPath,
+    Address,
+    ArgvItem,
+    Bytes,
+    GitRemote,
+    HostKey,
+    HostName,
+    LabelKey,
+    Port,
+    Seconds,
+    SubjectToken,
+    Token,
+    Tool,
+    UnixUser,
+    WorkerId,
+)
+
+Role = Literal["broker-host", "worker-host"]
+Backend = Literal["claude", "codex", "gemini", "command"]
+CodexSandbox = Literal["read-only", "workspace-write", "danger-full-access"]
+Labels = dict[LabelKey, Token]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+class ServerEntry(_Strict):
+    """One machine fleetctl manages."""
+
+    name: HostName = Field(description="Short unique name; workers refer to it in `host:`.")
+    address: Address = Field(description="DNS name or IP address fleetctl connects to over SSH.")
+    user: UnixUser = Field("root", description="SSH login user (root, or one with sudo).")
+    port: Port = Field(22, description="SSH port.")
+    roles: list[Role] = Field(
+        min_length=1,
+        description="What runs here: `broker-host` (nats-server), `worker-host` (pollers).",
+    )
+    host_key: HostKey | None = Field(
+        None,
+        description="Pinned SSH host key ('ssh-ed25519 AAAA...'); otherwise known_hosts decides.",
+    )
+    labels: Labels = Field(default_factory=dict, description="Free-form key/value labels.")
+
+
+class ServersFile(_Strict):
+    """servers.yaml: the inventory."""
+
+    version: Literal[1] = Field(1, description="File format version.")
+    servers: list[ServerEntry] = Field(min_length=1, description="The hosts.")
+
+
+class NatsSettings(_Strict):
+    """The task bus: where the broker listens and how streams and consumers behave."""
+
+    subject_prefix: SubjectToken = Field(
+        "af", description="First token of every subject (`af.worker.<id>.inbox`)."
+    )
+    listen: Address = Field(
+        "127.0.0.1", description="Client listen address on the broker (workers use the tunnel)."
+    )
+    port: Port = Field(4222, description="Client port on the broker and on every tunnel.")
+    monitor_port: Port = Field(8222, description="HTTP monitoring port, bound to 127.0.0.1.")
+    store_dir: AbsPath = Field(
+        "/var/lib/nats/jetstream", description="JetStream store directory on the broker."
+    )
+    max_memory_store: Bytes = Field(256 * 1024**2, description="JetStream memory limit.")
+    max_file_store: Bytes = Field(10 * 1024**3, description="JetStream disk limit.")
+    ack_wait: Seconds = Field(
+        60,
+        description="How long a task may go without an ack or progress signal before it is "
+        "delivered again; the poller signals progress every ack_wait/3 while a task runs.",
+    )
+    max_deliver: int = Field(
+        5, ge=1, le=100, description="Deliveries of one task before it is dead-lettered."
+    )
+    duplicate_window: Seconds = Field(
+        120, description="Window in which a repeated Nats-Msg-Id is dropped as a duplicate."
+    )
+    max_age: Seconds = Field(7 * 86400, description="How long tasks and results are kept.")
+
+
+class LlmSpec(_Strict):
+    """An LLM name usable in `llm:`, and which poller backend runs it."""
+
+    backend: Backend = Field(description="Poller backend that runs this LLM's CLI.")
+    bin: AbsPath | None = Field(None, description="Path of the CLI on worker hosts.")
+    requires_env_file: bool = Field(
+        False, description="Workers using this LLM must set `env_file` (provider tokens)."
+    )
+
+
+class WorkerDefaults(_Strict):
+    """Values every worker gets unless it sets its own."""
+
+    enabled: bool = Field(True, description="Deploy and run the worker.")
+    create_pr: bool = Field(False, description="Push a branch and open a PR after a task.")
+    concurrency: int = Field(1, ge=1, le=64, description="Tasks run at once.")
+    task_timeout: Seconds = Field(1800, description="Longest a task may run before it is killed.")
+    allowed_tools: list[Tool] = Field(
+        default_factory=lambda: ["Read", "Edit", "Write", "Glob", "Grep"],
+        description="Claude Code tools the worker may use (`--allowedTools`).",
+    )
+    github_remote: GitRemote = Field("origin", description="Remote that create_pr pushes to.")
+    codex_sandbox: CodexSandbox = Field("read-only", description="Codex `--sandbox` mode.")
+    work_base: AbsPath = Field(
+        "/var/lib/fleet", description="Parent of each worker's work directory (`<base>/<id>`)."
+    )
+    env_file: AbsPath | None = Field(
+        None, description="File on the host with provider tokens; fleetctl never reads it."
+    )
+    labels: Labels = Field(default_factory=dict, description="Labels merged into every worker's.")
+
+
+def _override(name: str, *, merged: bool = False, **limits: int) -> Any:
+    how = "Merged over" if merged else "Overrides"
+    return Field(None, description=f"{how} `defaults.{name}`.", **limits)
+
+
+class WorkerEntry(_Strict):
+    """One worker: an LLM CLI with its own NATS identity, unit and work directory."""
+
+    worker_id: WorkerId = Field(
+        description="Unique id: unit `<id>-poller.service`, subjects `<prefix>.worker.<id>.*`."
+    )
+    llm: Token = Field(description="claude-code, zai, codex, gemini, command, or one in `llms:`.")
+    host: HostName = Field(description="Name of a worker-host in servers.yaml.")
+    model: Token | None = Field(None, description="Model passed to the CLI; unset = its default.")
+    lang: Token | None = Field(None, description="Main language, for routing (informational).")
+    role: Token | None = Field(None, description="Role such as developer or reviewer (routing).")
+    command: list[ArgvItem] | None = Field(
+        None, min_length=1, description="argv of the `command` backend; the prompt is on stdin."
+    )
+    bin: AbsPath | None = Field(None, description="Overrides the LLM's CLI path for this worker.")
+    enabled: bool | None = _override("enabled")
+    create_pr: bool | None = _override("create_pr")
+    concurrency: int | None = _override("concurrency", ge=1, le=64)
+    task_timeout: Seconds | None = _override("task_timeout")
+    allowed_tools: list[Tool] | None = _override("allowed_tools")
+    github_remote: GitRemote | None = _override("github_remote")
+    codex_sandbox: CodexSandbox | None = _override("codex_sandbox")
+    env_file: AbsPath | None = _override("env_file")
+    labels: Labels | None = _override("labels", merged=True)
+
+
+class FleetFile(_Strict):
+    """fleet.yaml: the workers, their defaults and the task bus."""
+
+    version: Literal[1] = Field(1, description="File format version.")
+    nats: NatsSettings = Field(default_factory=NatsSettings)  # type: ignore[arg-type]
+    llms: dict[Token, LlmSpec] = Field(
+        default_factory=dict, description="Extra LLM names, or overrides of the built-in ones."
+    )
+    defaults: WorkerDefaults = Field(default_factory=WorkerDefaults)  # type: ignore[arg-type]
+    workers: list[WorkerEntry] = Field(description="The workers.")

@@ -1,0 +1,314 @@
+"""Checked value types for the two YAML files.
+
+Every value that reaches a systemd unit, a NATS subject or a path on a host passes one of
+these checks, so a hostile or mistyped value is refused with a reason instead of breaking
+(or injecting into) what we render.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+
+from fleetctl.config.errors import BadValue
+
+# Why a character is refused, checked in this order; the first that applies is reported.
+_CHAR_REASONS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"[\n\r]"), "contains a line break, which would end the systemd directive"),
+    (re.compile(r"[\x00-\x1f\x7f]"), "contains a control character"),
+    (re.compile(r"%"), "contains '%', which systemd expands as a specifier"),
+    (re.compile(r"[\"'`]"), "contains a quote, which would change how systemd splits the line"),
+    (re.compile(r"\\"), "contains a backslash, which systemd treats as an escape"),
+    (re.compile(r"\$"), "contains '$', which systemd expands as a variable"),
+    (re.compile(r"\s"), "contains whitespace"),
+    (re.compile(r"\*"), "contains '*', a NATS wildcard"),
+    (re.compile(r">"), "contains '>', a NATS wildcard"),
+    (re.compile(r"\.\."), "contains '..'"),
+]
+
+
+def _explain(value: str, allowed: re.Pattern[str], expected: str, fix: str) -> None:
+    if allowed.fullmatch(value):
+        return
+    for pattern, reason in _CHAR_REASONS:
+        found = pattern.search(value)
+        if found:
+            raise BadValue(f"{_show(value)} {reason}", fix)
+    raise BadValue(f"{_show(value)} is not {expected}", fix)
+
+
+def _show(value: str) -> str:
+    """Quote a value for an error message without letting it break the message."""
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    return repr(shown)
+
+
+def _text(value: object) -> object:
+    """YAML turns `01` into 1 and `1.0` into a float; ids and names must stay text."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        raise BadValue(f"expected text, got the number {value!r}", f'quote it: "{value}"')
+    return value
+
+
+_WORKER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,25}")
+WORKER_ID_MAX = 26
+
+
+def _worker_id(value: str) -> str:
+    if len(value) > WORKER_ID_MAX and _WORKER_ID.fullmatch(value[:WORKER_ID_MAX]):
+        raise BadValue(
+            f"{_show(value)} is {len(value)} characters long",
+            f"use at most {WORKER_ID_MAX}: the service user 'fleet-<id>' must fit Linux's 32",
+        )
+    if value != value.lower() and _WORKER_ID.fullmatch(value.lower()):
+        raise BadValue(f"{_show(value)} has upper-case letters", f"use {value.lower()!r}")
+    if "." in value and not re.search(r"[\s%*>\"'\\$]", value):
+        raise BadValue(
+            f"{_show(value)} contains '.', which separates NATS subject tokens",
+            "use '-' instead",
+        )
+    _explain(
+        value,
+        _WORKER_ID,
+        "a valid worker id",
+        "use lower-case letters, digits and '-', starting with a letter or digit",
+    )
+    return value
+
+
+_HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?")
+
+
+def _host_name(value: str) -> str:
+    _explain(
+        value,
+        _HOST_NAME,
+        "a valid host name",
+        "use lower-case letters, digits, '-' and '.'",
+    )
+    if ".." in value:
+        raise BadValue(f"{_show(value)} contains '..'", "remove the empty label")
+    return value
+
+
+_ADDRESS = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.:-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+
+
+def _address(value: str) -> str:
+    _explain(value, _ADDRESS, "a host name or IP address", "write a DNS name or an IP address")
+    return value
+
+
+_UNIX_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def _unix_user(value: str) -> str:
+    _explain(
+        value,
+        _UNIX_USER,
+        "a valid user name",
+        "use lower-case letters, digits, '_' and '-', at most 32 characters",
+    )
+    return value
+
+
+_PATH = re.compile(r"/(?:[A-Za-z0-9._+@-]+/?)*")
+
+
+def _abs_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise BadValue(f"{_show(value)} is not an absolute path", "start it with '/'")
+    _explain(
+        value,
+        _PATH,
+        "a plain absolute path",
+        "use letters, digits and . _ + @ - between the slashes",
+    )
+    if any(part in {".", ".."} for part in value.split("/")):
+        raise BadValue(f"{_show(value)} contains '.' or '..' components", "write the real path")
+    if "//" in value:
+        raise BadValue(f"{_show(value)} contains '//'", "remove the empty component")
+    return value.rstrip("/") or "/"
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+@=-]*")
+
+
+def _token(value: str) -> str:
+    _explain(
+        value,
+        _TOKEN,
+        "a plain word",
+        "use letters, digits and . _ : / + @ = -",
+    )
+    return value
+
+
+_SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _subject_token(value: str) -> str:
+    _explain(
+        value,
+        _SUBJECT_TOKEN,
+        "a single NATS subject token",
+        "use letters, digits, '_' and '-' (no '.')",
+    )
+    return value
+
+
+_TOOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/*()@+= -]*")
+
+
+def _tool(value: str) -> str:
+    if "," in value:
+        raise BadValue(
+            f"{_show(value)} contains ',', which separates tools",
+            "list each tool as its own item",
+        )
+    # '*' is a legitimate tool pattern (e.g. 'Bash(git log:*)'): only characters that
+    # would break the unit are refused.
+    for pattern, reason in _CHAR_REASONS[:6]:
+        found = pattern.search(value)
+        if found:
+            raise BadValue(f"{_show(value)} {reason}", "remove it")
+    if not _TOOL.fullmatch(value):
+        raise BadValue(
+            f"{_show(value)} is not a tool name", "write a tool like Read or 'Bash(git log:*)'"
+        )
+    return value
+
+
+def _argv_item(value: str) -> str:
+    # Argument values go through the one systemd quoting filter, so quotes, '%' and '$'
+    # are fine here; only characters that cannot survive any quoting are refused.
+    for pattern, reason in _CHAR_REASONS[:2]:
+        if pattern.search(value):
+            raise BadValue(f"{_show(value)} {reason}", "remove it")
+    return value
+
+
+_REMOTE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*|(?:https://|ssh://|git@)[A-Za-z0-9._:/@~+-]+")
+
+
+def _git_remote(value: str) -> str:
+    _explain(
+        value,
+        _REMOTE,
+        "a git remote name or URL",
+        "write a remote name like 'origin' or an https:// or git@ URL",
+    )
+    return value
+
+
+_LABEL_KEY = re.compile(r"[a-z0-9][a-z0-9._/-]{0,62}")
+
+
+def _label_key(value: str) -> str:
+    _explain(value, _LABEL_KEY, "a valid label key", "use lower-case letters, digits, . _ / -")
+    return value
+
+
+_HOST_KEY_TYPES = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+)
+
+
+def _host_key(value: str) -> str:
+    parts = value.split()
+    fix = "paste the line from /etc/ssh/ssh_host_ed25519_key.pub on the host"
+    if len(parts) < 2 or parts[0] not in _HOST_KEY_TYPES:
+        raise BadValue("is not an SSH public key ('<type> <base64>')", fix)
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        raise BadValue("has a key that is not valid base64", fix) from None
+    if not blob.startswith(len(parts[0]).to_bytes(4, "big") + parts[0].encode()):
+        raise BadValue(f"has a key whose contents are not of type {parts[0]}", fix)
+    return f"{parts[0]} {parts[1]}"
+
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(value: object) -> int:
+    """'90s', '5m', '1h30m', '7d' or a number of seconds, as whole seconds."""
+    if isinstance(value, bool):
+        raise BadValue(f"expected a duration, got {value!r}", "write it like 60s, 5m, 2h or 7d")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip())
+        if match and any(match.groups()):
+            d, h, m, s = (int(g or 0) for g in match.groups())
+            return ((d * 24 + h) * 60 + m) * 60 + s
+    raise BadValue(f"{value!r} is not a duration", "write it like 60s, 5m, 2h or 7d")
+
+
+_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|TiB|K|M|G|T|KB|MB|GB|TB)?", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2}
+_UNITS |= {"mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3}
+_UNITS |= {"t": 1024**4, "tb": 1000**4, "tib": 1024**4}
+
+
+def parse_size(value: object) -> int:
+    """'256MiB', '10GiB', '1G' or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value.strip())
+        if match:
+            return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+    raise BadValue(f"{value!r} is not a size", "write it like 512MiB or 10GiB")
+
+
+WorkerId = Annotated[str, BeforeValidator(_text), AfterValidator(_worker_id)]
+HostName = Annotated[str, BeforeValidator(_text), AfterValidator(_host_name)]
+Address = Annotated[str, BeforeValidator(_text), AfterValidator(_address)]
+UnixUser = Annotated[str, BeforeValidator(_text), AfterValidator(_unix_user)]
+AbsPath = Annotated[str, BeforeValidator(_text), AfterValidator(_abs_path)]
+Token = Annotated[str, BeforeValidator(_text), AfterValidator(_token)]
+SubjectToken = Annotated[str, BeforeValidator(_text), AfterValidator(_subject_token)]
+Tool = Annotated[str, BeforeValidator(_text), AfterValidator(_tool)]
+ArgvItem = Annotated[str, BeforeValidator(_text), AfterValidator(_argv_item)]
+GitRemote = Annotated[str, BeforeValidator(_text), AfterValidator(_git_remote)]
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+HostKey = Annotated[str, AfterValidator(_host_key)]
+Seconds = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    Field(ge=1),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"},
+            ],
+            "examples": ["60s", "5m", "2h", "7d"],
+        }
+    ),
+]
+Bytes = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    Field(ge=1),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": r"^\d+\s*([KMGT]i?B?|B)?$"},
+            ],
+            "examples": ["512MiB", "10GiB"],
+        }
+    ),
+]
+Port = Annotated[int, Field(ge=1, le=65535)]

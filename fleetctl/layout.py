@@ -1,0 +1,27 @@
+"""Where fleetctl puts things on a host. Fixed on purpose: one layout to learn and audit."""
+
+from __future__ import annotations
+
+SYSTEMD_DIR = "/etc/systemd/system"
+FLEET_ETC = "/etc/fleet"
+CREDS_DIR = f"{FLEET_ETC}/creds"
+TUNNEL_KEY = f"{FLEET_ETC}/tunnel/id_ed25519"
+POLLER_VENV = "/opt/fleet/venv"
+POLLER_BIN = f"{POLLER_VENV}/bin/fleet-poller"
+
+TUNNEL_UNIT = "fleet-tunnel.service"
+TUNNEL_USER = "fleet-tunnel"
+
+NATS_UNIT = "nats-server.service"
+NATS_USER = "nats"
+NATS_BIN = "/usr/local/bin/nats-server"
+NATS_CONF_DIR = "/etc/nats"
+NATS_CONF = f"{NATS_CONF_DIR}/nats-server.conf"
+
+
+def creds_path(worker_id: str) -> str:
+    return f"{CREDS_DIR}/{worker_id}.creds"
+
+
+def unit_path(unit: str) -> str:
+    return f"{SYSTEMD_DIR}/{unit}"

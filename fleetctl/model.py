@@ -1,0 +1,95 @@
+"""The validated fleet: typed, frozen, defaults applied, and traceable to file:line."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from fleetctl.config.errors import Mark
+from fleetctl.config.schema import NatsSettings
+from fleetctl.config.yamlsource import SourceMap
+
+BROKER_ROLE = "broker-host"
+WORKER_ROLE = "worker-host"
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    address: str
+    user: str
+    port: int
+    roles: frozenset[str]
+    host_key: str | None
+    labels: Mapping[str, str]
+    origin: Mark
+
+    @property
+    def is_broker(self) -> bool:
+        return BROKER_ROLE in self.roles
+
+    @property
+    def is_worker_host(self) -> bool:
+        return WORKER_ROLE in self.roles
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    id: str
+    llm: str
+    backend: str
+    bin: str | None
+    model: str | None
+    lang: str | None
+    role: str | None
+    host: str
+    enabled: bool
+    create_pr: bool
+    concurrency: int
+    task_timeout: int
+    allowed_tools: tuple[str, ...]
+    github_remote: str
+    codex_sandbox: str
+    env_file: str | None
+    labels: Mapping[str, str]
+    command: tuple[str, ...] | None
+    work_base: str
+    origin: Mark
+
+    @property
+    def unit(self) -> str:
+        return f"{self.id}-poller.service"
+
+    @property
+    def service_user(self) -> str:
+        """Each worker runs as its own user, so one worker cannot read another's creds."""
+        return f"fleet-{self.id}"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    hosts: tuple[Host, ...]
+    workers: tuple[Worker, ...]
+    nats: NatsSettings
+    revision: str
+    sources: Mapping[str, SourceMap] = field(default_factory=dict, compare=False)
+
+    @cached_property
+    def _hosts_by_name(self) -> dict[str, Host]:
+        return {h.name: h for h in self.hosts}
+
+    def host(self, name: str) -> Host:
+        return self._hosts_by_name[name]
+
+    @property
+    def broker(self) -> Host:
+        return next(h for h in self.hosts if h.is_broker)
+
+    def workers_on(self, host: str, *, enabled_only: bool = True) -> list[Worker]:
+        return [
+            w for w in self.workers if w.host == host and (w.enabled or not enabled_only)
+        ]
+
+    def worker(self, worker_id: str) -> Worker | None:
+        return next((w for w in self.workers if w.id == worker_id), None)

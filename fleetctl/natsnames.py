@@ -1,0 +1,69 @@
+"""Every NATS subject, stream and consumer name the fleet uses, derived in one place.
+
+The poller derives the same subjects from NATS_SUBJECT_PREFIX and WORKER_ID (see
+docs/messages.md); fleetctl derives permissions, streams and consumers from these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NatsNames:
+    prefix: str
+
+    @property
+    def _stream_base(self) -> str:
+        return self.prefix.upper().replace("-", "_")
+
+    # Streams
+    @property
+    def task_stream(self) -> str:
+        return f"{self._stream_base}_TASKS"
+
+    @property
+    def results_stream(self) -> str:
+        return f"{self._stream_base}_RESULTS"
+
+    @property
+    def dead_stream(self) -> str:
+        return f"{self._stream_base}_DEAD"
+
+    # Subjects covered by the streams
+    @property
+    def all_inboxes(self) -> str:
+        return f"{self.prefix}.worker.*.inbox"
+
+    @property
+    def all_results(self) -> str:
+        return f"{self.prefix}.task.*.completed"
+
+    @property
+    def all_dead(self) -> str:
+        return f"{self.prefix}.dead.>"
+
+    # Per worker
+    def inbox(self, worker_id: str) -> str:
+        return f"{self.prefix}.worker.{worker_id}.inbox"
+
+    def status(self, worker_id: str) -> str:
+        return f"{self.prefix}.worker.{worker_id}.status"
+
+    def ping(self, worker_id: str) -> str:
+        return f"{self.prefix}.worker.{worker_id}.ping"
+
+    def dead(self, worker_id: str) -> str:
+        return f"{self.prefix}.dead.{worker_id}"
+
+    def result(self, task_id: str) -> str:
+        return f"{self.prefix}.task.{task_id}.completed"
+
+    @staticmethod
+    def consumer(worker_id: str) -> str:
+        return f"worker-{worker_id}"
+
+    @staticmethod
+    def inbox_prefix(worker_id: str) -> str:
+        """Each worker's own reply-subject prefix: `_INBOX.>` would expose other workers'."""
+        return f"_INBOX_{worker_id}"

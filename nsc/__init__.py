@@ -1,0 +1,1 @@
+"""NATS identities: operator, accounts, users, JWTs and .creds files, nsc-compatible."""
