@@ -1,0 +1,104 @@
+"""The JetStream streams and consumers a fleet needs, as pure data.
+
+`api_config()` gives the exact JSON the JetStream API takes (durations in nanoseconds), so
+fleetctl can create and diff them and tests can declare them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from fleetctl.config.schema import NatsSettings
+from fleetctl.natsnames import NatsNames
+
+_NS = 1_000_000_000
+TASK_MAX_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    retention: str
+    max_age: int
+    duplicate_window: int
+    max_msg_size: int = TASK_MAX_BYTES
+    storage: str = "file"
+
+    @property
+    def key(self) -> str:
+        return f"stream {self.name}"
+
+    def api_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "subjects": list(self.subjects),
+            "retention": self.retention,
+            "storage": self.storage,
+            "max_age": self.max_age * _NS,
+            "duplicate_window": self.duplicate_window * _NS,
+            "max_msg_size": self.max_msg_size,
+            "discard": "old",
+            "num_replicas": 1,
+        }
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    stream: str
+    durable: str
+    filter_subject: str
+    ack_wait: int
+    max_deliver: int
+    max_ack_pending: int
+
+    @property
+    def key(self) -> str:
+        return f"consumer {self.stream}/{self.durable}"
+
+    def api_config(self) -> dict[str, Any]:
+        return {
+            "durable_name": self.durable,
+            "filter_subject": self.filter_subject,
+            "deliver_policy": "all",
+            "ack_policy": "explicit",
+            "ack_wait": self.ack_wait * _NS,
+            "max_deliver": self.max_deliver,
+            "max_ack_pending": self.max_ack_pending,
+            "replay_policy": "instant",
+        }
+
+
+def streams(settings: NatsSettings) -> list[StreamSpec]:
+    """Tasks (work queue: a task is gone once acked), results and dead letters."""
+    n = NatsNames(settings.subject_prefix)
+    common = {"max_age": settings.max_age, "duplicate_window": settings.duplicate_window}
+    return [
+        StreamSpec(n.task_stream, (n.all_inboxes,), "workqueue", **common),
+        StreamSpec(n.results_stream, (n.all_results,), "limits", **common),
+        StreamSpec(n.dead_stream, (n.all_dead,), "limits", **common),
+    ]
+
+
+def worker_consumer(settings: NatsSettings, worker_id: str, concurrency: int) -> ConsumerSpec:
+    """One durable pull consumer per worker, filtered on its own inbox."""
+    n = NatsNames(settings.subject_prefix)
+    return ConsumerSpec(
+        stream=n.task_stream,
+        durable=n.consumer(worker_id),
+        filter_subject=n.inbox(worker_id),
+        ack_wait=settings.ack_wait,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=concurrency,
+    )
+
+
+def fleet_resources(
+    settings: NatsSettings, workers: Iterable[tuple[str, int]]
+) -> list[StreamSpec | ConsumerSpec]:
+    """Everything the broker must have for these (worker_id, concurrency) pairs."""
+    out: list[StreamSpec | ConsumerSpec] = list(streams(settings))
+    out += [worker_consumer(settings, wid, conc) for wid, conc in workers]
+    return out
