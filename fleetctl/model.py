@@ -87,9 +87,7 @@ class Fleet:
         return next(h for h in self.hosts if h.is_broker)
 
     def workers_on(self, host: str, *, enabled_only: bool = True) -> list[Worker]:
-        return [
-            w for w in self.workers if w.host == host and (w.enabled or not enabled_only)
-        ]
+        return [w for w in self.workers if w.host == host and (w.enabled or not enabled_only)]
 
     def worker(self, worker_id: str) -> Worker | None:
         return next((w for w in self.workers if w.id == worker_id), None)

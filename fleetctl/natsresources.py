@@ -74,11 +74,11 @@ class ConsumerSpec:
 def streams(settings: NatsSettings) -> list[StreamSpec]:
     """Tasks (work queue: a task is gone once acked), results and dead letters."""
     n = NatsNames(settings.subject_prefix)
-    common = {"max_age": settings.max_age, "duplicate_window": settings.duplicate_window}
+    age, window = settings.max_age, settings.duplicate_window
     return [
-        StreamSpec(n.task_stream, (n.all_inboxes,), "workqueue", **common),
-        StreamSpec(n.results_stream, (n.all_results,), "limits", **common),
-        StreamSpec(n.dead_stream, (n.all_dead,), "limits", **common),
+        StreamSpec(n.task_stream, (n.all_inboxes,), "workqueue", age, window),
+        StreamSpec(n.results_stream, (n.all_results,), "limits", age, window),
+        StreamSpec(n.dead_stream, (n.all_dead,), "limits", age, window),
     ]
 
 

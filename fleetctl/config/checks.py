@@ -24,7 +24,9 @@ class _Checker:
     def ok(self, path: PathKey) -> bool:
         """A value that is present and passed its own check (and so did its parents)."""
         name = dotted(path)
-        return not any(name == b or name.startswith(b + ".") or name.startswith(b + "[") for b in self.bad)
+        return not any(
+            name == b or name.startswith(b + ".") or name.startswith(b + "[") for b in self.bad
+        )
 
     def add(self, mark: Mark, path: PathKey, what: str, fix: str = "") -> None:
         self.problems.append(Problem(mark, dotted(path), what, fix))
@@ -72,8 +74,12 @@ def _check_servers(c: _Checker, data: Any, smap: SourceMap) -> dict[str, set[str
                 for j, e in _entries(data, "servers")
                 if _text(e, "name") == name
             )
-            c.add(smap.value(path), path, f"duplicate host name {name!r} (first at line {first.line})",
-                  "give each host a unique name")
+            c.add(
+                smap.value(path),
+                path,
+                f"duplicate host name {name!r} (first at line {first.line})",
+                "give each host a unique name",
+            )
             continue
         roles = entry.get("roles")
         role_set = {r for r in roles if isinstance(r, str)} if isinstance(roles, list) else set()
@@ -83,12 +89,19 @@ def _check_servers(c: _Checker, data: Any, smap: SourceMap) -> dict[str, set[str
         if BROKER in role_set:
             brokers.append((name, ("servers", i, "roles")))
     if complete and c.ok(("servers",)) and hosts and not brokers:
-        c.add(smap.key(("servers",)), ("servers",), "no host has the broker-host role",
-              "add broker-host to the roles of the host that runs nats-server")
+        c.add(
+            smap.key(("servers",)),
+            ("servers",),
+            "no host has the broker-host role",
+            "add broker-host to the roles of the host that runs nats-server",
+        )
     for name, path in brokers[1:]:
-        c.add(smap.value(path), path,
-              f"{name!r} is a second broker-host (first: {brokers[0][0]!r}); one broker is supported",
-              "keep broker-host on one host")
+        c.add(
+            smap.value(path),
+            path,
+            f"{name!r} is a second broker-host (first: {brokers[0][0]!r}); one broker is supported",
+            "keep broker-host on one host",
+        )
     return hosts if complete else None
 
 
@@ -111,9 +124,12 @@ def _check_workers(
         if wid is not None and c.ok((*base, "worker_id")):
             mark = fmap.value((*base, "worker_id"))
             if wid in seen:
-                c.add(mark, (*base, "worker_id"),
-                      f"duplicate worker_id {wid!r} (first at line {seen[wid].line})",
-                      "give each worker a unique id")
+                c.add(
+                    mark,
+                    (*base, "worker_id"),
+                    f"duplicate worker_id {wid!r} (first at line {seen[wid].line})",
+                    "give each worker a unique id",
+                )
             else:
                 seen[wid] = mark
         host = _text(entry, "host")
@@ -124,16 +140,28 @@ def _check_workers(
             _check_llm(c, fmap, base, entry, defaults, llm, llms)
 
 
+def _join(hint: str, rest: str) -> str:
+    return f"{hint} {rest}" if hint else rest
+
+
 def _check_placement(
     c: _Checker, fmap: SourceMap, path: PathKey, host: str, hosts: dict[str, set[str]]
 ) -> None:
     if host not in hosts:
         hint = did_you_mean(host, hosts)
-        c.add(fmap.value(path), path, f"unknown host {host!r}",
-              f"{hint + ' ' if hint else ''}hosts are defined in servers.yaml: {', '.join(sorted(hosts))}")
+        c.add(
+            fmap.value(path),
+            path,
+            f"unknown host {host!r}",
+            _join(hint, f"hosts are defined in servers.yaml: {', '.join(sorted(hosts))}"),
+        )
     elif WORKER not in hosts[host]:
-        c.add(fmap.value(path), path, f"host {host!r} has no worker-host role",
-              "add worker-host to its roles in servers.yaml, or place the worker elsewhere")
+        c.add(
+            fmap.value(path),
+            path,
+            f"host {host!r} has no worker-host role",
+            "add worker-host to its roles in servers.yaml, or place the worker elsewhere",
+        )
 
 
 def _check_llm(
@@ -148,21 +176,36 @@ def _check_llm(
     path = (*base, "llm")
     if llm not in llms:
         hint = did_you_mean(llm, llms)
-        c.add(fmap.value(path), path, f"llm {llm!r} has no backend",
-              f"{hint + ' ' if hint else ''}use one of {', '.join(sorted(llms))}, or define it under `llms:`")
+        c.add(
+            fmap.value(path),
+            path,
+            f"llm {llm!r} has no backend",
+            _join(hint, f"use one of {', '.join(sorted(llms))}, or define it under `llms:`"),
+        )
         return
     backend, needs_env = llms[llm]
     has_command = entry.get("command") is not None
     if backend == "command" and not has_command:
-        c.add(fmap.value(base), (*base, "command"), "the command backend needs `command:`",
-              "add the CLI's argv as a list, e.g. command: [my-cli, --print]")
+        c.add(
+            fmap.value(base),
+            (*base, "command"),
+            "the command backend needs `command:`",
+            "add the CLI's argv as a list, e.g. command: [my-cli, --print]",
+        )
     if backend != "command" and has_command and c.ok((*base, "command")):
-        c.add(fmap.key((*base, "command")), (*base, "command"),
-              f"`command:` is only used by the command backend, not {backend}",
-              "remove it, or set llm: command")
+        c.add(
+            fmap.key((*base, "command")),
+            (*base, "command"),
+            f"`command:` is only used by the command backend, not {backend}",
+            "remove it, or set llm: command",
+        )
     if needs_env and entry.get("env_file") is None and defaults.get("env_file") is None:
-        c.add(fmap.value(path), (*base, "env_file"), f"llm {llm!r} needs an env_file with its provider token",
-              "set env_file: /etc/fleet/env/<id>.env (a file on the host; fleetctl never reads it)")
+        c.add(
+            fmap.value(path),
+            (*base, "env_file"),
+            f"llm {llm!r} needs an env_file with its provider token",
+            "set env_file: /etc/fleet/env/<id>.env (a file on the host; fleetctl never reads it)",
+        )
 
 
 def _check_nats(c: _Checker, data: Any, fmap: SourceMap) -> None:

@@ -30,7 +30,12 @@ def _parse(
         from fleetctl.config.errors import Mark
 
         what = f"expected a mapping at the top, got {type(data).__name__}"
-        return None, source, None, [Problem(Mark(display, 1, 1), "", what, "see docs/configuration.md")]
+        return (
+            None,
+            source,
+            None,
+            [Problem(Mark(display, 1, 1), "", what, "see docs/configuration.md")],
+        )
     try:
         return data, source, model.model_validate(data), []
     except ValidationError as exc:
@@ -56,7 +61,9 @@ def load_fleet(
         problems += cross
     if problems or servers is None or fleet is None or s_map is None or f_map is None:
         raise ConfigError(problems)
-    revision = hashlib.sha256(fleet_path.read_bytes() + b"\0" + servers_path.read_bytes()).hexdigest()
+    revision = hashlib.sha256(
+        fleet_path.read_bytes() + b"\0" + servers_path.read_bytes()
+    ).hexdigest()
     return _resolve(servers, s_map, fleet, f_map, revision)
 
 

@@ -125,9 +125,11 @@ class WorkerDefaults(_Strict):
     labels: Labels = Field(default_factory=dict, description="Labels merged into every worker's.")
 
 
-def _override(name: str, *, merged: bool = False, **limits: int) -> Any:
+def _override(
+    name: str, *, merged: bool = False, ge: int | None = None, le: int | None = None
+) -> Any:
     how = "Merged over" if merged else "Overrides"
-    return Field(None, description=f"{how} `defaults.{name}`.", **limits)
+    return Field(None, description=f"{how} `defaults.{name}`.", ge=ge, le=le)
 
 
 class WorkerEntry(_Strict):
@@ -160,9 +162,9 @@ class FleetFile(_Strict):
     """fleet.yaml: the workers, their defaults and the task bus."""
 
     version: Literal[1] = Field(1, description="File format version.")
-    nats: NatsSettings = Field(default_factory=NatsSettings)  # type: ignore[arg-type]
+    nats: NatsSettings = Field(default_factory=NatsSettings)
     llms: dict[Token, LlmSpec] = Field(
         default_factory=dict, description="Extra LLM names, or overrides of the built-in ones."
     )
-    defaults: WorkerDefaults = Field(default_factory=WorkerDefaults)  # type: ignore[arg-type]
+    defaults: WorkerDefaults = Field(default_factory=WorkerDefaults)
     workers: list[WorkerEntry] = Field(description="The workers.")

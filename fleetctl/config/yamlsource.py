@@ -71,7 +71,9 @@ class _Builder:
             key_mark = _mark(self.map.file, key_node)
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.append(
-                    Problem(key_mark, _dotted(path), "a key must be plain text", "write `key: value`")
+                    Problem(
+                        key_mark, _dotted(path), "a key must be plain text", "write `key: value`"
+                    )
                 )
                 continue
             key = str(_constructor.construct_object(key_node))
@@ -108,7 +110,7 @@ def load_yaml(path: Path, display: str) -> tuple[Any, SourceMap]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            [Problem(origin, "", "file not found", f"create it, or pass its path with -f/-s")]
+            [Problem(origin, "", "file not found", "create it, or pass its path with -f/-s")]
         ) from None
     except IsADirectoryError:
         raise ConfigError([Problem(origin, "", "is a directory, not a YAML file")]) from None

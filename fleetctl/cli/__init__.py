@@ -1,0 +1,1 @@
+"""The click front end: thin commands over the domain modules."""

@@ -1,0 +1,52 @@
+"""`fleetctl [-f FLEET] [-s SERVERS] COMMAND`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fleetctl import __version__
+from fleetctl.cli.context import AppContext
+from fleetctl.cli.plan import plan
+from fleetctl.cli.render import render
+from fleetctl.cli.schema import schema
+from fleetctl.cli.validate import validate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-f",
+    "--fleet",
+    "fleet_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="fleet.yaml",
+    show_default=True,
+    envvar="FLEETCTL_FLEET",
+    help="The workers file.",
+)
+@click.option(
+    "-s",
+    "--servers",
+    "servers_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="servers.yaml",
+    show_default=True,
+    envvar="FLEETCTL_SERVERS",
+    help="The hosts file.",
+)
+@click.version_option(__version__, prog_name="fleetctl")
+@click.pass_context
+def cli(ctx: click.Context, fleet_path: Path, servers_path: Path) -> None:
+    """Provision and run a fleet of LLM coding agents from fleet.yaml and servers.yaml."""
+    ctx.obj = AppContext(fleet_path, servers_path)
+
+
+cli.add_command(validate)
+cli.add_command(plan)
+cli.add_command(render)
+cli.add_command(schema)
+
+
+def main() -> None:
+    cli(prog_name="fleetctl")

@@ -1,0 +1,63 @@
+"""`fleetctl validate`: every problem in both files at once, or a one-line all-clear."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from fleetctl.cli.context import AppContext, pass_app
+from fleetctl.cli.options import json_option
+from fleetctl.config import ConfigError, load_fleet
+from fleetctl.ui.problems import print_problems
+from fleetctl.ui.terminal import out
+
+
+@click.command()
+@json_option
+@pass_app
+def validate(app: AppContext, as_json: bool) -> None:
+    """Check fleet.yaml and servers.yaml; exit 1 listing every problem."""
+    try:
+        fleet = load_fleet(app.fleet_path, app.servers_path)
+    except ConfigError as exc:
+        if as_json:
+            problems = [
+                {
+                    "file": p.mark.file,
+                    "line": p.mark.line,
+                    "column": p.mark.col,
+                    "field": p.field,
+                    "message": p.what,
+                    "fix": p.fix,
+                }
+                for p in exc.problems
+            ]
+            click.echo(
+                json.dumps({"format_version": 1, "valid": False, "problems": problems}, indent=2)
+            )
+        else:
+            print_problems(exc.problems)
+        sys.exit(1)
+    enabled = sum(w.enabled for w in fleet.workers)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "format_version": 1,
+                    "valid": True,
+                    "problems": [],
+                    "workers": len(fleet.workers),
+                    "enabled": enabled,
+                    "hosts": len(fleet.hosts),
+                },
+                indent=2,
+            )
+        )
+        return
+    out().print(
+        f"{app.fleet_path}, {app.servers_path}: valid "
+        f"({len(fleet.workers)} workers, {enabled} enabled, on {len(fleet.hosts)} hosts)",
+        markup=False,
+    )

@@ -1,0 +1,248 @@
+"""desired vs observed -> Plan: a pure, JSON-ready list of changes per host.
+
+The offline plan (`--dry-run`) diffs against hosts about which nothing is known, so it lists
+everything the fleet would put on each host; the live plan diffs against what was observed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fleetctl.desired import (
+    DirSpec,
+    FileSpec,
+    HostState,
+    Resource,
+    UnitSpec,
+    UserSpec,
+)
+from fleetctl.natsresources import ConsumerSpec, StreamSpec
+
+Action = Literal["create", "update", "delete"]
+SYMBOL: dict[str, str] = {"create": "+", "update": "~", "delete": "-"}
+
+
+@dataclass(frozen=True)
+class ObservedHost:
+    """What a host has of fleetctl's resources: fingerprint by resource key."""
+
+    resources: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    contents: Mapping[str, bytes] = field(default_factory=dict)
+    managed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Action
+    kind: str
+    name: str
+    worker: str | None
+    attrs: tuple[tuple[str, str], ...] = ()
+    before: bytes | None = field(default=None, repr=False)
+    after: bytes | None = field(default=None, repr=False)
+    sensitive: bool = False
+    sha256: str | None = None
+
+    @property
+    def symbol(self) -> str:
+        return SYMBOL[self.action]
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    name: str
+    address: str
+    roles: tuple[str, ...]
+    changes: tuple[Change, ...]
+    unchanged: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Summary:
+    add: int
+    change: int
+    destroy: int
+
+    @property
+    def empty(self) -> bool:
+        return not (self.add or self.change or self.destroy)
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: Literal["offline", "live"]
+    revision: str
+    hosts: tuple[HostPlan, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> Summary:
+        changes = [c for h in self.hosts for c in h.changes]
+        return Summary(
+            add=sum(c.action == "create" for c in changes),
+            change=sum(c.action == "update" for c in changes),
+            destroy=sum(c.action == "delete" for c in changes),
+        )
+
+
+def fingerprint(resource: Resource) -> dict[str, object]:
+    """The attributes that, when they differ on the host, make a resource an update."""
+    match resource:
+        case FileSpec():
+            return {
+                "sha256": resource.sha256,
+                "mode": resource.mode,
+                "owner": resource.owner,
+                "group": resource.group,
+            }
+        case DirSpec():
+            return {"mode": resource.mode, "owner": resource.owner, "group": resource.group}
+        case UserSpec():
+            return {"home": resource.home}
+        case UnitSpec():
+            return {"enabled": resource.enabled, "active": resource.enabled}
+        case StreamSpec() | ConsumerSpec():
+            return resource.api_config()
+
+
+def describe(resource: Resource) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """(kind, name, attributes to show) for one resource."""
+    match resource:
+        case FileSpec():
+            return (
+                "file",
+                resource.path,
+                (
+                    ("mode", f"{resource.mode:04o}"),
+                    ("owner", f"{resource.owner}:{resource.group}"),
+                    ("size", human_size(len(resource.content))),
+                ),
+            )
+        case DirSpec():
+            return (
+                "dir",
+                resource.path,
+                (("mode", f"{resource.mode:04o}"), ("owner", f"{resource.owner}:{resource.group}")),
+            )
+        case UserSpec():
+            return "user", resource.name, (("home", resource.home),)
+        case UnitSpec():
+            state = "enable, start" if resource.enabled else "disable, stop"
+            return "unit", resource.name, (("state", state),)
+        case StreamSpec():
+            return (
+                "stream",
+                resource.name,
+                (("subjects", " ".join(resource.subjects)), ("retention", resource.retention)),
+            )
+        case ConsumerSpec():
+            return (
+                "consumer",
+                f"{resource.stream}/{resource.durable}",
+                (("filter", resource.filter_subject), ("ack_wait", f"{resource.ack_wait}s")),
+            )
+
+
+def human_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024**2:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024**2:.1f} MiB"
+
+
+def _change(action: Action, resource: Resource, worker: str | None, before: bytes | None) -> Change:
+    kind, name, attrs = describe(resource)
+    if isinstance(resource, FileSpec):
+        return Change(
+            action,
+            kind,
+            name,
+            worker,
+            attrs,
+            before,
+            resource.content,
+            resource.sensitive,
+            resource.sha256,
+        )
+    return Change(action, kind, name, worker, attrs, before)
+
+
+def diff_host(
+    state: HostState,
+    observed: ObservedHost,
+    keep: Iterable[tuple[Resource, str | None]],
+    selection: Selection,
+) -> HostPlan:
+    changes: list[Change] = []
+    unchanged = 0
+    wanted: set[str] = set()
+    for resource, worker in keep:
+        wanted.add(resource.key)
+        have = observed.resources.get(resource.key)
+        if have is None:
+            changes.append(_change("create", resource, worker, None))
+        elif dict(have) != fingerprint(resource):
+            before = observed.contents.get(resource.key)
+            changes.append(_change("update", resource, worker, before))
+        else:
+            unchanged += 1
+    for key in sorted(observed.managed - wanted):
+        kind, _, name = key.partition(" ")
+        changes.append(Change("delete", kind, name, None, before=observed.contents.get(key)))
+    notes = tuple(
+        f"worker {w} is disabled: not deployed"
+        for w in state.disabled_workers
+        if selection.keeps_note(w)
+    )
+    host = state.host
+    return HostPlan(
+        host.name, host.address, tuple(sorted(host.roles)), tuple(changes), unchanged, notes
+    )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What --host and --worker narrow the plan to (empty: everything)."""
+
+    hosts: frozenset[str] = frozenset()
+    workers: frozenset[str] = frozenset()
+    worker_hosts: frozenset[str] = frozenset()  # where the selected workers live
+
+    def includes_host(self, name: str, state: HostState) -> bool:
+        if self.hosts and name not in self.hosts:
+            return False
+        if not self.workers:
+            return True
+        return name in self.worker_hosts or any(w in self.workers for _, w in state.resources())
+
+    def keeps(self, host: str, worker: str | None) -> bool:
+        """A worker's own resources, and what its host shares with it (the tunnel)."""
+        if not self.workers:
+            return True
+        return worker in self.workers or (worker is None and host in self.worker_hosts)
+
+    def keeps_note(self, note_worker: str) -> bool:
+        return not self.workers or note_worker in self.workers
+
+
+def make_plan(
+    desired: Mapping[str, HostState],
+    observed: Mapping[str, ObservedHost] | None = None,
+    *,
+    selection: Selection = Selection(),
+    revision: str = "",
+    warnings: tuple[str, ...] = (),
+) -> Plan:
+    """Diff every selected host; `observed=None` is the offline plan (nothing known)."""
+    plans = []
+    for name, state in desired.items():
+        if not selection.includes_host(name, state):
+            continue
+        keep = [(r, w) for r, w in state.resources() if selection.keeps(name, w)]
+        seen = (observed or {}).get(name, ObservedHost())
+        plans.append(diff_host(state, seen, keep, selection))
+    return Plan("offline" if observed is None else "live", revision, tuple(plans), warnings)

@@ -1,0 +1,1 @@
+"""Rendering the fleet's files from Jinja2 templates."""

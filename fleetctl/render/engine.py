@@ -1,0 +1,62 @@
+"""Jinja2 environments that fail loudly and escape every value in one place.
+
+Each output format has its own environment whose `finalize` hook escapes every `{{ value }}`:
+unit files through `systemd_word`, nats-server.conf through `nats_value`. Templates never
+escape by hand, so a template cannot forget to. StrictUndefined turns a typo into an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from fleetctl.render.systemd import systemd_word
+
+
+class Raw(str):
+    """A pre-rendered block (e.g. the resolver config) that must be inserted as it is."""
+
+    __slots__ = ()
+
+
+def nats_value(value: object) -> str:
+    """nats-server.conf: strings JSON-quoted, numbers as they are."""
+    if isinstance(value, Raw):
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return json.dumps(str(value))
+    return str(value)
+
+
+def templates_dir() -> Path:
+    """Templates ship inside the wheel (fleetctl/templates); a checkout keeps them at the top."""
+    packaged = Path(__file__).resolve().parent.parent / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent.parent / "templates"
+
+
+@cache
+def _environment(finalize: Callable[[Any], str]) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - unit files and configs, not HTML
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        finalize=finalize,
+    )
+
+
+def render_unit(template: str, **context: object) -> str:
+    return _environment(systemd_word).get_template(template).render(**context)
+
+
+def render_nats_conf(template: str, **context: object) -> str:
+    return _environment(nats_value).get_template(template).render(**context)
