@@ -9,7 +9,8 @@ from typing import NoReturn
 
 import click
 
-from fleetctl.config import ConfigError, load_fleet
+from fleetctl.config.errors import ConfigError
+from fleetctl.config.loader import load_fleet
 from fleetctl.model import Fleet
 from fleetctl.ui.problems import print_problems
 from fleetctl.ui.terminal import err

@@ -9,7 +9,8 @@ import click
 
 from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import json_option
-from fleetctl.config import ConfigError, load_fleet
+from fleetctl.config.errors import ConfigError
+from fleetctl.config.loader import load_fleet
 from fleetctl.ui.problems import print_problems
 from fleetctl.ui.terminal import out
 
