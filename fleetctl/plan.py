@@ -210,14 +210,15 @@ class Selection:
 
     hosts: frozenset[str] = frozenset()
     workers: frozenset[str] = frozenset()
-    worker_hosts: frozenset[str] = frozenset()  # where the selected workers live
+    worker_hosts: frozenset[str] = frozenset()  # where the selected enabled workers run
+    homes: frozenset[str] = frozenset()  # where the selected workers are placed, enabled or not
 
     def includes_host(self, name: str, state: HostState) -> bool:
         if self.hosts and name not in self.hosts:
             return False
         if not self.workers:
             return True
-        return name in self.worker_hosts or any(w in self.workers for _, w in state.resources())
+        return name in self.homes or any(w in self.workers for _, w in state.resources())
 
     def keeps(self, host: str, worker: str | None) -> bool:
         """A worker's own resources, and what its host shares with it (the tunnel)."""

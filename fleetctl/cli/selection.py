@@ -19,5 +19,10 @@ def select(fleet: Fleet, workers: tuple[str, ...], hosts: tuple[str, ...]) -> Se
         if name not in names:
             hint = did_you_mean(name, names)
             fail(f"unknown host {name!r}", hint or "see `name:` in servers.yaml")
-    worker_hosts = frozenset(w.host for w in fleet.workers if w.id in workers)
-    return Selection(frozenset(hosts), frozenset(workers), worker_hosts)
+    chosen = [w for w in fleet.workers if w.id in workers]
+    return Selection(
+        frozenset(hosts),
+        frozenset(workers),
+        worker_hosts=frozenset(w.host for w in chosen if w.enabled),
+        homes=frozenset(w.host for w in chosen),
+    )

@@ -14,7 +14,7 @@ _STYLE = {"create": "green", "update": "yellow", "delete": "red"}
 
 def summary_line(plan: Plan) -> str:
     s = plan.summary
-    if s.empty:
+    if s.empty and plan.mode == "live":
         return "No changes. The fleet matches its configuration."
     return f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy."
 
