@@ -20,6 +20,7 @@ def summary_line(plan: Plan) -> str:
 
 
 def print_plan(console: Console, plan: Plan, *, show_diff: bool = False) -> None:
+    """One print call per host: rich's per-call cost dominates on a 1,000-worker fleet."""
     if plan.mode == "offline":
         console.print(
             Text(
@@ -32,32 +33,33 @@ def print_plan(console: Console, plan: Plan, *, show_diff: bool = False) -> None
         console.print(Text(f"Warning: {warning}", style="bold yellow"))
     for host in plan.hosts:
         console.print()
-        _print_host(console, host, show_diff)
+        console.print(_host_block(host, show_diff))
     console.print()
     console.print(Text(summary_line(plan), style="bold"))
 
 
-def _print_host(console: Console, host: HostPlan, show_diff: bool) -> None:
-    head = Text()
-    head.append(host.name, style="bold")
-    head.append(f"  {host.address}  ({', '.join(host.roles)})", style="dim")
-    console.print(head)
+def _host_block(host: HostPlan, show_diff: bool) -> Text:
+    block = Text()
+    block.append(host.name, style="bold")
+    block.append(f"  {host.address}  ({', '.join(host.roles)})", style="dim")
     width = max((len(c.kind) + 1 + len(c.name) for c in host.changes), default=0)
     for change in host.changes:
-        console.print(_change_line(change, width))
+        block.append("\n")
+        _append_change(block, change, width)
         if show_diff:
             for line in diff_lines(change):
-                console.print(Text("      " + line, style=_diff_style(line)))
+                block.append("\n      " + line, style=_diff_style(line))
     for note in host.notes:
-        console.print(Text(f"  · {note}", style="dim"))
+        block.append(f"\n  · {note}", style="dim")
     if not host.changes:
-        console.print(Text("  no changes", style="dim"))
+        block.append("\n  no changes", style="dim")
     if host.unchanged:
-        console.print(Text(f"  ({host.unchanged} unchanged)", style="dim"))
+        block.append(f"\n  ({host.unchanged} unchanged)", style="dim")
+    return block
 
 
-def _change_line(change: Change, width: int) -> Text:
-    line = Text("  ")
+def _append_change(line: Text, change: Change, width: int) -> None:
+    line.append("  ")
     line.append(change.symbol, style=f"bold {_STYLE[change.action]}")
     label = f"{change.kind} {change.name}"
     line.append(f" {label.ljust(width)}")
@@ -66,7 +68,6 @@ def _change_line(change: Change, width: int) -> Text:
         line.append(f"  {attrs}", style="dim")
     if change.sensitive:
         line.append(f"  {sensitive_marker(change.sha256)}", style="magenta")
-    return line
 
 
 def sensitive_marker(sha256: str | None) -> str:
