@@ -21,7 +21,7 @@ def test_offline_plan_lists_every_host_and_ends_with_the_summary() -> None:
     result = run("plan", "--dry-run")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[-1] == "Plan: 39 to add, 0 to change, 0 to destroy."
+    assert lines[-1] == "Plan: 41 to add, 0 to change, 0 to destroy."
     for host in ("broker-host  192.0.2.10", "worker-node-1  192.0.2.11", "worker-node-2"):
         assert any(line.startswith(host) for line in lines), host
     unit_line = next(line for line in lines if "cc-go-dev-01-poller.service" in line)
@@ -43,7 +43,7 @@ def test_worker_narrows_to_the_worker_and_what_its_host_shares() -> None:
     assert "consumer AF_TASKS/worker-cc-go-dev-01" in out
     assert "codex-py-dev-01" not in out and "worker-node-2" not in out
     assert "stream AF_TASKS" not in out
-    assert out.strip().splitlines()[-1] == "Plan: 8 to add, 0 to change, 0 to destroy."
+    assert out.strip().splitlines()[-1] == "Plan: 9 to add, 0 to change, 0 to destroy."
 
 
 def test_host_narrows_to_that_host() -> None:
@@ -82,10 +82,10 @@ def test_json_plan_follows_the_documented_schema() -> None:
     data = json.loads(run("plan", "--dry-run", "--json").stdout)
     assert data["format_version"] == 1
     assert data["mode"] == "offline"
-    assert data["summary"] == {"add": 39, "change": 0, "destroy": 0}
+    assert data["summary"] == {"add": 41, "change": 0, "destroy": 0}
     assert len(data["fleet_revision"]) == 64
     changes = [c for h in data["hosts"] for c in h["changes"]]
-    assert len(changes) == 39
+    assert len(changes) == 41
     unit = next(c for c in changes if c["name"].endswith("cc-go-dev-01-poller.service"))
     assert unit["action"] == "create" and unit["type"] == "file"
     assert unit["attributes"]["mode"] == "0644" and unit["worker"] == "cc-go-dev-01"
