@@ -28,6 +28,13 @@ class _Checker:
             name == b or name.startswith(b + ".") or name.startswith(b + "[") for b in self.bad
         )
 
+    def clean(self, path: PathKey) -> bool:
+        """ok(), and nothing inside the value failed its own check either."""
+        name = dotted(path)
+        return self.ok(path) and not any(
+            b.startswith(name + ".") or b.startswith(name + "[") for b in self.bad
+        )
+
     def add(self, mark: Mark, path: PathKey, what: str, fix: str = "") -> None:
         self.problems.append(Problem(mark, dotted(path), what, fix))
 
@@ -55,11 +62,13 @@ def check(
     return c.problems
 
 
-def _check_servers(c: _Checker, data: Any, smap: SourceMap) -> dict[str, set[str]] | None:
-    """Returns host name -> roles, or None when servers.yaml is too broken to cross-check."""
-    if data is None:
+def _check_servers(c: _Checker, data: Any, smap: SourceMap) -> dict[str, set[str] | None] | None:
+    """Host name -> roles (None where the roles failed their own check), or None when
+    servers.yaml is too broken to cross-check against."""
+    if data is None or not c.ok(("servers",)):
         return None
-    hosts: dict[str, set[str]] = {}
+    hosts: dict[str, set[str] | None] = {}
+    first_line: dict[str, int] = {}
     brokers: list[tuple[str, PathKey]] = []
     complete = True
     for i, entry in _entries(data, "servers"):
@@ -69,26 +78,24 @@ def _check_servers(c: _Checker, data: Any, smap: SourceMap) -> dict[str, set[str
             complete = False
             continue
         if name in hosts:
-            first = next(
-                smap.value(("servers", j, "name"))
-                for j, e in _entries(data, "servers")
-                if _text(e, "name") == name
-            )
             c.add(
                 smap.value(path),
                 path,
-                f"duplicate host name {name!r} (first at line {first.line})",
+                f"duplicate host name {name!r} (first at line {first_line[name]})",
                 "give each host a unique name",
             )
             continue
+        first_line[name] = smap.value(path).line
+        roles_path: PathKey = ("servers", i, "roles")
         roles = entry.get("roles")
-        role_set = {r for r in roles if isinstance(r, str)} if isinstance(roles, list) else set()
-        if not c.ok(("servers", i, "roles")):
+        if not c.clean(roles_path) or not isinstance(roles, list):
             complete = False
-        hosts[name] = role_set
-        if BROKER in role_set:
-            brokers.append((name, ("servers", i, "roles")))
-    if complete and c.ok(("servers",)) and hosts and not brokers:
+            hosts[name] = None
+            continue
+        hosts[name] = {r for r in roles if isinstance(r, str)}
+        if BROKER in hosts[name]:  # type: ignore[operator]
+            brokers.append((name, roles_path))
+    if complete and hosts and not brokers:
         c.add(
             smap.key(("servers",)),
             ("servers",),
@@ -102,11 +109,11 @@ def _check_servers(c: _Checker, data: Any, smap: SourceMap) -> dict[str, set[str
             f"{name!r} is a second broker-host (first: {brokers[0][0]!r}); one broker is supported",
             "keep broker-host on one host",
         )
-    return hosts if complete else None
+    return hosts if hosts or complete else None
 
 
 def _check_workers(
-    c: _Checker, data: Any, fmap: SourceMap, hosts: dict[str, set[str]] | None
+    c: _Checker, data: Any, fmap: SourceMap, hosts: dict[str, set[str] | None] | None
 ) -> None:
     llms: dict[str, tuple[str | None, bool]] = {
         n: (s.backend, s.requires_env_file) for n, s in BUILTIN_LLMS.items()
@@ -145,7 +152,7 @@ def _join(hint: str, rest: str) -> str:
 
 
 def _check_placement(
-    c: _Checker, fmap: SourceMap, path: PathKey, host: str, hosts: dict[str, set[str]]
+    c: _Checker, fmap: SourceMap, path: PathKey, host: str, hosts: dict[str, set[str] | None]
 ) -> None:
     if host not in hosts:
         hint = did_you_mean(host, hosts)
@@ -155,7 +162,7 @@ def _check_placement(
             f"unknown host {host!r}",
             _join(hint, f"hosts are defined in servers.yaml: {', '.join(sorted(hosts))}"),
         )
-    elif WORKER not in hosts[host]:
+    elif (roles := hosts[host]) is not None and WORKER not in roles:
         c.add(
             fmap.value(path),
             path,
@@ -213,6 +220,8 @@ def _check_nats(c: _Checker, data: Any, fmap: SourceMap) -> None:
     if not isinstance(nats, dict):
         return
     port, monitor = nats.get("port", 4222), nats.get("monitor_port", 8222)
-    if port == monitor and c.ok(("nats", "monitor_port")):
-        path = ("nats", "monitor_port")
-        c.add(fmap.value(path), path, f"is the same as nats.port ({port})", "use another port")
+    # Point at the key the user wrote: monitor_port if written, else port.
+    path: PathKey = ("nats", "monitor_port") if "monitor_port" in nats else ("nats", "port")
+    if port == monitor and c.ok(("nats", "port")) and c.ok(("nats", "monitor_port")):
+        other = "port" if path[-1] == "monitor_port" else "monitor_port (default 8222)"
+        c.add(fmap.value(path), path, f"is the same as nats.{other} ({port})", "use another port")

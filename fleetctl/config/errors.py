@@ -47,3 +47,7 @@ class BadValue(ValueError):
         self.what = what
         self.fix = fix
         super().__init__(what)
+
+
+class NotText(BadValue):
+    """YAML read a number where text was meant (`worker_id: 007`)."""

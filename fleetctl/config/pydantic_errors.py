@@ -9,7 +9,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from fleetctl.config.errors import BadValue, Problem
+from fleetctl.config.errors import BadValue, NotText, Problem
 from fleetctl.config.yamlsource import PathKey, SourceMap, dotted
 
 
@@ -84,7 +84,7 @@ def _describe(err: Any, root: type[BaseModel]) -> tuple[str, str]:
         return "unknown key", hint
     if kind in ("string_type",):
         return f"expected text, got {_type_name(value)}", "quote it"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
+    if kind in ("int_type", "int_parsing", "int_from_float", "finite_number"):
         return f"expected a whole number, got {_type_name(value)}", "write a number like 3"
     if kind in ("bool_type", "bool_parsing"):
         return f"expected true or false, got {_type_name(value)}", "write true or false"
@@ -109,6 +109,9 @@ def problems_from(exc: ValidationError, root: type[BaseModel], source: SourceMap
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if p != "[key]")
         what, fix = _describe(err, root)
+        raw = source.raw_numbers.get(loc)
+        if raw is not None and isinstance((err.get("ctx") or {}).get("error"), NotText):
+            fix = f'quote it: "{raw}"'
         if err["type"] == "extra_forbidden" or "[key]" in err["loc"]:
             mark = source.key(loc)
         elif err["type"] == "missing":

@@ -35,7 +35,7 @@ Labels = dict[LabelKey, Token]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ServerEntry(_Strict):

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
-from fleetctl.config.errors import BadValue
+from fleetctl.config.errors import BadValue, NotText
 
 # Why a character is refused, checked in this order; the first that applies is reported.
 _CHAR_REASONS: list[tuple[re.Pattern[str], str]] = [
@@ -51,7 +51,7 @@ def _text(value: object) -> object:
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | float):
-        raise BadValue(f"expected text, got the number {value!r}", f'quote it: "{value}"')
+        raise NotText(f"expected text, got the number {value!r}", f'quote it: "{value}"')
     return value
 
 

@@ -27,6 +27,8 @@ class SourceMap:
     file: str
     values: dict[PathKey, Mark] = field(default_factory=dict)
     keys: dict[PathKey, Mark] = field(default_factory=dict)
+    # The text as written, for scalars YAML turned into numbers (`007` -> 7).
+    raw_numbers: dict[PathKey, str] = field(default_factory=dict)
 
     def value(self, path: PathKey) -> Mark:
         """Where the value at `path` is, or the nearest enclosing value."""
@@ -45,18 +47,89 @@ def _mark(file: str, node: yaml.Node) -> Mark:
     return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+# Far beyond any real fleet (1,000 workers is about 12,000 values), far below what an
+# alias bomb ("billion laughs") would expand to.
+MAX_VALUES = 250_000
+MAX_DEPTH = 64
+_NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+
+
+class _Abort(Exception):
+    """Stops building: the document cannot be read safely any further."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+
+
 class _Builder:
     def __init__(self, file: str) -> None:
         self.map = SourceMap(file)
         self.problems: list[Problem] = []
+        self.count = 0
+        self.open_nodes: set[int] = set()
 
     def build(self, node: yaml.Node, path: PathKey) -> Any:
-        self.map.values[path] = _mark(self.map.file, node)
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
+        mark = _mark(self.map.file, node)
+        self.map.values[path] = mark
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise _Abort(
+                Problem(
+                    mark,
+                    _dotted(path),
+                    f"the document expands to more than {MAX_VALUES:,} "
+                    "values (aliases that repeat aliases?)",
+                    "write the values out plainly",
+                )
+            )
+        if len(path) > MAX_DEPTH:
+            raise _Abort(
+                Problem(
+                    mark,
+                    "",
+                    f"values are nested more than {MAX_DEPTH} levels deep",
+                    "check the brackets and indentation",
+                )
+            )
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path, mark)
+        if id(node) in self.open_nodes:
+            raise _Abort(
+                Problem(
+                    mark,
+                    _dotted(path),
+                    "an alias refers to a value that contains it",
+                    "remove the alias or point it elsewhere",
+                )
+            )
+        self.open_nodes.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return _constructor.construct_object(node)
+        finally:
+            self.open_nodes.discard(id(node))
+
+    def _scalar(self, node: yaml.ScalarNode, path: PathKey, mark: Mark) -> Any:
+        if node.tag in _NUMBER_TAGS:
+            self.map.raw_numbers[path] = node.value
+        try:
+            return _constructor.construct_object(node)
+        except yaml.constructor.ConstructorError:
+            self.problems.append(
+                Problem(mark, _dotted(path), f"unsupported YAML tag {node.tag!r}", "remove the tag")
+            )
+        except (ValueError, OverflowError, TypeError) as exc:
+            tag = node.tag.rsplit(":", 1)[-1]
+            self.problems.append(
+                Problem(
+                    mark,
+                    _dotted(path),
+                    f"{node.value!r} cannot be read as a {tag} ({exc})",
+                    "quote it to make it text",
+                )
+            )
+        return None
 
     def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -71,12 +144,10 @@ class _Builder:
             key_mark = _mark(self.map.file, key_node)
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.append(
-                    Problem(
-                        key_mark, _dotted(path), "a key must be plain text", "write `key: value`"
-                    )
+                    Problem(key_mark, _dotted(path), "a key must be plain text", "write key: value")
                 )
                 continue
-            key = str(_constructor.construct_object(key_node))
+            key = str(key_node.value)
             if key in first_seen:
                 self.problems.append(
                     Problem(
@@ -113,7 +184,9 @@ def load_yaml(path: Path, display: str) -> tuple[Any, SourceMap]:
             [Problem(origin, "", "file not found", "create it, or pass its path with -f/-s")]
         ) from None
     except IsADirectoryError:
-        raise ConfigError([Problem(origin, "", "is a directory, not a YAML file")]) from None
+        raise ConfigError(
+            [Problem(origin, "", "is a directory, not a YAML file", "pass the file's path")]
+        ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
             [Problem(origin, "", f"is not UTF-8 text ({exc.reason})", "save it as UTF-8")]
@@ -122,17 +195,32 @@ def load_yaml(path: Path, display: str) -> tuple[Any, SourceMap]:
         raise ConfigError([Problem(origin, "", f"cannot be read: {exc.strerror}")]) from None
     try:
         node = yaml.compose(text, Loader=_Loader)
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        where = Mark(display, before.count("\n") + 1, len(before) - before.rfind("\n"))
+        what = f"contains the character {chr(exc.character)!r}, which YAML does not allow"
+        raise ConfigError([Problem(where, "", what, "remove it")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark and "end of stream" in str(exc.problem):
+            mark = exc.context_mark  # an unclosed quote or bracket: point at where it opens
         where = Mark(display, mark.line + 1, mark.column + 1) if mark else origin
         what = f"YAML syntax error: {exc.problem or exc.context}"
         raise ConfigError([Problem(where, "", what, _syntax_hint(exc))]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([Problem(origin, "", f"YAML error: {exc}")]) from None
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError([Problem(origin, "", f"YAML error: {first_line}")]) from None
+    except RecursionError:
+        raise ConfigError(
+            [Problem(origin, "", "values are nested too deeply", "check brackets and indentation")]
+        ) from None
     if node is None:
         raise ConfigError([Problem(origin, "", "file is empty", "see docs/configuration.md")])
     builder = _Builder(display)
-    data = builder.build(node, ())
+    try:
+        data = builder.build(node, ())
+    except _Abort as abort:
+        raise ConfigError([abort.problem]) from None
     if builder.problems:
         raise ConfigError(builder.problems)
     return data, builder.map
@@ -146,6 +234,8 @@ def _syntax_hint(exc: yaml.MarkedYAMLError) -> str:
         return "quote a value that contains ': ', or fix the indentation"
     if "could not find expected ':'" in problem:
         return "every key needs a ':' after it"
+    if "another document" in problem:
+        return "keep one document per file: remove the '---' line and what follows, or merge it"
     if "expected <block end>" in problem:
         return "check the indentation of this line against the lines above"
     return "check the indentation and quoting around this position"
