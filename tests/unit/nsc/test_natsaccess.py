@@ -1,0 +1,58 @@
+"""Per-user permissions derived from NatsNames: exact lists, and nothing broad."""
+
+from __future__ import annotations
+
+from fleetctl import natsaccess as na
+from fleetctl.natsnames import NatsNames
+
+N = NatsNames("af")
+
+
+def test_worker_permissions_are_exact() -> None:
+    p = na.worker_permissions(N, "w1")
+    assert p.pub.allow == (
+        "$JS.API.CONSUMER.MSG.NEXT.AF_TASKS.worker-w1",
+        "$JS.ACK.AF_TASKS.worker-w1.>",
+        "$JS.API.CONSUMER.INFO.AF_TASKS.worker-w1",
+        "af.task.*.completed",
+        "af.dead.w1",
+        "af.worker.w1.status",
+    )
+    assert p.sub.allow == ("_INBOX_w1.>", "af.worker.w1.ping")
+    assert p.resp is not None and p.resp.max_msgs == 1
+
+
+def test_no_worker_gets_the_seed_broad_grants() -> None:
+    for wid in ("w1", "cc-go-dev-01"):
+        p = na.worker_permissions(N, wid)
+        every = p.pub.allow + p.sub.allow
+        for broad in ("af.>", "_INBOX.>", "$JS.>", "$JS.API.>", ">"):
+            assert broad not in every
+        assert not any("STREAM." in s or "CONSUMER.CREATE" in s for s in every)
+        assert not any(s.startswith("af.worker.") and s.endswith(".inbox") for s in every)
+
+
+def test_prefix_changes_every_subject() -> None:
+    p = na.worker_permissions(NatsNames("team-x"), "w1")
+    assert "$JS.API.CONSUMER.MSG.NEXT.TEAM_X_TASKS.worker-w1" in p.pub.allow
+    assert "team-x.task.*.completed" in p.pub.allow
+
+
+def test_publisher_and_admin() -> None:
+    pub = na.publisher_permissions(N)
+    assert "af.worker.*.inbox" in pub.pub.allow
+    assert "$JS.API.CONSUMER.MSG.NEXT.AF_RESULTS.publisher" in pub.pub.allow
+    assert "$JS.API.STREAM.MSG.GET.AF_RESULTS" in pub.pub.allow
+    assert pub.sub.allow == ("_INBOX_PUBLISHER.>",)
+    adm = na.admin_permissions(N)
+    assert "$JS.API.>" in adm.pub.allow and "af.worker.*.inbox" not in adm.pub.allow
+    assert adm.sub.allow == ("_INBOX_ADMIN.>", "af.worker.*.status")
+
+
+def test_user_names_cannot_collide() -> None:
+    assert na.worker_user("w1") == "worker-w1"
+    assert na.worker_of_user("worker-w1") == "w1"
+    assert na.worker_of_user(na.ADMIN_USER) is None
+    # worker ids are [a-z0-9-]: upper case in the other prefixes keeps them apart
+    for prefix in (na.ADMIN_INBOX_PREFIX, na.PUBLISHER_INBOX_PREFIX, na.SYSTEM_INBOX_PREFIX):
+        assert prefix != prefix.lower()
