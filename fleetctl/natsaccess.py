@@ -85,11 +85,15 @@ def publisher_permissions(names: NatsNames, consumer: str = PUBLISHER_CONSUMER) 
 
 
 def admin_permissions(names: NatsNames) -> Permissions:
-    """fleetctl itself: all of the JetStream API (streams, consumers, dead letters), pings
-    and status of workers; its own inbox prefix. Not the task inboxes: it does not publish
-    tasks, and not `$JS.ACK`: it does not consume work."""
+    """fleetctl itself: the JetStream API (streams, consumers, reading dead letters by
+    sequence), pings and status of workers; its own inbox prefix. Not the task inboxes (it
+    does not publish tasks), not MSG.NEXT or `$JS.ACK` (it does not consume work)."""
     return Permissions(
-        pub=Permission.of(allow=[f"{JS_API}.>", names.ping("*")]),
+        pub=Permission.of(
+            allow=[f"{JS_API}.>", names.ping("*")],
+            # `$JS.API.>` would also let it pull (and so take) any worker's tasks.
+            deny=[f"{JS_API}.CONSUMER.MSG.NEXT.>"],
+        ),
         sub=Permission.of(allow=[f"{ADMIN_INBOX_PREFIX}.>", names.status("*")]),
     )
 
