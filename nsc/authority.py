@@ -82,6 +82,7 @@ class Authority:
         self.keystore = KeyStore(dirs.keys)
         self._operator_signer = operator_signer
         self._accounts: dict[str, Account] = {}
+        self._services: str | None = None
 
     def __repr__(self) -> str:
         return f"Authority(operator={self.store.name!r}, stores={self.dirs.stores})"
@@ -174,7 +175,10 @@ class Authority:
 
     @property
     def services_account(self) -> str:
-        return str(self.store.metadata().get("services_account", SERVICES_ACCOUNT))
+        """The account users go to by default (recorded at creation; `Services` if adopted)."""
+        if self._services is None:
+            self._services = str(self.store.metadata().get("services_account", SERVICES_ACCOUNT))
+        return self._services
 
     def _name_of(self, account_key: str) -> str:
         for name in self.store.accounts():
@@ -239,7 +243,7 @@ class Authority:
         self.keystore.store(key)
         self.store.write_user(acct.name, name, token)
         path = self.keystore.write_creds(
-            self.store.name, acct.name, name, format_creds(token, key.seed)
+            self.store.name, acct.name, name, format_creds(token, key.seed, check=False)
         )
         return IssuedUser(name, acct.name, key.public_key, token, path, now, expires or None)
 

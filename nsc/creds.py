@@ -33,9 +33,12 @@ class CredsError(ValueError):
     """A .creds text that does not hold a user JWT and a user seed. (Never quotes the seed.)"""
 
 
-def format_creds(user_jwt: str, seed: Secret) -> Secret:
-    """The .creds file contents, itself a Secret since it embeds the seed."""
-    if jwt.decode(user_jwt).claim_type != "user":
+def format_creds(user_jwt: str, seed: Secret, *, check: bool = True) -> Secret:
+    """The .creds file contents, itself a Secret since it embeds the seed.
+
+    `check=False` skips decoding the JWT, for callers that have just built it as a user JWT.
+    """
+    if check and jwt.decode(user_jwt).claim_type != "user":
         raise CredsError("only a user JWT can go in a .creds file")
     raw = seed.reveal().strip()
     if not raw.startswith(b"SU"):

@@ -8,8 +8,8 @@ a secret is never briefly world-readable.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import tempfile
 from pathlib import Path
 
 from nsc.secret import Secret
@@ -17,6 +17,7 @@ from nsc.secret import Secret
 DIR_MODE = 0o700
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o600  # JWTs are not secret, but nsc writes everything 0600 and so do we
+_counter = itertools.count()
 
 
 def ensure_dir(path: Path) -> Path:
@@ -43,26 +44,49 @@ def ensure_dir(path: Path) -> Path:
 def atomic_write(
     path: Path, data: bytes | str | Secret, mode: int = SECRET_MODE, *, durable: bool = False
 ) -> Path:
-    """Replace `path` with `data` in one rename; `durable` also fsyncs file and directory."""
+    """Replace `path` with `data` in one rename; `durable` also fsyncs file and directory.
+
+    Plain string paths inside: issuing a thousand users is three thousand of these.
+    """
     payload = data.reveal() if isinstance(data, Secret) else data
     raw = payload.encode() if isinstance(payload, str) else payload
-    ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    target = os.fspath(path)
+    parent, name = os.path.split(target)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        Path(tmp).replace(path)
+        fd, tmp = _create_temp(parent, name)
+    except FileNotFoundError:
+        ensure_dir(Path(parent))
+        fd, tmp = _create_temp(parent, name)
+    try:
+        os.fchmod(fd, mode)  # O_CREAT's mode is masked by umask; this is not
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, target)  # noqa: PTH105 - str paths: this is the hot path
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
-            Path(tmp).unlink()
+            os.unlink(tmp)  # noqa: PTH108
         raise
     if durable:
-        fsync_dir(path.parent)
+        fsync_dir(Path(parent))
     return path
+
+
+def _create_temp(parent: str, name: str) -> tuple[int, str]:
+    """A new file next to the target, created exclusively 0600 (cheaper than mkstemp)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        tmp = os.path.join(parent, f".{name}.{os.getpid()}.{next(_counter)}.tmp")  # noqa: PTH118
+        try:
+            return os.open(tmp, flags, SECRET_MODE), tmp
+        except FileExistsError:
+            continue
 
 
 def fsync_dir(path: Path) -> None:
