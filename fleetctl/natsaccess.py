@@ -9,7 +9,12 @@ the admin user (fleetctl itself); task publishing to the publisher user.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
 from fleetctl.natsnames import NatsNames
+from nsc.authority import Authority, IssuedUser
 from nsc.permissions import Permission, Permissions, ResponsePermission
 
 JS_API = "$JS.API"
@@ -104,3 +109,73 @@ def system_permissions() -> Permissions:
         pub=Permission.of(allow=["$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE"]),
         sub=Permission.of(allow=[f"{SYSTEM_INBOX_PREFIX}.>"]),
     )
+
+
+# ---- what the CLI calls -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CredentialRow:
+    """One line of `fleetctl creds list`."""
+
+    user: str
+    worker: str | None  # None for the publisher/admin/system users
+    public_key: str
+    issued_at: int
+    expires_at: int | None
+    revoked: bool
+    creds_path: Path
+
+
+def issue_worker(
+    authority: Authority, names: NatsNames, worker_id: str, *, ttl: float | None = None
+) -> IssuedUser:
+    """A worker's user: changes no account JWT, so the broker config stays as it is."""
+    return authority.issue_user(
+        worker_user(worker_id), worker_permissions(names, worker_id), ttl=ttl, tags=[ROLE_WORKER]
+    )
+
+
+def ensure_fleet_users(
+    authority: Authority,
+    names: NatsNames,
+    worker_ids: Iterable[str],
+    *,
+    ttl: float | None = None,
+) -> dict[str, IssuedUser]:
+    """Issue whatever is missing (or revoked): each worker, the publisher, the admin, and the
+    system user that pushes revocations. Returns only what was issued now, by user name."""
+    existing = {r.name: r for r in authority.list_users()}
+    wanted: list[tuple[str, Permissions, str]] = [
+        (worker_user(w), worker_permissions(names, w), ROLE_WORKER) for w in worker_ids
+    ]
+    wanted += [
+        (PUBLISHER_USER, publisher_permissions(names), ROLE_PUBLISHER),
+        (ADMIN_USER, admin_permissions(names), ROLE_ADMIN),
+    ]
+    issued: dict[str, IssuedUser] = {}
+    for user, perms, role in wanted:
+        if user not in existing or existing[user].revoked:
+            issued[user] = authority.issue_user(user, perms, ttl=ttl, tags=[role])
+    sys_account = authority.system_account
+    if SYSTEM_USER not in authority.store.users(sys_account):
+        issued[SYSTEM_USER] = authority.issue_user(
+            SYSTEM_USER, system_permissions(), account=sys_account, tags=[ROLE_SYSTEM]
+        )
+    return issued
+
+
+def credential_rows(authority: Authority) -> list[CredentialRow]:
+    """Every user of the services account: worker, public key, issued, expires, revoked."""
+    return [
+        CredentialRow(
+            r.name,
+            worker_of_user(r.name),
+            r.public_key,
+            r.issued_at,
+            r.expires_at,
+            r.revoked,
+            r.creds_path,
+        )
+        for r in authority.list_users()
+    ]

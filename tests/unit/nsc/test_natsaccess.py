@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fleetctl import natsaccess as na
 from fleetctl.natsnames import NatsNames
+from nsc import jwt
+from nsc.authority import Authority
+from nsc.store import NscDirs
 
 N = NatsNames("af")
 
@@ -56,3 +61,28 @@ def test_user_names_cannot_collide() -> None:
     # worker ids are [a-z0-9-]: upper case in the other prefixes keeps them apart
     for prefix in (na.ADMIN_INBOX_PREFIX, na.PUBLISHER_INBOX_PREFIX, na.SYSTEM_INBOX_PREFIX):
         assert prefix != prefix.lower()
+
+
+def test_ensure_fleet_users_is_idempotent_and_lists(tmp_path: Path) -> None:
+    a = Authority.create(NscDirs.under(tmp_path))
+    config = a.server_config()
+    first = na.ensure_fleet_users(a, N, ["w1", "w2"], ttl=3600)
+    assert set(first) == {
+        "worker-w1",
+        "worker-w2",
+        na.PUBLISHER_USER,
+        na.ADMIN_USER,
+        na.SYSTEM_USER,
+    }
+    assert first[na.SYSTEM_USER].account == "SYS"
+    assert na.ensure_fleet_users(a, N, ["w1", "w2"]) == {}
+    assert a.server_config() == config  # issuing never touches the broker config
+    a.revoke_user("worker-w1")
+    again = na.ensure_fleet_users(a, N, ["w1", "w2", "w3"])
+    assert set(again) == {"worker-w1", "worker-w3"}
+    rows = {r.user: r for r in na.credential_rows(a)}
+    assert rows["worker-w2"].worker == "w2" and rows[na.ADMIN_USER].worker is None
+    assert rows["worker-w2"].expires_at == rows["worker-w2"].issued_at + 3600
+    assert not rows["worker-w1"].revoked  # the re-issued key, not the revoked one
+    tags = jwt.decode(first["worker-w2"].jwt).claims["nats"]["tags"]
+    assert tags == [na.ROLE_WORKER]
