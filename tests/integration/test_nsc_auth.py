@@ -17,7 +17,7 @@ from nsc.creds import format_creds, parse_creds
 from nsc.keys import Role, generate
 from nsc.permissions import Permissions
 from nsc.store import NscDirs
-from nsc.sysupdate import claims_update, push_account_jwt
+from nsc.sysupdate import ClaimsUpdateError, claims_update, push_account_jwt
 from tests.support.nscfleet import connect, fleet_server, make_fleet, try_connect
 
 pytestmark = pytest.mark.integration
@@ -114,6 +114,18 @@ def test_revocation_and_rotation_take_effect_live(tmp_path: Path) -> None:
         await push_account_jwt(url, fleet.system.creds_path, account_jwt2)
         assert _refused(await try_connect(url, w2_copy))
         assert await try_connect(url, new.creds_path) is None
+
+        # the server refuses an account JWT that its operator did not sign
+        foreign = Authority.create(NscDirs.under(tmp_path / "foreign"))
+        forged = jwt.encode(
+            subject=a.account("Services").public_key,
+            name="Services",
+            nats=jwt.decode(account_jwt2).claims["nats"] | {"revocations": {}},
+            signer=foreign.account("Services").signer,
+        )
+        with pytest.raises(ClaimsUpdateError, match="refused"):
+            await push_account_jwt(url, fleet.system.creds_path, forged)
+        assert _refused(await try_connect(url, w2_copy))  # still revoked
 
         # only a system-account user may push account updates
         with pytest.raises(Exception, match="no answer"):

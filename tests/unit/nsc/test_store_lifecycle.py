@@ -269,3 +269,16 @@ def test_server_config_is_nsc_mem_resolver_format(authority: Authority) -> None:
         assert f'  // Account "{name}"' in lines
     with pytest.raises(ConfigError):
         mem_resolver_config(authority.operator_jwt, [authority.account_jwt("Services")], "AX")
+
+
+def test_reload_uses_the_signing_keys(authority: Authority) -> None:
+    again = Authority.load(authority.dirs, "fleet")
+    assert again.services_account == "Services"
+    user = again.issue_user("worker-w9", Permissions())
+    svc = jwt.decode(again.account_jwt("Services")).claims
+    assert jwt.verify_token(user.jwt).claims["iss"] == svc["nats"]["signing_keys"][0]
+    again.revoke_user("worker-w9")
+    op = jwt.decode(again.operator_jwt).claims
+    assert (
+        jwt.verify_token(again.account_jwt("Services")).claims["iss"] in op["nats"]["signing_keys"]
+    )
