@@ -128,7 +128,7 @@ async def connect(url: str, user: IssuedUser, inbox_prefix: str) -> AsyncIterato
         inbox_prefix=inbox_prefix,
         error_cb=on_error,
         allow_reconnect=False,
-        connect_timeout=2,
+        connect_timeout=5,
     )
     try:
         yield conn
@@ -149,7 +149,7 @@ async def try_connect(url: str, creds: Path) -> str | None:
             user_credentials=str(creds),
             allow_reconnect=False,
             max_reconnect_attempts=0,
-            connect_timeout=2,
+            connect_timeout=5,
             error_cb=on_error,
         )
     except Exception as e:
@@ -159,7 +159,7 @@ async def try_connect(url: str, creds: Path) -> str | None:
 
 
 async def js_api(conn: Conn, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    msg = await conn.nc.request(subject, json.dumps(body or {}).encode(), timeout=2)
+    msg = await conn.nc.request(subject, json.dumps(body or {}).encode(), timeout=5)
     reply: dict[str, Any] = json.loads(msg.data)
     if "error" in reply:
         raise RuntimeError(f"{subject}: {reply['error']}")
