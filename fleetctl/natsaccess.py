@@ -1,0 +1,181 @@
+"""Least-privilege NATS permissions for every fleet user, derived from `NatsNames`.
+
+The seed gave every worker `af.>`, `_INBOX.>` and `$JS.>`: any worker could read every other
+worker's tasks and replies, delete streams, and publish tasks. Here a worker can only pull
+from and ack on its own durable consumer, read its own inbox prefix, publish results, its own
+dead letters and status, and answer its own ping. Stream/consumer administration belongs to
+the admin user (fleetctl itself); task publishing to the publisher user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetctl.natsnames import NatsNames
+from nsc.authority import Authority, IssuedUser
+from nsc.permissions import Permission, Permissions, ResponsePermission
+
+JS_API = "$JS.API"
+# Users other than workers. Worker ids are [a-z0-9-] only, so these inbox prefixes (with
+# upper case) and user names (workers are `worker-<id>`) can never collide with a worker's.
+ADMIN_USER = "fleet-admin"
+PUBLISHER_USER = "fleet-publisher"
+SYSTEM_USER = "fleet-sys"
+ADMIN_INBOX_PREFIX = "_INBOX_ADMIN"
+PUBLISHER_INBOX_PREFIX = "_INBOX_PUBLISHER"
+SYSTEM_INBOX_PREFIX = "_INBOX_SYS"
+# The publisher's durable consumer on the results stream. It belongs in NatsNames; it is
+# here until natsnames.py (not this module's file) grows it.
+PUBLISHER_CONSUMER = "publisher"
+# Replies to a ping: one message, within a minute of receiving it.
+PING_RESPONSE = ResponsePermission(max_msgs=1, ttl_seconds=60)
+
+ROLE_WORKER, ROLE_PUBLISHER, ROLE_ADMIN, ROLE_SYSTEM = "worker", "publisher", "admin", "system"
+
+
+def worker_user(worker_id: str) -> str:
+    """The user (and .creds file) name of a worker."""
+    return f"worker-{worker_id}"
+
+
+def worker_of_user(user: str) -> str | None:
+    return user.removeprefix("worker-") if user.startswith("worker-") else None
+
+
+def _pull_from(stream: str, durable: str) -> list[str]:
+    """Fetch, ack/nak/in-progress, and look up one existing durable consumer: nothing else."""
+    return [
+        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+        f"{JS_API}.CONSUMER.INFO.{stream}.{durable}",
+    ]
+
+
+def worker_permissions(names: NatsNames, worker_id: str) -> Permissions:
+    """A worker: its own consumer, inbox prefix, results, dead letters, status and ping."""
+    return Permissions(
+        pub=Permission.of(
+            allow=[
+                *_pull_from(names.task_stream, names.consumer(worker_id)),
+                names.all_results,
+                names.dead(worker_id),
+                names.status(worker_id),
+            ]
+        ),
+        sub=Permission.of(
+            allow=[f"{names.inbox_prefix(worker_id)}.>", names.ping(worker_id)],
+        ),
+        resp=PING_RESPONSE,
+    )
+
+
+def publisher_permissions(names: NatsNames, consumer: str = PUBLISHER_CONSUMER) -> Permissions:
+    """The task publisher: publish to any worker inbox, read results from its own consumer
+    or by direct/stream get on the results stream; its own inbox prefix."""
+    results = names.results_stream
+    return Permissions(
+        pub=Permission.of(
+            allow=[
+                names.all_inboxes,
+                *_pull_from(results, consumer),
+                f"{JS_API}.STREAM.MSG.GET.{results}",
+                f"{JS_API}.DIRECT.GET.{results}",
+                f"{JS_API}.DIRECT.GET.{results}.>",
+            ]
+        ),
+        sub=Permission.of(allow=[f"{PUBLISHER_INBOX_PREFIX}.>"]),
+    )
+
+
+def admin_permissions(names: NatsNames) -> Permissions:
+    """fleetctl itself: the JetStream API (streams, consumers, reading dead letters by
+    sequence), pings and status of workers; its own inbox prefix. Not the task inboxes (it
+    does not publish tasks), not MSG.NEXT or `$JS.ACK` (it does not consume work)."""
+    return Permissions(
+        pub=Permission.of(
+            allow=[f"{JS_API}.>", names.ping("*")],
+            # `$JS.API.>` would also let it pull (and so take) any worker's tasks.
+            deny=[f"{JS_API}.CONSUMER.MSG.NEXT.>"],
+        ),
+        sub=Permission.of(allow=[f"{ADMIN_INBOX_PREFIX}.>", names.status("*")]),
+    )
+
+
+def system_permissions() -> Permissions:
+    """A system-account user that may only push account JWT updates (revocations)."""
+    return Permissions(
+        pub=Permission.of(allow=["$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE"]),
+        sub=Permission.of(allow=[f"{SYSTEM_INBOX_PREFIX}.>"]),
+    )
+
+
+# ---- what the CLI calls -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CredentialRow:
+    """One line of `fleetctl creds list`."""
+
+    user: str
+    worker: str | None  # None for the publisher/admin/system users
+    public_key: str
+    issued_at: int
+    expires_at: int | None
+    revoked: bool
+    creds_path: Path
+
+
+def issue_worker(
+    authority: Authority, names: NatsNames, worker_id: str, *, ttl: float | None = None
+) -> IssuedUser:
+    """A worker's user: changes no account JWT, so the broker config stays as it is."""
+    return authority.issue_user(
+        worker_user(worker_id), worker_permissions(names, worker_id), ttl=ttl, tags=[ROLE_WORKER]
+    )
+
+
+def ensure_fleet_users(
+    authority: Authority,
+    names: NatsNames,
+    worker_ids: Iterable[str],
+    *,
+    ttl: float | None = None,
+) -> dict[str, IssuedUser]:
+    """Issue whatever is missing (or revoked): each worker, the publisher, the admin, and the
+    system user that pushes revocations. Returns only what was issued now, by user name."""
+    existing = {r.name: r for r in authority.list_users()}
+    wanted: list[tuple[str, Permissions, str]] = [
+        (worker_user(w), worker_permissions(names, w), ROLE_WORKER) for w in worker_ids
+    ]
+    wanted += [
+        (PUBLISHER_USER, publisher_permissions(names), ROLE_PUBLISHER),
+        (ADMIN_USER, admin_permissions(names), ROLE_ADMIN),
+    ]
+    issued: dict[str, IssuedUser] = {}
+    for user, perms, role in wanted:
+        if user not in existing or existing[user].revoked:
+            issued[user] = authority.issue_user(user, perms, ttl=ttl, tags=[role])
+    sys_account = authority.system_account
+    if SYSTEM_USER not in authority.store.users(sys_account):
+        issued[SYSTEM_USER] = authority.issue_user(
+            SYSTEM_USER, system_permissions(), account=sys_account, tags=[ROLE_SYSTEM]
+        )
+    return issued
+
+
+def credential_rows(authority: Authority) -> list[CredentialRow]:
+    """Every user of the services account: worker, public key, issued, expires, revoked."""
+    return [
+        CredentialRow(
+            r.name,
+            worker_of_user(r.name),
+            r.public_key,
+            r.issued_at,
+            r.expires_at,
+            r.revoked,
+            r.creds_path,
+        )
+        for r in authority.list_users()
+    ]

@@ -1,0 +1,88 @@
+"""Per-user permissions derived from NatsNames: exact lists, and nothing broad."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleetctl import natsaccess as na
+from fleetctl.natsnames import NatsNames
+from nsc import jwt
+from nsc.authority import Authority
+from nsc.store import NscDirs
+
+N = NatsNames("af")
+
+
+def test_worker_permissions_are_exact() -> None:
+    p = na.worker_permissions(N, "w1")
+    assert p.pub.allow == (
+        "$JS.API.CONSUMER.MSG.NEXT.AF_TASKS.worker-w1",
+        "$JS.ACK.AF_TASKS.worker-w1.>",
+        "$JS.API.CONSUMER.INFO.AF_TASKS.worker-w1",
+        "af.task.*.completed",
+        "af.dead.w1",
+        "af.worker.w1.status",
+    )
+    assert p.sub.allow == ("_INBOX_w1.>", "af.worker.w1.ping")
+    assert p.resp is not None and p.resp.max_msgs == 1
+
+
+def test_no_worker_gets_the_seed_broad_grants() -> None:
+    for wid in ("w1", "cc-go-dev-01"):
+        p = na.worker_permissions(N, wid)
+        every = p.pub.allow + p.sub.allow
+        for broad in ("af.>", "_INBOX.>", "$JS.>", "$JS.API.>", ">"):
+            assert broad not in every
+        assert not any("STREAM." in s or "CONSUMER.CREATE" in s for s in every)
+        assert not any(s.startswith("af.worker.") and s.endswith(".inbox") for s in every)
+
+
+def test_prefix_changes_every_subject() -> None:
+    p = na.worker_permissions(NatsNames("team-x"), "w1")
+    assert "$JS.API.CONSUMER.MSG.NEXT.TEAM_X_TASKS.worker-w1" in p.pub.allow
+    assert "team-x.task.*.completed" in p.pub.allow
+
+
+def test_publisher_and_admin() -> None:
+    pub = na.publisher_permissions(N)
+    assert "af.worker.*.inbox" in pub.pub.allow
+    assert "$JS.API.CONSUMER.MSG.NEXT.AF_RESULTS.publisher" in pub.pub.allow
+    assert "$JS.API.STREAM.MSG.GET.AF_RESULTS" in pub.pub.allow
+    assert pub.sub.allow == ("_INBOX_PUBLISHER.>",)
+    adm = na.admin_permissions(N)
+    assert "$JS.API.>" in adm.pub.allow and "af.worker.*.inbox" not in adm.pub.allow
+    assert adm.sub.allow == ("_INBOX_ADMIN.>", "af.worker.*.status")
+
+
+def test_user_names_cannot_collide() -> None:
+    assert na.worker_user("w1") == "worker-w1"
+    assert na.worker_of_user("worker-w1") == "w1"
+    assert na.worker_of_user(na.ADMIN_USER) is None
+    # worker ids are [a-z0-9-]: upper case in the other prefixes keeps them apart
+    for prefix in (na.ADMIN_INBOX_PREFIX, na.PUBLISHER_INBOX_PREFIX, na.SYSTEM_INBOX_PREFIX):
+        assert prefix != prefix.lower()
+
+
+def test_ensure_fleet_users_is_idempotent_and_lists(tmp_path: Path) -> None:
+    a = Authority.create(NscDirs.under(tmp_path))
+    config = a.server_config()
+    first = na.ensure_fleet_users(a, N, ["w1", "w2"], ttl=3600)
+    assert set(first) == {
+        "worker-w1",
+        "worker-w2",
+        na.PUBLISHER_USER,
+        na.ADMIN_USER,
+        na.SYSTEM_USER,
+    }
+    assert first[na.SYSTEM_USER].account == "SYS"
+    assert na.ensure_fleet_users(a, N, ["w1", "w2"]) == {}
+    assert a.server_config() == config  # issuing never touches the broker config
+    a.revoke_user("worker-w1")
+    again = na.ensure_fleet_users(a, N, ["w1", "w2", "w3"])
+    assert set(again) == {"worker-w1", "worker-w3"}
+    rows = {r.user: r for r in na.credential_rows(a)}
+    assert rows["worker-w2"].worker == "w2" and rows[na.ADMIN_USER].worker is None
+    assert rows["worker-w2"].expires_at == rows["worker-w2"].issued_at + 3600
+    assert not rows["worker-w1"].revoked  # the re-issued key, not the revoked one
+    tags = jwt.decode(first["worker-w2"].jwt).claims["nats"]["tags"]
+    assert tags == [na.ROLE_WORKER]
