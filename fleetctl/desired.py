@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fleetctl import layout
@@ -106,13 +106,28 @@ class HostState:
             yield n, n.durable.removeprefix("worker-") if isinstance(n, ConsumerSpec) else None
 
 
-def desired_state(fleet: Fleet, *, auth_config: str | None = None) -> dict[str, HostState]:
-    """Per host name, in servers.yaml order."""
+def desired_state(
+    fleet: Fleet,
+    *,
+    auth_config: str | None = None,
+    creds: Mapping[str, bytes] | None = None,
+) -> dict[str, HostState]:
+    """Per host name, in servers.yaml order. `auth_config` is the broker's operator/resolver
+    block and `creds` each worker's .creds content, both from the nsc store when it exists."""
     broker = fleet.broker
-    return {host.name: _host_state(fleet, host, broker, auth_config) for host in fleet.hosts}
+    return {
+        host.name: _host_state(fleet, host, broker, auth_config, creds or {})
+        for host in fleet.hosts
+    }
 
 
-def _host_state(fleet: Fleet, host: Host, broker: Host, auth_config: str | None) -> HostState:
+def _host_state(
+    fleet: Fleet,
+    host: Host,
+    broker: Host,
+    auth_config: str | None,
+    creds: Mapping[str, bytes],
+) -> HostState:
     users: list[UserSpec] = []
     dirs: list[DirSpec] = []
     files: list[FileSpec] = []
@@ -129,6 +144,10 @@ def _host_state(fleet: Fleet, host: Host, broker: Host, auth_config: str | None)
         _add_tunnel(fleet, host, broker, users, files, units)
     for worker in workers:
         _add_worker(fleet, worker, tunnel, users, dirs, files, units)
+        if worker.id in creds:
+            user = worker.service_user
+            path = layout.creds_path(worker.id)
+            files.append(FileSpec(path, creds[worker.id], user, user, 0o600, True, worker.id))
     disabled = tuple(w.id for w in fleet.workers if w.host == host.name and not w.enabled)
     return HostState(
         host, tuple(users), tuple(dirs), tuple(files), tuple(units), tuple(nats), disabled

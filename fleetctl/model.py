@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from fleetctl.config.errors import Mark
 from fleetctl.config.schema import NatsSettings
@@ -68,11 +69,23 @@ class Worker:
 
 
 @dataclass(frozen=True)
+class CredsConfig:
+    """The `creds:` block with its paths made absolute (None: nsc's default)."""
+
+    operator: str = "fleet"
+    stores_dir: Path | None = None
+    keys_dir: Path | None = None
+    ttl: int | None = None
+    expiry_warning: int = 7 * 86400
+
+
+@dataclass(frozen=True)
 class Fleet:
     hosts: tuple[Host, ...]
     workers: tuple[Worker, ...]
     nats: NatsSettings
     revision: str
+    creds: CredsConfig = field(default_factory=CredsConfig)
     sources: Mapping[str, SourceMap] = field(default_factory=dict, compare=False)
 
     @cached_property

@@ -8,6 +8,7 @@ import click
 
 from fleetctl import __version__
 from fleetctl.cli.context import AppContext
+from fleetctl.cli.creds import creds
 from fleetctl.cli.plan import plan
 from fleetctl.cli.render import render
 from fleetctl.cli.schema import schema
@@ -46,6 +47,7 @@ cli.add_command(validate)
 cli.add_command(plan)
 cli.add_command(render)
 cli.add_command(schema)
+cli.add_command(creds)
 
 
 def main() -> None:

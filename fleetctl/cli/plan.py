@@ -6,6 +6,7 @@ import json
 
 import click
 
+from fleetctl import credentials
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import host_option, json_option, worker_option
 from fleetctl.cli.selection import select
@@ -39,7 +40,11 @@ def plan(
             "the live plan, which reads the hosts over SSH, is not available in this version",
             "use `fleetctl plan --dry-run` for the offline plan",
         )
-    result = make_plan(desired_state(fleet), None, selection=selection, revision=fleet.revision)
+    inputs = credentials.plan_inputs(fleet)
+    desired = desired_state(fleet, auth_config=inputs.auth_config, creds=inputs.creds)
+    result = make_plan(
+        desired, None, selection=selection, revision=fleet.revision, warnings=inputs.warnings
+    )
     if as_json:
         click.echo(json.dumps(plan_to_json(result, with_content=show_diff), indent=2))
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from fleetctl import credentials
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.desired import desired_state
 from fleetctl.ui.terminal import out
@@ -36,7 +37,9 @@ def render(app: AppContext, out_dir: Path) -> None:
     out_dir.mkdir(parents=True)
     (out_dir / MARKER).write_text("Written by `fleetctl render`; replaced on every run.\n")
     written = skipped = 0
-    for host, state in desired_state(fleet).items():
+    inputs = credentials.plan_inputs(fleet)
+    desired = desired_state(fleet, auth_config=inputs.auth_config, creds=inputs.creds)
+    for host, state in desired.items():
         for spec in state.files:
             if spec.sensitive:
                 skipped += 1

@@ -14,7 +14,7 @@ from fleetctl.config.llms import known_llms
 from fleetctl.config.pydantic_errors import error_paths, problems_from
 from fleetctl.config.schema import FleetFile, ServersFile, WorkerEntry
 from fleetctl.config.yamlsource import SourceMap, load_yaml
-from fleetctl.model import Fleet, Host, Worker
+from fleetctl.model import CredsConfig, Fleet, Host, Worker
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -64,11 +64,16 @@ def load_fleet(
     revision = hashlib.sha256(
         fleet_path.read_bytes() + b"\0" + servers_path.read_bytes()
     ).hexdigest()
-    return _resolve(servers, s_map, fleet, f_map, revision)
+    return _resolve(servers, s_map, fleet, f_map, revision, fleet_path.parent)
 
 
 def _resolve(
-    servers: ServersFile, s_map: SourceMap, fleet: FleetFile, f_map: SourceMap, revision: str
+    servers: ServersFile,
+    s_map: SourceMap,
+    fleet: FleetFile,
+    f_map: SourceMap,
+    revision: str,
+    base: Path,
 ) -> Fleet:
     hosts = tuple(
         Host(
@@ -92,8 +97,22 @@ def _resolve(
         workers=workers,
         nats=fleet.nats,
         revision=revision,
+        creds=CredsConfig(
+            operator=fleet.creds.operator,
+            stores_dir=_local(base, fleet.creds.stores_dir),
+            keys_dir=_local(base, fleet.creds.keys_dir),
+            ttl=fleet.creds.ttl,
+            expiry_warning=fleet.creds.expiry_warning,
+        ),
         sources={s_map.file: s_map, f_map.file: f_map},
     )
+
+
+def _local(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
 
 
 def _worker(w: WorkerEntry, fleet: FleetFile, llms: dict[str, Any], origin: Any) -> Worker:

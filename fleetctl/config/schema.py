@@ -19,6 +19,7 @@ from fleetctl.config.values import (
     HostKey,
     HostName,
     LabelKey,
+    LocalPath,
     Port,
     Seconds,
     SubjectToken,
@@ -93,6 +94,26 @@ class NatsSettings(_Strict):
     max_age: Seconds = Field(7 * 86400, description="How long tasks and results are kept.")
 
 
+class CredsSettings(_Strict):
+    """Where the NATS identities live on the machine running fleetctl (nsc's layout)."""
+
+    operator: Token = Field("fleet", description="Operator name in the nsc store.")
+    stores_dir: LocalPath | None = Field(
+        None,
+        description="nsc data dir (holds `<operator>/`); default nsc's own "
+        "(~/.local/share/nats/nsc/stores). Relative paths are relative to fleet.yaml.",
+    )
+    keys_dir: LocalPath | None = Field(
+        None,
+        description="nsc keystore (the .nk seeds); default nsc's own (~/.local/share/nats/nsc/keys"
+        " or $NKEYS_PATH). Relative paths are relative to fleet.yaml.",
+    )
+    ttl: Seconds | None = Field(None, description="Lifetime of worker credentials; unset: none.")
+    expiry_warning: Seconds = Field(
+        7 * 86400, description="`creds list` and plans flag credentials expiring this soon."
+    )
+
+
 class LlmSpec(_Strict):
     """An LLM name usable in `llm:`, and which poller backend runs it."""
 
@@ -163,6 +184,7 @@ class FleetFile(_Strict):
 
     version: Literal[1] = Field(1, description="File format version.")
     nats: NatsSettings = Field(default_factory=NatsSettings)
+    creds: CredsSettings = Field(default_factory=CredsSettings)
     llms: dict[Token, LlmSpec] = Field(
         default_factory=dict, description="Extra LLM names, or overrides of the built-in ones."
     )

@@ -136,6 +136,17 @@ def _abs_path(value: str) -> str:
     return value.rstrip("/") or "/"
 
 
+def _local_path(value: str) -> str:
+    # A path on the machine running fleetctl: never rendered into a unit, so only characters
+    # that no file name should have are refused.
+    for pattern, reason in _CHAR_REASONS[:2]:
+        if pattern.search(value):
+            raise BadValue(f"{_show(value)} {reason}", "remove it")
+    if not value:
+        raise BadValue("is empty", "write a path, or remove the key for the default")
+    return value
+
+
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+@=-]*")
 
 
@@ -275,6 +286,7 @@ WorkerId = Annotated[str, BeforeValidator(_text), AfterValidator(_worker_id)]
 HostName = Annotated[str, BeforeValidator(_text), AfterValidator(_host_name)]
 Address = Annotated[str, BeforeValidator(_text), AfterValidator(_address)]
 UnixUser = Annotated[str, BeforeValidator(_text), AfterValidator(_unix_user)]
+LocalPath = Annotated[str, BeforeValidator(_text), AfterValidator(_local_path)]
 AbsPath = Annotated[str, BeforeValidator(_text), AfterValidator(_abs_path)]
 Token = Annotated[str, BeforeValidator(_text), AfterValidator(_token)]
 SubjectToken = Annotated[str, BeforeValidator(_text), AfterValidator(_subject_token)]

@@ -6,6 +6,7 @@ piped into a file or a PR comment stays exactly as printed.
 
 from __future__ import annotations
 
+import sys
 from functools import cache
 
 from rich.console import Console
@@ -13,7 +14,9 @@ from rich.console import Console
 
 @cache
 def out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # Tables do not soft-wrap: give them room when the output is a pipe or a file.
+    width = None if sys.stdout.isatty() else 200
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 @cache

@@ -1,0 +1,199 @@
+"""`fleetctl creds ...`: the fleet's NATS identities (operator, accounts, users)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from fleetctl import credentials, natsaccess
+from fleetctl.cli.context import AppContext, fail, pass_app
+from fleetctl.cli.options import json_option
+from fleetctl.model import Fleet
+from fleetctl.ui.terminal import err, out
+from nsc.authority import Authority
+from nsc.backup import backup
+from nsc.sysupdate import ClaimsUpdateError, push_account_jwt
+
+
+def _authority(fleet: Fleet) -> Authority:
+    authority = credentials.load(fleet)
+    if authority is None:
+        fail("no NATS operator yet", "run `fleetctl creds init` first")
+    return authority
+
+
+def _worker(fleet: Fleet, worker_id: str) -> str:
+    if fleet.worker(worker_id) is None:
+        from fleetctl.config.pydantic_errors import did_you_mean
+
+        fail(
+            f"unknown worker {worker_id!r}", did_you_mean(worker_id, [w.id for w in fleet.workers])
+        )
+    return worker_id
+
+
+def _say(message: str) -> None:
+    err().print(message, markup=False)
+
+
+@click.group()
+def creds() -> None:
+    """Issue, revoke, rotate, list and back up the workers' NATS credentials."""
+
+
+@creds.command()
+@pass_app
+def init(app: AppContext) -> None:
+    """Create the operator, SYS and Services accounts and fleetctl's own users (idempotent)."""
+    fleet = app.fleet()
+    _, created = credentials.init(fleet)
+    dirs = credentials.dirs_for(fleet)
+    verb = "Created" if created else "Already present:"
+    _say(f"{verb} operator {fleet.creds.operator!r} (store {dirs.stores}, keys {dirs.keys})")
+    if created:
+        _say("Back up the operator and account keys now: fleetctl creds backup --out FILE")
+
+
+@creds.command()
+@click.option("--worker", "worker_id", metavar="ID", help="Issue for this worker.")
+@click.option("--all", "all_workers", is_flag=True, help="Issue for every enabled worker.")
+@pass_app
+def issue(app: AppContext, worker_id: str | None, all_workers: bool) -> None:
+    """Issue credentials that are missing or revoked; valid ones are kept."""
+    fleet = app.fleet()
+    if bool(worker_id) == all_workers:
+        fail("give either --worker ID or --all")
+    authority = _authority(fleet)
+    ids = credentials.enabled_ids(fleet) if all_workers else [_worker(fleet, worker_id or "")]
+    issued = credentials.issue(fleet, authority, ids)
+    for user, new in sorted(issued.items()):
+        _say(f"issued {user} ({new.public_key})")
+    _say(f"{len(issued)} issued, {len(ids) - len(issued)} already valid")
+
+
+@creds.command()
+@click.option("--worker", "worker_id", required=True, metavar="ID")
+@click.option(
+    "--server", metavar="URL", help="Also push the revocation to this running broker now."
+)
+@pass_app
+def revoke(app: AppContext, worker_id: str, server: str | None) -> None:
+    """Revoke a worker's user: in the account JWT, so the broker config changes too."""
+    fleet = app.fleet()
+    authority = _authority(fleet)
+    token = credentials.revoke(authority, _worker(fleet, worker_id))
+    _say(
+        f"revoked {natsaccess.worker_user(worker_id)}; the broker's nats-server.conf now carries it"
+    )
+    _push(authority, token, server)
+
+
+@creds.command()
+@click.option("--worker", "worker_id", required=True, metavar="ID")
+@click.option("--finish", is_flag=True, help="Revoke the key(s) a rotation replaced.")
+@click.option("--server", metavar="URL", help="With --finish: push the revocation now.")
+@pass_app
+def rotate(app: AppContext, worker_id: str, finish: bool, server: str | None) -> None:
+    """Two steps, no downtime: a new key now; the old one revoked with --finish once deployed."""
+    fleet = app.fleet()
+    authority = _authority(fleet)
+    _worker(fleet, worker_id)
+    if finish:
+        token = credentials.finish_rotation(authority, worker_id)
+        if token is None:
+            fail(f"no rotation of {worker_id} is pending")
+        _say(f"revoked the replaced key(s) of {worker_id}")
+        _push(authority, token, server)
+        return
+    new = credentials.start_rotation(fleet, authority, worker_id)
+    _say(f"issued a new key for {worker_id} ({new.public_key}); the old key still works.")
+    _say(
+        f"Deploy it (fleetctl apply --worker {worker_id}), then: fleetctl creds rotate "
+        f"--worker {worker_id} --finish"
+    )
+
+
+def _push(authority: Authority, account_jwt: str, server: str | None) -> None:
+    if server is None:
+        return
+    sys_creds = authority.creds_path(natsaccess.SYSTEM_USER, authority.system_account)
+    try:
+        asyncio.run(push_account_jwt([server], sys_creds, account_jwt))
+    except ClaimsUpdateError as exc:
+        fail(f"the broker did not take the update: {exc}", "the change is in the store; retry")
+    _say(f"pushed to {server}")
+
+
+@creds.command(name="list")
+@json_option
+@pass_app
+def list_(app: AppContext, as_json: bool) -> None:
+    """Worker, public key, issued, expires, revoked."""
+    fleet = app.fleet()
+    authority = _authority(fleet)
+    rows = natsaccess.credential_rows(authority)
+    soon = fleet.creds.expiry_warning
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "format_version": 1,
+                    "users": [
+                        {
+                            "user": r.user,
+                            "worker": r.worker,
+                            "public_key": r.public_key,
+                            "issued_at": r.issued_at,
+                            "expires_at": r.expires_at,
+                            "revoked": r.revoked,
+                            "expires_soon": _expires_soon(r.expires_at, soon),
+                        }
+                        for r in rows
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    table = Table("user", "worker", "public key", "issued", "expires", "revoked")
+    for r in rows:
+        expires = _when(r.expires_at) + (" (soon)" if _expires_soon(r.expires_at, soon) else "")
+        table.add_row(
+            r.user,
+            r.worker or "-",
+            r.public_key,
+            _when(r.issued_at),
+            expires,
+            "yes" if r.revoked else "",
+        )
+    out().print(table)
+
+
+def _when(ts: int | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _expires_soon(ts: int | None, within: int) -> bool:
+    return ts is not None and ts - datetime.now(UTC).timestamp() <= within
+
+
+@creds.command(name="backup")
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@pass_app
+def backup_(app: AppContext, out_file: Path) -> None:
+    """Write the operator and account keys and the store to FILE (0600). Keep it offline."""
+    status = backup(_authority(app.fleet()), out_file)
+    covered = "every operator and account key" if not status.needed else "NOT every key"
+    _say(f"wrote {out_file} (mode 0600), holding {covered}; keep it offline")
+
+
+@creds.command(name="server-config")
+@pass_app
+def server_config(app: AppContext) -> None:
+    """Print the broker's auth block (as `nsc generate config --mem-resolver`)."""
+    click.echo(_authority(app.fleet()).server_config(), nl=False)

@@ -1,0 +1,146 @@
+"""The fleet's NATS identities: the glue between a Fleet and the nsc store.
+
+fleetctl decides who needs which user (from the fleet); `nsc/` keeps keys, JWTs and creds.
+Nothing here prints or logs a secret: creds travel as bytes into sensitive FileSpecs only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fleetctl import natsaccess
+from fleetctl.model import Fleet
+from fleetctl.natsnames import NatsNames
+from nsc.authority import Authority, IssuedUser
+from nsc.backup import backup_status
+from nsc.store import NscDirs, OperatorStore
+
+PENDING_KEY = "fleetctl_pending_revocations"
+
+
+def dirs_for(fleet: Fleet) -> NscDirs:
+    default = NscDirs.default()
+    return NscDirs(fleet.creds.stores_dir or default.stores, fleet.creds.keys_dir or default.keys)
+
+
+def exists(fleet: Fleet) -> bool:
+    return fleet.creds.operator in OperatorStore.operators(dirs_for(fleet).stores)
+
+
+def load(fleet: Fleet) -> Authority | None:
+    """The fleet's authority, or None before `fleetctl creds init`."""
+    return Authority.load(dirs_for(fleet), fleet.creds.operator) if exists(fleet) else None
+
+
+def init(fleet: Fleet) -> tuple[Authority, bool]:
+    """Create the operator, accounts and service users once; later calls change nothing."""
+    created = not exists(fleet)
+    authority = Authority.open(dirs_for(fleet), fleet.creds.operator)
+    natsaccess.ensure_fleet_users(authority, _names(fleet), [], ttl=None)
+    return authority, created
+
+
+def _names(fleet: Fleet) -> NatsNames:
+    return NatsNames(fleet.nats.subject_prefix)
+
+
+def enabled_ids(fleet: Fleet) -> list[str]:
+    return [w.id for w in fleet.workers if w.enabled]
+
+
+def issue(fleet: Fleet, authority: Authority, worker_ids: list[str]) -> dict[str, IssuedUser]:
+    """Issue what is missing or revoked for these workers; existing valid users are kept."""
+    issued = natsaccess.ensure_fleet_users(
+        authority, _names(fleet), worker_ids, ttl=fleet.creds.ttl
+    )
+    return {u: i for u, i in issued.items() if natsaccess.worker_of_user(u) in worker_ids}
+
+
+def revoke(authority: Authority, worker_id: str) -> str:
+    """Revoke the worker's user; returns the re-signed account JWT to push to the broker."""
+    return authority.revoke_user(natsaccess.worker_user(worker_id))
+
+
+def start_rotation(fleet: Fleet, authority: Authority, worker_id: str) -> IssuedUser:
+    """New key first; the old one is revoked by `finish_rotation` once the new one is live."""
+    user = natsaccess.worker_user(worker_id)
+    old = authority.user_record(user)
+    new, _ = authority.rotate_user(
+        user,
+        natsaccess.worker_permissions(_names(fleet), worker_id),
+        ttl=fleet.creds.ttl,
+        revoke_old=False,
+    )
+    pending = dict(authority.store.metadata().get(PENDING_KEY) or {})
+    pending.setdefault(worker_id, []).append(
+        [old.public_key, max(int(time.time()), old.issued_at + 1)]
+    )
+    authority.store.update_metadata(**{PENDING_KEY: pending})
+    return new
+
+
+def pending_rotations(authority: Authority) -> dict[str, list[list[object]]]:
+    return dict(authority.store.metadata().get(PENDING_KEY) or {})
+
+
+def finish_rotation(authority: Authority, worker_id: str) -> str | None:
+    """Revoke the keys a rotation replaced; returns the account JWT, or None if none pending."""
+    pending = pending_rotations(authority)
+    old = pending.pop(worker_id, [])
+    if not old:
+        return None
+    token = authority.revoke_keys(
+        authority.services_account, [(str(pub), int(str(at))) for pub, at in old]
+    )
+    for pub, _ in old:
+        authority.keystore.remove(str(pub))
+    authority.store.update_metadata(**{PENDING_KEY: pending})
+    return token
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What the plan needs from the store: the broker's auth block and each worker's creds."""
+
+    auth_config: str | None
+    creds: Mapping[str, bytes]
+    warnings: tuple[str, ...]
+    missing: tuple[str, ...]  # enabled workers without valid creds
+
+
+def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
+    authority = load(fleet)
+    wanted = enabled_ids(fleet)
+    if authority is None:
+        warning = (
+            "no NATS operator yet: the broker would accept any client. "
+            "Run `fleetctl creds init && fleetctl creds issue --all`."
+        )
+        return PlanInputs(None, {}, (warning,), tuple(wanted))
+    users = {r.name: r for r in authority.list_users()}
+    creds: dict[str, bytes] = {}
+    warnings: list[str] = []
+    moment = time.time() if now is None else now
+    for wid in wanted:
+        record = users.get(natsaccess.worker_user(wid))
+        if record is None or record.revoked or not record.creds_path.exists():
+            continue
+        if record.expires_at is not None and record.expires_at <= moment:
+            warnings.append(f"credentials of worker {wid} have expired: rotate them")
+            continue
+        if record.expires_within(fleet.creds.expiry_warning, moment):
+            warnings.append(f"credentials of worker {wid} expire soon: rotate them")
+        creds[wid] = record.creds_path.read_bytes()
+    missing = tuple(w for w in wanted if w not in creds)
+    if missing:
+        warnings.append(
+            f"no valid credentials for {', '.join(missing)}: run `fleetctl creds issue --all`"
+        )
+    if backup_status(authority).needed:
+        warnings.append(
+            "THE OPERATOR AND ACCOUNT KEYS HAVE NO BACKUP. Losing them means re-issuing every "
+            "credential. Run `fleetctl creds backup --out FILE` and keep FILE offline."
+        )
+    return PlanInputs(authority.server_config(), creds, tuple(warnings), missing)
