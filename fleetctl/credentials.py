@@ -134,6 +134,18 @@ def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
             warnings.append(f"credentials of worker {wid} expire soon: rotate them")
         creds[wid] = record.creds_path.read_bytes()
     missing = tuple(w for w in wanted if w not in creds)
+    stale = sorted(
+        worker
+        for name, record in users.items()
+        if (worker := natsaccess.worker_of_user(name))
+        and not record.revoked
+        and worker not in wanted
+    )
+    for worker in stale:
+        warnings.append(
+            f"worker {worker} is not enabled in fleet.yaml but its credentials are still valid: "
+            f"fleetctl creds revoke --worker {worker}"
+        )
     if missing:
         warnings.append(
             f"no valid credentials for {', '.join(missing)}: run `fleetctl creds issue --all`"

@@ -86,7 +86,11 @@ def revoke(app: AppContext, worker_id: str, server: str | None) -> None:
     """Revoke a worker's user: in the account JWT, so the broker config changes too."""
     fleet = app.fleet()
     authority = _authority(fleet)
-    token = credentials.revoke(authority, _worker(fleet, worker_id))
+    known = {r.worker for r in natsaccess.credential_rows(authority) if r.worker}
+    if worker_id not in known:
+        _worker(fleet, worker_id)  # unknown everywhere: say so, with a did-you-mean
+        fail(f"worker {worker_id!r} has no credentials to revoke")
+    token = credentials.revoke(authority, worker_id)
     _say(
         f"revoked {natsaccess.worker_user(worker_id)}; the broker's nats-server.conf now carries it"
     )

@@ -185,3 +185,23 @@ def test_rendered_broker_and_creds_work_and_revoke_shuts_a_worker_out(fleet_dir:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_worker_removed_from_the_yaml_is_flagged_and_can_still_be_revoked(
+    fleet_dir: Path,
+) -> None:
+    run(fleet_dir, "creds", "init")
+    run(fleet_dir, "creds", "issue", "--all")
+    text = (fleet_dir / "fleet.yaml").read_text()
+    start = text.index("  - worker_id: cmd-docs-01")
+    end = text.index("  - worker_id: cc-haiku-multi-01")
+    (fleet_dir / "fleet.yaml").write_text(text[:start] + text[end:])
+    plan = run(fleet_dir, "plan", "--dry-run").stdout
+    assert (
+        "worker cmd-docs-01 is not enabled in fleet.yaml but its credentials are still valid"
+        in plan
+    )
+    assert run(fleet_dir, "creds", "revoke", "--worker", "cmd-docs-01").exit_code == 0
+    assert "cmd-docs-01" not in run(fleet_dir, "plan", "--dry-run").stdout
+    unknown = run(fleet_dir, "creds", "revoke", "--worker", "nobody")
+    assert unknown.exit_code == 1 and "unknown worker 'nobody'" in unknown.stderr
