@@ -50,10 +50,21 @@ def _recover_id(obj: dict[str, Any]) -> str | None:
     return tid if isinstance(tid, str) and TOKEN_RE.match(tid) else None
 
 
+def _id_of(data: bytes) -> str | None:
+    """The id of an oversized task, for its `rejected` result (the stream caps it at 1 MiB)."""
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return _recover_id(obj) if isinstance(obj, dict) else None
+
+
 def parse_task(data: bytes, max_bytes: int) -> Task | Rejection:
     """Decode and check one task message."""
     if len(data) > max_bytes:
-        return Rejection(f"task is {len(data)} bytes, more than the {max_bytes} allowed")
+        return Rejection(
+            f"task is {len(data)} bytes, more than the {max_bytes} allowed", _id_of(data)
+        )
     try:
         obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

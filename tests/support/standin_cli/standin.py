@@ -6,6 +6,7 @@ pid, cwd, phase), then does what the prompt's first line asks, if it starts with
 followed by a JSON object:
   sleep (s), exit (code), print (text), out_bytes (n bytes of 'x' on stdout),
   err (text on stderr), grandchild (s: fork a child that holds stdout and sleeps),
+  sleep_first_run (s: only when no earlier start of this task id is logged),
   ignore_term (true: ignore SIGTERM), write_file (name: create it in cwd), is_error (claude).
 The claude flavour answers like `claude --print --output-format json`.
 """
@@ -24,6 +25,15 @@ def record(**fields: object) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps(fields) + "\n")
+
+
+def earlier_runs(task_id: object) -> int:
+    path = os.environ.get("STANDIN_LOG")
+    if not path or not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    return sum(1 for r in recs if r["phase"] == "start" and r["task_id"] == task_id)
 
 
 def main(flavour: str) -> int:
@@ -46,6 +56,7 @@ def main(flavour: str) -> int:
     if ask.get("grandchild"):
         child = subprocess.Popen(["sleep", str(ask["grandchild"])], stdout=sys.stdout)
         child_pid = child.pid
+    runs_before = earlier_runs(base["task_id"])
     record(phase="start", child_pid=child_pid, **base)
     if ask.get("write_file"):
         with open(ask["write_file"], "w") as f:
@@ -54,6 +65,8 @@ def main(flavour: str) -> int:
         sys.stderr.write(ask["err"])
         sys.stderr.flush()
     time.sleep(float(ask.get("sleep", 0)))
+    if ask.get("sleep_first_run") and not runs_before:
+        time.sleep(float(ask["sleep_first_run"]))
     text = ask.get("print", f"done: {len(data)} bytes")
     out = sys.stdout.buffer
     if ask.get("out_bytes"):
