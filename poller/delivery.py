@@ -133,9 +133,12 @@ class Delivery:
         prompt = task.prompt().encode()
         timeout = min(task.timeout or self.cfg.task_timeout, self.cfg.task_timeout)
         log.info(
-            "task_start", task_id=task.task_id, attempt=attempt, prompt_bytes=len(prompt),
+            "task_start",
+            task_id=task.task_id,
+            attempt=attempt,
+            prompt_bytes=len(prompt),
             timeout_s=timeout,
-        )  # fmt: skip
+        )
         log.debug("task_prompt", task_id=task.task_id, prompt=task.prompt())
         env = {**self.child_env, "FLEET_TASK_ID": task.task_id}
         try:
@@ -145,10 +148,16 @@ class Delivery:
             state_dir = None
         try:
             outcome = await runner.run(
-                self.argv, prompt, timeout=timeout, grace=self.cfg.kill_grace,
-                cap=self.cfg.output_cap, stderr_keep=STDERR_TAIL, cwd=self.cfg.work_dir,
-                env=env, state_dir=state_dir,
-            )  # fmt: skip
+                self.argv,
+                prompt,
+                timeout=timeout,
+                grace=self.cfg.kill_grace,
+                cap=self.cfg.output_cap,
+                stderr_keep=STDERR_TAIL,
+                cwd=self.cfg.work_dir,
+                env=env,
+                state_dir=state_dir,
+            )
         except runner.SpawnError as e:
             await self._retry_or_dead(held, task.task_id, seq, attempt, str(e))
             return
@@ -165,9 +174,14 @@ class Delivery:
             return
         self.stats.count(result.status)
         log.info(
-            "task_done", task_id=task.task_id, status=result.status, exit_code=result.exit_code,
-            duration_s=result.duration_s, output_bytes=result.output_bytes, attempt=attempt,
-        )  # fmt: skip
+            "task_done",
+            task_id=task.task_id,
+            status=result.status,
+            exit_code=result.exit_code,
+            duration_s=result.duration_s,
+            output_bytes=result.output_bytes,
+            attempt=attempt,
+        )
         await self._settle(held, "ack")
 
     def _result(self, task: Task, out: runner.RunOutcome, attempt: int) -> Result:
@@ -212,12 +226,25 @@ class Delivery:
         if why.task_id is not None:
             now = time.time()
             result = Result(
-                task_id=why.task_id, worker_id=self.cfg.worker_id, backend=self.cfg.backend,
-                llm=self.cfg.llm, model=self.cfg.model, status="rejected", exit_code=None,
-                output="", output_truncated=False, output_bytes=0, stderr_tail="",
-                started_at=_iso(now), ended_at=_iso(now), duration_s=0.0, attempt=attempt,
-                host=self.host, poller_version=__version__, error=why.reason,
-            )  # fmt: skip
+                task_id=why.task_id,
+                worker_id=self.cfg.worker_id,
+                backend=self.cfg.backend,
+                llm=self.cfg.llm,
+                model=self.cfg.model,
+                status="rejected",
+                exit_code=None,
+                output="",
+                output_truncated=False,
+                output_bytes=0,
+                stderr_tail="",
+                started_at=_iso(now),
+                ended_at=_iso(now),
+                duration_s=0.0,
+                attempt=attempt,
+                host=self.host,
+                poller_version=__version__,
+                error=why.reason,
+            )
             if not await self._store(why.task_id, result.encode(), retry_for=PUBLISH_TIMEOUT):
                 self.log.error("rejected_result_not_stored", task_id=why.task_id)
         if await self._dead_letter(held.msgs[0], why.task_id, seq, attempt, why.reason):
@@ -229,8 +256,13 @@ class Delivery:
         self, held: _InFlight, task_id: str, seq: int, attempt: int, reason: str
     ) -> None:
         last = self.max_deliver is not None and attempt >= self.max_deliver
-        self.log.error("task_retry" if not last else "task_dead", task_id=task_id, reason=reason,
-                       attempt=attempt, max_deliver=self.max_deliver)  # fmt: skip
+        self.log.error(
+            "task_retry" if not last else "task_dead",
+            task_id=task_id,
+            reason=reason,
+            attempt=attempt,
+            max_deliver=self.max_deliver,
+        )
         self.stats.count("retried" if not last else "dead")
         if last and await self._dead_letter(held.msgs[0], task_id, seq, attempt, reason):
             await self._settle(held, "term")
@@ -277,9 +309,12 @@ class Delivery:
         while True:
             try:
                 ack = await self.js.publish(
-                    self.cfg.subjects.result(task_id), data, timeout=PUBLISH_TIMEOUT,
-                    stream=self.cfg.results_stream, headers=headers,
-                )  # fmt: skip
+                    self.cfg.subjects.result(task_id),
+                    data,
+                    timeout=PUBLISH_TIMEOUT,
+                    stream=self.cfg.results_stream,
+                    headers=headers,
+                )
                 if ack.duplicate:
                     self.log.info("result_duplicate", task_id=task_id)
                 return True
@@ -311,9 +346,12 @@ class Delivery:
         headers = {"Nats-Msg-Id": f"dead:{self.cfg.task_stream}:{seq}"}
         try:
             await self.js.publish(
-                self.cfg.subjects.dead, data, timeout=PUBLISH_TIMEOUT,
-                stream=self.cfg.dead_stream, headers=headers,
-            )  # fmt: skip
+                self.cfg.subjects.dead,
+                data,
+                timeout=PUBLISH_TIMEOUT,
+                stream=self.cfg.dead_stream,
+                headers=headers,
+            )
             return True
         except Exception as e:
             self.log.error("dead_letter_failed", task_id=task_id, error=repr(e))

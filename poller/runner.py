@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-CHUNK = 64 * 1024
 # After the group is killed the pipes close at once; this only bounds a pathological case.
 DRAIN_AFTER_EXIT = 0.5
 
@@ -77,40 +76,40 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-@dataclass
-class _Sink:
-    """What a reader has kept so far; readable even if the reader never sees EOF."""
+class _Capture(asyncio.SubprocessProtocol):
+    """Collects output as it arrives and says when the leader exits, whoever holds the pipes.
 
-    data: bytearray
-    total: int = 0
+    (asyncio's Process.wait() only returns once every pipe is closed, so a grandchild holding
+    stdout would hide the leader's exit; the protocol's process_exited does not wait.)
+    """
 
+    def __init__(self, cap: int, keep: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.cap, self.keep = cap, keep
+        self.out, self.err = bytearray(), bytearray()
+        self.out_total = 0
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.eof = {1: loop.create_future(), 2: loop.create_future()}
 
-async def _read_head(stream: asyncio.StreamReader, cap: int, sink: _Sink) -> None:
-    """Keep the first `cap` bytes, count and discard the rest (so the writer never blocks)."""
-    while chunk := await stream.read(CHUNK):
-        sink.total += len(chunk)
-        if len(sink.data) < cap:
-            sink.data += chunk[: cap - len(sink.data)]
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        chunk = data.encode() if isinstance(data, str) else data
+        if fd == 1:
+            self.out_total += len(chunk)
+            if len(self.out) < self.cap:
+                self.out += chunk[: self.cap - len(self.out)]
+        else:
+            self.err += chunk
+            if len(self.err) > self.keep:
+                del self.err[: len(self.err) - self.keep]
 
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        fut = self.eof.get(fd)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
-async def _read_tail(stream: asyncio.StreamReader, keep: int, sink: _Sink) -> None:
-    while chunk := await stream.read(CHUNK):
-        sink.total += len(chunk)
-        sink.data += chunk
-        if len(sink.data) > keep:
-            del sink.data[: len(sink.data) - keep]
-
-
-async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
-    """Write the prompt and close stdin; a CLI that exits without reading it is not an error."""
-    try:
-        stdin.write(data)
-        await stdin.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    finally:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            stdin.close()
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
 
 
 def _record(state_dir: Path | None, pgid: int) -> Path | None:
@@ -140,57 +139,61 @@ async def run(
 ) -> RunOutcome:
     """Run `argv` to completion or until `timeout`; returns within timeout + grace (+0.5 s)."""
     started, t0 = time.time(), time.monotonic()
+    loop = asyncio.get_running_loop()
     try:
-        proc = await asyncio.create_subprocess_exec(
+        transport, cap_ = await loop.subprocess_exec(
+            lambda: _Capture(cap, stderr_keep),
             *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             cwd=cwd,
             env=dict(env) if env is not None else None,
             start_new_session=True,
         )
     except (OSError, ValueError, subprocess.SubprocessError) as e:
         raise SpawnError(f"cannot start {argv[0]!r}: {e}") from e
-    assert proc.stdin and proc.stdout and proc.stderr
-    pgid = proc.pid  # leader of its own session and group
+    pgid = transport.get_pid()  # leader of its own session and group
     marker = _record(state_dir, pgid)
-    out, err = _Sink(bytearray()), _Sink(bytearray())
-    feeder = asyncio.create_task(_feed(proc.stdin, stdin))
-    out_task = asyncio.create_task(_read_head(proc.stdout, cap, out))
-    err_task = asyncio.create_task(_read_tail(proc.stderr, stderr_keep, err))
+    stdin_pipe = transport.get_pipe_transport(0)
+    if stdin_pipe is not None:
+        # Buffered by the transport, written as the CLI reads; a CLI that exits without
+        # reading it is not an error.
+        with contextlib.suppress(OSError):
+            stdin_pipe.write(stdin)  # type: ignore[attr-defined]
+            stdin_pipe.close()
     timed_out = False
     try:
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            await asyncio.wait_for(asyncio.shield(cap_.exited), timeout)
         except TimeoutError:
             timed_out = True
             _killpg(pgid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), grace)
+                await asyncio.wait_for(asyncio.shield(cap_.exited), grace)
             except TimeoutError:
                 _killpg(pgid, signal.SIGKILL)
-                await proc.wait()
+                await cap_.exited
         _killpg(pgid, signal.SIGKILL)  # stragglers of the group: nothing of the task survives
-        await asyncio.wait({out_task, err_task}, timeout=DRAIN_AFTER_EXIT)
+        await asyncio.wait(set(cap_.eof.values()), timeout=DRAIN_AFTER_EXIT)
     finally:
-        if proc.returncode is None:  # cancelled (shutdown) or an unexpected error
+        if not cap_.exited.done():  # cancelled (shutdown) or an unexpected error
             _killpg(pgid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        for t in (feeder, out_task, err_task):
-            t.cancel()
-        if proc.returncode is None:
-            await asyncio.shield(proc.wait())
+                transport.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(cap_.exited)
+        returncode = transport.get_returncode()
+        transport.close()
         if marker is not None:
             marker.unlink(missing_ok=True)
     ended = time.time()
     return RunOutcome(
-        returncode=proc.returncode,
+        returncode=returncode,
         timed_out=timed_out,
-        stdout=bytes(out.data),
-        stdout_bytes=out.total,
-        stderr_tail=bytes(err.data),
+        stdout=bytes(cap_.out),
+        stdout_bytes=cap_.out_total,
+        stderr_tail=bytes(cap_.err),
         started=started,
         ended=ended,
         duration=time.monotonic() - t0,

@@ -101,15 +101,21 @@ class Worker:
                 ack_wait = float(info.config.ack_wait or 30.0)
                 max_deliver = info.config.max_deliver
                 self.log.info(
-                    "consumer_bound", stream=self.cfg.task_stream, consumer=self.cfg.consumer,
-                    ack_wait_s=ack_wait, max_deliver=max_deliver,
-                )  # fmt: skip
+                    "consumer_bound",
+                    stream=self.cfg.task_stream,
+                    consumer=self.cfg.consumer,
+                    ack_wait_s=ack_wait,
+                    max_deliver=max_deliver,
+                )
                 return ack_wait, max_deliver
             except Exception as e:
                 self.log.error(
-                    "consumer_bind_failed", stream=self.cfg.task_stream,
-                    consumer=self.cfg.consumer, error=repr(e), retry_in_s=pause,
-                )  # fmt: skip
+                    "consumer_bind_failed",
+                    stream=self.cfg.task_stream,
+                    consumer=self.cfg.consumer,
+                    error=repr(e),
+                    retry_in_s=pause,
+                )
             await _wait_or_stop(asyncio.sleep(pause), self.stop)
             pause = min(pause * 2, MAX_BACKOFF)
         return None

@@ -57,14 +57,28 @@ async def _one_task(server: NatsServer, work: Path, backend: str, extra: dict[st
         assert await wait_until(lambda: _empty(js), 5)
         await nc.close()
         if backend == "claude":
-            assert rec["argv"][1:] == ["--print", "--output-format", "json", "--allowedTools",
-                                       "Read,Edit", "--model", "sonnet-x"]  # fmt: skip
+            assert rec["argv"][1:] == [
+                "--print",
+                "--output-format",
+                "json",
+                "--allowedTools",
+                "Read,Edit",
+                "--model",
+                "sonnet-x",
+            ]
             assert result["usage"] == {"input_tokens": 11, "output_tokens": 7}
             assert result["cost_usd"] == 0.0123
             assert result["model"] == "sonnet-x"
         if backend == "codex":
-            assert rec["argv"][1:] == ["exec", "--skip-git-repo-check", "--sandbox",
-                                       "workspace-write", "--model", "gpt-x", "-"]  # fmt: skip
+            assert rec["argv"][1:] == [
+                "exec",
+                "--skip-git-repo-check",
+                "--sandbox",
+                "workspace-write",
+                "--model",
+                "gpt-x",
+                "-",
+            ]
         if backend == "gemini":
             assert rec["argv"][1:] == ["--model", "gem-x"]
         if backend == "command":
