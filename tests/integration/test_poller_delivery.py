@@ -251,3 +251,27 @@ def test_big_prompt_and_huge_output(server: NatsServer, work: Path) -> None:
             assert len(out["output"]) == 65536
 
     run(go())
+
+
+def test_concurrency_runs_tasks_side_by_side(server: NatsServer, work: Path) -> None:
+    async def go() -> None:
+        await setup_bus(server.url, "w1", ack_wait=2, concurrency=3)
+        env = poller_env(server.url, "w1", work, CONCURRENCY="3")
+        poller = Poller(env, work / "poller.log").start()
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        try:
+            for i in range(3):
+                await publish_task(
+                    js, "w1", {"task_id": f"c{i}", "instructions": directive(sleep=2)}
+                )
+            rs = await n_results(js, 3, 15)
+            starts = sorted(r["started_at"] for r in rs)
+            ends = sorted(r["ended_at"] for r in rs)
+            assert starts[-1] < ends[0]  # all three were running at the same time
+            assert len(standin_records(work, "start")) == 3
+        finally:
+            await nc.close()
+            poller.stop()
+
+    run(go())

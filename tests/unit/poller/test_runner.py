@@ -13,6 +13,16 @@ from poller import runner
 from tests.support.poller_harness import alive
 
 
+def gone(pid: int, within: float = 1.0) -> bool:
+    """SIGKILL is delivered at once but the process needs a moment to die."""
+    deadline = time.monotonic() + within
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def _run(argv: list[str], stdin: bytes = b"", **kw: float) -> runner.RunOutcome:
     opts = {"timeout": 10.0, "grace": 1.0, "cap": 1 << 20, **kw}
     return asyncio.run(
@@ -46,7 +56,7 @@ def test_grandchild_holding_stdout_does_not_outlive_the_timeout(tmp_path: Path) 
     assert o.timed_out and o.returncode == -9
     assert took < 2.0 + runner.DRAIN_AFTER_EXIT, took
     assert o.stdout == b"started\n"
-    assert not alive(int(pidfile.read_text()))
+    assert gone(int(pidfile.read_text()))
 
 
 def test_grandchild_left_behind_after_a_normal_exit_is_killed(tmp_path: Path) -> None:
@@ -54,7 +64,7 @@ def test_grandchild_left_behind_after_a_normal_exit_is_killed(tmp_path: Path) ->
     t0 = time.monotonic()
     o = _run(["sh", "-c", f"sleep 300 & echo $! > {pidfile}; echo ok"])
     assert o.returncode == 0 and o.stdout == b"ok\n" and time.monotonic() - t0 < 2
-    assert not alive(int(pidfile.read_text()))
+    assert gone(int(pidfile.read_text()))
 
 
 def test_cancel_kills_the_group(tmp_path: Path) -> None:
@@ -77,7 +87,7 @@ def test_cancel_kills_the_group(tmp_path: Path) -> None:
             await t
 
     asyncio.run(go())
-    assert not alive(int(pidfile.read_text()))
+    assert gone(int(pidfile.read_text()))
 
 
 def test_cannot_start() -> None:
