@@ -69,7 +69,11 @@ class Delivery:
         self.argv = backends.argv(cfg)
         self.host = socket.gethostname()
         self.inflight: dict[int, _InFlight] = {}
-        self.state_dir = cfg.work_base / ".fleet-poller" / cfg.worker_id
+        self.state_dir: Path | None = cfg.work_base / ".fleet-poller" / cfg.worker_id
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:  # no orphan records then; systemd still cleans up the cgroup
+            self.state_dir = None
         self.child_env = _child_env(os.environ, cfg)
 
     # -- entry points ---------------------------------------------------------------------
@@ -142,11 +146,6 @@ class Delivery:
         log.debug("task_prompt", task_id=task.task_id, prompt=task.prompt())
         env = {**self.child_env, "FLEET_TASK_ID": task.task_id}
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            state_dir: Path | None = self.state_dir
-        except OSError:
-            state_dir = None
-        try:
             outcome = await runner.run(
                 self.argv,
                 prompt,
@@ -156,7 +155,7 @@ class Delivery:
                 stderr_keep=STDERR_TAIL,
                 cwd=self.cfg.work_dir,
                 env=env,
-                state_dir=state_dir,
+                state_dir=self.state_dir,
             )
         except runner.SpawnError as e:
             await self._retry_or_dead(held, task.task_id, seq, attempt, str(e))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,25 @@ def test_small_result_untouched() -> None:
     back = json.loads(_result("hello").encode())
     assert back["output"] == "hello" and back["output_truncated"] is False
     assert "usage" not in back and "metadata" not in back
+
+
+def _doc_schemas() -> dict[str, dict[str, Any]]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "messages.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```json\n")[1:]]
+    schemas = [json.loads(b) for b in blocks if '"$schema"' in b]
+    return {str(s["title"]): s for s in schemas}
+
+
+def test_documented_schemas_match_the_code() -> None:
+    schemas = _doc_schemas()
+    task = schemas["fleetctl task, version 1"]
+    result = schemas["fleetctl result, version 1"]
+    assert task["required"] == ["task_id", "instructions"]
+    full = _result("x")
+    full.usage, full.cost_usd, full.git, full.error = {}, 0.1, {}, "e"
+    full.task_type, full.reply_to, full.sender, full.metadata = "t", "r", "f", {"k": 1}
+    produced = set(full.to_dict())
+    assert produced <= set(result["properties"])
+    assert set(result["required"]) <= set(_result("x").to_dict())
