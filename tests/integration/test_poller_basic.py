@@ -87,6 +87,7 @@ async def _one_task(server: NatsServer, work: Path, backend: str, extra: dict[st
         poller.stop()
     assert poller.proc is not None and poller.proc.returncode == 0
     assert not [e for e in poller.events() if e.get("event") == "not-json"]
+    assert "Do the thing" not in poller.log_path.read_text()  # no prompt in INFO logs
 
 
 async def _empty(js: object) -> bool:
