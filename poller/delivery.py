@@ -244,7 +244,10 @@ class Delivery:
                 poller_version=__version__,
                 error=why.reason,
             )
-            if not await self._store(why.task_id, result.encode(), retry_for=PUBLISH_TIMEOUT):
+            # Its own Msg-Id: a rejection must not make a corrected task with this id look done.
+            msg_id = f"{self._msg_id(why.task_id)}:rejected:{seq}"
+            stored = await self._store(why.task_id, result.encode(), PUBLISH_TIMEOUT, msg_id)
+            if not stored:
                 self.log.error("rejected_result_not_stored", task_id=why.task_id)
         if await self._dead_letter(held.msgs[0], why.task_id, seq, attempt, why.reason):
             await self._settle(held, "term")
@@ -300,10 +303,12 @@ class Delivery:
     def _msg_id(self, task_id: str) -> str:
         return f"{task_id}:{self.cfg.worker_id}"
 
-    async def _store(self, task_id: str, data: bytes, retry_for: float | None = None) -> bool:
+    async def _store(
+        self, task_id: str, data: bytes, retry_for: float | None = None, msg_id: str | None = None
+    ) -> bool:
         """Publish the result through JetStream until the PubAck says it is stored."""
         deadline = time.monotonic() + (retry_for or self.cfg.result_store_retry)
-        headers = {"Nats-Msg-Id": self._msg_id(task_id)}
+        headers = {"Nats-Msg-Id": msg_id or self._msg_id(task_id)}
         pause = 0.25
         while True:
             try:

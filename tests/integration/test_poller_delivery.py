@@ -275,3 +275,17 @@ def test_concurrency_runs_tasks_side_by_side(server: NatsServer, work: Path) -> 
             poller.stop()
 
     run(go())
+
+
+def test_a_rejected_id_can_be_sent_again_correctly(server: NatsServer, work: Path) -> None:
+    async def go() -> None:
+        async with bus(server, work) as (js, _):
+            await publish_task(js, "w1", {"task_id": "fixme", "instructions": ""})
+            [r] = await n_results(js, 1)
+            assert r["status"] == "rejected"
+            await publish_task(js, "w1", {"task_id": "fixme", "instructions": "now right"})
+            rs = await n_results(js, 2)
+            assert rs[1]["status"] == "completed"
+            assert len(standin_records(work, "start")) == 1
+
+    run(go())
