@@ -1,0 +1,224 @@
+"""The environment contract: every setting the poller reads, parsed and checked once.
+
+fleetctl renders these variables into the worker's systemd unit. A missing or invalid value is a
+`ConfigError` whose message names the variable; `__main__` prints it on one line and exits 2.
+Subjects are derived here from NATS_SUBJECT_PREFIX and WORKER_ID with the same rules as
+`fleetctl/natsnames.py` (the poller must not import fleetctl); see docs/poller.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+BACKENDS = ("claude", "codex", "gemini", "command")
+# A subject token we are willing to build subjects from: no `.`, `*`, `>`, whitespace.
+MAX_OUTPUT_CAP = 512 * 1024
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class ConfigError(ValueError):
+    """A bad environment variable; the message starts with the variable's name."""
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """The subjects of one worker, as fleetctl's NatsNames derives them."""
+
+    prefix: str
+    worker_id: str
+
+    @property
+    def inbox(self) -> str:
+        return f"{self.prefix}.worker.{self.worker_id}.inbox"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}.worker.{self.worker_id}.status"
+
+    @property
+    def ping(self) -> str:
+        return f"{self.prefix}.worker.{self.worker_id}.ping"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}.dead.{self.worker_id}"
+
+    def result(self, task_id: str) -> str:
+        """Only call with an id that passed `TOKEN_RE`: the id becomes a subject token."""
+        return f"{self.prefix}.task.{task_id}.completed"
+
+
+@dataclass(frozen=True)
+class Config:
+    worker_id: str
+    nats_url: str
+    nats_creds: Path | None
+    subjects: Subjects
+    task_stream: str
+    consumer: str
+    results_stream: str
+    dead_stream: str
+    inbox_prefix: str
+    backend: str
+    llm: str
+    claude_bin: str
+    claude_model: str
+    allowed_tools: tuple[str, ...]
+    codex_bin: str
+    codex_model: str
+    codex_sandbox: str
+    gemini_bin: str
+    gemini_model: str
+    command_argv: tuple[str, ...]
+    concurrency: int
+    task_timeout: float
+    work_base: Path
+    work_dir: Path
+    create_pr: bool
+    github_remote: str
+    home: str
+    # Tunables with defaults (optional variables, documented in docs/poller.md).
+    kill_grace: float = 10.0
+    shutdown_grace: float = 30.0
+    heartbeat_interval: float = 5.0
+    nak_delay: float = 10.0
+    max_task_bytes: int = 1024 * 1024
+    output_cap: int = 256 * 1024
+    result_store_retry: float = 30.0
+    log_level: str = "info"
+
+    @property
+    def model(self) -> str:
+        """The model name reported in results (empty when the CLI chooses)."""
+        return {
+            "claude": self.claude_model,
+            "codex": self.codex_model,
+            "gemini": self.gemini_model,
+        }.get(self.backend, "")
+
+
+def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = env.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        raise ConfigError(f"{name} is required but not set")
+    return default
+
+
+def _token(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = _get(env, name, default)
+    if not TOKEN_RE.match(value):
+        raise ConfigError(f"{name}={value!r} must be letters, digits, '-' or '_' (a subject token)")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{name}={raw!r} must be {kind}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _argv(env: Mapping[str, str], name: str, required: bool) -> tuple[str, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        if required:
+            raise ConfigError(f"{name} is required for MODEL_BACKEND=command (a JSON list)")
+        return ()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ConfigError(f'{name} must be a JSON list of strings, e.g. ["my-cli"]') from None
+    if not (isinstance(value, list) and value and all(isinstance(a, str) and a for a in value)):
+        raise ConfigError(f"{name} must be a non-empty JSON list of non-empty strings")
+    return tuple(value)
+
+
+def load(env: Mapping[str, str] | None = None) -> Config:
+    """Read the contract from `env` (default: os.environ); ConfigError on the first problem."""
+    env = os.environ if env is None else env
+    worker_id = _token(env, "WORKER_ID")
+    prefix = _token(env, "NATS_SUBJECT_PREFIX", "af")
+    url = _get(env, "NATS_URL")
+    if not re.match(r"^(nats|tls|ws|wss)://", url):
+        raise ConfigError(f"NATS_URL={url!r} must start with nats://, tls://, ws:// or wss://")
+    creds_raw = env.get("NATS_CREDS", "").strip()
+    creds = Path(creds_raw) if creds_raw else None
+    if creds is not None and not creds.is_file():
+        raise ConfigError(f"NATS_CREDS={creds_raw!r} is not a readable file")
+    base = prefix.upper().replace("-", "_")
+    backend = _get(env, "MODEL_BACKEND")
+    if backend not in BACKENDS:
+        raise ConfigError(f"MODEL_BACKEND={backend!r} must be one of {', '.join(BACKENDS)}")
+    home = env.get("HOME", "").strip() or str(Path.home())
+    work_base = Path(_get(env, "WORK_BASE", home))
+    tools = tuple(t.strip() for t in env.get("ALLOWED_TOOLS", "").split(",") if t.strip())
+    create_pr = _bool(env, "CREATE_PR")
+    remote = env.get("GITHUB_REMOTE", "").strip()
+    if create_pr and not remote:
+        raise ConfigError("GITHUB_REMOTE is required when CREATE_PR=true")
+    output_cap = int(_number(env, "OUTPUT_CAP", 256 * 1024, integer=True))
+    if output_cap > MAX_OUTPUT_CAP:
+        raise ConfigError(f"OUTPUT_CAP={output_cap} must be at most {MAX_OUTPUT_CAP}")
+    level = env.get("LOG_LEVEL", "info").strip().lower() or "info"
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"LOG_LEVEL={level!r} must be debug, info, warning or error")
+    return Config(
+        worker_id=worker_id,
+        nats_url=url,
+        nats_creds=creds,
+        subjects=Subjects(prefix, worker_id),
+        task_stream=_token(env, "NATS_TASK_STREAM", f"{base}_TASKS"),
+        consumer=_token(env, "NATS_CONSUMER", f"worker-{worker_id}"),
+        results_stream=_token(env, "NATS_RESULTS_STREAM", f"{base}_RESULTS"),
+        dead_stream=_token(env, "NATS_DEAD_STREAM", f"{base}_DEAD"),
+        inbox_prefix=_token(env, "NATS_INBOX_PREFIX", f"_INBOX_{worker_id}"),
+        backend=backend,
+        llm=env.get("LLM", "").strip() or backend,
+        claude_bin=_get(env, "CLAUDE_BIN", "claude"),
+        claude_model=env.get("CLAUDE_MODEL", "").strip(),
+        allowed_tools=tools,
+        codex_bin=_get(env, "CODEX_BIN", "codex"),
+        codex_model=env.get("CODEX_MODEL", "").strip(),
+        codex_sandbox=_get(env, "CODEX_SANDBOX", "read-only"),
+        gemini_bin=_get(env, "GEMINI_BIN", "gemini"),
+        gemini_model=env.get("GEMINI_MODEL", "").strip(),
+        command_argv=_argv(env, "COMMAND_ARGV", required=backend == "command"),
+        concurrency=int(_number(env, "CONCURRENCY", 1, integer=True)),
+        task_timeout=_number(env, "TASK_TIMEOUT", 3600),
+        work_base=work_base,
+        work_dir=Path(_get(env, "WORK_DIR", str(work_base / "repo"))),
+        create_pr=create_pr,
+        github_remote=remote,
+        home=home,
+        kill_grace=_number(env, "KILL_GRACE", 10),
+        shutdown_grace=_number(env, "SHUTDOWN_GRACE", 30),
+        heartbeat_interval=_number(env, "HEARTBEAT_INTERVAL", 5),
+        nak_delay=_number(env, "NAK_DELAY", 10),
+        max_task_bytes=int(_number(env, "MAX_TASK_BYTES", 1024 * 1024, integer=True)),
+        output_cap=output_cap,
+        result_store_retry=_number(env, "RESULT_STORE_RETRY", 30),
+        log_level=level,
+    )

@@ -1,0 +1,400 @@
+"""One task message from delivery to ack: check, run, store the result, then ack.
+
+The order is the guarantee: the result is stored in the results stream (PubAck received) before
+the task is acked, so a crash at any point either reruns nothing (result found on redelivery) or
+reruns a task whose result was never stored. Rules (docs/poller.md):
+- CLI ran (any exit code, or timed out) -> result stored, ack: re-running costs money.
+- CLI could not start, result could not be stored -> nak with a delay (dead letter on the last
+  allowed delivery).
+- bad input -> `rejected` result if the id is usable, dead letter, term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats.js.errors
+
+from poller import __version__, backends, gitpr, runner
+from poller.config import Config
+from poller.heartbeat import Stats
+from poller.logs import Logger
+from poller.messages import STDERR_TAIL, Rejection, Result, Task, parse_task
+
+DEAD_TASK_KEEP = 512 * 1024  # the original task is embedded in a dead letter up to this size
+MAX_RESULT_SCAN = 32  # results of other workers for the same task id we look past
+PUBLISH_TIMEOUT = 5.0
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class _InFlight:
+    """Every delivery of one stream message we hold (a redelivery can join a running task)."""
+
+    msgs: list[Any]
+    task_id: str = ""
+    reconnected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Delivery:
+    """Handles messages for one worker; shared by all concurrent slots."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        nc: Any,
+        js: Any,
+        log: Logger,
+        stats: Stats,
+        ack_wait: float,
+        max_deliver: int | None,
+    ) -> None:
+        self.cfg, self.nc, self.js, self.log, self.stats = cfg, nc, js, log, stats
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver if max_deliver and max_deliver > 0 else None
+        self.argv = backends.argv(cfg)
+        self.host = socket.gethostname()
+        self.inflight: dict[int, _InFlight] = {}
+        self.state_dir: Path | None = cfg.work_base / ".fleet-poller" / cfg.worker_id
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:  # no orphan records then; systemd still cleans up the cgroup
+            self.state_dir = None
+        self.child_env = _child_env(os.environ, cfg)
+
+    # -- entry points ---------------------------------------------------------------------
+
+    def join_if_running(self, msg: Any) -> bool:
+        """A redelivery of a message we are still running: keep it alive, do not run again."""
+        seq = msg.metadata.sequence.stream
+        held = self.inflight.get(seq)
+        if held is None:
+            return False
+        held.msgs.append(msg)
+        self.log.warning("redelivered_while_running", task_id=held.task_id, stream_seq=seq)
+        return True
+
+    def reconnected(self) -> None:
+        """After a reconnect, signal progress at once: the server's ack timer may be running."""
+        for held in self.inflight.values():
+            held.reconnected.set()
+
+    async def handle(self, msg: Any) -> None:
+        meta = msg.metadata
+        seq, attempt = meta.sequence.stream, meta.num_delivered
+        held = _InFlight([msg])
+        self.inflight[seq] = held
+        progress = asyncio.create_task(self._progress(held))
+        try:
+            parsed = parse_task(msg.data, self.cfg.max_task_bytes)
+            if isinstance(parsed, Rejection):
+                await self._reject(held, parsed, seq, attempt)
+                return
+            held.task_id = parsed.task_id
+            self.stats.running[seq] = (parsed.task_id, time.monotonic())
+            await self._process(held, parsed, seq, attempt)
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: give the task back now rather than after ack_wait.
+            self.log.warning("task_abandoned", task_id=held.task_id, stream_seq=seq)
+            await asyncio.shield(self._settle(held, "nak"))
+            raise
+        except Exception as e:  # a bug must not kill the loop; the task comes back later
+            self.log.error("task_error", task_id=held.task_id, error=repr(e))
+            await self._settle(held, "nak", self.cfg.nak_delay)
+        finally:
+            progress.cancel()
+            self.inflight.pop(seq, None)
+            self.stats.running.pop(seq, None)
+
+    # -- the steps ------------------------------------------------------------------------
+
+    async def _process(self, held: _InFlight, task: Task, seq: int, attempt: int) -> None:
+        log = self.log
+        try:
+            stored = await self._result_stored(task.task_id)
+        except Exception as e:
+            await self._retry_or_dead(held, task.task_id, seq, attempt, f"result lookup: {e!r}")
+            return
+        if stored:
+            log.info("already_done", task_id=task.task_id, attempt=attempt)
+            self.stats.count("already_done")
+            await self._settle(held, "ack")
+            return
+        prompt = task.prompt().encode()
+        timeout = min(task.timeout or self.cfg.task_timeout, self.cfg.task_timeout)
+        log.info(
+            "task_start",
+            task_id=task.task_id,
+            attempt=attempt,
+            prompt_bytes=len(prompt),
+            timeout_s=timeout,
+        )
+        log.debug("task_prompt", task_id=task.task_id, prompt=task.prompt())
+        env = {**self.child_env, "FLEET_TASK_ID": task.task_id}
+        try:
+            outcome = await runner.run(
+                self.argv,
+                prompt,
+                timeout=timeout,
+                grace=self.cfg.kill_grace,
+                cap=self.cfg.output_cap,
+                stderr_keep=STDERR_TAIL,
+                cwd=self.cfg.work_dir,
+                env=env,
+                state_dir=self.state_dir,
+            )
+        except runner.SpawnError as e:
+            await self._retry_or_dead(held, task.task_id, seq, attempt, str(e))
+            return
+        result = self._result(task, outcome, attempt)
+        want_pr = self.cfg.create_pr and result.status == "completed"
+        if want_pr and await gitpr.is_repo_with_changes(self.cfg.work_dir):
+            title = task.instructions.strip().splitlines()[0][:72]
+            result.git = await gitpr.commit_and_push(
+                self.cfg.work_dir, task.task_id, self.cfg.github_remote, title
+            )
+        data = result.encode()
+        if not await self._store(task.task_id, data):
+            await self._retry_or_dead(held, task.task_id, seq, attempt, "cannot store the result")
+            return
+        self.stats.count(result.status)
+        log.info(
+            "task_done",
+            task_id=task.task_id,
+            status=result.status,
+            exit_code=result.exit_code,
+            duration_s=result.duration_s,
+            output_bytes=result.output_bytes,
+            attempt=attempt,
+        )
+        await self._settle(held, "ack")
+
+    def _result(self, task: Task, out: runner.RunOutcome, attempt: int) -> Result:
+        text = out.stdout.decode(errors="replace")
+        parsed = backends.parse_output(self.cfg.backend, text, not out.stdout_truncated)
+        if out.timed_out:
+            status = "timeout"
+        elif out.returncode == 0 and not parsed.is_error:
+            status = "completed"
+        else:
+            status = "failed"
+        return Result(
+            task_id=task.task_id,
+            worker_id=self.cfg.worker_id,
+            backend=self.cfg.backend,
+            llm=self.cfg.llm,
+            model=self.cfg.model,
+            status=status,
+            exit_code=out.returncode,
+            output=parsed.output,
+            output_truncated=out.stdout_truncated,
+            output_bytes=out.stdout_bytes,
+            stderr_tail=out.stderr_tail.decode(errors="replace"),
+            started_at=_iso(out.started),
+            ended_at=_iso(out.ended),
+            duration_s=round(out.duration, 3),
+            attempt=attempt,
+            host=self.host,
+            poller_version=__version__,
+            usage=parsed.usage,
+            cost_usd=parsed.cost_usd,
+            task_type=task.task_type,
+            reply_to=task.reply_to,
+            sender=task.sender,
+            metadata=task.metadata,
+        )
+
+    async def _reject(self, held: _InFlight, why: Rejection, seq: int, attempt: int) -> None:
+        """Bad input: a `rejected` result (only to a validated id's subject), dead letter, term."""
+        self.log.warning("task_rejected", task_id=why.task_id, reason=why.reason, stream_seq=seq)
+        self.stats.count("rejected")
+        if why.task_id is not None:
+            now = time.time()
+            result = Result(
+                task_id=why.task_id,
+                worker_id=self.cfg.worker_id,
+                backend=self.cfg.backend,
+                llm=self.cfg.llm,
+                model=self.cfg.model,
+                status="rejected",
+                exit_code=None,
+                output="",
+                output_truncated=False,
+                output_bytes=0,
+                stderr_tail="",
+                started_at=_iso(now),
+                ended_at=_iso(now),
+                duration_s=0.0,
+                attempt=attempt,
+                host=self.host,
+                poller_version=__version__,
+                error=why.reason,
+            )
+            # Its own Msg-Id: a rejection must not make a corrected task with this id look done.
+            msg_id = f"{self._msg_id(why.task_id)}:rejected:{seq}"
+            stored = await self._store(why.task_id, result.encode(), PUBLISH_TIMEOUT, msg_id)
+            if not stored:
+                self.log.error("rejected_result_not_stored", task_id=why.task_id)
+        if await self._dead_letter(held.msgs[0], why.task_id, seq, attempt, why.reason):
+            await self._settle(held, "term")
+        else:
+            await self._settle(held, "nak", self.cfg.nak_delay)
+
+    async def _retry_or_dead(
+        self, held: _InFlight, task_id: str, seq: int, attempt: int, reason: str
+    ) -> None:
+        last = self.max_deliver is not None and attempt >= self.max_deliver
+        self.log.error(
+            "task_retry" if not last else "task_dead",
+            task_id=task_id,
+            reason=reason,
+            attempt=attempt,
+            max_deliver=self.max_deliver,
+        )
+        self.stats.count("retried" if not last else "dead")
+        if last and await self._dead_letter(held.msgs[0], task_id, seq, attempt, reason):
+            await self._settle(held, "term")
+        else:
+            await self._settle(held, "nak", self.cfg.nak_delay)
+
+    # -- JetStream ------------------------------------------------------------------------
+
+    async def _result_stored(self, task_id: str) -> bool:
+        """Is our result for this task already in the results stream? (see docs/poller.md)
+
+        The last message on the task's result subject is read first; when another worker's
+        result is last (the same task sent to several workers), the subject is walked.
+        """
+        subject = self.cfg.subjects.result(task_id)
+        stream, want = self.cfg.results_stream, self._msg_id(task_id)
+        try:
+            last = await self.js.get_msg(stream, subject=subject)
+        except nats.js.errors.NotFoundError:
+            return False
+        if _msg_id_of(last) == want:
+            return True
+        seq = 0
+        for _ in range(MAX_RESULT_SCAN):
+            try:
+                m = await self.js.get_msg(stream, seq=seq + 1, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return False
+            if _msg_id_of(m) == want:
+                return True
+            if m.seq is None or m.seq >= last.seq:
+                return False
+            seq = m.seq
+        return False
+
+    def _msg_id(self, task_id: str) -> str:
+        return f"{task_id}:{self.cfg.worker_id}"
+
+    async def _store(
+        self, task_id: str, data: bytes, retry_for: float | None = None, msg_id: str | None = None
+    ) -> bool:
+        """Publish the result through JetStream until the PubAck says it is stored."""
+        deadline = time.monotonic() + (retry_for or self.cfg.result_store_retry)
+        headers = {"Nats-Msg-Id": msg_id or self._msg_id(task_id)}
+        pause = 0.25
+        while True:
+            try:
+                ack = await self.js.publish(
+                    self.cfg.subjects.result(task_id),
+                    data,
+                    timeout=PUBLISH_TIMEOUT,
+                    stream=self.cfg.results_stream,
+                    headers=headers,
+                )
+                if ack.duplicate:
+                    self.log.info("result_duplicate", task_id=task_id)
+                return True
+            except Exception as e:
+                self.log.warning("result_store_failed", task_id=task_id, error=repr(e))
+            if time.monotonic() + pause > deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    async def _dead_letter(
+        self, msg: Any, task_id: str | None, seq: int, attempt: int, reason: str
+    ) -> bool:
+        record: dict[str, Any] = {
+            "version": 1,
+            "worker_id": self.cfg.worker_id,
+            "task_id": task_id,
+            "reason": reason,
+            "attempt": attempt,
+            "stream": self.cfg.task_stream,
+            "stream_seq": seq,
+            "subject": msg.subject,
+            "at": _iso(time.time()),
+            "task_bytes": len(msg.data),
+        }
+        if len(msg.data) <= DEAD_TASK_KEEP:
+            record["task_b64"] = base64.b64encode(msg.data).decode()
+        data = json.dumps(record).encode()
+        headers = {"Nats-Msg-Id": f"dead:{self.cfg.task_stream}:{seq}"}
+        try:
+            await self.js.publish(
+                self.cfg.subjects.dead,
+                data,
+                timeout=PUBLISH_TIMEOUT,
+                stream=self.cfg.dead_stream,
+                headers=headers,
+            )
+            return True
+        except Exception as e:
+            self.log.error("dead_letter_failed", task_id=task_id, error=repr(e))
+            return False
+
+    async def _settle(self, held: _InFlight, how: str, delay: float | None = None) -> None:
+        """Ack, nak or term every delivery we hold; the ack waits for the server's reply."""
+        for m in held.msgs:
+            try:
+                if how == "ack":
+                    await m.ack_sync(timeout=PUBLISH_TIMEOUT)
+                elif how == "nak":
+                    await m.nak(delay=delay)
+                else:
+                    await m.term()
+            except Exception as e:  # the result is stored: a redelivery will be acked
+                self.log.warning("settle_failed", how=how, task_id=held.task_id, error=repr(e))
+
+    async def _progress(self, held: _InFlight) -> None:
+        """`in_progress` every ack_wait/3 so a long task is not delivered again."""
+        interval = max(self.ack_wait / 3, 0.05)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(held.reconnected.wait(), interval)
+            held.reconnected.clear()
+            for m in list(held.msgs):
+                with contextlib.suppress(Exception):
+                    await m.in_progress()
+
+
+def _msg_id_of(raw: Any) -> str | None:
+    headers = getattr(raw, "headers", None) or {}
+    value = headers.get("Nats-Msg-Id")
+    return value if isinstance(value, str) else None
+
+
+def _child_env(env: Mapping[str, str], cfg: Config) -> dict[str, str]:
+    """The CLI's environment: ours without the NATS settings (it has no business on the bus)."""
+    child = {k: v for k, v in env.items() if not k.startswith("NATS_")}
+    child["FLEET_WORKER_ID"] = cfg.worker_id
+    child["HOME"] = cfg.home
+    return child

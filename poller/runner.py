@@ -1,0 +1,200 @@
+"""Run one CLI: own session, prompt on stdin, pipes drained concurrently, hard time limit.
+
+The CLI is started in a new session so its whole process group can be signalled: SIGTERM at
+the timeout, SIGKILL after the grace period, and SIGKILL to whatever is left of the group once
+the leader is gone, so no process of the task survives and a grandchild holding stdout open
+cannot keep us reading. A SIGKILLed poller cannot clean up: each running group is recorded in a
+state directory and `kill_orphans()` kills what a previous run left behind when the poller
+starts again (PR_SET_PDEATHSIG would need a preexec hook, which costs ~2 ms per spawn by
+forcing fork instead of vfork; systemd's control-group kill covers the gap on a real host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# After the group is killed the pipes close at once; this only bounds a pathological case.
+DRAIN_AFTER_EXIT = 0.5
+
+
+class SpawnError(Exception):
+    """The CLI could not be started at all (missing binary, bad cwd, no permission)."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    returncode: int | None  # negative: killed by that signal
+    timed_out: bool
+    stdout: bytes  # at most `cap` bytes
+    stdout_bytes: int  # everything the CLI wrote
+    stderr_tail: bytes
+    started: float  # time.time()
+    ended: float
+    duration: float
+
+    @property
+    def stdout_truncated(self) -> bool:
+        return self.stdout_bytes > len(self.stdout)
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat: tells a recorded process from a later one with its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def kill_orphans(state_dir: Path) -> list[int]:
+    """SIGKILL the process groups a previous (killed) poller recorded and never cleaned up."""
+    killed: list[int] = []
+    if not state_dir.is_dir():
+        return killed
+    for entry in state_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pgid = int(entry.name)
+        with contextlib.suppress(OSError):
+            if _start_time(pgid) == entry.read_text().strip():
+                os.killpg(pgid, signal.SIGKILL)
+                killed.append(pgid)
+        entry.unlink(missing_ok=True)
+    return killed
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+class _Capture(asyncio.SubprocessProtocol):
+    """Collects output as it arrives and says when the leader exits, whoever holds the pipes.
+
+    (asyncio's Process.wait() only returns once every pipe is closed, so a grandchild holding
+    stdout would hide the leader's exit; the protocol's process_exited does not wait.)
+    """
+
+    def __init__(self, cap: int, keep: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.cap, self.keep = cap, keep
+        self.out, self.err = bytearray(), bytearray()
+        self.out_total = 0
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.eof = {1: loop.create_future(), 2: loop.create_future()}
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        chunk = data.encode() if isinstance(data, str) else data
+        if fd == 1:
+            self.out_total += len(chunk)
+            if len(self.out) < self.cap:
+                self.out += chunk[: self.cap - len(self.out)]
+        else:
+            self.err += chunk
+            if len(self.err) > self.keep:
+                del self.err[: len(self.err) - self.keep]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        fut = self.eof.get(fd)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+def _record(state_dir: Path | None, pgid: int) -> Path | None:
+    if state_dir is None:
+        return None
+    start = _start_time(pgid)
+    if start is None:
+        return None
+    marker = state_dir / str(pgid)
+    with contextlib.suppress(OSError):
+        marker.write_text(start)
+        return marker
+    return None
+
+
+async def run(
+    argv: list[str],
+    stdin: bytes,
+    *,
+    timeout: float,
+    grace: float,
+    cap: int,
+    stderr_keep: int = 8 * 1024,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    state_dir: Path | None = None,
+) -> RunOutcome:
+    """Run `argv` to completion or until `timeout`; returns within timeout + grace (+0.5 s)."""
+    started, t0 = time.time(), time.monotonic()
+    loop = asyncio.get_running_loop()
+    try:
+        transport, cap_ = await loop.subprocess_exec(
+            lambda: _Capture(cap, stderr_keep),
+            *argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        raise SpawnError(f"cannot start {argv[0]!r}: {e}") from e
+    pgid = transport.get_pid()  # leader of its own session and group
+    marker = _record(state_dir, pgid)
+    stdin_pipe = transport.get_pipe_transport(0)
+    if stdin_pipe is not None:
+        # Buffered by the transport, written as the CLI reads; a CLI that exits without
+        # reading it is not an error.
+        with contextlib.suppress(OSError):
+            stdin_pipe.write(stdin)  # type: ignore[attr-defined]
+            stdin_pipe.close()
+    timed_out = False
+    try:
+        try:
+            await asyncio.wait_for(asyncio.shield(cap_.exited), timeout)
+        except TimeoutError:
+            timed_out = True
+            _killpg(pgid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(cap_.exited), grace)
+            except TimeoutError:
+                _killpg(pgid, signal.SIGKILL)
+                await cap_.exited
+        _killpg(pgid, signal.SIGKILL)  # stragglers of the group: nothing of the task survives
+        await asyncio.wait(set(cap_.eof.values()), timeout=DRAIN_AFTER_EXIT)
+    finally:
+        if not cap_.exited.done():  # cancelled (shutdown) or an unexpected error
+            _killpg(pgid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                transport.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(cap_.exited)
+        returncode = transport.get_returncode()
+        transport.close()
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+    ended = time.time()
+    return RunOutcome(
+        returncode=returncode,
+        timed_out=timed_out,
+        stdout=bytes(cap_.out),
+        stdout_bytes=cap_.out_total,
+        stderr_tail=bytes(cap_.err),
+        started=started,
+        ended=ended,
+        duration=time.monotonic() - t0,
+    )

@@ -1,0 +1,224 @@
+"""The JetStream loop: connect, bind the worker's consumer, fetch while a slot is free, stop.
+
+Binding never creates: the control plane owns consumers, and the worker's credentials only
+allow CONSUMER.INFO, MSG.NEXT and ACK on its own durable. The pull subscription is rebuilt
+after every reconnect (nats.py issue 504: a pull subscription may stop receiving after a
+server restart), and each fetch is short, so a pull request lost in a restart is re-issued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+
+from poller import runner
+from poller.config import Config
+from poller.delivery import Delivery
+from poller.heartbeat import Stats, beat
+from poller.logs import Logger
+
+FETCH_TIMEOUT = 1.0
+MAX_BACKOFF = 10.0
+
+
+async def _wait_or_stop(aw: Any, stop: asyncio.Event) -> tuple[bool, Any]:
+    """Await `aw` unless `stop` is set first; returns (finished, result)."""
+    task = asyncio.ensure_future(aw)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task in done:
+        return True, task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return False, None
+
+
+class Worker:
+    def __init__(self, cfg: Config, log: Logger) -> None:
+        self.cfg, self.log = cfg, log
+        self.stop = asyncio.Event()
+        self.stats = Stats(cfg.worker_id, cfg.backend, cfg.llm, cfg.concurrency)
+        self.nc: Any = None
+        self.delivery: Delivery | None = None
+        self.resubscribe = False
+
+    # -- connection -----------------------------------------------------------------------
+
+    async def _error_cb(self, e: Exception) -> None:
+        self.log.warning("nats_error", error=str(e))
+
+    async def _disconnected_cb(self) -> None:
+        self.log.warning("nats_disconnected")
+
+    async def _reconnected_cb(self) -> None:
+        self.log.info("nats_reconnected")
+        self.resubscribe = True
+        if self.delivery is not None:
+            self.delivery.reconnected()
+
+    async def _connect(self) -> bool:
+        """Connect, retrying forever with backoff; False if asked to stop first."""
+        pause = 0.5
+        opts: dict[str, Any] = {
+            "servers": [self.cfg.nats_url],
+            "name": f"fleet-poller {self.cfg.worker_id}",
+            "inbox_prefix": self.cfg.inbox_prefix,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 1,
+            "connect_timeout": 2,
+            "error_cb": self._error_cb,
+            "disconnected_cb": self._disconnected_cb,
+            "reconnected_cb": self._reconnected_cb,
+        }
+        if self.cfg.nats_creds is not None:
+            opts["user_credentials"] = str(self.cfg.nats_creds)
+        while not self.stop.is_set():
+            try:
+                self.nc = await nats.connect(**opts)
+                self.log.info("nats_connected", url=self.cfg.nats_url)
+                return True
+            except Exception as e:
+                self.log.warning("nats_connect_failed", error=repr(e), retry_in_s=pause)
+            await _wait_or_stop(asyncio.sleep(pause), self.stop)
+            pause = min(pause * 2, MAX_BACKOFF)
+        return False
+
+    async def _bind(self, js: Any) -> tuple[float, int | None] | None:
+        """Read ack_wait and max_deliver from the existing consumer; retry until it exists."""
+        pause = 0.5
+        while not self.stop.is_set():
+            try:
+                info = await js.consumer_info(self.cfg.task_stream, self.cfg.consumer, timeout=5)
+                ack_wait = float(info.config.ack_wait or 30.0)
+                max_deliver = info.config.max_deliver
+                self.log.info(
+                    "consumer_bound",
+                    stream=self.cfg.task_stream,
+                    consumer=self.cfg.consumer,
+                    ack_wait_s=ack_wait,
+                    max_deliver=max_deliver,
+                )
+                return ack_wait, max_deliver
+            except Exception as e:
+                self.log.error(
+                    "consumer_bind_failed",
+                    stream=self.cfg.task_stream,
+                    consumer=self.cfg.consumer,
+                    error=repr(e),
+                    retry_in_s=pause,
+                )
+            await _wait_or_stop(asyncio.sleep(pause), self.stop)
+            pause = min(pause * 2, MAX_BACKOFF)
+        return None
+
+    async def _subscribe(self, js: Any) -> Any:
+        return await js.pull_subscribe_bind(
+            consumer=self.cfg.consumer,
+            stream=self.cfg.task_stream,
+            inbox_prefix=(self.cfg.inbox_prefix + ".").encode(),
+        )
+
+    async def _on_ping(self, msg: Any) -> None:
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(json.dumps(self.stats.snapshot()).encode())
+
+    # -- main loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        killed = runner.kill_orphans(self.cfg.work_base / ".fleet-poller" / self.cfg.worker_id)
+        if killed:
+            self.log.warning("killed_orphans", pgids=killed)
+        with contextlib.suppress(OSError):
+            self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        if not await self._connect():
+            return
+        js = self.nc.jetstream()
+        beater = asyncio.create_task(
+            beat(self.nc, self.cfg.subjects.status, self.stats, self.cfg.heartbeat_interval)
+        )
+        try:
+            await self.nc.subscribe(self.cfg.subjects.ping, cb=self._on_ping)
+            bound = await self._bind(js)
+            if bound is None:
+                return
+            self.delivery = Delivery(self.cfg, self.nc, js, self.log, self.stats, *bound)
+            self.stats.state = "running"
+            running = await self._loop(js, self.delivery)
+            await self._drain(running, self.delivery)
+        finally:
+            self.stats.state = "stopped"
+            beater.cancel()
+            with contextlib.suppress(Exception):
+                await self.nc.publish(
+                    self.cfg.subjects.status, json.dumps(self.stats.snapshot()).encode()
+                )
+                # Not drain(): it waits for the pull subscription's unread status messages.
+                await self.nc.flush(timeout=2)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+            self.log.info("stopped", counts=self.stats.counts)
+
+    async def _loop(self, js: Any, delivery: Delivery) -> set[asyncio.Task[None]]:
+        """Fetch one message whenever a slot is free, until stopped; returns running tasks."""
+        slots = asyncio.Semaphore(self.cfg.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        psub: Any = None
+        pause = 0.25
+        while not self.stop.is_set():
+            got, _ = await _wait_or_stop(slots.acquire(), self.stop)
+            if not got:
+                break
+            try:
+                if psub is None or self.resubscribe:
+                    self.resubscribe = False
+                    if psub is not None:
+                        with contextlib.suppress(Exception):
+                            await psub.unsubscribe()
+                    psub = await self._subscribe(js)
+                msgs = await psub.fetch(1, timeout=FETCH_TIMEOUT)
+                pause = 0.25
+            except (TimeoutError, nats.errors.TimeoutError):
+                slots.release()
+                continue
+            except Exception as e:
+                slots.release()
+                self.log.warning("fetch_failed", error=repr(e), retry_in_s=pause)
+                await _wait_or_stop(asyncio.sleep(pause), self.stop)
+                pause = min(pause * 2, MAX_BACKOFF)
+                continue
+            msg = msgs[0]
+            if self.stop.is_set():  # arrived while stopping: give it back now
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+                slots.release()
+                break
+            if delivery.join_if_running(msg):
+                slots.release()
+                continue
+            task = asyncio.create_task(delivery.handle(msg))
+            running.add(task)
+            task.add_done_callback(running.discard)
+            task.add_done_callback(lambda _t: slots.release())
+        return running
+
+    async def _drain(self, running: set[asyncio.Task[None]], delivery: Delivery) -> None:
+        """Let running tasks finish within the shutdown grace; cancel (nak) what is left."""
+        if not running:
+            return
+        self.stats.state = "stopping"
+        self.log.info("waiting_for_tasks", count=len(running), grace_s=self.cfg.shutdown_grace)
+        _, pending = await asyncio.wait(set(running), timeout=self.cfg.shutdown_grace)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)

@@ -1,0 +1,84 @@
+"""The environment contract: defaults, derived names, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from poller import config
+
+BASE = {"WORKER_ID": "w1", "NATS_URL": "nats://127.0.0.1:4222", "MODEL_BACKEND": "claude"}
+
+
+def test_defaults_follow_fleetctl_names() -> None:
+    from fleetctl.natsnames import NatsNames
+
+    cfg = config.load({**BASE, "HOME": "/home/w"})
+    n = NatsNames("af")
+    assert cfg.subjects.inbox == n.inbox("w1")
+    assert cfg.subjects.status == n.status("w1")
+    assert cfg.subjects.ping == n.ping("w1")
+    assert cfg.subjects.dead == n.dead("w1")
+    assert cfg.subjects.result("t1") == n.result("t1")
+    assert (cfg.task_stream, cfg.results_stream, cfg.dead_stream) == (
+        n.task_stream,
+        n.results_stream,
+        n.dead_stream,
+    )
+    assert cfg.consumer == n.consumer("w1")
+    assert cfg.inbox_prefix == n.inbox_prefix("w1")
+    assert cfg.concurrency == 1 and cfg.create_pr is False
+    assert cfg.work_dir == Path("/home/w/repo")
+
+
+def test_prefix_with_dash_derives_streams_like_fleetctl() -> None:
+    from fleetctl.natsnames import NatsNames
+
+    cfg = config.load({**BASE, "NATS_SUBJECT_PREFIX": "my-fleet"})
+    assert cfg.task_stream == NatsNames("my-fleet").task_stream
+    assert cfg.subjects.inbox == "my-fleet.worker.w1.inbox"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"WORKER_ID": ""}, "WORKER_ID is required"),
+        ({"WORKER_ID": "a.b"}, "WORKER_ID='a.b' must be"),
+        ({"NATS_URL": "127.0.0.1:4222"}, "NATS_URL="),
+        ({"MODEL_BACKEND": "gpt"}, "MODEL_BACKEND='gpt' must be one of"),
+        ({"CONCURRENCY": "two"}, "CONCURRENCY='two' must be an integer"),
+        ({"CONCURRENCY": "0"}, "CONCURRENCY='0' must be greater than 0"),
+        ({"TASK_TIMEOUT": "-1"}, "TASK_TIMEOUT='-1' must be greater than 0"),
+        ({"CREATE_PR": "maybe"}, "CREATE_PR='maybe' must be true or false"),
+        ({"CREATE_PR": "true"}, "GITHUB_REMOTE is required"),
+        ({"MODEL_BACKEND": "command"}, "COMMAND_ARGV is required"),
+        ({"MODEL_BACKEND": "command", "COMMAND_ARGV": "x y"}, "COMMAND_ARGV must be a JSON"),
+        ({"MODEL_BACKEND": "command", "COMMAND_ARGV": "[]"}, "COMMAND_ARGV must be a non-empty"),
+        ({"NATS_CREDS": "/nonexistent.creds"}, "NATS_CREDS='/nonexistent.creds'"),
+        ({"NATS_SUBJECT_PREFIX": "a>"}, "NATS_SUBJECT_PREFIX='a>'"),
+        ({"OUTPUT_CAP": "999999999"}, "OUTPUT_CAP=999999999 must be at most"),
+    ],
+)
+def test_bad_values_name_the_variable(change: dict[str, str], message: str) -> None:
+    with pytest.raises(config.ConfigError) as e:
+        config.load({**BASE, **change})
+    assert str(e.value).startswith(message.split("=")[0])
+    assert message in str(e.value)
+
+
+def test_allowed_tools_are_split_and_trimmed() -> None:
+    cfg = config.load({**BASE, "ALLOWED_TOOLS": " Read, Edit ,,Bash(git:*)"})
+    assert cfg.allowed_tools == ("Read", "Edit", "Bash(git:*)")
+
+
+def test_bad_environment_exits_2_with_one_line() -> None:
+    env = {"PATH": "/usr/bin:/bin", "WORKER_ID": "w.1"}
+    p = subprocess.run(
+        [sys.executable, "-m", "poller"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert "WORKER_ID='w.1'" in p.stderr

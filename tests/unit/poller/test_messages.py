@@ -1,0 +1,126 @@
+"""Task parsing (never raises) and result encoding (always fits)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from poller.messages import MAX_RESULT_BYTES, Rejection, Result, Task, parse_task
+
+
+def _parse(obj: object) -> Task | Rejection:
+    return parse_task(json.dumps(obj).encode(), 1 << 20)
+
+
+def test_full_task() -> None:
+    t = _parse(
+        {
+            "version": 1,
+            "task_id": "T-1_a",
+            "instructions": "do",
+            "from": "me",
+            "reply_to": "me",
+            "task_type": "review",
+            "payload": {"pr": 3},
+            "timeout": 30,
+            "metadata": {"k": "v"},
+        }
+    )
+    assert isinstance(t, Task)
+    assert (t.task_id, t.sender, t.timeout, t.metadata) == ("T-1_a", "me", 30.0, {"k": "v"})
+    assert t.prompt().startswith("do\n\nPayload (JSON):\n")
+    assert json.loads(t.prompt().split("Payload (JSON):\n")[1]) == {"pr": 3}
+
+
+@pytest.mark.parametrize(
+    ("data", "tid"),
+    [
+        (b"not json", None),
+        (b"\xff\xfe", None),
+        (b"[1]", None),
+        (b'"a string"', None),
+        (b"{}", None),
+        (b'{"task_id": null, "instructions": "x"}', None),
+        (b'{"task_id": ["a"], "instructions": "x"}', None),
+        (b'{"task_id": "a.b", "instructions": "x"}', None),
+        (b'{"task_id": "", "instructions": "x"}', None),
+        (b'{"task_id": "' + b"a" * 129 + b'", "instructions": "x"}', None),
+        (b'{"task_id": "ok", "instructions": ""}', "ok"),
+        (b'{"task_id": "ok", "instructions": 3}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "timeout": 0}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "timeout": true}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "from": 1}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "version": 2}', "ok"),
+    ],
+)
+def test_rejections(data: bytes, tid: str | None) -> None:
+    r = parse_task(data, 1 << 20)
+    assert isinstance(r, Rejection) and r.reason
+    assert r.task_id == tid
+
+
+def test_too_large_keeps_a_valid_id() -> None:
+    data = json.dumps({"task_id": "big", "instructions": "x" * 100}).encode()
+    r = parse_task(data, 50)
+    assert isinstance(r, Rejection) and r.task_id == "big" and "bytes" in r.reason
+
+
+def _result(output: str) -> Result:
+    return Result(
+        task_id="t",
+        worker_id="w",
+        backend="command",
+        llm="x",
+        model="",
+        status="completed",
+        exit_code=0,
+        output=output,
+        output_truncated=False,
+        output_bytes=len(output),
+        stderr_tail="",
+        started_at="",
+        ended_at="",
+        duration_s=0.0,
+        attempt=1,
+        host="h",
+        poller_version="0",
+    )
+
+
+def test_result_is_cut_to_fit_even_when_escaping_inflates_it() -> None:
+    r = _result("\x01" * 400_000)  # each becomes \u0001 (6 bytes) in JSON
+    data = r.encode()
+    assert len(data) <= MAX_RESULT_BYTES
+    back = json.loads(data)
+    assert back["output_truncated"] is True and back["version"] == 1
+    assert back["output_bytes"] == 400_000
+
+
+def test_small_result_untouched() -> None:
+    back = json.loads(_result("hello").encode())
+    assert back["output"] == "hello" and back["output_truncated"] is False
+    assert "usage" not in back and "metadata" not in back
+
+
+def _doc_schemas() -> dict[str, dict[str, Any]]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "messages.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```json\n")[1:]]
+    schemas = [json.loads(b) for b in blocks if '"$schema"' in b]
+    return {str(s["title"]): s for s in schemas}
+
+
+def test_documented_schemas_match_the_code() -> None:
+    schemas = _doc_schemas()
+    task = schemas["fleetctl task, version 1"]
+    result = schemas["fleetctl result, version 1"]
+    assert task["required"] == ["task_id", "instructions"]
+    full = _result("x")
+    full.usage, full.cost_usd, full.git, full.error = {}, 0.1, {}, "e"
+    full.task_type, full.reply_to, full.sender, full.metadata = "t", "r", "f", {"k": 1}
+    produced = set(full.to_dict())
+    assert produced <= set(result["properties"])
+    assert set(result["required"]) <= set(_result("x").to_dict())

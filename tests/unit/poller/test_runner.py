@@ -1,0 +1,112 @@
+"""The subprocess runner with real processes: timeouts, process groups, drained pipes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from poller import runner
+from tests.support.poller_harness import alive
+
+
+def gone(pid: int, within: float = 1.0) -> bool:
+    """SIGKILL is delivered at once but the process needs a moment to die."""
+    deadline = time.monotonic() + within
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _run(argv: list[str], stdin: bytes = b"", **kw: float) -> runner.RunOutcome:
+    opts = {"timeout": 10.0, "grace": 1.0, "cap": 1 << 20, **kw}
+    return asyncio.run(
+        runner.run(argv, stdin, timeout=opts["timeout"], grace=opts["grace"], cap=int(opts["cap"]))
+    )
+
+
+def test_stdin_stdout_stderr_exit_code() -> None:
+    o = _run(["sh", "-c", "cat; echo oops >&2; exit 4"], b"prompt")
+    assert (o.returncode, o.stdout, o.stderr_tail, o.timed_out) == (4, b"prompt", b"oops\n", False)
+
+
+def test_big_stdin_to_a_cli_that_never_reads_it() -> None:
+    o = _run(["sh", "-c", "echo done"], b"x" * 5_000_000)
+    assert o.returncode == 0 and o.stdout == b"done\n"
+
+
+def test_huge_output_is_capped_and_counted() -> None:
+    o = _run(["sh", "-c", "head -c 5000000 /dev/zero; head -c 100000 /dev/zero >&2"], cap=1000)
+    assert len(o.stdout) == 1000 and o.stdout_bytes == 5_000_000 and o.stdout_truncated
+    assert len(o.stderr_tail) == 8 * 1024
+
+
+def test_grandchild_holding_stdout_does_not_outlive_the_timeout(tmp_path: Path) -> None:
+    """A CLI that ignores SIGTERM and leaves a grandchild holding stdout: back by timeout+grace."""
+    pidfile = tmp_path / "pid"
+    script = f"trap '' TERM; sleep 300 & echo $! > {pidfile}; echo started; sleep 300"
+    t0 = time.monotonic()
+    o = _run(["sh", "-c", script], timeout=1.0, grace=1.0)
+    took = time.monotonic() - t0
+    assert o.timed_out and o.returncode == -9
+    assert took < 2.0 + runner.DRAIN_AFTER_EXIT, took
+    assert o.stdout == b"started\n"
+    assert gone(int(pidfile.read_text()))
+
+
+def test_grandchild_left_behind_after_a_normal_exit_is_killed(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    t0 = time.monotonic()
+    o = _run(["sh", "-c", f"sleep 300 & echo $! > {pidfile}; echo ok"])
+    assert o.returncode == 0 and o.stdout == b"ok\n" and time.monotonic() - t0 < 2
+    assert gone(int(pidfile.read_text()))
+
+
+def test_cancel_kills_the_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+
+    async def go() -> None:
+        t = asyncio.create_task(
+            runner.run(
+                ["sh", "-c", f"sleep 300 & echo $! > {pidfile}; sleep 300"],
+                b"",
+                timeout=60,
+                grace=1,
+                cap=10,
+            )
+        )
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            await asyncio.sleep(0.02)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    asyncio.run(go())
+    assert gone(int(pidfile.read_text()))
+
+
+def test_cannot_start() -> None:
+    with pytest.raises(runner.SpawnError):
+        _run(["/nonexistent/cli"])
+
+
+def test_orphans_recorded_and_killed(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.setsid()
+        os.execvp("sleep", ["sleep", "300"])
+    time.sleep(0.1)
+    start = runner._start_time(pid)
+    assert start is not None
+    (state / str(pid)).write_text(start)
+    (state / "99999999").write_text("1")  # stale entry for a process that is gone
+    assert runner.kill_orphans(state) == [pid]
+    os.waitpid(pid, 0)
+    assert list(state.iterdir()) == []
