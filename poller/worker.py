@@ -83,7 +83,12 @@ class Worker:
             opts["user_credentials"] = str(self.cfg.nats_creds)
         while not self.stop.is_set():
             try:
-                self.nc = await nats.connect(**opts)
+                # nats.connect may itself retry for ever (max_reconnect_attempts=-1): a SIGTERM
+                # must still end it.
+                finished, nc = await _wait_or_stop(nats.connect(**opts), self.stop)
+                if not finished:
+                    return False
+                self.nc = nc
                 self.log.info("nats_connected", url=self.cfg.nats_url)
                 return True
             except Exception as e:
@@ -141,6 +146,7 @@ class Worker:
         with contextlib.suppress(OSError):
             self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
         if not await self._connect():
+            self.log.info("stopped", counts=self.stats.counts)
             return
         js = self.nc.jetstream()
         beater = asyncio.create_task(

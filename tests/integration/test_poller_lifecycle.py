@@ -221,3 +221,20 @@ def test_heartbeat_and_ping(server: NatsServer, work: Path) -> None:
             poller.stop()
 
     run(go())
+
+
+def test_sigterm_while_the_server_is_unreachable(work: Path) -> None:
+    from tests.support.natsserver import free_port
+
+    env = poller_env(f"nats://127.0.0.1:{free_port()}", "w1", work)
+    poller = Poller(env, work / "poller.log").start()
+    try:
+        time.sleep(1.5)
+        assert poller.logged("nats_error") or poller.logged("nats_connect_failed")
+        t0 = time.monotonic()
+        poller.signal(signal.SIGTERM)
+        assert poller.wait(5) == 0
+        assert time.monotonic() - t0 < 2
+        assert poller.logged("stopped")
+    finally:
+        poller.stop()
