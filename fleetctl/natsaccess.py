@@ -59,6 +59,9 @@ def worker_permissions(names: NatsNames, worker_id: str) -> Permissions:
         pub=Permission.of(
             allow=[
                 *_pull_from(names.task_stream, names.consumer(worker_id)),
+                # Is this task's result already stored? Checked before running the CLI again
+                # after a redelivery (docs/poller.md); lets a worker read stored results.
+                f"{JS_API}.STREAM.MSG.GET.{names.results_stream}",
                 names.all_results,
                 names.dead(worker_id),
                 names.status(worker_id),

@@ -19,6 +19,7 @@ def test_worker_permissions_are_exact() -> None:
         "$JS.API.CONSUMER.MSG.NEXT.AF_TASKS.worker-w1",
         "$JS.ACK.AF_TASKS.worker-w1.>",
         "$JS.API.CONSUMER.INFO.AF_TASKS.worker-w1",
+        "$JS.API.STREAM.MSG.GET.AF_RESULTS",
         "af.task.*.completed",
         "af.dead.w1",
         "af.worker.w1.status",
@@ -33,7 +34,18 @@ def test_no_worker_gets_the_seed_broad_grants() -> None:
         every = p.pub.allow + p.sub.allow
         for broad in ("af.>", "_INBOX.>", "$JS.>", "$JS.API.>", ">"):
             assert broad not in every
-        assert not any("STREAM." in s or "CONSUMER.CREATE" in s for s in every)
+        admin = (
+            "STREAM.CREATE",
+            "STREAM.DELETE",
+            "STREAM.UPDATE",
+            "STREAM.PURGE",
+            "STREAM.NAMES",
+            "STREAM.LIST",
+            "STREAM.MSG.DELETE",
+            "CONSUMER.CREATE",
+            "CONSUMER.DELETE",
+        )
+        assert not any(a in s for a in admin for s in every)
         assert not any(s.startswith("af.worker.") and s.endswith(".inbox") for s in every)
 
 
