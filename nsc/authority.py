@@ -17,6 +17,7 @@ from typing import Any
 from nsc import jwt
 from nsc.claims import JetStreamLimits, account_nats, operator_nats, user_nats
 from nsc.creds import format_creds
+from nsc.errors import NscError
 from nsc.keys import NKey, Role, generate
 from nsc.permissions import Permissions
 from nsc.serverconfig import mem_resolver_config
@@ -29,7 +30,7 @@ SERVICES_ACCOUNT = "Services"
 DEFAULT_JETSTREAM = JetStreamLimits(mem_storage=-1, disk_storage=-1, streams=-1, consumer=-1)
 
 
-class AuthorityError(RuntimeError):
+class AuthorityError(NscError, RuntimeError):
     """A lifecycle request that cannot be honoured (unknown user, missing signing key, ...)."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from nsc import jwt
+from nsc.errors import NscError
 from nsc.secret import Secret
 
 _JWT_BLOCK = "-----BEGIN NATS {kind} JWT-----\n{token}\n------END NATS {kind} JWT------\n\n"
@@ -29,7 +30,7 @@ _BLOCK_RE = re.compile(
 )
 
 
-class CredsError(ValueError):
+class CredsError(NscError, ValueError):
     """A .creds text that does not hold a user JWT and a user seed. (Never quotes the seed.)"""
 
 

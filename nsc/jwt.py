@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nsc.errors import NscError
 from nsc.keys import NKey, Role, verify
 
 HEADER: dict[str, str] = {"typ": "JWT", "alg": "ed25519-nkey"}
@@ -30,7 +31,7 @@ SIGNERS: dict[str, frozenset[Role]] = {
 }
 
 
-class JwtError(ValueError):
+class JwtError(NscError, ValueError):
     """A token that cannot be decoded, is not JWT v2, or whose signature does not verify."""
 
 

@@ -16,10 +16,11 @@ import nacl.exceptions
 import nacl.signing
 import nkeys
 
+from nsc.errors import NscError
 from nsc.secret import Secret
 
 
-class KeyError_(ValueError):
+class KeyError_(NscError, ValueError):
     """A key or seed that is malformed or of the wrong role. (The seed is never in the text.)"""
 
 

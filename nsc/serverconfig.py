@@ -11,9 +11,10 @@ import json
 from collections.abc import Iterable
 
 from nsc import jwt
+from nsc.errors import NscError
 
 
-class ConfigError(ValueError):
+class ConfigError(NscError, ValueError):
     """Inputs that would give the server a config it rejects or silently misreads."""
 
 

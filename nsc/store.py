@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nsc.errors import NscError
 from nsc.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write, ensure_dir
 from nsc.keys import NKey, from_seed
 from nsc.secret import Secret
@@ -35,7 +36,7 @@ _GITIGNORE = "# ignore all nk files \n**/*.nk\n\n# ignore all creds files\n**/*.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
-class StoreError(RuntimeError):
+class StoreError(NscError, RuntimeError):
     """A missing or malformed store entry."""
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from nsc import jwt
+from nsc.errors import NscError
 
 SYS_INBOX_PREFIX = "_INBOX_SYS"
 
 
-class ClaimsUpdateError(RuntimeError):
+class ClaimsUpdateError(NscError, RuntimeError):
     """The server refused the account JWT, or did not answer."""
 
 

@@ -7,12 +7,13 @@ from pathlib import Path
 import click
 
 from fleetctl import __version__
-from fleetctl.cli.context import AppContext
+from fleetctl.cli.context import AppContext, fail
 from fleetctl.cli.creds import creds
 from fleetctl.cli.plan import plan
 from fleetctl.cli.render import render
 from fleetctl.cli.schema import schema
 from fleetctl.cli.validate import validate
+from nsc.errors import NscError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,4 +52,13 @@ cli.add_command(creds)
 
 
 def main() -> None:
-    cli(prog_name="fleetctl")
+    """Domain errors end as one line on stderr and exit 1, never a traceback."""
+    try:
+        cli(prog_name="fleetctl")
+    except NscError as exc:
+        fail(
+            f"credential store: {exc}",
+            "check the `creds:` paths in fleet.yaml, or restore a backup",
+        )
+    except OSError as exc:
+        fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))

@@ -1,0 +1,8 @@
+"""One base for every nsc error, so a caller can report them without a traceback.
+
+Messages never carry a seed: keys travel as `Secret`, whose text is masked.
+"""
+
+
+class NscError(Exception):
+    """Anything wrong with identities, keys, JWTs, creds or the store."""
