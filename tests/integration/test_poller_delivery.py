@@ -17,10 +17,10 @@ from tests.support.natsserver import NatsServer
 from tests.support.poller_harness import (
     Poller,
     directive,
-    poller_env,
     publish_task,
+    results,
     run,
-    setup_bus,
+    running_poller,
     standin_records,
     stream_messages,
     wait_until,
@@ -33,18 +33,10 @@ pytestmark = pytest.mark.integration
 async def bus(
     server: NatsServer, work: Path, ack_wait: int = 2, max_deliver: int = 3, **env: str
 ) -> AsyncIterator[tuple[Any, Poller]]:
-    await setup_bus(server.url, "w1", ack_wait=ack_wait, max_deliver=max_deliver)
-    poller = Poller(poller_env(server.url, "w1", work, **env), work / "poller.log").start()
-    nc = await nats.connect(server.url)
-    try:
-        yield nc.jetstream(), poller
-    finally:
-        await nc.close()
-        poller.stop()
-
-
-async def results(js: Any) -> list[dict[str, Any]]:
-    return [r for _, r, _ in await stream_messages(js, "AF_RESULTS")]
+    async with running_poller(
+        server.url, work, ack_wait=ack_wait, max_deliver=max_deliver, env=env
+    ) as b:
+        yield b.js, b.poller
 
 
 async def n_results(js: Any, n: int, timeout: float = 15) -> list[dict[str, Any]]:
@@ -255,12 +247,8 @@ def test_big_prompt_and_huge_output(server: NatsServer, work: Path) -> None:
 
 def test_concurrency_runs_tasks_side_by_side(server: NatsServer, work: Path) -> None:
     async def go() -> None:
-        await setup_bus(server.url, "w1", ack_wait=2, concurrency=3)
-        env = poller_env(server.url, "w1", work, CONCURRENCY="3")
-        poller = Poller(env, work / "poller.log").start()
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        try:
+        async with running_poller(server.url, work, concurrency=3, env={"CONCURRENCY": "3"}) as b:
+            js = b.js
             for i in range(3):
                 await publish_task(
                     js, "w1", {"task_id": f"c{i}", "instructions": directive(sleep=2)}
@@ -270,9 +258,6 @@ def test_concurrency_runs_tasks_side_by_side(server: NatsServer, work: Path) -> 
             ends = sorted(r["ended_at"] for r in rs)
             assert starts[-1] < ends[0]  # all three were running at the same time
             assert len(standin_records(work, "start")) == 3
-        finally:
-            await nc.close()
-            poller.stop()
 
     run(go())
 

@@ -6,17 +6,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import nats
 import pytest
 
 from tests.support.natsserver import NatsServer
 from tests.support.poller_harness import (
-    Poller,
     directive,
-    poller_env,
     publish_task,
     run,
-    setup_bus,
+    running_poller,
     stream_messages,
     wait_until,
 )
@@ -54,13 +51,10 @@ def test_create_pr_pushes_a_branch_to_the_remote(
     base_branch = git(repo, "rev-parse", "--abbrev-ref", "HEAD")
 
     async def go() -> None:
-        await setup_bus(server.url, "w1")
-        env = poller_env(server.url, "w1", work, CREATE_PR="true", GITHUB_REMOTE=str(remote))
-        env["PATH"] = "/usr/bin:/bin"  # no `gh` here: the PR step is skipped
-        poller = Poller(env, work / "poller.log").start()
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        try:
+        # no `gh` on this PATH: the PR step is skipped
+        env = {"CREATE_PR": "true", "GITHUB_REMOTE": str(remote), "PATH": "/usr/bin:/bin"}
+        async with running_poller(server.url, work, env=env) as bus:
+            js, poller = bus.js, bus.poller
             await publish_task(
                 js, "w1", {"task_id": "pr1", "instructions": directive(write_file="new.txt")}
             )
@@ -71,9 +65,6 @@ def test_create_pr_pushes_a_branch_to_the_remote(
 
             assert await wait_until(two, 20), poller.events()[-5:]
             rs = {r["task_id"]: r for _, r, _ in await stream_messages(js, "AF_RESULTS")}
-        finally:
-            await nc.close()
-            poller.stop()
         g = rs["pr1"]["git"]
         assert g["branch"] == "af/pr1" and g["pushed"] is True and "error" not in g, g
         assert git(remote, "rev-parse", "refs/heads/af/pr1") == g["commit"]

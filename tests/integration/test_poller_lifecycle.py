@@ -19,18 +19,15 @@ from tests.support.poller_harness import (
     directive,
     poller_env,
     publish_task,
+    results,
     run,
+    running_poller,
     setup_bus,
     standin_records,
-    stream_messages,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
-
-
-async def _results(js: Any) -> list[dict[str, Any]]:
-    return [r for _, r, _ in await stream_messages(js, "AF_RESULTS")]
 
 
 async def _started(work: Path, n: int, timeout: float = 10) -> list[dict[str, Any]]:
@@ -40,11 +37,8 @@ async def _started(work: Path, n: int, timeout: float = 10) -> list[dict[str, An
 
 def test_sigkill_mid_task_then_restart_runs_it_once(server: NatsServer, work: Path) -> None:
     async def go() -> None:
-        await setup_bus(server.url, "w1", ack_wait=2)
-        poller = Poller(poller_env(server.url, "w1", work), work / "poller.log").start()
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        try:
+        async with running_poller(server.url, work) as bus:
+            js, poller = bus.js, bus.poller
             await publish_task(js, "w1", {"task_id": "k1", "instructions": directive(sleep=3)})
             [first] = await _started(work, 1)
             poller.signal(signal.SIGKILL)
@@ -55,17 +49,14 @@ def test_sigkill_mid_task_then_restart_runs_it_once(server: NatsServer, work: Pa
             assert await wait_until(lambda: not alive(first["pid"]), 5)
 
             async def one() -> bool:
-                return len(await _results(js)) == 1
+                return len(await results(js)) == 1
 
             assert await wait_until(one, 20)
             await asyncio.sleep(1)  # nothing else shows up
-            [r] = await _results(js)
+            [r] = await results(js)
             assert r["status"] == "completed" and r["attempt"] == 2
             assert len(standin_records(work, "end")) == 1  # the first run never finished
             assert poller.logged("killed_orphans")
-        finally:
-            await nc.close()
-            poller.stop()
 
     run(go())
 
@@ -74,11 +65,8 @@ def test_sigstop_mid_task_is_delivered_again(server: NatsServer, work: Path) -> 
     """A frozen poller stops signalling progress: the task comes back after one ack wait."""
 
     async def go() -> None:
-        await setup_bus(server.url, "w1", ack_wait=2)
-        poller = Poller(poller_env(server.url, "w1", work), work / "poller.log").start()
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        try:
+        async with running_poller(server.url, work) as bus:
+            js, poller = bus.js, bus.poller
             await publish_task(js, "w1", {"task_id": "s1", "instructions": directive(sleep=10)})
             await _started(work, 1)
             await asyncio.sleep(2.5)  # longer than ack_wait: in_progress kept it ours
@@ -90,10 +78,6 @@ def test_sigstop_mid_task_is_delivered_again(server: NatsServer, work: Path) -> 
             assert json.loads(msg.data)["task_id"] == "s1"
             assert msg.metadata.num_delivered == 2
             assert waited < 4.5, waited
-        finally:
-            poller.signal(signal.SIGCONT)
-            await nc.close()
-            poller.stop()
 
     run(go())
 
@@ -111,7 +95,7 @@ def test_server_restart_while_idle_and_while_running(server: NatsServer, work: P
             await publish_task(js, "w1", {"task_id": "r1", "instructions": "after restart"})
 
             async def count(n: int) -> bool:
-                return len(await _results(js)) == n
+                return len(await results(js)) == n
 
             assert await wait_until(lambda: count(1), 15), poller.events()[-5:]
             await publish_task(js, "w1", {"task_id": "r2", "instructions": directive(sleep=4)})
@@ -122,7 +106,7 @@ def test_server_restart_while_idle_and_while_running(server: NatsServer, work: P
             js = nc.jetstream()
             assert await wait_until(lambda: count(2), 20), poller.events()[-5:]
             await asyncio.sleep(2.5)  # longer than ack_wait: no second delivery shows up
-            rs = await _results(js)
+            rs = await results(js)
             assert [r["task_id"] for r in rs] == ["r1", "r2"]
             assert rs[1]["attempt"] == 1
             assert len(standin_records(work, "start")) == 2
@@ -137,23 +121,17 @@ def test_server_restart_while_idle_and_while_running(server: NatsServer, work: P
 
 def test_sigterm_lets_the_task_finish_then_exits_0(server: NatsServer, work: Path) -> None:
     async def go() -> None:
-        await setup_bus(server.url, "w1", ack_wait=2)
-        poller = Poller(poller_env(server.url, "w1", work), work / "poller.log").start()
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        try:
+        async with running_poller(server.url, work) as bus:
+            js, poller = bus.js, bus.poller
             await publish_task(js, "w1", {"task_id": "g1", "instructions": directive(sleep=2)})
             await publish_task(js, "w1", {"task_id": "g2", "instructions": "queued"})
             await _started(work, 1)
             poller.signal(signal.SIGTERM)
             assert poller.wait(10) == 0
-            [r] = await _results(js)
+            [r] = await results(js)
             assert r["task_id"] == "g1" and r["status"] == "completed"
             info = await js.stream_info("AF_TASKS")
             assert info.state.messages == 1  # g2 was not started and is still there
-        finally:
-            await nc.close()
-            poller.stop()
 
     run(go())
 
@@ -162,12 +140,11 @@ def test_sigterm_past_grace_naks_and_the_next_poller_runs_it(
     server: NatsServer, work: Path
 ) -> None:
     async def go() -> None:
-        await setup_bus(server.url, "w1", ack_wait=30)  # a nak, not the ack wait, returns it
-        env = poller_env(server.url, "w1", work, SHUTDOWN_GRACE="0.5")
-        poller = Poller(env, work / "poller.log").start()
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        try:
+        # a nak, not the 30 s ack wait, returns the task
+        async with running_poller(
+            server.url, work, ack_wait=30, env={"SHUTDOWN_GRACE": "0.5"}
+        ) as bus:
+            js, poller = bus.js, bus.poller
             task = {"task_id": "n1", "instructions": directive(sleep_first_run=60)}
             await publish_task(js, "w1", task)
             [first] = await _started(work, 1)
@@ -181,30 +158,24 @@ def test_sigterm_past_grace_naks_and_the_next_poller_runs_it(
             poller.start()
 
             async def one() -> bool:
-                return len(await _results(js)) == 1
+                return len(await results(js)) == 1
 
             assert await wait_until(one, 10)
-            [r] = await _results(js)
+            [r] = await results(js)
             assert r["status"] == "completed" and r["attempt"] == 2
-        finally:
-            await nc.close()
-            poller.stop()
 
     run(go())
 
 
 def test_heartbeat_and_ping(server: NatsServer, work: Path) -> None:
     async def go() -> None:
-        await setup_bus(server.url, "w1", ack_wait=2)
-        poller = Poller(poller_env(server.url, "w1", work), work / "poller.log").start()
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        beats: list[dict[str, Any]] = []
+        async with running_poller(server.url, work) as bus:
+            nc, js = bus.nc, bus.js
+            beats: list[dict[str, Any]] = []
 
-        async def on_beat(msg: Any) -> None:
-            beats.append(json.loads(msg.data))
+            async def on_beat(msg: Any) -> None:
+                beats.append(json.loads(msg.data))
 
-        try:
             await nc.subscribe("af.worker.w1.status", cb=on_beat)
             assert await wait_until(lambda: any(b["status"] == "idle" for b in beats), 5)
             await publish_task(js, "w1", {"task_id": "h1", "instructions": directive(sleep=2)})
@@ -216,9 +187,6 @@ def test_heartbeat_and_ping(server: NatsServer, work: Path) -> None:
             assert pong["worker_id"] == "w1" and pong["poller_version"]
             assert pong["uptime_s"] > 0
             assert await wait_until(lambda: beats[-1]["counts"].get("completed") == 1, 8)
-        finally:
-            await nc.close()
-            poller.stop()
 
     run(go())
 

@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -202,3 +203,38 @@ __all__ = [
     "stream_messages",
     "wait_until",
 ]
+
+
+@dataclass
+class Bus:
+    """A running poller for worker w1 and a plain (admin) connection to its broker."""
+
+    nc: Any
+    js: Any
+    poller: Poller
+
+
+@asynccontextmanager
+async def running_poller(
+    url: str,
+    work: Path,
+    *,
+    ack_wait: int = 2,
+    max_deliver: int = 3,
+    concurrency: int = 1,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[Bus]:
+    """Streams and w1's consumer, a poller started on them, and a connection to watch it."""
+    await setup_bus(url, "w1", ack_wait=ack_wait, max_deliver=max_deliver, concurrency=concurrency)
+    poller = Poller(poller_env(url, "w1", work, **(env or {})), work / "poller.log").start()
+    nc = await nats.connect(url)
+    try:
+        yield Bus(nc, nc.jetstream(), poller)
+    finally:
+        await nc.close()
+        poller.stop()
+
+
+async def results(js: Any) -> list[dict[str, Any]]:
+    """The stored results, in order."""
+    return [r for _, r, _ in await stream_messages(js, "AF_RESULTS")]
