@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleetctl import natsaccess
 from fleetctl.model import Fleet
@@ -105,7 +105,7 @@ class PlanInputs:
     """What the plan needs from the store: the broker's auth block and each worker's creds."""
 
     auth_config: str | None
-    creds: Mapping[str, bytes]
+    creds: Mapping[str, bytes] = field(repr=False)  # secrets: never in a repr or traceback
     warnings: tuple[str, ...]
     missing: tuple[str, ...]  # enabled workers without valid creds
 

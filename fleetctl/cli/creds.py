@@ -13,6 +13,7 @@ from rich.table import Table
 from fleetctl import credentials, natsaccess
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import json_option
+from fleetctl.config.pydantic_errors import did_you_mean
 from fleetctl.model import Fleet
 from fleetctl.ui.terminal import err, out
 from nsc.authority import Authority
@@ -29,8 +30,6 @@ def _authority(fleet: Fleet) -> Authority:
 
 def _worker(fleet: Fleet, worker_id: str) -> str:
     if fleet.worker(worker_id) is None:
-        from fleetctl.config.pydantic_errors import did_you_mean
-
         fail(
             f"unknown worker {worker_id!r}", did_you_mean(worker_id, [w.id for w in fleet.workers])
         )

@@ -92,8 +92,9 @@ def _check_servers(c: _Checker, data: Any, smap: SourceMap) -> dict[str, set[str
             complete = False
             hosts[name] = None
             continue
-        hosts[name] = {r for r in roles if isinstance(r, str)}
-        if BROKER in hosts[name]:  # type: ignore[operator]
+        role_set = {r for r in roles if isinstance(r, str)}
+        hosts[name] = role_set
+        if BROKER in role_set:
             brokers.append((name, roles_path))
     if complete and hosts and not brokers:
         c.add(
