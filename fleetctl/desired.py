@@ -16,6 +16,7 @@ from fleetctl.model import Fleet, Host, Worker
 from fleetctl.natsnames import NatsNames
 from fleetctl.natsresources import TASK_MAX_BYTES, ConsumerSpec, StreamSpec, fleet_resources
 from fleetctl.render.engine import Raw, render_nats_conf, render_unit
+from fleetctl.tunnelkeys import TunnelKey
 
 # How long systemd waits after SIGTERM before killing a poller: its grace to finish tasks.
 POLLER_STOP_TIMEOUT = 90
@@ -66,18 +67,48 @@ class FileSpec:
 
 @dataclass(frozen=True)
 class UnitSpec:
+    """A unit to enable and run. A change in any `restart_on` input (a file path, an env file
+    the operator manages, or `package NAME`) restarts it; a change in `reload_on` reloads it."""
+
     name: str
     file: str
     enabled: bool = True
     worker: str | None = None
+    restart_on: tuple[str, ...] = ()
+    reload_on: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         return f"unit {self.name}"
 
 
+@dataclass(frozen=True)
+class PackageSpec:
+    """Software fleetctl installs itself: the poller's virtual environment, nats-server."""
+
+    name: str
+    version: str
+    worker: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"package {self.name}"
+
+
+POLLER_PACKAGE = "fleet-poller"
+NATS_PACKAGE = "nats-server"
+
 NatsResource = StreamSpec | ConsumerSpec
-Resource = UserSpec | DirSpec | FileSpec | UnitSpec | NatsResource
+HostResource = UserSpec | DirSpec | FileSpec | UnitSpec | PackageSpec
+Resource = HostResource | NatsResource
+
+
+@dataclass(frozen=True)
+class Versions:
+    """What fleetctl would install (None: unknown, so the package is not planned)."""
+
+    poller: str | None = None
+    nats_server: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,12 +122,14 @@ class HostState:
     units: tuple[UnitSpec, ...] = ()
     nats: tuple[NatsResource, ...] = ()
     disabled_workers: tuple[str, ...] = ()
+    packages: tuple[PackageSpec, ...] = ()
 
     def resources(self) -> Iterable[tuple[Resource, str | None]]:
         """Every resource with the worker it belongs to (None: shared by the host)."""
-        host_resources: tuple[UserSpec | DirSpec | FileSpec | UnitSpec, ...] = (
+        host_resources: tuple[HostResource, ...] = (
             *self.users,
             *self.dirs,
+            *self.packages,
             *self.files,
             *self.units,
         )
@@ -111,59 +144,86 @@ def desired_state(
     *,
     auth_config: str | None = None,
     creds: Mapping[str, bytes] | None = None,
+    versions: Versions = Versions(),
+    tunnel_keys: Mapping[str, TunnelKey] | None = None,
+    broker_key: str | None = None,
 ) -> dict[str, HostState]:
     """Per host name, in servers.yaml order. `auth_config` is the broker's operator/resolver
-    block and `creds` each worker's .creds content, both from the nsc store when it exists."""
-    broker = fleet.broker
-    return {
-        host.name: _host_state(fleet, host, broker, auth_config, creds or {})
-        for host in fleet.hosts
-    }
+    block and `creds` each worker's .creds content, both from the nsc store when it exists;
+    `tunnel_keys` the worker hosts' tunnel keys and `broker_key` the broker's SSH host key
+    (pinned in servers.yaml, or as verified when fleetctl connected)."""
+    context = _Context(
+        fleet,
+        fleet.broker,
+        auth_config,
+        creds or {},
+        versions,
+        tunnel_keys or {},
+        broker_key or fleet.broker.host_key,
+    )
+    return {host.name: _host_state(context, host) for host in fleet.hosts}
 
 
-def _host_state(
-    fleet: Fleet,
-    host: Host,
-    broker: Host,
-    auth_config: str | None,
-    creds: Mapping[str, bytes],
-) -> HostState:
+@dataclass(frozen=True)
+class _Context:
+    fleet: Fleet
+    broker: Host
+    auth_config: str | None
+    creds: Mapping[str, bytes] = field(repr=False)
+    versions: Versions
+    tunnel_keys: Mapping[str, TunnelKey] = field(repr=False)
+    broker_key: str | None
+
+
+def _host_state(ctx: _Context, host: Host) -> HostState:
+    fleet = ctx.fleet
     users: list[UserSpec] = []
     dirs: list[DirSpec] = []
     files: list[FileSpec] = []
     units: list[UnitSpec] = []
     nats: list[NatsResource] = []
+    packages: list[PackageSpec] = []
     if host.is_broker:
-        _add_broker(fleet, host, auth_config, users, dirs, files, units)
+        _add_broker(ctx, host, users, dirs, files, units, packages)
         enabled = [(w.id, w.concurrency) for w in fleet.workers if w.enabled]
         nats += fleet_resources(fleet.nats, enabled)
     workers = fleet.workers_on(host.name) if host.is_worker_host else []
     tunnel = None
     if workers and not host.is_broker:
         tunnel = layout.TUNNEL_UNIT
-        _add_tunnel(fleet, host, broker, users, files, units)
+        _add_tunnel(ctx, host, users, dirs, files, units)
+    if workers and ctx.versions.poller:
+        packages.append(PackageSpec(POLLER_PACKAGE, ctx.versions.poller))
     for worker in workers:
         _add_worker(fleet, worker, tunnel, users, dirs, files, units)
-        if worker.id in creds:
+        if worker.id in ctx.creds:
             user = worker.service_user
             path = layout.creds_path(worker.id)
-            files.append(FileSpec(path, creds[worker.id], user, user, 0o600, True, worker.id))
+            files.append(FileSpec(path, ctx.creds[worker.id], user, user, 0o600, True, worker.id))
     disabled = tuple(w.id for w in fleet.workers if w.host == host.name and not w.enabled)
     return HostState(
-        host, tuple(users), tuple(dirs), tuple(files), tuple(units), tuple(nats), disabled
+        host,
+        tuple(users),
+        tuple(dirs),
+        tuple(files),
+        tuple(units),
+        tuple(nats),
+        disabled,
+        tuple(packages),
     )
 
 
 def _add_broker(
-    fleet: Fleet,
+    ctx: _Context,
     host: Host,
-    auth_config: str | None,
     users: list[UserSpec],
     dirs: list[DirSpec],
     files: list[FileSpec],
     units: list[UnitSpec],
+    packages: list[PackageSpec],
 ) -> None:
-    s = fleet.nats
+    s = ctx.fleet.nats
+    auth_config = ctx.auth_config
     users.append(UserSpec(layout.NATS_USER, "/var/lib/nats"))
     dirs.append(DirSpec(s.store_dir, layout.NATS_USER, layout.NATS_USER, 0o700))
     conf = render_nats_conf(
@@ -188,22 +248,60 @@ def _add_broker(
     )
     path = layout.unit_path(layout.NATS_UNIT)
     files.append(FileSpec(path, unit.encode()))
-    units.append(UnitSpec(layout.NATS_UNIT, path))
+    restart_on: tuple[str, ...] = (path,)
+    if ctx.versions.nats_server:
+        packages.append(PackageSpec(NATS_PACKAGE, ctx.versions.nats_server))
+        restart_on += (f"package {NATS_PACKAGE}",)
+    units.append(
+        UnitSpec(layout.NATS_UNIT, path, restart_on=restart_on, reload_on=(layout.NATS_CONF,))
+    )
+    _add_tunnel_login(ctx, users, dirs, files)
+
+
+def _add_tunnel_login(
+    ctx: _Context, users: list[UserSpec], dirs: list[DirSpec], files: list[FileSpec]
+) -> None:
+    """The broker's side of the tunnels: a user that may only forward to the NATS port."""
+    hosts = [
+        h.name
+        for h in ctx.fleet.hosts
+        if not h.is_broker and h.is_worker_host and ctx.fleet.workers_on(h.name)
+    ]
+    keys = [ctx.tunnel_keys[h] for h in hosts if h in ctx.tunnel_keys]
+    if not keys:
+        return
+    s = ctx.fleet.nats
+    user = layout.TUNNEL_USER
+    home = layout.TUNNEL_HOME
+    users.append(UserSpec(user, home))
+    dirs.append(DirSpec(home, user, user, 0o700))
+    dirs.append(DirSpec(f"{home}/.ssh", user, user, 0o700))
+    options = f'restrict,port-forwarding,permitopen="{s.listen}:{s.port}",command="/bin/false"'
+    lines = "".join(f"{options} {k.public}\n" for k in keys)
+    files.append(FileSpec(f"{home}/.ssh/authorized_keys", lines.encode(), user, user, 0o600))
 
 
 def _add_tunnel(
-    fleet: Fleet,
+    ctx: _Context,
     host: Host,
-    broker: Host,
     users: list[UserSpec],
+    dirs: list[DirSpec],
     files: list[FileSpec],
     units: list[UnitSpec],
 ) -> None:
-    users.append(UserSpec(layout.TUNNEL_USER, "/nonexistent"))
-    known_hosts = f"{layout.FLEET_ETC}/tunnel/known_hosts"
-    if broker.host_key:
-        line = f"{_known_hosts_name(broker)} {broker.host_key}\n"
-        files.append(FileSpec(known_hosts, line.encode(), "root", layout.TUNNEL_USER, 0o644))
+    fleet, broker = ctx.fleet, ctx.broker
+    user = layout.TUNNEL_USER
+    users.append(UserSpec(user, layout.TUNNEL_HOME))
+    dirs.append(DirSpec(layout.TUNNEL_DIR, "root", user, 0o750))
+    known_hosts = f"{layout.TUNNEL_DIR}/known_hosts"
+    restart_on = [known_hosts, layout.TUNNEL_KEY]
+    if ctx.broker_key:
+        key = " ".join(ctx.broker_key.split()[:2])
+        line = f"{_known_hosts_name(broker)} {key}\n"
+        files.append(FileSpec(known_hosts, line.encode(), "root", user, 0o644))
+    tunnel_key = ctx.tunnel_keys.get(host.name)
+    if tunnel_key is not None:
+        files.append(FileSpec(layout.TUNNEL_KEY, tunnel_key.private, user, user, 0o600, True))
     port = fleet.nats.port
     unit = render_unit(
         "systemd/tunnel.service.j2",
@@ -218,7 +316,7 @@ def _add_tunnel(
     )
     path = layout.unit_path(layout.TUNNEL_UNIT)
     files.append(FileSpec(path, unit.encode()))
-    units.append(UnitSpec(layout.TUNNEL_UNIT, path))
+    units.append(UnitSpec(layout.TUNNEL_UNIT, path, restart_on=(path, *restart_on)))
 
 
 def _known_hosts_name(host: Host) -> str:
@@ -280,4 +378,7 @@ def _add_worker(
     path = layout.unit_path(worker.unit)
     unit = render_poller_unit(fleet, worker, tunnel_unit)
     files.append(FileSpec(path, unit.encode(), worker=worker.id))
-    units.append(UnitSpec(worker.unit, path, worker=worker.id))
+    restart_on = [path, layout.creds_path(worker.id), f"package {POLLER_PACKAGE}"]
+    if worker.env_file:
+        restart_on.append(worker.env_file)
+    units.append(UnitSpec(worker.unit, path, worker=worker.id, restart_on=tuple(restart_on)))

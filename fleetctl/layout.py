@@ -5,12 +5,17 @@ from __future__ import annotations
 SYSTEMD_DIR = "/etc/systemd/system"
 FLEET_ETC = "/etc/fleet"
 CREDS_DIR = f"{FLEET_ETC}/creds"
-TUNNEL_KEY = f"{FLEET_ETC}/tunnel/id_ed25519"
+TUNNEL_DIR = f"{FLEET_ETC}/tunnel"
+TUNNEL_KEY = f"{TUNNEL_DIR}/id_ed25519"
+STATE_DIR = "/var/lib/fleet"  # manifest, journal, lock, staging
+STAGING_DIR = f"{STATE_DIR}/staging"
+POLLER_VERSION_FILE = "/opt/fleet/venv/fleet-poller.version"
 POLLER_VENV = "/opt/fleet/venv"
 POLLER_BIN = f"{POLLER_VENV}/bin/fleet-poller"
 
 TUNNEL_UNIT = "fleet-tunnel.service"
 TUNNEL_USER = "fleet-tunnel"
+TUNNEL_HOME = "/var/lib/fleet-tunnel"
 
 NATS_UNIT = "nats-server.service"
 NATS_USER = "nats"

@@ -14,6 +14,7 @@ from fleetctl.desired import (
     DirSpec,
     FileSpec,
     HostState,
+    PackageSpec,
     Resource,
     UnitSpec,
     UserSpec,
@@ -26,11 +27,17 @@ SYMBOL: dict[str, str] = {"create": "+", "update": "~", "delete": "-"}
 
 @dataclass(frozen=True)
 class ObservedHost:
-    """What a host has of fleetctl's resources: fingerprint by resource key."""
+    """What a host has of fleetctl's resources: fingerprint by resource key, what its
+    manifest says fleetctl owns, and the inputs each unit was last (re)started with."""
 
     resources: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
-    contents: Mapping[str, bytes] = field(default_factory=dict)
+    contents: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     managed: frozenset[str] = frozenset()
+    unit_inputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    env_files: Mapping[str, str | None] = field(default_factory=dict)
+    pending: tuple[str, ...] = ()  # units an interrupted apply still had to restart
+    manifest_revision: str = ""
+    corrupt_manifest: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class Change:
     after: bytes | None = field(default=None, repr=False)
     sensitive: bool = False
     sha256: str | None = None
+    resource: Resource | None = field(default=None, repr=False, compare=False)
 
     @property
     def symbol(self) -> str:
@@ -58,6 +66,9 @@ class HostPlan:
     changes: tuple[Change, ...]
     unchanged: int
     notes: tuple[str, ...] = ()
+    error: str | None = None  # the host could not be observed: nothing is planned for it
+    unit_inputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
+    wanted: frozenset[str] = field(default=frozenset(), repr=False)  # keys kept by this plan
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,8 @@ def fingerprint(resource: Resource) -> dict[str, object]:
             return {"home": resource.home}
         case UnitSpec():
             return {"enabled": resource.enabled, "active": resource.enabled}
+        case PackageSpec():
+            return {"version": resource.version}
         case StreamSpec() | ConsumerSpec():
             return resource.api_config()
 
@@ -132,6 +145,8 @@ def describe(resource: Resource) -> tuple[str, str, tuple[tuple[str, str], ...]]
         case UnitSpec():
             state = "enable, start" if resource.enabled else "disable, stop"
             return "unit", resource.name, (("state", state),)
+        case PackageSpec():
+            return "package", resource.name, (("version", resource.version),)
         case StreamSpec():
             return (
                 "stream",
@@ -167,8 +182,9 @@ def _change(action: Action, resource: Resource, worker: str | None, before: byte
             resource.content,
             resource.sensitive,
             resource.sha256,
+            resource,
         )
-    return Change(action, kind, name, worker, attrs, before)
+    return Change(action, kind, name, worker, attrs, before, resource=resource)
 
 
 def diff_host(
@@ -176,11 +192,14 @@ def diff_host(
     observed: ObservedHost,
     keep: Iterable[tuple[Resource, str | None]],
     selection: Selection,
+    *,
+    live: bool = False,
 ) -> HostPlan:
     changes: list[Change] = []
     unchanged = 0
     wanted: set[str] = set()
-    for resource, worker in keep:
+    kept = list(keep)
+    for resource, worker in kept:
         wanted.add(resource.key)
         have = observed.resources.get(resource.key)
         if have is None:
@@ -190,7 +209,12 @@ def diff_host(
             changes.append(_change("update", resource, worker, before))
         else:
             unchanged += 1
+    inputs: dict[str, dict[str, str]] = {}
+    if live:
+        changes, unchanged, inputs = _restarts(state, observed, kept, changes, unchanged)
     for key in sorted(observed.managed - wanted):
+        if not selection.owns_orphan(key, state.host.name):
+            continue
         kind, _, name = key.partition(" ")
         changes.append(Change("delete", kind, name, None, before=observed.contents.get(key)))
     notes = tuple(
@@ -200,8 +224,77 @@ def diff_host(
     )
     host = state.host
     return HostPlan(
-        host.name, host.address, tuple(sorted(host.roles)), tuple(changes), unchanged, notes
+        host.name,
+        host.address,
+        tuple(sorted(host.roles)),
+        tuple(changes),
+        unchanged,
+        notes,
+        unit_inputs=inputs,
+        wanted=frozenset(wanted),
     )
+
+
+def unit_inputs(state: HostState, unit: UnitSpec, observed: ObservedHost) -> dict[str, str]:
+    """What a unit runs with: the hash of each file it reads, each package's version."""
+    files = {f.path: f.sha256 for f in state.files}
+    packages = {f"package {p.name}": p.version for p in state.packages}
+    out = {}
+    for trigger in (*unit.restart_on, *unit.reload_on):
+        value = packages.get(trigger) or files.get(trigger) or observed.env_files.get(trigger)
+        out[trigger] = value or "absent"
+    return out
+
+
+def _restarts(
+    state: HostState,
+    observed: ObservedHost,
+    kept: list[tuple[Resource, str | None]],
+    changes: list[Change],
+    unchanged: int,
+) -> tuple[list[Change], int, dict[str, dict[str, str]]]:
+    """Running units whose inputs changed since they were last started: restart or reload.
+    Units that are being created or started anyway pick up the new inputs by themselves."""
+    touched = {c.name for c in changes if c.kind == "unit"}
+    inputs: dict[str, dict[str, str]] = {}
+    out = list(changes)
+    for resource, worker in kept:
+        if not isinstance(resource, UnitSpec):
+            continue
+        now = unit_inputs(state, resource, observed)
+        inputs[resource.name] = now
+        if resource.name in touched:
+            continue
+        before = observed.unit_inputs.get(resource.name)
+        if resource.name in observed.pending:
+            action, reason = "restart", "an interrupted apply left it pending"
+        elif before is None:
+            action, reason = "restart", "started by an earlier fleetctl without a record"
+        else:
+            differ = [t for t in now if before.get(t) != now[t]]
+            if not differ:
+                continue
+            restart = [t for t in differ if t in resource.restart_on]
+            action = "restart" if restart else "reload"
+            reason = ", ".join(_trigger_name(t) for t in (restart or differ)) + " changed"
+        unchanged -= 1
+        out.append(
+            Change(
+                "update",
+                "unit",
+                resource.name,
+                worker,
+                (("action", f"{action}: {reason}"),),
+                resource=resource,
+            )
+        )
+    return out, unchanged, inputs
+
+
+def _trigger_name(trigger: str) -> str:
+    if trigger.startswith("package "):
+        return trigger
+    return trigger.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -229,6 +322,11 @@ class Selection:
     def keeps_note(self, note_worker: str) -> bool:
         return not self.workers or note_worker in self.workers
 
+    def owns_orphan(self, key: str, host: str) -> bool:
+        """Orphans (owned by fleetctl, no longer wanted) go only with a whole-host selection:
+        `--worker` cannot tell which worker an orphan belonged to, so it leaves them alone."""
+        return not self.workers
+
 
 def make_plan(
     desired: Mapping[str, HostState],
@@ -237,13 +335,20 @@ def make_plan(
     selection: Selection = Selection(),
     revision: str = "",
     warnings: tuple[str, ...] = (),
+    errors: Mapping[str, str] | None = None,
 ) -> Plan:
     """Diff every selected host; `observed=None` is the offline plan (nothing known)."""
     plans = []
+    errors = errors or {}
     for name, state in desired.items():
         if not selection.includes_host(name, state):
             continue
+        if name in errors:
+            host = state.host
+            roles = tuple(sorted(host.roles))
+            plans.append(HostPlan(name, host.address, roles, (), 0, error=errors[name]))
+            continue
         keep = [(r, w) for r, w in state.resources() if selection.keeps(name, w)]
         seen = (observed or {}).get(name, ObservedHost())
-        plans.append(diff_host(state, seen, keep, selection))
+        plans.append(diff_host(state, seen, keep, selection, live=observed is not None))
     return Plan("offline" if observed is None else "live", revision, tuple(plans), warnings)

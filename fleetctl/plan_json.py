@@ -24,6 +24,7 @@ def plan_to_json(plan: Plan, *, with_content: bool = False) -> dict[str, Any]:
                 "changes": [_change(c, with_content) for c in h.changes],
                 "unchanged": h.unchanged,
                 "notes": list(h.notes),
+                "error": h.error,
             }
             for h in plan.hosts
         ],

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fleetctl import __version__
+from fleetctl.cli.apply import apply
 from fleetctl.cli.context import AppContext, fail
 from fleetctl.cli.creds import creds
 from fleetctl.cli.plan import plan
@@ -46,6 +47,7 @@ def cli(ctx: click.Context, fleet_path: Path, servers_path: Path) -> None:
 
 cli.add_command(validate)
 cli.add_command(plan)
+cli.add_command(apply)
 cli.add_command(render)
 cli.add_command(schema)
 cli.add_command(creds)

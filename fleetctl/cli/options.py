@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 json_option = click.option(
@@ -16,4 +18,24 @@ worker_option = click.option(
 )
 host_option = click.option(
     "--host", "hosts", multiple=True, metavar="NAME", help="Only this host (repeatable)."
+)
+ssh_config_option = click.option(
+    "--ssh-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FLEETCTL_SSH_CONFIG",
+    help="ssh_config to use instead of ~/.ssh/config.",
+)
+known_hosts_option = click.option(
+    "--known-hosts",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    envvar="FLEETCTL_KNOWN_HOSTS",
+    help="known_hosts file(s) to check host keys against (default: as ssh would).",
+)
+parallel_option = click.option(
+    "--parallel",
+    type=click.IntRange(1, 256),
+    default=10,
+    show_default=True,
+    help="Hosts worked on at once.",
 )

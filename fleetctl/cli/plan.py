@@ -3,26 +3,46 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import click
 
-from fleetctl import credentials
-from fleetctl.cli.context import AppContext, fail, pass_app
-from fleetctl.cli.options import host_option, json_option, worker_option
+from fleetctl import credentials, reconcile, tunnelkeys
+from fleetctl.cli.context import AppContext, pass_app
+from fleetctl.cli.options import (
+    host_option,
+    json_option,
+    known_hosts_option,
+    parallel_option,
+    ssh_config_option,
+    worker_option,
+)
 from fleetctl.cli.selection import select
 from fleetctl.desired import desired_state
-from fleetctl.plan import make_plan
+from fleetctl.plan import Plan, Selection, make_plan
 from fleetctl.plan_json import plan_to_json
 from fleetctl.ui.plan_view import print_plan
 from fleetctl.ui.terminal import out
 
 
 @click.command()
-@click.option("--dry-run", is_flag=True, help="Offline: contact no host, list everything.")
+@click.option(
+    "--dry-run", is_flag=True, help="Offline: contact no host, list everything it would put there."
+)
 @click.option("--diff", "show_diff", is_flag=True, help="Show file contents and changes.")
 @worker_option
 @host_option
 @json_option
+@click.option(
+    "--detailed-exitcode",
+    "detailed",
+    is_flag=True,
+    help="Exit 0 when there are no changes, 2 when there are, 1 on an error.",
+)
+@parallel_option
+@ssh_config_option
+@known_hosts_option
 @pass_app
 def plan(
     app: AppContext,
@@ -31,21 +51,58 @@ def plan(
     workers: tuple[str, ...],
     hosts: tuple[str, ...],
     as_json: bool,
+    detailed: bool,
+    parallel: int,
+    ssh_config: Path | None,
+    known_hosts: tuple[str, ...],
 ) -> None:
     """Show what `apply` would change. Secrets show only as (sensitive, sha256:…)."""
     fleet = app.fleet()
     selection = select(fleet, workers, hosts)
     if not dry_run:
-        fail(
-            "the live plan, which reads the hosts over SSH, is not available in this version",
-            "use `fleetctl plan --dry-run` for the offline plan",
-        )
+        _live(app, selection, show_diff, as_json, detailed, ssh_config, known_hosts, parallel)
+        return
     inputs = credentials.plan_inputs(fleet)
-    desired = desired_state(fleet, auth_config=inputs.auth_config, creds=inputs.creds)
+    desired = desired_state(
+        fleet,
+        auth_config=inputs.auth_config,
+        creds=inputs.creds,
+        versions=reconcile.local_versions(),
+        tunnel_keys=tunnelkeys.load(fleet, (h.name for h in fleet.hosts)),
+    )
     result = make_plan(
         desired, None, selection=selection, revision=fleet.revision, warnings=inputs.warnings
     )
+    _show(result, show_diff, as_json)
+    if detailed and not result.summary.empty:
+        sys.exit(2)
+
+
+def _show(result: Plan, show_diff: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(plan_to_json(result, with_content=show_diff), indent=2))
     else:
         print_plan(out(), result, show_diff=show_diff)
+
+
+def _live(
+    app: AppContext,
+    selection: Selection,
+    show_diff: bool,
+    as_json: bool,
+    detailed: bool,
+    ssh_config: Path | None,
+    known_hosts: tuple[str, ...],
+    parallel: int,
+) -> None:
+    """Read-only on the hosts: no lock is taken and nothing is written."""
+    options = reconcile.Options(
+        ssh_config=ssh_config, known_hosts=known_hosts, parallel=parallel, with_contents=show_diff
+    )
+    view = reconcile.live_plan(app.fleet(), selection, options, lock=False)
+    view.close()
+    _show(view.plan, show_diff, as_json)
+    if view.errors:
+        sys.exit(1)
+    if detailed and not view.plan.summary.empty:
+        sys.exit(2)

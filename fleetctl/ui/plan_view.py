@@ -14,6 +14,12 @@ _STYLE = {"create": "green", "update": "yellow", "delete": "red"}
 
 def summary_line(plan: Plan) -> str:
     s = plan.summary
+    failed = [h.name for h in plan.hosts if h.error]
+    if failed:
+        return (
+            f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy; "
+            f"{len(failed)} host(s) not planned: {', '.join(failed)}."
+        )
     if s.empty and plan.mode == "live":
         return "No changes. The fleet matches its configuration."
     return f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy."
@@ -42,6 +48,9 @@ def _host_block(host: HostPlan, show_diff: bool) -> Text:
     block = Text()
     block.append(host.name, style="bold")
     block.append(f"  {host.address}  ({', '.join(host.roles)})", style="dim")
+    if host.error:
+        block.append(f"\n  ! not planned: {host.error}", style="bold red")
+        return block
     width = max((len(c.kind) + 1 + len(c.name) for c in host.changes), default=0)
     for change in host.changes:
         block.append("\n")

@@ -21,7 +21,7 @@ def test_offline_plan_lists_every_host_and_ends_with_the_summary() -> None:
     result = run("plan", "--dry-run")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[-1] == "Plan: 41 to add, 0 to change, 0 to destroy."
+    assert lines[-1] == "Plan: 46 to add, 0 to change, 0 to destroy."
     for host in ("broker-host  192.0.2.10", "worker-node-1  192.0.2.11", "worker-node-2"):
         assert any(line.startswith(host) for line in lines), host
     unit_line = next(line for line in lines if "cc-go-dev-01-poller.service" in line)
@@ -43,7 +43,8 @@ def test_worker_narrows_to_the_worker_and_what_its_host_shares() -> None:
     assert "consumer AF_TASKS/worker-cc-go-dev-01" in out
     assert "codex-py-dev-01" not in out and "worker-node-2" not in out
     assert "stream AF_TASKS" not in out
-    assert out.strip().splitlines()[-1] == "Plan: 9 to add, 0 to change, 0 to destroy."
+    assert "package fleet-poller" in out and "dir /etc/fleet/tunnel" in out
+    assert out.strip().splitlines()[-1] == "Plan: 11 to add, 0 to change, 0 to destroy."
 
 
 def test_host_narrows_to_that_host() -> None:
@@ -82,10 +83,10 @@ def test_json_plan_follows_the_documented_schema() -> None:
     data = json.loads(run("plan", "--dry-run", "--json").stdout)
     assert data["format_version"] == 1
     assert data["mode"] == "offline"
-    assert data["summary"] == {"add": 41, "change": 0, "destroy": 0}
+    assert data["summary"] == {"add": 46, "change": 0, "destroy": 0}
     assert len(data["fleet_revision"]) == 64
     changes = [c for h in data["hosts"] for c in h["changes"]]
-    assert len(changes) == 41
+    assert len(changes) == 46
     unit = next(c for c in changes if c["name"].endswith("cc-go-dev-01-poller.service"))
     assert unit["action"] == "create" and unit["type"] == "file"
     assert unit["attributes"]["mode"] == "0644" and unit["worker"] == "cc-go-dev-01"
@@ -98,10 +99,13 @@ def test_diff_shows_contents() -> None:
     assert "+++ b/etc/systemd/system/cmd-docs-01-poller.service" in out
 
 
-def test_live_plan_is_refused_clearly_until_it_exists() -> None:
-    result = run("plan")
+def test_apply_needs_a_target_and_a_confirmation() -> None:
+    result = run("apply")
     assert result.exit_code == 1
-    assert "use `fleetctl plan --dry-run`" in result.stderr
+    assert "use --all, or --worker ID" in result.stderr
+    result = run("apply", "--all")  # CliRunner's stdin is not a terminal
+    assert result.exit_code == 1
+    assert "add --yes" in result.stderr
 
 
 def test_render_writes_the_golden_tree(tmp_path: Path) -> None:

@@ -1,0 +1,108 @@
+"""`fleetctl apply`: make the hosts match the plan it shows."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from fleetctl import credentials, reconcile
+from fleetctl.cli.context import AppContext, fail, pass_app
+from fleetctl.cli.options import (
+    known_hosts_option,
+    parallel_option,
+    ssh_config_option,
+    worker_option,
+)
+from fleetctl.cli.selection import select
+from fleetctl.model import Fleet
+from fleetctl.ui.apply_view import ProgressReporter, results_table
+from fleetctl.ui.plan_view import print_plan
+from fleetctl.ui.terminal import err, out
+
+
+@click.command()
+@click.option("--all", "everything", is_flag=True, help="Apply the whole fleet.")
+@worker_option
+@click.option("--issue-creds", is_flag=True, help="Issue missing NATS credentials first.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
+@click.option("--diff", "show_diff", is_flag=True, help="Show file changes in the plan.")
+@parallel_option
+@click.option(
+    "--lock-wait",
+    type=click.FloatRange(0),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for another apply's host lock.",
+)
+@ssh_config_option
+@known_hosts_option
+@pass_app
+def apply(
+    app: AppContext,
+    everything: bool,
+    workers: tuple[str, ...],
+    issue_creds: bool,
+    yes: bool,
+    show_diff: bool,
+    parallel: int,
+    lock_wait: float,
+    ssh_config: Path | None,
+    known_hosts: tuple[str, ...],
+) -> None:
+    """Show the plan, ask, then change the hosts. A second apply changes nothing."""
+    if everything == bool(workers):
+        fail("say what to apply", "use --all, or --worker ID (repeatable)")
+    fleet = app.fleet()
+    selection = select(fleet, workers, ())
+    if not yes and not sys.stdin.isatty():
+        fail("refusing to apply without a terminal to confirm on", "add --yes")
+    if issue_creds:
+        _issue(fleet, list(workers) or credentials.enabled_ids(fleet))
+    options = reconcile.Options(
+        ssh_config=ssh_config,
+        known_hosts=known_hosts,
+        parallel=parallel,
+        lock_wait=lock_wait,
+        command=shlex.join(["fleetctl", *sys.argv[1:]]),
+        with_contents=show_diff,
+    )
+    view = reconcile.live_plan(fleet, selection, options, lock=True)
+    try:
+        print_plan(out(), view.plan, show_diff=show_diff)
+        if view.plan.summary.empty and not view.errors:
+            return
+        if view.plan.summary.empty:
+            sys.exit(1)
+        if not yes and not click.confirm("Apply these changes?", default=False, err=True):
+            err().print("Nothing applied.")
+            sys.exit(1)
+        hosts = [h.name for h in view.plan.hosts]
+        with ProgressReporter(err(), hosts) as reporter:
+            results = reconcile.apply(view, reporter)
+    finally:
+        view.close()
+    err().print(results_table(results))
+    failed = [r for r in results if not r.ok]
+    if failed:
+        err().print(
+            f"{len(failed)} host(s) failed. Fix the cause and run apply again: "
+            "it finishes what is left.",
+            markup=False,
+        )
+        sys.exit(1)
+    out().print("Apply complete.")
+
+
+def _issue(fleet: Fleet, worker_ids: list[str]) -> None:
+    authority, created = credentials.init(fleet)
+    if created:
+        err().print(f"Created NATS operator {fleet.creds.operator!r}.", markup=False)
+    enabled = set(credentials.enabled_ids(fleet))
+    targets = [w for w in worker_ids if w in enabled]
+    issued = credentials.issue(fleet, authority, targets)
+    for user in sorted(issued):
+        err().print(f"Issued NATS credentials: {user}", markup=False)

@@ -1,0 +1,416 @@
+"""fleetctl's host agent: observes and changes one host in a single round trip.
+
+Shipped as text over SSH (`python3 -` with this file plus one `main(request)` line on
+stdin), so secrets in the request never appear on a command line. Stdlib only; runs on the
+host's own python3. It prints JSON only: one object for `observe`, one event line per step
+for `apply` (so fleetctl can show progress and knows which step failed).
+"""
+
+import base64
+import grp
+import hashlib
+import json
+import os
+import platform
+import pwd
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+SYSTEMD_DIR = "/etc/systemd/system"
+CONTENT_LIMIT = 256 * 1024
+TMP_MARK = ".fleetctl-tmp-"
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {"_corrupt": True}
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _owner(st: os.stat_result) -> Tuple[str, str]:
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return user, group
+
+
+def _stat_file(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    user, group = _owner(st)
+    facts = {"mode": st.st_mode & 0o7777, "owner": user, "group": group}
+    if os.path.isfile(path) and not os.path.islink(path):
+        facts["sha256"] = _sha256(path)
+    else:
+        facts["sha256"] = None
+    return facts
+
+
+def _stat_dir(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    user, group = _owner(st)
+    return {
+        "mode": st.st_mode & 0o7777,
+        "owner": user,
+        "group": group,
+        "is_dir": os.path.isdir(path),
+    }
+
+
+def _user(name: str) -> Optional[Dict[str, str]]:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return {"home": entry.pw_dir}
+
+
+def _enabled(unit: str) -> bool:
+    """A unit is enabled when some target's .wants/ links to it (what `enable` makes)."""
+    try:
+        entries = os.listdir(SYSTEMD_DIR)
+    except FileNotFoundError:
+        return False
+    for entry in entries:
+        if entry.endswith(".wants") and os.path.lexists(os.path.join(SYSTEMD_DIR, entry, unit)):
+            return True
+    return False
+
+
+def _active(units: List[str]) -> Dict[str, bool]:
+    """One `systemctl is-active` call for every unit that has a file."""
+    present = [u for u in units if os.path.exists(os.path.join(SYSTEMD_DIR, u))]
+    states = {u: False for u in units}
+    if not present:
+        return states
+    try:
+        proc = subprocess.run(
+            ["systemctl", "is-active"] + present,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return states
+    lines = proc.stdout.decode("utf-8", "replace").split()
+    for unit, state in zip(present, lines):
+        states[unit] = state == "active"
+    return states
+
+
+def _version_of(binary: str) -> Optional[str]:
+    if not os.path.exists(binary):
+        return None
+    try:
+        proc = subprocess.run(
+            [binary, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.decode("utf-8", "replace").strip() or None
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def observe(req: Dict[str, Any]) -> Dict[str, Any]:
+    state_dir = req["state_dir"]
+    manifest = _read_json(os.path.join(state_dir, "manifest.json"))
+    journal = _read_json(os.path.join(state_dir, "journal.json"))
+    owned = (manifest or {}).get("resources") or {}
+    files, dirs, users, units = (set(req.get(k) or ()) for k in ("files", "dirs", "users", "units"))
+    for key in owned:
+        kind, _, name = key.partition(" ")
+        {"file": files, "dir": dirs, "user": users, "unit": units}.get(kind, set()).add(name)
+    contents = {}
+    for path in req.get("contents") or ():
+        try:
+            if os.path.getsize(path) <= CONTENT_LIMIT:
+                with open(path, "rb") as f:
+                    contents[path] = base64.b64encode(f.read()).decode("ascii")
+        except OSError:
+            pass
+    active = _active(sorted(units))
+    return {
+        "hostname": platform.node(),
+        "python": {
+            "version": "{}.{}".format(*sys.version_info[:2]),
+            "executable": sys.executable,
+            "platform": sysconfig.get_platform(),
+            "libc": "-".join(platform.libc_ver()),
+        },
+        "manifest": manifest,
+        "journal": journal,
+        "files": {p: _stat_file(p) for p in sorted(files)},
+        "dirs": {p: _stat_dir(p) for p in sorted(dirs)},
+        "users": {u: _user(u) for u in sorted(users)},
+        "units": {u: {"enabled": _enabled(u), "active": active[u]} for u in sorted(units)},
+        "env_files": {
+            p: (_sha256(p) if os.path.isfile(p) else None) for p in req.get("env_files") or ()
+        },
+        "contents": contents,
+        "versions": {
+            name: (_read_text(path) if name != "nats-server" else _version_of(path))
+            for name, path in (req.get("versions") or {}).items()
+        },
+    }
+
+
+# --- apply -----------------------------------------------------------------------------
+
+
+class StepError(Exception):
+    pass
+
+
+def _ids(owner: str, group: str) -> Tuple[int, int]:
+    try:
+        uid = pwd.getpwnam(owner).pw_uid
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError as e:
+        raise StepError("no such user or group: {}".format(e.args[0])) from None
+    return uid, gid
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs(path: str) -> None:
+    if not os.path.isdir(path):
+        os.makedirs(path, 0o755, exist_ok=True)
+
+
+def write_file(
+    path: str, data: bytes, owner: str = "root", group: str = "root", mode: int = 0o644
+) -> None:
+    """Temporary file beside the target, fsync, rename: never a half-written file."""
+    uid, gid = _ids(owner, group)
+    directory = os.path.dirname(path)
+    _makedirs(directory)
+    base = os.path.basename(path)
+    for stale in os.listdir(directory):
+        if stale.startswith("." + base + TMP_MARK):
+            os.unlink(os.path.join(directory, stale))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + base + TMP_MARK)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _run(argv: List[str], timeout: float = 300) -> bytes:
+    try:
+        proc = subprocess.run(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise StepError("{} timed out after {}s".format(argv[0], timeout)) from None
+    except OSError as e:
+        raise StepError("cannot run {}: {}".format(argv[0], e.strerror)) from None
+    if proc.returncode != 0:
+        tail = proc.stdout.decode("utf-8", "replace").strip().splitlines()[-5:]
+        raise StepError(
+            "{} exited {}: {}".format(" ".join(argv[:3]), proc.returncode, " / ".join(tail))
+        )
+    return proc.stdout
+
+
+def op_user(step: Dict[str, Any]) -> None:
+    name, home = step["name"], step["home"]
+    found = _user(name)
+    if found is None:
+        _run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--home-dir",
+                home,
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--password",
+                "*",
+                name,
+            ]
+        )
+    elif found["home"] != home:
+        _run(["usermod", "--home", home, name])
+
+
+def op_dir(step: Dict[str, Any]) -> None:
+    path = step["path"]
+    _makedirs(path)
+    uid, gid = _ids(step["owner"], step["group"])
+    os.chown(path, uid, gid)
+    os.chmod(path, step["mode"])
+
+
+def op_file(step: Dict[str, Any]) -> None:
+    data = base64.b64decode(step["content"])
+    if hashlib.sha256(data).hexdigest() != step["sha256"]:
+        raise StepError("content of {} arrived damaged".format(step["path"]))
+    write_file(step["path"], data, step["owner"], step["group"], step["mode"])
+
+
+def op_remove_file(step: Dict[str, Any]) -> None:
+    try:
+        os.unlink(step["path"])
+    except FileNotFoundError:
+        pass
+
+
+def op_remove_dir(step: Dict[str, Any]) -> None:
+    shutil.rmtree(step["path"], ignore_errors=True)
+
+
+def op_remove_user(step: Dict[str, Any]) -> None:
+    if _user(step["name"]) is not None:
+        _run(["userdel", step["name"]])
+
+
+def op_systemctl(step: Dict[str, Any]) -> None:
+    _run(["systemctl"] + step["args"], timeout=step.get("timeout", 300))
+
+
+def op_install_poller(step: Dict[str, Any]) -> None:
+    """A new virtual environment per version, switched to with one atomic symlink rename."""
+    link, version, wheelhouse = step["link"], step["version"], step["wheelhouse"]
+    target = "{}-{}".format(link, version.replace("+", "_"))
+    shutil.rmtree(target, ignore_errors=True)
+    _run([sys.executable, "-m", "venv", "--without-pip", target])
+    wheels = sorted(
+        os.path.join(wheelhouse, w) for w in os.listdir(wheelhouse) if w.endswith(".whl")
+    )
+    pips = [w for w in wheels if os.path.basename(w).startswith("pip-")]
+    if not pips:
+        raise StepError("the wheelhouse has no pip wheel")
+    rest = [w for w in wheels if w not in pips]
+    _run(
+        [
+            os.path.join(target, "bin", "python"),
+            os.path.join(pips[0], "pip"),
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--no-compile",
+        ]
+        + rest,
+        timeout=600,
+    )
+    write_file(os.path.join(target, "fleet-poller.version"), (version + "\n").encode())
+    tmp_link = link + TMP_MARK + "link"
+    if os.path.lexists(tmp_link):
+        os.unlink(tmp_link)
+    os.symlink(os.path.basename(target), tmp_link)
+    os.rename(tmp_link, link)
+    _fsync_dir(os.path.dirname(link))
+    keep = {os.path.basename(target), os.path.basename(step.get("previous") or "")}
+    prefix = os.path.basename(link) + "-"
+    for entry in os.listdir(os.path.dirname(link)):
+        if entry.startswith(prefix) and entry not in keep:
+            shutil.rmtree(os.path.join(os.path.dirname(link), entry), ignore_errors=True)
+    shutil.rmtree(wheelhouse, ignore_errors=True)
+
+
+def op_install_binary(step: Dict[str, Any]) -> None:
+    src, dest = step["src"], step["dest"]
+    with open(src, "rb") as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != step["sha256"]:
+        raise StepError("{} arrived damaged".format(src))
+    write_file(dest, data, "root", "root", 0o755)
+    os.unlink(src)
+
+
+OPS: Dict[str, Callable[[Dict[str, Any]], None]] = {
+    "user": op_user,
+    "dir": op_dir,
+    "file": op_file,
+    "remove_file": op_remove_file,
+    "remove_dir": op_remove_dir,
+    "remove_user": op_remove_user,
+    "systemctl": op_systemctl,
+    "install_poller": op_install_poller,
+    "install_binary": op_install_binary,
+}
+
+
+def apply(req: Dict[str, Any]) -> int:
+    for i, step in enumerate(req["steps"]):
+        started = time.monotonic()
+        try:
+            OPS[step["op"]](step)
+        except StepError as e:
+            _emit({"i": i, "ok": False, "error": str(e)})
+            return 1
+        except OSError as e:
+            where = e.filename or step.get("path") or step["op"]
+            _emit({"i": i, "ok": False, "error": "{}: {}".format(where, e.strerror)})
+            return 1
+        _emit({"i": i, "ok": True, "seconds": round(time.monotonic() - started, 3)})
+    return 0
+
+
+def main(req: Dict[str, Any]) -> None:
+    if req["op"] == "observe":
+        _emit(observe(req))
+        sys.exit(0)
+    sys.exit(apply(req))

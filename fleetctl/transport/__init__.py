@@ -1,0 +1,1 @@
+"""How fleetctl reaches a host: SSH (Fabric/paramiko) or, for localhost, this machine."""

@@ -1,0 +1,235 @@
+"""SSH through Fabric: ~/.ssh/config, keys and agent as the user's own ssh would use them,
+with strict host key checking on top, and one connection per host reused for everything."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import shlex
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+
+from fleetctl.transport import hostkeys
+from fleetctl.transport.base import (
+    Completed,
+    Held,
+    HostKeyError,
+    LineHandler,
+    Transport,
+    TransportError,
+    chunks,
+    split_lines,
+)
+
+CONNECT_TIMEOUT = 10
+
+
+class SshHeld(Held):
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self._channel = channel
+        self._out = channel.makefile("rb")
+
+    def readline(self) -> bytes:
+        line: bytes = self._out.readline()
+        return line
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            self._channel.shutdown_write()
+        self._channel.close()
+
+
+class SshTransport(Transport):
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        *,
+        user: str,
+        port: int,
+        pinned_key: str | None = None,
+        ssh_config: Path | None = None,
+        known_hosts: Sequence[str] = (),
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.name = name
+        overrides = {"run": {"in_stream": False}, "load_ssh_configs": True}
+        config = Config(
+            overrides=overrides, runtime_ssh_path=str(ssh_config) if ssh_config else None
+        )
+        self._conn = Connection(
+            address, user=user, port=port, config=config, connect_timeout=int(connect_timeout)
+        )
+        self._lookup_name = hostkeys.known_hosts_name(address, port)
+        client: paramiko.SSHClient = self._conn.client
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        if pinned_key:
+            keys = hostkeys.pinned_keys(self._lookup_name, pinned_key)
+            self.key_source = "servers.yaml host_key"
+        else:
+            configured = self._conn.ssh_config.get("userknownhostsfile")
+            paths = list(known_hosts) or (
+                configured.split() if configured else list(hostkeys.DEFAULT_KNOWN_HOSTS)
+            )
+            keys = hostkeys.load_known_hosts(paths)
+            self.key_source = "known_hosts (" + ", ".join(paths) + ")"
+        self.known = keys
+        host_keys = client.get_host_keys()
+        for entry_name in keys:
+            for kind, key in keys[entry_name].items():
+                host_keys.add(entry_name, kind, key)
+        self._lock = threading.Lock()
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            self._conn.open()
+        except paramiko.BadHostKeyException as e:
+            raise HostKeyError(
+                self.name,
+                f"host key mismatch: expected {hostkeys.fingerprint(e.expected_key)} "
+                f"({self.key_source}), the host presented {hostkeys.fingerprint(e.key)}. "
+                "If the host was reinstalled, update its key; otherwise do not connect.",
+            ) from None
+        except paramiko.SSHException as e:
+            if "not found in known_hosts" in str(e):
+                raise HostKeyError(
+                    self.name,
+                    f"unknown host key: {self._lookup_name} is not in {self.key_source}. "
+                    f"Check the key and add it (ssh-keyscan -p PORT ADDRESS >> known_hosts) "
+                    "or pin it with host_key: in servers.yaml.",
+                ) from None
+            raise TransportError(self.name, f"SSH failed: {e}") from None
+        except (OSError, EOFError) as e:
+            reason = (
+                e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+            )
+            raise TransportError(self.name, f"unreachable: {reason}") from None
+
+    @property
+    def presented_key_line(self) -> str:
+        key = self._paramiko().get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
+
+    def _paramiko(self) -> paramiko.Transport:
+        transport: paramiko.Transport | None = self._conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise TransportError(self.name, "the SSH connection was lost")
+        return transport
+
+    def _session(self, argv: Sequence[str]) -> paramiko.Channel:
+        try:
+            channel: paramiko.Channel = self._paramiko().open_session(timeout=CONNECT_TIMEOUT)
+            channel.exec_command(shlex.join(argv))
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise TransportError(self.name, f"the SSH connection failed: {e}") from None
+        return channel
+
+    def run(
+        self,
+        argv: Sequence[str],
+        stdin: bytes = b"",
+        *,
+        timeout: float | None = None,
+        on_line: LineHandler | None = None,
+    ) -> Completed:
+        channel = self._session(argv)
+        channel.settimeout(timeout)
+        out, err, pending = bytearray(), bytearray(), bytearray()
+        try:
+            for piece in chunks(stdin):
+                channel.sendall(piece)
+            channel.shutdown_write()
+            while True:
+                data = channel.recv(1 << 16)
+                if not data:
+                    break
+                out += data
+                if on_line is not None:
+                    pending += data
+                    split_lines(pending, on_line)
+            while chunk := channel.recv_stderr(1 << 16):
+                err += chunk
+            code = channel.recv_exit_status()
+        except TimeoutError:
+            raise TransportError(self.name, f"{argv[0]} timed out after {timeout}s") from None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise TransportError(self.name, f"the SSH connection failed: {e}") from None
+        finally:
+            channel.close()
+        if code == -1:
+            raise TransportError(self.name, "the SSH connection closed before the command ended")
+        return Completed(code, bytes(out), bytes(err))
+
+    def put(self, local: Path, remote: str) -> None:
+        try:
+            sftp = self._conn.client.open_sftp()
+            try:
+                parent = remote.rsplit("/", 1)[0]
+                self.run(["mkdir", "-p", "-m", "0700", parent])
+                sftp.put(str(local), remote)
+            finally:
+                sftp.close()
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise TransportError(self.name, f"copying {local.name} failed: {e}") from None
+
+    def hold(self, argv: Sequence[str]) -> Held:
+        return SshHeld(self._session(argv))
+
+    @contextlib.contextmanager
+    def forward(self, host: str, port: int) -> Iterator[int]:
+        """Like `ssh -L`: a local listener whose connections become direct-tcpip channels."""
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.2)
+        stop = threading.Event()
+
+        def pump(local: socket.socket) -> None:
+            try:
+                remote = self._paramiko().open_channel(
+                    "direct-tcpip", (host, port), local.getsockname(), timeout=CONNECT_TIMEOUT
+                )
+            except (paramiko.SSHException, OSError, EOFError, TransportError):
+                local.close()
+                return
+            with local, remote:
+                while not stop.is_set():
+                    ready, _, _ = select.select([local, remote], [], [], 0.2)
+                    if local in ready:
+                        data = local.recv(1 << 16)
+                        if not data:
+                            break
+                        remote.sendall(data)
+                    if remote in ready:
+                        data = remote.recv(1 << 16)
+                        if not data:
+                            break
+                        local.sendall(data)
+
+        def accept() -> None:
+            while not stop.is_set():
+                try:
+                    local, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                threading.Thread(target=pump, args=(local,), daemon=True).start()
+
+        acceptor = threading.Thread(target=accept, daemon=True)
+        acceptor.start()
+        try:
+            yield int(listener.getsockname()[1])
+        finally:
+            stop.set()
+            listener.close()
+            acceptor.join(timeout=2)
+
+    def close(self) -> None:
+        self._conn.close()
