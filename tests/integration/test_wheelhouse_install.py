@@ -1,0 +1,129 @@
+"""A real wheelhouse installed the way hosts do it: fresh venv, pip from its wheel, no index."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fleetctl import wheelhouse
+from fleetctl.wheelhouse import Target, Wheelhouse, WheelhouseError
+
+pytestmark = pytest.mark.integration
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+PROBE = (
+    "import json, platform, sys, sysconfig; print(json.dumps({"
+    "'python': '%d.%d' % sys.version_info[:2], "
+    "'platform': sysconfig.get_platform(), "
+    "'libc': '-'.join(platform.libc_ver())}))"
+)
+
+
+def host_python() -> Path:
+    """The interpreter standing in for a host's python3: the system one, like on real hosts."""
+    return SYSTEM_PYTHON if SYSTEM_PYTHON.exists() else Path(sys.executable)
+
+
+def probe(python: Path) -> Target:
+    out = subprocess.run(
+        [str(python), "-c", PROBE], capture_output=True, text=True, check=True, timeout=30
+    )
+    return Target(**json.loads(out.stdout))
+
+
+def host_env() -> dict[str, str]:
+    """No pip configuration and no index on the host side, as on a host without registry access."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_NO_INDEX"] = "1"
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return env
+
+
+def build_or_skip(target: Target, cache: Path) -> Wheelhouse:
+    try:
+        return wheelhouse.build(target, cache)
+    except WheelhouseError as e:
+        if "cannot reach the package index" in str(e):
+            pytest.skip(f"no network to fetch the dependency wheels: {e}")
+        raise
+
+
+def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(directory)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+def test_the_wheelhouse_installs_offline_and_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    python = host_python()
+    target = probe(python)
+    cache = tmp_path / "cache"
+    house = build_or_skip(target, cache)
+    assert house.version == wheelhouse.poller_version()
+
+    pips = [w for w in house.files if w.name.startswith("pip-")]
+    rest = [w for w in house.files if w not in pips]
+    assert len(pips) == 1 and pips[0].name.endswith("-py3-none-any.whl")
+
+    venv = tmp_path / "venv"
+    subprocess.run([str(python), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            str(pips[0] / "pip"),
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--disable-pip-version-check",
+            *map(str, rest),
+        ],
+        check=True,
+        timeout=120,
+        env=host_env(),
+    )
+
+    check = (
+        "import importlib.metadata as m, poller.__main__, nats, nkeys, nacl.signing; "
+        "print(m.version('fleet-poller'))"
+    )
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", check],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=host_env(),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == house.version
+
+    # the console script exists and gets as far as reading its (here empty) configuration
+    script = venv / "bin" / "fleet-poller"
+    assert script.is_file()
+    ran = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=60, env={}
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stderr.startswith("fleet-poller: configuration error:"), ran.stderr
+
+    # the second build comes from the cache: no pip, hence no network, and the same files
+    before = snapshot(cache / "deps")
+
+    def no_subprocess(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the cached build ran a subprocess: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    start = time.perf_counter()
+    again = wheelhouse.build(target, cache)
+    assert time.perf_counter() - start < 2
+    assert again == house
+    assert snapshot(cache / "deps") == before
