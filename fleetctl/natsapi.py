@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from nats.errors import NoServersError
+from nats.errors import AuthorizationError, NoServersError
+from nats.errors import Error as NatsError
 
 from fleetctl.natsaccess import ADMIN_INBOX_PREFIX
 from fleetctl.natsresources import ConsumerSpec, StreamSpec
@@ -84,7 +85,10 @@ async def _observe(
     wanted = {c.key: c.api_config() for c in consumers}
     try:
         nc = await _connect(url, creds)
-    except (NoServersError, OSError, TimeoutError):
+    except AuthorizationError:
+        raise NatsApiError("the broker refused fleetctl's admin credentials") from None
+    except (NoServersError, OSError, TimeoutError, NatsError):
+        # Nothing listening yet (a bare broker): everything is still to be created.
         return NatsObservation({}, frozenset(), reachable=False)
     try:
         resources: dict[str, dict[str, object]] = {}

@@ -4,6 +4,7 @@ with strict host key checking on top, and one connection per host reused for eve
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import shlex
 import socket
@@ -27,6 +28,9 @@ from fleetctl.transport.base import (
 )
 
 CONNECT_TIMEOUT = 10
+# paramiko logs refused forwards and the like on the root logger's last-resort handler;
+# fleetctl reports what matters itself.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 class SshHeld(Held):

@@ -1,0 +1,207 @@
+"""A fleet on simulated hosts: the YAML files, the stand-in CLIs on each host, and helpers to
+run fleetctl inside the simulated LAN and to look at what it did on the hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.simhosts import SimNet
+
+REPO = Path(__file__).resolve().parents[2]
+FLEETCTL = str(Path(sys.executable).parent / "fleetctl")
+STANDIN = REPO / "tests" / "support" / "standin_cli"
+BROKER = "broker-host"
+NODES = ("worker-node-1", "worker-node-2")
+
+# One wheelhouse cache for every e2e test, filled from outside the LAN (which has no route
+# to the package index) by `prepare_wheelhouse`.
+CACHE = Path(tempfile.gettempdir()) / "fleetctl-e2e-cache"
+
+# Stand-in CLIs (not real LLM CLIs) installed on every worker host.
+STANDIN_FILES = {
+    "/usr/local/lib/standin/standin.py": "standin.py",
+    "/usr/local/bin/fake-command": "fake-command",
+    "/usr/local/bin/claude": "fake-claude",
+}
+
+
+def worker(wid: str, host: str, **extra: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"worker_id": wid, "host": host, "lang": "multi", "role": "developer"}
+    if extra.pop("claude", False):
+        entry |= {"llm": "claude-code", "model": "claude-haiku-4-5"}
+    else:
+        entry |= {"llm": "command", "command": ["/usr/local/bin/fake-command"]}
+    entry.update(extra)
+    return entry
+
+
+def default_workers() -> list[dict[str, Any]]:
+    return [
+        worker("cmd-a", NODES[0]),
+        worker("cc-b", NODES[0], claude=True),
+        worker("cmd-c", NODES[1]),
+        worker("cmd-d", NODES[1]),
+    ]
+
+
+@dataclass
+class FleetEnv:
+    net: SimNet
+    dir: Path
+    workers: list[dict[str, Any]] = field(default_factory=default_workers)
+
+    @property
+    def fleet_path(self) -> Path:
+        return self.dir / "fleet.yaml"
+
+    @property
+    def servers_path(self) -> Path:
+        return self.dir / "servers.yaml"
+
+    def write(self) -> None:
+        hosts = [
+            {"name": BROKER, "address": self.net.hosts[BROKER].address, "roles": ["broker-host"]}
+        ] + [
+            {"name": n, "address": self.net.hosts[n].address, "roles": ["worker-host"]}
+            for n in NODES
+        ]
+        self.servers_path.write_text(yaml.safe_dump({"version": 1, "servers": hosts}))
+        fleet = {
+            "version": 1,
+            "nats": {"ack_wait": "30s"},
+            # The store beside the YAML: every fleetctl run of the module shares it.
+            "creds": {"stores_dir": "nsc/stores", "keys_dir": "nsc/keys"},
+            "defaults": {"task_timeout": "2m"},
+            "workers": self.workers,
+        }
+        self.fleet_path.write_text(yaml.safe_dump(fleet, sort_keys=False))
+
+    def set_worker(self, wid: str, **changes: Any) -> None:
+        for w in self.workers:
+            if w["worker_id"] == wid:
+                w.update(changes)
+        self.write()
+
+    def delete_worker(self, wid: str) -> None:
+        self.workers = [w for w in self.workers if w["worker_id"] != wid]
+        self.write()
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["FLEETCTL_SSH_CONFIG"] = str(self.net.ssh_config)
+        env["FLEETCTL_FLEET"] = str(self.fleet_path)
+        env["FLEETCTL_SERVERS"] = str(self.servers_path)
+        env["XDG_CACHE_HOME"] = str(CACHE)
+        env["COLUMNS"] = "200"
+        return env
+
+    def fleetctl(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.net.lan_argv([FLEETCTL, *args]),
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.net.lan_argv([FLEETCTL, *args]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env(),
+        )
+
+    # ---- looking at the hosts ----------------------------------------------------------
+
+    def sh(self, host: str, script: str) -> str:
+        done = self.net.hosts[host].run(["sh", "-c", script])
+        return done.stdout.decode()
+
+    def active(self, host: str, unit: str) -> bool:
+        return self.sh(host, f"systemctl is-active {unit}").strip() == "active"
+
+    def main_pid(self, host: str, unit: str) -> str:
+        return self.sh(host, f"systemctl show -p MainPID {unit}").strip()
+
+    def exists(self, host: str, path: str) -> bool:
+        return self.sh(host, f"test -e {path} && echo yes").strip() == "yes"
+
+    def tasks_round_trip(self, workers: list[str], timeout: float = 60) -> dict[str, Any]:
+        """Publish one task to each worker through a tunnel to the broker; their results."""
+        creds = self.publisher_creds()
+        argv = [
+            sys.executable,
+            str(REPO / "tests" / "support" / "e2e_client.py"),
+            self.net.hosts[BROKER].address,
+            str(self.net.ssh_config),
+            str(creds),
+            str(timeout),
+            *workers,
+        ]
+        env = self.env()
+        env["PYTHONPATH"] = str(REPO)
+        done = subprocess.run(
+            self.net.lan_argv(argv), capture_output=True, text=True, env=env, timeout=timeout + 30
+        )
+        assert done.returncode == 0, done.stderr
+        found: dict[str, Any] = json.loads(done.stdout)
+        return found
+
+    def publisher_creds(self) -> Path:
+        from fleetctl import credentials
+        from fleetctl.config.loader import load_fleet
+        from fleetctl.natsaccess import PUBLISHER_USER
+
+        authority = credentials.load(load_fleet(self.fleet_path, self.servers_path))
+        assert authority is not None
+        return authority.creds_path(PUBLISHER_USER)
+
+    def revoked(self, wid: str) -> bool:
+        from fleetctl import credentials
+        from fleetctl.config.loader import load_fleet
+        from fleetctl.natsaccess import worker_user
+
+        authority = credentials.load(load_fleet(self.fleet_path, self.servers_path))
+        assert authority is not None
+        records = {r.name: r for r in authority.list_users()}
+        return records[worker_user(wid)].revoked
+
+
+def install_standins(net: SimNet) -> None:
+    """The stand-in CLIs go into each worker host's own filesystem (its overlay layer)."""
+    for name in NODES:
+        host = net.hosts[name]
+        for target, source in STANDIN_FILES.items():
+            path = host.file(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = (STANDIN / source).read_text()
+            text = text.replace('"$(dirname "$0")/standin.py"', "/usr/local/lib/standin/standin.py")
+            path.write_text(text)
+            path.chmod(0o755)
+        shutil.copystat(STANDIN / "standin.py", host.file("/usr/local/lib/standin/standin.py"))
+
+
+def prepare_wheelhouse() -> None:
+    """Build the wheelhouse the hosts need (their python3 is this machine's /usr/bin/python3)."""
+    from fleetctl import wheelhouse
+
+    probe = (
+        "import json, platform, sys, sysconfig; print(json.dumps(["
+        "'{}.{}'.format(*sys.version_info[:2]), sysconfig.get_platform(),"
+        " '-'.join(platform.libc_ver())]))"
+    )
+    out = subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True, check=True)
+    version, plat, libc = json.loads(out.stdout)
+    wheelhouse.build(wheelhouse.Target(version, plat, libc), CACHE / "fleetctl" / "wheelhouse")

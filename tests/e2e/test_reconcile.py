@@ -1,0 +1,236 @@
+"""fleetctl plan and apply against simulated hosts: real sshd, real nats-server on the broker,
+real autossh tunnels, real unit files run by a systemctl replacement, stand-in LLM CLIs.
+
+The tests share one fleet and run in order, each starting from the state the previous one
+left (as an operator's successive pull requests would).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.fleet_env import (
+    BROKER,
+    NODES,
+    FleetEnv,
+    install_standins,
+    prepare_wheelhouse,
+)
+from tests.support.simhosts import SimNet, skip_reason
+
+pytestmark = pytest.mark.e2e
+
+WORKERS = ["cmd-a", "cc-b", "cmd-c", "cmd-d"]
+
+
+@pytest.fixture(scope="module")
+def fleet_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetEnv]:
+    reason = skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    prepare_wheelhouse()
+    base = tmp_path_factory.mktemp("e2e")
+    with SimNet(base / "net", [BROKER, *NODES]) as net:
+        install_standins(net)
+        env = FleetEnv(net, base)
+        env.write()
+        yield env
+
+
+def plan_lines(env: FleetEnv, *args: str) -> tuple[int, str]:
+    done = env.fleetctl("plan", *args)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_first_apply_brings_up_the_broker_tunnels_and_every_poller(fleet_env: FleetEnv) -> None:
+    done = fleet_env.fleetctl("apply", "--all", "--issue-creds", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fleet_env.active(BROKER, "nats-server.service")
+    for node in NODES:
+        assert fleet_env.active(node, "fleet-tunnel.service")
+    assert fleet_env.active(NODES[0], "cmd-a-poller.service")
+    assert fleet_env.active(NODES[0], "cc-b-poller.service")
+    assert fleet_env.active(NODES[1], "cmd-c-poller.service")
+    creds = fleet_env.net.hosts[NODES[0]].file("/etc/fleet/creds/cmd-a.creds")
+    assert creds.stat().st_mode & 0o777 == 0o600
+    results = fleet_env.tasks_round_trip(WORKERS)
+    assert sorted(results) == sorted(WORKERS), results
+    for wid, result in results.items():
+        assert result["worker_id"] == wid
+        assert result["status"] == "completed", result
+
+
+def test_plan_right_after_apply_has_no_changes(fleet_env: FleetEnv) -> None:
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    assert code == 0, text
+    assert "No changes. The fleet matches its configuration." in text
+    again = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert again.returncode == 0
+    assert "No changes." in again.stdout
+
+
+def test_changing_a_model_restarts_only_that_worker(fleet_env: FleetEnv) -> None:
+    others = {
+        (NODES[0], "cmd-a-poller.service"),
+        (NODES[1], "cmd-c-poller.service"),
+        (NODES[0], "fleet-tunnel.service"),
+        (BROKER, "nats-server.service"),
+    }
+    before = {u: fleet_env.main_pid(*u) for u in others}
+    target = fleet_env.main_pid(NODES[0], "cc-b-poller.service")
+    fleet_env.set_worker("cc-b", model="claude-sonnet-4-6")
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    assert code == 2, text
+    assert "~ file /etc/systemd/system/cc-b-poller.service" in text
+    assert "~ unit cc-b-poller.service" in text and "restart: cc-b-poller.service changed" in text
+    assert "Plan: 0 to add, 2 to change, 0 to destroy." in text
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fleet_env.main_pid(NODES[0], "cc-b-poller.service") != target
+    assert {u: fleet_env.main_pid(*u) for u in others} == before
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+
+
+def test_disabling_a_worker_removes_it_and_revokes_its_creds(fleet_env: FleetEnv) -> None:
+    fleet_env.set_worker("cmd-d", enabled=False)
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    assert code == 2, text
+    assert "- unit cmd-d-poller.service" in text
+    assert "- file /etc/fleet/creds/cmd-d.creds" in text
+    assert "- consumer AF_TASKS/worker-cmd-d" in text
+    assert "- credentials worker-cmd-d" in text
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not fleet_env.exists(NODES[1], "/etc/systemd/system/cmd-d-poller.service")
+    assert not fleet_env.exists(NODES[1], "/etc/fleet/creds/cmd-d.creds")
+    assert fleet_env.active(NODES[1], "cmd-c-poller.service")
+    assert fleet_env.revoked("cmd-d")
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+
+
+def test_moving_a_worker_moves_its_unit_and_creds(fleet_env: FleetEnv) -> None:
+    fleet_env.set_worker("cmd-c", host=NODES[0])
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    assert code == 2, text
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fleet_env.active(NODES[0], "cmd-c-poller.service")
+    assert not fleet_env.exists(NODES[1], "/etc/systemd/system/cmd-c-poller.service")
+    assert not fleet_env.exists(NODES[1], "/etc/fleet/creds/cmd-c.creds")
+    results = fleet_env.tasks_round_trip(["cmd-c"])
+    assert results["cmd-c"]["status"] == "completed"
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+
+
+def test_deleting_a_worker_removes_it(fleet_env: FleetEnv) -> None:
+    fleet_env.delete_worker("cmd-a")
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    assert code == 2, text
+    assert "- unit cmd-a-poller.service" in text
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not fleet_env.exists(NODES[0], "/etc/systemd/system/cmd-a-poller.service")
+    assert fleet_env.revoked("cmd-a")
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+
+
+def test_apply_worker_touches_nothing_outside_that_worker(fleet_env: FleetEnv) -> None:
+    fleet_env.set_worker("cc-b", model="claude-opus-4-1")
+    fleet_env.set_worker("cmd-c", task_timeout="3m")
+    pid_c = fleet_env.main_pid(NODES[0], "cmd-c-poller.service")
+    done = fleet_env.fleetctl("apply", "--worker", "cc-b", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cmd-c" not in done.stdout
+    assert fleet_env.main_pid(NODES[0], "cmd-c-poller.service") == pid_c
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    assert code == 2 and "cmd-c-poller.service" in text and "cc-b-poller" not in text, text
+    assert fleet_env.fleetctl("apply", "--all", "--yes").returncode == 0
+
+
+def test_an_unreachable_host_fails_alone_and_the_next_apply_finishes(fleet_env: FleetEnv) -> None:
+    fleet_env.set_worker("cc-b", model="claude-sonnet-4-6")
+    fleet_env.workers.append(
+        {
+            "worker_id": "cmd-e",
+            "llm": "command",
+            "command": ["/usr/local/bin/fake-command"],
+            "host": NODES[1],
+        }
+    )
+    fleet_env.write()
+    node2 = fleet_env.net.hosts[NODES[1]]
+    node2.set_reachable(False)
+    try:
+        done = fleet_env.fleetctl("apply", "--all", "--issue-creds", "--yes")
+    finally:
+        node2.set_reachable(True)
+    assert done.returncode == 1
+    assert NODES[1] in done.stderr and "failed" in done.stderr
+    assert "claude-sonnet-4-6" in fleet_env.sh(
+        NODES[0], "cat /etc/systemd/system/cc-b-poller.service"
+    )
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fleet_env.active(NODES[1], "cmd-e-poller.service")
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+
+
+def test_a_killed_apply_is_finished_by_the_next(fleet_env: FleetEnv) -> None:
+    fleet_env.set_worker("cc-b", model="claude-haiku-4-5")
+    fleet_env.set_worker("cmd-e", task_timeout="4m")
+    proc = fleet_env.popen("apply", "--all", "--yes")
+    import time
+
+    time.sleep(2.5)
+    proc.kill()
+    proc.wait()
+    for node in NODES:
+        unit_dir = fleet_env.net.hosts[node].file("/etc/systemd/system")
+        assert not [p for p in unit_dir.glob(".*fleetctl-tmp*")], "a half-written file"
+    done = fleet_env.fleetctl("apply", "--all", "--yes", "--lock-wait", "10")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+
+
+def test_two_applies_do_not_overlap(fleet_env: FleetEnv) -> None:
+    fleet_env.set_worker("cc-b", model="claude-sonnet-4-6")
+    holder = fleet_env.popen("apply", "--all")  # waits at the prompt, holding every lock
+    try:
+        import time
+
+        deadline = time.monotonic() + 60
+        lock = fleet_env.net.hosts[BROKER].file("/var/lib/fleetctl/apply.lock")
+        while time.monotonic() < deadline and not (lock.exists() and lock.read_text()):
+            time.sleep(0.2)
+        done = fleet_env.fleetctl("apply", "--all", "--yes")
+        assert done.returncode == 1
+        assert "another apply holds the lock" in done.stderr
+        assert "fleetctl apply --all" in done.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    done = fleet_env.fleetctl("apply", "--all", "--yes", "--lock-wait", "10")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_wrong_host_key_is_refused(fleet_env: FleetEnv, tmp_path: Path) -> None:
+    from tests.support.simhosts import _ed25519_keypair
+
+    _, other = _ed25519_keypair("impostor")
+    address = fleet_env.net.hosts[BROKER].address
+    bad = tmp_path / "known_hosts"
+    lines = fleet_env.net.known_hosts.read_text().splitlines()
+    bad.write_text(
+        "\n".join(
+            f"{address} {' '.join(other.split()[:2])}" if line.startswith(address + " ") else line
+            for line in lines
+        )
+        + "\n"
+    )
+    done = fleet_env.fleetctl("plan", "--known-hosts", str(bad))
+    assert done.returncode == 1
+    assert "host key mismatch" in done.stdout + done.stderr
+    assert "SHA256:" in done.stdout + done.stderr

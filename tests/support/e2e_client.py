@@ -1,0 +1,71 @@
+"""Publish one task to each named worker through an SSH tunnel to the broker, wait for the
+results, print them as JSON. Run inside the simulated LAN (SimNet.lan_argv) by e2e tests.
+
+usage: e2e_client.py BROKER_ADDRESS SSH_CONFIG PUBLISHER_CREDS TIMEOUT WORKER...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from fleetctl.natsaccess import PUBLISHER_INBOX_PREFIX
+from fleetctl.transport.ssh import SshTransport
+
+
+async def exchange(url: str, creds: str, workers: list[str], timeout: float) -> dict[str, Any]:
+    nc = await nats.connect(url, user_credentials=creds, inbox_prefix=PUBLISHER_INBOX_PREFIX)
+    js = nc.jetstream()
+    tasks: dict[str, str] = {}
+    try:
+        for worker in workers:
+            task_id = f"e2e-{worker}-{uuid.uuid4().hex[:8]}"
+            task = {"version": 1, "task_id": task_id, "instructions": f"say hello, {worker}"}
+            await js.publish(
+                f"af.worker.{worker}.inbox",
+                json.dumps(task).encode(),
+                headers={"Nats-Msg-Id": task_id},
+            )
+            tasks[worker] = task_id
+        found: dict[str, Any] = {}
+        deadline = time.monotonic() + timeout
+        while len(found) < len(tasks) and time.monotonic() < deadline:
+            for worker, task_id in tasks.items():
+                if worker in found:
+                    continue
+                ask = {"last_by_subj": f"af.task.{task_id}.completed"}
+                msg = await nc.request(
+                    "$JS.API.STREAM.MSG.GET.AF_RESULTS", json.dumps(ask).encode(), timeout=5
+                )
+                reply = json.loads(msg.data)
+                if "message" in reply:
+                    found[worker] = json.loads(base64.b64decode(reply["message"]["data"]))
+            await asyncio.sleep(0.3)
+        return found
+    finally:
+        await nc.close()
+
+
+def main() -> None:
+    address, ssh_config, creds, timeout, *workers = sys.argv[1:]
+    transport = SshTransport("broker", address, user="root", port=22, ssh_config=Path(ssh_config))
+    try:
+        with transport.forward("127.0.0.1", 4222) as port:
+            found = asyncio.run(
+                exchange(f"nats://127.0.0.1:{port}", creds, workers, float(timeout))
+            )
+    finally:
+        transport.close()
+    print(json.dumps(found))
+
+
+if __name__ == "__main__":
+    main()
