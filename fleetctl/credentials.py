@@ -101,13 +101,45 @@ def finish_rotation(authority: Authority, worker_id: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Revocation:
+    """A user whose worker is gone from the fleet (removed or disabled): apply revokes it."""
+
+    worker: str
+    user: str
+    public_key: str
+    at: int
+
+
+@dataclass(frozen=True)
 class PlanInputs:
-    """What the plan needs from the store: the broker's auth block and each worker's creds."""
+    """What the plan needs from the store: the broker's auth block and each worker's creds.
+
+    With revocations pending, `auth_config` already carries the account JWT that revokes them,
+    signed with the fixed `revoked_at`, so apply stores and pushes exactly what the plan showed.
+    """
 
     auth_config: str | None
     creds: Mapping[str, bytes] = field(repr=False)  # secrets: never in a repr or traceback
     warnings: tuple[str, ...]
     missing: tuple[str, ...]  # enabled workers without valid creds
+    revocations: tuple[Revocation, ...] = ()
+    revoked_at: int = 0
+
+
+def commit_revocations(fleet: Fleet, inputs: PlanInputs) -> None:
+    """Store the revoking account JWT the plan was made with, and drop the revoked keys."""
+    authority = load(fleet)
+    if authority is None or not inputs.revocations:
+        return
+    account = authority.services_account
+    authority.revoke_keys(
+        account,
+        [(r.public_key, r.at) for r in inputs.revocations],
+        issued_at=inputs.revoked_at,
+    )
+    for r in inputs.revocations:
+        authority.keystore.remove(r.public_key)
+        authority.creds_path(r.user, account).unlink(missing_ok=True)
 
 
 def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
@@ -134,18 +166,14 @@ def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
             warnings.append(f"credentials of worker {wid} expire soon: rotate them")
         creds[wid] = record.creds_path.read_bytes()
     missing = tuple(w for w in wanted if w not in creds)
-    stale = sorted(
-        worker
-        for name, record in users.items()
+    stamp = int(moment)
+    revocations = tuple(
+        Revocation(worker, name, record.public_key, max(stamp, record.issued_at + 1))
+        for name, record in sorted(users.items())
         if (worker := natsaccess.worker_of_user(name))
         and not record.revoked
         and worker not in wanted
     )
-    for worker in stale:
-        warnings.append(
-            f"worker {worker} is not enabled in fleet.yaml but its credentials are still valid: "
-            f"fleetctl creds revoke --worker {worker}"
-        )
     if missing:
         warnings.append(
             f"no valid credentials for {', '.join(missing)}: run `fleetctl creds issue --all`"
@@ -155,4 +183,14 @@ def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
             "THE OPERATOR AND ACCOUNT KEYS HAVE NO BACKUP. Losing them means re-issuing every "
             "credential. Run `fleetctl creds backup --out FILE` and keep FILE offline."
         )
-    return PlanInputs(authority.server_config(), creds, tuple(warnings), missing)
+    auth_config = authority.server_config()
+    if revocations:
+        account = authority.services_account
+        token = authority.revoke_keys(
+            account,
+            [(r.public_key, r.at) for r in revocations],
+            issued_at=stamp,
+            write=False,
+        )
+        auth_config = authority.server_config({account: token})
+    return PlanInputs(auth_config, creds, tuple(warnings), missing, revocations, stamp)

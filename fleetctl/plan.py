@@ -7,7 +7,7 @@ everything the fleet would put on each host; the live plan diffs against what wa
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from fleetctl.desired import (
@@ -297,6 +297,16 @@ def _trigger_name(trigger: str) -> str:
     return trigger.rsplit("/", 1)[-1]
 
 
+def _with_revocations(plan: HostPlan, revoke: tuple[tuple[str, str], ...]) -> HostPlan:
+    """Credentials of workers no longer in the fleet: revoked in the nsc store and, through
+    the broker config, on the broker (which is why they show on the broker host)."""
+    revocations = tuple(
+        Change("delete", "credentials", user, worker, (("action", "revoke"),))
+        for worker, user in revoke
+    )
+    return replace(plan, changes=(*plan.changes, *revocations))
+
+
 @dataclass(frozen=True)
 class Selection:
     """What --host and --worker narrow the plan to (empty: everything)."""
@@ -336,6 +346,7 @@ def make_plan(
     revision: str = "",
     warnings: tuple[str, ...] = (),
     errors: Mapping[str, str] | None = None,
+    revoke: tuple[tuple[str, str], ...] = (),
 ) -> Plan:
     """Diff every selected host; `observed=None` is the offline plan (nothing known)."""
     plans = []
@@ -350,5 +361,8 @@ def make_plan(
             continue
         keep = [(r, w) for r, w in state.resources() if selection.keeps(name, w)]
         seen = (observed or {}).get(name, ObservedHost())
-        plans.append(diff_host(state, seen, keep, selection, live=observed is not None))
+        host_plan = diff_host(state, seen, keep, selection, live=observed is not None)
+        if state.host.is_broker and revoke and not selection.workers:
+            host_plan = _with_revocations(host_plan, revoke)
+        plans.append(host_plan)
     return Plan("offline" if observed is None else "live", revision, tuple(plans), warnings)

@@ -125,6 +125,7 @@ class Fleetview:
     errors: dict[str, str]
     plan: Plan
     options: Options
+    inputs: credentials.PlanInputs
 
     def close(self) -> None:
         for s in self.sessions.values():
@@ -214,8 +215,9 @@ def live_plan(
         revision=fleet.revision,
         warnings=tuple(warnings),
         errors=errors,
+        revoke=tuple((r.worker, r.user) for r in inputs.revocations),
     )
-    return Fleetview(fleet, desired, sessions, errors, plan, options)
+    return Fleetview(fleet, desired, sessions, errors, plan, options, inputs)
 
 
 def local_versions() -> Versions:
@@ -332,6 +334,9 @@ def _apply_host(view: Fleetview, name: str, houses: _Wheelhouses, report: Report
     result = HostResult(name, True)
     step = "prepare"
     try:
+        if any(c.kind == "credentials" for c in host_plan.changes):
+            step = "revoke credentials"
+            credentials.commit_revocations(view.fleet, view.inputs)
         step = "upload"
         _upload(session, prog, houses, nats_bin, report)
         total = len(prog.steps)

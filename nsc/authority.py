@@ -9,7 +9,7 @@ Everything lives in an nsc-compatible store (`nsc.store`); seeds only ever as `S
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,9 +201,11 @@ class Authority:
             self._accounts[name] = Account(name, str(claims["sub"]), signer)
         return self._accounts[name]
 
-    def server_config(self) -> str:
-        """Auth part of the broker config, equal to nsc's --mem-resolver output."""
-        tokens = [self.store.read_account(a) for a in self.store.accounts()]
+    def server_config(self, replacing: Mapping[str, str] | None = None) -> str:
+        """Auth part of the broker config, equal to nsc's --mem-resolver output;
+        `replacing` maps account names to JWTs to use instead of the stored ones."""
+        swap = replacing or {}
+        tokens = [swap.get(a) or self.store.read_account(a) for a in self.store.accounts()]
         return mem_resolver_config(self.operator_jwt, tokens, self.system_account_key)
 
     # ---- users ----------------------------------------------------------------------------
@@ -290,11 +292,20 @@ class Authority:
         nats = jwt.decode(self.store.read_account(account)).claims.get("nats", {})
         return {str(k): int(v) for k, v in (nats.get("revocations") or {}).items()}
 
-    def revoke_keys(self, account: str, public_keys: Sequence[tuple[str, int]]) -> str:
+    def revoke_keys(
+        self,
+        account: str,
+        public_keys: Sequence[tuple[str, int]],
+        *,
+        issued_at: int | None = None,
+        write: bool = True,
+    ) -> str:
         """Add (user key, at) revocations to the account JWT; returns the re-signed JWT.
 
         The server drops user JWTs of that key with iat <= at (one-second resolution), so
-        `at` is never earlier than the revoked JWT's own iat + 1.
+        `at` is never earlier than the revoked JWT's own iat + 1. With a fixed `issued_at`
+        the JWT is deterministic, so a plan can show it (`write=False`) and apply can later
+        store exactly that JWT.
         """
         d = jwt.verify_token(self.store.read_account(account), check_time=False)
         nats = dict(d.claims.get("nats", {}))
@@ -311,8 +322,10 @@ class Authority:
             nats=nats,
             signer=self._operator_signer,
             expires=int(d.claims.get("exp") or 0),
+            issued_at=issued_at,
         )
-        self.store.write_account(account, token)
+        if write:
+            self.store.write_account(account, token)
         return token
 
     def revoke_user(self, name: str, account: str | None = None) -> str:

@@ -32,6 +32,7 @@ from fleetctl.plan import Change, HostPlan, ObservedHost
 
 MANIFEST_FORMAT = 1
 NATS_KINDS = ("stream", "consumer")
+LOCAL_KINDS = ("credentials",)  # done in the local nsc store, not on the host
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def program(
     applied_by: str,
     nats_sha256: str | None = None,
 ) -> HostProgram:
-    host_changes = [c for c in plan.changes if c.kind not in NATS_KINDS]
+    host_changes = [c for c in plan.changes if c.kind not in (*NATS_KINDS, *LOCAL_KINDS)]
     nats_changes = tuple(c for c in plan.changes if c.kind in NATS_KINDS)
     if not host_changes:
         return HostProgram((), nats_changes=nats_changes)
@@ -191,7 +192,7 @@ def _manifest(
     apply owned that this (perhaps --worker narrowed) plan neither keeps nor deletes."""
     deleted = {f"{c.kind} {c.name}" for c in plan.changes if c.action == "delete"}
     owned = (set(observed.managed) - deleted) | set(plan.wanted)
-    owned = {k for k in owned if k.split(" ", 1)[0] not in NATS_KINDS}
+    owned = {k for k in owned if k.split(" ", 1)[0] not in (*NATS_KINDS, *LOCAL_KINDS)}
     units = {k: dict(v) for k, v in observed.unit_inputs.items() if f"unit {k}" in owned}
     units.update({k: dict(v) for k, v in plan.unit_inputs.items()})
     return {

@@ -71,7 +71,12 @@ def plan(
         tunnel_keys=tunnelkeys.load(fleet, (h.name for h in fleet.hosts)),
     )
     result = make_plan(
-        desired, None, selection=selection, revision=fleet.revision, warnings=inputs.warnings
+        desired,
+        None,
+        selection=selection,
+        revision=fleet.revision,
+        warnings=inputs.warnings,
+        revoke=tuple((r.worker, r.user) for r in inputs.revocations),
     )
     _show(result, show_diff, as_json)
     if detailed and not result.summary.empty:

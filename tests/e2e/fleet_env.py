@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -180,17 +179,13 @@ class FleetEnv:
 
 
 def install_standins(net: SimNet) -> None:
-    """The stand-in CLIs go into each worker host's own filesystem (its overlay layer)."""
+    """The stand-in CLIs go into each worker host's own filesystem."""
     for name in NODES:
         host = net.hosts[name]
         for target, source in STANDIN_FILES.items():
-            path = host.file(target)
-            path.parent.mkdir(parents=True, exist_ok=True)
             text = (STANDIN / source).read_text()
             text = text.replace('"$(dirname "$0")/standin.py"', "/usr/local/lib/standin/standin.py")
-            path.write_text(text)
-            path.chmod(0o755)
-        shutil.copystat(STANDIN / "standin.py", host.file("/usr/local/lib/standin/standin.py"))
+            host.write_file(target, text, mode=0o755)
 
 
 def prepare_wheelhouse() -> None:

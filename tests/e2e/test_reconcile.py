@@ -7,11 +7,17 @@ left (as an operator's successive pull requests would).
 
 from __future__ import annotations
 
+import json
+import shlex
+import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from fleetctl.hostside import source
+from fleetctl.reconcile import LOCK_FILE
 from tests.e2e.fleet_env import (
     BROKER,
     NODES,
@@ -196,24 +202,30 @@ def test_a_killed_apply_is_finished_by_the_next(fleet_env: FleetEnv) -> None:
 
 
 def test_two_applies_do_not_overlap(fleet_env: FleetEnv) -> None:
+    """Another apply holds the broker's lock (taken as fleetctl takes it, over SSH)."""
     fleet_env.set_worker("cc-b", model="claude-sonnet-4-6")
-    holder = fleet_env.popen("apply", "--all")  # waits at the prompt, holding every lock
+    info = json.dumps({"owner": "alice@laptop", "since": "now", "command": "fleetctl apply --all"})
+    holder = subprocess.Popen(
+        fleet_env.net.ssh_argv(
+            BROKER,
+            ["python3", "-c", shlex.quote(source("lock")), LOCK_FILE, shlex.quote(info), "0"],
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
-        import time
-
-        deadline = time.monotonic() + 60
-        lock = fleet_env.net.hosts[BROKER].file("/var/lib/fleetctl/apply.lock")
-        while time.monotonic() < deadline and not (lock.exists() and lock.read_text()):
-            time.sleep(0.2)
+        assert holder.stdout is not None
+        assert json.loads(holder.stdout.readline()) == {"locked": True}
         done = fleet_env.fleetctl("apply", "--all", "--yes")
         assert done.returncode == 1
-        assert "another apply holds the lock" in done.stderr
-        assert "fleetctl apply --all" in done.stderr
+        assert "another apply holds the lock: fleetctl apply --all by alice@laptop" in done.stderr
+        threading.Timer(1.5, holder.communicate, kwargs={"input": b""}).start()
+        done = fleet_env.fleetctl("apply", "--all", "--yes", "--lock-wait", "20")
+        assert done.returncode == 0, done.stdout + done.stderr
     finally:
         holder.kill()
         holder.wait()
-    done = fleet_env.fleetctl("apply", "--all", "--yes", "--lock-wait", "10")
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
 
 
 def test_a_wrong_host_key_is_refused(fleet_env: FleetEnv, tmp_path: Path) -> None:

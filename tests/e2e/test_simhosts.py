@@ -125,7 +125,7 @@ def test_systemd_unit_lifecycle(net: SimNet) -> None:
         assert sh(conn, "systemctl restart x.service").ok
         assert main_pid() not in (0, pid)
         assert sh(conn, "systemctl reload x.service").ok
-        assert wait_until(lambda: "HUP" in sh(conn, "cat /var/log/journal/x.service.log").stdout)
+        assert wait_until(lambda: "HUP" in sh(conn, "journalctl -u x.service -n 5").stdout)
         assert sh(conn, "systemctl is-active x.service").stdout.strip() == "active"
 
         assert sh(conn, "systemctl disable --now x.service").ok
