@@ -235,13 +235,14 @@ def test_a_wrong_host_key_is_refused(fleet_env: FleetEnv, tmp_path: Path) -> Non
     address = fleet_env.net.hosts[BROKER].address
     bad = tmp_path / "known_hosts"
     lines = fleet_env.net.known_hosts.read_text().splitlines()
+    impostor = " ".join(other.split()[:2])
     bad.write_text(
-        "\n".join(
-            f"{address} {' '.join(other.split()[:2])}" if line.startswith(address + " ") else line
+        "".join(
+            f"{address} {impostor}\n" if line.startswith(address + ",") else line + "\n"
             for line in lines
         )
-        + "\n"
     )
+    assert impostor in bad.read_text()
     done = fleet_env.fleetctl("plan", "--known-hosts", str(bad))
     assert done.returncode == 1
     assert "host key mismatch" in done.stdout + done.stderr
