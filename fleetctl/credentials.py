@@ -58,6 +58,19 @@ def issue(fleet: Fleet, authority: Authority, worker_ids: list[str]) -> dict[str
     return {u: i for u, i in issued.items() if natsaccess.worker_of_user(u) in worker_ids}
 
 
+def renew_expiring(fleet: Fleet, authority: Authority, worker_ids: list[str]) -> list[str]:
+    """Re-issue the workers whose credentials expire within `expiry_warning` (or have):
+    what `apply --issue-creds` does so a fleet with a `ttl` never runs out."""
+    soon = {r.name for r in authority.expiring(fleet.creds.expiry_warning)}
+    renewed = []
+    for wid in worker_ids:
+        user = natsaccess.worker_user(wid)
+        if user in soon:
+            natsaccess.issue_worker(authority, _names(fleet), wid, ttl=fleet.creds.ttl)
+            renewed.append(user)
+    return renewed
+
+
 def revoke(authority: Authority, worker_id: str) -> str:
     """Revoke the worker's user; returns the re-signed account JWT to push to the broker."""
     return authority.revoke_user(natsaccess.worker_user(worker_id))

@@ -222,6 +222,11 @@ def diff_host(
         for w in state.disabled_workers
         if selection.keeps_note(w)
     )
+    if observed.corrupt_manifest:
+        notes += (
+            "the host's manifest is unreadable: what fleetctl owned there cannot be found, so "
+            "nothing is planned for removal; apply writes a new one",
+        )
     host = state.host
     return HostPlan(
         host.name,

@@ -106,3 +106,5 @@ def _issue(fleet: Fleet, worker_ids: list[str]) -> None:
     issued = credentials.issue(fleet, authority, targets)
     for user in sorted(issued):
         err().print(f"Issued NATS credentials: {user}", markup=False)
+    for user in credentials.renew_expiring(fleet, authority, targets):
+        err().print(f"Renewed expiring NATS credentials: {user}", markup=False)

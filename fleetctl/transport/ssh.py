@@ -28,6 +28,8 @@ from fleetctl.transport.base import (
 )
 
 CONNECT_TIMEOUT = 10
+KEEPALIVE = 5  # seconds between SSH keepalives
+DEAD_PEER_MS = 20_000  # unacknowledged data for this long: the host is gone
 # paramiko logs refused forwards and the like on the root logger's last-resort handler;
 # fleetctl reports what matters itself.
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
@@ -87,8 +89,17 @@ class SshTransport(Transport):
         for entry_name in keys:
             for kind, key in keys[entry_name].items():
                 host_keys.add(entry_name, kind, key)
-        self._lock = threading.Lock()
         self._open()
+        self._detect_dead_peers()
+
+    def _detect_dead_peers(self) -> None:
+        """A host that vanishes mid-apply must fail its apply, not hang it for TCP's 15
+        minutes of retransmissions: keepalives make traffic, TCP_USER_TIMEOUT bounds it."""
+        transport = self._paramiko()
+        transport.set_keepalive(KEEPALIVE)
+        sock = transport.sock
+        if isinstance(sock, socket.socket) and hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_MS)
 
     def _open(self) -> None:
         try:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from fleetctl.config.loader import load_fleet
 from tests.support.simhosts import SimNet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,6 +158,26 @@ class FleetEnv:
         assert done.returncode == 0, done.stderr
         found: dict[str, Any] = json.loads(done.stdout)
         return found
+
+    def drift_consumer(self, consumer: str, ack_wait: int) -> None:
+        """Change a consumer's ack_wait on the broker, as an operator's manual edit would."""
+        from fleetctl.reconcile import admin_creds
+
+        admin = admin_creds(load_fleet(self.fleet_path, self.servers_path))
+        argv = [
+            sys.executable,
+            str(REPO / "tests" / "support" / "e2e_client.py"),
+            "--drift",
+            self.net.hosts[BROKER].address,
+            str(self.net.ssh_config),
+            str(admin),
+            consumer,
+            str(ack_wait),
+        ]
+        env = self.env()
+        env["PYTHONPATH"] = str(REPO)
+        done = subprocess.run(self.net.lan_argv(argv), capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
 
     def publisher_creds(self) -> Path:
         from fleetctl import credentials

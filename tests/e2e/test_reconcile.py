@@ -100,6 +100,17 @@ def test_changing_a_model_restarts_only_that_worker(fleet_env: FleetEnv) -> None
     assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
 
 
+def test_consumer_drift_on_the_broker_shows_and_is_put_right(fleet_env: FleetEnv) -> None:
+    fleet_env.drift_consumer("worker-cmd-a", 300)
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    assert code == 2, text
+    assert "~ consumer AF_TASKS/worker-cmd-a" in text
+    assert "Plan: 0 to add, 1 to change, 0 to destroy." in text
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+
+
 def test_disabling_a_worker_removes_it_and_revokes_its_creds(fleet_env: FleetEnv) -> None:
     fleet_env.set_worker("cmd-d", enabled=False)
     code, text = plan_lines(fleet_env, "--detailed-exitcode")

@@ -2,6 +2,8 @@
 results, print them as JSON. Run inside the simulated LAN (SimNet.lan_argv) by e2e tests.
 
 usage: e2e_client.py BROKER_ADDRESS SSH_CONFIG PUBLISHER_CREDS TIMEOUT WORKER...
+       e2e_client.py --drift BROKER_ADDRESS SSH_CONFIG ADMIN_CREDS CONSUMER ACK_WAIT_S
+(--drift changes a consumer's ack_wait behind fleetctl's back, as an operator might.)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import nats
 
-from fleetctl.natsaccess import PUBLISHER_INBOX_PREFIX
+from fleetctl.natsaccess import ADMIN_INBOX_PREFIX, PUBLISHER_INBOX_PREFIX
 from fleetctl.transport.ssh import SshTransport
 
 
@@ -54,7 +56,37 @@ async def exchange(url: str, creds: str, workers: list[str], timeout: float) -> 
         await nc.close()
 
 
+async def drift(url: str, creds: str, consumer: str, ack_wait: int) -> None:
+    nc = await nats.connect(url, user_credentials=creds, inbox_prefix=ADMIN_INBOX_PREFIX)
+    try:
+        info = await nc.request(f"$JS.API.CONSUMER.INFO.AF_TASKS.{consumer}", b"", timeout=5)
+        config = json.loads(info.data)["config"]
+        config["ack_wait"] = ack_wait * 1_000_000_000
+        body = {"stream_name": "AF_TASKS", "config": config, "action": "update"}
+        reply = await nc.request(
+            f"$JS.API.CONSUMER.CREATE.AF_TASKS.{consumer}", json.dumps(body).encode(), timeout=5
+        )
+        assert "error" not in json.loads(reply.data), reply.data
+    finally:
+        await nc.close()
+
+
+def broker(address: str, ssh_config: str) -> SshTransport:
+    return SshTransport("broker", address, user="root", port=22, ssh_config=Path(ssh_config))
+
+
 def main() -> None:
+    if sys.argv[1] == "--drift":
+        address, ssh_config, creds, consumer, ack_wait = sys.argv[2:]
+        transport = SshTransport(
+            "broker", address, user="root", port=22, ssh_config=Path(ssh_config)
+        )
+        try:
+            with transport.forward("127.0.0.1", 4222) as port:
+                asyncio.run(drift(f"nats://127.0.0.1:{port}", creds, consumer, int(ack_wait)))
+        finally:
+            transport.close()
+        return
     address, ssh_config, creds, timeout, *workers = sys.argv[1:]
     transport = SshTransport("broker", address, user="root", port=22, ssh_config=Path(ssh_config))
     try:

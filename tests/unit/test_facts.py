@@ -1,0 +1,80 @@
+"""What fleetctl asks a host and how it reads the answer (pure; the agent runs in e2e)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from fleetctl import facts
+from fleetctl.desired import Versions, desired_state
+from tests.support.example import example_fleet
+
+
+def test_the_request_names_every_wanted_path_and_only_public_contents() -> None:
+    state = desired_state(
+        example_fleet(), creds={"cc-go-dev-01": b"secret"}, versions=Versions("1+a", None)
+    )["worker-node-1"]
+    req = facts.request(state, with_contents=True)
+    assert "/etc/fleet/creds/cc-go-dev-01.creds" in req["files"]
+    assert "/etc/fleet/creds/cc-go-dev-01.creds" not in req["contents"]
+    assert "/etc/systemd/system/cc-go-dev-01-poller.service" in req["contents"]
+    assert req["versions"] == {"fleet-poller": "/opt/fleet/venv/fleet-poller.version"}
+    assert facts.request(state, with_contents=False)["contents"] == []
+
+
+def test_the_program_carries_the_request_on_stdin_not_argv() -> None:
+    program = facts.agent_program({"op": "observe", "secret": "s3cr3t"}).decode()
+    assert facts.AGENT_ARGV == ("python3", "-")
+    assert program.rstrip().endswith(")")
+    call = program.rstrip().splitlines()[-1]
+    assert json.loads(json.loads(call[len("main(json.loads(") : -2])) == {
+        "op": "observe",
+        "secret": "s3cr3t",
+    }
+
+
+def test_parse_turns_the_answer_into_fingerprints() -> None:
+    answer = {
+        "files": {
+            "/etc/a": {"sha256": "x", "mode": 0o644, "owner": "root", "group": "root"},
+            "/etc/missing": None,
+        },
+        "dirs": {"/var/lib/w": {"mode": 0o750, "owner": "w", "group": "w", "is_dir": True}},
+        "users": {"w": {"home": "/var/lib/w"}, "gone": None},
+        "units": {
+            "a.service": {"enabled": True, "active": False},
+            "b.service": {"enabled": False, "active": False},
+        },
+        "versions": {"fleet-poller": "1+a", "nats-server": None},
+        "contents": {"/etc/a": base64.b64encode(b"hello").decode()},
+        "env_files": {"/etc/env": None},
+        "manifest": {
+            "resources": {"file /etc/a": None, "unit a.service": None},
+            "units": {"a.service": {"/etc/a": "x"}},
+            "revision": "r1",
+        },
+        "journal": {"restart": ["a.service"]},
+    }
+    seen = facts.parse(answer)
+    assert seen.resources["file /etc/a"] == {
+        "sha256": "x",
+        "mode": 0o644,
+        "owner": "root",
+        "group": "root",
+    }
+    assert "file /etc/missing" not in seen.resources
+    assert seen.resources["user w"] == {"home": "/var/lib/w"} and "user gone" not in seen.resources
+    assert seen.resources["unit a.service"] == {"enabled": True, "active": False}
+    assert "unit b.service" not in seen.resources
+    assert seen.resources["package fleet-poller"] == {"version": "1+a"}
+    assert "package nats-server" not in seen.resources
+    assert seen.contents == {"file /etc/a": b"hello"}
+    assert seen.managed == {"file /etc/a", "unit a.service"}
+    assert seen.unit_inputs == {"a.service": {"/etc/a": "x"}}
+    assert seen.pending == ("a.service",)
+    assert seen.manifest_revision == "r1"
+
+
+def test_a_missing_python3_is_explained() -> None:
+    message = facts.agent_failure(127, b"sh: 1: python3: not found\n")
+    assert "python3 is not installed on the host" in message
