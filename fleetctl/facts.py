@@ -54,7 +54,7 @@ def agent_program(req: Mapping[str, Any]) -> bytes:
     return (source("agent") + f"\nmain(json.loads({json.dumps(json.dumps(req))}))\n").encode()
 
 
-AGENT_ARGV = ("python3", "-")
+AGENT_ARGV = ("python3", "-I", "-S", "-")  # isolated, no site: the stdlib is all it needs
 
 
 def observe(transport: Transport, req: Mapping[str, Any]) -> dict[str, Any]:

@@ -216,7 +216,8 @@ def diff_host(
         if not selection.owns_orphan(key, state.host.name):
             continue
         kind, _, name = key.partition(" ")
-        changes.append(Change("delete", kind, name, None, before=observed.contents.get(key)))
+        attrs = (("state", "stop, disable"),) if kind == "unit" else ()
+        changes.append(Change("delete", kind, name, None, attrs, observed.contents.get(key)))
     notes = tuple(
         f"worker {w} is disabled: not deployed"
         for w in state.disabled_workers

@@ -33,6 +33,7 @@ from fleetctl.transport.ssh import SshTransport
 
 LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
 LOCK_FILE = f"{layout.STATE_DIR}/apply.lock"
+LEASE = 20  # seconds without a heartbeat after which a host drops an apply's lock
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def take_lock(transport: Transport, options: Options) -> Held:
         }
     )
     held = transport.hold(
-        ["python3", "-c", source("lock"), LOCK_FILE, info, str(options.lock_wait)]
+        ["python3", "-c", source("lock"), LOCK_FILE, info, str(options.lock_wait), str(LEASE)]
     )
     line = held.readline()
     try:
@@ -102,8 +103,10 @@ def take_lock(transport: Transport, options: Options) -> Held:
         raise LockedError(
             transport.name,
             f"another apply holds the lock: {h.get('command', '?')} by {h.get('owner', '?')} "
-            f"since {h.get('since', '?')}. Wait for it, or retry with --lock-wait SECONDS.",
+            f"since {h.get('since', '?')}. Wait for it, or retry with --lock-wait SECONDS "
+            f"(a lock whose holder lost its connection lapses after {LEASE} s).",
         )
+    held.keep_alive(LEASE / 4)
     return held
 
 

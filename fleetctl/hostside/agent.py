@@ -11,13 +11,9 @@ import grp
 import hashlib
 import json
 import os
-import platform
 import pwd
-import shutil
 import subprocess
 import sys
-import sysconfig
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -150,6 +146,21 @@ def _read_text(path: str) -> Optional[str]:
         return None
 
 
+def _python_facts() -> Dict[str, str]:
+    """What the wheelhouse must match; cheaper than importing platform and sysconfig."""
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):
+        libc = ""
+    name, _, version = libc.partition(" ")
+    return {
+        "version": "{}.{}".format(*sys.version_info[:2]),
+        "executable": sys.executable,
+        "platform": "{}-{}".format(sys.platform, os.uname().machine),
+        "libc": "{}-{}".format(name.lower(), version) if name else "-",
+    }
+
+
 def observe(req: Dict[str, Any]) -> Dict[str, Any]:
     state_dir = req["state_dir"]
     manifest = _read_json(os.path.join(state_dir, "manifest.json"))
@@ -169,13 +180,8 @@ def observe(req: Dict[str, Any]) -> Dict[str, Any]:
             pass
     active = _active(sorted(units))
     return {
-        "hostname": platform.node(),
-        "python": {
-            "version": "{}.{}".format(*sys.version_info[:2]),
-            "executable": sys.executable,
-            "platform": sysconfig.get_platform(),
-            "libc": "-".join(platform.libc_ver()),
-        },
+        "hostname": os.uname().nodename,
+        "python": _python_facts(),
         "manifest": manifest,
         "journal": journal,
         "files": {p: _stat_file(p) for p in sorted(files)},
@@ -194,6 +200,12 @@ def observe(req: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # --- apply -----------------------------------------------------------------------------
+
+
+def _shutil() -> Any:
+    import shutil
+
+    return shutil
 
 
 class StepError(Exception):
@@ -233,6 +245,8 @@ def write_file(
     for stale in os.listdir(directory):
         if stale.startswith("." + base + TMP_MARK):
             os.unlink(os.path.join(directory, stale))
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + base + TMP_MARK)
     try:
         os.fchown(fd, uid, gid)
@@ -316,7 +330,7 @@ def op_remove_file(step: Dict[str, Any]) -> None:
 
 
 def op_remove_dir(step: Dict[str, Any]) -> None:
-    shutil.rmtree(step["path"], ignore_errors=True)
+    _shutil().rmtree(step["path"], ignore_errors=True)
 
 
 def op_remove_user(step: Dict[str, Any]) -> None:
@@ -332,7 +346,7 @@ def op_install_poller(step: Dict[str, Any]) -> None:
     """A new virtual environment per version, switched to with one atomic symlink rename."""
     link, version, wheelhouse = step["link"], step["version"], step["wheelhouse"]
     target = "{}-{}".format(link, version.replace("+", "_"))
-    shutil.rmtree(target, ignore_errors=True)
+    _shutil().rmtree(target, ignore_errors=True)
     _run([sys.executable, "-m", "venv", "--without-pip", target])
     wheels = sorted(
         os.path.join(wheelhouse, w) for w in os.listdir(wheelhouse) if w.endswith(".whl")
@@ -366,8 +380,8 @@ def op_install_poller(step: Dict[str, Any]) -> None:
     prefix = os.path.basename(link) + "-"
     for entry in os.listdir(os.path.dirname(link)):
         if entry.startswith(prefix) and entry not in keep:
-            shutil.rmtree(os.path.join(os.path.dirname(link), entry), ignore_errors=True)
-    shutil.rmtree(wheelhouse, ignore_errors=True)
+            _shutil().rmtree(os.path.join(os.path.dirname(link), entry), ignore_errors=True)
+    _shutil().rmtree(wheelhouse, ignore_errors=True)
 
 
 def op_install_binary(step: Dict[str, Any]) -> None:

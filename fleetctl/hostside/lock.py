@@ -1,19 +1,21 @@
 """fleetctl's host lock: held for as long as fleetctl's connection to the host lives.
 
-Run as `python3 -c SOURCE LOCKFILE INFO_JSON WAIT_SECONDS`. It takes an flock on LOCKFILE
-(waiting up to WAIT_SECONDS), records who holds it, prints one JSON line, then blocks on
-stdin: when fleetctl finishes, or dies, the channel closes and the kernel drops the lock,
-so a killed apply never leaves a stale lock behind.
+Run as `python3 -c SOURCE LOCKFILE INFO_JSON WAIT_SECONDS LEASE_SECONDS`. It takes an flock
+on LOCKFILE (waiting up to WAIT_SECONDS), records who holds it, prints one JSON line, then
+reads fleetctl's heartbeats on stdin. It exits, and the kernel drops the lock, when fleetctl
+closes the channel (done, or killed) or when no heartbeat came for LEASE_SECONDS (the network
+between them broke, which the host's sshd may not notice for hours).
 """
 
 import fcntl
 import json
 import os
+import select
 import sys
 import time
 
 
-def hold(path: str, info: str, wait: float) -> int:
+def hold(path: str, info: str, wait: float, lease: float) -> int:
     os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + wait
@@ -37,9 +39,12 @@ def hold(path: str, info: str, wait: float) -> int:
     os.write(fd, info.encode("utf-8"))
     os.fsync(fd)
     print(json.dumps({"locked": True}), flush=True)
-    sys.stdin.read()
-    return 0
+    stdin = sys.stdin.fileno()
+    while True:
+        ready, _, _ = select.select([stdin], [], [], lease)
+        if not ready or not os.read(stdin, 4096):
+            return 0
 
 
 if __name__ == "__main__":
-    sys.exit(hold(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+    sys.exit(hold(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))

@@ -3,6 +3,7 @@ process open (the host lock), forward a port (the JetStream API on the broker)."
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -31,13 +32,38 @@ class Completed:
 
 
 class Held(ABC):
-    """A process kept running on the host until `close()` (or until fleetctl dies)."""
+    """A process kept running on the host until `close()` (or until fleetctl dies).
+
+    `keep_alive` sends it a byte every `interval` seconds from a background thread, so the
+    process can tell a live fleetctl from a broken network (see hostside/lock.py)."""
+
+    _stop: threading.Event | None = None
 
     @abstractmethod
     def readline(self) -> bytes: ...
 
     @abstractmethod
-    def close(self) -> None: ...
+    def send(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    def keep_alive(self, interval: float) -> None:
+        stop = self._stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.send(b".")
+                except (OSError, EOFError):
+                    return
+
+        threading.Thread(target=beat, daemon=True).start()
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        self._close()
 
 
 LineHandler = Callable[[bytes], None]

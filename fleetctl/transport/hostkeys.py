@@ -7,8 +7,8 @@ read. An unknown host is refused like a changed one: fleetctl never learns keys 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-from collections.abc import Iterable
 from pathlib import Path
 
 import paramiko
@@ -32,7 +32,9 @@ def parse_key_line(line: str) -> paramiko.PKey:
     return paramiko.PKey.from_type_string(kind, base64.b64decode(data))
 
 
-def load_known_hosts(paths: Iterable[str]) -> paramiko.HostKeys:
+@functools.cache
+def load_known_hosts(paths: tuple[str, ...]) -> paramiko.HostKeys:
+    """Read once per run, however many hosts: parsing a long known_hosts per host is slow."""
     keys = paramiko.HostKeys()
     for raw in paths:
         path = Path(raw).expanduser()
@@ -46,14 +48,3 @@ def pinned_keys(name: str, line: str) -> paramiko.HostKeys:
     key = parse_key_line(line)
     keys.add(name, key.get_name(), key)
     return keys
-
-
-def expected_line(keys: paramiko.HostKeys, name: str) -> str | None:
-    """The first key known for `name` as an authorized_keys-style line, for the tunnel's
-    known_hosts on worker hosts."""
-    found = keys.lookup(name)
-    if not found:
-        return None
-    kind = next(iter(found.keys()))
-    key = found[kind]
-    return f"{key.get_name()} {key.get_base64()}"

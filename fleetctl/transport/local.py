@@ -26,7 +26,12 @@ class LocalHeld(Held):
         assert self._proc.stdout is not None
         return self._proc.stdout.readline()
 
-    def close(self) -> None:
+    def send(self, data: bytes) -> None:
+        if self._proc.stdin:
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+
+    def _close(self) -> None:
         if self._proc.stdin:
             self._proc.stdin.close()
         try:

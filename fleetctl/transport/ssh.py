@@ -44,7 +44,10 @@ class SshHeld(Held):
         line: bytes = self._out.readline()
         return line
 
-    def close(self) -> None:
+    def send(self, data: bytes) -> None:
+        self._channel.sendall(data)
+
+    def _close(self) -> None:
         with contextlib.suppress(OSError, EOFError):
             self._channel.shutdown_write()
         self._channel.close()
@@ -82,13 +85,11 @@ class SshTransport(Transport):
             paths = list(known_hosts) or (
                 configured.split() if configured else list(hostkeys.DEFAULT_KNOWN_HOSTS)
             )
-            keys = hostkeys.load_known_hosts(paths)
+            keys = hostkeys.load_known_hosts(tuple(paths))
             self.key_source = "known_hosts (" + ", ".join(paths) + ")"
-        self.known = keys
         host_keys = client.get_host_keys()
-        for entry_name in keys:
-            for kind, key in keys[entry_name].items():
-                host_keys.add(entry_name, kind, key)
+        for kind, key in (keys.lookup(self._lookup_name) or {}).items():
+            host_keys.add(self._lookup_name, kind, key)
         self._open()
         self._detect_dead_peers()
 
@@ -243,6 +244,8 @@ class SshTransport(Transport):
             yield int(listener.getsockname()[1])
         finally:
             stop.set()
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes accept() at once
             listener.close()
             acceptor.join(timeout=2)
 

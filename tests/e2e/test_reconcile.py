@@ -179,17 +179,27 @@ def test_an_unreachable_host_fails_alone_and_the_next_apply_finishes(fleet_env: 
     )
     fleet_env.write()
     node2 = fleet_env.net.hosts[NODES[1]]
-    node2.set_reachable(False)
+    # Connected, locked and observed; the broker goes first (a new consumer), and while it
+    # does, worker-node-2 drops off the network.
+    proc = fleet_env.popen("apply", "--all", "--issue-creds", "--yes")
+    assert proc.stdout is not None
     try:
-        done = fleet_env.fleetctl("apply", "--all", "--issue-creds", "--yes")
+        for line in proc.stdout:
+            if line.startswith("Plan:"):
+                node2.set_reachable(False)
+                break
+        out, err = proc.communicate(timeout=120)
     finally:
         node2.set_reachable(True)
-    assert done.returncode == 1
-    assert NODES[1] in done.stderr and "failed" in done.stderr
+    assert proc.returncode == 1, out + err
+    assert f"{NODES[1]}: FAILED" in err
+    assert f"{NODES[0]}: ok" in err and f"{BROKER}: ok" in err
     assert "claude-sonnet-4-6" in fleet_env.sh(
         NODES[0], "cat /etc/systemd/system/cc-b-poller.service"
     )
-    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    # worker-node-2 never saw the first apply's connection close: its lock lapses once the
+    # heartbeats stop (LEASE), which --lock-wait covers.
+    done = fleet_env.fleetctl("apply", "--all", "--yes", "--lock-wait", "45")
     assert done.returncode == 0, done.stdout + done.stderr
     assert fleet_env.active(NODES[1], "cmd-e-poller.service")
     assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
@@ -219,7 +229,15 @@ def test_two_applies_do_not_overlap(fleet_env: FleetEnv) -> None:
     holder = subprocess.Popen(
         fleet_env.net.ssh_argv(
             BROKER,
-            ["python3", "-c", shlex.quote(source("lock")), LOCK_FILE, shlex.quote(info), "0"],
+            [
+                "python3",
+                "-c",
+                shlex.quote(source("lock")),
+                LOCK_FILE,
+                shlex.quote(info),
+                "0",
+                "600",
+            ],
         ),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

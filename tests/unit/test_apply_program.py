@@ -104,7 +104,7 @@ def test_a_new_poller_version_restarts_every_poller_but_not_the_tunnel() -> None
 def test_an_orphan_is_stopped_before_and_removed_after_the_new_files() -> None:
     s = state()
     seen = converged(s)
-    orphan = {
+    orphan: dict[str, dict[str, object]] = {
         "unit old-poller.service": {"enabled": True, "active": True},
         "file /etc/systemd/system/old-poller.service": {},
         "user fleet-old": {"home": "/var/lib/fleet/old"},

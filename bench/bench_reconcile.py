@@ -1,0 +1,408 @@
+"""Live plan and apply against simulated SSH hosts: 1 broker-host + 20 worker hosts with
+5 workers each (100 `llm: command` workers running the stand-in CLI).
+
+Run: .venv/bin/python bench/bench_reconcile.py [--hosts 20] [--per-host 5] [--rounds 5]
+Needs root (network namespaces, overlay mounts, sshd: see tests/support/simhosts.py); without
+it the bench says why and exits 0, as the e2e tests skip.
+
+Measures, each as the real `fleetctl` command run inside the simulated LAN:
+1. the first `fleetctl apply --all --issue-creds --yes` (wall time; recorded, no target);
+2. a no-op `fleetctl plan --detailed-exitcode`, --rounds times, with --parallel 10 (the
+   default) and 20. Target: median at most 1.5 s;
+3. a no-op `fleetctl apply --all --yes`, --rounds times. Target: median at most 1.5 s.
+Both no-ops must print "No changes" and exit 0, or the bench fails. Exits 1 if a target is
+missed. Beside the wall time: the CPU time of the fleetctl process and of the whole machine
+during the command (the simulated hosts' sshd, agent and systemctl run on the same cores).
+`--breakdown` also runs one no-op plan and one no-op apply with timers around each phase (this
+file's `--traced` mode) and sums `python -X importtime` by package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e.fleet_env import (
+    BROKER,
+    STANDIN,
+    STANDIN_FILES,
+    FleetEnv,
+    prepare_wheelhouse,
+    worker,
+)
+from tests.support.simhosts import SimHost, SimNet, skip_reason
+
+TARGET_S = 1.5
+NO_CHANGES = "No changes."
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def node_name(i: int) -> str:
+    return f"node-{i:02d}"
+
+
+def install_standins(host: SimHost) -> None:
+    """As fleet_env.install_standins, for any worker host (that one covers its NODES only)."""
+    for target, source in STANDIN_FILES.items():
+        text = (STANDIN / source).read_text()
+        text = text.replace('"$(dirname "$0")/standin.py"', "/usr/local/lib/standin/standin.py")
+        host.write_file(target, text, mode=0o755)
+
+
+class BenchFleet(FleetEnv):
+    """FleetEnv with any number of worker hosts (FleetEnv.write lists fleet_env.NODES)."""
+
+    nodes: list[str]
+
+    def write(self) -> None:
+        broker = self.net.hosts[BROKER]
+        hosts = [{"name": BROKER, "address": broker.address, "roles": ["broker-host"]}]
+        hosts += [
+            {"name": n, "address": self.net.hosts[n].address, "roles": ["worker-host"]}
+            for n in self.nodes
+        ]
+        self.servers_path.write_text(yaml.safe_dump({"version": 1, "servers": hosts}))
+        fleet = {
+            "version": 1,
+            "nats": {"ack_wait": "30s"},
+            "creds": {"stores_dir": "nsc/stores", "keys_dir": "nsc/keys"},
+            "defaults": {"task_timeout": "2m"},
+            "workers": self.workers,
+        }
+        self.fleet_path.write_text(yaml.safe_dump(fleet, sort_keys=False))
+
+
+@contextmanager
+def fleet_on_simhosts(workdir: Path, n_hosts: int, per_host: int) -> Iterator[BenchFleet]:
+    nodes = [node_name(i) for i in range(1, n_hosts + 1)]
+    with SimNet(workdir / "net", [BROKER, *nodes]) as net:
+        for name in nodes:
+            install_standins(net.hosts[name])
+        workers = [
+            worker(f"w{i:02d}-{j}", name)
+            for i, name in enumerate(nodes, start=1)
+            for j in range(1, per_host + 1)
+        ]
+        env = BenchFleet(net, workdir, workers)
+        env.nodes = nodes
+        env.write()
+        yield env
+
+
+# ---- measuring -------------------------------------------------------------------------
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / TICK
+
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float  # the fleetctl process (and its children)
+    machine: float  # every process on the machine, simulated hosts included
+    done: subprocess.CompletedProcess[str]
+
+
+def timed(env: FleetEnv, *args: str) -> Run:
+    before, m0 = os.times(), machine_cpu()
+    start = time.perf_counter()
+    done = env.fleetctl(*args, timeout=900)
+    wall = time.perf_counter() - start
+    after, m1 = os.times(), machine_cpu()
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return Run(wall, cpu, m1 - m0, done)
+
+
+def check_noop(what: str, done: subprocess.CompletedProcess[str]) -> None:
+    text = done.stdout + done.stderr
+    if done.returncode != 0 or NO_CHANGES not in done.stdout:
+        sys.exit(f"bench_reconcile: `{what}` was not a no-op (exit {done.returncode}):\n{text}")
+
+
+@dataclass
+class Row:
+    label: str
+    runs: list[Run] = field(default_factory=list)
+    target: float | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(r.wall for r in self.runs)
+
+    @property
+    def ok(self) -> bool:
+        return self.target is None or self.median <= self.target
+
+    def line(self) -> str:
+        walls = [r.wall for r in self.runs]
+        cpu = statistics.median(r.cpu for r in self.runs)
+        machine = statistics.median(r.machine for r in self.runs)
+        target = (
+            "-" if self.target is None else f"<= {self.target}: {'ok' if self.ok else 'MISSED'}"
+        )
+        return (
+            f"{self.label:<38} {len(walls):>2} {min(walls):>7.3f} {self.median:>7.3f} "
+            f"{max(walls):>7.3f} {cpu:>8.2f} {machine:>8.2f}  {target}"
+        )
+
+
+HEADER = (
+    f"{'command':<38} {'n':>2} {'min s':>7} {'med s':>7} {'max s':>7} "
+    f"{'cpu s':>8} {'mach s':>8}  target (median)"
+)
+
+
+def noop_rounds(env: FleetEnv, label: str, n: int, *args: str) -> Row:
+    row = Row(label, target=TARGET_S)
+    for _ in range(n):
+        run = timed(env, *args)
+        check_noop("fleetctl " + " ".join(args), run.done)
+        row.runs.append(run)
+    return row
+
+
+def lan_overhead(net: SimNet, n: int = 5) -> float:
+    """What `ip netns exec LAN` plus interpreter start-up costs alone (median seconds)."""
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        subprocess.run(net.lan_argv([sys.executable, "-c", "pass"]), check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine() -> str:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return (
+        f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+# ---- --breakdown: phase timers inside one fleetctl run ---------------------------------
+
+PHASES = {
+    "open_one": "phase: connect (+ lock) every host",
+    "observe_one": "phase: observe every host",
+}
+
+
+def traced_fleetctl(argv: list[str]) -> None:
+    """Run fleetctl's CLI in this process with timers around its phases; print them to
+    stderr as one JSON line (`TRACE {...}`) at exit. Started with `--traced` by `breakdown`."""
+    import atexit
+    import threading
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    import fleetctl.cli.main as cli_main
+
+    t_import, c_import = time.perf_counter() - t0, time.process_time() - c0
+    from fleetctl import credentials, facts, natsapi, reconcile, tunnelkeys
+    from fleetctl.cli import apply as cli_apply
+    from fleetctl.cli import context
+    from fleetctl.cli import plan as cli_plan
+
+    # (label, host, start, end, process CPU used meanwhile: meaningful for main-thread phases)
+    spans: list[tuple[str, str, float, float, float]] = []
+    guard = threading.Lock()
+
+    def wrap(owner: Any, attr: str, label: str, host_arg: int | None = None) -> None:
+        inner: Callable[..., Any] = getattr(owner, attr)
+
+        def timer(*a: Any, **k: Any) -> Any:
+            start, cpu = time.perf_counter(), time.process_time()
+            try:
+                return inner(*a, **k)
+            finally:
+                name = label
+                host = ""
+                if host_arg is not None and len(a) > host_arg:
+                    h = getattr(a[host_arg], "host", a[host_arg])  # a Session has .host
+                    host = str(getattr(h, "name", h))
+                if attr == "_parallel" and len(a) > 1:
+                    name = PHASES.get(getattr(a[1], "__name__", ""), "phase: apply every host")
+                end = time.perf_counter()
+                with guard:
+                    spans.append((name, host, start - t0, end - t0, time.process_time() - cpu))
+
+        setattr(owner, attr, timer)
+
+    wrap(context.AppContext, "fleet", "load + validate YAML")
+    wrap(tunnelkeys, "ensure", "tunnel keys")
+    wrap(credentials, "plan_inputs", "credential store (plan inputs)")
+    wrap(reconcile, "local_versions", "local versions (nats-server -v)")
+    wrap(reconcile, "desired_state", "desired state (render units)")
+    wrap(reconcile, "_parallel", "phase")
+    wrap(reconcile, "connect", "  SSH connect + auth", 0)
+    wrap(reconcile, "take_lock", "  take the apply lock", 0)
+    wrap(facts, "observe", "  agent observe round trip", 0)
+    wrap(reconcile, "_with_nats", "  NATS API via the SSH forward", 2)
+    wrap(natsapi, "observe", "    of which natsapi.observe")
+    wrap(reconcile, "make_plan", "diff (make_plan)")
+    wrap(cli_plan, "print_plan", "print the plan (rich)")
+    wrap(cli_apply, "print_plan", "print the plan (rich)")
+    wrap(reconcile.Fleetview, "close", "close sessions (and locks)")
+
+    def report() -> None:
+        total, cpu = time.perf_counter() - t0, time.process_time() - c0
+        trace = {"import": [t_import, c_import], "total": [total, cpu], "spans": spans}
+        print("TRACE " + json.dumps(trace), file=sys.stderr)
+
+    atexit.register(report)
+    sys.argv = ["fleetctl", *argv]
+    cli_main.main()
+
+
+def trace_table(trace: dict[str, Any], startup: float, wall: float) -> list[str]:
+    by: dict[str, list[tuple[str, float, float, float]]] = defaultdict(list)
+    for label, host, start, end, cpu in trace["spans"]:
+        by[label].append((host, start, end, cpu))
+    lines = [
+        f"  {'':<40} {'calls':>5} {'span s':>7} {'sum s':>7} {'cpu s':>6} "
+        f"{'ms/call min/med/max':>21}",
+        f"  {'ip netns exec + interpreter start-up':<40} {1:>5} {startup:>7.3f}",
+        f"  {'import fleetctl.cli.main':<40} {1:>5} {trace['import'][0]:>7.3f} "
+        f"{trace['import'][0]:>7.3f} {trace['import'][1]:>6.2f}",
+    ]
+    for label in sorted(by, key=lambda k: min(s for _, s, _, _ in by[k])):
+        spans = by[label]
+        durations = sorted(e - s for _, s, e, _ in spans)
+        span = max(e for _, _, e, _ in spans) - min(s for _, s, _, _ in spans)
+        per_host = any(h for h, _, _, _ in spans)
+        cpu = "" if per_host else f"{sum(c for _, _, _, c in spans):.2f}"
+        per = (
+            f"{durations[0] * 1e3:.0f} / {statistics.median(durations) * 1e3:.0f} / "
+            f"{durations[-1] * 1e3:.0f}"
+        )
+        lines.append(
+            f"  {label:<40} {len(spans):>5} {span:>7.3f} {sum(durations):>7.3f} {cpu:>6} {per:>21}"
+        )
+    total, cpu = trace["total"]
+    lines.append(
+        f"  {'in process, from the first import':<40} {'':>5} {total:>7.3f} {'':>7} {cpu:>6.2f}"
+    )
+    lines.append(f"  {'wall, as the bench sees it':<40} {'':>5} {wall:>7.3f}")
+    return lines
+
+
+def breakdown(env: FleetEnv, startup: float, *args: str) -> list[str]:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--traced", *args]
+    start = time.perf_counter()
+    done = subprocess.run(
+        env.net.lan_argv(argv), capture_output=True, text=True, env=env.env(), timeout=300
+    )
+    wall = time.perf_counter() - start
+    check_noop("fleetctl " + " ".join(args) + " (traced)", done)
+    line = next(x for x in done.stderr.splitlines() if x.startswith("TRACE "))
+    title = f"traced `fleetctl {' '.join(args)}` (span: first start to last end):"
+    return [title, *trace_table(json.loads(line[6:]), startup, wall)]
+
+
+def import_times(top: int = 10) -> list[str]:
+    """`python -X importtime -c 'import fleetctl.cli.main'`, self time summed by package."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import fleetctl.cli.main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    self_us: dict[str, int] = defaultdict(int)
+    for line in done.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) != 3 or not parts[0].strip().isdigit():
+            continue
+        self_us[parts[2].strip().split(".")[0]] += int(parts[0])
+    total = sum(self_us.values())
+    ranked = sorted(self_us.items(), key=lambda kv: -kv[1])[:top]
+    return [
+        f"python -X importtime -c 'import fleetctl.cli.main': {total / 1e6:.3f} s in all; "
+        "self time by package:",
+        "  " + ", ".join(f"{name} {us / 1e3:.0f} ms" for name, us in ranked),
+    ]
+
+
+# ---- main ------------------------------------------------------------------------------
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--hosts", type=int, default=20, help="worker hosts (plus one broker-host)")
+    p.add_argument("--per-host", type=int, default=5, help="workers on each worker host")
+    p.add_argument("--rounds", type=int, default=5, help="runs of each no-op command")
+    p.add_argument("--breakdown", action="store_true", help="also time the phases of one run")
+    args = p.parse_args()
+    reason = skip_reason()
+    if reason is not None:
+        print(f"bench_reconcile: skipped: {reason}")
+        return 0
+    prepare_wheelhouse()
+    rows: list[Row] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
+        start = time.perf_counter()
+        with fleet_on_simhosts(Path(tmp), args.hosts, args.per_host) as env:
+            boot = time.perf_counter() - start
+            first = timed(env, "apply", "--all", "--issue-creds", "--yes")
+            if first.done.returncode != 0:
+                sys.exit(f"bench_reconcile: the first apply failed:\n{first.done.stderr}")
+            rows.append(Row("first apply --all --issue-creds --yes", [first]))
+            for parallel in ("10", "20"):
+                plan = ("plan", "--detailed-exitcode", "--parallel", parallel)
+                label = f"no-op plan --parallel {parallel}"
+                rows.append(noop_rounds(env, label, args.rounds, *plan))
+            label = "no-op apply --all --yes"
+            rows.append(noop_rounds(env, label, args.rounds, "apply", "--all", "--yes"))
+            startup = lan_overhead(env.net)
+            notes.append(f"`ip netns exec` + interpreter start-up alone: {startup:.3f} s")
+            if args.breakdown:
+                notes += breakdown(env, startup, "plan", "--detailed-exitcode")
+                notes += breakdown(env, startup, "apply", "--all", "--yes")
+                notes += import_times()
+    print(
+        f"fleet: {args.hosts * args.per_host} workers (llm: command) on {args.hosts} worker "
+        f"hosts + 1 broker-host; simulated hosts booted in {boot:.1f} s"
+    )
+    print(f"machine: {machine()}")
+    print("cpu s: the fleetctl process; mach s: the whole machine (medians)")
+    print(HEADER)
+    for row in rows:
+        print(row.line())
+    for line in notes:
+        print(line)
+    ok = all(row.ok for row in rows)
+    print(f"targets (median of {args.rounds} <= {TARGET_S} s): {'OK' if ok else 'MISSED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--traced"]:
+        traced_fleetctl(sys.argv[2:])
+    else:
+        raise SystemExit(main())
