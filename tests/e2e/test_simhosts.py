@@ -81,6 +81,13 @@ def test_an_unknown_host_key_is_refused(net: SimNet) -> None:
     client.close()
 
 
+def same_as_the_replacement(conn: Any, units: str) -> None:
+    """The harness's fast `is-active` answers what docker-systemctl-replacement answers."""
+    fast = sh(conn, f"systemctl is-active {units}")
+    full = sh(conn, f"SIMHOSTS_FULL_SYSTEMCTL=1 systemctl is-active {units}")
+    assert (fast.stdout, fast.exited) == (full.stdout, full.exited)
+
+
 def test_systemd_unit_lifecycle(net: SimNet) -> None:
     host = net.hosts[W1]
     conn = net.connect(W1)
@@ -106,6 +113,7 @@ def test_systemd_unit_lifecycle(net: SimNet) -> None:
         assert host.file("/etc/systemd/system/multi-user.target.wants/x.service").is_symlink()
         assert sh(conn, "systemctl is-active x.service").stdout.strip() == "active"
         assert sh(conn, "systemctl is-enabled x.service").stdout.strip() == "enabled"
+        same_as_the_replacement(conn, "x.service")
 
         # several units in one call
         r = sh(conn, "systemctl is-active x.service nope.service")
@@ -130,6 +138,8 @@ def test_systemd_unit_lifecycle(net: SimNet) -> None:
 
         assert sh(conn, "systemctl disable --now x.service").ok
         assert sh(conn, "systemctl is-active x.service").stdout.strip() == "inactive"
+        same_as_the_replacement(conn, "x.service")
+        same_as_the_replacement(conn, "x.service nope.service")
         assert sh(conn, "systemctl is-enabled x.service").stdout.strip() == "disabled"
         assert "svc1" not in sh(conn, "ps -eo user=").stdout.split()
     finally:

@@ -188,13 +188,68 @@ _SYSTEMCTL_PATCHES = (
                         yield name, value""",
     ),
 )
-_SYSTEMCTL_WRAPPER = f"""#!{HOST_PYTHON} -S
+# `systemctl is-active` for plain services answered from the status files the replacement
+# itself writes (/run/<unit>.status: ActiveState, else MainPID), without importing its 7,000
+# lines (60 ms of CPU per call, which on 21 hosts sharing 2 cores dominated the reconcile
+# bench). Anything else, or SIMHOSTS_FULL_SYSTEMCTL=1, goes to the replacement; the
+# lifecycle self-test checks both give the same answers.
+_FAST_IS_ACTIVE = """
+def _fast_is_active(units):
+    states = []
+    for unit in units:
+        path = "/etc/systemd/system/" + unit
+        if unit.startswith("-") or "/" in unit or not unit.endswith(".service"):
+            return None
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            if "PIDFile=" in f.read():
+                return None
+        status = {}
+        try:
+            with open("/run/" + unit + ".status") as f:
+                for line in f:
+                    cut = min(i for i in (line.find(":"), line.find("="), len(line)) if i >= 0)
+                    if line[:cut].strip():
+                        status[line[:cut].strip()] = line[cut + 1 :].strip()
+        except FileNotFoundError:
+            pass
+        if status.get("ActiveState"):
+            states.append(status["ActiveState"])
+            continue
+        pid = status.get("MainPID")
+        if not pid:
+            states.append("inactive")
+            continue
+        try:
+            with open("/proc/" + pid + "/stat") as f:
+                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except (FileNotFoundError, IndexError):
+            zombie = True
+        states.append("failed" if zombie else "active")
+    return states
+
+
+_FULL = os.environ.get("SIMHOSTS_FULL_SYSTEMCTL")
+if sys.argv[1:2] == ["is-active"] and len(sys.argv) > 2 and not _FULL:
+    _found = _fast_is_active(sys.argv[2:])
+    if _found is not None:
+        print("\\n".join(_found))
+        sys.exit(0 if all(s == "active" for s in _found) else 3)
+"""
+_SYSTEMCTL_WRAPPER = (
+    f"""#!{HOST_PYTHON} -S
 # docker-systemctl-replacement, imported so that its bytecode is cached (saves ~70 ms a call)
+import os
 import sys
+"""
+    + _FAST_IS_ACTIVE
+    + """
 sys.path.insert(0, "/usr/lib/simhosts")
 import systemctl3
 sys.exit(systemctl3.main())
 """
+)
 
 _JOURNALCTL = f"""#!{HOST_PYTHON} -S
 # simhosts: journalctl for services run by docker-systemctl-replacement, which appends their
