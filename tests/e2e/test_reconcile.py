@@ -93,6 +93,9 @@ def test_changing_a_model_restarts_only_that_worker(fleet_env: FleetEnv) -> None
     assert "~ file /etc/systemd/system/cc-b-poller.service" in text
     assert "~ unit cc-b-poller.service" in text and "restart: cc-b-poller.service changed" in text
     assert "Plan: 0 to add, 2 to change, 0 to destroy." in text
+    diff = [line.strip() for line in plan_lines(fleet_env, "--diff")[1].splitlines()]
+    assert any(line.startswith("-") and "claude-haiku-4-5" in line for line in diff), diff
+    assert any(line.startswith("+") and "claude-sonnet-4-6" in line for line in diff), diff
     done = fleet_env.fleetctl("apply", "--all", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert fleet_env.main_pid(NODES[0], "cc-b-poller.service") != target
@@ -158,7 +161,7 @@ def test_apply_worker_touches_nothing_outside_that_worker(fleet_env: FleetEnv) -
     fleet_env.set_worker("cc-b", model="claude-opus-4-1")
     fleet_env.set_worker("cmd-c", task_timeout="3m")
     pid_c = fleet_env.main_pid(NODES[0], "cmd-c-poller.service")
-    done = fleet_env.fleetctl("apply", "--worker", "cc-b", "--yes")
+    done = fleet_env.fleetctl("apply", "--worker", "cc-b", "--issue-creds", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "cmd-c" not in done.stdout
     assert fleet_env.main_pid(NODES[0], "cmd-c-poller.service") == pid_c
