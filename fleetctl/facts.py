@@ -16,7 +16,7 @@ from fleetctl import layout
 from fleetctl.desired import NATS_PACKAGE, POLLER_PACKAGE, HostState
 from fleetctl.hostside import source
 from fleetctl.plan import ObservedHost
-from fleetctl.transport.base import Transport, TransportError
+from fleetctl.transport.base import Held, Transport, TransportError
 
 VERSION_PROBES = {POLLER_PACKAGE: layout.POLLER_VERSION_FILE, NATS_PACKAGE: layout.NATS_BIN}
 MANIFEST = f"{layout.STATE_DIR}/manifest.json"
@@ -66,6 +66,17 @@ def observe(transport: Transport, req: Mapping[str, Any]) -> dict[str, Any]:
     except ValueError:
         raise TransportError(transport.name, "the host agent's answer was not JSON") from None
     return facts
+
+
+def observe_under_lock(lock: Held, host: str, req: Mapping[str, Any]) -> dict[str, Any]:
+    """The same observation, asked of the process that holds the host's apply lock."""
+    lock.send(json.dumps(req).encode() + b"\n")
+    line = lock.readline()
+    try:
+        answer: dict[str, Any] = json.loads(line)
+    except ValueError:
+        raise TransportError(host, "the host lock process stopped answering") from None
+    return answer
 
 
 def agent_failure(code: int, stderr: bytes) -> str:

@@ -88,8 +88,9 @@ def take_lock(transport: Transport, options: Options) -> Held:
             "command": options.command,
         }
     )
+    program = source("agent") + "\n" + source("lock")
     held = transport.hold(
-        ["python3", "-c", source("lock"), LOCK_FILE, info, str(options.lock_wait), str(LEASE)]
+        ["python3", "-I", "-S", "-c", program, LOCK_FILE, info, str(options.lock_wait), str(LEASE)]
     )
     line = held.readline()
     try:
@@ -197,7 +198,10 @@ def live_plan(
         session = sessions[name]
         try:
             req = facts.request(desired[name], with_contents=options.with_contents)
-            session.raw = facts.observe(session.transport, req)
+            if session.lock is not None:
+                session.raw = facts.observe_under_lock(session.lock, name, req)
+            else:
+                session.raw = facts.observe(session.transport, req)
             observed = facts.parse(session.raw)
             if session.host.is_broker:
                 observed = _with_nats(fleet, desired[name], session, observed)

@@ -1,10 +1,12 @@
 """fleetctl's host lock: held for as long as fleetctl's connection to the host lives.
 
-Run as `python3 -c SOURCE LOCKFILE INFO_JSON WAIT_SECONDS LEASE_SECONDS`. It takes an flock
-on LOCKFILE (waiting up to WAIT_SECONDS), records who holds it, prints one JSON line, then
-reads fleetctl's heartbeats on stdin. It exits, and the kernel drops the lock, when fleetctl
-closes the channel (done, or killed) or when no heartbeat came for LEASE_SECONDS (the network
-between them broke, which the host's sshd may not notice for hours).
+Run as `python3 -c SOURCE LOCKFILE INFO_JSON WAIT_SECONDS LEASE_SECONDS`, where SOURCE is the
+agent followed by this file. It takes an flock on LOCKFILE (waiting up to WAIT_SECONDS),
+records who holds it, prints one JSON line, then reads lines on stdin: an empty line is a
+heartbeat, a JSON line an observe request, answered with one JSON line (so an apply observes
+under its lock without starting a second process). It exits, and the kernel drops the lock,
+when fleetctl closes the channel (done, or killed) or when no heartbeat came for
+LEASE_SECONDS (the network between them broke, which the host's sshd may not notice for hours).
 """
 
 import fcntl
@@ -40,10 +42,19 @@ def hold(path: str, info: str, wait: float, lease: float) -> int:
     os.fsync(fd)
     print(json.dumps({"locked": True}), flush=True)
     stdin = sys.stdin.fileno()
+    pending = b""
     while True:
         ready, _, _ = select.select([stdin], [], [], lease)
-        if not ready or not os.read(stdin, 4096):
+        chunk = os.read(stdin, 1 << 16) if ready else b""
+        if not chunk:
             return 0
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if line.strip():
+                # `observe` comes from the agent, sent ahead of this file in the same program.
+                answer = globals()["observe"](json.loads(line))
+                print(json.dumps(answer, sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":

@@ -38,12 +38,18 @@ class Held(ABC):
     process can tell a live fleetctl from a broken network (see hostside/lock.py)."""
 
     _stop: threading.Event | None = None
+    _sending: threading.Lock
 
     @abstractmethod
     def readline(self) -> bytes: ...
 
     @abstractmethod
-    def send(self, data: bytes) -> None: ...
+    def _send(self, data: bytes) -> None: ...
+
+    def send(self, data: bytes) -> None:
+        """Whole writes only: the heartbeat thread and requests share the channel."""
+        with self._sending:
+            self._send(data)
 
     @abstractmethod
     def _close(self) -> None: ...
@@ -54,7 +60,7 @@ class Held(ABC):
         def beat() -> None:
             while not stop.wait(interval):
                 try:
-                    self.send(b".")
+                    self.send(b"\n")
                 except (OSError, EOFError):
                     return
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -21,12 +22,13 @@ from fleetctl.transport.base import (
 class LocalHeld(Held):
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self._proc = proc
+        self._sending = threading.Lock()
 
     def readline(self) -> bytes:
         assert self._proc.stdout is not None
         return self._proc.stdout.readline()
 
-    def send(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> None:
         if self._proc.stdin:
             self._proc.stdin.write(data)
             self._proc.stdin.flush()

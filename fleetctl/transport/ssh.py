@@ -38,13 +38,14 @@ logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 class SshHeld(Held):
     def __init__(self, channel: paramiko.Channel) -> None:
         self._channel = channel
+        self._sending = threading.Lock()
         self._out = channel.makefile("rb")
 
     def readline(self) -> bytes:
         line: bytes = self._out.readline()
         return line
 
-    def send(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> None:
         self._channel.sendall(data)
 
     def _close(self) -> None:
