@@ -179,6 +179,22 @@ class FleetEnv:
         done = subprocess.run(self.net.lan_argv(argv), capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr
 
+    def broker_accepts(self, creds: Path) -> bool:
+        """Does the broker let a client in with these credentials right now?"""
+        argv = [
+            sys.executable,
+            str(REPO / "tests" / "support" / "e2e_client.py"),
+            "--connect",
+            self.net.hosts[BROKER].address,
+            str(self.net.ssh_config),
+            str(creds),
+        ]
+        env = self.env()
+        env["PYTHONPATH"] = str(REPO)
+        done = subprocess.run(self.net.lan_argv(argv), capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip() == "accepted"
+
     def publisher_creds(self) -> Path:
         from fleetctl import credentials
         from fleetctl.config.loader import load_fleet

@@ -114,7 +114,14 @@ def test_consumer_drift_on_the_broker_shows_and_is_put_right(fleet_env: FleetEnv
     assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
 
 
-def test_disabling_a_worker_removes_it_and_revokes_its_creds(fleet_env: FleetEnv) -> None:
+def test_disabling_a_worker_removes_it_and_revokes_its_creds(
+    fleet_env: FleetEnv, tmp_path: Path
+) -> None:
+    old_creds = tmp_path / "cmd-d.creds"
+    old_creds.write_bytes(
+        fleet_env.net.hosts[NODES[1]].file("/etc/fleet/creds/cmd-d.creds").read_bytes()
+    )
+    assert fleet_env.broker_accepts(old_creds)
     fleet_env.set_worker("cmd-d", enabled=False)
     code, text = plan_lines(fleet_env, "--detailed-exitcode")
     assert code == 2, text
@@ -128,6 +135,7 @@ def test_disabling_a_worker_removes_it_and_revokes_its_creds(fleet_env: FleetEnv
     assert not fleet_env.exists(NODES[1], "/etc/fleet/creds/cmd-d.creds")
     assert fleet_env.active(NODES[1], "cmd-c-poller.service")
     assert fleet_env.revoked("cmd-d")
+    assert not fleet_env.broker_accepts(old_creds), "the running broker still lets cmd-d in"
     assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
 
 

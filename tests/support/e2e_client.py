@@ -3,7 +3,9 @@ results, print them as JSON. Run inside the simulated LAN (SimNet.lan_argv) by e
 
 usage: e2e_client.py BROKER_ADDRESS SSH_CONFIG PUBLISHER_CREDS TIMEOUT WORKER...
        e2e_client.py --drift BROKER_ADDRESS SSH_CONFIG ADMIN_CREDS CONSUMER ACK_WAIT_S
-(--drift changes a consumer's ack_wait behind fleetctl's back, as an operator might.)
+       e2e_client.py --connect BROKER_ADDRESS SSH_CONFIG CREDS
+(--drift changes a consumer's ack_wait behind fleetctl's back, as an operator might;
+--connect prints "accepted" or "refused" for a client presenting CREDS.)
 """
 
 from __future__ import annotations
@@ -75,7 +77,30 @@ def broker(address: str, ssh_config: str) -> SshTransport:
     return SshTransport("broker", address, user="root", port=22, ssh_config=Path(ssh_config))
 
 
+async def try_connect(url: str, creds: str) -> str:
+    async def quiet(_: Exception) -> None:
+        return None
+
+    try:
+        nc = await nats.connect(
+            url, user_credentials=creds, allow_reconnect=False, connect_timeout=5, error_cb=quiet
+        )
+    except Exception:
+        return "refused"
+    await nc.close()
+    return "accepted"
+
+
 def main() -> None:
+    if sys.argv[1] == "--connect":
+        address, ssh_config, creds = sys.argv[2:]
+        transport = broker(address, ssh_config)
+        try:
+            with transport.forward("127.0.0.1", 4222) as port:
+                print(asyncio.run(try_connect(f"nats://127.0.0.1:{port}", creds)))
+        finally:
+            transport.close()
+        return
     if sys.argv[1] == "--drift":
         address, ssh_config, creds, consumer, ack_wait = sys.argv[2:]
         transport = SshTransport(
