@@ -35,19 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.fleet_env import (
-    BROKER,
-    STANDIN,
-    STANDIN_FILES,
-    FleetEnv,
-    prepare_wheelhouse,
-    worker,
-)
-from tests.support.simhosts import SimHost, SimNet, skip_reason
+from tests.e2e.fleet_env import BROKER, FleetEnv, install_standins, prepare_wheelhouse, worker
+from tests.support.simhosts import SimNet, skip_reason
 
 TARGET_S = 1.5
 NO_CHANGES = "No changes."
@@ -58,50 +49,17 @@ def node_name(i: int) -> str:
     return f"node-{i:02d}"
 
 
-def install_standins(host: SimHost) -> None:
-    """As fleet_env.install_standins, for any worker host (that one covers its NODES only)."""
-    for target, source in STANDIN_FILES.items():
-        text = (STANDIN / source).read_text()
-        text = text.replace('"$(dirname "$0")/standin.py"', "/usr/local/lib/standin/standin.py")
-        host.write_file(target, text, mode=0o755)
-
-
-class BenchFleet(FleetEnv):
-    """FleetEnv with any number of worker hosts (FleetEnv.write lists fleet_env.NODES)."""
-
-    nodes: list[str]
-
-    def write(self) -> None:
-        broker = self.net.hosts[BROKER]
-        hosts = [{"name": BROKER, "address": broker.address, "roles": ["broker-host"]}]
-        hosts += [
-            {"name": n, "address": self.net.hosts[n].address, "roles": ["worker-host"]}
-            for n in self.nodes
-        ]
-        self.servers_path.write_text(yaml.safe_dump({"version": 1, "servers": hosts}))
-        fleet = {
-            "version": 1,
-            "nats": {"ack_wait": "30s"},
-            "creds": {"stores_dir": "nsc/stores", "keys_dir": "nsc/keys"},
-            "defaults": {"task_timeout": "2m"},
-            "workers": self.workers,
-        }
-        self.fleet_path.write_text(yaml.safe_dump(fleet, sort_keys=False))
-
-
 @contextmanager
-def fleet_on_simhosts(workdir: Path, n_hosts: int, per_host: int) -> Iterator[BenchFleet]:
-    nodes = [node_name(i) for i in range(1, n_hosts + 1)]
+def fleet_on_simhosts(workdir: Path, n_hosts: int, per_host: int) -> Iterator[FleetEnv]:
+    nodes = tuple(node_name(i) for i in range(1, n_hosts + 1))
     with SimNet(workdir / "net", [BROKER, *nodes]) as net:
-        for name in nodes:
-            install_standins(net.hosts[name])
+        install_standins(net, nodes)
         workers = [
             worker(f"w{i:02d}-{j}", name)
             for i, name in enumerate(nodes, start=1)
             for j in range(1, per_host + 1)
         ]
-        env = BenchFleet(net, workdir, workers)
-        env.nodes = nodes
+        env = FleetEnv(net, workdir, workers, nodes)
         env.write()
         yield env
 

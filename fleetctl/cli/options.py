@@ -21,7 +21,7 @@ host_option = click.option(
 )
 ssh_config_option = click.option(
     "--ssh-config",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     envvar="FLEETCTL_SSH_CONFIG",
     help="ssh_config to use instead of ~/.ssh/config.",
 )

@@ -59,6 +59,7 @@ class FleetEnv:
     net: SimNet
     dir: Path
     workers: list[dict[str, Any]] = field(default_factory=default_workers)
+    nodes: tuple[str, ...] = NODES  # the worker hosts, in servers.yaml order
 
     @property
     def fleet_path(self) -> Path:
@@ -73,7 +74,7 @@ class FleetEnv:
             {"name": BROKER, "address": self.net.hosts[BROKER].address, "roles": ["broker-host"]}
         ] + [
             {"name": n, "address": self.net.hosts[n].address, "roles": ["worker-host"]}
-            for n in NODES
+            for n in self.nodes
         ]
         self.servers_path.write_text(yaml.safe_dump({"version": 1, "servers": hosts}))
         fleet = {
@@ -140,23 +141,9 @@ class FleetEnv:
 
     def tasks_round_trip(self, workers: list[str], timeout: float = 60) -> dict[str, Any]:
         """Publish one task to each worker through a tunnel to the broker; their results."""
-        creds = self.publisher_creds()
-        argv = [
-            sys.executable,
-            str(REPO / "tests" / "support" / "e2e_client.py"),
-            self.net.hosts[BROKER].address,
-            str(self.net.ssh_config),
-            str(creds),
-            str(timeout),
-            *workers,
-        ]
-        env = self.env()
-        env["PYTHONPATH"] = str(REPO)
-        done = subprocess.run(
-            self.net.lan_argv(argv), capture_output=True, text=True, env=env, timeout=timeout + 30
+        found: dict[str, Any] = self._client(
+            "tasks", self.publisher_creds(), str(timeout), *workers, timeout=timeout + 30
         )
-        assert done.returncode == 0, done.stderr
-        found: dict[str, Any] = json.loads(done.stdout)
         return found
 
     def drift_consumer(self, consumer: str, ack_wait: int) -> None:
@@ -164,36 +151,29 @@ class FleetEnv:
         from fleetctl.reconcile import admin_creds
 
         admin = admin_creds(load_fleet(self.fleet_path, self.servers_path))
-        argv = [
-            sys.executable,
-            str(REPO / "tests" / "support" / "e2e_client.py"),
-            "--drift",
-            self.net.hosts[BROKER].address,
-            str(self.net.ssh_config),
-            str(admin),
-            consumer,
-            str(ack_wait),
-        ]
-        env = self.env()
-        env["PYTHONPATH"] = str(REPO)
-        done = subprocess.run(self.net.lan_argv(argv), capture_output=True, text=True, env=env)
-        assert done.returncode == 0, done.stderr
+        assert admin is not None
+        self._client("drift", admin, consumer, str(ack_wait))
 
     def broker_accepts(self, creds: Path) -> bool:
         """Does the broker let a client in with these credentials right now?"""
-        argv = [
-            sys.executable,
-            str(REPO / "tests" / "support" / "e2e_client.py"),
-            "--connect",
-            self.net.hosts[BROKER].address,
-            str(self.net.ssh_config),
-            str(creds),
-        ]
+        return bool(self._client("connect", creds) == "accepted")
+
+    def _client(self, mode: str, creds: Path, *args: str, timeout: float = 60) -> Any:
+        """tests/support/e2e_client.py in the LAN, as a NATS client of the broker."""
+        client = REPO / "tests" / "support" / "e2e_client.py"
+        address = self.net.hosts[BROKER].address
+        argv = [sys.executable, str(client), mode, address, str(self.net.ssh_config), str(creds)]
         env = self.env()
         env["PYTHONPATH"] = str(REPO)
-        done = subprocess.run(self.net.lan_argv(argv), capture_output=True, text=True, env=env)
+        done = subprocess.run(
+            self.net.lan_argv([*argv, *args]),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
         assert done.returncode == 0, done.stderr
-        return done.stdout.strip() == "accepted"
+        return json.loads(done.stdout)
 
     def publisher_creds(self) -> Path:
         from fleetctl import credentials
@@ -215,9 +195,9 @@ class FleetEnv:
         return records[worker_user(wid)].revoked
 
 
-def install_standins(net: SimNet) -> None:
+def install_standins(net: SimNet, nodes: tuple[str, ...] = NODES) -> None:
     """The stand-in CLIs go into each worker host's own filesystem."""
-    for name in NODES:
+    for name in nodes:
         host = net.hosts[name]
         for target, source in STANDIN_FILES.items():
             text = (STANDIN / source).read_text()

@@ -1,11 +1,10 @@
-"""Publish one task to each named worker through an SSH tunnel to the broker, wait for the
-results, print them as JSON. Run inside the simulated LAN (SimNet.lan_argv) by e2e tests.
+"""A NATS client of the simulated broker, through an SSH forward to it; run inside the
+simulated LAN (SimNet.lan_argv) by e2e tests. Prints its answer as JSON.
 
-usage: e2e_client.py BROKER_ADDRESS SSH_CONFIG PUBLISHER_CREDS TIMEOUT WORKER...
-       e2e_client.py --drift BROKER_ADDRESS SSH_CONFIG ADMIN_CREDS CONSUMER ACK_WAIT_S
-       e2e_client.py --connect BROKER_ADDRESS SSH_CONFIG CREDS
-(--drift changes a consumer's ack_wait behind fleetctl's back, as an operator might;
---connect prints "accepted" or "refused" for a client presenting CREDS.)
+usage: e2e_client.py MODE BROKER_ADDRESS SSH_CONFIG CREDS ARG...
+  tasks TIMEOUT WORKER...     publish one task to each worker, print their results
+  drift CONSUMER ACK_WAIT_S   change a consumer's ack_wait behind fleetctl's back
+  connect                     print "accepted" or "refused" for a client presenting CREDS
 """
 
 from __future__ import annotations
@@ -92,36 +91,21 @@ async def try_connect(url: str, creds: str) -> str:
 
 
 def main() -> None:
-    if sys.argv[1] == "--connect":
-        address, ssh_config, creds = sys.argv[2:]
-        transport = broker(address, ssh_config)
-        try:
-            with transport.forward("127.0.0.1", 4222) as port:
-                print(asyncio.run(try_connect(f"nats://127.0.0.1:{port}", creds)))
-        finally:
-            transport.close()
-        return
-    if sys.argv[1] == "--drift":
-        address, ssh_config, creds, consumer, ack_wait = sys.argv[2:]
-        transport = SshTransport(
-            "broker", address, user="root", port=22, ssh_config=Path(ssh_config)
-        )
-        try:
-            with transport.forward("127.0.0.1", 4222) as port:
-                asyncio.run(drift(f"nats://127.0.0.1:{port}", creds, consumer, int(ack_wait)))
-        finally:
-            transport.close()
-        return
-    address, ssh_config, creds, timeout, *workers = sys.argv[1:]
-    transport = SshTransport("broker", address, user="root", port=22, ssh_config=Path(ssh_config))
+    mode, address, ssh_config, creds, *args = sys.argv[1:]
+    transport = broker(address, ssh_config)
     try:
         with transport.forward("127.0.0.1", 4222) as port:
-            found = asyncio.run(
-                exchange(f"nats://127.0.0.1:{port}", creds, workers, float(timeout))
-            )
+            url = f"nats://127.0.0.1:{port}"
+            answer: Any
+            if mode == "tasks":
+                answer = asyncio.run(exchange(url, creds, args[1:], float(args[0])))
+            elif mode == "drift":
+                answer = asyncio.run(drift(url, creds, args[0], int(args[1])))
+            else:
+                answer = asyncio.run(try_connect(url, creds))
     finally:
         transport.close()
-    print(json.dumps(found))
+    print(json.dumps(answer))
 
 
 if __name__ == "__main__":
