@@ -98,6 +98,7 @@ async def _worker_happy_path(tmp_path: Path, storage: str) -> None:
             status = await admin.nc.subscribe(n.status("*"))
             await admin.nc.flush()
             await w1.nc.publish(n.status("w1"), b"idle")
+            await w1.nc.flush()  # sent before the wait starts, not whenever the flusher runs
             assert (await status.next_msg(timeout=OK_TIMEOUT)).data == b"idle"
 
             # the publisher reads results through its own consumer and by subject
