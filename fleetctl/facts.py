@@ -50,8 +50,10 @@ def request(state: HostState, *, with_contents: bool) -> dict[str, Any]:
 
 
 def agent_program(req: Mapping[str, Any]) -> bytes:
-    """The agent's source plus the call, sent on stdin: nothing secret on a command line."""
-    return (source("agent") + f"\nmain(json.loads({json.dumps(json.dumps(req))}))\n").encode()
+    """The agent's source plus the call, sent on stdin: nothing secret on a command line.
+    The request (JSON data: dicts, lists, strings, numbers, booleans, None) is written as a
+    Python literal, which the host's interpreter reads without a JSON parser."""
+    return (source("agent") + f"\nmain({dict(req)!r})\n").encode()
 
 
 AGENT_ARGV = ("python3", "-I", "-S", "-")  # isolated, no site: the stdlib is all it needs
