@@ -3,20 +3,20 @@
 Raw API requests (`$JS.API.*`), not nats.py's typed wrappers, so what is compared and sent
 is exactly `api_config()`: no unit conversions in between. This is the NATS edge; the
 decisions are in plan.py.
+
+nats.py and asyncio are imported where they are used: together they are a tenth of
+fleetctl's start-up, and a live plan needs them only in the broker's thread, where the
+import overlaps the other hosts' round trips.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import nats
-from nats.errors import AuthorizationError, NoServersError
-from nats.errors import Error as NatsError
+from typing import Any, TypeVar
 
 from fleetctl.natsaccess import ADMIN_INBOX_PREFIX
 from fleetctl.natsresources import ConsumerSpec, StreamSpec
@@ -27,6 +27,25 @@ TIMEOUT = 5.0
 
 class NatsApiError(Exception):
     pass
+
+
+class NatsUnreachable(NatsApiError):
+    """Nothing answers at the broker's NATS address (yet)."""
+
+
+T = TypeVar("T")
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
+    return asyncio.run(coroutine)
+
+
+async def _pause() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.2)
 
 
 @dataclass(frozen=True)
@@ -56,7 +75,16 @@ async def _connect(url: str, creds: Path | None) -> Any:
         return None
 
     opts["error_cb"] = quiet
-    return await nats.connect(**opts)
+    import nats
+    from nats.errors import AuthorizationError, NoServersError
+    from nats.errors import Error as NatsError
+
+    try:
+        return await nats.connect(**opts)
+    except AuthorizationError:
+        raise NatsApiError("the broker refused fleetctl's admin credentials") from None
+    except (NoServersError, OSError, TimeoutError, NatsError) as e:
+        raise NatsUnreachable(f"nothing answers at {url}: {type(e).__name__}") from None
 
 
 async def _request(nc: Any, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -85,9 +113,7 @@ async def _observe(
     wanted = {c.key: c.api_config() for c in consumers}
     try:
         nc = await _connect(url, creds)
-    except AuthorizationError:
-        raise NatsApiError("the broker refused fleetctl's admin credentials") from None
-    except (NoServersError, OSError, TimeoutError, NatsError):
+    except NatsUnreachable:
         # Nothing listening yet (a bare broker): everything is still to be created.
         return NatsObservation({}, frozenset(), reachable=False)
     try:
@@ -135,7 +161,7 @@ def observe(
 ) -> NatsObservation:
     """Streams by name, and every consumer on the task stream; `managed` holds the consumers
     fleetctl would have made (durable name with the worker prefix)."""
-    return asyncio.run(_observe(url, creds, streams, consumers, consumer_stream, prefix))
+    return _run(_observe(url, creds, streams, consumers, consumer_stream, prefix))
 
 
 @dataclass(frozen=True)
@@ -182,17 +208,16 @@ def apply(url: str, creds: Path | None, changes: Sequence[NatsChange]) -> None:
     ordered = sorted(
         changes, key=lambda c: (c.action == "delete", order.get(c.key.split(" ")[0], 2))
     )
-    asyncio.run(_apply(url, creds, ordered))
+    _run(_apply(url, creds, ordered))
 
 
 async def _wait_ready(url: str, creds: Path | None, seconds: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while loop.time() < deadline:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
             nc = await _connect(url, creds)
-        except Exception:
-            await asyncio.sleep(0.2)
+        except NatsApiError:
+            await _pause()
             continue
         try:
             reply = await _request(nc, f"{API}.INFO")
@@ -202,10 +227,10 @@ async def _wait_ready(url: str, creds: Path | None, seconds: float) -> bool:
             pass
         finally:
             await nc.close()
-        await asyncio.sleep(0.2)
+        await _pause()
     return False
 
 
 def wait_ready(url: str, creds: Path | None, seconds: float = 15.0) -> bool:
     """After nats-server (re)starts: is JetStream answering yet?"""
-    return asyncio.run(_wait_ready(url, creds, seconds))
+    return _run(_wait_ready(url, creds, seconds))

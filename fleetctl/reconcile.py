@@ -35,6 +35,8 @@ from fleetctl.transport.ssh import SshTransport
 LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
 LOCK_FILE = f"{layout.STATE_DIR}/apply.lock"
 LEASE = 20  # seconds without a heartbeat after which a host drops an apply's lock
+# Stands in for an unpinned broker's SSH key until it is seen (see live_plan): never written.
+SOME_BROKER_KEY = "ssh-ed25519 not-yet-seen"
 
 
 @dataclass(frozen=True)
@@ -148,18 +150,34 @@ def live_plan(
     *,
     lock: bool,
 ) -> Fleetview:
-    """Connect (and lock) every selected host in parallel, observe, diff."""
+    """Connect, lock and observe every selected host, each in its own thread; then diff."""
     worker_hosts = [h.name for h in fleet.hosts if h.is_worker_host and not h.is_broker]
     keys = tunnelkeys.ensure(fleet, worker_hosts)
     inputs = credentials.plan_inputs(fleet)
     versions = local_versions()
-    draft = desired_state(fleet, auth_config=inputs.auth_config, creds=inputs.creds)
-    names = _targets(fleet, draft, selection)
+    broker = fleet.broker
+
+    def render(broker_key: str | None) -> dict[str, HostState]:
+        return desired_state(
+            fleet,
+            auth_config=inputs.auth_config,
+            creds=inputs.creds,
+            versions=versions,
+            tunnel_keys=keys,
+            broker_key=broker_key,
+        )
+
+    # What to observe depends on whether the broker's SSH key is known (the tunnels'
+    # known_hosts), not on the key itself, which an unpinned broker only shows when
+    # connected. Rendering with some key first lets every host be observed as soon as it
+    # is connected; the final render below uses the key the broker presented.
+    shape = render(broker.host_key or SOME_BROKER_KEY)
+    names = _targets(fleet, shape, selection)
     sessions: dict[str, Session] = {}
     errors: dict[str, str] = {}
     guard = threading.Lock()
 
-    def open_one(name: str) -> None:
+    def visit(name: str) -> None:
         host = fleet.host(name)
         try:
             transport = connect(host, options)
@@ -171,48 +189,30 @@ def live_plan(
         try:
             if lock:
                 session.lock = take_lock(transport, options)
-        except TransportError as e:
-            transport.close()
+            req = facts.request(shape[name], with_contents=options.with_contents)
+            if session.lock is not None:
+                session.raw = facts.observe_under_lock(session.lock, name, req)
+            else:
+                session.raw = facts.observe(transport, req)
+            observed = facts.parse(session.raw)
+            if host.is_broker:
+                observed = _with_nats(fleet, shape[name], session, observed)
+            session.observed = observed
+        except (TransportError, natsapi.NatsApiError) as e:
+            session.close()
             with guard:
-                errors[name] = e.message
+                errors[name] = str(e).removeprefix(f"{name}: ")
             return
         with guard:
             sessions[name] = session
 
-    _parallel(names, open_one, options.parallel)
-    broker = fleet.broker
+    _parallel(names, visit, options.parallel)
     broker_key = broker.host_key
     if broker_key is None and broker.name in sessions:
         transport = sessions[broker.name].transport
         if isinstance(transport, SshTransport):
             broker_key = transport.presented_key_line
-    desired = desired_state(
-        fleet,
-        auth_config=inputs.auth_config,
-        creds=inputs.creds,
-        versions=versions,
-        tunnel_keys=keys,
-        broker_key=broker_key,
-    )
-
-    def observe_one(name: str) -> None:
-        session = sessions[name]
-        try:
-            req = facts.request(desired[name], with_contents=options.with_contents)
-            if session.lock is not None:
-                session.raw = facts.observe_under_lock(session.lock, name, req)
-            else:
-                session.raw = facts.observe(session.transport, req)
-            observed = facts.parse(session.raw)
-            if session.host.is_broker:
-                observed = _with_nats(fleet, desired[name], session, observed)
-            session.observed = observed
-        except (TransportError, natsapi.NatsApiError) as e:
-            with guard:
-                errors[name] = str(e).removeprefix(f"{name}: ")
-                sessions.pop(name).close()
-
-    _parallel(list(sessions), observe_one, options.parallel)
+    desired = shape if broker.host_key is not None else render(broker_key)
     warnings = list(inputs.warnings)
     if broker.name in errors and broker_key is None:
         warnings.append("the broker was not reached, so the tunnels' known_hosts is not planned")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 from pathlib import Path
 
 import click
@@ -53,8 +55,20 @@ cli.add_command(schema)
 cli.add_command(creds)
 
 
+def _skip_collecting_what_lives_to_the_end() -> None:
+    """Exclude everything alive now from the garbage collector's passes.
+
+    A live plan holds the imported libraries plus 21 hosts' worth of connections and plan
+    data; the interpreter's final collection walked all of it (~0.12 s of a 1.5 s no-op plan
+    on 20 hosts) and full collections during the run walked the imports again and again.
+    Nothing frozen is leaked: the process ends."""
+    gc.freeze()
+
+
 def main() -> None:
     """Domain errors end as one line on stderr and exit 1, never a traceback."""
+    _skip_collecting_what_lives_to_the_end()  # the imports
+    atexit.register(_skip_collecting_what_lives_to_the_end)  # and the rest, at the end
     try:
         cli(prog_name="fleetctl")
     except NscError as exc:
