@@ -22,7 +22,7 @@ from typing import Any
 from fleetctl import credentials, facts, layout, natsapi, tunnelkeys, wheelhouse
 from fleetctl.apply.program import STAGED_NATS, HostProgram, program, staging_wheelhouse
 from fleetctl.desired import HostState, Versions, desired_state
-from fleetctl.hostside import source
+from fleetctl.hostside import lock_program
 from fleetctl.model import Fleet, Host
 from fleetctl.natsaccess import ADMIN_USER
 from fleetctl.natsnames import NatsNames
@@ -91,9 +91,18 @@ def take_lock(transport: Transport, options: Options) -> Held:
             "command": options.command,
         }
     )
-    program = source("agent") + "\n" + source("lock")
     held = transport.hold(
-        ["python3", "-I", "-S", "-c", program, LOCK_FILE, info, str(options.lock_wait), str(LEASE)]
+        [
+            "python3",
+            "-I",
+            "-S",
+            "-c",
+            lock_program(),
+            LOCK_FILE,
+            info,
+            str(options.lock_wait),
+            str(LEASE),
+        ]
     )
     line = held.readline()
     try:

@@ -158,6 +158,11 @@ class FleetEnv:
         """Does the broker let a client in with these credentials right now?"""
         return bool(self._client("connect", creds) == "accepted")
 
+    def ssh_socket_options(self) -> dict[str, int]:
+        """TCP options of the socket under fleetctl's SSH connection to the broker."""
+        options: dict[str, int] = self._client("sockopts", Path("-"))
+        return options
+
     def _client(self, mode: str, creds: Path, *args: str, timeout: float = 60) -> Any:
         """tests/support/e2e_client.py in the LAN, as a NATS client of the broker."""
         client = REPO / "tests" / "support" / "e2e_client.py"

@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from fleetctl.hostside import source
+from fleetctl.hostside import lock_program
 from fleetctl.transport.base import Held
 from fleetctl.transport.local import LocalTransport
 
-PROGRAM = source("agent") + "\n" + source("lock")
+PROGRAM = lock_program()
 
 
 def hold(

@@ -5,6 +5,7 @@ usage: e2e_client.py MODE BROKER_ADDRESS SSH_CONFIG CREDS ARG...
   tasks TIMEOUT WORKER...     publish one task to each worker, print their results
   drift CONSUMER ACK_WAIT_S   change a consumer's ack_wait behind fleetctl's back
   connect                     print "accepted" or "refused" for a client presenting CREDS
+  sockopts                    the TCP options of fleetctl's SSH connection to the broker
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import sys
 import time
 import uuid
@@ -93,10 +95,20 @@ async def try_connect(url: str, creds: str) -> str:
 def main() -> None:
     mode, address, ssh_config, creds, *args = sys.argv[1:]
     transport = broker(address, ssh_config)
+    answer: Any
+    if mode == "sockopts":
+        sock = transport._paramiko().sock
+        tcp = socket.IPPROTO_TCP
+        answer = {
+            "nodelay": sock.getsockopt(tcp, socket.TCP_NODELAY),
+            "user_timeout_ms": sock.getsockopt(tcp, socket.TCP_USER_TIMEOUT),
+        }
+        transport.close()
+        print(json.dumps(answer))
+        return
     try:
         with transport.forward("127.0.0.1", 4222) as port:
             url = f"nats://127.0.0.1:{port}"
-            answer: Any
             if mode == "tasks":
                 answer = asyncio.run(exchange(url, creds, args[1:], float(args[0])))
             elif mode == "drift":
