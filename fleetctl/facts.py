@@ -53,7 +53,9 @@ def agent_program(req: Mapping[str, Any]) -> bytes:
     """The agent's source plus the call, sent on stdin: nothing secret on a command line.
     The request (JSON data: dicts, lists, strings, numbers, booleans, None) is written as a
     Python literal, which the host's interpreter reads without a JSON parser."""
-    return (source("agent") + f"\nmain({dict(req)!r})\n").encode()
+    names = ["agent"] if req.get("op") == "observe" else ["agent", "steps"]
+    sources = [source(name) for name in names]
+    return ("\n".join(sources) + f"\nmain({dict(req)!r})\n").encode()
 
 
 AGENT_ARGV = ("python3", "-I", "-S", "-")  # isolated, no site: the stdlib is all it needs

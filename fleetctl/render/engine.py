@@ -45,6 +45,7 @@ def templates_dir() -> Path:
 def _environment(finalize: Callable[[Any], str]) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
+        auto_reload=False,  # one run renders hundreds of units; templates do not change meanwhile
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - unit files and configs, not HTML
         keep_trailing_newline=True,

@@ -4,6 +4,7 @@ with strict host key checking on top, and one connection per host reused for eve
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import select
 import shlex
@@ -54,6 +55,18 @@ class SshHeld(Held):
         self._channel.close()
 
 
+_OVERRIDES = {"run": {"in_stream": False}, "load_ssh_configs": True}
+
+
+@functools.cache
+def _parsed_ssh_config(runtime_path: Path | None) -> paramiko.SSHConfig:
+    """The ssh_config files as Fabric reads them: `runtime_path` alone if given, else the
+    user's ~/.ssh/config and /etc/ssh/ssh_config."""
+    path = str(runtime_path) if runtime_path else None
+    base: paramiko.SSHConfig = Config(overrides=_OVERRIDES, runtime_ssh_path=path).base_ssh_config
+    return base
+
+
 class _QuickAckSocket:
     """A TCP socket that acknowledges what it receives at once.
 
@@ -99,10 +112,9 @@ class SshTransport(Transport):
         connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self.name = name
-        overrides = {"run": {"in_stream": False}, "load_ssh_configs": True}
-        config = Config(
-            overrides=overrides, runtime_ssh_path=str(ssh_config) if ssh_config else None
-        )
+        # One Config per host: Fabric writes connection settings into it. The ssh_config
+        # files behind it are parsed once per run (1.5 ms a host with a 21-host file).
+        config = Config(overrides=_OVERRIDES, ssh_config=_parsed_ssh_config(ssh_config))
         self._conn = Connection(
             address, user=user, port=port, config=config, connect_timeout=int(connect_timeout)
         )

@@ -81,11 +81,14 @@ def test_an_unknown_host_key_is_refused(net: SimNet) -> None:
     client.close()
 
 
-def same_as_the_replacement(conn: Any, units: str) -> None:
-    """The harness's fast `is-active` answers what docker-systemctl-replacement answers."""
+def same_as_the_replacement(conn: Any, units: str, *, fast_path: bool = True) -> None:
+    """The harness's fast `is-active` (shell, no Python) answers what
+    docker-systemctl-replacement answers; `fast_path`: it answers these units itself."""
     fast = sh(conn, f"systemctl is-active {units}")
     full = sh(conn, f"SIMHOSTS_FULL_SYSTEMCTL=1 systemctl is-active {units}")
     assert (fast.stdout, fast.exited) == (full.stdout, full.exited)
+    only = sh(conn, f"SIMHOSTS_FAST_ONLY=1 systemctl is-active {units}")
+    assert (only.exited != 98) == fast_path, only.stdout
 
 
 def test_systemd_unit_lifecycle(net: SimNet) -> None:
@@ -139,7 +142,7 @@ def test_systemd_unit_lifecycle(net: SimNet) -> None:
         assert sh(conn, "systemctl disable --now x.service").ok
         assert sh(conn, "systemctl is-active x.service").stdout.strip() == "inactive"
         same_as_the_replacement(conn, "x.service")
-        same_as_the_replacement(conn, "x.service nope.service")
+        same_as_the_replacement(conn, "x.service nope.service", fast_path=False)
         assert sh(conn, "systemctl is-enabled x.service").stdout.strip() == "disabled"
         assert "svc1" not in sh(conn, "ps -eo user=").stdout.split()
     finally:

@@ -130,3 +130,33 @@ def test_observing_imports_none_of_the_slow_modules(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert not imported & SLOW_IMPORTS, sorted(imported & SLOW_IMPORTS)
+
+
+def test_apply_runs_steps_in_order_and_reports_each(tmp_path: Path) -> None:
+    import grp
+    import os
+    import pwd
+
+    owner = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    data = b"unit text\n"
+    target, gone = tmp_path / "etc" / "a.conf", tmp_path / "old.conf"
+    gone.write_text("x")
+    step = {"owner": owner, "group": group, "mode": 0o640}
+    req = {
+        "op": "apply",
+        "steps": [
+            {"op": "file", "path": str(target), "content": "dW5pdCB0ZXh0Cg==", **step}
+            | {"sha256": hashlib.sha256(data).hexdigest()},
+            {"op": "remove_file", "path": str(gone)},
+            {"op": "file", "path": str(target), "content": "", "sha256": "0" * 64, **step},
+        ],
+    }
+    done = run_agent(req)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 1
+    assert [(e["i"], e["ok"]) for e in events] == [(0, True), (1, True), (2, False)]
+    assert "arrived damaged" in events[2]["error"]
+    assert target.read_bytes() == data and (target.stat().st_mode & 0o777) == 0o640
+    assert not gone.exists()
+    assert [p.name for p in target.parent.iterdir()] == ["a.conf"]  # no temp file left

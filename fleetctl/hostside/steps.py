@@ -1,0 +1,241 @@
+"""fleetctl's host steps: the `apply` operation of the agent.
+
+Sent after agent.py in the same program, never alone and never imported: it uses the
+agent's helpers (and its `from __future__ import annotations`) and registers itself in the
+agent's OPERATIONS. Stdlib only, like the agent. Prints one JSON
+event line per step, so fleetctl can show progress and knows which step failed.
+"""
+
+import binascii
+import grp
+import os
+import pwd
+import sys
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # defined by agent.py, which precedes this file on the host
+    from typing import Any, Callable, Dict, List, Tuple
+
+    from fleetctl.hostside.agent import OPERATIONS, TMP_MARK, _emit, _user, new_sha256, spawn
+
+
+def _shutil() -> Any:
+    import shutil
+
+    return shutil
+
+
+class StepError(Exception):
+    pass
+
+
+def _ids(owner: str, group: str) -> Tuple[int, int]:
+    try:
+        uid = pwd.getpwnam(owner).pw_uid
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError as e:
+        raise StepError("no such user or group: {}".format(e.args[0])) from None
+    return uid, gid
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs(path: str) -> None:
+    if not os.path.isdir(path):
+        os.makedirs(path, 0o755, exist_ok=True)
+
+
+def write_file(
+    path: str, data: bytes, owner: str = "root", group: str = "root", mode: int = 0o644
+) -> None:
+    """Temporary file beside the target, fsync, rename: never a half-written file."""
+    uid, gid = _ids(owner, group)
+    directory = os.path.dirname(path)
+    _makedirs(directory)
+    base = os.path.basename(path)
+    for stale in os.listdir(directory):
+        if stale.startswith("." + base + TMP_MARK):
+            os.unlink(os.path.join(directory, stale))
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + base + TMP_MARK)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _run(argv: List[str], timeout: float = 300) -> bytes:
+    try:
+        done = spawn(argv, timeout, merge_stderr=True)
+    except OSError as e:
+        raise StepError("cannot run {}: {}".format(argv[0], e.strerror)) from None
+    if done is None:
+        raise StepError("{} timed out after {}s".format(argv[0], timeout))
+    code, output = done
+    if code != 0:
+        tail = output.decode("utf-8", "replace").strip().splitlines()[-5:]
+        raise StepError("{} exited {}: {}".format(" ".join(argv[:3]), code, " / ".join(tail)))
+    return output
+
+
+def op_user(step: Dict[str, Any]) -> None:
+    name, home = step["name"], step["home"]
+    found = _user(name)
+    if found is None:
+        _run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--home-dir",
+                home,
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--password",
+                "*",
+                name,
+            ]
+        )
+    elif found["home"] != home:
+        _run(["usermod", "--home", home, name])
+
+
+def op_dir(step: Dict[str, Any]) -> None:
+    path = step["path"]
+    _makedirs(path)
+    uid, gid = _ids(step["owner"], step["group"])
+    os.chown(path, uid, gid)
+    os.chmod(path, step["mode"])
+
+
+def op_file(step: Dict[str, Any]) -> None:
+    data = binascii.a2b_base64(step["content"])
+    if new_sha256(data).hexdigest() != step["sha256"]:
+        raise StepError("content of {} arrived damaged".format(step["path"]))
+    write_file(step["path"], data, step["owner"], step["group"], step["mode"])
+
+
+def op_remove_file(step: Dict[str, Any]) -> None:
+    try:
+        os.unlink(step["path"])
+    except FileNotFoundError:
+        pass
+
+
+def op_remove_dir(step: Dict[str, Any]) -> None:
+    _shutil().rmtree(step["path"], ignore_errors=True)
+
+
+def op_remove_user(step: Dict[str, Any]) -> None:
+    if _user(step["name"]) is not None:
+        _run(["userdel", step["name"]])
+
+
+def op_systemctl(step: Dict[str, Any]) -> None:
+    _run(["systemctl"] + step["args"], timeout=step.get("timeout", 300))
+
+
+def op_install_poller(step: Dict[str, Any]) -> None:
+    """A new virtual environment per version, switched to with one atomic symlink rename."""
+    link, version, wheelhouse = step["link"], step["version"], step["wheelhouse"]
+    target = "{}-{}".format(link, version.replace("+", "_"))
+    _shutil().rmtree(target, ignore_errors=True)
+    _run([sys.executable, "-m", "venv", "--without-pip", target])
+    wheels = sorted(
+        os.path.join(wheelhouse, w) for w in os.listdir(wheelhouse) if w.endswith(".whl")
+    )
+    pips = [w for w in wheels if os.path.basename(w).startswith("pip-")]
+    if not pips:
+        raise StepError("the wheelhouse has no pip wheel")
+    rest = [w for w in wheels if w not in pips]
+    _run(
+        [
+            os.path.join(target, "bin", "python"),
+            os.path.join(pips[0], "pip"),
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--no-compile",
+        ]
+        + rest,
+        timeout=600,
+    )
+    write_file(os.path.join(target, "fleet-poller.version"), (version + "\n").encode())
+    tmp_link = link + TMP_MARK + "link"
+    if os.path.lexists(tmp_link):
+        os.unlink(tmp_link)
+    os.symlink(os.path.basename(target), tmp_link)
+    os.rename(tmp_link, link)
+    _fsync_dir(os.path.dirname(link))
+    keep = {os.path.basename(target), os.path.basename(step.get("previous") or "")}
+    prefix = os.path.basename(link) + "-"
+    for entry in os.listdir(os.path.dirname(link)):
+        if entry.startswith(prefix) and entry not in keep:
+            _shutil().rmtree(os.path.join(os.path.dirname(link), entry), ignore_errors=True)
+    _shutil().rmtree(wheelhouse, ignore_errors=True)
+
+
+def op_install_binary(step: Dict[str, Any]) -> None:
+    src, dest = step["src"], step["dest"]
+    with open(src, "rb") as f:
+        data = f.read()
+    if new_sha256(data).hexdigest() != step["sha256"]:
+        raise StepError("{} arrived damaged".format(src))
+    write_file(dest, data, "root", "root", 0o755)
+    os.unlink(src)
+
+
+OPS: Dict[str, Callable[[Dict[str, Any]], None]] = {
+    "user": op_user,
+    "dir": op_dir,
+    "file": op_file,
+    "remove_file": op_remove_file,
+    "remove_dir": op_remove_dir,
+    "remove_user": op_remove_user,
+    "systemctl": op_systemctl,
+    "install_poller": op_install_poller,
+    "install_binary": op_install_binary,
+}
+
+
+def apply(req: Dict[str, Any]) -> int:
+    for i, step in enumerate(req["steps"]):
+        started = time.monotonic()
+        try:
+            OPS[step["op"]](step)
+        except StepError as e:
+            _emit({"i": i, "ok": False, "error": str(e)})
+            return 1
+        except OSError as e:
+            where = e.filename or step.get("path") or step["op"]
+            _emit({"i": i, "ok": False, "error": "{}: {}".format(where, e.strerror)})
+            return 1
+        _emit({"i": i, "ok": True, "seconds": round(time.monotonic() - started, 3)})
+    return 0
+
+
+OPERATIONS["apply"] = apply
