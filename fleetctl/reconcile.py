@@ -30,7 +30,7 @@ from fleetctl.natsresources import ConsumerSpec, StreamSpec
 from fleetctl.plan import ObservedHost, Plan, Selection, make_plan
 from fleetctl.transport.base import Held, Transport, TransportError
 from fleetctl.transport.local import LocalTransport
-from fleetctl.transport.ssh import SshTransport
+from fleetctl.transport.ssh import SshTransport, accepted_host_keys, key_line
 
 LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
 LOCK_FILE = f"{layout.STATE_DIR}/apply.lock"
@@ -81,6 +81,20 @@ def connect(host: Host, options: Options) -> Transport:
         known_hosts=options.known_hosts,
         connect_timeout=options.connect_timeout,
     )
+
+
+def sole_accepted_key(host: Host, options: Options) -> str | None:
+    """The one SSH key `host` can present to be accepted, if there is only one."""
+    if host.address in LOCAL_ADDRESSES:
+        return None
+    keys, _ = accepted_host_keys(
+        host.address,
+        host.port,
+        pinned_key=host.host_key,
+        ssh_config=options.ssh_config,
+        known_hosts=options.known_hosts,
+    )
+    return key_line(keys[0]) if len(keys) == 1 else None
 
 
 def take_lock(transport: Transport, options: Options) -> Held:
@@ -178,9 +192,11 @@ def live_plan(
 
     # What to observe depends on whether the broker's SSH key is known (the tunnels'
     # known_hosts), not on the key itself, which an unpinned broker only shows when
-    # connected. Rendering with some key first lets every host be observed as soon as it
-    # is connected; the final render below uses the key the broker presented.
-    shape = render(broker.host_key or SOME_BROKER_KEY)
+    # connected. Rendering with the key it must present (when only one is acceptable) or a
+    # stand-in lets every host be observed as soon as it is connected; the desired state is
+    # rendered again only if the broker presented another key, or none.
+    expected = broker.host_key or sole_accepted_key(broker, options)
+    shape = render(expected or SOME_BROKER_KEY)
     names = _targets(fleet, shape, selection)
     sessions: dict[str, Session] = {}
     errors: dict[str, str] = {}
@@ -221,7 +237,7 @@ def live_plan(
         transport = sessions[broker.name].transport
         if isinstance(transport, SshTransport):
             broker_key = transport.presented_key_line
-    desired = shape if broker.host_key is not None else render(broker_key)
+    desired = shape if broker_key is not None and broker_key == expected else render(broker_key)
     warnings = list(inputs.warnings)
     if broker.name in errors and broker_key is None:
         warnings.append("the broker was not reached, so the tunnels' known_hosts is not planned")

@@ -67,6 +67,34 @@ def _parsed_ssh_config(runtime_path: Path | None) -> paramiko.SSHConfig:
     return base
 
 
+def accepted_host_keys(
+    address: str,
+    port: int,
+    *,
+    pinned_key: str | None,
+    ssh_config: Path | None,
+    known_hosts: Sequence[str],
+) -> tuple[list[paramiko.PKey], str]:
+    """The keys a connection to the host will accept, and where they come from: the key
+    pinned in servers.yaml, else the known_hosts files ssh would read for it."""
+    name = hostkeys.known_hosts_name(address, port)
+    if pinned_key:
+        keys = hostkeys.pinned_keys(name, pinned_key)
+        source = "servers.yaml host_key"
+    else:
+        configured = _parsed_ssh_config(ssh_config).lookup(address).get("userknownhostsfile")
+        paths = list(known_hosts) or (
+            configured.split() if configured else list(hostkeys.DEFAULT_KNOWN_HOSTS)
+        )
+        keys = hostkeys.load_known_hosts(tuple(paths))
+        source = "known_hosts (" + ", ".join(paths) + ")"
+    return list((keys.lookup(name) or {}).values()), source
+
+
+def key_line(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.get_base64()}"
+
+
 class _QuickAckSocket:
     """A TCP socket that acknowledges what it receives at once.
 
@@ -121,19 +149,12 @@ class SshTransport(Transport):
         self._lookup_name = hostkeys.known_hosts_name(address, port)
         client: paramiko.SSHClient = self._conn.client
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        if pinned_key:
-            keys = hostkeys.pinned_keys(self._lookup_name, pinned_key)
-            self.key_source = "servers.yaml host_key"
-        else:
-            configured = self._conn.ssh_config.get("userknownhostsfile")
-            paths = list(known_hosts) or (
-                configured.split() if configured else list(hostkeys.DEFAULT_KNOWN_HOSTS)
-            )
-            keys = hostkeys.load_known_hosts(tuple(paths))
-            self.key_source = "known_hosts (" + ", ".join(paths) + ")"
+        keys, self.key_source = accepted_host_keys(
+            address, port, pinned_key=pinned_key, ssh_config=ssh_config, known_hosts=known_hosts
+        )
         host_keys = client.get_host_keys()
-        for kind, key in (keys.lookup(self._lookup_name) or {}).items():
-            host_keys.add(self._lookup_name, kind, key)
+        for key in keys:
+            host_keys.add(self._lookup_name, key.get_name(), key)
         self._open(connect_timeout)
         # Keepalives make traffic, so a vanished host fails (TCP_USER_TIMEOUT) even when
         # fleetctl is only waiting for it.
@@ -175,8 +196,7 @@ class SshTransport(Transport):
 
     @property
     def presented_key_line(self) -> str:
-        key = self._paramiko().get_remote_server_key()
-        return f"{key.get_name()} {key.get_base64()}"
+        return key_line(self._paramiko().get_remote_server_key())
 
     def _paramiko(self) -> paramiko.Transport:
         transport: paramiko.Transport | None = self._conn.client.get_transport()
