@@ -96,17 +96,36 @@ def timed(env: FleetEnv, *args: str) -> Run:
     return Run(wall, cpu, m1 - m0, done)
 
 
-def settle(limit: float = 120.0, idle_cores: float = 0.3) -> float:
-    """Wait until the machine is quiet: after the first apply, 100 pollers are still starting
-    (each imports its libraries and connects), which takes tens of CPU-seconds. The no-ops
-    measure fleetctl against a running fleet, not against its boot. Returns seconds waited."""
+def calibration() -> float:
+    """CPU seconds for a fixed pure-Python loop (median of 3): this VM's speed drifts by up
+    to 40 % from minute to minute (shared cores), and the no-op figures drift with it."""
+    times = []
+    for _ in range(3):
+        start, total = time.process_time(), 0
+        for i in range(1_000_000):
+            total += i * i
+        times.append(time.process_time() - start)
+    return statistics.median(times)
+
+
+def settle(limit: float = 120.0, idle_cores: float = 0.25, quiet_windows: int = 3) -> str:
+    """Wait until the machine is quiet before the no-ops: after the first apply, 100 pollers
+    are still starting (each imports its libraries and connects) and the kernel still has
+    to write back what the apply wrote (20 virtual environments). The no-ops measure
+    fleetctl against a running fleet, not against its boot. Returns what was waited for."""
     start = time.perf_counter()
-    quiet = 0
-    while time.perf_counter() - start < limit and quiet < 2:
+    os.sync()
+    quiet, rate = 0, 0.0
+    while time.perf_counter() - start < limit and quiet < quiet_windows:
         before = machine_cpu()
         time.sleep(1.0)
-        quiet = quiet + 1 if machine_cpu() - before < idle_cores else 0
-    return time.perf_counter() - start
+        rate = machine_cpu() - before
+        quiet = quiet + 1 if rate < idle_cores else 0
+    return (
+        f"waited {time.perf_counter() - start:.0f} s after the first apply (sync, then "
+        f"{quiet_windows} s under {idle_cores} busy cores); the idle fleet then used "
+        f"{rate:.2f} cores"
+    )
 
 
 def check_noop(what: str, done: subprocess.CompletedProcess[str]) -> None:
@@ -343,8 +362,8 @@ def main() -> int:
             if first.done.returncode != 0:
                 sys.exit(f"bench_reconcile: the first apply failed:\n{first.done.stderr}")
             rows.append(Row("first apply --all --issue-creds --yes", [first]))
-            waited = settle()
-            notes.append(f"waited {waited:.0f} s after the first apply for the fleet to settle")
+            notes.append(settle())
+            speed = calibration()
             plan = ("plan", "--detailed-exitcode")
             rows.append(noop_rounds(env, "no-op plan", args.rounds, *plan))
             # For comparison only: twice the default parallelism on the same two cores.
@@ -353,6 +372,11 @@ def main() -> int:
             rows.append(dataclasses.replace(row, target=None))
             label = "no-op apply --all --yes"
             rows.append(noop_rounds(env, label, args.rounds, "apply", "--all", "--yes"))
+            speed = (speed + calibration()) / 2
+            notes.append(
+                f"machine speed: a 1M-step Python loop took {speed * 1e3:.0f} ms of CPU "
+                "(mean before and after the no-ops; 70 ms on a fast minute, 95 on a slow one)"
+            )
             startup = lan_overhead(env.net)
             notes.append(f"`ip netns exec` + interpreter start-up alone: {startup:.3f} s")
             if args.breakdown:
