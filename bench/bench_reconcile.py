@@ -252,7 +252,7 @@ def traced_fleetctl(argv: list[str]) -> None:
     wrap(reconcile, "connect", "  SSH connect + auth", 0)
     wrap(reconcile, "take_lock", "  take the apply lock", 0)
     wrap(facts, "observe", "  agent observe round trip", 0)
-    wrap(reconcile, "_with_nats", "  NATS API via the SSH forward", 2)
+    wrap(reconcile, "_observe_nats", "  NATS API via the SSH forward", 2)
     wrap(natsapi, "observe", "    of which natsapi.observe")
     wrap(reconcile, "make_plan", "diff (make_plan)")
     wrap(cli_plan, "print_plan", "print the plan (rich)")

@@ -215,14 +215,14 @@ def live_plan(
             if lock:
                 session.lock = take_lock(transport, options)
             req = facts.request(shape[name], with_contents=options.with_contents)
-            if session.lock is not None:
-                session.raw = facts.observe_under_lock(session.lock, name, req)
-            else:
-                session.raw = facts.observe(transport, req)
-            observed = facts.parse(session.raw)
-            if host.is_broker:
-                observed = _with_nats(fleet, shape[name], session, observed)
-            session.observed = observed
+            if not host.is_broker:
+                session.raw = _observe(session, req)
+                session.observed = facts.parse(session.raw)
+            else:  # its JetStream API is read over the same connection meanwhile
+                with ThreadPoolExecutor(max_workers=1) as beside:
+                    streams = beside.submit(_observe_nats, fleet, shape[name], session)
+                    session.raw = _observe(session, req)
+                    session.observed = _with_nats(facts.parse(session.raw), streams.result())
         except (TransportError, natsapi.NatsApiError) as e:
             session.close()
             with guard:
@@ -268,15 +268,20 @@ def admin_creds(fleet: Fleet) -> Path | None:
     return path if path.exists() else None
 
 
-def _with_nats(
-    fleet: Fleet, state: HostState, session: Session, observed: ObservedHost
-) -> ObservedHost:
-    """Add the broker's streams and consumers, read through the JetStream API."""
+def _observe(session: Session, req: Mapping[str, Any]) -> dict[str, Any]:
+    """One agent round trip: through the lock's process when locked, else its own."""
+    if session.lock is not None:
+        return facts.observe_under_lock(session.lock, session.host.name, req)
+    return facts.observe(session.transport, req)
+
+
+def _observe_nats(fleet: Fleet, state: HostState, session: Session) -> natsapi.NatsObservation:
+    """The broker's streams and consumers, read through the JetStream API."""
     streams = [r for r in state.nats if isinstance(r, StreamSpec)]
     consumers = [r for r in state.nats if isinstance(r, ConsumerSpec)]
     names = NatsNames(fleet.nats.subject_prefix)
     with session.transport.forward(fleet.nats.listen, fleet.nats.port) as port:
-        seen = natsapi.observe(
+        return natsapi.observe(
             f"nats://127.0.0.1:{port}",
             admin_creds(fleet),
             streams,
@@ -284,6 +289,9 @@ def _with_nats(
             names.task_stream,
             names.consumer(""),
         )
+
+
+def _with_nats(observed: ObservedHost, seen: natsapi.NatsObservation) -> ObservedHost:
     if not seen.reachable:
         return observed
     resources = {**observed.resources, **seen.resources}
