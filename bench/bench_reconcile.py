@@ -21,6 +21,7 @@ file's `--traced` mode) and sums `python -X importtime` by package.
 from __future__ import annotations
 
 import argparse
+import compileall
 import dataclasses
 import json
 import os
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.e2e.fleet_env import BROKER, FleetEnv, install_standins, prepare_wheelhouse, worker
 from tests.support.simhosts import SimNet, skip_reason
 
+REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 1.5
 NO_CHANGES = "No changes."
 TICK = os.sysconf("SC_CLK_TCK")
@@ -352,6 +354,8 @@ def main() -> int:
         print(f"bench_reconcile: skipped: {reason}")
         return 0
     prepare_wheelhouse()
+    for package in ("fleetctl", "nsc", "poller"):  # as `./dev` does, and pip for a wheel
+        compileall.compile_dir(str(REPO / package), quiet=1)
     rows: list[Row] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:

@@ -170,6 +170,8 @@ def op_install_poller(step: Dict[str, Any]) -> None:
     if not pips:
         raise StepError("the wheelhouse has no pip wheel")
     rest = [w for w in wheels if w not in pips]
+    # pip writes the bytecode now, as root: the pollers run as users who cannot write the
+    # venv, so without it each poller would compile its libraries again at every start.
     _run(
         [
             os.path.join(target, "bin", "python"),
@@ -179,7 +181,6 @@ def op_install_poller(step: Dict[str, Any]) -> None:
             "--no-index",
             "--no-deps",
             "--disable-pip-version-check",
-            "--no-compile",
         ]
         + rest,
         timeout=600,
