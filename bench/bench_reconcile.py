@@ -379,7 +379,8 @@ def main() -> int:
             speed = (speed + calibration()) / 2
             notes.append(
                 f"machine speed: a 1M-step Python loop took {speed * 1e3:.0f} ms of CPU "
-                "(mean before and after the no-ops; about 70 ms in a fast minute, 90-110 in a slow one)"
+                "(mean before and after the no-ops; about 70 ms in a fast minute, "
+                "90-110 in a slow one)"
             )
             startup = lan_overhead(env.net)
             notes.append(f"`ip netns exec` + interpreter start-up alone: {startup:.3f} s")
