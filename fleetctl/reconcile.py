@@ -215,14 +215,16 @@ def live_plan(
             if lock:
                 session.lock = take_lock(transport, options)
             req = facts.request(shape[name], with_contents=options.with_contents)
-            if not host.is_broker:
+            with ThreadPoolExecutor(max_workers=1) as beside:  # a thread only if submitted
+                # The broker's JetStream API is read over the same connection meanwhile.
+                nats = (
+                    beside.submit(_observe_nats, fleet, shape[name], session)
+                    if host.is_broker
+                    else None
+                )
                 session.raw = _observe(session, req)
-                session.observed = facts.parse(session.raw)
-            else:  # its JetStream API is read over the same connection meanwhile
-                with ThreadPoolExecutor(max_workers=1) as beside:
-                    streams = beside.submit(_observe_nats, fleet, shape[name], session)
-                    session.raw = _observe(session, req)
-                    session.observed = _with_nats(facts.parse(session.raw), streams.result())
+                observed = facts.parse(session.raw)
+                session.observed = observed if nats is None else _with_nats(observed, nats.result())
         except (TransportError, natsapi.NatsApiError) as e:
             session.close()
             with guard:

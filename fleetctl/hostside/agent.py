@@ -1,9 +1,10 @@
-"""fleetctl's host agent: observes and changes one host in a single round trip.
+"""fleetctl's host agent: observes one host in a single round trip (and, with steps.py
+sent after it, changes it).
 
-Shipped as text over SSH (`python3 -` with this file plus one `main(request)` line on
-stdin), so secrets in the request never appear on a command line. Stdlib only; runs on the
-host's own python3. It prints JSON only: one object for `observe`, one event line per step
-for `apply` (so fleetctl can show progress and knows which step failed).
+Shipped as text over SSH (`python3 -I -S -` with this file plus one `main(<request as a
+Python literal>)` line on stdin), so secrets in the request never appear on a command
+line. Stdlib only; runs on the host's own python3. It prints JSON only: one object for
+`observe`.
 """
 
 from __future__ import annotations

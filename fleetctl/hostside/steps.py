@@ -2,8 +2,8 @@
 
 Sent after agent.py in the same program, never alone and never imported: it uses the
 agent's helpers (and its `from __future__ import annotations`) and registers itself in the
-agent's OPERATIONS. Stdlib only, like the agent. Prints one JSON
-event line per step, so fleetctl can show progress and knows which step failed.
+agent's OPERATIONS. Stdlib only, like the agent. Prints one JSON event line per step, so
+fleetctl can show progress and knows which step failed.
 """
 
 import binascii
