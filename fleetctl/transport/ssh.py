@@ -4,6 +4,7 @@ with strict host key checking on top, and one connection per host reused for eve
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import select
@@ -61,10 +62,29 @@ _OVERRIDES = {"run": {"in_stream": False}, "load_ssh_configs": True}
 @functools.cache
 def _parsed_ssh_config(runtime_path: Path | None) -> paramiko.SSHConfig:
     """The ssh_config files as Fabric reads them: `runtime_path` alone if given, else the
-    user's ~/.ssh/config and /etc/ssh/ssh_config."""
+    user's ~/.ssh/config and /etc/ssh/ssh_config; each host looked up once per run."""
     path = str(runtime_path) if runtime_path else None
     base: paramiko.SSHConfig = Config(overrides=_OVERRIDES, runtime_ssh_path=path).base_ssh_config
-    return base
+    return _answering_once_per_host(base)
+
+
+def _answering_once_per_host(config: paramiko.SSHConfig) -> paramiko.SSHConfig:
+    """Memoise `config.lookup`, which Fabric and the host key check both call for every
+    host. A lookup walks every block of the file twice and asks the password database
+    once per block: 0.65 ms of CPU each with a 21-host file, twice per host. Callers get
+    copies, as Fabric keeps what it is given."""
+    lookup = config.lookup
+    answers: dict[str, paramiko.SSHConfigDict] = {}
+    guard = threading.Lock()
+
+    def lookup_once(hostname: str) -> paramiko.SSHConfigDict:
+        with guard:
+            if hostname not in answers:
+                answers[hostname] = lookup(hostname)
+            return copy.deepcopy(answers[hostname])
+
+    config.lookup = lookup_once
+    return config
 
 
 def accepted_host_keys(
