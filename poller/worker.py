@@ -1,9 +1,8 @@
-"""The JetStream loop: connect, bind the worker's consumer, fetch while a slot is free, stop.
+"""The JetStream loop: connect, bind the worker's consumer, pull while a slot is free, stop.
 
 Binding never creates: the control plane owns consumers, and the worker's credentials only
-allow CONSUMER.INFO, MSG.NEXT and ACK on its own durable. The pull subscription is rebuilt
-after every reconnect (nats.py issue 504: a pull subscription may stop receiving after a
-server restart), and each fetch is short, so a pull request lost in a restart is re-issued.
+allow CONSUMER.INFO, MSG.NEXT and ACK on its own durable. Pulling is poller/pull.py: long
+pull requests, asked again after every reconnect, and given back cleanly on stop.
 """
 
 from __future__ import annotations
@@ -15,15 +14,14 @@ from typing import Any
 
 import nats
 import nats.errors
-import nats.js.errors
 
 from poller import runner
 from poller.config import Config
 from poller.delivery import Delivery
 from poller.heartbeat import Stats, beat
 from poller.logs import Logger
+from poller.pull import Puller, PullError
 
-FETCH_TIMEOUT = 1.0
 MAX_BACKOFF = 10.0
 
 
@@ -48,7 +46,7 @@ class Worker:
         self.stats = Stats(cfg.worker_id, cfg.backend, cfg.llm, cfg.concurrency)
         self.nc: Any = None
         self.delivery: Delivery | None = None
-        self.resubscribe = False
+        self.puller: Puller | None = None
 
     # -- connection -----------------------------------------------------------------------
 
@@ -60,7 +58,8 @@ class Worker:
 
     async def _reconnected_cb(self) -> None:
         self.log.info("nats_reconnected")
-        self.resubscribe = True
+        if self.puller is not None:
+            self.puller.ask_again()
         if self.delivery is not None:
             self.delivery.reconnected()
 
@@ -125,13 +124,6 @@ class Worker:
             pause = min(pause * 2, MAX_BACKOFF)
         return None
 
-    async def _subscribe(self, js: Any) -> Any:
-        return await js.pull_subscribe_bind(
-            consumer=self.cfg.consumer,
-            stream=self.cfg.task_stream,
-            inbox_prefix=(self.cfg.inbox_prefix + ".").encode(),
-        )
-
     async def _on_ping(self, msg: Any) -> None:
         if msg.reply:
             with contextlib.suppress(Exception):
@@ -159,7 +151,7 @@ class Worker:
                 return
             self.delivery = Delivery(self.cfg, self.nc, js, self.log, self.stats, *bound)
             self.stats.state = "running"
-            running = await self._loop(js, self.delivery)
+            running = await self._loop(self.delivery)
             await self._drain(running, self.delivery)
         finally:
             self.stats.state = "stopped"
@@ -168,53 +160,44 @@ class Worker:
                 await self.nc.publish(
                     self.cfg.subjects.status, json.dumps(self.stats.snapshot()).encode()
                 )
-                # Not drain(): it waits for the pull subscription's unread status messages.
                 await self.nc.flush(timeout=2)
             with contextlib.suppress(Exception):
                 await self.nc.close()
             self.log.info("stopped", counts=self.stats.counts)
 
-    async def _loop(self, js: Any, delivery: Delivery) -> set[asyncio.Task[None]]:
-        """Fetch one message whenever a slot is free, until stopped; returns running tasks."""
+    async def _loop(self, delivery: Delivery) -> set[asyncio.Task[None]]:
+        """Pull one task whenever a slot is free, until stopped; returns running tasks."""
         slots = asyncio.Semaphore(self.cfg.concurrency)
         running: set[asyncio.Task[None]] = set()
-        psub: Any = None
+        self.puller = puller = Puller(self.nc, self.cfg.task_stream, self.cfg.consumer)
         pause = 0.25
-        while not self.stop.is_set():
-            got, _ = await _wait_or_stop(slots.acquire(), self.stop)
-            if not got:
-                break
-            try:
-                if psub is None or self.resubscribe:
-                    self.resubscribe = False
-                    if psub is not None:
-                        with contextlib.suppress(Exception):
-                            await psub.unsubscribe()
-                    psub = await self._subscribe(js)
-                msgs = await psub.fetch(1, timeout=FETCH_TIMEOUT)
-                pause = 0.25
-            except (TimeoutError, nats.errors.TimeoutError):
-                slots.release()
-                continue
-            except Exception as e:
-                slots.release()
-                self.log.warning("fetch_failed", error=repr(e), retry_in_s=pause)
-                await _wait_or_stop(asyncio.sleep(pause), self.stop)
-                pause = min(pause * 2, MAX_BACKOFF)
-                continue
-            msg = msgs[0]
-            if self.stop.is_set():  # arrived while stopping: give it back now
-                with contextlib.suppress(Exception):
-                    await msg.nak()
-                slots.release()
-                break
-            if delivery.join_if_running(msg):
-                slots.release()
-                continue
-            task = asyncio.create_task(delivery.handle(msg))
-            running.add(task)
-            task.add_done_callback(running.discard)
-            task.add_done_callback(lambda _t: slots.release())
+        try:
+            await puller.start()
+            while not self.stop.is_set():
+                got, _ = await _wait_or_stop(slots.acquire(), self.stop)
+                if not got:
+                    break
+                try:
+                    msg = await puller.next(self.stop)
+                    pause = 0.25
+                except (PullError, nats.errors.Error, OSError) as e:
+                    slots.release()
+                    self.log.warning("pull_failed", error=str(e) or repr(e), retry_in_s=pause)
+                    await _wait_or_stop(asyncio.sleep(pause), self.stop)
+                    pause = min(pause * 2, MAX_BACKOFF)
+                    continue
+                if msg is None:  # stopping
+                    slots.release()
+                    break
+                if delivery.join_if_running(msg):
+                    slots.release()
+                    continue
+                task = asyncio.create_task(delivery.handle(msg))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _t: slots.release())
+        finally:
+            await puller.close()  # before waiting for running tasks: no request left waiting
         return running
 
     async def _drain(self, running: set[asyncio.Task[None]], delivery: Delivery) -> None:

@@ -1,0 +1,119 @@
+"""Pull one task at a time from the worker's durable consumer, with long pull requests.
+
+The pull protocol is spoken directly (a plain subscription on the worker's inbox, requests
+to `$JS.API.CONSUMER.MSG.NEXT`) rather than through nats.py's pull subscription, for two
+reasons:
+
+- **An idle worker is quiet.** A request waits at the server for up to PULL_EXPIRES, so a
+  hundred idle workers send a few requests a second instead of a hundred (each one crossing
+  the worker's tunnel and waking the broker).
+- **Stopping never strands a task**, however long the request had left. `close()` withdraws
+  the inbox's interest (UNSUB), then a PING/PONG round trip brings in whatever the server
+  sent before it saw the UNSUB; every task among that is nak'd at once. The server drops a
+  waiting request whose reply subject has no interest, so a task published afterwards goes
+  to the next pull with its delivery count untouched (tests/integration/test_poller_pull.py).
+
+A request that ends without a task (408: expired) is simply asked again. A request the
+server may have lost (a reconnect) is asked again at once, and one that goes unanswered for
+LOST_AFTER is asked again anyway. A task that arrives when none was asked for (the answer to
+a request given up for lost) is nak'd: holding it would run its ack_wait clock unwatched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+PULL_EXPIRES = 30.0  # seconds a pull request may wait at the server
+LOST_AFTER = PULL_EXPIRES + 5.0  # unanswered this long: the request was lost, ask again
+CLOSE_TIMEOUT = 2.0
+
+
+class PullError(Exception):
+    """The server ended a pull request with an error (409: consumer deleted, leadership
+    change, server shutdown, ...): worth a retry after a pause."""
+
+
+def _status(msg: Any) -> str | None:
+    headers = getattr(msg, "headers", None)
+    return headers.get("Status") if headers else None
+
+
+class Puller:
+    def __init__(self, nc: Any, stream: str, consumer: str) -> None:
+        self._nc = nc
+        self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._inbox = nc.new_inbox()
+        self._arrived: asyncio.Queue[Any] = asyncio.Queue()
+        self._asked_at: float | None = None  # when the outstanding request was sent
+        self._wake = asyncio.Event()
+        self._sub: Any = None
+        self.requests = 0  # pull requests sent, for tests and the status document
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
+
+    def ask_again(self) -> None:
+        """The server may have lost the outstanding request (after a reconnect)."""
+        self._asked_at = None
+        self._wake.set()
+
+    async def _on_message(self, msg: Any) -> None:
+        status = _status(msg)
+        if status == "100":  # heartbeat or flow control: not an answer
+            return
+        if status is None and self._asked_at is None:
+            with contextlib.suppress(Exception):
+                await msg.nak()  # not asked for: give it back now
+            return
+        self._asked_at = None  # batch 1: any answer ends the request
+        if status is None or status not in ("404", "408"):
+            self._arrived.put_nowait(msg)
+        self._wake.set()
+
+    async def _ask(self) -> None:
+        body = {"batch": 1, "expires": int(PULL_EXPIRES * 1e9)}
+        await self._nc.publish(self._subject, json.dumps(body).encode(), reply=self._inbox)
+        self._asked_at = time.monotonic()
+        self.requests += 1
+
+    async def next(self, stop: asyncio.Event) -> Any | None:
+        """The next task, or None once `stop` is set. Raises PullError for a refused request."""
+        while not stop.is_set():
+            if not self._arrived.empty():
+                msg = self._arrived.get_nowait()
+                status = _status(msg)
+                if status is not None:
+                    description = msg.headers.get("Description", "") if msg.headers else ""
+                    raise PullError(f"{status} {description}".strip())
+                return msg
+            if self._asked_at is None or time.monotonic() - self._asked_at > LOST_AFTER:
+                await self._ask()
+            assert self._asked_at is not None
+            self._wake.clear()
+            waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
+            left = self._asked_at + LOST_AFTER - time.monotonic()
+            try:
+                await asyncio.wait(waiters, timeout=max(left, 0), return_when="FIRST_COMPLETED")
+            finally:
+                for w in waiters:
+                    w.cancel()
+        return None
+
+    async def close(self) -> None:
+        """Withdraw interest, take in what the server had already sent, and nak every task
+        among it (not waiting for the next poller's ack_wait)."""
+        if self._sub is not None:
+            # UNSUB, PING/PONG, then every pending callback; bounded, as the server may be
+            # unreachable (and then it has nothing in flight for us to give back).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._sub.drain(), CLOSE_TIMEOUT)
+        self._asked_at = None
+        while not self._arrived.empty():
+            msg = self._arrived.get_nowait()
+            if _status(msg) is None:
+                with contextlib.suppress(Exception):
+                    await msg.nak()

@@ -1,0 +1,145 @@
+"""Long pull requests (poller/pull.py) against a real nats-server: quiet when idle, and
+nothing handed over around a stop or a lost request waits for ack_wait."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from poller.pull import Puller, PullError
+from tests.support.natsserver import NatsServer
+from tests.support.poller_harness import publish_task, run, running_poller, setup_bus
+
+pytestmark = pytest.mark.integration
+
+NEXT = "$JS.API.CONSUMER.MSG.NEXT.AF_TASKS.worker-w1"
+ACK_WAIT = 30  # long: a task that comes back within a test came back by a nak
+
+
+async def _requests_seen(nc: Any) -> list[float]:
+    """Times at which anybody asked w1's consumer for a task."""
+    seen: list[float] = []
+
+    async def record(_msg: Any) -> None:
+        seen.append(time.monotonic())
+
+    await nc.subscribe(NEXT, cb=record)
+    await nc.flush()
+    return seen
+
+
+async def _take(js: Any, timeout: float = 2) -> Any:
+    """What a fresh pull gets now (None: nothing within `timeout`)."""
+    psub = await js.pull_subscribe_bind("worker-w1", "AF_TASKS")
+    try:
+        [msg] = await psub.fetch(1, timeout=timeout)
+    except nats.errors.TimeoutError:
+        return None
+    finally:
+        await psub.unsubscribe()
+    await msg.ack()
+    return msg
+
+
+def test_an_idle_poller_asks_once_and_sigterm_ends_its_wait_at_once(
+    server: NatsServer, work: Path
+) -> None:
+    async def go() -> None:
+        watcher = await nats.connect(server.url)
+        seen = await _requests_seen(watcher)
+        async with running_poller(server.url, work, ack_wait=ACK_WAIT) as bus:
+            js, poller = bus.js, bus.poller
+            await asyncio.sleep(4)  # connects, binds, asks: then waits at the server
+            assert len(seen) == 1, f"{len(seen)} pull requests in 4 s of idling"
+            t0 = time.monotonic()
+            poller.signal(signal.SIGTERM)
+            assert poller.wait(10) == 0
+            assert time.monotonic() - t0 < 2  # did not sit out its 30 s request
+            # Its request left with it: the next task waits for the next pull, undelivered.
+            await publish_task(js, "w1", {"task_id": "after", "instructions": "x"})
+            msg = await _take(js)
+            assert msg is not None and msg.metadata.num_delivered == 1
+        await watcher.close()
+
+    run(go())
+
+
+async def _puller(url: str) -> tuple[Any, Any, Puller]:
+    await setup_bus(url, "w1", ack_wait=ACK_WAIT)
+    nc = await nats.connect(url, inbox_prefix="_INBOX_w1")
+    puller = Puller(nc, "AF_TASKS", "worker-w1")
+    await puller.start()
+    return nc, nc.jetstream(), puller
+
+
+async def _asked(puller: Puller) -> None:
+    """Let `puller` send a request and leave it waiting at the server."""
+    stop = asyncio.Event()
+    waiting = asyncio.ensure_future(puller.next(stop))
+    await asyncio.sleep(0.3)
+    stop.set()
+    assert await waiting is None
+
+
+def test_a_task_handed_over_as_the_puller_closes_is_given_back_at_once(
+    server: NatsServer,
+) -> None:
+    async def go() -> None:
+        nc, js, puller = await _puller(server.url)
+        await _asked(puller)
+        await publish_task(js, "w1", {"task_id": "in-flight", "instructions": "x"})
+        await asyncio.sleep(0.3)  # delivered to the puller, which nobody asks for it now
+        await puller.close()
+        msg = await _take(js)
+        assert msg is not None, "the task waits for ack_wait"
+        assert msg.metadata.num_delivered == 2  # handed over once, given back, taken again
+        await nc.close()
+
+    run(go())
+
+
+def test_a_task_nobody_asked_for_is_given_back_and_the_asked_one_returned(
+    server: NatsServer,
+) -> None:
+    async def go() -> None:
+        nc, js, puller = await _puller(server.url)
+        await _asked(puller)
+        puller.ask_again()  # as after a reconnect: the first request may still be alive
+        await _asked(puller)  # two requests wait at the server now
+        assert puller.requests == 2
+        for n in (1, 2):
+            await publish_task(js, "w1", {"task_id": f"t{n}", "instructions": "x"})
+        got = await puller.next(asyncio.Event())
+        assert got is not None and got.metadata.num_delivered == 1
+        await got.ack()
+        await asyncio.sleep(0.3)
+        other = await _take(js)  # the second answer was nak'd, not kept
+        assert other is not None and other.metadata.num_delivered == 2
+        assert {got.data, other.data} == {
+            b'{"task_id": "t1", "instructions": "x"}',
+            b'{"task_id": "t2", "instructions": "x"}',
+        }
+        await puller.close()
+        await nc.close()
+
+    run(go())
+
+
+def test_a_deleted_consumer_ends_the_wait_with_an_error(server: NatsServer) -> None:
+    async def go() -> None:
+        nc, js, puller = await _puller(server.url)
+        waiting = asyncio.ensure_future(puller.next(asyncio.Event()))
+        await asyncio.sleep(0.3)
+        await js.delete_consumer("AF_TASKS", "worker-w1")
+        with pytest.raises(PullError, match="409"):
+            await asyncio.wait_for(waiting, 5)
+        await puller.close()
+        await nc.close()
+
+    run(go())
