@@ -38,7 +38,7 @@ def _json_codec() -> Tuple[Callable[[str], Any], Callable[[Any], str]]:
     """(loads, dumps) built on `_json`, the C accelerator `json` itself uses."""
     try:
         from _json import encode_basestring_ascii as quote
-        from _json import make_scanner
+        from _json import make_encoder, make_scanner
 
         class Context:
             strict = True
@@ -48,9 +48,15 @@ def _json_codec() -> Tuple[Callable[[str], Any], Callable[[Any], str]]:
             parse_int = int
             parse_constant = float  # NaN, Infinity, -Infinity
 
+        def unencodable(obj: Any) -> Any:
+            raise TypeError("cannot encode {} as JSON".format(type(obj).__name__))
+
         scan = make_scanner(Context())  # type: ignore[arg-type]  # duck-typed, as json does
+        # The arguments json.JSONEncoder passes: no circular check, sort_keys, allow_nan.
+        encode = make_encoder(None, unencodable, quote, None, ": ", ", ", True, False, True)
         sample = '{"a": [1, 2.5, "\\u00e9", true, null]}'
-        if scan(sample, 0) != ({"a": [1, 2.5, "\u00e9", True, None]}, len(sample)):
+        value = {"a": [1, 2.5, "\u00e9", True, None]}
+        if scan(sample, 0) != (value, len(sample)) or "".join(encode(value, 0)) != sample:
             raise ImportError("_json does not behave as expected")
     except (ImportError, AttributeError, TypeError, StopIteration):
         import json
@@ -70,22 +76,7 @@ def _json_codec() -> Tuple[Callable[[str], Any], Callable[[Any], str]]:
         return json.loads(text)  # not JSON: the plain module raises a ValueError that says why
 
     def dumps(obj: Any) -> str:
-        if isinstance(obj, str):
-            return str(quote(obj))
-        if obj is None:
-            return "null"
-        if obj is True:
-            return "true"
-        if obj is False:
-            return "false"
-        if isinstance(obj, (int, float)):
-            return repr(obj)
-        if isinstance(obj, dict):
-            items = sorted(obj.items())
-            return "{" + ", ".join(quote(k) + ": " + dumps(v) for k, v in items) + "}"
-        if isinstance(obj, (list, tuple)):
-            return "[" + ", ".join(dumps(v) for v in obj) + "]"
-        raise TypeError("cannot encode {} as JSON".format(type(obj).__name__))
+        return "".join(encode(obj, 0))
 
     return loads, dumps
 
