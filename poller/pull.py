@@ -29,7 +29,7 @@ from typing import Any
 
 PULL_EXPIRES = 30.0  # seconds a pull request may wait at the server
 LOST_AFTER = PULL_EXPIRES + 5.0  # unanswered this long: the request was lost, ask again
-CLOSE_TIMEOUT = 2.0
+CLOSE_TIMEOUT = 2.0  # the most a stop waits for the server's PONG
 
 
 class PullError(Exception):
@@ -51,7 +51,7 @@ class Puller:
         self._asked_at: float | None = None  # when the outstanding request was sent
         self._wake = asyncio.Event()
         self._sub: Any = None
-        self.requests = 0  # pull requests sent, for tests and the status document
+        self.requests = 0  # pull requests sent (tests count them)
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
@@ -70,7 +70,7 @@ class Puller:
                 await msg.nak()  # not asked for: give it back now
             return
         self._asked_at = None  # batch 1: any answer ends the request
-        if status is None or status not in ("404", "408"):
+        if status not in ("404", "408"):  # a task, or an error for next() to raise
             self._arrived.put_nowait(msg)
         self._wake.set()
 

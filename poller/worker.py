@@ -13,14 +13,13 @@ import json
 from typing import Any
 
 import nats
-import nats.errors
 
 from poller import runner
 from poller.config import Config
 from poller.delivery import Delivery
 from poller.heartbeat import Stats, beat
 from poller.logs import Logger
-from poller.pull import Puller, PullError
+from poller.pull import Puller
 
 MAX_BACKOFF = 10.0
 
@@ -180,7 +179,7 @@ class Worker:
                 try:
                     msg = await puller.next(self.stop)
                     pause = 0.25
-                except (PullError, nats.errors.Error, OSError) as e:
+                except Exception as e:  # PullError, or the connection's: retry
                     slots.release()
                     self.log.warning("pull_failed", error=str(e) or repr(e), retry_in_s=pause)
                     await _wait_or_stop(asyncio.sleep(pause), self.stop)
