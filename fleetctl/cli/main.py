@@ -49,7 +49,6 @@ class _LazyGroup(click.Group):
             return None
         command = getattr(importlib.import_module(module), cmd_name)
         assert isinstance(command, click.Command)
-        _skip_collecting_what_lives_to_the_end()  # its imports, like the ones above
         return command
 
 
