@@ -7,27 +7,18 @@ Budget: at most 1.0 s for 1,000 workers (best of --repeat runs, each on a fresh 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.machine import describe
 from fleetctl import natsaccess as na
 from fleetctl.natsnames import NatsNames
 from nsc.authority import Authority
 from nsc.store import NscDirs
 
 BUDGET_S = 1.0
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def one_run(workers: int) -> float:
@@ -55,10 +46,7 @@ def main() -> int:
         f"best {best:.3f} s, median {median:.3f} s over {args.repeat} runs "
         f"({best / args.workers * 1e6:.0f} us/worker)"
     )
-    print(
-        f"machine: nproc {os.cpu_count()}, {cpu_model()}, Python {sys.version.split()[0]}, "
-        f"{platform.system()} {platform.release()}"
-    )
+    print(f"machine: {describe()}")
     ok = best <= BUDGET_S * args.workers / 1000
     print(f"budget {BUDGET_S:.1f} s per 1,000: {'OK' if ok else 'OVER BUDGET'}")
     return 0 if ok else 1

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,6 +26,7 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import describe
 from tests.support.natsserver import running_nats_server
 from tests.support.poller_harness import poller_env, setup_bus
 
@@ -141,15 +140,6 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def machine() -> str:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}"
-
-
 async def main(n: int, burst_n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d, running_nats_server(Path(d)) as server:
         work = Path(d) / "work"
@@ -184,7 +174,7 @@ async def main(n: int, burst_n: int) -> dict[str, Any]:
         for k, v in (("poller", poller_ms), ("raw", raw_ms), ("spawn", spawn))
     }
     return {
-        "machine": machine(),
+        "machine": describe(),
         "n": n,
         "poller_p50_ms": round(p50["poller"], 3),
         "poller_p99_ms": round(pct(poller_ms, 99), 3),

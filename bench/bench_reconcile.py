@@ -26,7 +26,6 @@ import dataclasses
 import importlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import describe
 from tests.e2e.fleet_env import BROKER, FleetEnv, install_standins, prepare_wheelhouse, worker
 from tests.support.simhosts import SimNet, skip_reason
 
@@ -187,18 +187,6 @@ def lan_overhead(net: SimNet, n: int = 5) -> float:
         subprocess.run(net.lan_argv([sys.executable, "-c", "pass"]), check=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def machine() -> str:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return (
-        f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}"
-    )
 
 
 # ---- --breakdown: phase timers inside one fleetctl run ---------------------------------
@@ -403,7 +391,7 @@ def main() -> int:
         f"fleet: {args.hosts * args.per_host} workers (llm: command) on {args.hosts} worker "
         f"hosts + 1 broker-host; simulated hosts booted in {boot:.1f} s"
     )
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     print("cpu s: the fleetctl process; mach s: the whole machine (medians)")
     print(HEADER)
     for row in rows:
