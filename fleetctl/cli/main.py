@@ -5,7 +5,10 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,9 +39,37 @@ COMMANDS = {
 }
 
 
+@contextmanager
+def _usage_errors_exit_1() -> Iterator[None]:
+    """click exits 2 on a usage error, the code `plan --detailed-exitcode` gives "changes
+    pending": a mistyped option in CI would read as changes. Every error exits 1."""
+    try:
+        yield
+    except click.UsageError as exc:
+        exc.exit_code = 1  # type: ignore[misc]  # click reads it from the instance
+        raise
+
+
 class _LazyGroup(click.Group):
     """A group whose commands are imported by name when first asked for (click's own
-    pattern for large CLIs); listing them for `--help` imports them all."""
+    pattern for large CLIs); listing them for `--help` imports them all.
+
+    Its own options are parsed in `make_context`; every subcommand's (nested groups'
+    too) are parsed, and run, inside `invoke`: usage errors from both exit 1."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _usage_errors_exit_1():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _usage_errors_exit_1():
+            return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
