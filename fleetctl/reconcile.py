@@ -323,18 +323,7 @@ class Reporter:
     def finished(self, result: HostResult) -> None: ...
 
 
-class _Wheelhouses:
-    """One wheelhouse per Python target, built once however many hosts need it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._built: dict[str, wheelhouse.Wheelhouse] = {}
-
-    def get(self, target: wheelhouse.Target) -> wheelhouse.Wheelhouse:
-        with self._lock:
-            if target.key not in self._built:
-                self._built[target.key] = wheelhouse.build(target)
-            return self._built[target.key]
+_Wheelhouses = wheelhouse.Builds  # one build (or failure) per Python target for the run
 
 
 def apply(view: Fleetview, reporter: Reporter | None = None) -> list[HostResult]:

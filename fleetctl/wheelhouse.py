@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -488,6 +489,35 @@ def build(target: Target, cache_dir: Path | None = None) -> Wheelhouse:
         shutil.rmtree(tmp, ignore_errors=True)
     files = tuple(sorted(final.glob("*.whl")))
     return Wheelhouse(path=final, version=version, files=files)
+
+
+class Builds:
+    """One build per host type for a whole run, shared by the threads that visit the hosts.
+
+    Hosts are applied in parallel; those with the same Python and platform wait for the one
+    build, and a failure is remembered too: every host that needs that wheelhouse fails at
+    once with the same message instead of trying (and timing out on the index) again.
+    """
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self._cache_dir = cache_dir
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._done: dict[str, Wheelhouse | WheelhouseError] = {}
+
+    def get(self, target: Target) -> Wheelhouse:
+        with self._guard:
+            lock = self._locks.setdefault(target.key, threading.Lock())
+        with lock:  # other targets build meanwhile
+            if target.key not in self._done:
+                try:
+                    self._done[target.key] = build(target, self._cache_dir)
+                except WheelhouseError as e:
+                    self._done[target.key] = e
+            found = self._done[target.key]
+        if isinstance(found, WheelhouseError):
+            raise WheelhouseError(str(found))
+        return found
 
 
 # --- the broker binary -----------------------------------------------------------------------

@@ -127,3 +127,44 @@ def test_the_wheelhouse_installs_offline_and_runs(
     assert time.perf_counter() - start < 2
     assert again == house
     assert snapshot(cache / "deps") == before
+
+
+def test_an_unreachable_index_fails_every_host_at_once_after_one_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four hosts of one type, visited in parallel as apply does: one pip run, one message."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.natsserver import free_port
+
+    for key in [k for k in os.environ if k.startswith("PIP_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no local mirror, no find-links
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{free_port()}/simple")  # closed
+    monkeypatch.setenv("PIP_RETRIES", "1")  # 0 would hide the connection error
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    real_run = subprocess.run
+    pip_runs: list[list[str]] = []
+
+    def counting_run(cmd: list[str], **kwargs: object) -> object:
+        if cmd[1:3] == ["-m", "pip"]:
+            pip_runs.append(cmd)
+        return real_run(cmd, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "run", counting_run)
+    builds = wheelhouse.Builds(tmp_path / "cache")
+    target = probe(host_python())
+
+    def visit(_: int) -> str:
+        try:
+            builds.get(target)
+        except WheelhouseError as e:
+            return str(e)
+        return "built"
+
+    with ThreadPoolExecutor(4) as pool:
+        messages = list(pool.map(visit, range(4)))
+    assert len(pip_runs) == 1, pip_runs
+    assert len(set(messages)) == 1, messages
+    assert messages[0].startswith("pip wheel failed: cannot reach the package index"), messages
+    assert not list((tmp_path / "cache").rglob("*.whl"))

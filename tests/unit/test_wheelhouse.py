@@ -341,6 +341,20 @@ def test_a_tampered_wheelhouse_is_replaced(tmp_path: Path, fake_pip: FakePip) ->
     assert poller_wheel.read_bytes() != b"tampered"
 
 
+def test_a_run_builds_each_target_once(tmp_path: Path, fake_pip: FakePip) -> None:
+    builds = wheelhouse.Builds(tmp_path)
+    other = Target("3.12", "linux-aarch64", "glibc-2.31")
+    first = builds.get(HOST)
+    assert builds.get(HOST) is first and builds.get(other).path.name == other.key
+    assert [c[0] for c in fake_pip.calls] == ["wheel", "download"] * 2
+    fake_pip.fail = "pip download failed: offline"
+    failing = wheelhouse.Builds(tmp_path / "elsewhere")
+    for _ in range(3):
+        with pytest.raises(WheelhouseError, match="offline"):
+            failing.get(HOST)
+    assert len(fake_pip.calls) == 6  # the failure is remembered: one attempt, not three
+
+
 def test_the_default_cache_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert wheelhouse.default_cache_dir() == tmp_path / "xdg" / "fleetctl" / "wheelhouse"
