@@ -49,11 +49,7 @@ async def raw_worker(url: str, worker_id: str) -> None:
             continue
         task = json.loads(msg.data)
         result = json.dumps({"task_id": task["task_id"], "status": "completed"}).encode()
-        await js.publish(
-            f"af.task.{task['task_id']}.completed",
-            result,
-            headers={"Nats-Msg-Id": f"{task['task_id']}:{worker_id}"},
-        )
+        await js.publish(f"af.result.{worker_id}.{task['task_id']}", result)
         await msg.ack_sync()
 
 
@@ -64,12 +60,12 @@ async def round_trips(url: str, worker_id: str, n: int, warmup: int) -> list[flo
     waiting: dict[str, asyncio.Future[float]] = {}
 
     async def on_result(msg: Any) -> None:
-        tid = msg.subject.split(".")[2]
+        tid = msg.subject.split(".")[3]  # af.result.<worker>.<task>
         fut = waiting.pop(tid, None)
         if fut is not None and not fut.done():
             fut.set_result(time.perf_counter())
 
-    await nc.subscribe("af.task.*.completed", cb=on_result)
+    await nc.subscribe("af.result.*.*", cb=on_result)
     await nc.flush()
     out: list[float] = []
     for i in range(n + warmup):
@@ -96,12 +92,12 @@ async def burst(url: str, worker_id: str, n: int) -> float:
     seen: set[str] = set()
 
     async def on_result(msg: Any) -> None:
-        if msg.subject.startswith(f"af.task.{worker_id}-burst-"):
+        if msg.subject.startswith(f"af.result.{worker_id}.{worker_id}-burst-"):
             seen.add(msg.subject)
         if len(seen) == n:
             done.set()
 
-    await nc.subscribe("af.task.*.completed", cb=on_result)
+    await nc.subscribe("af.result.*.*", cb=on_result)
     await nc.flush()
     t0 = time.perf_counter()
     for i in range(n):

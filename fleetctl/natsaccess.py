@@ -55,14 +55,18 @@ def _pull_from(stream: str, durable: str) -> list[str]:
 
 def worker_permissions(names: NatsNames, worker_id: str) -> Permissions:
     """A worker: its own consumer, inbox prefix, results, dead letters, status and ping."""
+    own_results = names.results_of(worker_id)
     return Permissions(
         pub=Permission.of(
             allow=[
                 *_pull_from(names.task_stream, names.consumer(worker_id)),
                 # Is this task's result already stored? Checked before running the CLI again
-                # after a redelivery (docs/poller.md); lets a worker read stored results.
-                f"{JS_API}.STREAM.MSG.GET.{names.results_stream}",
-                names.all_results,
+                # after a redelivery (docs/poller.md): a direct get of the last message on
+                # one of its own result subjects, named in the request subject, so the
+                # server lets it read back its own results and nobody else's.
+                f"{JS_API}.DIRECT.GET.{names.results_stream}.{own_results}",
+                # Results only on subjects that carry its own id: attribution is the server's.
+                own_results,
                 names.dead(worker_id),
                 names.status(worker_id),
             ]

@@ -37,7 +37,9 @@ class NatsNames:
 
     @property
     def all_results(self) -> str:
-        return f"{self.prefix}.task.*.completed"
+        """`<prefix>.result.<worker_id>.<task_id>`: the worker id is in the subject, so the
+        server enforces who may publish a result (docs/messages.md)."""
+        return f"{self.prefix}.result.*.*"
 
     @property
     def all_dead(self) -> str:
@@ -56,8 +58,24 @@ class NatsNames:
     def dead(self, worker_id: str) -> str:
         return f"{self.prefix}.dead.{worker_id}"
 
-    def result(self, task_id: str) -> str:
-        return f"{self.prefix}.task.{task_id}.completed"
+    def results_of(self, worker_id: str) -> str:
+        """Every result subject of one worker: what it may publish and read back."""
+        return f"{self.prefix}.result.{worker_id}.*"
+
+    def result(self, worker_id: str, task_id: str) -> str:
+        return f"{self.prefix}.result.{worker_id}.{task_id}"
+
+    def attribution(self, subject: str) -> tuple[str, str] | None:
+        """(worker_id, task_id) of a result subject, or None for any other subject.
+
+        Readers attribute a result by this, never by the `worker_id` in its body: only the
+        worker's own credentials can publish on its subjects."""
+        parts = subject.split(".")
+        if len(parts) != 4 or parts[0] != self.prefix or parts[1] != "result":
+            return None
+        if not parts[2] or not parts[3]:
+            return None
+        return parts[2], parts[3]
 
     @staticmethod
     def consumer(worker_id: str) -> str:

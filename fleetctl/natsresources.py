@@ -26,6 +26,9 @@ class StreamSpec:
     duplicate_window: int
     max_msg_size: int = TASK_MAX_BYTES
     storage: str = "file"
+    # One message per subject (last one wins), and reads by subject: the results stream.
+    max_msgs_per_subject: int = -1
+    allow_direct: bool = False
 
     @property
     def key(self) -> str:
@@ -40,6 +43,8 @@ class StreamSpec:
             "max_age": self.max_age * _NS,
             "duplicate_window": self.duplicate_window * _NS,
             "max_msg_size": self.max_msg_size,
+            "max_msgs_per_subject": self.max_msgs_per_subject,
+            "allow_direct": self.allow_direct,
             "discard": "old",
             "num_replicas": 1,
         }
@@ -72,12 +77,25 @@ class ConsumerSpec:
 
 
 def streams(settings: NatsSettings) -> list[StreamSpec]:
-    """Tasks (work queue: a task is gone once acked), results and dead letters."""
+    """Tasks (work queue: a task is gone once acked), results and dead letters.
+
+    Results: one per (worker, task) subject, the last one kept, so a retried publish or a
+    corrected task replaces the earlier result and no Nats-Msg-Id (stream-wide, so
+    forgeable) is needed; direct gets by subject, so a worker can be allowed to read
+    back only its own subjects (docs/messages.md)."""
     n = NatsNames(settings.subject_prefix)
     age, window = settings.max_age, settings.duplicate_window
     return [
         StreamSpec(n.task_stream, (n.all_inboxes,), "workqueue", age, window),
-        StreamSpec(n.results_stream, (n.all_results,), "limits", age, window),
+        StreamSpec(
+            n.results_stream,
+            (n.all_results,),
+            "limits",
+            age,
+            window,
+            max_msgs_per_subject=1,
+            allow_direct=True,
+        ),
         StreamSpec(n.dead_stream, (n.all_dead,), "limits", age, window),
     ]
 

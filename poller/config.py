@@ -49,8 +49,9 @@ class Subjects:
         return f"{self.prefix}.dead.{self.worker_id}"
 
     def result(self, task_id: str) -> str:
-        """Only call with an id that passed `TOKEN_RE`: the id becomes a subject token."""
-        return f"{self.prefix}.task.{task_id}.completed"
+        """Only call with an id that passed `TOKEN_RE`: the id becomes a subject token.
+        The worker id is in the subject: the server lets only this worker publish there."""
+        return f"{self.prefix}.result.{self.worker_id}.{task_id}"
 
 
 @dataclass(frozen=True)

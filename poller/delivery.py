@@ -33,7 +33,6 @@ from poller.logs import Logger
 from poller.messages import STDERR_TAIL, Rejection, Result, Task, parse_task
 
 DEAD_TASK_KEEP = 512 * 1024  # the original task is embedded in a dead letter up to this size
-MAX_RESULT_SCAN = 32  # results of other workers for the same task id we look past
 PUBLISH_TIMEOUT = 5.0
 
 
@@ -244,9 +243,8 @@ class Delivery:
                 poller_version=__version__,
                 error=why.reason,
             )
-            # Its own Msg-Id: a rejection must not make a corrected task with this id look done.
-            msg_id = f"{self._msg_id(why.task_id)}:rejected:{seq}"
-            stored = await self._store(why.task_id, result.encode(), PUBLISH_TIMEOUT, msg_id)
+            # A corrected task with this id still runs: `_result_stored` skips rejections.
+            stored = await self._store(why.task_id, result.encode(), PUBLISH_TIMEOUT)
             if not stored:
                 self.log.error("rejected_result_not_stored", task_id=why.task_id)
         if await self._dead_letter(held.msgs[0], why.task_id, seq, attempt, why.reason):
@@ -276,51 +274,34 @@ class Delivery:
     async def _result_stored(self, task_id: str) -> bool:
         """Is our result for this task already in the results stream? (see docs/poller.md)
 
-        The last message on the task's result subject is read first; when another worker's
-        result is last (the same task sent to several workers), the subject is walked.
+        A direct get of the last message on our own result subject (the only results this
+        worker may read). A `rejected` result does not count: a corrected task with the same
+        id must still run, and its result then replaces the rejection on the subject.
         """
-        subject = self.cfg.subjects.result(task_id)
-        stream, want = self.cfg.results_stream, self._msg_id(task_id)
         try:
-            last = await self.js.get_msg(stream, subject=subject)
+            last = await self.js.get_msg(
+                self.cfg.results_stream, subject=self.cfg.subjects.result(task_id), direct=True
+            )
         except nats.js.errors.NotFoundError:
             return False
-        if _msg_id_of(last) == want:
-            return True
-        seq = 0
-        for _ in range(MAX_RESULT_SCAN):
-            try:
-                m = await self.js.get_msg(stream, seq=seq + 1, subject=subject, next=True)
-            except nats.js.errors.NotFoundError:
-                return False
-            if _msg_id_of(m) == want:
-                return True
-            if m.seq is None or m.seq >= last.seq:
-                return False
-            seq = m.seq
-        return False
+        return _status_of(last.data) != "rejected"
 
-    def _msg_id(self, task_id: str) -> str:
-        return f"{task_id}:{self.cfg.worker_id}"
+    async def _store(self, task_id: str, data: bytes, retry_for: float | None = None) -> bool:
+        """Publish the result through JetStream until the PubAck says it is stored.
 
-    async def _store(
-        self, task_id: str, data: bytes, retry_for: float | None = None, msg_id: str | None = None
-    ) -> bool:
-        """Publish the result through JetStream until the PubAck says it is stored."""
+        No Nats-Msg-Id: JetStream dedups ids across the whole stream, so any worker that
+        guessed ours could have our result dropped. The stream keeps one message per
+        (worker, task) subject instead, so a retry replaces an identical copy."""
         deadline = time.monotonic() + (retry_for or self.cfg.result_store_retry)
-        headers = {"Nats-Msg-Id": msg_id or self._msg_id(task_id)}
         pause = 0.25
         while True:
             try:
-                ack = await self.js.publish(
+                await self.js.publish(
                     self.cfg.subjects.result(task_id),
                     data,
                     timeout=PUBLISH_TIMEOUT,
                     stream=self.cfg.results_stream,
-                    headers=headers,
                 )
-                if ack.duplicate:
-                    self.log.info("result_duplicate", task_id=task_id)
                 return True
             except Exception as e:
                 self.log.warning("result_store_failed", task_id=task_id, error=repr(e))
@@ -386,10 +367,14 @@ class Delivery:
                     await m.in_progress()
 
 
-def _msg_id_of(raw: Any) -> str | None:
-    headers = getattr(raw, "headers", None) or {}
-    value = headers.get("Nats-Msg-Id")
-    return value if isinstance(value, str) else None
+def _status_of(data: bytes | None) -> str | None:
+    """The `status` of a stored result (our own subject: our own JSON), None if unreadable."""
+    try:
+        obj = json.loads(data or b"")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    status = obj.get("status") if isinstance(obj, dict) else None
+    return status if isinstance(status, str) else None
 
 
 def _child_env(env: Mapping[str, str], cfg: Config) -> dict[str, str]:

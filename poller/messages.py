@@ -118,7 +118,7 @@ def _check_fields(obj: dict[str, Any]) -> str | None:
 
 @dataclass
 class Result:
-    """What the poller publishes to `<prefix>.task.<task_id>.completed`."""
+    """What the poller publishes to `<prefix>.result.<worker_id>.<task_id>`."""
 
     task_id: str
     worker_id: str

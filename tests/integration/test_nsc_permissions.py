@@ -90,7 +90,7 @@ async def _worker_happy_path(tmp_path: Path, storage: str) -> None:
             assert (await _ping(admin, n.ping("w1"))).data == b"pong", w1.errors
 
             await msg.ack_sync()
-            result_ack = await wjs.publish(n.result("t1"), b"done")
+            result_ack = await wjs.publish(n.result("w1", "t1"), b"done")
             assert result_ack.stream == n.results_stream
             dead_ack = await wjs.publish(n.dead("w1"), b"gave up on t0")
             assert dead_ack.stream == n.dead_stream
@@ -106,7 +106,7 @@ async def _worker_happy_path(tmp_path: Path, storage: str) -> None:
             (res,) = await psub.fetch(1, timeout=OK_TIMEOUT)
             assert res.data == b"done"
             await res.ack_sync()
-            got = await pjs.get_msg(n.results_stream, subject=n.result("t1"))
+            got = await pjs.get_msg(n.results_stream, subject=n.result("w1", "t1"))
             assert got.data == b"done"
 
             assert (await ajs.stream_info(n.task_stream)).state.messages == 0  # work queue
@@ -189,8 +189,8 @@ async def _publisher_and_admin(tmp_path: Path) -> None:
             await pub.nc.jetstream().publish(n.inbox("w1"), b"task")  # publisher: tasks
 
             # publisher: no results forging, no task stealing, no admin, no foreign replies
-            await pub.nc.publish(n.result("t1"), b"forged")
-            await pub.wait_violation(n.result("t1"))
+            await pub.nc.publish(n.result("w1", "t1"), b"forged")
+            await pub.wait_violation(n.result("w1", "t1"))
             stolen = await pub.nc.jetstream().pull_subscribe_bind(n.consumer("w1"), n.task_stream)
             with pytest.raises(TIMEOUTS):
                 await stolen.fetch(1, timeout=DENIED_TIMEOUT)

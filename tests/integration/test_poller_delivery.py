@@ -113,15 +113,17 @@ def test_redelivered_task_with_stored_result_is_not_rerun(server: NatsServer, wo
 
 
 def test_result_of_another_worker_does_not_count(server: NatsServer, work: Path) -> None:
+    """Another worker's result for the same task id (on its own subject, with the Msg-Id
+    the old scheme used) neither counts as ours nor stops ours from being stored."""
+
     async def go() -> None:
         async with bus(server, work) as (js, _):
-            other = json.dumps({"task_id": "t2", "worker_id": "w9", "status": "completed"})
-            await js.publish(
-                "af.task.t2.completed", other.encode(), headers={"Nats-Msg-Id": "t2:w9"}
-            )
+            other = json.dumps({"task_id": "t2", "worker_id": "w1", "status": "completed"})
+            await js.publish("af.result.w9.t2", other.encode(), headers={"Nats-Msg-Id": "t2:w1"})
             await publish_task(js, "w1", {"task_id": "t2", "instructions": "mine too"})
-            rs = await n_results(js, 2)
-            assert [r["worker_id"] for r in rs] == ["w9", "w1"]
+            await n_results(js, 2)
+            subjects = [s for s, _, _ in await stream_messages(js, "AF_RESULTS")]
+            assert subjects == ["af.result.w9.t2", "af.result.w1.t2"]
             assert len(standin_records(work, "start")) == 1
 
     run(go())
@@ -215,7 +217,7 @@ def test_poison_inputs_are_rejected_and_dead_lettered(server: NatsServer, work: 
             await nc.flush()
             published = {s for s in seen if not s.startswith(("$JS", "_INBOX"))}
             allowed = {"af.worker.w1.inbox", "af.worker.w1.status", "af.dead.w1"}
-            allowed |= {f"af.task.{t}.completed" for t in ("p1", "p2", "p3", "p4")}
+            allowed |= {f"af.result.w1.{t}" for t in ("p1", "p2", "p3", "p4")}
             assert published <= allowed, published - allowed
             assert len(poller.logged("task_rejected")) == len(POISON)
 
@@ -269,8 +271,13 @@ def test_a_rejected_id_can_be_sent_again_correctly(server: NatsServer, work: Pat
             [r] = await n_results(js, 1)
             assert r["status"] == "rejected"
             await publish_task(js, "w1", {"task_id": "fixme", "instructions": "now right"})
-            rs = await n_results(js, 2)
-            assert rs[1]["status"] == "completed"
+            assert await wait_until(lambda: len(standin_records(work, "end")) == 1, 10)
+
+            async def replaced() -> bool:
+                return [r["status"] for r in await results(js)] == ["completed"]
+
+            # one result per (worker, task) subject: the run replaced the rejection
+            assert await wait_until(replaced, 10)
             assert len(standin_records(work, "start")) == 1
 
     run(go())

@@ -27,8 +27,8 @@ WORKER_PERMISSIONS = {
             "$JS.API.CONSUMER.INFO.AF_TASKS.worker-w1",
             "$JS.API.CONSUMER.MSG.NEXT.AF_TASKS.worker-w1",
             "$JS.ACK.AF_TASKS.worker-w1.>",
-            "$JS.API.STREAM.MSG.GET.AF_RESULTS",
-            "af.task.*.completed",
+            "$JS.API.DIRECT.GET.AF_RESULTS.af.result.w1.*",
+            "af.result.w1.*",
             "af.dead.w1",
             "af.worker.w1.status",
         ]
@@ -68,7 +68,7 @@ def test_least_privilege_worker(tmp_path: Path) -> None:
                     )
 
                 assert await wait_until(settled, 15), poller.events()[-5:]
-                # already stored: found through STREAM.MSG.GET, acked without running
+                # already stored: found by a direct get on its own subject, acked without running
                 await publish_task(js, "w1", {"task_id": "p1", "instructions": "hello"})
                 assert await wait_until(lambda: bool(poller.logged("already_done")), 10)
                 reply = await nc.request("af.worker.w1.ping", b"", timeout=2)

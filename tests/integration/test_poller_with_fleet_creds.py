@@ -41,13 +41,13 @@ def test_poller_runs_tasks_with_its_least_privilege_creds(tmp_path: Path) -> Non
 
                     async def stored() -> bool:
                         try:
-                            await js.get_msg(n.results_stream, subject=n.result("t1"))
+                            await js.get_msg(n.results_stream, subject=n.result("w1", "t1"))
                             return True
                         except Exception:
                             return False
 
                     assert await wait_until(stored, 20), poller.events()[-5:]
-                    msg = await js.get_msg(n.results_stream, subject=n.result("t1"))
+                    msg = await js.get_msg(n.results_stream, subject=n.result("w1", "t1"))
                     result = json.loads(msg.data or b"{}")
                     assert result["status"] == "completed" and result["worker_id"] == "w1"
                     # redelivered after its result is stored: acked without running again

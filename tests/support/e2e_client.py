@@ -46,7 +46,8 @@ async def exchange(url: str, creds: str, workers: list[str], timeout: float) -> 
             for worker, task_id in tasks.items():
                 if worker in found:
                     continue
-                ask = {"last_by_subj": f"af.task.{task_id}.completed"}
+                # The worker is who the subject says: only its creds can publish there.
+                ask = {"last_by_subj": f"af.result.{worker}.{task_id}"}
                 msg = await nc.request(
                     "$JS.API.STREAM.MSG.GET.AF_RESULTS", json.dumps(ask).encode(), timeout=5
                 )

@@ -19,8 +19,8 @@ def test_worker_permissions_are_exact() -> None:
         "$JS.API.CONSUMER.MSG.NEXT.AF_TASKS.worker-w1",
         "$JS.ACK.AF_TASKS.worker-w1.>",
         "$JS.API.CONSUMER.INFO.AF_TASKS.worker-w1",
-        "$JS.API.STREAM.MSG.GET.AF_RESULTS",
-        "af.task.*.completed",
+        "$JS.API.DIRECT.GET.AF_RESULTS.af.result.w1.*",
+        "af.result.w1.*",
         "af.dead.w1",
         "af.worker.w1.status",
     )
@@ -47,12 +47,26 @@ def test_no_worker_gets_the_seed_broad_grants() -> None:
         )
         assert not any(a in s for a in admin for s in every)
         assert not any(s.startswith("af.worker.") and s.endswith(".inbox") for s in every)
+        # results only on its own subjects, read back only from them
+        assert [s for s in every if ".result." in s] == [
+            f"$JS.API.DIRECT.GET.AF_RESULTS.af.result.{wid}.*",
+            f"af.result.{wid}.*",
+        ]
+        assert not any("MSG.GET" in s for s in every)
+
+
+def test_result_subjects_carry_the_worker_and_attribute_by_subject() -> None:
+    assert N.result("w1", "t-1") == "af.result.w1.t-1"
+    assert N.all_results == "af.result.*.*"
+    assert N.attribution("af.result.w1.t-1") == ("w1", "t-1")
+    for other in ("af.result.w1", "af.result.w1.t.x", "ag.result.w1.t", "af.task.t.completed"):
+        assert N.attribution(other) is None
 
 
 def test_prefix_changes_every_subject() -> None:
     p = na.worker_permissions(NatsNames("team-x"), "w1")
     assert "$JS.API.CONSUMER.MSG.NEXT.TEAM_X_TASKS.worker-w1" in p.pub.allow
-    assert "team-x.task.*.completed" in p.pub.allow
+    assert "team-x.result.w1.*" in p.pub.allow
 
 
 def test_publisher_and_admin() -> None:

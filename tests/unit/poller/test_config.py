@@ -22,7 +22,7 @@ def test_defaults_follow_fleetctl_names() -> None:
     assert cfg.subjects.status == n.status("w1")
     assert cfg.subjects.ping == n.ping("w1")
     assert cfg.subjects.dead == n.dead("w1")
-    assert cfg.subjects.result("t1") == n.result("t1")
+    assert cfg.subjects.result("t1") == n.result("w1", "t1")
     assert (cfg.task_stream, cfg.results_stream, cfg.dead_stream) == (
         n.task_stream,
         n.results_stream,
