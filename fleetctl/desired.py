@@ -7,11 +7,10 @@ deterministic and tested byte for byte against golden files.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from fleetctl import layout
+from fleetctl import backends, layout
 from fleetctl.model import Fleet, Host, Worker
 from fleetctl.natsnames import NatsNames
 from fleetctl.natsresources import TASK_MAX_BYTES, ConsumerSpec, StreamSpec, fleet_resources
@@ -353,10 +352,9 @@ def poller_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
 
 def render_poller_unit(fleet: Fleet, worker: Worker, tunnel_unit: str | None) -> str:
     return render_unit(
-        f"systemd/{worker.backend}.service.j2",
+        backends.unit_template(worker),
         worker=worker,
-        common_env=poller_environment(fleet, worker),
-        command_argv_json=json.dumps(list(worker.command or ())),
+        common_env=[*poller_environment(fleet, worker), *backends.unit_environment(worker)],
         tunnel_unit=tunnel_unit,
         poller_bin=layout.POLLER_BIN,
         stop_timeout=POLLER_STOP_TIMEOUT,

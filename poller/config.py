@@ -8,14 +8,14 @@ Subjects are derived here from NATS_SUBJECT_PREFIX and WORKER_ID with the same r
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-BACKENDS = ("claude", "codex", "gemini", "command")
+from poller.backends import BACKENDS, SettingError
+
 # A subject token we are willing to build subjects from: no `.`, `*`, `>`, whitespace.
 MAX_OUTPUT_CAP = 512 * 1024
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -67,15 +67,8 @@ class Config:
     inbox_prefix: str
     backend: str
     llm: str
-    claude_bin: str
-    claude_model: str
-    allowed_tools: tuple[str, ...]
-    codex_bin: str
-    codex_model: str
-    codex_sandbox: str
-    gemini_bin: str
-    gemini_model: str
-    command_argv: tuple[str, ...]
+    # The backend's own settings (poller/backends.py), by worker field name: bin, model, ...
+    settings: Mapping[str, str]
     concurrency: int
     task_timeout: float
     work_base: Path
@@ -96,11 +89,7 @@ class Config:
     @property
     def model(self) -> str:
         """The model name reported in results (empty when the CLI chooses)."""
-        return {
-            "claude": self.claude_model,
-            "codex": self.codex_model,
-            "gemini": self.gemini_model,
-        }.get(self.backend, "")
+        return self.settings.get("model", "")
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
@@ -142,19 +131,17 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name}={raw!r} must be true or false")
 
 
-def _argv(env: Mapping[str, str], name: str, required: bool) -> tuple[str, ...]:
-    raw = env.get(name, "").strip()
-    if not raw:
-        if required:
-            raise ConfigError(f"{name} is required for MODEL_BACKEND=command (a JSON list)")
-        return ()
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ConfigError(f'{name} must be a JSON list of strings, e.g. ["my-cli"]') from None
-    if not (isinstance(value, list) and value and all(isinstance(a, str) and a for a in value)):
-        raise ConfigError(f"{name} must be a non-empty JSON list of non-empty strings")
-    return tuple(value)
+def _backend_settings(env: Mapping[str, str], backend: str) -> dict[str, str]:
+    values = {}
+    for setting in BACKENDS[backend].settings:
+        raw = env.get(setting.env, "")
+        if setting.required and not raw.strip():
+            raise ConfigError(f"{setting.env} is required for MODEL_BACKEND={backend}")
+        try:
+            values[setting.field] = setting.read(raw)
+        except SettingError as e:
+            raise ConfigError(f"{setting.env}={raw.strip()!r} {e}") from None
+    return values
 
 
 def load(env: Mapping[str, str] | None = None) -> Config:
@@ -175,7 +162,6 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"MODEL_BACKEND={backend!r} must be one of {', '.join(BACKENDS)}")
     home = env.get("HOME", "").strip() or str(Path.home())
     work_base = Path(_get(env, "WORK_BASE", home))
-    tools = tuple(t.strip() for t in env.get("ALLOWED_TOOLS", "").split(",") if t.strip())
     create_pr = _bool(env, "CREATE_PR")
     remote = env.get("GITHUB_REMOTE", "").strip()
     if create_pr and not remote:
@@ -198,15 +184,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         inbox_prefix=_token(env, "NATS_INBOX_PREFIX", f"_INBOX_{worker_id}"),
         backend=backend,
         llm=env.get("LLM", "").strip() or backend,
-        claude_bin=_get(env, "CLAUDE_BIN", "claude"),
-        claude_model=env.get("CLAUDE_MODEL", "").strip(),
-        allowed_tools=tools,
-        codex_bin=_get(env, "CODEX_BIN", "codex"),
-        codex_model=env.get("CODEX_MODEL", "").strip(),
-        codex_sandbox=_get(env, "CODEX_SANDBOX", "read-only"),
-        gemini_bin=_get(env, "GEMINI_BIN", "gemini"),
-        gemini_model=env.get("GEMINI_MODEL", "").strip(),
-        command_argv=_argv(env, "COMMAND_ARGV", required=backend == "command"),
+        settings=_backend_settings(env, backend),
         concurrency=int(_number(env, "CONCURRENCY", 1, integer=True)),
         task_timeout=_number(env, "TASK_TIMEOUT", 3600),
         work_base=work_base,

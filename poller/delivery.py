@@ -65,7 +65,7 @@ class Delivery:
         self.cfg, self.nc, self.js, self.log, self.stats = cfg, nc, js, log, stats
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver if max_deliver and max_deliver > 0 else None
-        self.argv = backends.argv(cfg)
+        self.argv = backends.argv(cfg.backend, cfg.settings)
         self.host = socket.gethostname()
         self.inflight: dict[int, _InFlight] = {}
         self.state_dir: Path | None = cfg.work_base / ".fleet-poller" / cfg.worker_id

@@ -1,16 +1,16 @@
-"""Built-in LLM names and the poller backend that runs each."""
+"""Built-in LLM names and the poller backend that runs each, from the backend registry."""
 
 from __future__ import annotations
 
 from fleetctl.config.schema import LlmSpec
+from poller.backends import BACKENDS
 
 BUILTIN_LLMS: dict[str, LlmSpec] = {
-    "claude-code": LlmSpec(backend="claude", bin="/usr/local/bin/claude"),
-    # Z.ai speaks the Anthropic API: the claude CLI, pointed at it by the worker's env file.
-    "zai": LlmSpec(backend="claude", bin="/usr/local/bin/claude", requires_env_file=True),
-    "codex": LlmSpec(backend="codex", bin="/usr/bin/codex"),
-    "gemini": LlmSpec(backend="gemini", bin="/usr/bin/gemini"),
-    "command": LlmSpec(backend="command"),
+    llm.name: LlmSpec(
+        backend=backend.name, bin=backend.host_bin, requires_env_file=llm.requires_env_file
+    )
+    for backend in BACKENDS.values()
+    for llm in backend.llms
 }
 
 

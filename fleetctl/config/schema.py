@@ -6,7 +6,7 @@ hosts, duplicates, roles) live in `checks.py`. `fleetctl schema` prints them as 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,10 +28,15 @@ from fleetctl.config.values import (
     UnixUser,
     WorkerId,
 )
+from poller.backends import BACKENDS, NAMES
 
 Role = Literal["broker-host", "worker-host"]
-Backend = Literal["claude", "codex", "gemini", "command"]
-CodexSandbox = Literal["read-only", "workspace-write", "danger-full-access"]
+if TYPE_CHECKING:  # the values come from the backend registry (poller/backends.py)
+    Backend = str
+    CodexSandbox = str
+else:  # Literal[(a, b)] is Literal[a, b]
+    Backend = Literal[NAMES]
+    CodexSandbox = Literal[BACKENDS["codex"].setting("codex_sandbox").choices]
 Labels = dict[LabelKey, Token]
 
 

@@ -6,7 +6,6 @@ go through the poller's own `config.load`, and the result must describe the same
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,9 @@ import pytest
 from fleetctl.desired import desired_state
 from fleetctl.model import Worker
 from fleetctl.natsnames import NatsNames
+from poller import backends
 from poller import config as poller_config
+from poller.backends import BACKENDS
 from tests.support.example import example_fleet
 from tests.unit.test_systemd_word import systemd_unquote
 
@@ -59,8 +60,12 @@ def test_poller_reads_the_rendered_environment(worker: Worker, unit: str, tmp_pa
     assert cfg.task_timeout == worker.task_timeout
     assert str(cfg.work_base) == worker.work_base and cfg.home == worker.work_base
     assert cfg.create_pr is worker.create_pr
+    backend = BACKENDS[worker.backend]
+    for setting in backend.settings:  # every field the backend uses arrives as it was set
+        value = getattr(worker, setting.field)
+        expected = setting.read(setting.render(value) or "")
+        assert cfg.settings[setting.field] == expected, setting.field
     if worker.backend == "claude":
-        assert cfg.claude_model == worker.model and cfg.allowed_tools == worker.allowed_tools
+        assert cfg.settings["allowed_tools"].split(",") == list(worker.allowed_tools)
     if worker.backend == "command":
-        assert list(cfg.command_argv) == json.loads(json.dumps(list(worker.command or ())))
-        assert cfg.command_argv == worker.command
+        assert backends.argv("command", cfg.settings) == list(worker.command or ())

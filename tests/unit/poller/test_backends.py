@@ -10,7 +10,8 @@ BASE = {"WORKER_ID": "w1", "NATS_URL": "nats://x:1"}
 
 
 def _argv(**env: str) -> list[str]:
-    return backends.argv(config.load({**BASE, **env}))
+    cfg = config.load({**BASE, **env})
+    return backends.argv(cfg.backend, cfg.settings)
 
 
 def test_claude() -> None:

@@ -55,8 +55,9 @@ def test_prefix_with_dash_derives_streams_like_fleetctl() -> None:
         ({"CREATE_PR": "maybe"}, "CREATE_PR='maybe' must be true or false"),
         ({"CREATE_PR": "true"}, "GITHUB_REMOTE is required"),
         ({"MODEL_BACKEND": "command"}, "COMMAND_ARGV is required"),
-        ({"MODEL_BACKEND": "command", "COMMAND_ARGV": "x y"}, "COMMAND_ARGV must be a JSON"),
-        ({"MODEL_BACKEND": "command", "COMMAND_ARGV": "[]"}, "COMMAND_ARGV must be a non-empty"),
+        ({"MODEL_BACKEND": "command", "COMMAND_ARGV": "x y"}, "COMMAND_ARGV='x y' must be a JSON"),
+        ({"MODEL_BACKEND": "command", "COMMAND_ARGV": "[]"}, "COMMAND_ARGV='[]' must be a non-"),
+        ({"MODEL_BACKEND": "codex", "CODEX_SANDBOX": "all"}, "CODEX_SANDBOX='all' must be one of"),
         ({"NATS_CREDS": "/nonexistent.creds"}, "NATS_CREDS='/nonexistent.creds'"),
         ({"NATS_SUBJECT_PREFIX": "a>"}, "NATS_SUBJECT_PREFIX='a>'"),
         ({"OUTPUT_CAP": "999999999"}, "OUTPUT_CAP=999999999 must be at most"),
@@ -71,7 +72,7 @@ def test_bad_values_name_the_variable(change: dict[str, str], message: str) -> N
 
 def test_allowed_tools_are_split_and_trimmed() -> None:
     cfg = config.load({**BASE, "ALLOWED_TOOLS": " Read, Edit ,,Bash(git:*)"})
-    assert cfg.allowed_tools == ("Read", "Edit", "Bash(git:*)")
+    assert cfg.settings["allowed_tools"] == "Read,Edit,Bash(git:*)"
 
 
 def test_bad_environment_exits_2_with_one_line() -> None:
