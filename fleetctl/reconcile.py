@@ -422,7 +422,7 @@ def _upload(
         py = facts.python_facts(session.raw)
         house = houses.get(wheelhouse.Target(py.version, py.platform, py.libc))
         remote = staging_wheelhouse(prog.poller_version)
-        for f in house.files:
+        for f in house.contents:
             session.transport.put(f, f"{remote}/{f.name}")
     if prog.nats_server:
         if nats_bin is None:

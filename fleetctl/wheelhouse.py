@@ -2,7 +2,12 @@
 
 Hosts have no registry access, so fleetctl ships the complete dependency closure. The host
 installs it into a fresh venv with the pip wheel itself (`python WHEEL/pip install --no-index
---no-deps ...`), which is why pip is part of the set.
+--no-deps --require-hashes -r requirements.txt`), which is why pip is part of the set.
+
+Every dependency comes from the poller's lock (`wheellock`): downloaded with
+`--require-hashes`, checked against the lock again whenever the cache is reused, and shipped
+with a `requirements.txt` and `SHA256SUMS` that carry each file's sha256, the poller's own
+wheel included.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetctl import wheellock
+from fleetctl.wheellock import Locked, LockError
+
 DIST_NAME = "fleet-poller"
 """The poller's distribution name on the host (`pip show fleet-poller`)."""
 
@@ -31,7 +39,13 @@ ENTRY_POINT = "fleet-poller = poller.__main__:main"
 """The console script systemd units run."""
 
 DEPENDENCIES = ("nats-py", "nkeys")
-"""What the poller imports besides the stdlib, pinned to the versions installed here."""
+"""What the poller imports besides the stdlib, at the versions fleetctl/poller-lock.txt pins."""
+
+REQUIREMENTS = "requirements.txt"
+"""In a wheelhouse: what the host installs, one `name==version --hash=sha256:...` line each."""
+
+SUMS = "SHA256SUMS"
+"""In a wheelhouse: `sha256sum` lines for every wheel; the host checks the pip wheel by it."""
 
 _WHEEL_NAME = DIST_NAME.replace("-", "_")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest zip date: byte-reproducible wheels
@@ -84,6 +98,11 @@ class Wheelhouse:
     version: str
     files: tuple[Path, ...]  # every .whl, pip's included
 
+    @property
+    def contents(self) -> tuple[Path, ...]:
+        """What a host gets: the wheels and the two files that carry their hashes."""
+        return (*self.files, self.path / REQUIREMENTS, self.path / SUMS)
+
 
 # --- the poller's identity -------------------------------------------------------------------
 
@@ -108,18 +127,20 @@ def _poller_files(root: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def _dist_version(name: str) -> str:
+def _lock() -> dict[str, Locked]:
     try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        raise WheelhouseError(
-            f"{name} is not installed in fleetctl's Python ({sys.executable}): "
-            "reinstall fleetctl with its dependencies"
-        ) from None
+        return wheellock.poller_lock()
+    except LockError as e:
+        raise WheelhouseError(str(e)) from None
 
 
 def _pins() -> dict[str, str]:
-    return {name: _dist_version(name) for name in DEPENDENCIES}
+    """The poller's direct dependencies at the versions the lock pins."""
+    lock = _lock()
+    missing = [name for name in DEPENDENCIES if name not in lock]
+    if missing:
+        raise WheelhouseError(f"{wheellock.LOCK_FILE} lacks {', '.join(missing)}: run ./dev lock")
+    return {name: lock[name].version for name in DEPENDENCIES}
 
 
 def _fleetctl_version() -> str:
@@ -140,6 +161,11 @@ def poller_version() -> str:
         digest.update(data)
     for name, version in sorted(_pins().items()):
         digest.update(b"D\0%s==%s\0" % (name.encode(), version.encode()))
+    for name, locked in sorted(_lock().items()):  # the whole closure, down to its hashes
+        hashes = ",".join(sorted(locked.hashes))
+        digest.update(
+            b"L\0%s==%s\0%s\0" % (name.encode(), locked.version.encode(), hashes.encode())
+        )
     return f"{_fleetctl_version()}+{digest.hexdigest()[:12]}"
 
 
@@ -283,26 +309,68 @@ def _wheel_dist(path: Path) -> tuple[str, str]:
 
 
 _MANIFEST = "wheels.txt"
+_LOCKED, _BUILT = "locked", "built"  # downloaded as a locked file, or built here from one
 
 
-def _write_manifest(directory: Path) -> None:
-    """Record what a finished download holds, so a later loss of any wheel is noticed."""
-    lines = [f"{p.name} {p.stat().st_size}" for p in sorted(directory.glob("*.whl"))]
-    (directory / _MANIFEST).write_text("".join(f"{ln}\n" for ln in lines))
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def _complete(directory: Path, wanted: dict[str, str]) -> bool:
-    """Every wheel the manifest lists is there with its size, and the pins are among them."""
+def _write_manifest(directory: Path, built: set[str]) -> None:
+    """Record each wheel's sha256, and whether the lock has it or it was built here from a
+    locked sdist (its hash then is this record's alone: nkeys publishes no wheel)."""
+    lines = []
+    for p in sorted(directory.glob("*.whl")):
+        origin = _BUILT if _wheel_dist(p)[0] in built else _LOCKED
+        lines.append(f"{p.name} {sha256_file(p)} {origin}\n")
+    (directory / _MANIFEST).write_text("".join(lines))
+
+
+def _verified(
+    directory: Path, wanted: dict[str, str], lock: dict[str, Locked]
+) -> tuple[Path, ...] | None:
+    """The manifest's wheels if all are there and hold the pins; None if any is missing.
+
+    A wheel that is there but whose sha256 is not the lock's (or, for a wheel built here, the
+    manifest's) is refused: nothing but a download writes this directory, so something
+    changed it, and it must not reach a host.
+    """
     try:
-        listed = (directory / _MANIFEST).read_text().split("\n")
-        for line in filter(None, listed):
-            name, size = line.rsplit(" ", 1)
-            if (directory / name).stat().st_size != int(size):
-                return False
-    except (OSError, ValueError):
-        return False
-    have = {_wheel_dist(p) for p in directory.glob("*.whl")}
-    return all((_canonical(n), v) in have for n, v in wanted.items())
+        listed = [ln.split(" ") for ln in (directory / _MANIFEST).read_text().splitlines()]
+    except OSError:
+        return None
+    files: list[Path] = []
+    for entry in listed:
+        if len(entry) != 3 or entry[2] not in (_LOCKED, _BUILT):
+            return None
+        name, digest, origin = entry
+        path = directory / name
+        if not path.is_file():
+            return None
+        dist, version = _wheel_dist(path)
+        locked = lock.get(dist)
+        actual = sha256_file(path)
+        if locked is None or locked.version != version:
+            raise WheelhouseError(
+                f"wheelhouse cache: {path} is not in the poller's lock "
+                f"({wheellock.LOCK_FILE}); delete {directory} and run again"
+            )
+        expected = {digest} if origin == _BUILT else locked.hashes
+        if actual not in expected:
+            raise WheelhouseError(
+                f"wheelhouse cache: {path} has sha256 {actual}, not the one "
+                f"{'recorded when it was built' if origin == _BUILT else 'the lock pins'}: "
+                f"something changed the cache; delete {directory} and run again"
+            )
+        files.append(path)
+    have = {_wheel_dist(p) for p in files}
+    if not all((_canonical(n), v) in have for n, v in wanted.items()):
+        return None
+    return tuple(sorted(files))
 
 
 def _pip_failure(command: str, output: str, target: Target) -> str:
@@ -351,48 +419,91 @@ def _clean_stale(parent: Path) -> None:
 
 
 def _dependency_wheels(target: Target, cache_dir: Path) -> tuple[Path, ...]:
-    """The pinned dependency closure plus pip, downloaded once per host type and pin set."""
+    """The locked dependency closure plus pip, downloaded once per host type and lock."""
+    lock = _lock()
     pins = _pins()
-    wanted = {**pins, "pip": _dist_version("pip")}
+    wanted = {**pins, "pip": lock["pip"].version} if "pip" in lock else None
+    if wanted is None:
+        raise WheelhouseError(f"{wheellock.LOCK_FILE} lacks pip: run ./dev lock")
     tags = platform_tags(target)
     request = hashlib.sha256("\0".join((target.python, *tags)).encode()).hexdigest()[:8]
     label = "_".join(f"{n}-{v}" for n, v in wanted.items())
     parent = cache_dir / "deps" / target.key
     final = parent / f"{label}_{request}"
-    if not _complete(final, wanted):
-        _check_python(target)
-        parent.mkdir(parents=True, exist_ok=True)
-        _clean_stale(parent)
-        work = Path(tempfile.mkdtemp(dir=parent, prefix=_TMP_PREFIX))
-        try:
-            out = work / "wheels"
-            # Some pins publish only an sdist (nkeys does): wheel the direct pins here first,
-            # then let the platform-bound download take those files and resolve the rest.
-            _pip(target, "wheel", "--no-deps", "-w", str(work / "local"), *_specs(pins))
-            pure = {_wheel_dist(w)[0]: w for w in (work / "local").glob("*-none-any.whl")}
-            requested = [str(pure.get(_canonical(n), f"{n}=={v}")) for n, v in wanted.items()]
-            _pip(target, "download", *_target_options(target, tags), "-d", str(out), *requested)
-            _write_manifest(out)
-            if not _complete(out, wanted):
-                raise WheelhouseError(
-                    f"pip download for {target.key} finished without all of "
-                    f"{', '.join(wanted)}: check the pip configuration (PIP_* variables, pip.conf)"
-                )
-            if not _complete(final, wanted):  # else a concurrent build just finished it
-                if final.exists():  # an incomplete leftover: complete ones are never touched
-                    shutil.rmtree(final)
-                try:
-                    out.rename(final)
-                except OSError:
-                    if not _complete(final, wanted):  # lost a race to a concurrent build
-                        raise
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return tuple(sorted(final.glob("*.whl")))
+    found = _verified(final, wanted, lock)
+    if found is not None:
+        return found
+    _check_python(target)
+    parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(parent)
+    work = Path(tempfile.mkdtemp(dir=parent, prefix=_TMP_PREFIX))
+    try:
+        out = work / "wheels"
+        # Some pins publish only an sdist (nkeys does): wheel the direct pins here first
+        # (pip checks the sdist against the lock), then let the platform-bound download take
+        # those files and the rest of the lock.
+        direct = _requirements(work / "direct.txt", [lock[n].requirement() for n in pins])
+        _pip(
+            target,
+            "wheel",
+            "--no-deps",
+            "--require-hashes",
+            *_no_isolation(),
+            "-w",
+            str(work / "local"),
+            "-r",
+            str(direct),
+        )
+        local = {_wheel_dist(w)[0]: w for w in (work / "local").glob("*-none-any.whl")}
+        built = {n for n, w in local.items() if sha256_file(w) not in lock[n].hashes}
+        lines = [
+            f"{local[n]} --hash=sha256:{sha256_file(local[n])}" if n in local else e.requirement()
+            for n, e in sorted(lock.items())
+        ]
+        everything = _requirements(work / "download.txt", lines)
+        _pip(
+            target,
+            "download",
+            *_target_options(target, tags),
+            "--require-hashes",
+            "-d",
+            str(out),
+            "-r",
+            str(everything),
+        )
+        _write_manifest(out, built)
+        if _verified(out, wanted, lock) is None:
+            raise WheelhouseError(
+                f"pip download for {target.key} finished without all of "
+                f"{', '.join(wanted)}: check the pip configuration (PIP_* variables, pip.conf)"
+            )
+        if _verified(final, wanted, lock) is None:  # else a concurrent build just finished it
+            if final.exists():  # an incomplete leftover: complete ones are never touched
+                shutil.rmtree(final)
+            try:
+                out.rename(final)
+            except OSError:
+                if _verified(final, wanted, lock) is None:  # lost a race to a concurrent build
+                    raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    done = _verified(final, wanted, lock)
+    assert done is not None
+    return done
 
 
-def _specs(pins: dict[str, str]) -> list[str]:
-    return [f"{name}=={version}" for name, version in pins.items()]
+def _requirements(path: Path, lines: Iterable[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def _no_isolation() -> list[str]:
+    """Build nkeys' sdist with the locked setuptools when fleetctl's Python has it: pip's
+    isolated build would fetch setuptools without checking any hash."""
+    import importlib.util
+
+    return ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
 
 
 def _target_options(target: Target, tags: Iterable[str]) -> list[str]:
@@ -442,18 +553,22 @@ def _place(src: Path, dest_dir: Path) -> Path:
     return dest
 
 
-def _same_files(fresh: Path, existing: Path) -> bool:
-    """Same wheel names and sizes, and a byte-identical poller wheel (the only one rebuilt)."""
-    names = sorted(p.name for p in fresh.glob("*.whl"))
-    if names != sorted(p.name for p in existing.glob("*.whl")):
-        return False
-    for name in names:
-        a, b = fresh / name, existing / name
-        if a.stat().st_size != b.stat().st_size:
-            return False
-        if name.startswith(f"{_WHEEL_NAME}-") and a.read_bytes() != b.read_bytes():
-            return False
-    return True
+def _write_hashes(directory: Path, poller: Path) -> None:
+    """requirements.txt (what the host installs, pip excepted) and SHA256SUMS (every wheel)."""
+    wheels = sorted(directory.glob("*.whl"))
+    sums = {w: sha256_file(w) for w in wheels}
+    lines = []
+    for wheel in wheels:
+        name, version = _wheel_dist(wheel)
+        if name != "pip":
+            lines.append(f"{name}=={version} --hash=sha256:{sums[wheel]}")
+    _requirements(directory / REQUIREMENTS, lines)
+    (directory / SUMS).write_text("".join(f"{sums[w]}  {w.name}\n" for w in wheels))
+    assert poller in sums
+
+
+def _digests(directory: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in directory.iterdir() if p.is_file()}
 
 
 def build(target: Target, cache_dir: Path | None = None) -> Wheelhouse:
@@ -472,10 +587,9 @@ def build(target: Target, cache_dir: Path | None = None) -> Wheelhouse:
     try:
         for wheel in deps:
             _place(wheel, tmp)
-        build_poller_wheel(tmp)
-        if final.is_dir() and _same_files(tmp, final):
-            pass
-        else:
+        _write_hashes(tmp, build_poller_wheel(tmp))
+        fresh = _digests(tmp)
+        if not (final.is_dir() and _digests(final) == fresh):
             if final.exists():
                 old = Path(tempfile.mkdtemp(dir=parent, prefix=_TMP_PREFIX))
                 final.rename(old / "old")
@@ -483,7 +597,7 @@ def build(target: Target, cache_dir: Path | None = None) -> Wheelhouse:
             try:
                 tmp.rename(final)
             except OSError:
-                if not (final.is_dir() and _same_files(tmp, final)):  # lost a race to a twin?
+                if not (final.is_dir() and _digests(final) == fresh):  # lost a race to a twin?
                     raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -163,26 +163,25 @@ def op_install_poller(step: Dict[str, Any]) -> None:
     target = "{}-{}".format(link, version.replace("+", "_"))
     _shutil().rmtree(target, ignore_errors=True)
     _run([sys.executable, "-m", "venv", "--without-pip", target])
-    wheels = sorted(
-        os.path.join(wheelhouse, w) for w in os.listdir(wheelhouse) if w.endswith(".whl")
-    )
-    pips = [w for w in wheels if os.path.basename(w).startswith("pip-")]
-    if not pips:
-        raise StepError("the wheelhouse has no pip wheel")
-    rest = [w for w in wheels if w not in pips]
-    # pip writes the bytecode now, as root: the pollers run as users who cannot write the
-    # venv, so without it each poller would compile its libraries again at every start.
+    pip_wheel = _checked_pip_wheel(wheelhouse)
+    # pip checks every wheel it installs against requirements.txt's hashes, the poller's own
+    # included, and writes the bytecode now, as root: the pollers run as users who cannot
+    # write the venv, so without it each poller would compile its libraries at every start.
     _run(
         [
             os.path.join(target, "bin", "python"),
-            os.path.join(pips[0], "pip"),
+            os.path.join(pip_wheel, "pip"),
             "install",
             "--quiet",
             "--no-index",
+            "--find-links",
+            wheelhouse,
+            "--require-hashes",
             "--no-deps",
             "--disable-pip-version-check",
-        ]
-        + rest,
+            "-r",
+            os.path.join(wheelhouse, "requirements.txt"),
+        ],
         timeout=600,
     )
     write_file(os.path.join(target, "fleet-poller.version"), (version + "\n").encode())
@@ -198,6 +197,21 @@ def op_install_poller(step: Dict[str, Any]) -> None:
         if entry.startswith(prefix) and entry not in keep:
             _shutil().rmtree(os.path.join(os.path.dirname(link), entry), ignore_errors=True)
     _shutil().rmtree(wheelhouse, ignore_errors=True)
+
+
+def _checked_pip_wheel(wheelhouse: str) -> str:
+    """The pip wheel we are about to run, checked against SHA256SUMS first."""
+    with open(os.path.join(wheelhouse, "SHA256SUMS")) as f:
+        sums = [line.split() for line in f if line.strip()]
+    pips = [(digest, name) for digest, name in sums if name.startswith("pip-")]
+    if not pips:
+        raise StepError("the wheelhouse has no pip wheel")
+    digest, name = pips[0]
+    path = os.path.join(wheelhouse, name)
+    with open(path, "rb") as f:
+        if new_sha256(f.read()).hexdigest() != digest:
+            raise StepError("{} does not match its sha256 in SHA256SUMS".format(name))
+    return path
 
 
 def op_install_binary(step: Dict[str, Any]) -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from fleetctl import wheelhouse
+from fleetctl import facts, wheelhouse
 from fleetctl.wheelhouse import Target, Wheelhouse, WheelhouseError
 
 pytestmark = pytest.mark.integration
@@ -61,6 +63,21 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+def install_on_host(python: Path, house: Wheelhouse, staging: Path, link: Path) -> list[Any]:
+    """What apply does on a host: the wheelhouse staged there, the agent's install step."""
+    shutil.copytree(house.path, staging)
+    step = {"op": "install_poller", "link": str(link), "version": house.version}
+    step["wheelhouse"] = str(staging)
+    done = subprocess.run(
+        [str(python), "-I", "-S", "-"],
+        input=facts.agent_program({"op": "apply", "steps": [step]}),
+        capture_output=True,
+        timeout=300,
+        env=host_env(),
+    )
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
 def test_the_wheelhouse_installs_offline_and_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -69,28 +86,14 @@ def test_the_wheelhouse_installs_offline_and_runs(
     cache = tmp_path / "cache"
     house = build_or_skip(target, cache)
     assert house.version == wheelhouse.poller_version()
-
     pips = [w for w in house.files if w.name.startswith("pip-")]
-    rest = [w for w in house.files if w not in pips]
     assert len(pips) == 1 and pips[0].name.endswith("-py3-none-any.whl")
 
-    venv = tmp_path / "venv"
-    subprocess.run([str(python), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
-    subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            str(pips[0] / "pip"),
-            "install",
-            "--quiet",
-            "--no-index",
-            "--no-deps",
-            "--disable-pip-version-check",
-            *map(str, rest),
-        ],
-        check=True,
-        timeout=120,
-        env=host_env(),
-    )
+    link = tmp_path / "venv"
+    events = install_on_host(python, house, tmp_path / "staging", link)
+    assert [e["ok"] for e in events] == [True], events
+    venv = link.resolve()
+    assert not (tmp_path / "staging").exists()  # the step cleans up after itself
 
     check = (
         "import importlib.metadata as m, poller.__main__, nats, nkeys, nacl.signing; "
@@ -127,6 +130,35 @@ def test_the_wheelhouse_installs_offline_and_runs(
     assert time.perf_counter() - start < 2
     assert again == house
     assert snapshot(cache / "deps") == before
+
+
+def test_the_host_refuses_a_wheel_whose_hash_does_not_match(tmp_path: Path) -> None:
+    """Swapped after fleetctl built the wheelhouse (in transit, in staging): pip says no."""
+    python = host_python()
+    house = build_or_skip(probe(python), tmp_path / "cache")
+    name = next(w.name for w in house.files if w.name.startswith("nats_py-"))
+    other = next(w for w in house.files if w.name.startswith("pycparser-"))  # a valid wheel
+    swapped = tmp_path / "swapped"
+    shutil.copytree(house.path, swapped)
+    (swapped / name).unlink()
+    shutil.copy(other, swapped / name)
+    events = install_on_host(
+        python, Wheelhouse(swapped, house.version, ()), tmp_path / "s1", tmp_path / "venv"
+    )
+    assert [e["ok"] for e in events] == [False], events
+    assert "DO NOT MATCH THE HASHES" in events[0]["error"], events
+    assert not (tmp_path / "venv").exists()
+
+    pip = next(w.name for w in house.files if w.name.startswith("pip-"))
+    (swapped / name).unlink()
+    shutil.copy(house.path / name, swapped / name)
+    (swapped / pip).write_bytes((swapped / pip).read_bytes() + b"\0")  # pip itself: never run
+    events = install_on_host(
+        python, Wheelhouse(swapped, house.version, ()), tmp_path / "s2", tmp_path / "venv"
+    )
+    assert events == [
+        {"i": 0, "ok": False, "error": f"{pip} does not match its sha256 in SHA256SUMS"}
+    ]
 
 
 def test_an_unreachable_index_fails_every_host_at_once_after_one_attempt(

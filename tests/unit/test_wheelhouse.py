@@ -17,6 +17,7 @@ import pytest
 
 from fleetctl import wheelhouse
 from fleetctl.wheelhouse import Target, WheelhouseError
+from fleetctl.wheellock import Locked
 
 HOST = Target(python="3.11", platform="linux-x86_64", libc="glibc-2.36")
 REAL_POLLER = wheelhouse._poller_dir()
@@ -221,42 +222,63 @@ def test_platform_tags_refuse_hosts_without_wheels(target: Target, needle: str) 
 # --- build() with a fake pip -----------------------------------------------------------------
 
 
+def _content(name: str, version: str, how: str) -> bytes:
+    return f"{how} {name}=={version}".encode()
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+FAKE_LOCK = {
+    name: Locked(name, version, frozenset(hashes))
+    for name, version, hashes in [
+        # nats-py publishes a wheel (pip wheel fetches it), nkeys only an sdist (built here)
+        ("nats-py", "2.16.0", {_digest(_content("nats-py", "2.16.0", "wheel"))}),
+        ("nkeys", "0.2.1", {_digest(b"the sdist")}),
+        ("pynacl", "1.6.2", {_digest(_content("pynacl", "1.6.2", "download"))}),
+        ("pip", "26.3", {_digest(_content("pip", "26.3", "download"))}),
+    ]
+}
+
+
 class FakePip:
-    """Stands in for `pip wheel` / `pip download`: writes plausible wheel files, counts calls."""
+    """Stands in for `pip wheel` / `pip download`: writes wheel files whose contents the fake
+    lock's hashes describe, records each call and the requirement file it was given."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []
+        self.requirements: list[list[str]] = []
         self.fail: str | None = None
 
     def __call__(self, target: Target, *args: str) -> None:
         self.calls.append(args)
+        assert "--require-hashes" in args
+        lines = Path(args[args.index("-r") + 1]).read_text().splitlines()
+        self.requirements.append(lines)
         if self.fail and args[0] == "download":
             dest = Path(args[args.index("-d") + 1])
             dest.mkdir(parents=True, exist_ok=True)
             (dest / "half-written.whl").write_bytes(b"x")
             raise WheelhouseError(self.fail)
-        if args[0] == "wheel":
-            out = Path(args[args.index("-w") + 1])
-            out.mkdir(parents=True)
-            for spec in args[args.index("-w") + 2 :]:
-                name, version = spec.split("==")
-                (out / f"{name.replace('-', '_')}-{version}-py3-none-any.whl").write_bytes(b"w")
-        else:
-            dest = Path(args[args.index("-d") + 1])
-            dest.mkdir(parents=True)
-            for arg in args[args.index("-d") + 2 :]:
-                if arg.endswith(".whl"):
-                    shutil.copy(arg, dest)
-                else:
-                    name, version = arg.split("==")
-                    (dest / f"{name}-{version}-py3-none-any.whl").write_bytes(b"p")
-            (dest / "pynacl-1.6.2-cp38-abi3-manylinux_2_34_x86_64.whl").write_bytes(b"n")
+        out = Path(args[args.index("-w" if args[0] == "wheel" else "-d") + 1])
+        out.mkdir(parents=True)
+        for line in lines:
+            spec = line.split(" ")[0]
+            if spec.endswith(".whl"):
+                shutil.copy(spec, out)
+                continue
+            name, version = spec.split("==")
+            how = "wheel" if args[0] == "wheel" else "download"
+            wheel = out / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+            wheel.write_bytes(_content(name, version, how))
 
 
 @pytest.fixture
 def fake_pip(monkeypatch: pytest.MonkeyPatch) -> FakePip:
     fake = FakePip()
     monkeypatch.setattr(wheelhouse, "_pip", fake)
+    monkeypatch.setattr(wheelhouse, "_lock", lambda: FAKE_LOCK)
     return fake
 
 
@@ -273,7 +295,11 @@ def test_build_downloads_once_and_then_reuses_the_cache(tmp_path: Path, fake_pip
     assert download[download.index("--implementation") + 1] == "cp"
     platforms = [download[i + 1] for i, a in enumerate(download) if a == "--platform"]
     assert platforms == list(wheelhouse.platform_tags(HOST))
-    assert f"pip=={importlib.metadata.version('pip')}" in download
+    assert fake_pip.requirements[0] == [FAKE_LOCK[n].requirement() for n in ("nats-py", "nkeys")]
+    local = {line.split("/")[-1].split(" ")[0] for line in fake_pip.requirements[1] if "/" in line}
+    assert local == {"nats_py-2.16.0-py3-none-any.whl", "nkeys-0.2.1-py3-none-any.whl"}
+    assert FAKE_LOCK["pip"].requirement() in fake_pip.requirements[1]
+    assert FAKE_LOCK["pynacl"].requirement() in fake_pip.requirements[1]
 
     version = wheelhouse.poller_version()
     assert first.version == version
@@ -285,7 +311,16 @@ def test_build_downloads_once_and_then_reuses_the_cache(tmp_path: Path, fake_pip
     assert any(n.startswith("nkeys-") for n in names) and any(
         n.startswith("nats_py-") for n in names
     )
-    assert sorted(p.name for p in first.path.iterdir()) == sorted(names)
+    assert sorted(first.path.iterdir()) == sorted(first.contents)
+    digests = {p.name: _digest(p.read_bytes()) for p in first.files}
+    assert (first.path / "SHA256SUMS").read_text() == "".join(
+        f"{digests[n]}  {n}\n" for n in sorted(digests)
+    )
+    installs = sorted(n for n in digests if not n.startswith("pip-"))
+    assert (first.path / "requirements.txt").read_text().splitlines() == [
+        "{}=={} --hash=sha256:{}".format(*wheelhouse._wheel_dist(Path(n)), digests[n])
+        for n in installs
+    ]
 
     second = wheelhouse.build(HOST, tmp_path)
     assert len(fake_pip.calls) == 2  # no pip, so no network
@@ -318,6 +353,40 @@ def test_a_damaged_cache_is_downloaded_again(tmp_path: Path, fake_pip: FakePip) 
     again = wheelhouse.build(HOST, tmp_path)
     assert len(fake_pip.calls) == 4
     assert _wheel_names(again.files) == _wheel_names(house.files)
+
+
+@pytest.mark.parametrize("victim", ["pynacl-", "nkeys-"])  # a locked download, a wheel built here
+def test_a_swapped_wheel_in_the_cache_is_refused(
+    tmp_path: Path, fake_pip: FakePip, victim: str
+) -> None:
+    house = wheelhouse.build(HOST, tmp_path)
+    cached = next(p for p in (tmp_path / "deps").rglob("*.whl") if p.name.startswith(victim))
+    original = cached.read_bytes()
+    cached.write_bytes(bytes(b ^ 1 for b in original))  # same name, same size, other bytes
+    with pytest.raises(WheelhouseError, match=r"wheelhouse cache: .* has sha256 [0-9a-f]{64}") as e:
+        wheelhouse.build(HOST, tmp_path)
+    assert str(cached) in str(e.value) and "delete" in str(e.value)
+    assert len(fake_pip.calls) == 2  # refused, not quietly downloaded again
+    cached.write_bytes(original)
+    assert wheelhouse.build(HOST, tmp_path) == house
+
+
+def test_a_wheel_slipped_into_the_cache_is_not_shipped(tmp_path: Path, fake_pip: FakePip) -> None:
+    wheelhouse.build(HOST, tmp_path)
+    deps = next((tmp_path / "deps").rglob("pynacl-*.whl")).parent
+    (deps / "evil-1.0-py3-none-any.whl").write_bytes(b"evil")
+    again = wheelhouse.build(HOST, tmp_path)
+    assert "evil-1.0-py3-none-any.whl" not in _wheel_names(again.files)
+    assert "evil" not in (again.path / "requirements.txt").read_text()
+
+
+def test_the_poller_version_follows_the_whole_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = wheelhouse.poller_version()
+    lock = dict(wheelhouse._lock())
+    cffi = lock["cffi"]  # not a direct pin: only the lock says it changed
+    lock["cffi"] = Locked(cffi.name, cffi.version, frozenset({"0" * 64}), cffi.marker)
+    monkeypatch.setattr(wheelhouse, "_lock", lambda: lock)
+    assert wheelhouse.poller_version() != before
 
 
 def test_a_changed_poller_gets_its_own_directory(
