@@ -11,10 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetctl import credentials
+from fleetctl.errors import LocalFileError
 from fleetctl.model import Fleet
 
 
@@ -29,8 +31,16 @@ def key_dir(fleet: Fleet) -> Path:
     return credentials.dirs_for(fleet).keys / "fleetctl-tunnel"
 
 
-def _public_line(private: bytes, host: str) -> str:
-    key = serialization.load_ssh_private_key(private, password=None)
+def _public_line(path: Path, private: bytes, host: str) -> str:
+    try:
+        key = serialization.load_ssh_private_key(private, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # TypeError: a key with a passphrase, which the tunnel's autossh could not use.
+        raise LocalFileError(
+            path,
+            f"is not an OpenSSH private key without a passphrase, as {host}'s tunnel key must be",
+            "delete it: `fleetctl apply` makes a new one and installs it on both ends",
+        ) from None
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
@@ -44,7 +54,7 @@ def load(fleet: Fleet, hosts: Iterable[str]) -> dict[str, TunnelKey]:
         path = key_dir(fleet) / host
         if path.is_file():
             private = path.read_bytes()
-            found[host] = TunnelKey(host, private, _public_line(private, host))
+            found[host] = TunnelKey(host, private, _public_line(path, private, host))
     return found
 
 

@@ -40,6 +40,21 @@ class StoreError(NscError, RuntimeError):
     """A missing or malformed store entry."""
 
 
+def read_json_object(path: Path, fix: str) -> dict[str, Any]:
+    """A store file that must hold a JSON object; anything else is a StoreError naming the
+    file, what is wrong with it and `fix`."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise StoreError(f"{path}: is not valid JSON: {exc.msg.lower()} at {where}", fix) from None
+    except UnicodeDecodeError:
+        raise StoreError(f"{path}: is not UTF-8 text", fix) from None
+    if not isinstance(data, dict):
+        raise StoreError(f"{path}: is JSON but not an object", fix)
+    return data
+
+
 def check_name(name: str) -> str:
     """Names become file names: keep them to a safe, portable alphabet."""
     if not _SAFE_NAME.fullmatch(name) or name.endswith(".jwt"):
@@ -73,6 +88,11 @@ class NscDirs:
     def under(cls, root: Path) -> NscDirs:
         """A self-contained pair under one directory (tests, or a caller-chosen path)."""
         return cls(root / "stores", root / "keys")
+
+
+def _marker(operator: str) -> str:
+    info = {"managed": False, "name": operator, "kind": "operator", "version": STORE_VERSION}
+    return json.dumps(info, separators=(",", ":"))
 
 
 class KeyStore:
@@ -144,8 +164,7 @@ class OperatorStore:
         if s.dir.exists() and any(s.dir.iterdir()):
             raise StoreError(f"operator {operator!r} already exists in {stores}")
         ensure_dir(s.dir / "accounts")
-        info = {"managed": False, "name": operator, "kind": "operator", "version": STORE_VERSION}
-        atomic_write(s.dir / NSC_FILE, json.dumps(info, separators=(",", ":")), PUBLIC_MODE)
+        atomic_write(s.dir / NSC_FILE, _marker(operator), PUBLIC_MODE)
         s.write_operator(operator_jwt)
         return s
 
@@ -155,7 +174,7 @@ class OperatorStore:
         marker = s.dir / NSC_FILE
         if not marker.exists():
             raise StoreError(f"{s.dir} is not an nsc operator store (no {NSC_FILE})")
-        info = json.loads(marker.read_text())
+        info = read_json_object(marker, f"write it as nsc does: {_marker(operator)}")
         if info.get("kind") != "operator" or info.get("name") != operator:
             raise StoreError(f"{marker} describes {info.get('kind')} {info.get('name')!r}")
         return s
@@ -220,8 +239,10 @@ class OperatorStore:
         path = self.dir / METADATA_FILE
         if not path.exists():
             return {}
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
+        return read_json_object(
+            path,
+            "restore it from the file `fleetctl creds backup` wrote; it holds pending rotations",
+        )
 
     def update_metadata(self, **changes: Any) -> dict[str, Any]:
         data = self.metadata() | changes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import gc
 import importlib
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import click
 
 from fleetctl import __version__
 from fleetctl.cli.context import AppContext, fail
+from fleetctl.errors import LocalFileError
 from nsc.errors import NscError
 
 
@@ -40,14 +42,27 @@ COMMANDS = {
 
 
 @contextmanager
-def _usage_errors_exit_1() -> Iterator[None]:
-    """click exits 2 on a usage error, the code `plan --detailed-exitcode` gives "changes
-    pending": a mistyped option in CI would read as changes. Every error exits 1."""
+def _errors_exit_1() -> Iterator[None]:
+    """Every error exits 1, as one line on stderr, never a traceback.
+
+    click exits 2 on a usage error, the code `plan --detailed-exitcode` gives "changes
+    pending": a mistyped option in CI would read as changes."""
     try:
         yield
     except click.UsageError as exc:
         exc.exit_code = 1  # type: ignore[misc]  # click reads it from the instance
         raise
+    except NscError as exc:
+        fail(
+            f"credential store: {exc}",
+            exc.fix or "check the `creds:` paths in fleet.yaml, or restore a backup",
+        )
+    except LocalFileError as exc:
+        fail(str(exc), exc.fix)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise  # click's own handling: the reader went away
+        fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
 
 
 class _LazyGroup(click.Group):
@@ -55,7 +70,7 @@ class _LazyGroup(click.Group):
     pattern for large CLIs); listing them for `--help` imports them all.
 
     Its own options are parsed in `make_context`; every subcommand's (nested groups'
-    too) are parsed, and run, inside `invoke`: usage errors from both exit 1."""
+    too) are parsed, and run, inside `invoke`: errors from both exit 1."""
 
     def make_context(
         self,
@@ -64,11 +79,11 @@ class _LazyGroup(click.Group):
         parent: click.Context | None = None,
         **extra: Any,
     ) -> click.Context:
-        with _usage_errors_exit_1():
+        with _errors_exit_1():
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
-        with _usage_errors_exit_1():
+        with _errors_exit_1():
             return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -112,15 +127,6 @@ def cli(ctx: click.Context, fleet_path: Path, servers_path: Path) -> None:
 
 
 def main() -> None:
-    """Domain errors end as one line on stderr and exit 1, never a traceback."""
     _skip_collecting_what_lives_to_the_end()  # the imports
     atexit.register(_skip_collecting_what_lives_to_the_end)  # and the rest, at the end
-    try:
-        cli(prog_name="fleetctl")
-    except NscError as exc:
-        fail(
-            f"credential store: {exc}",
-            "check the `creds:` paths in fleet.yaml, or restore a backup",
-        )
-    except OSError as exc:
-        fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    cli(prog_name="fleetctl")

@@ -27,6 +27,7 @@ MARKER = ".fleetctl-render"
 def render(app: AppContext, out_dir: Path) -> None:
     """Write every non-secret file of the fleet under DIR/<host>/<path>."""
     fleet = app.fleet()
+    inputs = credentials.plan_inputs(fleet)  # before touching DIR: a broken store fails first
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
         fail(
             f"{out_dir} is not empty and was not written by fleetctl render",
@@ -37,7 +38,6 @@ def render(app: AppContext, out_dir: Path) -> None:
     out_dir.mkdir(parents=True)
     (out_dir / MARKER).write_text("Written by `fleetctl render`; replaced on every run.\n")
     written = skipped = 0
-    inputs = credentials.plan_inputs(fleet)
     desired = desired_state(fleet, auth_config=inputs.auth_config, creds=inputs.creds)
     for host, state in desired.items():
         for spec in state.files:

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def shown(value: str) -> str:
+    """Quote a value from the input for a message without letting it break the message:
+    escapes for line breaks and terminal codes, and long values cut short."""
+    return repr(value if len(value) <= 60 else value[:57] + "...")
+
+
 @dataclass(frozen=True, order=True)
 class Mark:
     """A 1-based position in a source file."""

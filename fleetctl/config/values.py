@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from fleetctl.config.errors import BadValue, NotText
+from fleetctl.config.errors import shown as _show
 
 # Why a character is refused, checked in this order; the first that applies is reported.
 _CHAR_REASONS: list[tuple[re.Pattern[str], str]] = [
@@ -38,12 +39,6 @@ def _explain(value: str, allowed: re.Pattern[str], expected: str, fix: str) -> N
         if found:
             raise BadValue(f"{_show(value)} {reason}", fix)
     raise BadValue(f"{_show(value)} is not {expected}", fix)
-
-
-def _show(value: str) -> str:
-    """Quote a value for an error message without letting it break the message."""
-    shown = value if len(value) <= 60 else value[:57] + "..."
-    return repr(shown)
 
 
 def _text(value: object) -> object:

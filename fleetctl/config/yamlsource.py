@@ -6,13 +6,14 @@ keeps validation of a 1,000-worker fleet fast) and build the data ourselves.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fleetctl.config.errors import ConfigError, Mark, Problem
+from fleetctl.config.errors import ConfigError, Mark, Problem, shown
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _constructor = yaml.constructor.SafeConstructor()
@@ -119,13 +120,16 @@ class _Builder:
             self.problems.append(
                 Problem(mark, _dotted(path), f"unsupported YAML tag {node.tag!r}", "remove the tag")
             )
-        except (ValueError, OverflowError, TypeError) as exc:
+        except (ValueError, OverflowError, TypeError, AttributeError, KeyError) as exc:
+            # PyYAML's own message where it has one; a `!!timestamp` that is not a date
+            # ends in AttributeError and `!!bool maybe` in KeyError, which say nothing.
             tag = node.tag.rsplit(":", 1)[-1]
+            why = f" ({exc})" if isinstance(exc, ValueError | OverflowError) else ""
             self.problems.append(
                 Problem(
                     mark,
                     _dotted(path),
-                    f"{node.value!r} cannot be read as a {tag} ({exc})",
+                    f"{shown(node.value)} cannot be read as a {tag}{why}",
                     "quote it to make it text",
                 )
             )
@@ -164,10 +168,21 @@ class _Builder:
         return result
 
 
+# A key printed as written; any other key is printed quoted, with its escapes.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./@:+-]*")
+
+
 def _dotted(path: PathKey) -> str:
+    """`workers[0].labels.team`; a key holding anything else (a line break, a terminal
+    escape, a space) as `workers[0]['a\\nb']`, so no key can print a fake line or hide text."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
     return out
 
 

@@ -4,7 +4,9 @@ Each case directory holds `case.yaml` and the input files that differ from the v
 at the repo root (see tests/corpus/README.md). For every case, `fleetctl validate` must exit 1
 and print every expected problem as `FILE:LINE:COL: field: what (fix)` on stderr, with nothing
 on stdout and no traceback; `fleetctl render --out out` must refuse too, and neither command
-may create, change or delete a file.
+may create, change or delete a file. A case about a broken local file (the credential store, a
+tunnel key) names the command that reads it in `run:`, which must fail with one
+`error: FILE: what (fix)` line.
 
 Cases run in-process through click's CliRunner (a subprocess per case would blow the time
 budget); `test_console_script` runs a few of them through the installed `fleetctl` script to
@@ -42,6 +44,8 @@ VALIDATE = ("validate",)
 RENDER = ("render", "--out", "out")
 
 PROBLEM_LINE = re.compile(r"^\S+:\d+:\d+: ")
+ERROR_LINE = re.compile(r"^error: (?:[a-z ]+: )?\S+: \S.* \([^()]+\)$")  # [what: ]FILE: ...
+LOCAL = "local"  # a case's tree of local files, copied in after `setup:`
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 ISOLATED_TIMEOUT_S = 4.0
@@ -58,6 +62,8 @@ CASE_KEYS = {
     "isolate",
     "console_script",
     "xfail",
+    "setup",
+    "run",
 }
 
 # click < 8.2 mixes stderr into stdout unless told not to; 8.2+ always keeps them apart.
@@ -79,6 +85,8 @@ class Case:
     isolate: bool
     console_script: bool
     xfail: str | None
+    setup: tuple[tuple[str, ...], ...]
+    run: tuple[str, ...]
 
     @classmethod
     def load(cls, path: Path) -> Case:
@@ -107,15 +115,21 @@ class Case:
             isolate=bool(raw.get("isolate", False)),
             console_script=bool(raw.get("console_script", False)),
             xfail=xfail,
+            setup=_steps(raw, path),
+            run=_strings(raw, "run", path),
         )
         assert case.expect or case.problems, f"{path.name}: give `expect:` or `problems:`"
+        assert case.run or not (case.setup or (path / LOCAL).exists()), (
+            f"{path.name}: `setup:` and {LOCAL}/ are for a `run:` case"
+        )
         for name in (*case.missing, *case.directory):
             assert name in INPUTS, f"{path.name}/case.yaml: {name!r} is not one of {INPUTS}"
             assert not (path / name).exists(), f"{path.name}: {name} is both given and {name!r}"
         return case
 
-    def install(self, where: Path) -> None:
-        """Put the case's inputs in `where`, the repo's valid examples filling the gaps."""
+    def install(self, where: Path, run: Runner) -> None:
+        """Put the case's inputs in `where`, the repo's valid examples filling the gaps, run
+        its `setup:` commands there and copy its local files over what they made."""
         for name in INPUTS:
             target = where / name
             if name in self.missing:
@@ -125,6 +139,11 @@ class Case:
                 continue
             own = self.path / name
             shutil.copyfile(own if own.exists() else REPO / name, target)
+        for step in self.setup:
+            done = run(where, step)
+            assert done.exit_code == 0 and not done.crash, f"{self.name}: setup {step} failed"
+        if (self.path / LOCAL).is_dir():
+            shutil.copytree(self.path / LOCAL, where, dirs_exist_ok=True)
 
 
 def _strings(raw: dict[str, Any], key: str, path: Path) -> tuple[str, ...]:
@@ -134,6 +153,12 @@ def _strings(raw: dict[str, Any], key: str, path: Path) -> tuple[str, ...]:
         f"{path.name}/case.yaml: every `{key}:` item must be non-empty text"
     )
     return tuple(value)
+
+
+def _steps(raw: dict[str, Any], path: Path) -> tuple[tuple[str, ...], ...]:
+    steps = raw.get("setup") or []
+    assert isinstance(steps, list), f"{path.name}/case.yaml: `setup:` must be a list of commands"
+    return tuple(_strings({"setup": step}, "setup", path) for step in steps)
 
 
 def _load_corpus() -> list[Case]:
@@ -230,6 +255,20 @@ def check_refused(case: Case, outcome: Outcome, command: str) -> None:
     assert not no_fix, f"{where}: problems without '(how to fix)': {no_fix}{shown}"
 
 
+def check_failed(case: Case, outcome: Outcome) -> None:
+    """A command refused over a broken local file: one `error: FILE: what (fix)` line."""
+    where = f"{case.name}: `fleetctl {' '.join(case.run)}`"
+    shown = f"\n--- stdout ---\n{outcome.stdout}--- stderr ---\n{outcome.stderr}"
+    assert not outcome.crash, f"{where} crashed:\n{outcome.crash}{shown}"
+    assert "Traceback" not in outcome.stdout + outcome.stderr, f"{where} printed a traceback{shown}"
+    assert outcome.exit_code == 1, f"{where} exited {outcome.exit_code}, not 1{shown}"
+    assert outcome.stdout == "", f"{where} wrote to stdout{shown}"
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and ERROR_LINE.match(lines[0]), (
+        f"{where}: stderr must be one `error: FILE: what (fix)` line{shown}"
+    )
+
+
 def check_expected(case: Case, outcome: Outcome) -> None:
     shown = f"\n--- stderr ---\n{outcome.stderr}"
     missing = [e for e in case.expect if e not in outcome.stderr]
@@ -242,8 +281,14 @@ def check_expected(case: Case, outcome: Outcome) -> None:
 
 
 def run_case(case: Case, where: Path, run: Runner) -> None:
-    case.install(where)
+    case.install(where, run)
     before = snapshot(where)
+    if case.run:
+        failed = run(where, case.run)
+        check_failed(case, failed)
+        check_expected(case, failed)
+        assert snapshot(where) == before, f"{case.name}: {case.run[0]} changed files"
+        return
 
     validated = run(where, VALIDATE)
     check_refused(case, validated, "validate")
@@ -277,9 +322,9 @@ def test_console_script(tmp_path: Path) -> None:
     for case in chosen:
         where = tmp_path / case.name
         where.mkdir()
-        case.install(where)
+        case.install(where, run_isolated)
         proc = subprocess.Popen(
-            [str(FLEETCTL), *FILE_ARGS, *VALIDATE],
+            [str(FLEETCTL), *FILE_ARGS, *(case.run or VALIDATE)],
             cwd=where,
             env=_env(),
             stdout=subprocess.PIPE,
@@ -290,7 +335,10 @@ def test_console_script(tmp_path: Path) -> None:
     for case, where, before, proc in runs:
         stdout, stderr = proc.communicate(timeout=CONSOLE_SCRIPT_TIMEOUT_S)
         outcome = Outcome(proc.returncode, _plain(stdout), _plain(stderr))
-        check_refused(case, outcome, "validate")
+        if case.run:
+            check_failed(case, outcome)
+        else:
+            check_refused(case, outcome, "validate")
         check_expected(case, outcome)
         assert snapshot(where) == before, f"{case.name}: validate changed files"
 
@@ -304,5 +352,5 @@ def test_corpus_shape() -> None:
     assert all(re.fullmatch(r"\d{2,}", n) for n in numbers), numbers
     assert len(set(numbers)) == len(numbers), "case numbers must be unique"
     for case in CASES:
-        extra = {p.name for p in case.path.iterdir()} - {"case.yaml", *INPUTS}
+        extra = {p.name for p in case.path.iterdir()} - {"case.yaml", LOCAL, *INPUTS}
         assert not extra, f"{case.name}: unexpected files {sorted(extra)}"
