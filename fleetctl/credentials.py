@@ -187,6 +187,13 @@ def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
         and not record.revoked
         and worker not in wanted
     )
+    outdated = natsaccess.outdated_users(authority, _names(fleet), creds)
+    if outdated:
+        warnings.append(
+            f"credentials issued with outdated NATS permissions: {', '.join(outdated)}. "
+            "Rotate each worker (`fleetctl creds rotate --worker ID`, apply, then `--finish`); "
+            "`fleetctl creds init` re-issues the publisher and admin."
+        )
     if missing:
         warnings.append(
             f"no valid credentials for {', '.join(missing)}: run `fleetctl creds issue --all`"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetctl.natsnames import NatsNames
+from nsc import jwt
 from nsc.authority import Authority, IssuedUser
 from nsc.permissions import Permission, Permissions, ResponsePermission
 
@@ -96,16 +97,35 @@ def publisher_permissions(names: NatsNames, consumer: str = PUBLISHER_CONSUMER) 
     )
 
 
+def admin_api(names: NatsNames, publisher_consumer: str = PUBLISHER_CONSUMER) -> list[str]:
+    """Exactly the JetStream API requests fleetctl sends (fleetctl/natsapi.py), on the fleet's
+    own stream names: is JetStream up, look up / create / update its three streams, list,
+    look up, create, update and delete consumers on the task stream, and the publisher's one
+    consumer on the results stream. No stream delete or purge, no message get or delete, no
+    direct get, no pull (MSG.NEXT), no ephemeral consumers, no other stream's consumers."""
+    api = [f"{JS_API}.INFO"]
+    for stream in (names.task_stream, names.results_stream, names.dead_stream):
+        api += [f"{JS_API}.STREAM.{op}.{stream}" for op in ("INFO", "CREATE", "UPDATE")]
+    tasks = names.task_stream
+    api += [f"{JS_API}.CONSUMER.{op}.{tasks}" for op in ("LIST", "NAMES")]
+    api += [f"{JS_API}.CONSUMER.{op}.{tasks}.*" for op in ("INFO", "CREATE", "DELETE")]
+    # The same create with its filter in the subject (how nats-py and the nats CLI send it),
+    # only for a filter on a worker inbox.
+    api.append(f"{JS_API}.CONSUMER.CREATE.{tasks}.*.{names.all_inboxes}")
+    results = names.results_stream
+    api += [
+        f"{JS_API}.CONSUMER.{op}.{results}.{publisher_consumer}"
+        for op in ("INFO", "CREATE", "DELETE")
+    ]
+    return api
+
+
 def admin_permissions(names: NatsNames) -> Permissions:
-    """fleetctl itself: the JetStream API (streams, consumers, reading dead letters by
-    sequence), pings and status of workers; its own inbox prefix. Not the task inboxes (it
-    does not publish tasks), not MSG.NEXT or `$JS.ACK` (it does not consume work)."""
+    """fleetctl itself: the JetStream requests it makes (`admin_api`), pings and status of
+    workers; its own inbox prefix. Not the task inboxes (it does not publish tasks), not
+    MSG.NEXT, `$JS.ACK` or message gets (it does not read or consume work)."""
     return Permissions(
-        pub=Permission.of(
-            allow=[f"{JS_API}.>", names.ping("*")],
-            # `$JS.API.>` would also let it pull (and so take) any worker's tasks.
-            deny=[f"{JS_API}.CONSUMER.MSG.NEXT.>"],
-        ),
+        pub=Permission.of(allow=[*admin_api(names), names.ping("*")]),
         sub=Permission.of(allow=[f"{ADMIN_INBOX_PREFIX}.>", names.status("*")]),
     )
 
@@ -143,6 +163,32 @@ def issue_worker(
     )
 
 
+def _service_users(names: NatsNames) -> list[tuple[str, Permissions, str]]:
+    return [
+        (PUBLISHER_USER, publisher_permissions(names), ROLE_PUBLISHER),
+        (ADMIN_USER, admin_permissions(names), ROLE_ADMIN),
+    ]
+
+
+def _issued_permissions(authority: Authority, user: str) -> Permissions:
+    token = authority.store.read_user(authority.services_account, user)
+    return Permissions.from_jwt(jwt.decode(token).claims.get("nats", {}))
+
+
+def outdated_users(authority: Authority, names: NatsNames, worker_ids: Iterable[str]) -> list[str]:
+    """Live users whose JWT carries other permissions than this version grants (issued
+    before a permission change): they keep the old ones until re-issued."""
+    wanted = {worker_user(w): worker_permissions(names, w) for w in worker_ids}
+    wanted |= {user: perms for user, perms, _ in _service_users(names)}
+    return [
+        r.name
+        for r in authority.list_users()
+        if r.name in wanted
+        and not r.revoked
+        and _issued_permissions(authority, r.name) != wanted[r.name]
+    ]
+
+
 def ensure_fleet_users(
     authority: Authority,
     names: NatsNames,
@@ -151,19 +197,23 @@ def ensure_fleet_users(
     ttl: float | None = None,
 ) -> dict[str, IssuedUser]:
     """Issue whatever is missing (or revoked): each worker, the publisher, the admin, and the
-    system user that pushes revocations. Returns only what was issued now, by user name."""
+    system user that pushes revocations. Returns only what was issued now, by user name.
+
+    The publisher and admin (creds on this machine only) are also rotated when their
+    permissions are outdated: new key, old key revoked in the account JWT, which the next
+    apply puts in the broker config. Workers with outdated permissions are left to
+    `creds rotate` (their new creds must reach the host first); the plan warns."""
     existing = {r.name: r for r in authority.list_users()}
     wanted: list[tuple[str, Permissions, str]] = [
         (worker_user(w), worker_permissions(names, w), ROLE_WORKER) for w in worker_ids
     ]
-    wanted += [
-        (PUBLISHER_USER, publisher_permissions(names), ROLE_PUBLISHER),
-        (ADMIN_USER, admin_permissions(names), ROLE_ADMIN),
-    ]
+    wanted += _service_users(names)
     issued: dict[str, IssuedUser] = {}
     for user, perms, role in wanted:
         if user not in existing or existing[user].revoked:
             issued[user] = authority.issue_user(user, perms, ttl=ttl, tags=[role])
+        elif role != ROLE_WORKER and _issued_permissions(authority, user) != perms:
+            issued[user], _ = authority.rotate_user(user, perms)
     sys_account = authority.system_account
     if SYSTEM_USER not in authority.store.users(sys_account):
         issued[SYSTEM_USER] = authority.issue_user(

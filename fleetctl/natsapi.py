@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fleetctl.natsaccess import ADMIN_INBOX_PREFIX
-from fleetctl.natsresources import ConsumerSpec, StreamSpec
+from fleetctl.natsresources import ConsumerSpec, DeclarationError, StreamSpec, declarable
 
 API = "$JS.API"
 TIMEOUT = 5.0
@@ -193,13 +193,20 @@ def _request_for(change: NatsChange) -> tuple[str, dict[str, Any] | None]:
         return f"{API}.CONSUMER.DELETE.{stream}.{durable}", None
     if isinstance(spec, StreamSpec):
         verb = "CREATE" if change.action == "create" else "UPDATE"
-        return f"{API}.STREAM.{verb}.{spec.name}", spec.api_config()
+        return f"{API}.STREAM.{verb}.{spec.name}", _declared("stream", spec.api_config())
     if isinstance(spec, ConsumerSpec):
-        body = {"stream_name": spec.stream, "config": spec.api_config()}
+        body = {"stream_name": spec.stream, "config": _declared("consumer", spec.api_config())}
         if change.action == "update":
             body["action"] = "update"
         return f"{API}.CONSUMER.CREATE.{spec.stream}.{spec.durable}", body
     raise NatsApiError(f"cannot {change.action} {change.key}")
+
+
+def _declared(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return declarable(kind, config)
+    except DeclarationError as e:
+        raise NatsApiError(str(e)) from None
 
 
 def apply(url: str, creds: Path | None, changes: Sequence[NatsChange]) -> None:

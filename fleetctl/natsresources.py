@@ -15,6 +15,26 @@ from fleetctl.natsnames import NatsNames
 
 _NS = 1_000_000_000
 TASK_MAX_BYTES = 1024 * 1024
+# Stream settings that copy messages to other subjects or streams: with them, whoever may
+# update a stream could read every task (republish to its inbox) or inject tasks (a stream
+# that republishes into a worker's inbox). fleetctl never declares them.
+COPYING_STREAM_KEYS = ("republish", "sources", "mirror")
+# A push consumer delivers to any subject its config names, past subscribe permissions.
+PUSH_CONSUMER_KEYS = ("deliver_subject",)
+
+
+class DeclarationError(ValueError):
+    """A stream or consumer config fleetctl refuses to send to the broker."""
+
+
+def declarable(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """`config` if fleetctl may declare it; refuses copying streams and push consumers."""
+    refused = COPYING_STREAM_KEYS if kind == "stream" else PUSH_CONSUMER_KEYS
+    bad = [k for k in refused if config.get(k)]
+    if bad:
+        name = config.get("name") or config.get("durable_name") or "?"
+        raise DeclarationError(f"{kind} {name}: fleetctl never declares {', '.join(bad)}")
+    return config
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ deploy let each worker in, and `creds revoke` shuts a worker out once the config
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import nats
 import pytest
 from click.testing import CliRunner, Result
 from nats.aio.client import Client
-from nats.js.api import ConsumerConfig, StreamConfig
+from nats.js.api import StreamConfig
 
 from fleetctl import credentials, natsaccess
 from fleetctl.cli.main import cli
@@ -145,7 +146,14 @@ def test_rendered_broker_and_creds_work_and_revoke_shuts_a_worker_out(fleet_dir:
         for spec in streams(fleet.nats):
             await js.add_stream(StreamConfig.from_response(spec.api_config()))
         consumer = worker_consumer(fleet.nats, "cc-go-dev-01", 1)
-        await js.add_consumer(consumer.stream, ConsumerConfig.from_response(consumer.api_config()))
+        # the request fleetctl sends (natsapi), not nats-py's legacy DURABLE.CREATE
+        body = {"stream_name": consumer.stream, "config": consumer.api_config()}
+        reply = await admin.request(
+            f"$JS.API.CONSUMER.CREATE.{consumer.stream}.{consumer.durable}",
+            json.dumps(body).encode(),
+            timeout=5,
+        )
+        assert "error" not in json.loads(reply.data), reply.data
         await admin.close()
         publisher = await _connect(
             url, authority.creds_path(natsaccess.PUBLISHER_USER), natsaccess.PUBLISHER_INBOX_PREFIX

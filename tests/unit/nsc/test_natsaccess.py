@@ -8,6 +8,7 @@ from fleetctl import natsaccess as na
 from fleetctl.natsnames import NatsNames
 from nsc import jwt
 from nsc.authority import Authority
+from nsc.permissions import Permission, Permissions
 from nsc.store import NscDirs
 
 N = NatsNames("af")
@@ -76,7 +77,25 @@ def test_publisher_and_admin() -> None:
     assert "$JS.API.STREAM.MSG.GET.AF_RESULTS" in pub.pub.allow
     assert pub.sub.allow == ("_INBOX_PUBLISHER.>",)
     adm = na.admin_permissions(N)
-    assert "$JS.API.>" in adm.pub.allow and "af.worker.*.inbox" not in adm.pub.allow
+    assert adm.pub.allow == (
+        "$JS.API.INFO",
+        *(
+            f"$JS.API.STREAM.{op}.{s}"
+            for s in ("AF_TASKS", "AF_RESULTS", "AF_DEAD")
+            for op in ("INFO", "CREATE", "UPDATE")
+        ),
+        "$JS.API.CONSUMER.LIST.AF_TASKS",
+        "$JS.API.CONSUMER.NAMES.AF_TASKS",
+        "$JS.API.CONSUMER.INFO.AF_TASKS.*",
+        "$JS.API.CONSUMER.CREATE.AF_TASKS.*",
+        "$JS.API.CONSUMER.DELETE.AF_TASKS.*",
+        "$JS.API.CONSUMER.CREATE.AF_TASKS.*.af.worker.*.inbox",
+        "$JS.API.CONSUMER.INFO.AF_RESULTS.publisher",
+        "$JS.API.CONSUMER.CREATE.AF_RESULTS.publisher",
+        "$JS.API.CONSUMER.DELETE.AF_RESULTS.publisher",
+        "af.worker.*.ping",
+    )
+    assert adm.pub.deny == ()
     assert adm.sub.allow == ("_INBOX_ADMIN.>", "af.worker.*.status")
 
 
@@ -112,3 +131,23 @@ def test_ensure_fleet_users_is_idempotent_and_lists(tmp_path: Path) -> None:
     assert not rows["worker-w1"].revoked  # the re-issued key, not the revoked one
     tags = jwt.decode(first["worker-w2"].jwt).claims["nats"]["tags"]
     assert tags == [na.ROLE_WORKER]
+
+
+def test_outdated_permissions_are_found_and_service_users_rotated(tmp_path: Path) -> None:
+    """Users issued before a permission change (the admin's old `$JS.API.>`, a worker's old
+    shared result subject) are listed; the admin and publisher are rotated, old key revoked."""
+    a = Authority.create(NscDirs.under(tmp_path))
+    na.ensure_fleet_users(a, N, ["w1"])
+    assert na.outdated_users(a, N, ["w1"]) == []
+    old = Permissions(pub=Permission.of(allow=["$JS.API.>"]))
+    old_admin = a.issue_user(na.ADMIN_USER, old)
+    a.issue_user(
+        na.worker_user("w1"), Permissions(pub=Permission.of(allow=["af.task.*.completed"]))
+    )
+    assert sorted(na.outdated_users(a, N, ["w1"])) == [na.ADMIN_USER, "worker-w1"]
+    issued = na.ensure_fleet_users(a, N, ["w1"])
+    assert set(issued) == {na.ADMIN_USER}  # workers are rotated by `creds rotate`
+    assert na.outdated_users(a, N, ["w1"]) == ["worker-w1"]
+    revoked = jwt.decode(a.account_jwt(a.services_account)).claims["nats"]["revocations"]
+    assert old_admin.public_key in revoked
+    assert na.ensure_fleet_users(a, N, ["w1"]) == {}  # nothing more to do

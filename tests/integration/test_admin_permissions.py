@@ -1,0 +1,144 @@
+"""fleet-admin's permission matrix on a real broker: fleetctl's own JetStream requests work,
+everything else a stolen admin creds file could try is refused by the server.
+
+docs/security.md ("fleet-admin") cites these tests by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import nats.errors
+import pytest
+
+from fleetctl import natsaccess as na
+from fleetctl import natsapi
+from fleetctl.natsresources import ConsumerSpec, StreamSpec
+from tests.support.nscfleet import DENIED_TIMEOUT, Conn, Fleet, connect, fleet_server, make_fleet
+
+pytestmark = pytest.mark.integration
+TIMEOUTS = (nats.errors.TimeoutError, asyncio.TimeoutError)
+OK = 5.0
+
+
+def _changes(fleet: Fleet, action: str) -> list[natsapi.NatsChange]:
+    specs: list[StreamSpec | ConsumerSpec] = [*fleet.stream_specs(), *fleet.consumer_specs()]
+    return [natsapi.NatsChange(action, s, s.key) for s in specs]
+
+
+def test_fleetctl_does_its_job_with_the_admin_creds(tmp_path: Path) -> None:
+    """wait_ready, create, observe, update and delete: every request natsapi sends."""
+    fleet = make_fleet(tmp_path, ("w1", "w2"))
+    creds = fleet.admin.creds_path
+    with fleet_server(fleet) as server:
+        assert natsapi.wait_ready(server.url, creds, 10)
+        natsapi.apply(server.url, creds, _changes(fleet, "create"))
+        streams = fleet.stream_specs()
+        workers = [c for c in fleet.consumer_specs() if c.stream == fleet.names.task_stream]
+        seen = natsapi.observe(
+            server.url, creds, streams, workers, fleet.names.task_stream, "worker-"
+        )
+        assert seen.reachable
+        assert {s.key for s in streams} | {c.key for c in workers} <= seen.managed
+        assert all(seen.resources[s.key] == s.api_config() for s in streams)
+        updated = [replace(s, max_age=s.max_age + 1) for s in streams]
+        natsapi.apply(server.url, creds, [natsapi.NatsChange("update", s, s.key) for s in updated])
+        gone = workers[0].key
+        natsapi.apply(server.url, creds, [natsapi.NatsChange("delete", None, gone)])
+        again = natsapi.observe(
+            server.url, creds, updated, workers, fleet.names.task_stream, "worker-"
+        )
+        assert gone not in again.resources
+        assert all(again.resources[s.key] == s.api_config() for s in updated)
+
+
+async def _refused(conn: Conn, subject: str, body: object) -> None:
+    with pytest.raises(TIMEOUTS):
+        await conn.nc.request(subject, json.dumps(body).encode(), timeout=DENIED_TIMEOUT)
+    await conn.wait_violation(subject)
+
+
+async def _server_says(conn: Conn, subject: str, body: object) -> str:
+    reply = json.loads((await conn.nc.request(subject, json.dumps(body).encode(), OK)).data)
+    return str((reply.get("error") or {}).get("description", "ok"))
+
+
+def test_admin_is_refused_what_fleetctl_never_does(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path, ("w1", "w2"))
+    n = fleet.names
+    tasks, results, dead = n.task_stream, n.results_stream, n.dead_stream
+    with fleet_server(fleet) as server:
+        natsapi.apply(server.url, fleet.admin.creds_path, _changes(fleet, "create"))
+
+        async def go() -> None:
+            async with (
+                connect(server.url, fleet.admin, na.ADMIN_INBOX_PREFIX) as admin,
+                connect(server.url, fleet.publisher, na.PUBLISHER_INBOX_PREFIX) as pub,
+            ):
+                await pub.nc.jetstream().publish(n.inbox("w1"), b"queued task")
+                push = {
+                    "durable_name": "spy",
+                    "deliver_subject": f"{na.ADMIN_INBOX_PREFIX}.spy",
+                    "ack_policy": "explicit",
+                    "filter_subject": n.inbox("w1"),
+                }
+                spy_stream = {
+                    "name": "SPY",
+                    "subjects": ["spy.>"],
+                    "republish": {"src": "spy.>", "dest": n.inbox("w1")},
+                }
+                refused = {
+                    # read queued tasks, results, dead letters
+                    f"$JS.API.STREAM.MSG.GET.{tasks}": {"seq": 1},
+                    f"$JS.API.DIRECT.GET.{tasks}": {"seq": 1},
+                    f"$JS.API.DIRECT.GET.{results}.{n.all_results}": {},
+                    f"$JS.API.STREAM.MSG.GET.{dead}": {"seq": 1},
+                    # take tasks: pull, or an ephemeral / legacy / other-stream consumer
+                    f"$JS.API.CONSUMER.MSG.NEXT.{tasks}.{n.consumer('w1')}": {"batch": 1},
+                    f"$JS.API.CONSUMER.CREATE.{tasks}": {"stream_name": tasks, "config": push},
+                    f"$JS.API.CONSUMER.DURABLE.CREATE.{tasks}.spy": {
+                        "stream_name": tasks,
+                        "config": push,
+                    },
+                    f"$JS.API.CONSUMER.CREATE.{tasks}.spy.{n.prefix}.>": {
+                        "stream_name": tasks,
+                        "config": push,
+                    },
+                    f"$JS.API.CONSUMER.CREATE.{dead}.spy": {"stream_name": dead, "config": {}},
+                    f"$JS.API.CONSUMER.CREATE.{results}.spy": {
+                        "stream_name": results,
+                        "config": {},
+                    },
+                    # a stream of its own that republishes into a worker's inbox
+                    "$JS.API.STREAM.CREATE.SPY": spy_stream,
+                    # destroy or copy the fleet's streams
+                    f"$JS.API.STREAM.DELETE.{tasks}": {},
+                    f"$JS.API.STREAM.PURGE.{tasks}": {},
+                    f"$JS.API.STREAM.MSG.DELETE.{results}": {"seq": 1},
+                    f"$JS.API.STREAM.SNAPSHOT.{tasks}": {"deliver_subject": "_INBOX_ADMIN.s"},
+                    "$JS.API.STREAM.LIST": {},
+                    "$JS.API.STREAM.NAMES": {},
+                    "$JS.API.ACCOUNT.PURGE.Services": {},
+                }
+                await asyncio.gather(*(_refused(admin, s, b) for s, b in refused.items()))
+                # core publishes: no tasks, no acks
+                for subject in (n.inbox("w1"), f"$JS.ACK.{tasks}.{n.consumer('w1')}.1.1.1.1.0"):
+                    await admin.nc.publish(subject, b"x")
+                    await admin.wait_violation(subject)
+
+                # Allowed, but the server refuses a consumer that would take w1's tasks:
+                # the task stream is a work queue, one consumer per filter; pull stays pull.
+                create = f"$JS.API.CONSUMER.CREATE.{tasks}"
+                body = {"stream_name": tasks, "config": push}
+                assert "not unique" in await _server_says(admin, f"{create}.spy", body)
+                to_push = {**push, "durable_name": n.consumer("w1")}
+                body = {"stream_name": tasks, "config": to_push, "action": "update"}
+                said = await _server_says(admin, f"{create}.{n.consumer('w1')}", body)
+                assert "pull consumer to push" in said
+                info = await admin.nc.jetstream().stream_info(tasks)
+                assert info.state.messages == 1  # the queued task is still there, unread
+
+        asyncio.run(go())

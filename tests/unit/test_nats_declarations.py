@@ -1,0 +1,42 @@
+"""What fleetctl declares on the broker: never a stream that copies messages elsewhere, never a
+push consumer (either would let whoever holds the admin creds read or inject tasks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fleetctl import natsapi
+from fleetctl.config.schema import NatsSettings
+from fleetctl.natsresources import DeclarationError, declarable, fleet_resources
+
+COPYING: dict[str, Any] = {
+    "republish": {"src": ">", "dest": "_INBOX_ADMIN.x"},
+    "sources": [{"name": "AF_TASKS"}],
+    "mirror": {"name": "AF_TASKS"},
+}
+
+
+def test_everything_the_fleet_declares_is_declarable() -> None:
+    for spec in fleet_resources(NatsSettings(), [("w1", 1), ("w2", 3)]):
+        change = natsapi.NatsChange("create", spec, spec.key)
+        subject, body = natsapi._request_for(change)
+        assert body is not None and subject.startswith("$JS.API.")
+
+
+@pytest.mark.parametrize("key", sorted(COPYING))
+def test_copying_streams_are_refused(key: str) -> None:
+    config = {"name": "AF_TASKS", "subjects": ["af.worker.*.inbox"], key: COPYING[key]}
+    with pytest.raises(DeclarationError, match=f"stream AF_TASKS: fleetctl never declares {key}"):
+        declarable("stream", config)
+    # and natsapi, which sends every declaration, says so as a NATS API error
+    with pytest.raises(natsapi.NatsApiError, match=key):
+        natsapi._declared("stream", config)
+
+
+def test_push_consumers_are_refused() -> None:
+    config = {"durable_name": "spy", "deliver_subject": "_INBOX_ADMIN.spy"}
+    with pytest.raises(DeclarationError, match="consumer spy: fleetctl never declares deliver"):
+        declarable("consumer", config)
+    assert declarable("consumer", {"durable_name": "w", "deliver_subject": ""})
