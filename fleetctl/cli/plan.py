@@ -67,7 +67,7 @@ def plan(
         fleet,
         auth_config=inputs.auth_config,
         creds=inputs.creds,
-        versions=reconcile.local_versions(),
+        versions=reconcile.local_versions(fleet),
         tunnel_keys=tunnelkeys.load(fleet, (h.name for h in fleet.hosts)),
     )
     result = make_plan(

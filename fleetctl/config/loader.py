@@ -12,7 +12,7 @@ from fleetctl.config import checks
 from fleetctl.config.errors import ConfigError, Problem
 from fleetctl.config.llms import known_llms
 from fleetctl.config.pydantic_errors import error_paths, problems_from
-from fleetctl.config.schema import FleetFile, ServersFile, WorkerEntry
+from fleetctl.config.schema import FleetFile, NatsSettings, ServersFile, WorkerEntry
 from fleetctl.config.yamlsource import SourceMap, load_yaml
 from fleetctl.model import CredsConfig, Fleet, Host, Worker
 
@@ -95,7 +95,7 @@ def _resolve(
     return Fleet(
         hosts=hosts,
         workers=workers,
-        nats=fleet.nats,
+        nats=_nats(fleet.nats, base),
         revision=revision,
         creds=CredsConfig(
             operator=fleet.creds.operator,
@@ -106,6 +106,15 @@ def _resolve(
         ),
         sources={s_map.file: s_map, f_map.file: f_map},
     )
+
+
+def _nats(nats: NatsSettings, base: Path) -> NatsSettings:
+    """The `nats:` block with a relative server_binary path made relative to fleet.yaml."""
+    chosen = nats.server_binary
+    path = _local(base, chosen.path if chosen else None)
+    if chosen is None or path is None or str(path) == chosen.path:
+        return nats
+    return nats.model_copy(update={"server_binary": chosen.model_copy(update={"path": str(path)})})
 
 
 def _local(base: Path, value: str | None) -> Path | None:

@@ -22,6 +22,7 @@ from fleetctl.config.values import (
     LocalPath,
     Port,
     Seconds,
+    Sha256,
     SubjectToken,
     Token,
     Tool,
@@ -69,6 +70,18 @@ class ServersFile(_Strict):
     servers: list[ServerEntry] = Field(min_length=1, description="The hosts.")
 
 
+class ServerBinary(_Strict):
+    """A nats-server binary of the operator's choosing, deployed instead of the pinned one."""
+
+    path: LocalPath = Field(
+        description="The binary on the machine running fleetctl; relative to fleet.yaml."
+    )
+    sha256: Sha256 = Field(
+        description="Its sha256 (`sha256sum PATH`): fleetctl neither runs nor deploys the "
+        "binary while it differs."
+    )
+
+
 class NatsSettings(_Strict):
     """The task bus: where the broker listens and how streams and consumers behave."""
 
@@ -97,6 +110,11 @@ class NatsSettings(_Strict):
         120, description="Window in which a repeated Nats-Msg-Id is dropped as a duplicate."
     )
     max_age: Seconds = Field(7 * 86400, description="How long tasks and results are kept.")
+    server_binary: ServerBinary | None = Field(
+        None,
+        description="Deploy this nats-server binary to the broker instead of the pinned one "
+        "(docs/security.md, Supply chain).",
+    )
 
 
 class CredsSettings(_Strict):

@@ -246,6 +246,18 @@ def _host_key(value: str) -> str:
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _sha256(value: str) -> str:
+    if not _SHA256.fullmatch(value):
+        raise BadValue(
+            f"{_show(value)} is not a sha256 (64 lower-case hex digits)",
+            "write what `sha256sum FILE` prints before the file name",
+        )
+    return value
+
+
 def parse_duration(value: object) -> int:
     """'90s', '5m', '1h30m', '7d' or a number of seconds, as whole seconds."""
     if isinstance(value, bool):
@@ -290,6 +302,7 @@ ArgvItem = Annotated[str, BeforeValidator(_text), AfterValidator(_argv_item)]
 GitRemote = Annotated[str, BeforeValidator(_text), AfterValidator(_git_remote)]
 LabelKey = Annotated[str, AfterValidator(_label_key)]
 HostKey = Annotated[str, AfterValidator(_host_key)]
+Sha256 = Annotated[str, BeforeValidator(_text), AfterValidator(_sha256)]
 Seconds = Annotated[
     int,
     BeforeValidator(parse_duration),
