@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetctl.config.errors import Mark, Problem
+from fleetctl.config.errors import BadValue, Mark, Problem
 from fleetctl.config.llms import BUILTIN_LLMS
 from fleetctl.config.pydantic_errors import did_you_mean
+from fleetctl.config.schema import NatsSettings
+from fleetctl.config.values import parse_duration
 from fleetctl.config.yamlsource import PathKey, SourceMap, dotted
 
 BROKER, WORKER = "broker-host", "worker-host"
@@ -226,3 +228,33 @@ def _check_nats(c: _Checker, data: Any, fmap: SourceMap) -> None:
     if port == monitor and c.ok(("nats", "port")) and c.ok(("nats", "monitor_port")):
         other = "port" if path[-1] == "monitor_port" else "monitor_port (default 8222)"
         c.add(fmap.value(path), path, f"is the same as nats.{other} ({port})", "use another port")
+    _check_duplicate_window(c, nats, fmap)
+
+
+def _check_duplicate_window(c: _Checker, nats: dict[str, Any], fmap: SourceMap) -> None:
+    """nats-server refuses a stream whose duplicate window is longer than its max age."""
+    if not ("duplicate_window" in nats or "max_age" in nats):
+        return
+    if not (c.ok(("nats", "duplicate_window")) and c.ok(("nats", "max_age"))):
+        return
+    defaults = NatsSettings.model_fields
+    window = nats.get("duplicate_window", defaults["duplicate_window"].default)
+    age = nats.get("max_age", defaults["max_age"].default)
+    try:
+        if parse_duration(window) <= parse_duration(age):
+            return
+    except BadValue:
+        return  # reported by its own check
+
+    def written(key: str) -> str:
+        return str(nats[key]) if key in nats else f"{defaults[key].default}s, the default"
+
+    why = "nats-server refuses a stream whose duplicate window is longer than its max age"
+    fix = "shorten nats.duplicate_window or lengthen nats.max_age"
+    if "duplicate_window" in nats:
+        path: PathKey = ("nats", "duplicate_window")
+        what = f"is longer than nats.max_age ({written('max_age')}): {why}"
+    else:
+        path = ("nats", "max_age")
+        what = f"is shorter than nats.duplicate_window ({written('duplicate_window')}): {why}"
+    c.add(fmap.value(path), path, what, fix)

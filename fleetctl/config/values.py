@@ -13,8 +13,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
-from fleetctl.config.errors import BadValue, NotText
-from fleetctl.config.errors import shown as _show
+from fleetctl.config.errors import BadValue, NotText, shown
 
 # Why a character is refused, checked in this order; the first that applies is reported.
 _CHAR_REASONS: list[tuple[re.Pattern[str], str]] = [
@@ -37,8 +36,8 @@ def _explain(value: str, allowed: re.Pattern[str], expected: str, fix: str) -> N
     for pattern, reason in _CHAR_REASONS:
         found = pattern.search(value)
         if found:
-            raise BadValue(f"{_show(value)} {reason}", fix)
-    raise BadValue(f"{_show(value)} is not {expected}", fix)
+            raise BadValue(f"{shown(value)} {reason}", fix)
+    raise BadValue(f"{shown(value)} is not {expected}", fix)
 
 
 def _text(value: object) -> object:
@@ -57,14 +56,14 @@ WORKER_ID_MAX = 26
 def _worker_id(value: str) -> str:
     if len(value) > WORKER_ID_MAX and _WORKER_ID.fullmatch(value[:WORKER_ID_MAX]):
         raise BadValue(
-            f"{_show(value)} is {len(value)} characters long",
+            f"{shown(value)} is {len(value)} characters long",
             f"use at most {WORKER_ID_MAX}: the service user 'fleet-<id>' must fit Linux's 32",
         )
     if value != value.lower() and _WORKER_ID.fullmatch(value.lower()):
-        raise BadValue(f"{_show(value)} has upper-case letters", f"use {value.lower()!r}")
+        raise BadValue(f"{shown(value)} has upper-case letters", f"use {value.lower()!r}")
     if "." in value and not re.search(r"[\s%*>\"'\\$]", value):
         raise BadValue(
-            f"{_show(value)} contains '.', which separates NATS subject tokens",
+            f"{shown(value)} contains '.', which separates NATS subject tokens",
             "use '-' instead",
         )
     _explain(
@@ -87,7 +86,7 @@ def _host_name(value: str) -> str:
         "use lower-case letters, digits, '-' and '.'",
     )
     if ".." in value:
-        raise BadValue(f"{_show(value)} contains '..'", "remove the empty label")
+        raise BadValue(f"{shown(value)} contains '..'", "remove the empty label")
     return value
 
 
@@ -117,7 +116,7 @@ _PATH = re.compile(r"/(?:[A-Za-z0-9._+@-]+/?)*")
 
 def _abs_path(value: str) -> str:
     if not value.startswith("/"):
-        raise BadValue(f"{_show(value)} is not an absolute path", "start it with '/'")
+        raise BadValue(f"{shown(value)} is not an absolute path", "start it with '/'")
     _explain(
         value,
         _PATH,
@@ -125,9 +124,9 @@ def _abs_path(value: str) -> str:
         "use letters, digits and . _ + @ - between the slashes",
     )
     if any(part in {".", ".."} for part in value.split("/")):
-        raise BadValue(f"{_show(value)} contains '.' or '..' components", "write the real path")
+        raise BadValue(f"{shown(value)} contains '.' or '..' components", "write the real path")
     if "//" in value:
-        raise BadValue(f"{_show(value)} contains '//'", "remove the empty component")
+        raise BadValue(f"{shown(value)} contains '//'", "remove the empty component")
     return value.rstrip("/") or "/"
 
 
@@ -136,7 +135,7 @@ def _local_path(value: str) -> str:
     # that no file name should have are refused.
     for pattern, reason in _CHAR_REASONS[:2]:
         if pattern.search(value):
-            raise BadValue(f"{_show(value)} {reason}", "remove it")
+            raise BadValue(f"{shown(value)} {reason}", "remove it")
     if not value:
         raise BadValue("is empty", "write a path, or remove the key for the default")
     return value
@@ -174,7 +173,7 @@ _TOOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/*()@+= -]*")
 def _tool(value: str) -> str:
     if "," in value:
         raise BadValue(
-            f"{_show(value)} contains ',', which separates tools",
+            f"{shown(value)} contains ',', which separates tools",
             "list each tool as its own item",
         )
     # '*' is a legitimate tool pattern (e.g. 'Bash(git log:*)'): only characters that
@@ -182,10 +181,10 @@ def _tool(value: str) -> str:
     for pattern, reason in _CHAR_REASONS[:6]:
         found = pattern.search(value)
         if found:
-            raise BadValue(f"{_show(value)} {reason}", "remove it")
+            raise BadValue(f"{shown(value)} {reason}", "remove it")
     if not _TOOL.fullmatch(value):
         raise BadValue(
-            f"{_show(value)} is not a tool name", "write a tool like Read or 'Bash(git log:*)'"
+            f"{shown(value)} is not a tool name", "write a tool like Read or 'Bash(git log:*)'"
         )
     return value
 
@@ -195,7 +194,7 @@ def _argv_item(value: str) -> str:
     # are fine here; only characters that cannot survive any quoting are refused.
     for pattern, reason in _CHAR_REASONS[:2]:
         if pattern.search(value):
-            raise BadValue(f"{_show(value)} {reason}", "remove it")
+            raise BadValue(f"{shown(value)} {reason}", "remove it")
     return value
 
 
@@ -245,6 +244,18 @@ def _host_key(value: str) -> str:
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
+# nats-server reads durations as Go's time.Duration, a signed 64-bit count of nanoseconds:
+# a longer ack_wait, max_age or duplicate_window is refused by the JetStream API. Every
+# duration is held to it (credential lifetimes and task timeouts too: ~292 years is plenty).
+MAX_SECONDS = (2**63 - 1) // 1_000_000_000  # 9,223,372,036 s
+# nats-server reads max_memory_store and max_file_store as signed 64-bit integers and exits
+# at start on anything larger.
+MAX_BYTES = 2**63 - 1
+
+
+def _written(value: object) -> str:
+    return shown(value) if isinstance(value, str) else repr(value)
+
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -252,7 +263,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def _sha256(value: str) -> str:
     if not _SHA256.fullmatch(value):
         raise BadValue(
-            f"{_show(value)} is not a sha256 (64 lower-case hex digits)",
+            f"{shown(value)} is not a sha256 (64 lower-case hex digits)",
             "write what `sha256sum FILE` prints before the file name",
         )
     return value
@@ -262,14 +273,23 @@ def parse_duration(value: object) -> int:
     """'90s', '5m', '1h30m', '7d' or a number of seconds, as whole seconds."""
     if isinstance(value, bool):
         raise BadValue(f"expected a duration, got {value!r}", "write it like 60s, 5m, 2h or 7d")
+    seconds: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str):
+        seconds = value
+    elif isinstance(value, str):
         match = _DURATION.fullmatch(value.strip())
         if match and any(match.groups()):
             d, h, m, s = (int(g or 0) for g in match.groups())
-            return ((d * 24 + h) * 60 + m) * 60 + s
-    raise BadValue(f"{value!r} is not a duration", "write it like 60s, 5m, 2h or 7d")
+            seconds = ((d * 24 + h) * 60 + m) * 60 + s
+    if seconds is None:
+        raise BadValue(f"{_written(value)} is not a duration", "write it like 60s, 5m, 2h or 7d")
+    if seconds > MAX_SECONDS:
+        raise BadValue(
+            f"{_written(value)} is too long: at most {MAX_SECONDS}s, about 292 years, "
+            "the longest duration nats-server takes",
+            "write a shorter duration",
+        )
+    return seconds
 
 
 _SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|TiB|K|M|G|T|KB|MB|GB|TB)?", re.IGNORECASE)
@@ -280,13 +300,22 @@ _UNITS |= {"t": 1024**4, "tb": 1000**4, "tib": 1024**4}
 
 def parse_size(value: object) -> int:
     """'256MiB', '10GiB', '1G' or a number of bytes."""
+    size: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
+        size = value
+    elif isinstance(value, str):
         match = _SIZE.fullmatch(value.strip())
         if match:
-            return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
-    raise BadValue(f"{value!r} is not a size", "write it like 512MiB or 10GiB")
+            size = int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+    if size is None:
+        raise BadValue(f"{_written(value)} is not a size", "write it like 512MiB or 10GiB")
+    if size > MAX_BYTES:
+        raise BadValue(
+            f"{_written(value)} is too large: at most {MAX_BYTES} bytes, just under 8 EiB, "
+            "the largest size nats-server takes",
+            "write a smaller size",
+        )
+    return size
 
 
 WorkerId = Annotated[str, BeforeValidator(_text), AfterValidator(_worker_id)]
@@ -310,7 +339,7 @@ Seconds = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 1},
+                {"type": "integer", "minimum": 1, "maximum": MAX_SECONDS},
                 {"type": "string", "pattern": r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"},
             ],
             "examples": ["60s", "5m", "2h", "7d"],
@@ -324,7 +353,7 @@ Bytes = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 1},
+                {"type": "integer", "minimum": 1, "maximum": MAX_BYTES},
                 {"type": "string", "pattern": r"^\d+\s*([KMGT]i?B?|B)?$"},
             ],
             "examples": ["512MiB", "10GiB"],
