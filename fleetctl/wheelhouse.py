@@ -418,18 +418,30 @@ def _clean_stale(parent: Path) -> None:
             pass
 
 
+def _wanted() -> dict[str, str]:
+    """The direct pins and pip: what every set of dependency wheels must hold."""
+    lock = _lock()
+    if "pip" not in lock:
+        raise WheelhouseError(f"{wheellock.LOCK_FILE} lacks pip: run ./dev lock")
+    return {**_pins(), "pip": lock["pip"].version}
+
+
+def _deps_dir(target: Target, cache_dir: Path) -> Path:
+    """Where the dependency wheels for this host type and these pins live under a cache."""
+    tags = platform_tags(target)
+    request = hashlib.sha256("\0".join((target.python, *tags)).encode()).hexdigest()[:8]
+    label = "_".join(f"{n}-{v}" for n, v in _wanted().items())
+    return cache_dir / "deps" / target.key / f"{label}_{request}"
+
+
 def _dependency_wheels(target: Target, cache_dir: Path) -> tuple[Path, ...]:
     """The locked dependency closure plus pip, downloaded once per host type and lock."""
     lock = _lock()
     pins = _pins()
-    wanted = {**pins, "pip": lock["pip"].version} if "pip" in lock else None
-    if wanted is None:
-        raise WheelhouseError(f"{wheellock.LOCK_FILE} lacks pip: run ./dev lock")
+    wanted = _wanted()
     tags = platform_tags(target)
-    request = hashlib.sha256("\0".join((target.python, *tags)).encode()).hexdigest()[:8]
-    label = "_".join(f"{n}-{v}" for n, v in wanted.items())
-    parent = cache_dir / "deps" / target.key
-    final = parent / f"{label}_{request}"
+    final = _deps_dir(target, cache_dir)
+    parent = final.parent
     found = _verified(final, wanted, lock)
     if found is not None:
         return found
@@ -571,14 +583,58 @@ def _digests(directory: Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in directory.iterdir() if p.is_file()}
 
 
+BROUGHT_ENV = "FLEETCTL_WHEELHOUSE"
+"""A directory `fleetctl wheelhouse build --out` wrote elsewhere: use it, never the index."""
+
+
+def baseline(python: str, platform: str) -> Target:
+    """A host type known only by Python and platform: manylinux2014 wheels, any glibc."""
+    return Target(python, platform, "-")
+
+
+def _brought_wheels(target: Target, directory: Path) -> tuple[Path, ...]:
+    """The dependency wheels from a brought-along directory, checked like the cache's.
+
+    A glibc host takes a set built for its exact type or the baseline for its Python and
+    platform (those wheels load on every glibc >= 2.17).
+    """
+    lock, wanted = _lock(), _wanted()
+    candidates = [target]
+    if target.libc == "-" or target.libc.startswith("glibc-"):
+        candidates.append(baseline(target.python, target.platform))
+    for candidate in candidates:
+        found = _verified(_deps_dir(candidate, directory), wanted, lock)
+        if found is not None:
+            return found
+    raise WheelhouseError(
+        f"{directory} ({BROUGHT_ENV}) has no wheels for Python {target.python} on "
+        f"{target.platform} ({target.libc}) with this fleetctl's poller lock: on a machine "
+        f"that reaches the package index, run `fleetctl wheelhouse build --out DIR "
+        f"--python {target.python} --platform {target.platform}` with this fleetctl version "
+        "and bring DIR along"
+    )
+
+
+def export_dependencies(target: Target, out: Path) -> tuple[Path, ...]:
+    """`fleetctl wheelhouse build --out`: a host type's dependency wheels, written under `out`
+    in the cache's own layout with their manifest, which is what BROUGHT_ENV reads."""
+    return _dependency_wheels(target, out)
+
+
 def build(target: Target, cache_dir: Path | None = None) -> Wheelhouse:
     """Assemble the wheelhouse for one host type; only the first call per target needs network.
 
-    The poller wheel is rebuilt every time; an existing directory with identical content is
-    kept (another fleetctl may be shipping it right now), anything else is swapped out.
+    With FLEETCTL_WHEELHOUSE set, the dependency wheels come from that directory only (it is
+    read, never written) and the package index is never asked. The poller wheel is rebuilt
+    every time; an existing directory with identical content is kept (another fleetctl may
+    be shipping it right now), anything else is swapped out.
     """
     cache = cache_dir if cache_dir is not None else default_cache_dir()
-    deps = _dependency_wheels(target, cache)
+    brought = os.environ.get(BROUGHT_ENV)
+    if brought:
+        deps = _brought_wheels(target, Path(brought).expanduser().absolute())
+    else:
+        deps = _dependency_wheels(target, cache)
     version = poller_version()
     parent = cache / "builds" / version
     parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ COMMANDS = {
     "render": "fleetctl.cli.render",
     "schema": "fleetctl.cli.schema",
     "creds": "fleetctl.cli.creds",
+    "wheelhouse": "fleetctl.cli.wheelhouse",
 }
 
 

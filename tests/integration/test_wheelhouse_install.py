@@ -15,6 +15,7 @@ import pytest
 
 from fleetctl import facts, wheelhouse
 from fleetctl.wheelhouse import Target, Wheelhouse, WheelhouseError
+from tests.support.natsserver import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -167,8 +168,6 @@ def test_an_unreachable_index_fails_every_host_at_once_after_one_attempt(
     """Four hosts of one type, visited in parallel as apply does: one pip run, one message."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.support.natsserver import free_port
-
     for key in [k for k in os.environ if k.startswith("PIP_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no local mirror, no find-links
@@ -200,3 +199,31 @@ def test_an_unreachable_index_fails_every_host_at_once_after_one_attempt(
     assert len(set(messages)) == 1, messages
     assert messages[0].startswith("pip wheel failed: cannot reach the package index"), messages
     assert not list((tmp_path / "cache").rglob("*.whl"))
+
+
+def test_a_wheelhouse_built_elsewhere_installs_where_the_index_is_out_of_reach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    python, out = host_python(), tmp_path / "brought"
+    target = probe(python)
+    fleetctl = Path(sys.executable).parent / "fleetctl"
+    args = ["--python", target.python, "--platform", target.platform]
+    done = subprocess.run(
+        [str(fleetctl), "wheelhouse", "build", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0 and "cannot reach the package index" in done.stderr:
+        pytest.skip(f"no network to fetch the dependency wheels: {done.stderr}")
+    assert done.returncode == 0, done.stderr
+
+    # the control machine: no index at all, and the brought directory
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{free_port()}/simple")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("FLEETCTL_WHEELHOUSE", str(out))
+    house = wheelhouse.build(target, tmp_path / "cache")
+    events = install_on_host(python, house, tmp_path / "staging", tmp_path / "venv")
+    assert [e["ok"] for e in events] == [True], events
+    version = (tmp_path / "venv" / "fleet-poller.version").read_text().strip()
+    assert version == house.version

@@ -528,3 +528,68 @@ def test_nats_server_version_runs_the_binary_once(tmp_path: Path) -> None:
 def test_nats_server_version_of_a_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(WheelhouseError, match="--version"):
         wheelhouse.nats_server_version(tmp_path / "nats-server")
+
+
+# --- built elsewhere, brought along (FLEETCTL_WHEELHOUSE) -----------------------------------
+
+
+def _export(out: Path, *args: str) -> str:
+    from click.testing import CliRunner
+
+    from fleetctl.cli.main import cli
+
+    done = CliRunner().invoke(cli, ["wheelhouse", "build", "--out", str(out), *args])
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+def test_wheelhouse_build_out_writes_one_set_per_host_type(
+    tmp_path: Path, fake_pip: FakePip
+) -> None:
+    out = tmp_path / "brought"
+    shown = _export(out, "--python", "3.11", "--platform", "linux-x86_64",
+                    "--python", "3.12", "--platform", "linux-aarch64")  # fmt: skip
+    downloads = [c for c in fake_pip.calls if c[0] == "download"]
+    assert [d[d.index("--python-version") + 1] for d in downloads] == ["3.11", "3.12"]
+    assert [[d[i + 1] for i, a in enumerate(d) if a == "--platform"] for d in downloads] == [
+        ["manylinux_2_17_x86_64", "manylinux2014_x86_64"],
+        ["manylinux_2_17_aarch64", "manylinux2014_aarch64"],
+    ]
+    assert sorted(p.name for p in (out / "deps").iterdir()) == [
+        "py3.11_linux-x86_64_-",
+        "py3.12_linux-aarch64_-",
+    ]
+    assert (
+        shown.splitlines()[-1]
+        == f"Use it where the index is out of reach: FLEETCTL_WHEELHOUSE={out} fleetctl apply ..."
+    )
+
+
+def test_a_brought_wheelhouse_is_used_without_the_index_and_checked(
+    tmp_path: Path, fake_pip: FakePip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "brought"
+    _export(out, "--python", "3.11", "--platform", "linux-x86_64")
+    calls = len(fake_pip.calls)
+    monkeypatch.setenv("FLEETCTL_WHEELHOUSE", str(out))
+    house = wheelhouse.build(HOST, tmp_path / "cache")  # glibc 2.36 takes the baseline set
+    assert len(fake_pip.calls) == calls  # no index asked
+    names = _wheel_names(house.files)
+    assert f"fleet_poller-{house.version}-py3-none-any.whl" in names
+    assert {n.split("-")[0] for n in names} == {"fleet_poller", "nats_py", "nkeys", "pynacl", "pip"}
+    assert not (out / "builds").exists()  # the brought directory is only read
+
+    pynacl = next(out.rglob("pynacl-*.whl"))
+    pynacl.write_bytes(pynacl.read_bytes() + b"\0")
+    with pytest.raises(WheelhouseError, match=r"wheelhouse cache: .*pynacl.* has sha256"):
+        wheelhouse.build(HOST, tmp_path / "cache")
+
+    with pytest.raises(WheelhouseError) as e:
+        wheelhouse.build(Target("3.12", "linux-x86_64", "musl-1.2.4"), tmp_path / "cache")
+    assert str(e.value) == (
+        f"{out} (FLEETCTL_WHEELHOUSE) has no wheels for Python 3.12 on linux-x86_64 "
+        "(musl-1.2.4) with this fleetctl's poller lock: on a machine that reaches the package "
+        "index, run `fleetctl wheelhouse build --out DIR --python 3.12 --platform "
+        "linux-x86_64` with this fleetctl version and bring DIR along"
+    )
+    assert len(fake_pip.calls) == calls
