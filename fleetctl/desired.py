@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from fleetctl import backends, layout
+from fleetctl import backends, layout, tunnellogin
 from fleetctl.model import Fleet, Host, Worker
 from fleetctl.natsnames import NatsNames
 from fleetctl.natsresources import TASK_MAX_BYTES, ConsumerSpec, StreamSpec, fleet_resources
@@ -275,9 +275,11 @@ def _add_tunnel_login(
     users.append(UserSpec(user, home))
     dirs.append(DirSpec(home, user, user, 0o700))
     dirs.append(DirSpec(f"{home}/.ssh", user, user, 0o700))
-    options = f'restrict,port-forwarding,permitopen="{s.listen}:{s.port}",command="/bin/false"'
+    options = tunnellogin.authorized_keys_options(s.listen, s.port)
     lines = "".join(f"{options} {k.public}\n" for k in keys)
     files.append(FileSpec(f"{home}/.ssh/authorized_keys", lines.encode(), user, user, 0o600))
+    match_block = tunnellogin.sshd_match_block(user, s.listen, s.port)
+    files.append(FileSpec(layout.SSHD_TUNNEL_CONF, match_block.encode(), mode=0o644))
 
 
 def _add_tunnel(

@@ -16,6 +16,8 @@ POLLER_BIN = f"{POLLER_VENV}/bin/fleet-poller"
 TUNNEL_UNIT = "fleet-tunnel.service"
 TUNNEL_USER = "fleet-tunnel"
 TUNNEL_HOME = "/var/lib/fleet-tunnel"
+# The broker sshd's drop-in that limits the tunnel user (fleetctl/tunnellogin.py).
+SSHD_TUNNEL_CONF = "/etc/ssh/sshd_config.d/fleet-tunnel.conf"
 
 NATS_UNIT = "nats-server.service"
 NATS_USER = "nats"

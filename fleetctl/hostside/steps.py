@@ -10,12 +10,13 @@ import binascii
 import grp
 import os
 import pwd
+import signal
 import sys
 import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # defined by agent.py, which precedes this file on the host
-    from typing import Any, Callable, Dict, List, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
     from fleetctl.hostside.agent import OPERATIONS, TMP_MARK, _emit, _user, new_sha256, spawn
 
@@ -134,6 +135,9 @@ def op_file(step: Dict[str, Any]) -> None:
     data = binascii.a2b_base64(step["content"])
     if new_sha256(data).hexdigest() != step["sha256"]:
         raise StepError("content of {} arrived damaged".format(step["path"]))
+    if step["path"] == SSHD_TUNNEL_CONF:
+        _replace_sshd_dropin(step, data)
+        return
     write_file(step["path"], data, step["owner"], step["group"], step["mode"])
 
 
@@ -141,6 +145,69 @@ def op_remove_file(step: Dict[str, Any]) -> None:
     try:
         os.unlink(step["path"])
     except FileNotFoundError:
+        return
+    if step["path"] == SSHD_TUNNEL_CONF:
+        _reload_sshd(_sshd_effective())
+
+
+# The broker's sshd drop-in for the tunnel user (fleetctl/layout.py, fleetctl/tunnellogin.py).
+SSHD_TUNNEL_CONF = "/etc/ssh/sshd_config.d/fleet-tunnel.conf"
+SSHD = "/usr/sbin/sshd"
+# What `sshd -T` must say for the tunnel user once the drop-in counts.
+SSHD_TUNNEL_EFFECTIVE = ("allowstreamlocalforwarding no", "permitlisten none")
+
+
+def _replace_sshd_dropin(step: Dict[str, Any], data: bytes) -> None:
+    """sshd reads its config only at start and reload: write the drop-in, have sshd check the
+    whole config and show that it applies the drop-in to the tunnel user, then reload it.
+    If sshd refuses it, or never reads it, the previous file is put back (sshd must keep
+    accepting logins) and the step fails saying why."""
+    path = step["path"]
+    previous: Optional[bytes] = None
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            previous = f.read()
+    write_file(path, data, step["owner"], step["group"], step["mode"])
+    try:
+        _run([SSHD, "-t"])
+        effective = _sshd_effective("fleet-tunnel")
+        missing = [want for want in SSHD_TUNNEL_EFFECTIVE if want not in effective]
+        if missing:
+            raise StepError(
+                "sshd does not apply {}: add `Include /etc/ssh/sshd_config.d/*.conf` at the "
+                "top of /etc/ssh/sshd_config".format(path)
+            )
+    except StepError:
+        if previous is None:
+            os.unlink(path)
+        else:
+            write_file(path, previous, step["owner"], step["group"], step["mode"])
+        raise
+    _reload_sshd(effective)
+
+
+def _sshd_effective(user: str = "root") -> List[str]:
+    """sshd's effective settings for a login of `user` (`sshd -T`), one `key value` a line."""
+    spec = "user={},host=fleetctl,addr=127.0.0.1".format(user)
+    out = _run([SSHD, "-T", "-C", spec]).decode("utf-8", "replace")
+    return [line.strip() for line in out.splitlines()]
+
+
+def _reload_sshd(effective: List[str]) -> None:
+    """SIGHUP to the listening sshd (what its unit's ExecReload does); open sessions stay. No
+    pid file: no listening daemon (a socket-activated sshd reads the config per login)."""
+    pidfile = "/run/sshd.pid"
+    for line in effective:
+        if line.startswith("pidfile "):
+            pidfile = line.split(" ", 1)[1]
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
         pass
 
 

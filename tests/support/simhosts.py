@@ -323,6 +323,8 @@ def _systemctl_bundle(yield_: float) -> tuple[bytes, bytes, str]:
 def _sshd_config(use_pam: bool) -> str:
     return f"""\
 # simhosts: one simulated host's sshd
+# Drop-ins first, as in Debian's and Fedora's default sshd_config (first value wins).
+Include /etc/ssh/sshd_config.d/*.conf
 Port 22
 ListenAddress 0.0.0.0
 HostKey /etc/ssh/ssh_host_ed25519_key

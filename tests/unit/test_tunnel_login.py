@@ -1,0 +1,51 @@
+"""The broker's side of the tunnels, as data: the key options and the sshd drop-in.
+What they do against a real sshd is tests/e2e/test_tunnel_key.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleetctl import layout
+from fleetctl.desired import desired_state
+from fleetctl.tunnelkeys import TunnelKey
+from tests.support.example import example_fleet
+
+NODE = "worker-node-1"
+KEY = TunnelKey(NODE, b"-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n", "ssh-ed25519 AAAA x")
+
+
+def broker_files() -> dict[str, bytes]:
+    states = desired_state(example_fleet(), tunnel_keys={NODE: KEY})
+    return {f.path: f.content for f in states["broker-host"].files}
+
+
+def test_each_tunnel_key_may_open_the_nats_port_and_listen_nowhere() -> None:
+    keys = broker_files()[f"{layout.TUNNEL_HOME}/.ssh/authorized_keys"].decode()
+    assert keys == (
+        'restrict,port-forwarding,permitopen="127.0.0.1:4222",permitlisten="127.0.0.1:1",'
+        'command="/bin/false" ssh-ed25519 AAAA x\n'
+    )
+
+
+def test_the_broker_sshd_gets_a_match_block_for_the_tunnel_user() -> None:
+    block = broker_files()[layout.SSHD_TUNNEL_CONF].decode()
+    assert block.splitlines()[1:] == [
+        "Match User fleet-tunnel",
+        "\tAllowTcpForwarding local",
+        "\tAllowStreamLocalForwarding no",
+        "\tPermitOpen 127.0.0.1:4222",
+        "\tPermitListen none",
+        "\tGatewayPorts no",
+        "\tPermitTTY no",
+        "\tPermitTunnel no",
+        "\tX11Forwarding no",
+        "\tAllowAgentForwarding no",
+        "\tPermitUserRC no",
+        "\tAuthenticationMethods publickey",
+        "\tForceCommand /bin/false",
+    ]
+
+
+def test_the_host_agent_knows_the_drop_in_path() -> None:
+    steps = Path(layout.__file__).parent / "hostside" / "steps.py"
+    assert f'SSHD_TUNNEL_CONF = "{layout.SSHD_TUNNEL_CONF}"' in steps.read_text()
