@@ -19,6 +19,9 @@ MAX_RESULT_BYTES = 768 * 1024
 STDERR_TAIL = 8 * 1024
 
 _OPTIONAL_STR = ("from", "reply_to", "task_type")
+# Deeper JSON is refused: Python's decoder and encoder recurse, so about 1,000 levels raise
+# RecursionError (when decoding; far fewer when the payload is re-encoded for the prompt).
+MAX_NESTING = 100
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,23 @@ def _id_of(data: bytes) -> str | None:
     """The id of an oversized task, for its `rejected` result (the stream caps it at 1 MiB)."""
     try:
         obj = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return None
     return _recover_id(obj) if isinstance(obj, dict) else None
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Without recursion, so that any document the decoder accepted can be measured."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def parse_task(data: bytes, max_bytes: int) -> Task | Rejection:
@@ -65,10 +82,15 @@ def parse_task(data: bytes, max_bytes: int) -> Task | Rejection:
         return Rejection(
             f"task is {len(data)} bytes, more than the {max_bytes} allowed", _id_of(data)
         )
+    too_deep = f"JSON nested more than {MAX_NESTING} levels deep"
     try:
         obj = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except RecursionError:
+        return Rejection(too_deep)
+    except ValueError as e:  # not JSON, not UTF-8, or an integer of more than 4300 digits
         return Rejection(f"not JSON: {e.msg if isinstance(e, json.JSONDecodeError) else e}")
+    if _nested_deeper_than(obj, MAX_NESTING):
+        return Rejection(too_deep, _recover_id(obj) if isinstance(obj, dict) else None)
     if not isinstance(obj, dict):
         return Rejection(f"a task must be a JSON object, not {type(obj).__name__}")
     tid = _recover_id(obj)

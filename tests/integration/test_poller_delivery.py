@@ -224,6 +224,51 @@ def test_poison_inputs_are_rejected_and_dead_lettered(server: NatsServer, work: 
     run(go())
 
 
+DEEP = b"[" * 1000 + b"]" * 1000
+UNDECODABLE: list[tuple[str, bytes, str | None]] = [
+    ("deep array", DEEP, None),
+    ("deep payload", b'{"task_id": "deep1", "instructions": "y", "payload": ' + DEEP + b"}", None),
+    (
+        "payload past the limit",
+        b'{"task_id": "deep2", "instructions": "y", "payload": ' + DEEP[:150] + DEEP[-150:] + b"}",
+        "deep2",
+    ),
+    (
+        "integer of 5000 digits",
+        b'{"task_id": "n1", "instructions": "y", "timeout": ' + b"9" * 5000 + b"}",
+        None,
+    ),
+]
+
+
+def test_undecodable_tasks_are_dead_lettered_on_their_first_delivery(
+    server: NatsServer, work: Path
+) -> None:
+    """About 1,000 levels of nesting made the decoder raise RecursionError: the task was
+    naked and redelivered until max_deliver, never dead-lettered, and stayed in the stream."""
+
+    async def go() -> None:
+        async with bus(server, work, max_deliver=3) as (js, poller):
+            for _, data, _ in UNDECODABLE:
+                await publish_task(js, "w1", data)
+
+            async def all_dead() -> bool:
+                return len(await stream_messages(js, "AF_DEAD")) == len(UNDECODABLE)
+
+            assert await wait_until(all_dead, 15)
+            dead = [rec for _, rec, _ in await stream_messages(js, "AF_DEAD")]
+            for (name, data, tid), rec in zip(UNDECODABLE, dead, strict=True):
+                assert (rec["task_id"], rec["attempt"]) == (tid, 1), name
+                assert base64.b64decode(rec["task_b64"]) == data, name
+            assert [r["task_id"] for r in await results(js)] == ["deep2"]
+            assert await wait_until(lambda: _zero(js), 5)
+            assert poller.logged("task_error") == [] and poller.logged("task_retry") == []
+            assert len(poller.logged("task_rejected")) == len(UNDECODABLE)
+            assert standin_records(work) == []
+
+    run(go())
+
+
 def test_big_prompt_and_huge_output(server: NatsServer, work: Path) -> None:
     """A 200 KB prompt arrives intact on stdin; 5 MB of output is cut at the cap and flagged."""
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from poller.messages import MAX_RESULT_BYTES, Rejection, Result, Task, parse_task
+from poller.messages import MAX_NESTING, MAX_RESULT_BYTES, Rejection, Result, Task, parse_task
 
 
 def _parse(obj: object) -> Task | Rejection:
@@ -59,6 +59,39 @@ def test_rejections(data: bytes, tid: str | None) -> None:
     r = parse_task(data, 1 << 20)
     assert isinstance(r, Rejection) and r.reason
     assert r.task_id == tid
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("data", "tid"),
+    [
+        (_nested(1000), None),  # RecursionError in the decoder
+        (b'{"task_id": "d1", "instructions": "x", "payload": ' + _nested(1000) + b"}", None),
+        (b'{"task_id": "d2", "instructions": "x", "payload": ' + _nested(MAX_NESTING) + b"}", "d2"),
+        (b'{"task_id": "d3", "instructions": "x", "metadata": {"a": ' + _nested(200) + b"}}", "d3"),
+    ],
+)
+def test_deep_nesting_is_rejected_without_recursion_error(data: bytes, tid: str | None) -> None:
+    r = parse_task(data, 1 << 20)
+    assert isinstance(r, Rejection) and r.task_id == tid
+    assert r.reason == f"JSON nested more than {MAX_NESTING} levels deep"
+
+
+def test_nesting_up_to_the_limit_is_a_task() -> None:
+    data = b'{"task_id": "ok", "instructions": "x", "payload": ' + _nested(MAX_NESTING - 1) + b"}"
+    task = parse_task(data, 1 << 20)
+    assert isinstance(task, Task)
+    assert task.prompt().startswith("x\n\nPayload (JSON):\n[")
+
+
+def test_an_integer_too_long_to_convert_is_rejected() -> None:
+    r = parse_task(
+        b'{"task_id": "n", "instructions": "x", "timeout": ' + b"9" * 5000 + b"}", 1 << 20
+    )
+    assert isinstance(r, Rejection) and r.reason.startswith("not JSON: ")
 
 
 def test_too_large_keeps_a_valid_id() -> None:
