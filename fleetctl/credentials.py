@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from fleetctl import natsaccess
 from fleetctl.model import Fleet
 from fleetctl.natsnames import NatsNames
+from nsc import hygiene
 from nsc.authority import Authority, IssuedUser
 from nsc.backup import backup_status
 from nsc.store import NscDirs, OperatorStore
@@ -51,11 +52,43 @@ def enabled_ids(fleet: Fleet) -> list[str]:
 
 
 def issue(fleet: Fleet, authority: Authority, worker_ids: list[str]) -> dict[str, IssuedUser]:
-    """Issue what is missing or revoked for these workers; existing valid users are kept."""
+    """Issue what is missing or revoked for these workers; existing valid users are kept.
+    A damaged .creds file is written again from the store, or, when the store lacks its
+    seed, replaced by a new key (the old key revoked: the broker config changes)."""
     issued = natsaccess.ensure_fleet_users(
         authority, _names(fleet), worker_ids, ttl=fleet.creds.ttl
     )
-    return {u: i for u, i in issued.items() if natsaccess.worker_of_user(u) in worker_ids}
+    issued = {u: i for u, i in issued.items() if natsaccess.worker_of_user(u) in worker_ids}
+    for wid in worker_ids:
+        user = natsaccess.worker_user(wid)
+        if user in issued or hygiene.creds_problem(authority, user) is None:
+            continue
+        if not authority.rewrite_creds(user):
+            perms = natsaccess.worker_permissions(_names(fleet), wid)
+            issued[user], _ = authority.rotate_user(user, perms, ttl=fleet.creds.ttl)
+    return issued
+
+
+def damaged(authority: Authority, worker_ids: list[str]) -> list[str]:
+    """Workers with a user in the store whose .creds file is missing or unusable."""
+    known = set(authority.store.users(authority.services_account))
+    return [
+        w
+        for w in worker_ids
+        if natsaccess.worker_user(w) in known
+        and hygiene.creds_problem(authority, natsaccess.worker_user(w)) is not None
+    ]
+
+
+def store_problems(fleet: Fleet, authority: Authority) -> list[hygiene.Problem]:
+    """What is unsafe or broken in the store and keystore, each with its fix."""
+    known = set(authority.store.users(authority.services_account))
+    users = {
+        natsaccess.worker_user(w): f"fleetctl creds issue --worker {w}"
+        for w in enabled_ids(fleet)
+        if natsaccess.worker_user(w) in known
+    }
+    return hygiene.check(authority, users)
 
 
 def renew_expiring(fleet: Fleet, authority: Authority, worker_ids: list[str]) -> list[str]:
@@ -78,20 +111,21 @@ def revoke(authority: Authority, worker_id: str) -> str:
 
 def start_rotation(fleet: Fleet, authority: Authority, worker_id: str) -> IssuedUser:
     """New key first; the old one is revoked by `finish_rotation` once the new one is live."""
-    user = natsaccess.worker_user(worker_id)
-    old = authority.user_record(user)
-    new, _ = authority.rotate_user(
-        user,
-        natsaccess.worker_permissions(_names(fleet), worker_id),
-        ttl=fleet.creds.ttl,
-        revoke_old=False,
-    )
-    pending = dict(authority.store.metadata().get(PENDING_KEY) or {})
-    pending.setdefault(worker_id, []).append(
-        [old.public_key, max(int(time.time()), old.issued_at + 1)]
-    )
-    authority.store.update_metadata(**{PENDING_KEY: pending})
-    return new
+    with authority.store.locked():
+        user = natsaccess.worker_user(worker_id)
+        old = authority.user_record(user)
+        new, _ = authority.rotate_user(
+            user,
+            natsaccess.worker_permissions(_names(fleet), worker_id),
+            ttl=fleet.creds.ttl,
+            revoke_old=False,
+        )
+        pending = dict(authority.store.metadata().get(PENDING_KEY) or {})
+        pending.setdefault(worker_id, []).append(
+            [old.public_key, max(int(time.time()), old.issued_at + 1)]
+        )
+        authority.store.update_metadata(**{PENDING_KEY: pending})
+        return new
 
 
 def pending_rotations(authority: Authority) -> dict[str, list[list[object]]]:
@@ -100,17 +134,18 @@ def pending_rotations(authority: Authority) -> dict[str, list[list[object]]]:
 
 def finish_rotation(authority: Authority, worker_id: str) -> str | None:
     """Revoke the keys a rotation replaced; returns the account JWT, or None if none pending."""
-    pending = pending_rotations(authority)
-    old = pending.pop(worker_id, [])
-    if not old:
-        return None
-    token = authority.revoke_keys(
-        authority.services_account, [(str(pub), int(str(at))) for pub, at in old]
-    )
-    for pub, _ in old:
-        authority.keystore.remove(str(pub))
-    authority.store.update_metadata(**{PENDING_KEY: pending})
-    return token
+    with authority.store.locked():
+        pending = pending_rotations(authority)
+        old = pending.pop(worker_id, [])
+        if not old:
+            return None
+        token = authority.revoke_keys(
+            authority.services_account, [(str(pub), int(str(at))) for pub, at in old]
+        )
+        for pub, _ in old:
+            authority.keystore.remove(str(pub))
+        authority.store.update_metadata(**{PENDING_KEY: pending})
+        return token
 
 
 @dataclass(frozen=True)
@@ -144,15 +179,16 @@ def commit_revocations(fleet: Fleet, inputs: PlanInputs) -> None:
     authority = load(fleet)
     if authority is None or not inputs.revocations:
         return
-    account = authority.services_account
-    authority.revoke_keys(
-        account,
-        [(r.public_key, r.at) for r in inputs.revocations],
-        issued_at=inputs.revoked_at,
-    )
-    for r in inputs.revocations:
-        authority.keystore.remove(r.public_key)
-        authority.creds_path(r.user, account).unlink(missing_ok=True)
+    with authority.store.locked():
+        account = authority.services_account
+        authority.revoke_keys(
+            account,
+            [(r.public_key, r.at) for r in inputs.revocations],
+            issued_at=inputs.revoked_at,
+        )
+        for r in inputs.revocations:
+            authority.keystore.remove(r.public_key)
+            authority.creds_path(r.user, account).unlink(missing_ok=True)
 
 
 def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
@@ -171,6 +207,10 @@ def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
     for wid in wanted:
         record = users.get(natsaccess.worker_user(wid))
         if record is None or record.revoked or not record.creds_path.exists():
+            continue
+        damage = hygiene.creds_problem(authority, record.name)
+        if damage is not None:
+            warnings.append(f"credentials of worker {wid}: {damage} ({record.creds_path})")
             continue
         if record.expires_at is not None and record.expires_at <= moment:
             warnings.append(f"credentials of worker {wid} have expired: rotate them")
@@ -198,6 +238,8 @@ def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
         warnings.append(
             f"no valid credentials for {', '.join(missing)}: run `fleetctl creds issue --all`"
         )
+    problems = hygiene.mode_problems([authority.dirs.stores, authority.keystore.root])
+    warnings += [str(p) for p in problems + hygiene.signing_key_problems(authority)]
     if backup_status(authority).needed:
         warnings.append(
             "THE OPERATOR AND ACCOUNT KEYS HAVE NO BACKUP. Losing them means re-issuing every "

@@ -8,6 +8,7 @@ Everything lives in an nsc-compatible store (`nsc.store`); seeds only ever as `S
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -250,6 +251,21 @@ class Authority:
         )
         return IssuedUser(name, acct.name, key.public_key, token, path, now, expires or None)
 
+    def rewrite_creds(self, name: str, account: str | None = None) -> bool:
+        """Write the user's .creds again from the stored JWT and the seed in the keystore
+        (a damaged .creds file); False if the keystore lacks that seed or holds another."""
+        acct = account or self.services_account
+        token = self.store.read_user(acct, name)
+        public_key = str(jwt.decode(token).claims["sub"])
+        if not self.keystore.has(public_key):
+            return False
+        try:
+            key = self.keystore.load(public_key)
+        except NscError:
+            return False
+        self.keystore.write_creds(self.store.name, acct, name, format_creds(token, key.seed))
+        return True
+
     def user_record(self, name: str, account: str | None = None) -> UserRecord:
         acct = account or self.services_account
         revocations = self._revocations(acct)
@@ -307,6 +323,16 @@ class Authority:
         the JWT is deterministic, so a plan can show it (`write=False`) and apply can later
         store exactly that JWT.
         """
+        with self.store.locked() if write else contextlib.nullcontext():
+            return self._revoke_keys(account, public_keys, issued_at, write)
+
+    def _revoke_keys(
+        self,
+        account: str,
+        public_keys: Sequence[tuple[str, int]],
+        issued_at: int | None,
+        write: bool,
+    ) -> str:
         d = jwt.verify_token(self.store.read_account(account), check_time=False)
         nats = dict(d.claims.get("nats", {}))
         revs = {str(k): int(v) for k, v in (nats.get("revocations") or {}).items()}
@@ -331,11 +357,12 @@ class Authority:
     def revoke_user(self, name: str, account: str | None = None) -> str:
         """Revoke the user's current key (by public key, so a rotated successor is unaffected)."""
         acct = account or self.services_account
-        claims = jwt.decode(self.store.read_user(acct, name)).claims
-        at = max(_now(), int(claims.get("iat", 0)) + 1)
-        token = self.revoke_keys(acct, [(str(claims["sub"]), at)])
-        self.keystore.remove(str(claims["sub"]))
-        self.keystore.creds_path(self.store.name, acct, name).unlink(missing_ok=True)
+        with self.store.locked():
+            claims = jwt.decode(self.store.read_user(acct, name)).claims
+            at = max(_now(), int(claims.get("iat", 0)) + 1)
+            token = self.revoke_keys(acct, [(str(claims["sub"]), at)])
+            self.keystore.remove(str(claims["sub"]))
+            self.keystore.creds_path(self.store.name, acct, name).unlink(missing_ok=True)
         return token
 
     def rotate_user(
@@ -353,17 +380,19 @@ class Authority:
         a staged rollout: deploy the new creds, then call `revoke_keys`).
         """
         acct = account or self.services_account
-        old = jwt.decode(self.store.read_user(acct, name)).claims
-        nats = old.get("nats", {})
-        perms = permissions or Permissions.from_jwt(nats)
-        if ttl is None and old.get("exp"):
-            ttl = int(old["exp"]) - int(old.get("iat", 0))
-        new = self.issue_user(name, perms, account=acct, ttl=ttl, tags=nats.get("tags") or ())
-        if not revoke_old:
-            return new, None
-        at = max(_now(), int(old.get("iat", 0)) + 1)
-        token = self.revoke_keys(acct, [(str(old["sub"]), at)])
-        self.keystore.remove(str(old["sub"]))
+        with self.store.locked():
+            old = jwt.decode(self.store.read_user(acct, name)).claims
+            nats = old.get("nats", {})
+            perms = permissions or Permissions.from_jwt(nats)
+            if ttl is None and old.get("exp"):
+                ttl = int(old["exp"]) - int(old.get("iat", 0))
+            tags = nats.get("tags") or ()
+            new = self.issue_user(name, perms, account=acct, ttl=ttl, tags=tags)
+            if not revoke_old:
+                return new, None
+            at = max(_now(), int(old.get("iat", 0)) + 1)
+            token = self.revoke_keys(acct, [(str(old["sub"]), at)])
+            self.keystore.remove(str(old["sub"]))
         return new, token
 
     # ---- iteration helpers ----------------------------------------------------------------

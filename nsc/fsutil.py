@@ -8,8 +8,11 @@ a secret is never briefly world-readable.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from nsc.secret import Secret
@@ -18,6 +21,12 @@ DIR_MODE = 0o700
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o600  # JWTs are not secret, but nsc writes everything 0600 and so do we
 _counter = itertools.count()
+LOCK_FILE = ".fleetctl.lock"
+# Locks this process holds, by directory: flock conflicts between two descriptors of one
+# process too, so a nested `locked()` must reuse the descriptor rather than open another.
+_held: dict[str, tuple[int, int]] = {}
+_held_guard = threading.Lock()
+_thread_locks: dict[str, threading.RLock] = {}
 
 
 def ensure_dir(path: Path) -> Path:
@@ -42,9 +51,15 @@ def ensure_dir(path: Path) -> Path:
 
 
 def atomic_write(
-    path: Path, data: bytes | str | Secret, mode: int = SECRET_MODE, *, durable: bool = False
+    path: Path,
+    data: bytes | str | Secret,
+    mode: int = SECRET_MODE,
+    *,
+    durable: bool = False,
+    exclusive: bool = False,
 ) -> Path:
-    """Replace `path` with `data` in one rename; `durable` also fsyncs file and directory.
+    """Replace `path` with `data` in one rename; `durable` also fsyncs file and directory;
+    `exclusive` refuses (FileExistsError) to replace an existing file, atomically (link).
 
     Plain string paths inside: issuing a thousand users is three thousand of these.
     """
@@ -66,7 +81,11 @@ def atomic_write(
             os.fsync(fd)
         os.close(fd)
         fd = -1
-        os.replace(tmp, target)  # noqa: PTH105 - str paths: this is the hot path
+        if exclusive:
+            os.link(tmp, target)  # fails if the target exists, even if it appeared just now
+            os.unlink(tmp)  # noqa: PTH108
+        else:
+            os.replace(tmp, target)  # noqa: PTH105 - str paths: this is the hot path
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -95,3 +114,33 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (flock of its LOCK_FILE) for the block, so that
+    read-modify-write of the files in it (a revocation, the metadata) by two processes or two
+    threads cannot lose one of the changes. Reentrant; released when the process dies."""
+    key = os.fspath(directory)
+    with _held_guard:
+        thread_lock = _thread_locks.setdefault(key, threading.RLock())
+    with thread_lock:
+        fd, depth = _held.get(key, (-1, 0))
+        if depth == 0:
+            ensure_dir(directory)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(os.path.join(key, LOCK_FILE), flags, SECRET_MODE)  # noqa: PTH118
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+        _held[key] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            if depth == 0:
+                del _held[key]
+                os.close(fd)  # releases the flock
+            else:
+                _held[key] = (fd, depth)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nsc.errors import NscError
-from nsc.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write, ensure_dir
+from nsc.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write, ensure_dir, locked
 from nsc.keys import NKey, from_seed
 from nsc.secret import Secret
 
@@ -245,6 +245,13 @@ class OperatorStore:
         )
 
     def update_metadata(self, **changes: Any) -> dict[str, Any]:
-        data = self.metadata() | changes
-        atomic_write(self.dir / METADATA_FILE, json.dumps(data, indent=2, sort_keys=True), 0o600)
+        with self.locked():
+            data = self.metadata() | changes
+            text = json.dumps(data, indent=2, sort_keys=True)
+            atomic_write(self.dir / METADATA_FILE, text, 0o600)
         return data
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The store's lock, around every read-modify-write (fsutil.locked): two revocations
+        at once must both end up in the account JWT."""
+        return locked(self.dir)

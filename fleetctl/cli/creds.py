@@ -17,7 +17,7 @@ from fleetctl.config.pydantic_errors import did_you_mean
 from fleetctl.model import Fleet
 from fleetctl.ui.terminal import err, out
 from nsc.authority import Authority
-from nsc.backup import backup
+from nsc.backup import BackupExistsError, backup
 from nsc.sysupdate import ClaimsUpdateError, push_account_jwt
 
 
@@ -69,10 +69,29 @@ def issue(app: AppContext, worker_id: str | None, all_workers: bool) -> None:
         fail("give either --worker ID or --all")
     authority = _authority(fleet)
     ids = credentials.enabled_ids(fleet) if all_workers else [_worker(fleet, worker_id or "")]
+    damaged = credentials.damaged(authority, ids)
     issued = credentials.issue(fleet, authority, ids)
     for user, new in sorted(issued.items()):
         _say(f"issued {user} ({new.public_key})")
-    _say(f"{len(issued)} issued, {len(ids) - len(issued)} already valid")
+    rewritten = [w for w in damaged if natsaccess.worker_user(w) not in issued]
+    for wid in rewritten:
+        _say(f"rewrote the damaged .creds of {wid} from the store")
+    valid = len(ids) - len(issued) - len(rewritten)
+    also = f", {len(rewritten)} rewritten" if rewritten else ""
+    _say(f"{len(issued)} issued{also}, {valid} already valid")
+
+
+@creds.command()
+@pass_app
+def check(app: AppContext) -> None:
+    """Check the store: modes (0700/0600), signing-key seeds, every worker's .creds."""
+    fleet = app.fleet()
+    problems = credentials.store_problems(fleet, _authority(fleet))
+    for problem in problems:
+        err().print(f"problem: {problem}", markup=False)
+    if problems:
+        fail(f"{len(problems)} problem(s) in the credential store")
+    _say("the credential store is sound")
 
 
 @creds.command()
@@ -187,10 +206,20 @@ def _expires_soon(ts: int | None, within: int) -> bool:
 
 @creds.command(name="backup")
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @pass_app
-def backup_(app: AppContext, out_file: Path) -> None:
-    """Write the operator and account keys and the store to FILE (0600). Keep it offline."""
-    status = backup(_authority(app.fleet()), out_file)
+def backup_(app: AppContext, out_file: Path, force: bool) -> None:
+    """Write the operator and account keys, the tunnel keys and the store to FILE (0600).
+    Keep it offline."""
+    from fleetctl import tunnelkeys  # cryptography: only for this command
+
+    fleet = app.fleet()
+    authority = _authority(fleet)
+    extra = [tunnelkeys.key_dir(fleet).name]
+    try:
+        status = backup(authority, out_file, keystore_dirs=extra, replace=force)
+    except BackupExistsError:
+        fail(f"{out_file} already exists", "choose another file, or pass --force to replace it")
     covered = "every operator and account key" if not status.needed else "NOT every key"
     _say(f"wrote {out_file} (mode 0600), holding {covered}; keep it offline")
 
