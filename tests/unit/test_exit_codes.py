@@ -102,6 +102,7 @@ ROWS: dict[tuple[str, ...], Row] = {
         error=("creds", "backup", "--out", "backup.tar"),
         setup=(INIT,),
     ),
+    ("creds", "check"): Row(ok=("creds", "check"), error=("creds", "check"), setup=ISSUED),
     ("creds", "server-config"): Row(
         ok=("creds", "server-config"), error=("creds", "server-config"), setup=(INIT,)
     ),
