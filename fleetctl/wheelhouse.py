@@ -29,10 +29,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import poller
 from fleetctl import wheellock
 from fleetctl.wheellock import Locked, LockError
 
-DIST_NAME = "fleet-poller"
+DIST_NAME = poller.DIST_NAME  # the name the poller looks itself up by
 """The poller's distribution name on the host (`pip show fleet-poller`)."""
 
 ENTRY_POINT = "fleet-poller = poller.__main__:main"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetctl import wheelhouse
 from fleetctl.hostside import lock_program
 from fleetctl.reconcile import LOCK_FILE
 from tests.e2e.fleet_env import (
@@ -67,6 +68,7 @@ def test_first_apply_brings_up_the_broker_tunnels_and_every_poller(fleet_env: Fl
     for wid, result in results.items():
         assert result["worker_id"] == wid
         assert result["status"] == "completed", result
+        assert result["poller_version"] == wheelhouse.poller_version()  # the plan's build
 
 
 def test_plan_right_after_apply_has_no_changes(fleet_env: FleetEnv) -> None:
