@@ -52,6 +52,10 @@ class Worker:
     allowed_tools: tuple[str, ...]
     github_remote: str
     codex_sandbox: str
+    permission_mode: str
+    max_turns: int | None
+    max_budget_usd: float | None
+    approval_mode: str
     env_file: str | None
     labels: Mapping[str, str]
     command: tuple[str, ...] | None

@@ -23,7 +23,7 @@ from typing import Literal
 from poller import outputs
 from poller.outputs import Parsed
 
-Kind = Literal["text", "list", "argv"]
+Kind = Literal["text", "list", "argv", "int", "number"]
 POLLER_TEMPLATE = "systemd/poller.service.j2"
 
 
@@ -36,8 +36,9 @@ class Setting:
     """One worker field, carried to the poller by one environment variable of its unit.
 
     kind `text` is the value as is, `list` a comma-separated list, `argv` a JSON list of
-    strings. `default` is what the poller uses when the variable is unset or empty ("": the
-    CLI's own default). `choices`, when given, are the only values accepted.
+    strings, `int` and `number` a number greater than 0. `default` is what the poller uses
+    when the variable is unset or empty ("": the CLI's own default). `choices`, when given,
+    are the only values accepted.
     """
 
     field: str
@@ -64,6 +65,8 @@ class Setting:
             return ",".join(t.strip() for t in raw.split(",") if t.strip())
         if self.kind == "argv" and raw:
             _argv_list(raw)
+        if self.kind in ("int", "number") and raw:
+            _positive(raw, integer=self.kind == "int")
         if raw and self.choices and raw not in self.choices:
             raise SettingError(f"must be one of {', '.join(self.choices)}")
         return raw or self.default
@@ -79,6 +82,15 @@ def _argv_list(raw: str) -> list[str]:
     return value
 
 
+def _positive(raw: str, *, integer: bool) -> None:
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        raise SettingError("must be an integer" if integer else "must be a number") from None
+    if not value > 0:  # also refuses nan
+        raise SettingError("must be greater than 0")
+
+
 @dataclass(frozen=True)
 class BuiltinLlm:
     """An llm name fleet.yaml may use without defining it under `llms:`."""
@@ -88,13 +100,28 @@ class BuiltinLlm:
 
 
 @dataclass(frozen=True)
+class CliPackage:
+    """The npm package of a backend's CLI, pinned: what the contract tests run (and install).
+
+    `bin` is its command in `node_modules/.bin`; `runtime` what it needs on the host besides
+    itself (Gemini CLI is JavaScript; Claude Code and Codex ship native binaries).
+    """
+
+    package: str
+    version: str
+    bin: str
+    runtime: str | None = None
+
+
+@dataclass(frozen=True)
 class Backend:
     name: str
     settings: tuple[Setting, ...]
     build_argv: Callable[[Mapping[str, str]], list[str]]
-    read_output: Callable[[str], Parsed]
+    read_output: Callable[[str, str], Parsed]  # (stdout, stderr's tail)
     llms: tuple[BuiltinLlm, ...] = ()
     host_bin: str | None = None  # where the built-in llms expect the CLI on worker hosts
+    cli: CliPackage | None = None
     template: str = POLLER_TEMPLATE
 
     def setting(self, field: str) -> Setting:
@@ -109,23 +136,33 @@ class Backend:
 
 
 def _claude_argv(v: Mapping[str, str]) -> list[str]:
-    cmd = [v["bin"], "--print", "--output-format", "json"]
-    if v["allowed_tools"]:
-        cmd += ["--allowedTools", v["allowed_tools"]]
+    """Print mode, JSON result; nothing unattended left to defaults (docs/poller.md)."""
+    cmd = [v["bin"], "--print", "--output-format", "json", "--no-session-persistence"]
+    cmd += ["--permission-mode", v["permission_mode"]]
+    if v["max_turns"]:
+        cmd += ["--max-turns", v["max_turns"]]
+    if v["max_budget_usd"]:
+        cmd += ["--max-budget-usd", v["max_budget_usd"]]
     if v["model"]:
         cmd += ["--model", v["model"]]
+    if v["allowed_tools"]:  # last: the option takes every word after it
+        cmd += ["--allowedTools", v["allowed_tools"]]
     return cmd
 
 
 def _codex_argv(v: Mapping[str, str]) -> list[str]:
-    cmd = [v["bin"], "exec", "--skip-git-repo-check", "--sandbox", v["codex_sandbox"]]
+    """JSON events, no session files, and connection retries bounded (not forever)."""
+    cmd = [v["bin"], "exec", "--json", "--ephemeral", "--disable", "unbounded_connection_retries"]
+    cmd += ["--skip-git-repo-check", "--sandbox", v["codex_sandbox"]]
     if v["model"]:
         cmd += ["--model", v["model"]]
     return [*cmd, "-"]  # `-`: read the prompt from stdin
 
 
 def _gemini_argv(v: Mapping[str, str]) -> list[str]:
-    cmd = [v["bin"]]
+    """Trusts its work dir (else every run exits 55), JSON result, an explicit approval mode."""
+    cmd = [v["bin"], "--skip-trust", "--output-format", "json"]
+    cmd += ["--approval-mode", v["approval_mode"]]
     if v["model"]:
         cmd += ["--model", v["model"]]
     return cmd
@@ -133,6 +170,10 @@ def _gemini_argv(v: Mapping[str, str]) -> list[str]:
 
 def _command_argv(v: Mapping[str, str]) -> list[str]:
     return _argv_list(v["command"])
+
+
+CLAUDE_PERMISSION_MODES = ("default", "acceptEdits", "plan", "dontAsk", "auto", "bypassPermissions")
+GEMINI_APPROVAL_MODES = ("default", "plan", "auto_edit", "yolo")
 
 
 def _bin(env: str, default: str) -> Setting:
@@ -152,12 +193,21 @@ BACKENDS: dict[str, Backend] = {
                 _bin("CLAUDE_BIN", "claude"),
                 _model("CLAUDE_MODEL"),
                 Setting("allowed_tools", "ALLOWED_TOOLS", "list"),
+                Setting(
+                    "permission_mode",
+                    "CLAUDE_PERMISSION_MODE",
+                    default="default",
+                    choices=CLAUDE_PERMISSION_MODES,
+                ),
+                Setting("max_turns", "CLAUDE_MAX_TURNS", "int"),
+                Setting("max_budget_usd", "CLAUDE_MAX_BUDGET_USD", "number"),
             ),
             _claude_argv,
             outputs.claude_json,
             # zai: the claude CLI pointed at Z.ai by the worker's env file.
             llms=(BuiltinLlm("claude-code"), BuiltinLlm("zai", requires_env_file=True)),
             host_bin="/usr/local/bin/claude",
+            cli=CliPackage("@anthropic-ai/claude-code", "2.1.197", "claude"),
         ),
         Backend(
             "codex",
@@ -172,17 +222,28 @@ BACKENDS: dict[str, Backend] = {
                 ),
             ),
             _codex_argv,
-            outputs.text,
+            outputs.codex_events,
             llms=(BuiltinLlm("codex"),),
             host_bin="/usr/bin/codex",
+            cli=CliPackage("@openai/codex", "0.171.0", "codex"),
         ),
         Backend(
             "gemini",
-            (_bin("GEMINI_BIN", "gemini"), _model("GEMINI_MODEL")),
+            (
+                _bin("GEMINI_BIN", "gemini"),
+                _model("GEMINI_MODEL"),
+                Setting(
+                    "approval_mode",
+                    "GEMINI_APPROVAL_MODE",
+                    default="default",
+                    choices=GEMINI_APPROVAL_MODES,
+                ),
+            ),
             _gemini_argv,
-            outputs.text,
+            outputs.gemini_json,
             llms=(BuiltinLlm("gemini"),),
             host_bin="/usr/bin/gemini",
+            cli=CliPackage("@google/gemini-cli", "0.61.0", "gemini", runtime="node"),
         ),
         Backend(
             "command",
@@ -201,8 +262,8 @@ def argv(backend: str, values: Mapping[str, str]) -> list[str]:
     return BACKENDS[backend].build_argv(values)
 
 
-def parse_output(backend: str, stdout: str, complete: bool) -> Parsed:
-    """The answer, usage and error flag from the CLI's stdout; cut output passes as text."""
+def parse_output(backend: str, stdout: str, complete: bool, stderr: str = "") -> Parsed:
+    """The answer, usage and error flag from the CLI's output; cut output passes as text."""
     if not complete:
         return Parsed(stdout)
-    return BACKENDS[backend].read_output(stdout)
+    return BACKENDS[backend].read_output(stdout, stderr)

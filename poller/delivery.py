@@ -31,6 +31,7 @@ from poller.config import Config
 from poller.heartbeat import Stats
 from poller.logs import Logger
 from poller.messages import STDERR_TAIL, Rejection, Result, Task, parse_task
+from poller.outputs import cost_source
 
 DEAD_TASK_KEEP = 512 * 1024  # the original task is embedded in a dead letter up to this size
 PUBLISH_TIMEOUT = 5.0
@@ -184,7 +185,8 @@ class Delivery:
 
     def _result(self, task: Task, out: runner.RunOutcome, attempt: int) -> Result:
         text = out.stdout.decode(errors="replace")
-        parsed = backends.parse_output(self.cfg.backend, text, not out.stdout_truncated)
+        stderr = out.stderr_tail.decode(errors="replace")
+        parsed = backends.parse_output(self.cfg.backend, text, not out.stdout_truncated, stderr)
         if out.timed_out:
             status = "timeout"
         elif out.returncode == 0 and not parsed.is_error:
@@ -202,7 +204,7 @@ class Delivery:
             output=parsed.output,
             output_truncated=out.stdout_truncated,
             output_bytes=out.stdout_bytes,
-            stderr_tail=out.stderr_tail.decode(errors="replace"),
+            stderr_tail=stderr,
             started_at=_iso(out.started),
             ended_at=_iso(out.ended),
             duration_s=round(out.duration, 3),
@@ -211,6 +213,7 @@ class Delivery:
             poller_version=__version__,
             usage=parsed.usage,
             cost_usd=parsed.cost_usd,
+            cost_source=cost_source(parsed),
             task_type=task.task_type,
             reply_to=task.reply_to,
             sender=task.sender,

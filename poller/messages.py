@@ -160,8 +160,9 @@ class Result:
     host: str
     poller_version: str
     error: str | None = None
-    usage: dict[str, Any] | None = None
+    usage: dict[str, int] | None = None
     cost_usd: float | None = None
+    cost_source: str | None = None  # "reported" by the CLI, or "unknown" (docs/messages.md)
     git: dict[str, Any] | None = None
     task_type: str | None = None
     reply_to: str | None = None

@@ -14,8 +14,18 @@ from fleetctl.config.pydantic_errors import did_you_mean
 from fleetctl.config.schema import NatsSettings
 from fleetctl.config.values import parse_duration
 from fleetctl.config.yamlsource import PathKey, SourceMap, dotted
+from poller.backends import BACKENDS
 
 BROKER, WORKER = "broker-host", "worker-host"
+# Worker keys only one backend reads (from the registry), so setting one on a worker of
+# another backend is a mistake, not a no-op; `defaults:` may set them for all.
+OWNED_FIELDS = {
+    s.field: b.name
+    for b in BACKENDS.values()
+    for s in b.settings
+    if s.field not in ("bin", "model")
+}
+OWNER_LLMS = {b.name: [llm.name for llm in b.llms] for b in BACKENDS.values()}
 
 
 class _Checker:
@@ -202,13 +212,14 @@ def _check_llm(
             "the command backend needs `command:`",
             "add the CLI's argv as a list, e.g. command: [my-cli, --print]",
         )
-    if backend != "command" and has_command and c.ok((*base, "command")):
-        c.add(
-            fmap.key((*base, "command")),
-            (*base, "command"),
-            f"`command:` is only used by the command backend, not {backend}",
-            "remove it, or set llm: command",
-        )
+    for key, owner in OWNED_FIELDS.items():
+        if owner != backend and entry.get(key) is not None and c.ok((*base, key)):
+            c.add(
+                fmap.key((*base, key)),
+                (*base, key),
+                f"`{key}:` is only used by the {owner} backend, not {backend}",
+                f"remove it, or set llm: {' or '.join(OWNER_LLMS[owner])}",
+            )
     if needs_env and entry.get("env_file") is None and defaults.get("env_file") is None:
         c.add(
             fmap.value(path),

@@ -84,7 +84,9 @@ def _describe(err: Any, root: type[BaseModel]) -> tuple[str, str]:
         return "unknown key", hint
     if kind in ("string_type",):
         return f"expected text, got {_type_name(value)}", "quote it"
-    if kind in ("int_type", "int_parsing", "int_from_float", "finite_number"):
+    if kind == "finite_number":
+        return f"expected a finite number, got {_type_name(value)}", "write a number like 2.5"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"expected a whole number, got {_type_name(value)}", "write a number like 3"
     if kind in ("bool_type", "bool_parsing"):
         return f"expected true or false, got {_type_name(value)}", "write true or false"

@@ -35,9 +35,13 @@ Role = Literal["broker-host", "worker-host"]
 if TYPE_CHECKING:  # the values come from the backend registry (poller/backends.py)
     Backend = str
     CodexSandbox = str
+    PermissionMode = str
+    ApprovalMode = str
 else:  # Literal[(a, b)] is Literal[a, b]
     Backend = Literal[NAMES]
     CodexSandbox = Literal[BACKENDS["codex"].setting("codex_sandbox").choices]
+    PermissionMode = Literal[BACKENDS["claude"].setting("permission_mode").choices]
+    ApprovalMode = Literal[BACKENDS["gemini"].setting("approval_mode").choices]
 Labels = dict[LabelKey, Token]
 
 
@@ -160,6 +164,25 @@ class WorkerDefaults(_Strict):
     )
     github_remote: GitRemote = Field("origin", description="Remote that create_pr pushes to.")
     codex_sandbox: CodexSandbox = Field("read-only", description="Codex `--sandbox` mode.")
+    permission_mode: PermissionMode = Field(
+        "default",
+        description="Claude Code `--permission-mode`; `default` allows `allowed_tools` only.",
+    )
+    max_turns: int | None = Field(
+        None, ge=1, le=10000, description="Claude Code `--max-turns`; unset: no limit."
+    )
+    max_budget_usd: float | None = Field(
+        None,
+        gt=0,
+        le=10000,
+        allow_inf_nan=False,
+        description="Claude Code `--max-budget-usd`: a task ends when it has cost this much.",
+    )
+    approval_mode: ApprovalMode = Field(
+        "default",
+        description="Gemini CLI `--approval-mode`; `default` cannot edit headless, "
+        "`auto_edit` can (developers).",
+    )
     work_base: AbsPath = Field(
         "/var/lib/fleet", description="Parent of each worker's work directory (`<base>/<id>`)."
     )
@@ -170,10 +193,22 @@ class WorkerDefaults(_Strict):
 
 
 def _override(
-    name: str, *, merged: bool = False, ge: int | None = None, le: int | None = None
+    name: str,
+    *,
+    merged: bool = False,
+    ge: int | None = None,
+    gt: int | None = None,
+    le: int | None = None,
 ) -> Any:
     how = "Merged over" if merged else "Overrides"
-    return Field(None, description=f"{how} `defaults.{name}`.", ge=ge, le=le)
+    return Field(
+        None,
+        description=f"{how} `defaults.{name}`.",
+        ge=ge,
+        gt=gt,
+        le=le,
+        allow_inf_nan=False if gt is not None else None,
+    )
 
 
 class WorkerEntry(_Strict):
@@ -198,6 +233,10 @@ class WorkerEntry(_Strict):
     allowed_tools: list[Tool] | None = _override("allowed_tools")
     github_remote: GitRemote | None = _override("github_remote")
     codex_sandbox: CodexSandbox | None = _override("codex_sandbox")
+    permission_mode: PermissionMode | None = _override("permission_mode")
+    max_turns: int | None = _override("max_turns", ge=1, le=10000)
+    max_budget_usd: float | None = _override("max_budget_usd", gt=0, le=10000)
+    approval_mode: ApprovalMode | None = _override("approval_mode")
     env_file: AbsPath | None = _override("env_file")
     labels: Labels | None = _override("labels", merged=True)
 

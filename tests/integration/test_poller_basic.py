@@ -14,7 +14,9 @@ from tests.support.poller_harness import (
     directive,
     poller_env,
     publish_task,
+    results,
     run,
+    running_poller,
     setup_bus,
     standin_records,
     stream_messages,
@@ -56,33 +58,25 @@ async def _one_task(server: NatsServer, work: Path, backend: str, extra: dict[st
         # the task is acked: the work-queue stream is empty
         assert await wait_until(lambda: _empty(js), 5)
         await nc.close()
+        assert rec["argv"][1:] == ARGV[backend]
+        assert result["model"] == {"claude": "sonnet-x", "codex": "gpt-x", "gemini": "gem-x"}.get(
+            backend, ""
+        )
         if backend == "claude":
-            assert rec["argv"][1:] == [
-                "--print",
-                "--output-format",
-                "json",
-                "--allowedTools",
-                "Read,Edit",
-                "--model",
-                "sonnet-x",
-            ]
-            assert result["usage"] == {"input_tokens": 11, "output_tokens": 7}
-            assert result["cost_usd"] == 0.0123
-            assert result["model"] == "sonnet-x"
-        if backend == "codex":
-            assert rec["argv"][1:] == [
-                "exec",
-                "--skip-git-repo-check",
-                "--sandbox",
-                "workspace-write",
-                "--model",
-                "gpt-x",
-                "-",
-            ]
-        if backend == "gemini":
-            assert rec["argv"][1:] == ["--model", "gem-x"]
-        if backend == "command":
-            assert rec["argv"][1:] == ["--flag"]
+            assert result["usage"] == {
+                "input_tokens": 11,
+                "output_tokens": 7,
+                "cache_read_tokens": 3,
+            }
+            assert (result["cost_usd"], result["cost_source"]) == (0.0123, "reported")
+        elif backend in ("codex", "gemini"):
+            assert result["usage"] == {
+                "input_tokens": 11,
+                "output_tokens": 7,
+                "cache_read_tokens": 3,
+                "reasoning_tokens": 0,
+            }
+            assert "cost_usd" not in result and result["cost_source"] == "unknown"
     finally:
         poller.stop()
     assert poller.proc is not None and poller.proc.returncode == 0
@@ -95,10 +89,56 @@ async def _empty(js: object) -> bool:
     return bool(info.state.messages == 0)
 
 
+# The argv each backend's CLI gets (after its path), as data.
+ARGV = {
+    "claude": [
+        "--print",
+        "--output-format",
+        "json",
+        "--no-session-persistence",
+        "--permission-mode",
+        "acceptEdits",
+        "--max-turns",
+        "5",
+        "--model",
+        "sonnet-x",
+        "--allowedTools",
+        "Read,Edit",
+    ],
+    "codex": [
+        "exec",
+        "--json",
+        "--ephemeral",
+        "--disable",
+        "unbounded_connection_retries",
+        "--skip-git-repo-check",
+        "--sandbox",
+        "workspace-write",
+        "--model",
+        "gpt-x",
+        "-",
+    ],
+    "gemini": [
+        "--skip-trust",
+        "--output-format",
+        "json",
+        "--approval-mode",
+        "auto_edit",
+        "--model",
+        "gem-x",
+    ],
+    "command": ["--flag"],
+}
 BACKENDS = {
-    "claude": {"CLAUDE_MODEL": "sonnet-x", "ALLOWED_TOOLS": "Read, Edit", "LLM": "zai"},
+    "claude": {
+        "CLAUDE_MODEL": "sonnet-x",
+        "ALLOWED_TOOLS": "Read, Edit",
+        "LLM": "zai",
+        "CLAUDE_PERMISSION_MODE": "acceptEdits",
+        "CLAUDE_MAX_TURNS": "5",
+    },
     "codex": {"CODEX_MODEL": "gpt-x", "CODEX_SANDBOX": "workspace-write"},
-    "gemini": {"GEMINI_MODEL": "gem-x"},
+    "gemini": {"GEMINI_MODEL": "gem-x", "GEMINI_APPROVAL_MODE": "auto_edit"},
     "command": {"COMMAND_ARGV": '["%s", "--flag"]'},
 }
 
@@ -111,3 +151,33 @@ def test_happy_path(server: NatsServer, work: Path, backend: str) -> None:
 
         extra["COMMAND_ARGV"] = extra["COMMAND_ARGV"] % (STANDIN / "fake-command")
     run(_one_task(server, work, backend, extra))
+
+
+@pytest.mark.parametrize("backend", ["claude", "codex", "gemini"])
+def test_an_error_result_fails_the_task_and_keeps_what_it_cost(
+    server: NatsServer, work: Path, backend: str
+) -> None:
+    """Claude's error results have `errors` and no `result`; codex and gemini their own."""
+    fail = {"claude": "error_max_budget_usd"}.get(backend, "provider said no")
+
+    async def go() -> None:
+        env = {"MODEL_BACKEND": backend}
+        async with running_poller(server.url, work, env=env) as bus:
+            prompt = directive(print="Reached maximum budget ($0.01)", fail=fail)
+            await publish_task(bus.js, "w1", {"task_id": "t-err", "instructions": prompt})
+            assert await wait_until(lambda: _has(bus.js), 15), bus.poller.events()[-5:]
+            [result] = await results(bus.js)
+        assert (result["status"], result["exit_code"]) == ("failed", 1)
+        if backend == "claude":
+            assert result["output"] == "error_max_budget_usd:\nReached maximum budget ($0.01)"
+            assert (result["cost_usd"], result["cost_source"]) == (0.0123, "reported")
+            assert result["usage"]["input_tokens"] == 11
+        else:
+            assert result["output"] == "provider said no"
+            assert result["cost_source"] == "unknown"
+
+    run(go())
+
+
+async def _has(js: object) -> bool:
+    return len(await results(js)) == 1

@@ -7,8 +7,14 @@ followed by a JSON object:
   sleep (s), exit (code), print (text), out_bytes (n bytes of 'x' on stdout),
   err (text on stderr), grandchild (s: fork a child that holds stdout and sleeps),
   sleep_first_run (s: only when no earlier start of this task id is logged),
-  ignore_term (true: ignore SIGTERM), write_file (name: create it in cwd), is_error (claude).
-The claude flavour answers like `claude --print --output-format json`.
+  ignore_term (true: ignore SIGTERM), write_file (name: create it in cwd),
+  is_error (claude: success with is_error), fail (text: the CLI's own error shape, exit 1;
+  for claude `fail` is the subtype, e.g. error_max_turns).
+Each flavour prints what its real CLI prints with the poller's argv, in the shapes the real
+CLIs (Claude Code 2.1, Codex CLI 0.171, Gemini CLI 0.61) were seen to print: the claude
+flavour `--output-format json` (success, or an error result with `errors` and no `result`),
+the codex flavour `exec --json` events, the gemini flavour `--output-format json`. The usage
+numbers are fixed: 11 input, 7 output, 3 cache read tokens.
 """
 
 import hashlib
@@ -34,6 +40,78 @@ def earlier_runs(task_id: object) -> int:
     with open(path) as f:
         recs = [json.loads(line) for line in f if line.strip()]
     return sum(1 for r in recs if r["phase"] == "start" and r["task_id"] == task_id)
+
+
+def claude(text: str, fail: str | None, is_error: bool) -> str:
+    answer: dict[str, object] = {
+        "type": "result",
+        "subtype": fail or "success",
+        "is_error": bool(fail) or is_error,
+        "num_turns": 1,
+        "stop_reason": "end_turn",
+        "session_id": "00000000-0000-4000-8000-standin00001",
+        "total_cost_usd": 0.0123,
+        "usage": {"input_tokens": 11, "output_tokens": 7, "cache_read_input_tokens": 3},
+        "modelUsage": {
+            "standin-model": {
+                "inputTokens": 11,
+                "outputTokens": 7,
+                "cacheReadInputTokens": 3,
+                "costUSD": 0.0123,
+            }
+        },
+        "permission_denials": [],
+    }
+    if fail:
+        answer["errors"] = [text]
+    else:
+        answer["result"] = text
+    return json.dumps(answer)
+
+
+def codex(text: str, fail: str | None, is_error: bool) -> str:
+    events: list[dict[str, object]] = [
+        {"type": "thread.started", "thread_id": "standin-thread"},
+        {"type": "turn.started"},
+    ]
+    if fail:
+        events += [
+            {"type": "error", "message": fail},
+            {"type": "turn.failed", "error": {"message": fail}},
+        ]
+    else:
+        events += [
+            {
+                "type": "item.completed",
+                "item": {"id": "item_0", "type": "agent_message", "text": text},
+            },
+            {
+                "type": "turn.completed",
+                "usage": {
+                    "input_tokens": 14,
+                    "cached_input_tokens": 3,
+                    "output_tokens": 7,
+                    "reasoning_output_tokens": 0,
+                },
+            },
+        ]
+    return "".join(json.dumps(e) + "\n" for e in events)
+
+
+def gemini(text: str, fail: str | None, is_error: bool) -> str:
+    tokens = {"input": 11, "prompt": 14, "candidates": 7, "cached": 3, "thoughts": 0}
+    answer: dict[str, object] = {
+        "session_id": "standin-session",
+        "stats": {"models": {"standin-model": {"tokens": tokens}}},
+    }
+    if fail:
+        answer["error"] = {"type": "Error", "message": fail, "code": 1}
+    else:
+        answer["response"] = text
+    return json.dumps(answer, indent=2)
+
+
+SHAPES = {"claude": claude, "codex": codex, "gemini": gemini}
 
 
 def main(flavour: str) -> int:
@@ -74,16 +152,11 @@ def main(flavour: str) -> int:
         while n > 0:
             out.write(b"x" * min(n, 65536))
             n -= 65536
-    elif flavour == "claude":
-        answer = {
-            "type": "result",
-            "subtype": "success",
-            "is_error": bool(ask.get("is_error")),
-            "result": text,
-            "total_cost_usd": 0.0123,
-            "usage": {"input_tokens": 11, "output_tokens": 7},
-        }
-        out.write(json.dumps(answer).encode())
+    elif flavour in SHAPES:
+        fail = ask.get("fail")
+        out.write(SHAPES[flavour](text, fail, bool(ask.get("is_error"))).encode())
+        if fail and "exit" not in ask:
+            ask["exit"] = 1
     else:
         out.write(text.encode())
     out.flush()
