@@ -1,0 +1,45 @@
+"""The real LLM CLIs at their pinned versions (poller/backends.py), installed once from npm into
+the machine's cache (fleetctl/clicache.py), and a nats-server, work dir and provider mock per
+test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetctl import clicache
+from poller.backends import BACKENDS
+from tests.support.natsserver import NatsServer, running_nats_server
+from tests.support.provider_mock import ProviderMock
+
+
+@pytest.fixture(scope="session")
+def real_cli() -> dict[str, Path]:
+    """backend name -> the installed CLI's command. Skips (fails under CI) without npm."""
+    try:
+        return {name: clicache.install(b.cli) for name, b in BACKENDS.items() if b.cli}
+    except clicache.CliInstallError as e:
+        pytest.skip(f"the real LLM CLIs cannot be installed: {e}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NatsServer]:
+    d = tmp_path / "nats"
+    d.mkdir()
+    with running_nats_server(d) as s:
+        yield s
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    d = tmp_path / "work"
+    (d / "repo").mkdir(parents=True)
+    return d
+
+
+@pytest.fixture
+def mock() -> Iterator[ProviderMock]:
+    with ProviderMock() as m:
+        yield m
