@@ -11,7 +11,7 @@ import pytest
 
 from fleetctl import clicache
 from poller.backends import BACKENDS
-from tests.support.natsserver import NatsServer, running_nats_server
+from tests.integration.conftest import server  # noqa: F401 - a nats-server per test
 from tests.support.provider_mock import ProviderMock
 
 
@@ -22,14 +22,6 @@ def real_cli() -> dict[str, Path]:
         return {name: clicache.install(b.cli) for name, b in BACKENDS.items() if b.cli}
     except clicache.CliInstallError as e:
         pytest.skip(f"the real LLM CLIs cannot be installed: {e}")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    d = tmp_path / "nats"
-    d.mkdir()
-    with running_nats_server(d) as s:
-        yield s
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ from pathlib import Path
 import nats
 import pytest
 
+from poller import backends
+from poller import config as poller_config
 from tests.support.natsserver import NatsServer
 from tests.support.poller_harness import (
     Poller,
@@ -58,7 +60,9 @@ async def _one_task(server: NatsServer, work: Path, backend: str, extra: dict[st
         # the task is acked: the work-queue stream is empty
         assert await wait_until(lambda: _empty(js), 5)
         await nc.close()
-        assert rec["argv"][1:] == ARGV[backend]
+        # the CLI got the registry's argv unchanged (its exact words: tests/unit/poller)
+        cfg = poller_config.load(env)
+        assert rec["argv"][1:] == backends.argv(backend, cfg.settings)[1:]
         assert result["model"] == {"claude": "sonnet-x", "codex": "gpt-x", "gemini": "gem-x"}.get(
             backend, ""
         )
@@ -89,46 +93,6 @@ async def _empty(js: object) -> bool:
     return bool(info.state.messages == 0)
 
 
-# The argv each backend's CLI gets (after its path), as data.
-ARGV = {
-    "claude": [
-        "--print",
-        "--output-format",
-        "json",
-        "--no-session-persistence",
-        "--permission-mode",
-        "acceptEdits",
-        "--max-turns",
-        "5",
-        "--model",
-        "sonnet-x",
-        "--allowedTools",
-        "Read,Edit",
-    ],
-    "codex": [
-        "exec",
-        "--json",
-        "--ephemeral",
-        "--disable",
-        "unbounded_connection_retries",
-        "--skip-git-repo-check",
-        "--sandbox",
-        "workspace-write",
-        "--model",
-        "gpt-x",
-        "-",
-    ],
-    "gemini": [
-        "--skip-trust",
-        "--output-format",
-        "json",
-        "--approval-mode",
-        "auto_edit",
-        "--model",
-        "gem-x",
-    ],
-    "command": ["--flag"],
-}
 BACKENDS = {
     "claude": {
         "CLAUDE_MODEL": "sonnet-x",
