@@ -10,6 +10,7 @@ bounds what a long apply leaves behind.
 
 from __future__ import annotations
 
+import atexit
 import gc
 
 ALLOCATIONS_PER_PASS = 100_000
@@ -17,6 +18,17 @@ ALLOCATIONS_PER_PASS = 100_000
 
 def configure_collector() -> None:
     gc.set_threshold(ALLOCATIONS_PER_PASS, 50, 100)
+
+
+def freeze_survivors() -> None:
+    """Exclude everything alive now from the collector's passes, now and again at exit.
+
+    A live plan holds the imported libraries plus 21 hosts' worth of connections and plan
+    data; the interpreter's final collection walked all of it (~0.12 s of a 1.5 s no-op plan
+    on 20 hosts) and full collections during the run walked the imports again and again.
+    Nothing frozen is leaked: the process ends."""
+    gc.freeze()  # the imports
+    atexit.register(gc.freeze)  # and the rest, at the end
 
 
 def main() -> None:
