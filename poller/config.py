@@ -87,6 +87,11 @@ class Config:
     log_level: str = "info"
 
     @property
+    def state_dir(self) -> Path:
+        """Where this poller records its running CLIs (for orphan cleanup after a crash)."""
+        return self.work_base / ".fleet-poller" / self.worker_id
+
+    @property
     def model(self) -> str:
         """The model name reported in results (empty when the CLI chooses)."""
         return self.settings.get("model", "")

@@ -69,7 +69,7 @@ class Delivery:
         self.argv = backends.argv(cfg.backend, cfg.settings)
         self.host = socket.gethostname()
         self.inflight: dict[int, _InFlight] = {}
-        self.state_dir: Path | None = cfg.work_base / ".fleet-poller" / cfg.worker_id
+        self.state_dir: Path | None = cfg.state_dir
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError:  # no orphan records then; systemd still cleans up the cgroup

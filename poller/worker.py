@@ -131,7 +131,7 @@ class Worker:
     # -- main loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        killed = runner.kill_orphans(self.cfg.work_base / ".fleet-poller" / self.cfg.worker_id)
+        killed = runner.kill_orphans(self.cfg.state_dir)
         if killed:
             self.log.warning("killed_orphans", pgids=killed)
         with contextlib.suppress(OSError):
