@@ -208,7 +208,8 @@ def traced_fleetctl(argv: list[str]) -> None:
 
     importlib.import_module(cli_main.COMMANDS[argv[0]])  # the command's own (lazy) imports
     t_import, c_import = time.perf_counter() - t0, time.process_time() - c0
-    from fleetctl import credentials, facts, natsapi, reconcile, tunnelkeys
+    from fleetctl import agent_client, observation, rollout, tunnelkeys
+    from fleetctl.bus import jetstream
     from fleetctl.cli import apply as cli_apply
     from fleetctl.cli import context
     from fleetctl.cli import plan as cli_plan
@@ -230,7 +231,7 @@ def traced_fleetctl(argv: list[str]) -> None:
                 if host_arg is not None and len(a) > host_arg:
                     h = getattr(a[host_arg], "host", a[host_arg])  # a Session has .host
                     host = str(getattr(h, "name", h))
-                if attr == "_parallel" and len(a) > 1:
+                if attr == "for_each_host" and len(a) > 1:
                     name = PHASES.get(getattr(a[1], "__name__", ""), "phase: apply every host")
                 end = time.perf_counter()
                 with guard:
@@ -240,19 +241,20 @@ def traced_fleetctl(argv: list[str]) -> None:
 
     wrap(context.AppContext, "fleet", "load + validate YAML")
     wrap(tunnelkeys, "ensure", "tunnel keys")
-    wrap(credentials, "plan_inputs", "credential store (plan inputs)")
-    wrap(reconcile, "local_versions", "local versions (nats-server -v)")
-    wrap(reconcile, "desired_state", "desired state (render units)")
-    wrap(reconcile, "_parallel", "phase")
-    wrap(reconcile, "connect", "  SSH connect + auth", 0)
-    wrap(reconcile, "take_lock", "  take the apply lock", 0)
-    wrap(facts, "observe", "  agent observe round trip", 0)
-    wrap(reconcile, "_observe_nats", "  NATS API via the SSH forward", 2)
-    wrap(natsapi, "observe", "    of which natsapi.observe")
-    wrap(reconcile, "make_plan", "diff (make_plan)")
+    wrap(cli_plan, "gather", "gather inputs (store, keys, versions)")
+    wrap(cli_apply, "gather", "gather inputs (store, keys, versions)")
+    wrap(observation, "desired_state", "desired state (render units)")
+    wrap(observation, "for_each_host", "phase")
+    wrap(rollout, "for_each_host", "phase")
+    wrap(observation, "connect", "  SSH connect + auth", 0)
+    wrap(observation, "take_lock", "  take the apply lock", 0)
+    wrap(agent_client, "observe", "  agent observe round trip", 0)
+    wrap(observation, "_observe_bus", "  NATS API via the SSH forward", 2)
+    wrap(jetstream, "observe", "    of which jetstream.observe")
+    wrap(observation, "make_plan", "diff (make_plan)")
     wrap(cli_plan, "print_plan", "print the plan (rich)")
     wrap(cli_apply, "print_plan", "print the plan (rich)")
-    wrap(reconcile.Fleetview, "close", "close sessions (and locks)")
+    wrap(observation.LiveView, "close", "close sessions (and locks)")
 
     def report() -> None:
         total, cpu = time.perf_counter() - t0, time.process_time() - c0

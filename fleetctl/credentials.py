@@ -7,7 +7,7 @@ Nothing here prints or logs a secret: creds travel as bytes into sensitive FileS
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleetctl import natsaccess
@@ -174,19 +174,20 @@ class PlanInputs:
     revoked_at: int = 0
 
 
-def commit_revocations(fleet: Fleet, inputs: PlanInputs) -> None:
-    """Store the revoking account JWT the plan was made with, and drop the revoked keys."""
+def commit_revocations(fleet: Fleet, revocations: Sequence[Revocation], revoked_at: int) -> None:
+    """Store the revoking account JWT the plan was made with (signed at `revoked_at`), and
+    drop the revoked keys."""
     authority = load(fleet)
-    if authority is None or not inputs.revocations:
+    if authority is None or not revocations:
         return
     with authority.store.locked():
         account = authority.services_account
         authority.revoke_keys(
             account,
-            [(r.public_key, r.at) for r in inputs.revocations],
-            issued_at=inputs.revoked_at,
+            [(r.public_key, r.at) for r in revocations],
+            issued_at=revoked_at,
         )
-        for r in inputs.revocations:
+        for r in revocations:
             authority.keystore.remove(r.public_key)
             authority.creds_path(r.user, account).unlink(missing_ok=True)
 

@@ -1,26 +1,47 @@
-"""Observe a host in one round trip: the agent stats what the fleet wants and what the
-host's manifest says fleetctl owns; `parse` turns its JSON into an ObservedHost.
-
-`request` and `parse` are pure (tested without a host); `observe` is the only I/O.
+"""What fleetctl knows about a host and the bus: the observed types, what to ask a host's
+agent (`request`) and how to read its answer (`parse`). Pure: tested without a host; the
+agent client (`fleetctl/agent_client.py`) and the bus client do the I/O.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleetctl import layout
 from fleetctl.desired import NATS_PACKAGE, POLLER_PACKAGE, HostState
-from fleetctl.hostside import source
-from fleetctl.plan import ObservedHost
-from fleetctl.transport.base import Held, Transport, TransportError
 
 VERSION_PROBES = {POLLER_PACKAGE: layout.POLLER_VERSION_FILE, NATS_PACKAGE: layout.NATS_BIN}
 MANIFEST = f"{layout.STATE_DIR}/manifest.json"
 JOURNAL = f"{layout.STATE_DIR}/journal.json"
+
+
+@dataclass(frozen=True)
+class ObservedHost:
+    """What a host has of fleetctl's resources: fingerprint by resource key, what its
+    manifest says fleetctl owns, and the inputs each unit was last (re)started with."""
+
+    resources: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    contents: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    managed: frozenset[str] = frozenset()
+    unit_inputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    env_files: Mapping[str, str | None] = field(default_factory=dict)
+    pending: tuple[str, ...] = ()  # units an interrupted apply still had to restart
+    manifest_revision: str = ""
+    corrupt_manifest: bool = False
+
+
+@dataclass(frozen=True)
+class ObservedBus:
+    """What the bus holds of fleetctl's streams and consumers (fingerprint by key), and
+    which of them fleetctl made (consumers with the worker prefix). `reachable` is False
+    when nothing answered at the broker's NATS address (a bare broker)."""
+
+    resources: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    managed: frozenset[str] = frozenset()
+    reachable: bool = True
 
 
 @dataclass(frozen=True)
@@ -47,50 +68,6 @@ def request(state: HostState, *, with_contents: bool) -> dict[str, Any]:
         "contents": [r.path for r in state.files if not r.sensitive] if with_contents else [],
         "versions": {p.name: VERSION_PROBES[p.name] for p in state.packages},
     }
-
-
-def agent_program(req: Mapping[str, Any]) -> bytes:
-    """The agent's source plus the call, sent on stdin: nothing secret on a command line.
-    The request (JSON data: dicts, lists, strings, numbers, booleans, None) is written as a
-    Python literal, which the host's interpreter reads without a JSON parser."""
-    names = ["agent"] if req.get("op") == "observe" else ["agent", "steps"]
-    sources = [source(name) for name in names]
-    return ("\n".join(sources) + f"\nmain({dict(req)!r})\n").encode()
-
-
-AGENT_ARGV = ("python3", "-I", "-S", "-")  # isolated, no site: the stdlib is all it needs
-
-
-def observe(transport: Transport, req: Mapping[str, Any]) -> dict[str, Any]:
-    done = transport.run(AGENT_ARGV, agent_program(req), timeout=120)
-    if done.code != 0:
-        raise TransportError(transport.name, agent_failure(done.code, done.stderr))
-    try:
-        facts: dict[str, Any] = json.loads(done.stdout)
-    except ValueError:
-        raise TransportError(transport.name, "the host agent's answer was not JSON") from None
-    return facts
-
-
-def observe_under_lock(lock: Held, host: str, req: Mapping[str, Any]) -> dict[str, Any]:
-    """The same observation, asked of the process that holds the host's apply lock."""
-    lock.send(json.dumps(req).encode() + b"\n")
-    line = lock.readline()
-    try:
-        answer: dict[str, Any] = json.loads(line)
-    except ValueError:
-        raise TransportError(host, "the host lock process stopped answering") from None
-    return answer
-
-
-def agent_failure(code: int, stderr: bytes) -> str:
-    text = stderr.decode("utf-8", "replace").strip()
-    if code == 127 or "python3: not found" in text or "No such file" in text[:200]:
-        return (
-            "python3 is not installed on the host; fleetctl's agent needs it (apt install python3)"
-        )
-    last = text.splitlines()[-1] if text else f"exit code {code}"
-    return f"the host agent failed: {last}"
 
 
 def parse(facts: Mapping[str, Any]) -> ObservedHost:

@@ -98,7 +98,7 @@ def publisher_permissions(names: NatsNames, consumer: str = PUBLISHER_CONSUMER) 
 
 
 def admin_api(names: NatsNames, publisher_consumer: str = PUBLISHER_CONSUMER) -> list[str]:
-    """Exactly the JetStream API requests fleetctl sends (fleetctl/natsapi.py), on the fleet's
+    """Exactly the JetStream API requests fleetctl sends (fleetctl/bus/jetstream.py), on the fleet's
     own stream names: is JetStream up, look up / create / update its three streams, list,
     look up, create, update and delete consumers on the task stream, and the publisher's one
     consumer on the results stream. No stream delete or purge, no message get or delete, no

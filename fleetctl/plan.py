@@ -1,43 +1,38 @@
-"""desired vs observed -> Plan: a pure, JSON-ready list of changes per host.
+"""desired vs observed -> Plan: a pure, JSON-ready list of changes per host, and the bus's.
 
 The offline plan (`--dry-run`) diffs against hosts about which nothing is known, so it lists
-everything the fleet would put on each host; the live plan diffs against what was observed.
+everything the fleet would put on each host and the bus; the live plan diffs against what
+was observed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from fleetctl.desired import (
+    BusResource,
+    BusState,
     DirSpec,
     FileSpec,
+    FleetState,
+    HostResource,
     HostState,
     PackageSpec,
-    Resource,
+    RevocationSpec,
     UnitSpec,
     UserSpec,
 )
+from fleetctl.facts import ObservedBus, ObservedHost
+from fleetctl.model import Host
 from fleetctl.natsresources import ConsumerSpec, StreamSpec
 
 Action = Literal["create", "update", "delete"]
+# What systemctl does to a unit: start (enable --now), restart, reload, stop (disable --now).
+UnitAction = Literal["start", "restart", "reload", "stop"]
 SYMBOL: dict[str, str] = {"create": "+", "update": "~", "delete": "-"}
-
-
-@dataclass(frozen=True)
-class ObservedHost:
-    """What a host has of fleetctl's resources: fingerprint by resource key, what its
-    manifest says fleetctl owns, and the inputs each unit was last (re)started with."""
-
-    resources: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
-    contents: Mapping[str, bytes] = field(default_factory=dict, repr=False)
-    managed: frozenset[str] = frozenset()
-    unit_inputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    env_files: Mapping[str, str | None] = field(default_factory=dict)
-    pending: tuple[str, ...] = ()  # units an interrupted apply still had to restart
-    manifest_revision: str = ""
-    corrupt_manifest: bool = False
+Resource = HostResource | BusResource
 
 
 @dataclass(frozen=True)
@@ -46,12 +41,14 @@ class Change:
     kind: str
     name: str
     worker: str | None
-    attrs: tuple[tuple[str, str], ...] = ()
+    attrs: tuple[tuple[str, str], ...] = ()  # for people: the text and JSON plan show them
     before: bytes | None = field(default=None, repr=False)
     after: bytes | None = field(default=None, repr=False)
     sensitive: bool = False
     sha256: str | None = None
     resource: Resource | None = field(default=None, repr=False, compare=False)
+    unit_action: UnitAction | None = None  # units only: what apply has systemctl do
+    generated: bool = False  # a file whose content apply generates (a new tunnel key)
 
     @property
     def symbol(self) -> str:
@@ -72,6 +69,16 @@ class HostPlan:
 
 
 @dataclass(frozen=True)
+class BusPlan:
+    """The bus's changes: streams, consumers, credentials to revoke. `via` is the host it is
+    reached through (and shown with): the broker today, one of several brokers later."""
+
+    via: str
+    changes: tuple[Change, ...]
+    unchanged: int
+
+
+@dataclass(frozen=True)
 class Summary:
     add: int
     change: int
@@ -88,10 +95,16 @@ class Plan:
     revision: str
     hosts: tuple[HostPlan, ...]
     warnings: tuple[str, ...] = ()
+    bus: BusPlan | None = None  # None: the selection leaves the bus out
+
+    @property
+    def changes(self) -> list[Change]:
+        bus = self.bus.changes if self.bus else ()
+        return [*(c for h in self.hosts for c in h.changes), *bus]
 
     @property
     def summary(self) -> Summary:
-        changes = [c for h in self.hosts for c in h.changes]
+        changes = self.changes
         return Summary(
             add=sum(c.action == "create" for c in changes),
             change=sum(c.action == "update" for c in changes),
@@ -119,19 +132,22 @@ def fingerprint(resource: Resource) -> dict[str, object]:
             return {"version": resource.version}
         case StreamSpec() | ConsumerSpec():
             return resource.api_config()
+        case RevocationSpec():
+            return {}
 
 
 def describe(resource: Resource) -> tuple[str, str, tuple[tuple[str, str], ...]]:
     """(kind, name, attributes to show) for one resource."""
     match resource:
         case FileSpec():
+            size = () if resource.generated else (("size", human_size(len(resource.content))),)
             return (
                 "file",
                 resource.path,
                 (
                     ("mode", f"{resource.mode:04o}"),
                     ("owner", f"{resource.owner}:{resource.group}"),
-                    ("size", human_size(len(resource.content))),
+                    *size,
                 ),
             )
         case DirSpec():
@@ -145,6 +161,8 @@ def describe(resource: Resource) -> tuple[str, str, tuple[tuple[str, str], ...]]
         case UnitSpec():
             state = "enable, start" if resource.enabled else "disable, stop"
             return "unit", resource.name, (("state", state),)
+        case RevocationSpec():
+            return "credentials", resource.user, (("action", "revoke"),)
         case PackageSpec():
             return "package", resource.name, (("version", resource.version),)
         case StreamSpec():
@@ -181,43 +199,56 @@ def _change(action: Action, resource: Resource, worker: str | None, before: byte
             before,
             resource.content,
             resource.sensitive,
-            resource.sha256,
+            None if resource.generated else resource.sha256,
             resource,
+            generated=resource.generated,
         )
-    return Change(action, kind, name, worker, attrs, before, resource=resource)
+    unit_action: UnitAction | None = None
+    if isinstance(resource, UnitSpec):
+        unit_action = "start" if resource.enabled else "stop"
+    return Change(
+        action, kind, name, worker, attrs, before, resource=resource, unit_action=unit_action
+    )
+
+
+def _diff(
+    kept: Iterable[tuple[Resource, str | None]],
+    resources: Mapping[str, Mapping[str, object]],
+    contents: Mapping[str, bytes],
+) -> tuple[list[Change], int, set[str]]:
+    """Creates and updates of what is kept, the number already as desired, the keys kept."""
+    changes: list[Change] = []
+    unchanged = 0
+    wanted: set[str] = set()
+    for resource, worker in kept:
+        wanted.add(resource.key)
+        have = resources.get(resource.key)
+        if have is None:
+            changes.append(_change("create", resource, worker, None))
+        elif dict(have) != fingerprint(resource):
+            changes.append(_change("update", resource, worker, contents.get(resource.key)))
+        else:
+            unchanged += 1
+    return changes, unchanged, wanted
 
 
 def diff_host(
     state: HostState,
     observed: ObservedHost,
-    keep: Iterable[tuple[Resource, str | None]],
     selection: Selection,
     *,
     live: bool = False,
 ) -> HostPlan:
-    changes: list[Change] = []
-    unchanged = 0
-    wanted: set[str] = set()
-    kept = list(keep)
-    for resource, worker in kept:
-        wanted.add(resource.key)
-        have = observed.resources.get(resource.key)
-        if have is None:
-            changes.append(_change("create", resource, worker, None))
-        elif dict(have) != fingerprint(resource):
-            before = observed.contents.get(resource.key)
-            changes.append(_change("update", resource, worker, before))
-        else:
-            unchanged += 1
+    """One host: what to create and update of what the selection keeps, the running units to
+    restart or reload (live plans), and what fleetctl owns there that is no longer wanted."""
+    name = state.host.name
+    kept = [(r, w) for r, w in state.resources() if selection.keeps(name, w)]
+    changes, unchanged, wanted = _diff(kept, observed.resources, observed.contents)
     inputs: dict[str, dict[str, str]] = {}
     if live:
         changes, unchanged, inputs = _restarts(state, observed, kept, changes, unchanged)
-    for key in sorted(observed.managed - wanted):
-        if not selection.owns_orphan(key, state.host.name):
-            continue
-        kind, _, name = key.partition(" ")
-        attrs = (("state", "stop, disable"),) if kind == "unit" else ()
-        changes.append(Change("delete", kind, name, None, attrs, observed.contents.get(key)))
+    if selection.owns_orphans():
+        changes += _orphans(observed.managed - wanted, observed.contents)
     notes = tuple(
         f"worker {w} is disabled: not deployed"
         for w in state.disabled_workers
@@ -241,6 +272,36 @@ def diff_host(
     )
 
 
+def _orphans(keys: Iterable[str], contents: Mapping[str, bytes]) -> list[Change]:
+    out = []
+    for key in sorted(keys):
+        kind, _, name = key.partition(" ")
+        attrs = (("state", "stop, disable"),) if kind == "unit" else ()
+        unit_action: UnitAction | None = "stop" if kind == "unit" else None
+        out.append(
+            Change("delete", kind, name, None, attrs, contents.get(key), unit_action=unit_action)
+        )
+    return out
+
+
+def diff_bus(
+    bus: BusState, observed: ObservedBus, selection: Selection, via: Host
+) -> BusPlan | None:
+    """The bus: streams and the selected workers' consumers to create or update, consumers
+    fleetctl made that no worker needs, and departed workers' credentials to revoke. None
+    when the selection leaves the bus out."""
+    if not selection.includes_bus(bus.homes):
+        return None
+    kept = [(r, w) for r, w in bus.resources() if selection.keeps(via.name, w)]
+    if selection.workers and not kept:
+        return None
+    changes, unchanged, wanted = _diff(kept, observed.resources, {})
+    if selection.owns_orphans():
+        changes += _orphans(observed.managed - wanted, {})
+        changes += [_change("delete", r, r.worker, None) for r in bus.revocations]
+    return BusPlan(via.name, tuple(changes), unchanged)
+
+
 def unit_inputs(state: HostState, unit: UnitSpec, observed: ObservedHost) -> dict[str, str]:
     """What a unit runs with: the hash of each file it reads, each package's version."""
     files = {f.path: f.sha256 for f in state.files}
@@ -255,7 +316,7 @@ def unit_inputs(state: HostState, unit: UnitSpec, observed: ObservedHost) -> dic
 def _restarts(
     state: HostState,
     observed: ObservedHost,
-    kept: list[tuple[Resource, str | None]],
+    kept: list[tuple[HostResource, str | None]],
     changes: list[Change],
     unchanged: int,
 ) -> tuple[list[Change], int, dict[str, dict[str, str]]]:
@@ -272,6 +333,7 @@ def _restarts(
         if resource.name in touched:
             continue
         before = observed.unit_inputs.get(resource.name)
+        action: UnitAction
         if resource.name in observed.pending:
             action, reason = "restart", "an interrupted apply left it pending"
         elif before is None:
@@ -292,6 +354,7 @@ def _restarts(
                 worker,
                 (("action", f"{action}: {reason}"),),
                 resource=resource,
+                unit_action=action,
             )
         )
     return out, unchanged, inputs
@@ -301,16 +364,6 @@ def _trigger_name(trigger: str) -> str:
     if trigger.startswith("package "):
         return trigger
     return trigger.rsplit("/", 1)[-1]
-
-
-def _with_revocations(plan: HostPlan, revoke: tuple[tuple[str, str], ...]) -> HostPlan:
-    """Credentials of workers no longer in the fleet: revoked in the nsc store and, through
-    the broker config, on the broker (which is why they show on the broker host)."""
-    revocations = tuple(
-        Change("delete", "credentials", user, worker, (("action", "revoke"),))
-        for worker, user in revoke
-    )
-    return replace(plan, changes=(*plan.changes, *revocations))
 
 
 @dataclass(frozen=True)
@@ -338,37 +391,61 @@ class Selection:
     def keeps_note(self, note_worker: str) -> bool:
         return not self.workers or note_worker in self.workers
 
-    def owns_orphan(self, key: str, host: str) -> bool:
+    def includes_bus(self, homes: Iterable[str]) -> bool:
+        """`--host` keeps the bus only when it names a host the bus lives on."""
+        return not self.hosts or any(h in self.hosts for h in homes)
+
+    def owns_orphans(self) -> bool:
         """Orphans (owned by fleetctl, no longer wanted) go only with a whole-host selection:
-        `--worker` cannot tell which worker an orphan belonged to, so it leaves them alone."""
+        `--worker` cannot tell which worker an orphan belonged to, so it leaves them alone.
+        Revocations follow the same rule: they are the bus's orphans."""
         return not self.workers
 
 
+def planned_hosts(desired: FleetState, selection: Selection) -> list[str]:
+    """The hosts a plan covers, in servers.yaml order: the selected ones, and the host the
+    bus is reached through whenever the bus is part of the plan."""
+    bus = desired.bus
+    via = bus.homes[0] if bus.homes else None
+    with_bus = via is not None and (
+        diff_bus(bus, ObservedBus(), selection, desired.hosts[via].host) is not None
+    )
+    return [
+        name
+        for name, state in desired.hosts.items()
+        if selection.includes_host(name, state) or (with_bus and name == via)
+    ]
+
+
 def make_plan(
-    desired: Mapping[str, HostState],
+    desired: FleetState,
     observed: Mapping[str, ObservedHost] | None = None,
     *,
+    bus: ObservedBus | None = None,
     selection: Selection = Selection(),
     revision: str = "",
     warnings: tuple[str, ...] = (),
     errors: Mapping[str, str] | None = None,
-    revoke: tuple[tuple[str, str], ...] = (),
 ) -> Plan:
-    """Diff every selected host; `observed=None` is the offline plan (nothing known)."""
+    """Diff every planned host and the bus; `observed=None` is the offline plan (nothing
+    known). The bus is diffed against `bus`, or against nothing when it was not observed;
+    it is not planned when the host it is reached through could not be observed."""
     plans = []
     errors = errors or {}
-    for name, state in desired.items():
-        if not selection.includes_host(name, state):
-            continue
+    names = planned_hosts(desired, selection)
+    for name in names:
+        state = desired.hosts[name]
         if name in errors:
             host = state.host
             roles = tuple(sorted(host.roles))
             plans.append(HostPlan(name, host.address, roles, (), 0, error=errors[name]))
             continue
-        keep = [(r, w) for r, w in state.resources() if selection.keeps(name, w)]
         seen = (observed or {}).get(name, ObservedHost())
-        host_plan = diff_host(state, seen, keep, selection, live=observed is not None)
-        if state.host.is_broker and revoke and not selection.workers:
-            host_plan = _with_revocations(host_plan, revoke)
-        plans.append(host_plan)
-    return Plan("offline" if observed is None else "live", revision, tuple(plans), warnings)
+        plans.append(diff_host(state, seen, selection, live=observed is not None))
+    bus_plan = None
+    homes = desired.bus.homes
+    if homes and homes[0] in names and homes[0] not in errors:
+        via = desired.hosts[homes[0]].host
+        bus_plan = diff_bus(desired.bus, bus or ObservedBus(), selection, via)
+    mode: Literal["offline", "live"] = "offline" if observed is None else "live"
+    return Plan(mode, revision, tuple(plans), warnings, bus_plan)

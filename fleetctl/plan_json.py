@@ -6,7 +6,7 @@ from typing import Any
 
 from fleetctl.plan import Change, Plan
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the bus's changes moved from the broker host to "bus"
 
 
 def plan_to_json(plan: Plan, *, with_content: bool = False) -> dict[str, Any]:
@@ -28,6 +28,13 @@ def plan_to_json(plan: Plan, *, with_content: bool = False) -> dict[str, Any]:
             }
             for h in plan.hosts
         ],
+        "bus": None
+        if plan.bus is None
+        else {
+            "via": plan.bus.via,
+            "changes": [_change(c, with_content) for c in plan.bus.changes],
+            "unchanged": plan.bus.unchanged,
+        },
         "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
     }
 
@@ -43,6 +50,8 @@ def _change(change: Change, with_content: bool) -> dict[str, Any]:
     }
     if change.sha256 is not None:
         out["sha256"] = change.sha256
+    if change.generated:
+        out["generated"] = True
     if with_content and change.kind == "file" and not change.sensitive:
         out["content"] = None if change.after is None else change.after.decode("utf-8", "replace")
     return out

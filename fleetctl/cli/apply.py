@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from fleetctl import credentials, reconcile
+from fleetctl import credentials, rollout, tunnelkeys
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import (
     known_hosts_option,
@@ -17,7 +17,10 @@ from fleetctl.cli.options import (
     worker_option,
 )
 from fleetctl.cli.selection import select
+from fleetctl.inputs import gather, tunnel_hosts
 from fleetctl.model import Fleet
+from fleetctl.observation import live_plan
+from fleetctl.sessions import Options
 from fleetctl.ui.apply_view import ProgressReporter, results_table
 from fleetctl.ui.plan_view import print_plan
 from fleetctl.ui.terminal import err, out
@@ -62,7 +65,8 @@ def apply(
         fail("refusing to apply without a terminal to confirm on", "add --yes")
     if issue_creds:
         _issue(fleet, list(workers) or credentials.enabled_ids(fleet))
-    options = reconcile.Options(
+    tunnelkeys.ensure(fleet, tunnel_hosts(fleet))  # the only step that writes keys here
+    options = Options(
         ssh_config=ssh_config,
         known_hosts=known_hosts,
         parallel=parallel,
@@ -70,7 +74,7 @@ def apply(
         command=shlex.join(["fleetctl", *sys.argv[1:]]),
         with_contents=show_diff,
     )
-    view = reconcile.live_plan(fleet, selection, options, lock=True)
+    view = live_plan(fleet, gather(fleet), selection, options, lock=True)
     try:
         print_plan(out(), view.plan, show_diff=show_diff)
         if view.plan.summary.empty and not view.errors:
@@ -82,7 +86,7 @@ def apply(
             sys.exit(1)
         hosts = [h.name for h in view.plan.hosts]
         with ProgressReporter(err(), hosts) as reporter:
-            results = reconcile.apply(view, reporter)
+            results = rollout.apply(view, reporter)
     finally:
         view.close()
     err().print(results_table(results))

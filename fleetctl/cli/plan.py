@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from fleetctl import credentials, reconcile, tunnelkeys
 from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import (
     host_option,
@@ -20,8 +19,12 @@ from fleetctl.cli.options import (
 )
 from fleetctl.cli.selection import select
 from fleetctl.desired import desired_state
+from fleetctl.inputs import Inputs, gather
+from fleetctl.model import Fleet
+from fleetctl.observation import live_plan
 from fleetctl.plan import Plan, Selection, make_plan
 from fleetctl.plan_json import plan_to_json
+from fleetctl.sessions import Options
 from fleetctl.ui.plan_view import print_plan
 from fleetctl.ui.terminal import out
 
@@ -59,24 +62,22 @@ def plan(
     """Show what `apply` would change. Secrets show only as (sensitive, sha256:…)."""
     fleet = app.fleet()
     selection = select(fleet, workers, hosts)
+    inputs = gather(fleet)  # reads the store and keys; writes nothing here
     if not dry_run:
-        _live(app, selection, show_diff, as_json, detailed, ssh_config, known_hosts, parallel)
+        options = Options(
+            ssh_config=ssh_config,
+            known_hosts=known_hosts,
+            parallel=parallel,
+            with_contents=show_diff,
+        )
+        _live(fleet, inputs, selection, options, show_diff, as_json, detailed)
         return
-    inputs = credentials.plan_inputs(fleet)
-    desired = desired_state(
-        fleet,
-        auth_config=inputs.auth_config,
-        creds=inputs.creds,
-        versions=reconcile.local_versions(fleet),
-        tunnel_keys=tunnelkeys.load(fleet, (h.name for h in fleet.hosts)),
-    )
     result = make_plan(
-        desired,
+        desired_state(fleet, inputs),
         None,
         selection=selection,
         revision=fleet.revision,
         warnings=inputs.warnings,
-        revoke=tuple((r.worker, r.user) for r in inputs.revocations),
     )
     _show(result, show_diff, as_json)
     if detailed and not result.summary.empty:
@@ -91,20 +92,16 @@ def _show(result: Plan, show_diff: bool, as_json: bool) -> None:
 
 
 def _live(
-    app: AppContext,
+    fleet: Fleet,
+    inputs: Inputs,
     selection: Selection,
+    options: Options,
     show_diff: bool,
     as_json: bool,
     detailed: bool,
-    ssh_config: Path | None,
-    known_hosts: tuple[str, ...],
-    parallel: int,
 ) -> None:
     """Read-only on the hosts: no lock is taken and nothing is written."""
-    options = reconcile.Options(
-        ssh_config=ssh_config, known_hosts=known_hosts, parallel=parallel, with_contents=show_diff
-    )
-    view = reconcile.live_plan(app.fleet(), selection, options, lock=False)
+    view = live_plan(fleet, inputs, selection, options, lock=False)
     view.close()
     _show(view.plan, show_diff, as_json)
     if view.errors:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from fleetctl import credentials
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.desired import desired_state
+from fleetctl.inputs import gather
 from fleetctl.ui.terminal import out
 
 MARKER = ".fleetctl-render"
@@ -27,7 +27,7 @@ MARKER = ".fleetctl-render"
 def render(app: AppContext, out_dir: Path) -> None:
     """Write every non-secret file of the fleet under DIR/<host>/<path>."""
     fleet = app.fleet()
-    inputs = credentials.plan_inputs(fleet)  # before touching DIR: a broken store fails first
+    inputs = gather(fleet)  # before touching DIR: a broken store fails first
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
         fail(
             f"{out_dir} is not empty and was not written by fleetctl render",
@@ -37,18 +37,24 @@ def render(app: AppContext, out_dir: Path) -> None:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     (out_dir / MARKER).write_text("Written by `fleetctl render`; replaced on every run.\n")
-    written = skipped = 0
-    desired = desired_state(fleet, auth_config=inputs.auth_config, creds=inputs.creds)
-    for host, state in desired.items():
+    written = skipped = waiting = 0
+    desired = desired_state(fleet, inputs)  # the same files `plan` shows
+    for host, state in desired.hosts.items():
         for spec in state.files:
             if spec.sensitive:
                 skipped += 1
+                continue
+            if spec.generated:
+                waiting += 1
                 continue
             target = out_dir / host / spec.path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(spec.content)
             written += 1
-    note = f" ({skipped} sensitive files not written)" if skipped else ""
+    notes = [f"{skipped} sensitive files not written"] if skipped else []
+    if waiting:
+        notes.append(f"{waiting} waiting for tunnel keys that apply generates")
+    note = f" ({'; '.join(notes)})" if notes else ""
     out().print(
         f"Wrote {written} files for {len(fleet.hosts)} hosts to {out_dir}{note}", markup=False
     )

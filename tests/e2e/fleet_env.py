@@ -148,9 +148,9 @@ class FleetEnv:
 
     def drift_consumer(self, consumer: str, ack_wait: int) -> None:
         """Change a consumer's ack_wait on the broker, as an operator's manual edit would."""
-        from fleetctl.reconcile import admin_creds
+        from fleetctl.bus.client import identity
 
-        admin = admin_creds(load_fleet(self.fleet_path, self.servers_path))
+        admin = identity(load_fleet(self.fleet_path, self.servers_path)).creds
         assert admin is not None
         self._client("drift", admin, consumer, str(ack_wait))
 

@@ -18,7 +18,7 @@ import pytest
 
 from fleetctl import wheelhouse
 from fleetctl.hostside import lock_program
-from fleetctl.reconcile import LOCK_FILE
+from fleetctl.sessions import LOCK_FILE
 from tests.e2e.fleet_env import (
     BROKER,
     NODES,
@@ -160,7 +160,8 @@ def test_moving_a_worker_moves_its_unit_and_creds(fleet_env: FleetEnv) -> None:
     assert not fleet_env.exists(NODES[1], "/etc/fleet/creds/cmd-c.creds")
     results = fleet_env.tasks_round_trip(["cmd-c"])
     assert results["cmd-c"]["status"] == "completed"
-    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+    again = plan_lines(fleet_env, "--detailed-exitcode")
+    assert again[0] == 0, again[1]
 
 
 def test_deleting_a_worker_removes_it(fleet_env: FleetEnv) -> None:

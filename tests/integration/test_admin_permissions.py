@@ -15,8 +15,11 @@ import nats.errors
 import pytest
 
 from fleetctl import natsaccess as na
-from fleetctl import natsapi
+from fleetctl.bus import jetstream
+from fleetctl.bus.client import Endpoint, Identity, at
+from fleetctl.desired import BusState
 from fleetctl.natsresources import ConsumerSpec, StreamSpec
+from fleetctl.plan import Action, Change
 from tests.support.nscfleet import DENIED_TIMEOUT, Conn, Fleet, connect, fleet_server, make_fleet
 
 pytestmark = pytest.mark.integration
@@ -24,34 +27,46 @@ TIMEOUTS = (nats.errors.TimeoutError, asyncio.TimeoutError)
 OK = 5.0
 
 
-def _changes(fleet: Fleet, action: str) -> list[natsapi.NatsChange]:
+def _change(action: Action, spec: StreamSpec | ConsumerSpec) -> Change:
+    kind, _, name = spec.key.partition(" ")
+    return Change(action, kind, name, None, resource=spec)
+
+
+def _changes(fleet: Fleet, action: Action) -> list[Change]:
     specs: list[StreamSpec | ConsumerSpec] = [*fleet.stream_specs(), *fleet.consumer_specs()]
-    return [natsapi.NatsChange(action, s, s.key) for s in specs]
+    return [_change(action, s) for s in specs]
+
+
+def _admin(url: str, creds: Path) -> Endpoint:
+    return at(url, Identity(na.ADMIN_USER, creds, na.ADMIN_INBOX_PREFIX))
+
+
+def _bus(fleet: Fleet, streams: list[StreamSpec], workers: list[ConsumerSpec]) -> BusState:
+    consumers = tuple((c, c.durable) for c in workers)
+    return BusState((), tuple(streams), consumers, (), fleet.names.task_stream)
 
 
 def test_fleetctl_does_its_job_with_the_admin_creds(tmp_path: Path) -> None:
-    """wait_ready, create, observe, update and delete: every request natsapi sends."""
+    """wait_ready, create, observe, update and delete: every request fleetctl's bus code
+    (fleetctl/bus/jetstream.py) sends."""
     fleet = make_fleet(tmp_path, ("w1", "w2"))
     creds = fleet.admin.creds_path
     with fleet_server(fleet) as server:
-        assert natsapi.wait_ready(server.url, creds, 10)
-        natsapi.apply(server.url, creds, _changes(fleet, "create"))
-        streams = fleet.stream_specs()
+        admin = _admin(server.url, creds)
+        assert jetstream.wait_ready(admin, 10)
+        jetstream.apply(admin, _changes(fleet, "create"))
+        streams = list(fleet.stream_specs())
         workers = [c for c in fleet.consumer_specs() if c.stream == fleet.names.task_stream]
-        seen = natsapi.observe(
-            server.url, creds, streams, workers, fleet.names.task_stream, "worker-"
-        )
+        seen = jetstream.observe(admin, _bus(fleet, streams, workers))
         assert seen.reachable
         assert {s.key for s in streams} | {c.key for c in workers} <= seen.managed
         assert all(seen.resources[s.key] == s.api_config() for s in streams)
         updated = [replace(s, max_age=s.max_age + 1) for s in streams]
-        natsapi.apply(server.url, creds, [natsapi.NatsChange("update", s, s.key) for s in updated])
-        gone = workers[0].key
-        natsapi.apply(server.url, creds, [natsapi.NatsChange("delete", None, gone)])
-        again = natsapi.observe(
-            server.url, creds, updated, workers, fleet.names.task_stream, "worker-"
-        )
-        assert gone not in again.resources
+        jetstream.apply(admin, [_change("update", s) for s in updated])
+        gone = workers[0]
+        jetstream.apply(admin, [replace(_change("delete", gone), resource=None)])
+        again = jetstream.observe(admin, _bus(fleet, updated, workers))
+        assert gone.key not in again.resources
         assert all(again.resources[s.key] == s.api_config() for s in updated)
 
 
@@ -71,7 +86,7 @@ def test_admin_is_refused_what_fleetctl_never_does(tmp_path: Path) -> None:
     n = fleet.names
     tasks, results, dead = n.task_stream, n.results_stream, n.dead_stream
     with fleet_server(fleet) as server:
-        natsapi.apply(server.url, fleet.admin.creds_path, _changes(fleet, "create"))
+        jetstream.apply(_admin(server.url, fleet.admin.creds_path), _changes(fleet, "create"))
 
         async def go() -> None:
             async with (

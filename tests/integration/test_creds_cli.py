@@ -21,6 +21,7 @@ from fleetctl import credentials, natsaccess
 from fleetctl.cli.main import cli
 from fleetctl.config.loader import load_fleet
 from fleetctl.desired import desired_state
+from fleetctl.inputs import gather
 from fleetctl.natsnames import NatsNames
 from fleetctl.natsresources import streams, worker_consumer
 from tests.support.example import EXAMPLE_FLEET, EXAMPLE_SERVERS
@@ -48,11 +49,13 @@ def run(fleet_dir: Path, *args: str) -> Result:
 
 def _broker_files(fleet_dir: Path) -> tuple[str, dict[str, bytes]]:
     fleet = load_fleet(fleet_dir / "fleet.yaml", fleet_dir / "servers.yaml")
-    inputs = credentials.plan_inputs(fleet)
-    desired = desired_state(fleet, auth_config=inputs.auth_config, creds=inputs.creds)
+    desired = desired_state(fleet, gather(fleet)).hosts
     conf = next(f for f in desired["broker-host"].files if f.path.endswith(".conf"))
     creds = {
-        f.worker or "": f.content for state in desired.values() for f in state.files if f.sensitive
+        f.worker or "": f.content
+        for state in desired.values()
+        for f in state.files
+        if f.sensitive and f.worker
     }
     return conf.content.decode(), creds
 

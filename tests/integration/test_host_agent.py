@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fleetctl import facts
+from fleetctl import agent_client
 from fleetctl.hostside import source
 
 SLOW_IMPORTS = {"json", "re", "subprocess", "hashlib", "typing", "base64", "enum"}
@@ -90,7 +90,7 @@ def test_spawn_captures_merges_and_times_out() -> None:
 def run_agent(req: dict[str, Any], *flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-I", "-S", *flags, "-"],
-        input=facts.agent_program(req).decode(),
+        input=agent_client.agent_program(req).decode(),
         capture_output=True,
         text=True,
         timeout=30,

@@ -15,7 +15,7 @@ from tests.support.natsserver import free_port, nats_server_binary
 
 
 def _conf(tmp_path: Path, port: int, monitor: int) -> Path:
-    state = desired_state(example_fleet())["broker-host"]
+    state = desired_state(example_fleet()).hosts["broker-host"]
     conf = next(f for f in state.files if f.path.endswith("nats-server.conf")).content.decode()
     conf = conf.replace("/var/lib/nats/jetstream", str(tmp_path / "js"))
     conf = conf.replace('"127.0.0.1:4222"', f'"127.0.0.1:{port}"')

@@ -65,7 +65,7 @@ def _verify(root: Path, units: list[Path]) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("host", ["broker-host", "worker-node-1", "worker-node-2"])
 def test_every_unit_of_the_example_fleet_verifies_cleanly(tmp_path: Path, host: str) -> None:
-    state = desired_state(example_fleet())[host]
+    state = desired_state(example_fleet()).hosts[host]
     units = [f for f in state.files if f.path.endswith(".service")]
     assert len(units) == len(state.units) > 0
     result = _verify(tmp_path / "root", _root_with(tmp_path, units))
@@ -75,7 +75,7 @@ def test_every_unit_of_the_example_fleet_verifies_cleanly(tmp_path: Path, host: 
 
 def test_the_check_fails_when_a_required_unit_is_missing(tmp_path: Path) -> None:
     """Proves the verification above can fail: drop the tunnel the pollers require."""
-    state = desired_state(example_fleet())["worker-node-1"]
+    state = desired_state(example_fleet()).hosts["worker-node-1"]
     units = [f for f in state.files if f.path.endswith("-poller.service")]
     result = _verify(tmp_path / "root", _root_with(tmp_path, units))
     assert result.returncode != 0
@@ -83,7 +83,7 @@ def test_the_check_fails_when_a_required_unit_is_missing(tmp_path: Path) -> None
 
 
 def test_the_check_reports_an_unknown_directive(tmp_path: Path) -> None:
-    state = desired_state(example_fleet())["broker-host"]
+    state = desired_state(example_fleet()).hosts["broker-host"]
     unit = next(f for f in state.files if f.path.endswith(".service"))
     broken = FileSpec(unit.path, unit.content.replace(b"[Service]\n", b"[Service]\nBogus=1\n"))
     result = _verify(tmp_path / "root", _root_with(tmp_path, [broken]))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fleetctl import facts, wheelhouse
+from fleetctl import agent_client, wheelhouse
 from fleetctl.wheelhouse import Target, Wheelhouse, WheelhouseError
 from tests.support.natsserver import free_port
 
@@ -71,7 +71,7 @@ def install_on_host(python: Path, house: Wheelhouse, staging: Path, link: Path) 
     step["wheelhouse"] = str(staging)
     done = subprocess.run(
         [str(python), "-I", "-S", "-"],
-        input=facts.agent_program({"op": "apply", "steps": [step]}),
+        input=agent_client.agent_program({"op": "apply", "steps": [step]}),
         capture_output=True,
         timeout=300,
         env=host_env(),

@@ -1,13 +1,21 @@
-"""The host program: which agent steps a live plan turns into, in which order. Pure."""
+"""The host program: which agent steps a live plan turns into, in which order. Pure.
+
+Besides the step labels, the exact operations are asserted as data (kind, path, mode,
+owner, systemctl verb), the way Kamal's tests assert command lines.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from fleetctl.apply.program import HostProgram, program
-from fleetctl.desired import HostState, UnitSpec, Versions, desired_state
-from fleetctl.plan import ObservedHost, fingerprint, make_plan, unit_inputs
+from fleetctl.desired import HostState, UnitSpec, desired_state
+from fleetctl.facts import ObservedHost
+from fleetctl.inputs import Inputs, Versions
+from fleetctl.model import Fleet
+from fleetctl.plan import Selection, diff_host, fingerprint, unit_inputs
 from fleetctl.tunnelkeys import TunnelKey
 from tests.support.example import example_fleet
 
@@ -16,14 +24,19 @@ CREDS = {"cc-go-dev-01": b"-----BEGIN NATS USER JWT-----\nsecret-cc\n", "cmd-doc
 KEY = TunnelKey(NODE, b"-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n", "ssh-ed25519 AAAA x")
 
 
-def state(creds: dict[str, bytes] | None = None, poller: str = "0.1.0+aaa") -> HostState:
-    return desired_state(
-        example_fleet(),
+def inputs(creds: dict[str, bytes] | None = None, poller: str = "0.1.0+aaa") -> Inputs:
+    return Inputs(
         creds=CREDS if creds is None else creds,
         versions=Versions(poller, "nats-server: v2.15.1"),
         tunnel_keys={NODE: KEY},
         broker_key="ssh-ed25519 AAAAbroker",
-    )[NODE]
+    )
+
+
+def state(
+    creds: dict[str, bytes] | None = None, poller: str = "0.1.0+aaa", node: str = NODE
+) -> HostState:
+    return desired_state(example_fleet(), inputs(creds, poller)).hosts[node]
 
 
 def converged(s: HostState) -> ObservedHost:
@@ -35,9 +48,8 @@ def converged(s: HostState) -> ObservedHost:
 
 
 def host_program(s: HostState, observed: ObservedHost) -> tuple[HostProgram, Any]:
-    plan = make_plan({NODE: s}, {NODE: observed})
-    host_plan = plan.hosts[0]
-    return program(host_plan, observed, revision="r1", applied_by="test"), host_plan
+    host_plan = diff_host(s, observed, Selection(), live=True)
+    return program(host_plan, observed, revision="r1", applied_by="test", now=1000), host_plan
 
 
 def labels(prog: HostProgram) -> list[str]:
@@ -166,3 +178,163 @@ def _file_content(prog: HostProgram, path: str) -> str:
 
     step = next(s for s in prog.steps if s.op.get("path") == path and s.op["op"] == "file")
     return base64.b64decode(step.op["content"]).decode()
+
+
+# ---- exact operations, per worker lifecycle step ------------------------------------------
+
+
+def fleet_where(**changes: dict[str, Any] | None) -> Fleet:
+    """The example fleet with workers changed (`None` removes one) by worker id."""
+    base = example_fleet()
+    workers = []
+    for w in base.workers:
+        change = changes.get(w.id.replace("-", "_"), {})
+        if change is not None:
+            workers.append(dataclasses.replace(w, **change))
+    return dataclasses.replace(base, workers=tuple(workers))
+
+
+def host_state(fleet: Fleet, node: str = NODE, creds: dict[str, bytes] | None = None) -> HostState:
+    return desired_state(fleet, inputs(creds)).hosts[node]
+
+
+def ops(prog: HostProgram) -> list[tuple[object, ...]]:
+    """Each step as the data that matters: what, where, mode, owner, or systemctl's argv."""
+    out: list[tuple[object, ...]] = []
+    for step in prog.steps:
+        op = step.op
+        match op["op"]:
+            case "systemctl":
+                out.append(("systemctl", *op["args"]))
+            case "file" | "dir":
+                out.append(
+                    (op["op"], op["path"], f"{op['mode']:04o}", f"{op['owner']}:{op['group']}")
+                )
+            case "user":
+                out.append(("user", op["name"], op["home"]))
+            case "remove_user":
+                out.append(("remove_user", op["name"]))
+            case "remove_file" | "remove_dir":
+                out.append((op["op"], op["path"]))
+            case "install_poller":
+                out.append(("install_poller", op["version"], op["link"]))
+            case other:
+                out.append((other,))
+    return out
+
+
+MANIFEST_OP = ("file", "/var/lib/fleetctl/manifest.json", "0600", "root:root")
+JOURNAL_OP = ("file", "/var/lib/fleetctl/journal.json", "0600", "root:root")
+CLEAR_JOURNAL = ("remove_file", "/var/lib/fleetctl/journal.json")
+DOCS_UNIT = "/etc/systemd/system/cmd-docs-01-poller.service"
+DOCS_CREDS = "/etc/fleet/creds/cmd-docs-01.creds"
+
+
+def test_creating_a_worker_runs_exactly_these_operations() -> None:
+    before = host_state(fleet_where(cmd_docs_01=None))
+    prog, _ = host_program(host_state(example_fleet()), converged(before))
+    assert ops(prog) == [
+        JOURNAL_OP,
+        ("user", "fleet-cmd-docs-01", "/var/lib/fleet/cmd-docs-01"),
+        ("dir", "/var/lib/fleet/cmd-docs-01", "0750", "fleet-cmd-docs-01:fleet-cmd-docs-01"),
+        ("file", DOCS_UNIT, "0644", "root:root"),
+        ("file", DOCS_CREDS, "0600", "fleet-cmd-docs-01:fleet-cmd-docs-01"),
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "enable", "--now", "cmd-docs-01-poller.service"),
+        MANIFEST_OP,
+        CLEAR_JOURNAL,
+    ]
+
+
+def test_changing_a_worker_rewrites_its_unit_and_restarts_only_it() -> None:
+    before = host_state(example_fleet())
+    after = host_state(fleet_where(cmd_docs_01={"task_timeout": 60}))
+    prog, host_plan = host_program(after, converged(before))
+    assert [(c.action, c.kind, c.name, c.unit_action) for c in host_plan.changes] == [
+        ("update", "file", DOCS_UNIT, None),
+        ("update", "unit", "cmd-docs-01-poller.service", "restart"),
+    ]
+    assert ops(prog) == [
+        JOURNAL_OP,
+        ("file", DOCS_UNIT, "0644", "root:root"),
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "restart", "cmd-docs-01-poller.service"),
+        MANIFEST_OP,
+        CLEAR_JOURNAL,
+    ]
+
+
+def test_restarting_on_new_creds_needs_no_daemon_reload() -> None:
+    s = host_state(example_fleet())
+    rotated = host_state(example_fleet(), creds=dict(CREDS, **{"cmd-docs-01": b"rotated"}))
+    prog, _ = host_program(rotated, converged(s))
+    assert ops(prog) == [
+        JOURNAL_OP,
+        ("file", DOCS_CREDS, "0600", "fleet-cmd-docs-01:fleet-cmd-docs-01"),
+        ("systemctl", "restart", "cmd-docs-01-poller.service"),
+        MANIFEST_OP,
+        CLEAR_JOURNAL,
+    ]
+
+
+def test_moving_a_worker_removes_it_here_and_creates_it_there() -> None:
+    moved = fleet_where(cmd_docs_01={"host": "worker-node-2"})
+    # The old host: stop, then remove what it owned for the worker.
+    here_before = host_state(example_fleet())
+    prog, _ = host_program(host_state(moved), converged(here_before))
+    assert ops(prog) == [
+        ("systemctl", "disable", "--now", "cmd-docs-01-poller.service"),
+        ("remove_file", DOCS_CREDS),
+        ("remove_file", DOCS_UNIT),
+        ("remove_dir", "/var/lib/fleet/cmd-docs-01"),
+        ("remove_user", "fleet-cmd-docs-01"),
+        ("systemctl", "daemon-reload"),
+        MANIFEST_OP,
+    ]
+    # The new host: the same worker created, started after the tunnel is in place.
+    there_before = host_state(example_fleet(), node="worker-node-2")
+    there = host_state(moved, node="worker-node-2")
+    prog, _ = host_program(there, converged(there_before))
+    assert ("systemctl", "enable", "--now", "cmd-docs-01-poller.service") in ops(prog)
+    assert ("file", DOCS_UNIT, "0644", "root:root") in ops(prog)
+
+
+def test_removing_a_worker_stops_it_before_removing_its_files() -> None:
+    before = host_state(example_fleet())
+    prog, host_plan = host_program(host_state(fleet_where(cmd_docs_01=None)), converged(before))
+    assert [(c.action, c.kind, c.name, c.unit_action) for c in host_plan.changes] == [
+        ("delete", "dir", "/var/lib/fleet/cmd-docs-01", None),
+        ("delete", "file", DOCS_CREDS, None),
+        ("delete", "file", DOCS_UNIT, None),
+        ("delete", "unit", "cmd-docs-01-poller.service", "stop"),
+        ("delete", "user", "fleet-cmd-docs-01", None),
+    ]
+    assert ops(prog)[0] == ("systemctl", "disable", "--now", "cmd-docs-01-poller.service")
+    assert ops(prog)[-2:] == [("systemctl", "daemon-reload"), MANIFEST_OP]
+
+
+def test_a_unit_action_is_data_not_text() -> None:
+    """Restart versus reload comes from the change's field; the label is for people."""
+    broker_before = host_state(example_fleet(), node="broker-host")
+    conf = next(f for f in broker_before.files if f.path == "/etc/nats/nats-server.conf")
+    changed = dataclasses.replace(conf, content=conf.content + b"# new\n")
+    after = dataclasses.replace(
+        broker_before,
+        files=tuple(changed if f is conf else f for f in broker_before.files),
+    )
+    _, host_plan = host_program(after, converged(broker_before))
+    unit = next(c for c in host_plan.changes if c.kind == "unit")
+    assert unit.unit_action == "reload"
+    assert dict(unit.attrs)["action"] == "reload: nats-server.conf changed"
+    relabelled = dataclasses.replace(unit, attrs=(("action", "restart: anything"),))
+    host_plan = dataclasses.replace(
+        host_plan, changes=tuple(relabelled if c is unit else c for c in host_plan.changes)
+    )
+    steps = program(host_plan, converged(broker_before), revision="r", applied_by="t", now=1)
+    assert ("systemctl", "reload", "nats-server.service") in ops(steps)
+
+
+def test_the_manifest_records_the_time_it_is_given() -> None:
+    prog, _ = host_program(state(), ObservedHost())
+    manifest = json.loads(_file_content(prog, "/var/lib/fleetctl/manifest.json"))
+    assert manifest["applied_at"] == 1000

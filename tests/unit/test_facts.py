@@ -5,15 +5,15 @@ from __future__ import annotations
 import ast
 import base64
 
-from fleetctl import facts
-from fleetctl.desired import Versions, desired_state
+from fleetctl import agent_client, facts
+from fleetctl.desired import desired_state
+from fleetctl.inputs import Inputs, Versions
 from tests.support.example import example_fleet
 
 
 def test_the_request_names_every_wanted_path_and_only_public_contents() -> None:
-    state = desired_state(
-        example_fleet(), creds={"cc-go-dev-01": b"secret"}, versions=Versions("1+a", None)
-    )["worker-node-1"]
+    inputs = Inputs(creds={"cc-go-dev-01": b"secret"}, versions=Versions("1+a", None))
+    state = desired_state(example_fleet(), inputs).hosts["worker-node-1"]
     req = facts.request(state, with_contents=True)
     assert "/etc/fleet/creds/cc-go-dev-01.creds" in req["files"]
     assert "/etc/fleet/creds/cc-go-dev-01.creds" not in req["contents"]
@@ -23,8 +23,8 @@ def test_the_request_names_every_wanted_path_and_only_public_contents() -> None:
 
 
 def test_the_program_carries_the_request_on_stdin_not_argv() -> None:
-    program = facts.agent_program({"op": "observe", "secret": "s3cr3t"}).decode()
-    assert facts.AGENT_ARGV[0] == "python3" and facts.AGENT_ARGV[-1] == "-"
+    program = agent_client.agent_program({"op": "observe", "secret": "s3cr3t"}).decode()
+    assert agent_client.AGENT_ARGV[0] == "python3" and agent_client.AGENT_ARGV[-1] == "-"
     assert program.rstrip().endswith(")")
     call = program.rstrip().splitlines()[-1]
     assert ast.literal_eval(call[len("main(") : -1]) == {"op": "observe", "secret": "s3cr3t"}
@@ -73,5 +73,5 @@ def test_parse_turns_the_answer_into_fingerprints() -> None:
 
 
 def test_a_missing_python3_is_explained() -> None:
-    message = facts.agent_failure(127, b"sh: 1: python3: not found\n")
+    message = agent_client.agent_failure(127, b"sh: 1: python3: not found\n")
     assert "python3 is not installed on the host" in message

@@ -17,7 +17,7 @@ REGENERATE = "regenerate on purpose: .venv/bin/fleetctl render --out tests/golde
 
 def _rendered() -> dict[str, bytes]:
     files = {}
-    for host, state in desired_state(example_fleet()).items():
+    for host, state in desired_state(example_fleet()).hosts.items():
         for spec in state.files:
             if not spec.sensitive:
                 files[f"{host}{spec.path}"] = spec.content

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from fleetctl import natsapi
+from fleetctl.bus import jetstream
+from fleetctl.bus.client import BusError
 from fleetctl.config.schema import NatsSettings
 from fleetctl.natsresources import DeclarationError, declarable, fleet_resources
+from fleetctl.plan import Change
 
 COPYING: dict[str, Any] = {
     "republish": {"src": ">", "dest": "_INBOX_ADMIN.x"},
@@ -20,8 +22,8 @@ COPYING: dict[str, Any] = {
 
 def test_everything_the_fleet_declares_is_declarable() -> None:
     for spec in fleet_resources(NatsSettings(), [("w1", 1), ("w2", 3)]):
-        change = natsapi.NatsChange("create", spec, spec.key)
-        subject, body = natsapi._request_for(change)
+        kind, _, name = spec.key.partition(" ")
+        subject, body = jetstream.request_for(Change("create", kind, name, None, resource=spec))
         assert body is not None and subject.startswith("$JS.API.")
 
 
@@ -30,9 +32,9 @@ def test_copying_streams_are_refused(key: str) -> None:
     config = {"name": "AF_TASKS", "subjects": ["af.worker.*.inbox"], key: COPYING[key]}
     with pytest.raises(DeclarationError, match=f"stream AF_TASKS: fleetctl never declares {key}"):
         declarable("stream", config)
-    # and natsapi, which sends every declaration, says so as a NATS API error
-    with pytest.raises(natsapi.NatsApiError, match=key):
-        natsapi._declared("stream", config)
+    # and the bus code, which sends every declaration, says so as a bus error
+    with pytest.raises(BusError, match=key):
+        jetstream._declared("stream", config)
 
 
 def test_push_consumers_are_refused() -> None:

@@ -9,8 +9,9 @@ from dataclasses import replace
 
 from rich.console import Console
 
-from fleetctl.desired import FileSpec, desired_state
-from fleetctl.plan import ObservedHost, make_plan
+from fleetctl.desired import FileSpec, FleetState, desired_state
+from fleetctl.facts import ObservedHost
+from fleetctl.plan import make_plan
 from fleetctl.plan_json import plan_to_json
 from fleetctl.ui.plan_view import print_plan
 from tests.support.example import example_fleet
@@ -19,14 +20,14 @@ SECRET = b"-----BEGIN NATS USER JWT-----\neyJ0eXAi.secret-material\nSUAKEYSEEDSE
 PATH = "/etc/fleet/creds/cc-go-dev-01.creds"
 
 
-def _with_secret() -> dict[str, object]:
+def _with_secret() -> FleetState:
     desired = desired_state(example_fleet())
-    state = desired["worker-node-1"]
+    state = desired.hosts["worker-node-1"]
     creds = FileSpec(
         PATH, SECRET, "fleet-cc-go-dev-01", "fleet-cc-go-dev-01", 0o600, True, "cc-go-dev-01"
     )
-    desired["worker-node-1"] = replace(state, files=(*state.files, creds))
-    return desired  # type: ignore[return-value]
+    hosts = {**desired.hosts, "worker-node-1": replace(state, files=(*state.files, creds))}
+    return replace(desired, hosts=hosts)
 
 
 def _text(plan: object) -> str:
@@ -36,7 +37,7 @@ def _text(plan: object) -> str:
 
 
 def test_created_secret_is_masked_in_text_diff_and_json() -> None:
-    plan = make_plan(_with_secret())  # type: ignore[arg-type]
+    plan = make_plan(_with_secret())
     digest = hashlib.sha256(SECRET).hexdigest()
     text = _text(plan)
     assert f"(sensitive, sha256:{digest[:12]}…)" in text
@@ -58,7 +59,7 @@ def test_changed_secret_is_masked_and_old_content_not_shown() -> None:
             contents={f"file {PATH}": old},
         )
     }
-    plan = make_plan(_with_secret(), observed)  # type: ignore[arg-type]
+    plan = make_plan(_with_secret(), observed)
     text = _text(plan)
     assert f"~ file {PATH}" in text
     assert "OLD-SECRET-SEED" not in text and "secret-material" not in text

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fleetctl import layout
 from fleetctl.desired import desired_state
+from fleetctl.inputs import Inputs
 from fleetctl.tunnelkeys import TunnelKey
 from tests.support.example import example_fleet
 
@@ -15,7 +16,7 @@ KEY = TunnelKey(NODE, b"-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n", "ssh-ed2551
 
 
 def broker_files() -> dict[str, bytes]:
-    states = desired_state(example_fleet(), tunnel_keys={NODE: KEY})
+    states = desired_state(example_fleet(), Inputs(tunnel_keys={NODE: KEY})).hosts
     return {f.path: f.content for f in states["broker-host"].files}
 
 

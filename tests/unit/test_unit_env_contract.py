@@ -31,7 +31,7 @@ def _environment(unit: str) -> dict[str, str]:
 
 def _units() -> list[tuple[Worker, str]]:
     fleet = example_fleet()
-    desired = desired_state(fleet)
+    desired = desired_state(fleet).hosts
     out = []
     for worker in fleet.workers:
         if worker.enabled:

@@ -1,0 +1,1 @@
+"""The fleet's task bus: a client of it (`client`) and its JetStream resources (`jetstream`)."""

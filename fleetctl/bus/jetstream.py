@@ -1,0 +1,152 @@
+"""The bus's streams and consumers through the JetStream API: observe them, apply changes.
+
+Raw API requests (`$JS.API.*`), not nats.py's typed wrappers, so what is compared and sent
+is exactly `api_config()`: no unit conversions in between. This is the NATS edge; the
+decisions are in plan.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fleetctl.bus.client import BusError, BusUnreachable, Endpoint, connect, pause, request, run
+from fleetctl.desired import BusState
+from fleetctl.facts import ObservedBus
+from fleetctl.natsnames import NatsNames
+from fleetctl.natsresources import ConsumerSpec, DeclarationError, StreamSpec, declarable
+from fleetctl.plan import Change
+
+API = "$JS.API"
+KINDS = ("stream", "consumer")  # the bus changes made through this API; credentials are not
+
+
+def fingerprint_of(server_config: dict[str, Any], wanted: dict[str, Any]) -> dict[str, object]:
+    """The server's config restricted to the keys fleetctl sets (it fills in many defaults)."""
+    return {k: server_config.get(k) for k in wanted}
+
+
+def _api_error(reply: dict[str, Any]) -> str | None:
+    err = reply.get("error")
+    return None if not err else f"{err.get('description')} (code {err.get('err_code')})"
+
+
+async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
+    wanted = {c.key: c.api_config() for c, _ in bus.consumers}
+    try:
+        nc = await connect(endpoint)
+    except BusUnreachable:
+        # Nothing listening yet (a bare broker): everything is still to be created.
+        return ObservedBus(reachable=False)
+    try:
+        resources: dict[str, dict[str, object]] = {}
+        managed: set[str] = set()
+        for spec in bus.streams:
+            info = await request(nc, f"{API}.STREAM.INFO.{spec.name}")
+            if _api_error(info) is None:
+                resources[spec.key] = fingerprint_of(info["config"], spec.api_config())
+                managed.add(spec.key)
+        stream = bus.consumer_stream
+        if f"stream {stream}" in managed:
+            for info in await _consumers(nc, stream):
+                key = f"consumer {stream}/{info['name']}"
+                config = info["config"]
+                resources[key] = fingerprint_of(config, wanted.get(key, config))
+                if info["name"].startswith(NatsNames.consumer("")):
+                    managed.add(key)
+        return ObservedBus(resources, frozenset(managed))
+    finally:
+        await nc.close()
+
+
+async def _consumers(nc: Any, stream: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    while True:
+        page = await request(nc, f"{API}.CONSUMER.LIST.{stream}", {"offset": len(found)})
+        if (err := _api_error(page)) is not None:
+            raise BusError(f"listing consumers of {stream}: {err}")
+        batch = page.get("consumers") or []
+        found += batch
+        if not batch or len(found) >= int(page.get("total", 0)):
+            return found
+
+
+def observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
+    """Streams by name, and every consumer on the task stream; `managed` holds the consumers
+    fleetctl would have made (durable name with the worker prefix)."""
+    return run(_observe(endpoint, bus))
+
+
+async def _apply(endpoint: Endpoint, changes: Sequence[Change]) -> None:
+    nc = await connect(endpoint)
+    try:
+        for change in changes:
+            subject, body = request_for(change)
+            reply = await request(nc, subject, body)
+            if (err := _api_error(reply)) is not None:
+                raise BusError(f"{change.action} {change.kind} {change.name}: {err}")
+    finally:
+        await nc.close()
+
+
+def request_for(change: Change) -> tuple[str, dict[str, Any] | None]:
+    """The JetStream API request (subject, body) that makes one change."""
+    spec = change.resource
+    if change.action == "delete":
+        if change.kind == "stream":
+            return f"{API}.STREAM.DELETE.{change.name}", None
+        stream, _, durable = change.name.partition("/")
+        return f"{API}.CONSUMER.DELETE.{stream}.{durable}", None
+    if isinstance(spec, StreamSpec):
+        verb = "CREATE" if change.action == "create" else "UPDATE"
+        return f"{API}.STREAM.{verb}.{spec.name}", _declared("stream", spec.api_config())
+    if isinstance(spec, ConsumerSpec):
+        body = {"stream_name": spec.stream, "config": _declared("consumer", spec.api_config())}
+        if change.action == "update":
+            body["action"] = "update"
+        return f"{API}.CONSUMER.CREATE.{spec.stream}.{spec.durable}", body
+    raise BusError(f"cannot {change.action} {change.kind} {change.name}")
+
+
+def _declared(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return declarable(kind, config)
+    except DeclarationError as e:
+        raise BusError(str(e)) from None
+
+
+def ordered(changes: Sequence[Change]) -> list[Change]:
+    """The JetStream changes among `changes`: streams before consumers, deletions last."""
+    order = {"stream": 0, "consumer": 1}
+    mine = [c for c in changes if c.kind in KINDS]
+    return sorted(mine, key=lambda c: (c.action == "delete", order[c.kind]))
+
+
+def apply(endpoint: Endpoint, changes: Sequence[Change]) -> None:
+    run(_apply(endpoint, ordered(changes)))
+
+
+async def _wait_ready(endpoint: Endpoint, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            nc = await connect(endpoint)
+        except BusError:
+            await pause()
+            continue
+        try:
+            reply = await request(nc, f"{API}.INFO")
+            if _api_error(reply) is None:
+                return True
+        except BusError:
+            pass
+        finally:
+            await nc.close()
+        await pause()
+    return False
+
+
+def wait_ready(endpoint: Endpoint, seconds: float = 15.0) -> bool:
+    """After nats-server (re)starts: is JetStream answering yet?"""
+    return run(_wait_ready(endpoint, seconds))

@@ -1,0 +1,188 @@
+"""Apply a live plan: host programs in waves, and the bus in its own place.
+
+Today's waves are the broker (every poller needs it), then every other host in parallel;
+the bus's changes are made once the hosts it lives on have been applied. A host that fails
+is reported and the others go on; a failed wave's bus is not touched.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fleetctl import agent_client, brokerbinary, credentials, facts, wheelhouse
+from fleetctl.apply.program import STAGED_NATS, HostProgram, program, staging_wheelhouse
+from fleetctl.bus import client as bus_client
+from fleetctl.bus import jetstream
+from fleetctl.observation import LiveView
+from fleetctl.plan import BusPlan, HostPlan, Plan
+from fleetctl.sessions import Session, for_each_host
+from fleetctl.transport.base import TransportError
+
+BUS_STEP = "JetStream streams and consumers"
+
+
+@dataclass
+class HostResult:
+    name: str
+    ok: bool
+    steps: int = 0
+    failed_step: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class Reporter:
+    """What the progress display hears. The default hears nothing."""
+
+    def step(self, host: str, label: str, done: int, total: int) -> None: ...
+
+    def finished(self, result: HostResult) -> None: ...
+
+
+def waves(plan: Plan) -> list[list[str]]:
+    """The hosts to apply, in order: the bus's hosts first, then the rest at once."""
+    homes = [plan.bus.via] if plan.bus else []
+    names = [h.name for h in plan.hosts if not h.error]
+    first = [n for n in names if n in homes]
+    return [w for w in (first, [n for n in names if n not in first]) if w]
+
+
+def apply(view: LiveView, reporter: Reporter | None = None) -> list[HostResult]:
+    report = reporter or Reporter()
+    results: dict[str, HostResult] = {}
+    houses = wheelhouse.Builds()  # one build (or failure) per Python target for the run
+    guard = threading.Lock()
+    bus = view.plan.bus
+
+    def run(name: str) -> None:
+        started = time.monotonic()
+        result = _apply_host(view, name, houses, report)
+        if bus is not None and name == bus.via and result.ok and bus.changes:
+            _apply_bus(view, bus, view.sessions[name], result, report)
+        result.seconds = time.monotonic() - started
+        report.finished(result)
+        with guard:
+            results[name] = result
+
+    for wave in waves(view.plan):
+        for_each_host(wave, run, view.options.parallel)
+    for name, error in view.errors.items():
+        results[name] = HostResult(name, False, failed_step="connect and observe", error=error)
+        report.finished(results[name])
+    order = [h.name for h in view.plan.hosts]
+    return [results[n] for n in order if n in results]
+
+
+def _apply_host(
+    view: LiveView, name: str, houses: wheelhouse.Builds, report: Reporter
+) -> HostResult:
+    result = HostResult(name, True)
+    session = view.sessions[name]
+    host_plan: HostPlan = next(h for h in view.plan.hosts if h.name == name)
+    nats_bin = brokerbinary.resolve(view.fleet.nats.server_binary)
+    prog = program(
+        host_plan,
+        session.observed,
+        revision=view.fleet.revision,
+        applied_by=view.options.command,
+        now=int(time.time()),
+        nats_sha256=nats_bin.sha256,
+    )
+    try:
+        _upload(session, prog, houses, nats_bin, report)
+        if prog.steps:
+            _run_program(session, prog, report)
+        result.steps = len(prog.steps)
+    except (TransportError, wheelhouse.WheelhouseError) as e:
+        result.ok = False
+        result.failed_step = e.step if isinstance(e, _StepFailed) else "upload"
+        result.error = str(e).removeprefix(f"{name}: ")
+    return result
+
+
+def _run_program(session: Session, prog: HostProgram, report: Reporter) -> None:
+    """The agent runs the steps and prints one JSON event per step; the first failure
+    raises with the failed step's label."""
+    name = session.host.name
+    total = len(prog.steps)
+    req = {"op": "apply", "steps": [s.op for s in prog.steps]}
+    failed: list[dict[str, Any]] = []
+
+    def on_line(line: bytes) -> None:
+        event = json.loads(line)
+        if event.get("ok"):
+            i = int(event["i"])
+            label = prog.steps[i + 1].label if i + 1 < total else "done"
+            report.step(name, label, i + 1, total)
+        else:
+            failed.append(event)
+
+    report.step(name, prog.steps[0].label, 0, total)
+    done = session.transport.run(
+        agent_client.AGENT_ARGV, agent_client.agent_program(req), timeout=1800, on_line=on_line
+    )
+    if failed:
+        i = int(failed[0]["i"])
+        raise _StepFailed(name, prog.steps[i].label, str(failed[0].get("error")))
+    if done.code != 0:
+        raise _StepFailed(name, "host agent", agent_client.agent_failure(done.code, done.stderr))
+
+
+class _StepFailed(TransportError):
+    """A host program step failed; `step` is its label."""
+
+    def __init__(self, host: str, step: str, message: str) -> None:
+        super().__init__(host, message)
+        self.step = step
+
+
+def _upload(
+    session: Session,
+    prog: HostProgram,
+    houses: wheelhouse.Builds,
+    nats_bin: brokerbinary.BrokerBinary,
+    report: Reporter,
+) -> None:
+    name = session.host.name
+    if prog.poller_version:
+        report.step(name, "build and upload the poller wheelhouse", 0, len(prog.steps))
+        py = facts.python_facts(session.raw)
+        house = houses.get(wheelhouse.Target(py.version, py.platform, py.libc))
+        remote = staging_wheelhouse(prog.poller_version)
+        for f in house.contents:
+            session.transport.put(f, f"{remote}/{f.name}")
+    if prog.nats_server:
+        binary = nats_bin.checked()  # its sha256 is the pin's or fleet.yaml's, or no upload
+        report.step(name, "upload nats-server", 0, len(prog.steps))
+        session.transport.put(binary, STAGED_NATS)
+
+
+def _apply_bus(
+    view: LiveView, bus: BusPlan, session: Session, result: HostResult, report: Reporter
+) -> None:
+    """Revocations in the store (the broker already has the config that enforces them),
+    then streams and consumers through the JetStream API."""
+    name = session.host.name
+    try:
+        if any(c.kind == "credentials" for c in bus.changes):
+            inputs = view.inputs
+            credentials.commit_revocations(view.fleet, inputs.revocations, inputs.revoked_at)
+        api_changes = jetstream.ordered(bus.changes)
+        if api_changes:
+            report.step(name, BUS_STEP, result.steps, result.steps)
+            who = bus_client.identity(view.fleet)
+            with bus_client.through(session.transport, view.fleet, who) as endpoint:
+                if not jetstream.wait_ready(endpoint):
+                    raise bus_client.BusError(
+                        "nats-server on the broker did not answer within 15 s"
+                    )
+                jetstream.apply(endpoint, api_changes)
+        result.steps += len(api_changes)
+    except (TransportError, bus_client.BusError) as e:
+        result.ok = False
+        result.failed_step = BUS_STEP
+        result.error = str(e).removeprefix(f"{name}: ")
