@@ -16,6 +16,9 @@ missed. Beside the wall time: the CPU time of the fleetctl process and of the wh
 during the command (the simulated hosts' sshd, agent and systemctl run on the same cores).
 `--breakdown` also runs one no-op plan and one no-op apply with timers around each phase (this
 file's `--traced` mode) and sums `python -X importtime` by package.
+`--against FLEETCTL` (another checkout's `.venv/bin/fleetctl`, whose poller sources are the
+same, so its plan of this fleet is a no-op too) runs the no-ops alternately with that binary,
+one round of each at a time, so both see the same minutes of this noisy VM: an A/B.
 """
 
 from __future__ import annotations
@@ -41,7 +44,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe
-from tests.e2e.fleet_env import BROKER, FleetEnv, install_standins, prepare_wheelhouse, worker
+from tests.e2e.fleet_env import (
+    BROKER,
+    FLEETCTL,
+    FleetEnv,
+    install_standins,
+    prepare_wheelhouse,
+    worker,
+)
 from tests.support.simhosts import SimNet, skip_reason
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,10 +97,16 @@ class Run:
     done: subprocess.CompletedProcess[str]
 
 
-def timed(env: FleetEnv, *args: str) -> Run:
+def timed(env: FleetEnv, *args: str, binary: str = str(FLEETCTL)) -> Run:
     before, m0 = os.times(), machine_cpu()
     start = time.perf_counter()
-    done = env.fleetctl(*args, timeout=900)
+    done = subprocess.run(
+        env.net.lan_argv([binary, *args]),
+        capture_output=True,
+        text=True,
+        env=env.env(),
+        timeout=900,
+    )
     wall = time.perf_counter() - start
     after, m1 = os.times(), machine_cpu()
     cpu = (after.children_user - before.children_user) + (
@@ -177,6 +193,18 @@ def noop_rounds(env: FleetEnv, label: str, n: int, *args: str) -> Row:
         check_noop("fleetctl " + " ".join(args), run.done)
         row.runs.append(run)
     return row
+
+
+def ab_rounds(env: FleetEnv, label: str, n: int, other: str, *args: str) -> list[Row]:
+    """The same no-op with this checkout's fleetctl and `other`, alternately."""
+    mine, theirs = Row(f"{label} (this)"), Row(f"{label} (against)")
+    for i in range(n):
+        order = [(mine, str(FLEETCTL)), (theirs, other)]
+        for row, binary in order if i % 2 == 0 else order[::-1]:
+            run = timed(env, *args, binary=binary)
+            check_noop(f"{binary} " + " ".join(args), run.done)
+            row.runs.append(run)
+    return [mine, theirs]
 
 
 def lan_overhead(net: SimNet, n: int = 5) -> float:
@@ -349,6 +377,7 @@ def main() -> int:
     p.add_argument("--per-host", type=int, default=5, help="workers on each worker host")
     p.add_argument("--rounds", type=int, default=5, help="runs of each no-op command")
     p.add_argument("--breakdown", action="store_true", help="also time the phases of one run")
+    p.add_argument("--against", metavar="FLEETCTL", help="A/B the no-ops with this fleetctl")
     args = p.parse_args()
     reason = skip_reason()
     if reason is not None:
@@ -377,6 +406,11 @@ def main() -> int:
             rows.append(dataclasses.replace(row, target=None))
             label = "no-op apply --all --yes"
             rows.append(noop_rounds(env, label, args.rounds, "apply", "--all", "--yes"))
+            if args.against:
+                rows += ab_rounds(env, "A/B no-op plan", args.rounds, args.against, *plan)
+                apply_all = ("apply", "--all", "--yes")
+                rows += ab_rounds(env, "A/B no-op apply", args.rounds, args.against, *apply_all)
+                notes.append(f"against: {args.against}")
             speed = (speed + calibration()) / 2
             notes.append(
                 f"machine speed: a 1M-step Python loop took {speed * 1e3:.0f} ms of CPU "
