@@ -272,6 +272,7 @@ def _add_broker(
         nats_bin=layout.NATS_BIN,
         conf=layout.NATS_CONF,
         store_dir=s.store_dir,
+        listen=s.listen,
     )
     path = layout.unit_path(layout.NATS_UNIT)
     files.append(FileSpec(path, unit.encode()))

@@ -7,6 +7,7 @@ escape by hand, so a template cannot forget to. StrictUndefined turns a typo int
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable
 from functools import cache
@@ -41,9 +42,25 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "templates"
 
 
+def is_ip_address(value: object) -> bool:
+    """An IP literal (a unit can allow-list it with IPAddressAllow=), not a host name."""
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(value: object) -> bool:
+    """A listen address only this machine can reach."""
+    if str(value) == "localhost":
+        return True
+    return is_ip_address(value) and ipaddress.ip_address(str(value)).is_loopback
+
+
 @cache
 def _environment(finalize: Callable[[Any], str]) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         auto_reload=False,  # one run renders hundreds of units; templates do not change meanwhile
         undefined=jinja2.StrictUndefined,
@@ -53,6 +70,9 @@ def _environment(finalize: Callable[[Any], str]) -> jinja2.Environment:
         lstrip_blocks=True,
         finalize=finalize,
     )
+    env.tests["ip_address"] = is_ip_address
+    env.tests["loopback"] = is_loopback
+    return env
 
 
 def render_unit(template: str, **context: object) -> str:
