@@ -87,8 +87,11 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
 
-def read_through_local_forward(env: FleetEnv, target: str, local_port: int) -> bytes:
-    """Open `ssh -L local_port:target`, connect to it, and return what came back."""
+def read_through_local_forward(
+    env: FleetEnv, target: str, local_port: int, then_send: bytes = b""
+) -> bytes:
+    """Open `ssh -L local_port:target`, connect to it, and return what came back (after
+    sending `then_send`, if given, what came back to that too)."""
     ssh = subprocess.Popen(
         attacker_ssh(env, "-N", "-L", f"127.0.0.1:{local_port}:{target}"),
         stdout=subprocess.DEVNULL,
@@ -108,7 +111,11 @@ def read_through_local_forward(env: FleetEnv, target: str, local_port: int) -> b
         with conn:
             conn.settimeout(3)
             try:
-                return conn.recv(64)
+                got = conn.recv(4096)
+                if then_send and got:
+                    conn.sendall(then_send)
+                    got += b"|" + conn.recv(4096)
+                return got
             except TimeoutError:
                 return b""
     finally:
@@ -126,8 +133,12 @@ def test_the_tunnel_unit_connects_and_a_task_runs(fleet: FleetEnv) -> None:
     assert results["cmd-a"]["status"] == "completed", results
 
 
-def test_the_stolen_key_opens_the_nats_port(fleet: FleetEnv) -> None:
-    assert read_through_local_forward(fleet, f"127.0.0.1:{NATS_PORT}", 14222).startswith(b"INFO ")
+def test_the_stolen_key_opens_the_nats_port_but_no_nats_identity(fleet: FleetEnv) -> None:
+    got = read_through_local_forward(
+        fleet, f"127.0.0.1:{NATS_PORT}", 14222, then_send=b'CONNECT {"verbose":false}\r\nPING\r\n'
+    )
+    assert got.startswith(b"INFO ") and b'"auth_required":true' in got, got
+    assert b"-ERR 'Authorization Violation'" in got.split(b"|", 1)[1], got
 
 
 def test_local_forwards_to_anything_else_are_refused(fleet: FleetEnv) -> None:

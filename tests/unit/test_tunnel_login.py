@@ -50,3 +50,19 @@ def test_the_broker_sshd_gets_a_match_block_for_the_tunnel_user() -> None:
 def test_the_host_agent_knows_the_drop_in_path() -> None:
     steps = Path(layout.__file__).parent / "hostside" / "steps.py"
     assert f'SSHD_TUNNEL_CONF = "{layout.SSHD_TUNNEL_CONF}"' in steps.read_text()
+
+
+def test_each_host_gets_only_its_own_workers_creds_and_its_own_tunnel_key() -> None:
+    """What a stolen host (or its SSH host key, used to impersonate it) can give away."""
+    fleet = example_fleet()
+    creds = {w.id: f"creds of {w.id}".encode() for w in fleet.workers if w.enabled}
+    keys = {
+        h: TunnelKey(h, f"tunnel key of {h}".encode(), f"ssh-ed25519 AAAA{h} x")
+        for h in ("worker-node-1", "worker-node-2")
+    }
+    for host, state in desired_state(fleet, Inputs(creds=creds, tunnel_keys=keys)).hosts.items():
+        secrets = {f.content for f in state.files if f.sensitive}
+        own = {creds[w.id] for w in fleet.workers if w.enabled and w.host == host}
+        if host in keys:
+            own.add(keys[host].private)
+        assert secrets == own, host
