@@ -16,7 +16,7 @@ from fleetctl.natsnames import NatsNames
 from nsc import hygiene
 from nsc.authority import Authority, IssuedUser
 from nsc.backup import backup_status
-from nsc.store import NscDirs, OperatorStore
+from nsc.store import METADATA_FILE, NscDirs, OperatorStore, StoreError
 
 PENDING_KEY = "fleetctl_pending_revocations"
 
@@ -114,13 +114,13 @@ def start_rotation(fleet: Fleet, authority: Authority, worker_id: str) -> Issued
     with authority.store.locked():
         user = natsaccess.worker_user(worker_id)
         old = authority.user_record(user)
+        pending = pending_rotations(authority)  # a broken record stops before the new key
         new, _ = authority.rotate_user(
             user,
             natsaccess.worker_permissions(_names(fleet), worker_id),
             ttl=fleet.creds.ttl,
             revoke_old=False,
         )
-        pending = dict(authority.store.metadata().get(PENDING_KEY) or {})
         pending.setdefault(worker_id, []).append(
             [old.public_key, max(int(time.time()), old.issued_at + 1)]
         )
@@ -129,7 +129,23 @@ def start_rotation(fleet: Fleet, authority: Authority, worker_id: str) -> Issued
 
 
 def pending_rotations(authority: Authority) -> dict[str, list[list[object]]]:
-    return dict(authority.store.metadata().get(PENDING_KEY) or {})
+    """Worker id -> [[replaced public key, revoke-at time], ...], as start_rotation wrote it."""
+    pending = authority.store.metadata().get(PENDING_KEY) or {}
+    well_formed = isinstance(pending, dict) and all(
+        isinstance(entries, list)
+        and all(
+            isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and type(e[1]) is int
+            for e in entries
+        )
+        for entries in pending.values()
+    )
+    if not well_formed:
+        raise StoreError(
+            f"{authority.store.dir / METADATA_FILE}: {PENDING_KEY} is not "
+            "{worker: [[public key, time], ...]}",
+            "restore it from the file `fleetctl creds backup` wrote",
+        )
+    return dict(pending)
 
 
 def finish_rotation(authority: Authority, worker_id: str) -> str | None:

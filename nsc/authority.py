@@ -31,6 +31,18 @@ SERVICES_ACCOUNT = "Services"
 DEFAULT_JETSTREAM = JetStreamLimits(mem_storage=-1, disk_storage=-1, streams=-1, consumer=-1)
 
 
+@contextlib.contextmanager
+def _claims_of(path: Path) -> Iterator[None]:
+    """Claims of the wrong shape in a stored JWT are an error naming the file."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+        raise jwt.JwtError(
+            f"{path}: is a JWT whose claims are not what nsc writes",
+            "restore it from the file `fleetctl creds backup` wrote",
+        ) from None
+
+
 class AuthorityError(NscError, RuntimeError):
     """A lifecycle request that cannot be honoured (unknown user, missing signing key, ...)."""
 
@@ -290,23 +302,25 @@ class Authority:
 
     def _record(self, account: str, name: str, token: str, revs: dict[str, int]) -> UserRecord:
         c = jwt.decode(token).claims
-        pub, iat = str(c["sub"]), int(c.get("iat", 0))
-        revoked = (pub in revs and revs[pub] >= iat) or ("*" in revs and revs["*"] >= iat)
-        return UserRecord(
-            name=name,
-            account=account,
-            public_key=pub,
-            issued_at=iat,
-            expires_at=int(c["exp"]) if c.get("exp") else None,
-            revoked=revoked,
-            tags=tuple(c.get("nats", {}).get("tags") or ()),
-            creds_path=self.keystore.creds_path(self.store.name, account, name),
-        )
+        with _claims_of(self.store.user_path(account, name)):
+            pub, iat = str(c["sub"]), int(c.get("iat", 0))
+            revoked = (pub in revs and revs[pub] >= iat) or ("*" in revs and revs["*"] >= iat)
+            return UserRecord(
+                name=name,
+                account=account,
+                public_key=pub,
+                issued_at=iat,
+                expires_at=int(c["exp"]) if c.get("exp") else None,
+                revoked=revoked,
+                tags=tuple(c.get("nats", {}).get("tags") or ()),
+                creds_path=self.keystore.creds_path(self.store.name, account, name),
+            )
 
     # ---- revocation and rotation -----------------------------------------------------------
     def _revocations(self, account: str) -> dict[str, int]:
         nats = jwt.decode(self.store.read_account(account)).claims.get("nats", {})
-        return {str(k): int(v) for k, v in (nats.get("revocations") or {}).items()}
+        with _claims_of(self.store.account_path(account)):
+            return {str(k): int(v) for k, v in (nats.get("revocations") or {}).items()}
 
     def revoke_keys(
         self,

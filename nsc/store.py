@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nsc import jwt
 from nsc.errors import NscError
 from nsc.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write, ensure_dir, locked
 from nsc.keys import NKey, from_seed
@@ -33,6 +34,7 @@ NSC_FILE = ".nsc"
 STORE_VERSION = "1"
 METADATA_FILE = "fleetctl.json"  # ours; nsc ignores files it does not know at the root
 _GITIGNORE = "# ignore all nk files \n**/*.nk\n\n# ignore all creds files\n**/*.creds\n"
+_RESTORE = "restore it from the file `fleetctl creds backup` wrote"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
@@ -187,10 +189,17 @@ class OperatorStore:
 
     # JWTs
     def _read(self, path: Path, what: str) -> str:
+        """A stored JWT, checked to decode, so a broken one is an error naming its file."""
         try:
-            return path.read_text().strip()
+            token = path.read_text(encoding="utf-8").strip()
+            jwt.decode(token)
         except FileNotFoundError:
             raise StoreError(f"{what} does not exist ({path})") from None
+        except UnicodeDecodeError:
+            raise StoreError(f"{path}: is not UTF-8 text", _RESTORE) from None
+        except jwt.JwtError as exc:
+            raise StoreError(f"{path}: {exc}", _RESTORE) from None
+        return token
 
     def operator_path(self) -> Path:
         return self.dir / f"{self.name}.jwt"
@@ -241,7 +250,7 @@ class OperatorStore:
             return {}
         return read_json_object(
             path,
-            "restore it from the file `fleetctl creds backup` wrote; it holds pending rotations",
+            f"{_RESTORE}; it holds pending rotations",
         )
 
     def update_metadata(self, **changes: Any) -> dict[str, Any]:
