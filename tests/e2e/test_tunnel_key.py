@@ -8,6 +8,9 @@ attacker aims at always send a line, so a refused forward is one that yields not
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import socket
 import subprocess
 import time
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl import layout
+from fleetctl import agent_client, layout
 from tests.e2e.fleet_env import (
     BROKER,
     NODES,
@@ -190,3 +193,39 @@ def test_the_broker_sshd_applies_the_tunnel_drop_in(fleet: FleetEnv) -> None:
     # root's logins (fleetctl's own) keep their forwarding
     root = fleet.sh(BROKER, "sshd -T -C user=root,host=x,addr=127.0.0.1")
     assert "allowtcpforwarding yes" in root.splitlines()
+
+
+def agent_writes_drop_in(fleet: FleetEnv, content: bytes) -> tuple[int, str]:
+    """The host agent's file step for the sshd drop-in, run on the broker as apply runs it."""
+    step: dict[str, object] = {"op": "file", "path": layout.SSHD_TUNNEL_CONF}
+    step |= {"owner": "root", "group": "root"}
+    step |= {"mode": 0o644, "content": base64.b64encode(content).decode()}
+    step["sha256"] = hashlib.sha256(content).hexdigest()
+    program = agent_client.agent_program({"op": "apply", "steps": [step]})
+    done = fleet.net.hosts[BROKER].run(["python3", "-I", "-S", "-"], input=program)
+    events = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    return done.returncode, str(events[-1].get("error", ""))
+
+
+def test_a_drop_in_sshd_refuses_is_put_back_and_sshd_keeps_working(fleet: FleetEnv) -> None:
+    good = fleet.net.hosts[BROKER].file(layout.SSHD_TUNNEL_CONF).read_bytes()
+    code, error = agent_writes_drop_in(fleet, b"Match User fleet-tunnel\n\tNoSuchOption yes\n")
+    assert code == 1 and "/usr/sbin/sshd -t exited 255" in error, error
+    assert fleet.net.hosts[BROKER].file(layout.SSHD_TUNNEL_CONF).read_bytes() == good
+    fleet.net.connect(BROKER).close()  # root still gets in
+    test_remote_forwards_are_refused_even_on_the_free_nats_port(fleet)
+
+
+def test_a_drop_in_sshd_would_not_read_is_refused_with_the_fix(fleet: FleetEnv) -> None:
+    broker = fleet.net.hosts[BROKER]
+    good = broker.file(layout.SSHD_TUNNEL_CONF).read_bytes()
+    config = broker.run(["cat", "/etc/ssh/sshd_config"], check=True).stdout.decode()
+    assert "\nInclude /etc/ssh/sshd_config.d/*.conf\n" in config
+    broker.write_file("/etc/ssh/sshd_config", config.replace("Include ", "#Include "))
+    try:
+        code, error = agent_writes_drop_in(fleet, b"# a changed comment\n" + good)
+    finally:
+        broker.write_file("/etc/ssh/sshd_config", config)
+    assert code == 1
+    assert "add `Include /etc/ssh/sshd_config.d/*.conf` at the top" in error, error
+    assert broker.file(layout.SSHD_TUNNEL_CONF).read_bytes() == good
