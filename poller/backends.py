@@ -122,6 +122,7 @@ class Backend:
     llms: tuple[BuiltinLlm, ...] = ()
     host_bin: str | None = None  # where the built-in llms expect the CLI on worker hosts
     cli: CliPackage | None = None
+    budget: str | None = None  # the setting a task's `max_budget_usd` may lower, if any
     template: str = POLLER_TEMPLATE
 
     def setting(self, field: str) -> Setting:
@@ -208,6 +209,7 @@ BACKENDS: dict[str, Backend] = {
             llms=(BuiltinLlm("claude-code"), BuiltinLlm("zai", requires_env_file=True)),
             host_bin="/usr/local/bin/claude",
             cli=CliPackage("@anthropic-ai/claude-code", "2.1.197", "claude"),
+            budget="max_budget_usd",
         ),
         Backend(
             "codex",
@@ -260,6 +262,19 @@ NAMES: tuple[str, ...] = tuple(BACKENDS)
 def argv(backend: str, values: Mapping[str, str]) -> list[str]:
     """The command line for a backend (no prompt in it)."""
     return BACKENDS[backend].build_argv(values)
+
+
+def task_argv(backend: str, values: Mapping[str, str], budget: float | None) -> list[str]:
+    """The command line for one task: a task's own budget may lower the worker's, never raise
+    it. Only call with a budget for a backend that has one (`Backend.budget`)."""
+    if budget is None:
+        return argv(backend, values)
+    field = BACKENDS[backend].budget
+    if field is None:
+        raise ValueError(f"the {backend} backend cannot bound a task's cost")
+    own = values[field]
+    lowest = min(budget, float(own)) if own else budget
+    return argv(backend, {**values, field: f"{lowest:g}"})
 
 
 def parse_output(backend: str, stdout: str, complete: bool, stderr: str = "") -> Parsed:

@@ -27,6 +27,7 @@ from typing import Any
 import nats.js.errors
 
 from poller import __version__, backends, gitpr, runner
+from poller.backends import BACKENDS
 from poller.config import Config
 from poller.heartbeat import Stats
 from poller.logs import Logger
@@ -66,7 +67,6 @@ class Delivery:
         self.cfg, self.nc, self.js, self.log, self.stats = cfg, nc, js, log, stats
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver if max_deliver and max_deliver > 0 else None
-        self.argv = backends.argv(cfg.backend, cfg.settings)
         self.host = socket.gethostname()
         self.inflight: dict[int, _InFlight] = {}
         self.state_dir: Path | None = cfg.state_dir
@@ -101,6 +101,8 @@ class Delivery:
         progress = asyncio.create_task(self._progress(held))
         try:
             parsed = parse_task(msg.data, self.cfg.max_task_bytes)
+            if isinstance(parsed, Task):
+                parsed = self._enforceable(parsed)
             if isinstance(parsed, Rejection):
                 await self._reject(held, parsed, seq, attempt)
                 return
@@ -121,6 +123,13 @@ class Delivery:
             self.stats.running.pop(seq, None)
 
     # -- the steps ------------------------------------------------------------------------
+
+    def _enforceable(self, task: Task) -> Task | Rejection:
+        """A budget the backend cannot enforce is refused, not silently ignored."""
+        if task.max_budget_usd is None or BACKENDS[self.cfg.backend].budget:
+            return task
+        why = f"max_budget_usd: the {self.cfg.backend} backend cannot bound a task's cost"
+        return Rejection(why, task.task_id)
 
     async def _process(self, held: _InFlight, task: Task, seq: int, attempt: int) -> None:
         log = self.log
@@ -147,7 +156,7 @@ class Delivery:
         env = {**self.child_env, "FLEET_TASK_ID": task.task_id}
         try:
             outcome = await runner.run(
-                self.argv,
+                backends.task_argv(self.cfg.backend, self.cfg.settings, task.max_budget_usd),
                 prompt,
                 timeout=timeout,
                 grace=self.cfg.kill_grace,

@@ -33,6 +33,7 @@ class Task:
     task_type: str | None = None
     payload: Any = None
     timeout: float | None = None
+    max_budget_usd: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def prompt(self) -> str:
@@ -105,6 +106,7 @@ def parse_task(data: bytes, max_bytes: int) -> Task | Rejection:
     if problem:
         return Rejection(problem, tid)
     timeout = obj.get("timeout")
+    budget = obj.get("max_budget_usd")
     return Task(
         task_id=tid,
         instructions=obj["instructions"],
@@ -113,6 +115,7 @@ def parse_task(data: bytes, max_bytes: int) -> Task | Rejection:
         task_type=obj.get("task_type"),
         payload=obj.get("payload"),
         timeout=float(timeout) if timeout is not None else None,
+        max_budget_usd=float(budget) if budget is not None else None,
         metadata=obj.get("metadata") or {},
     )
 
@@ -132,6 +135,13 @@ def _check_fields(obj: dict[str, Any]) -> str | None:
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
     ):
         return "timeout must be a number of seconds greater than 0"
+    budget = obj.get("max_budget_usd")
+    if budget is not None and (
+        isinstance(budget, bool)
+        or not isinstance(budget, int | float)
+        or not 0 < budget < float("inf")
+    ):
+        return "max_budget_usd must be a number of dollars greater than 0"
     meta = obj.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         return "metadata must be an object"

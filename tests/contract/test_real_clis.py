@@ -50,8 +50,10 @@ def _tasks(
     env: dict[str, str],
     tasks: list[Task],
     worker: str = "w1",
+    fields: dict[int, dict[str, Any]] | None = None,
 ) -> list[tuple[dict[str, Any], Usage]]:
-    """Run each task through one poller; each result with the usage the mock served for it."""
+    """Run each task (with its `fields`, by index) through one poller; each result with the
+    usage the mock served for it."""
 
     async def go() -> list[tuple[dict[str, Any], Usage]]:
         await setup_bus(server.url, worker, ack_wait=30)
@@ -64,7 +66,8 @@ def _tasks(
             for i, turns in enumerate(tasks):
                 mock.reset(*turns)
                 task_id = f"{worker}-t{i}"
-                await publish_task(js, worker, {"task_id": task_id, "instructions": "Do it."})
+                task = {"task_id": task_id, "instructions": "Do it.", **(fields or {}).get(i, {})}
+                await publish_task(js, worker, task)
 
                 result = await _result_of(js, task_id)
                 assert result is not None, poller.events()[-5:]
@@ -127,10 +130,13 @@ def test_claude_code(
             Turn(text="wrote it"),
         ),
         (read, read, read, read, read),  # more turns than max_turns
-        (Turn(tool="Read", args=read.args, usage=Usage(input_tokens=1_000_000)),),  # > $1
+        (Turn(tool="Read", args=read.args, usage=Usage(input_tokens=1_000_000)),),  # $3
     ]
-    env = _claude_env(real_cli["claude"], mock.url)
-    (plain, served), (edit, _), (turns, _), (budget, _) = _tasks(server, work, mock, env, tasks)
+    env = _claude_env(real_cli["claude"], mock.url)  # CLAUDE_MAX_BUDGET_USD=1
+    budgeted = {3: {"max_budget_usd": 0.5}}  # the task's own budget lowers the worker's
+    (plain, served), (edit, _), (turns, _), (budget, _) = _tasks(
+        server, work, mock, env, tasks, fields=budgeted
+    )
 
     assert (plain["status"], plain["output"], plain["exit_code"]) == ("completed", "the answer", 0)
     assert (plain["llm"], plain["model"]) == ("claude-code", "claude-sonnet-4-6")
@@ -145,8 +151,8 @@ def test_claude_code(
     assert turns["cost_usd"] > 0 and turns["usage"]["input_tokens"] > 0
 
     assert budget["status"] == "failed"
-    assert budget["output"].startswith("error_max_budget_usd:\nReached maximum budget ($1)")
-    assert budget["cost_usd"] > 1 and budget["cost_source"] == "reported"
+    assert budget["output"].startswith("error_max_budget_usd:\nReached maximum budget ($0.5)")
+    assert budget["cost_usd"] > 0.5 and budget["cost_source"] == "reported"
     assert budget["usage"]["input_tokens"] >= 1_000_000
 
 

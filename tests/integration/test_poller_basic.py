@@ -145,3 +145,34 @@ def test_an_error_result_fails_the_task_and_keeps_what_it_cost(
 
 async def _has(js: object) -> bool:
     return len(await results(js)) == 1
+
+
+def test_a_task_budget_reaches_claude_and_is_refused_where_it_cannot_be_kept(
+    server: NatsServer, work: Path
+) -> None:
+    async def go() -> None:
+        claude = {"MODEL_BACKEND": "claude", "CLAUDE_MAX_BUDGET_USD": "5"}
+        async with running_poller(server.url, work, env=claude) as bus:
+            task = {"task_id": "t-b", "instructions": "x", "max_budget_usd": 0.5}
+            await publish_task(bus.js, "w1", task)
+            assert await wait_until(lambda: _has(bus.js), 15), bus.poller.events()[-5:]
+            [result] = await results(bus.js)
+        assert result["status"] == "completed"
+        [rec] = standin_records(work, "end")
+        assert rec["argv"][rec["argv"].index("--max-budget-usd") + 1] == "0.5"
+
+    run(go())
+
+
+def test_a_budget_codex_cannot_keep_is_rejected(server: NatsServer, work: Path) -> None:
+    async def go() -> None:
+        async with running_poller(server.url, work, env={"MODEL_BACKEND": "codex"}) as bus:
+            task = {"task_id": "t-b", "instructions": "x", "max_budget_usd": 0.5}
+            await publish_task(bus.js, "w1", task)
+            assert await wait_until(lambda: _has(bus.js), 15), bus.poller.events()[-5:]
+            [result] = await results(bus.js)
+        assert result["status"] == "rejected"
+        assert result["error"] == "max_budget_usd: the codex backend cannot bound a task's cost"
+        assert standin_records(work) == []  # the CLI never ran
+
+    run(go())

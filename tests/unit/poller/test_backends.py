@@ -263,3 +263,22 @@ def test_gemini_failure_is_read_from_the_end_of_stderr() -> None:
     p = backends.parse_output("gemini", "", complete=True, stderr=stderr)
     assert (p.output, p.is_error) == ("status 400", True)
     assert backends.parse_output("gemini", "", True, stderr="no json here").output == ""
+
+
+def test_a_task_budget_lowers_the_workers_never_raises_it() -> None:
+    cfg = config.load({**BASE, "MODEL_BACKEND": "claude", "CLAUDE_MAX_BUDGET_USD": "2"})
+
+    def budget(task: float | None) -> str:
+        cmd = backends.task_argv("claude", cfg.settings, task)
+        return cmd[cmd.index("--max-budget-usd") + 1]
+
+    assert (budget(None), budget(0.5), budget(9)) == ("2", "0.5", "2")
+    unbounded = config.load({**BASE, "MODEL_BACKEND": "claude"})
+    assert "--max-budget-usd" not in backends.task_argv("claude", unbounded.settings, None)
+    assert backends.task_argv("claude", unbounded.settings, 0.25)[-2:] == [
+        "--max-budget-usd",
+        "0.25",
+    ]
+    codex = config.load({**BASE, "MODEL_BACKEND": "codex"})
+    with pytest.raises(ValueError, match="cannot bound"):
+        backends.task_argv("codex", codex.settings, 1.0)
