@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from fleetctl import natsaccess
 from fleetctl.model import Fleet
 from fleetctl.natsnames import NatsNames
+from fleetctl.natsresources import account_limits
 from nsc import hygiene
 from nsc.authority import Authority, IssuedUser
 from nsc.backup import backup_status
@@ -41,6 +42,21 @@ def init(fleet: Fleet) -> tuple[Authority, bool]:
     authority = Authority.open(dirs_for(fleet), fleet.creds.operator)
     natsaccess.ensure_fleet_users(authority, _names(fleet), [], ttl=None)
     return authority, created
+
+
+def services_account_jwt(fleet: Fleet, authority: Authority, base: str | None = None) -> str:
+    """The services account JWT the broker should have: `base` (default the stored one)
+    with the `nats:` block's JetStream limits. Derived, not stored, so it follows fleet.yaml
+    and the same inputs always give the same JWT."""
+    return authority.with_jetstream_limits(
+        authority.services_account, account_limits(fleet.nats), base=base
+    )
+
+
+def server_config(fleet: Fleet, authority: Authority, base: str | None = None) -> str:
+    """The broker's auth block, with the fleet's account JWT (`services_account_jwt`)."""
+    token = services_account_jwt(fleet, authority, base)
+    return authority.server_config({authority.services_account: token})
 
 
 def _names(fleet: Fleet) -> NatsNames:
@@ -262,14 +278,13 @@ def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
             "THE OPERATOR AND ACCOUNT KEYS HAVE NO BACKUP. Losing them means re-issuing every "
             "credential. Run `fleetctl creds backup --out FILE` and keep FILE offline."
         )
-    auth_config = authority.server_config()
+    token = None
     if revocations:
-        account = authority.services_account
         token = authority.revoke_keys(
-            account,
+            authority.services_account,
             [(r.public_key, r.at) for r in revocations],
             issued_at=stamp,
             write=False,
         )
-        auth_config = authority.server_config({account: token})
+    auth_config = server_config(fleet, authority, token)
     return PlanInputs(auth_config, creds, tuple(warnings), missing, revocations, stamp)

@@ -10,11 +10,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from fleetctl.config.schema import NatsSettings
+from fleetctl.config.schema import MAX_PAYLOAD, NatsSettings
 from fleetctl.natsnames import NatsNames
+from nsc.claims import JetStreamLimits
 
 _NS = 1_000_000_000
-TASK_MAX_BYTES = 1024 * 1024
+TASK_MAX_BYTES = MAX_PAYLOAD
+# A stream this full is shown in the plan's warnings.
+NEAR_LIMIT = 0.8
 # Stream settings that copy messages to other subjects or streams: with them, whoever may
 # update a stream could read every task (republish to its inbox) or inject tasks (a stream
 # that republishes into a worker's inbox). fleetctl never declares them.
@@ -49,6 +52,9 @@ class StreamSpec:
     # One message per subject (last one wins), and reads by subject: the results stream.
     max_msgs_per_subject: int = -1
     allow_direct: bool = False
+    max_bytes: int = -1
+    # "new": refuse a publish once full (tasks); "old": drop the oldest (results, dead).
+    discard: str = "old"
 
     @property
     def key(self) -> str:
@@ -65,7 +71,8 @@ class StreamSpec:
             "max_msg_size": self.max_msg_size,
             "max_msgs_per_subject": self.max_msgs_per_subject,
             "allow_direct": self.allow_direct,
-            "discard": "old",
+            "max_bytes": self.max_bytes,
+            "discard": self.discard,
             "num_replicas": 1,
         }
 
@@ -104,20 +111,69 @@ def streams(settings: NatsSettings) -> list[StreamSpec]:
     forgeable) is needed; direct gets by subject, so a worker can be allowed to read
     back only its own subjects (docs/messages.md)."""
     n = NatsNames(settings.subject_prefix)
-    age, window = settings.max_age, settings.duplicate_window
+    age, window, size = settings.max_age, settings.duplicate_window, settings.max_msg_size
     return [
-        StreamSpec(n.task_stream, (n.all_inboxes,), "workqueue", age, window),
+        StreamSpec(
+            n.task_stream,
+            (n.all_inboxes,),
+            "workqueue",
+            age,
+            window,
+            size,
+            max_bytes=settings.tasks_max_bytes,
+            discard="new",  # a full queue refuses new tasks; dropping queued ones loses work
+        ),
         StreamSpec(
             n.results_stream,
             (n.all_results,),
             "limits",
             age,
             window,
+            size,
             max_msgs_per_subject=1,
             allow_direct=True,
+            max_bytes=settings.results_max_bytes,
         ),
-        StreamSpec(n.dead_stream, (n.all_dead,), "limits", age, window),
+        StreamSpec(
+            n.dead_stream,
+            (n.all_dead,),
+            "limits",
+            age,
+            window,
+            size,
+            # `<prefix>.dead.<worker>`: a per-subject cap is a per-worker cap.
+            max_msgs_per_subject=settings.dead_letters_per_worker,
+            max_bytes=settings.dead_max_bytes,
+        ),
     ]
+
+
+def account_limits(settings: NatsSettings) -> JetStreamLimits:
+    """The fleet account's JetStream limits (in its account JWT): the broker refuses a
+    stream whose max bytes no longer fit, so one stream cannot take the account's store."""
+    return JetStreamLimits(
+        mem_storage=settings.account_max_memory_store,
+        disk_storage=settings.account_max_file_store,
+    )
+
+
+def near_limit_warning(info: dict[str, Any], threshold: float = NEAR_LIMIT) -> str | None:
+    """A plan warning for a stream (`STREAM.INFO` reply) at `threshold` of its max bytes or
+    messages, else None. Pure: the plan passes what the bus client (fleetctl/bus) observed."""
+    config, state = info.get("config") or {}, info.get("state") or {}
+    name = config.get("name", "?")
+    for what, limit_key, used_key in (
+        ("bytes", "max_bytes", "bytes"),
+        ("messages", "max_msgs", "messages"),
+    ):
+        limit, used = int(config.get(limit_key) or -1), int(state.get(used_key) or 0)
+        if limit > 0 and used >= threshold * limit:
+            full = "refuses new messages" if config.get("discard") == "new" else "drops its oldest"
+            return (
+                f"stream {name} is at {used * 100 // limit}% of its max {what} "
+                f"({used} of {limit}); once full it {full}"
+            )
+    return None
 
 
 def worker_consumer(settings: NatsSettings, worker_id: str, concurrency: int) -> ConsumerSpec:

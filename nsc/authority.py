@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nsc import jwt
-from nsc.claims import JetStreamLimits, account_nats, operator_nats, user_nats
+from nsc.claims import JetStreamLimits, account_limits, account_nats, operator_nats, user_nats
 from nsc.creds import format_creds
 from nsc.errors import NscError
 from nsc.keys import NKey, Role, generate
@@ -367,6 +367,38 @@ class Authority:
         if write:
             self.store.write_account(account, token)
         return token
+
+    def with_jetstream_limits(
+        self, account: str, limits: JetStreamLimits, *, base: str | None = None
+    ) -> str:
+        """The account JWT (`base`, default the stored one) with these JetStream limits.
+
+        Unchanged limits give `base` itself; otherwise it is re-signed with `iat` one second
+        after `base`'s, so the same inputs always give the same JWT (a plan can show it and
+        apply send it, with nothing stored) and the broker takes it as the newer one."""
+        if not limits.enabled:
+            raise AuthorityError(f"account {account!r} needs mem_storage or disk_storage != 0")
+        token = base or self.store.read_account(account)
+        d = jwt.verify_token(token, check_time=False)
+        nats = dict(d.claims.get("nats", {}))
+        wanted = {**(nats.get("limits") or {})}
+        for key in ("mem_storage", "disk_storage", "streams", "consumer", "max_ack_pending"):
+            wanted.pop(key, None)
+        for key in ("mem_max_stream_bytes", "disk_max_stream_bytes", "max_bytes_required"):
+            wanted.pop(key, None)
+        wanted |= {k: v for k, v in account_limits(limits).items() if k not in wanted}
+        if wanted == nats.get("limits"):
+            return token
+        nats["limits"] = wanted
+        nats.pop("version", None)
+        return jwt.encode(
+            subject=str(d.claims["sub"]),
+            name=str(d.claims.get("name", account)),
+            nats=nats,
+            signer=self._operator_signer,
+            expires=int(d.claims.get("exp") or 0),
+            issued_at=int(d.claims.get("iat", 0)) + 1,
+        )
 
     def revoke_user(self, name: str, account: str | None = None) -> str:
         """Revoke the user's current key (by public key, so a rotated successor is unaffected)."""

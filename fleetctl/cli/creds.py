@@ -112,7 +112,7 @@ def revoke(app: AppContext, worker_id: str, server: str | None) -> None:
     _say(
         f"revoked {natsaccess.worker_user(worker_id)}; the broker's nats-server.conf now carries it"
     )
-    _push(authority, token, server)
+    _push(authority, credentials.services_account_jwt(fleet, authority, token), server)
 
 
 @creds.command()
@@ -130,7 +130,7 @@ def rotate(app: AppContext, worker_id: str, finish: bool, server: str | None) ->
         if token is None:
             fail(f"no rotation of {worker_id} is pending")
         _say(f"revoked the replaced key(s) of {worker_id}")
-        _push(authority, token, server)
+        _push(authority, credentials.services_account_jwt(fleet, authority, token), server)
         return
     new = credentials.start_rotation(fleet, authority, worker_id)
     _say(f"issued a new key for {worker_id} ({new.public_key}); the old key still works.")
@@ -228,4 +228,5 @@ def backup_(app: AppContext, out_file: Path, force: bool) -> None:
 @pass_app
 def server_config(app: AppContext) -> None:
     """Print the broker's auth block (as `nsc generate config --mem-resolver`)."""
-    click.echo(_authority(app.fleet()).server_config(), nl=False)
+    fleet = app.fleet()
+    click.echo(credentials.server_config(fleet, _authority(fleet)), nl=False)

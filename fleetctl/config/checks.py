@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fleetctl.config import natslimits
 from fleetctl.config.errors import BadValue, Mark, Problem
 from fleetctl.config.llms import BUILTIN_LLMS
 from fleetctl.config.pydantic_errors import did_you_mean
@@ -240,6 +241,7 @@ def _check_nats(c: _Checker, data: Any, fmap: SourceMap) -> None:
         other = "port" if path[-1] == "monitor_port" else "monitor_port (default 8222)"
         c.add(fmap.value(path), path, f"is the same as nats.{other} ({port})", "use another port")
     _check_duplicate_window(c, nats, fmap)
+    c.problems += natslimits.problems(nats, fmap, c.ok)
 
 
 def _check_duplicate_window(c: _Checker, nats: dict[str, Any], fmap: SourceMap) -> None:

