@@ -283,13 +283,14 @@ def parse_duration(value: object) -> int:
             seconds = ((d * 24 + h) * 60 + m) * 60 + s
     if seconds is None:
         raise BadValue(f"{_written(value)} is not a duration", "write it like 60s, 5m, 2h or 7d")
-    if seconds > MAX_SECONDS:
-        raise BadValue(
-            f"{_written(value)} is too long: at most {MAX_SECONDS}s, about 292 years, "
-            "the longest duration nats-server takes",
-            "write a shorter duration",
-        )
-    return seconds
+    limit = f"long: at most {MAX_SECONDS}s, about 292 years, the longest duration"
+    return _at_most(value, seconds, MAX_SECONDS, limit, "write a shorter duration")
+
+
+def _at_most(value: object, parsed: int, most: int, limit: str, fix: str) -> int:
+    if parsed > most:
+        raise BadValue(f"{_written(value)} is too {limit} nats-server takes", fix)
+    return parsed
 
 
 _SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|TiB|K|M|G|T|KB|MB|GB|TB)?", re.IGNORECASE)
@@ -309,13 +310,8 @@ def parse_size(value: object) -> int:
             size = int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
     if size is None:
         raise BadValue(f"{_written(value)} is not a size", "write it like 512MiB or 10GiB")
-    if size > MAX_BYTES:
-        raise BadValue(
-            f"{_written(value)} is too large: at most {MAX_BYTES} bytes, just under 8 EiB, "
-            "the largest size nats-server takes",
-            "write a smaller size",
-        )
-    return size
+    limit = f"large: at most {MAX_BYTES} bytes, just under 8 EiB, the largest size"
+    return _at_most(value, size, MAX_BYTES, limit, "write a smaller size")
 
 
 WorkerId = Annotated[str, BeforeValidator(_text), AfterValidator(_worker_id)]

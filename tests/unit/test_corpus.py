@@ -235,15 +235,21 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
     }
 
 
-def check_refused(case: Case, outcome: Outcome, command: str) -> None:
-    """The promises every refused run keeps, whatever the input."""
-    where = f"{case.name}: `fleetctl {command}`"
+def _failed_cleanly(where: str, outcome: Outcome) -> tuple[list[str], str]:
+    """Exit 1, no crash, no traceback, nothing on stdout: stderr's lines, and the output to
+    show when an assertion fails."""
     shown = f"\n--- stdout ---\n{outcome.stdout}--- stderr ---\n{outcome.stderr}"
     assert not outcome.crash, f"{where} crashed:\n{outcome.crash}{shown}"
     assert "Traceback" not in outcome.stdout + outcome.stderr, f"{where} printed a traceback{shown}"
     assert outcome.exit_code == 1, f"{where} exited {outcome.exit_code}, not 1{shown}"
     assert outcome.stdout == "", f"{where} wrote to stdout{shown}"
-    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    return [line for line in outcome.stderr.splitlines() if line.strip()], shown
+
+
+def check_refused(case: Case, outcome: Outcome, command: str) -> None:
+    """The promises every refused run keeps, whatever the input."""
+    where = f"{case.name}: `fleetctl {command}`"
+    lines, shown = _failed_cleanly(where, outcome)
     problems = [line for line in lines if PROBLEM_LINE.match(line)]
     assert problems, f"{where} printed no FILE:LINE:COL problem line{shown}"
     strays = [line for line in lines if not PROBLEM_LINE.match(line)]
@@ -258,12 +264,7 @@ def check_refused(case: Case, outcome: Outcome, command: str) -> None:
 def check_failed(case: Case, outcome: Outcome) -> None:
     """A command refused over a broken local file: one `error: FILE: what (fix)` line."""
     where = f"{case.name}: `fleetctl {' '.join(case.run)}`"
-    shown = f"\n--- stdout ---\n{outcome.stdout}--- stderr ---\n{outcome.stderr}"
-    assert not outcome.crash, f"{where} crashed:\n{outcome.crash}{shown}"
-    assert "Traceback" not in outcome.stdout + outcome.stderr, f"{where} printed a traceback{shown}"
-    assert outcome.exit_code == 1, f"{where} exited {outcome.exit_code}, not 1{shown}"
-    assert outcome.stdout == "", f"{where} wrote to stdout{shown}"
-    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    lines, shown = _failed_cleanly(where, outcome)
     assert len(lines) == 1 and ERROR_LINE.match(lines[0]), (
         f"{where}: stderr must be one `error: FILE: what (fix)` line{shown}"
     )
