@@ -11,6 +11,7 @@ import click
 from fleetctl import credentials, rollout, tunnelkeys
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import (
+    diff_option,
     known_hosts_option,
     parallel_option,
     ssh_config_option,
@@ -31,7 +32,7 @@ from fleetctl.ui.terminal import err, out
 @worker_option
 @click.option("--issue-creds", is_flag=True, help="Issue missing NATS credentials first.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
-@click.option("--diff", "show_diff", is_flag=True, help="Show file changes in the plan.")
+@diff_option
 @parallel_option
 @click.option(
     "--lock-wait",

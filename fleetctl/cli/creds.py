@@ -12,7 +12,7 @@ from rich.table import Table
 
 from fleetctl import credentials, natsaccess
 from fleetctl.cli.context import AppContext, fail, pass_app
-from fleetctl.cli.options import json_option
+from fleetctl.cli.options import json_option, one_worker_option, server_option
 from fleetctl.config.pydantic_errors import did_you_mean
 from fleetctl.model import Fleet
 from fleetctl.ui.terminal import err, out
@@ -95,10 +95,8 @@ def check(app: AppContext) -> None:
 
 
 @creds.command()
-@click.option("--worker", "worker_id", required=True, metavar="ID")
-@click.option(
-    "--server", metavar="URL", help="Also push the revocation to this running broker now."
-)
+@one_worker_option
+@server_option
 @pass_app
 def revoke(app: AppContext, worker_id: str, server: str | None) -> None:
     """Revoke a worker's user: in the account JWT, so the broker config changes too."""
@@ -116,9 +114,9 @@ def revoke(app: AppContext, worker_id: str, server: str | None) -> None:
 
 
 @creds.command()
-@click.option("--worker", "worker_id", required=True, metavar="ID")
+@one_worker_option
 @click.option("--finish", is_flag=True, help="Revoke the key(s) a rotation replaced.")
-@click.option("--server", metavar="URL", help="With --finish: push the revocation now.")
+@server_option
 @pass_app
 def rotate(app: AppContext, worker_id: str, finish: bool, server: str | None) -> None:
     """Two steps, no downtime: a new key now; the old one revoked with --finish once deployed."""

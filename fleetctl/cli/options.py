@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+diff_option = click.option(
+    "--diff", "show_diff", is_flag=True, help="Show file contents and changes."
+)
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON (versioned schema) instead of text."
 )
@@ -15,6 +18,12 @@ worker_option = click.option(
     multiple=True,
     metavar="ID",
     help="Only this worker and what it needs on its host (repeatable).",
+)
+one_worker_option = click.option(
+    "--worker", "worker_id", required=True, metavar="ID", help="The worker's id."
+)
+server_option = click.option(
+    "--server", metavar="URL", help="Also push the revocation to this running broker now."
 )
 host_option = click.option(
     "--host", "hosts", multiple=True, metavar="NAME", help="Only this host (repeatable)."

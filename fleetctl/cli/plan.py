@@ -10,6 +10,7 @@ import click
 
 from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import (
+    diff_option,
     host_option,
     json_option,
     known_hosts_option,
@@ -33,7 +34,7 @@ from fleetctl.ui.terminal import out
 @click.option(
     "--dry-run", is_flag=True, help="Offline: contact no host, list everything it would put there."
 )
-@click.option("--diff", "show_diff", is_flag=True, help="Show file contents and changes.")
+@diff_option
 @worker_option
 @host_option
 @json_option

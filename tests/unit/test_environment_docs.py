@@ -6,30 +6,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import click
-
 from fleetctl.cli.main import cli
+from tests.support.commands import all_commands
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _declared(command: click.Command) -> set[str]:
-    names = {
+def test_every_fleetctl_variable_is_documented() -> None:
+    declared = {
         name
+        for command in [cli, *all_commands().values()]
         for param in command.params
         for name in ([param.envvar] if isinstance(param.envvar, str) else param.envvar or [])
     }
-    if isinstance(command, click.Group):
-        ctx = click.Context(command)
-        for sub in command.list_commands(ctx):
-            found = command.get_command(ctx, sub)
-            assert found is not None
-            names |= _declared(found)
-    return names
-
-
-def test_every_fleetctl_variable_is_documented() -> None:
-    declared = _declared(cli)
     assert declared, "no option declares an environment variable any more?"
     in_code = {
         name

@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from fleetctl.cli.main import cli
+from tests.support.commands import all_commands
 from tests.support.example import EXAMPLE_FLEET, EXAMPLE_SERVERS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,19 +32,7 @@ CHANGES_PENDING = 2
 WORKER = "cc-go-dev-01"
 
 
-def _walk(
-    group: click.Group, path: tuple[str, ...]
-) -> Iterator[tuple[tuple[str, ...], click.Command]]:
-    ctx = click.Context(group, info_name=path[-1] if path else "fleetctl")
-    for name in group.list_commands(ctx):  # what `--help` lists
-        command = group.get_command(ctx, name)
-        assert command is not None, f"`fleetctl {' '.join(path)} --help` lists {name!r}"
-        yield (*path, name), command
-        if isinstance(command, click.Group):
-            yield from _walk(command, (*path, name))
-
-
-COMMANDS = dict(_walk(cli, ()))
+COMMANDS = all_commands()
 LEAVES = {path: c for path, c in COMMANDS.items() if not isinstance(c, click.Group)}
 
 
