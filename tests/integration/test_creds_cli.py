@@ -145,6 +145,12 @@ def test_rendered_broker_and_creds_work_and_revoke_shuts_a_worker_out(fleet_dir:
 
     async def worker_gets_its_task() -> bytes:
         admin = await _connect(url, admin_creds, natsaccess.ADMIN_INBOX_PREFIX)
+        # the rendered broker gives the fleet's account the `nats:` block's limits
+        limits = json.loads((await admin.request("$JS.API.INFO", b"", timeout=5)).data)["limits"]
+        assert (limits["max_storage"], limits["max_memory"]) == (
+            fleet.nats.account_max_file_store,
+            fleet.nats.account_max_memory_store,
+        )
         js = admin.jetstream()
         for spec in streams(fleet.nats):
             await js.add_stream(StreamConfig.from_response(spec.api_config()))

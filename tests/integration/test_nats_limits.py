@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,32 @@ def test_account_limits_beyond_the_broker_store_turn_jetstream_off(tmp_path: Pat
         result.output
     )
     assert "insufficient resources" in result.output and "Traceback" not in result.output
+
+
+def test_changed_account_limits_reach_a_running_broker_on_reload(tmp_path: Path) -> None:
+    """apply rewrites nats-server.conf and reloads it (SIGHUP): the account JWT derived from
+    the same stored one with other limits is taken, no restart needed."""
+    fleet = make_fleet(tmp_path, ("w1",))
+    (tmp_path / "broker").mkdir()
+    small = JetStreamLimits(mem_storage=MIB, disk_storage=16 * MIB)
+    bigger = JetStreamLimits(mem_storage=MIB, disk_storage=32 * MIB)
+
+    async def max_storage(url: str) -> int:
+        async with connect(url, fleet.admin, na.ADMIN_INBOX_PREFIX) as admin:
+            return int((await _api(admin, "$JS.API.INFO"))["limits"]["max_storage"])
+
+    config = _broker_config(fleet, small)
+    with running_nats_server(tmp_path / "broker", config, "max_file_store: 64MiB") as server:
+        assert asyncio.run(max_storage(server.url)) == 16 * MIB
+        server.extra_config = _broker_config(fleet, bigger)
+        server.write_config()
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+
+        async def reloaded() -> bool:
+            try:
+                return await max_storage(server.url) == 32 * MIB
+            except (OSError, nats.errors.Error):  # a connect while the account is swapped
+                return False
+
+        assert run(wait_until(reloaded, 10))
