@@ -103,14 +103,15 @@ class BuiltinLlm:
 class CliPackage:
     """The npm package of a backend's CLI, pinned: what the contract tests run (and install).
 
-    `bin` is its command in `node_modules/.bin`; `runtime` what it needs on the host besides
-    itself (Gemini CLI is JavaScript; Claude Code and Codex ship native binaries).
+    `bin` is its command in `node_modules/.bin`; `node` the oldest Node.js major version it
+    needs on the host, if it needs Node at all (Gemini CLI is JavaScript, its package's
+    `engines` says node >= 20; Claude Code and Codex ship native binaries).
     """
 
     package: str
     version: str
     bin: str
-    runtime: str | None = None
+    node: int | None = None
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ BACKENDS: dict[str, Backend] = {
             outputs.gemini_json,
             llms=(BuiltinLlm("gemini"),),
             host_bin="/usr/bin/gemini",
-            cli=CliPackage("@google/gemini-cli", "0.61.0", "gemini", runtime="node"),
+            cli=CliPackage("@google/gemini-cli", "0.61.0", "gemini", node=20),
         ),
         Backend(
             "command",

@@ -4,6 +4,8 @@ test."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +19,29 @@ from tests.support.provider_mock import ProviderMock
 
 @pytest.fixture(scope="session")
 def real_cli() -> dict[str, Path]:
-    """backend name -> the installed CLI's command. Skips (fails under CI) without npm."""
+    """backend name -> the installed CLI's command. Skips (fails under CI) without npm, or
+    with a Node.js older than a CLI needs."""
     try:
-        return {name: clicache.install(b.cli) for name, b in BACKENDS.items() if b.cli}
+        clis = {name: clicache.install(b.cli) for name, b in BACKENDS.items() if b.cli}
     except clicache.CliInstallError as e:
         pytest.skip(f"the real LLM CLIs cannot be installed: {e}")
+    node = _node_major()
+    for b in BACKENDS.values():
+        if b.cli and b.cli.node and (node or 0) < b.cli.node:
+            found = f"Node.js {node}" if node else "no node on PATH"
+            pytest.skip(f"{b.cli.package} needs Node.js >= {b.cli.node}, this machine has {found}")
+    return clis
+
+
+def _node_major() -> int | None:
+    node = shutil.which("node")
+    if node is None:
+        return None
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+    try:
+        return int(out.stdout.strip().lstrip("v").split(".")[0])
+    except ValueError:
+        return None
 
 
 @pytest.fixture
