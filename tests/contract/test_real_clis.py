@@ -257,7 +257,7 @@ def test_gemini(
     real_cli: dict[str, Path], server: NatsServer, work: Path, mock: ProviderMock
 ) -> None:
     (work / ".gemini").mkdir()
-    settings = {"security": {"auth": {"selectedType": "gemini-api-key"}}}
+    settings: dict[str, Any] = {"security": {"auth": {"selectedType": "gemini-api-key"}}}
     (work / ".gemini" / "settings.json").write_text(json.dumps(settings))
     out_file = work / "repo" / "out.txt"
     write = Turn(tool="write_file", args={"file_path": str(out_file), "content": "by gemini\n"})
@@ -300,3 +300,13 @@ def test_gemini(
         server, work, mock, reviewer, [(write, Turn(text="could not"))], worker="w2"
     )
     assert review["status"] == "completed" and not out_file.exists()
+
+    # Provider down: Gemini CLI's retries are bounded (the host's settings.json may lower
+    # general.maxAttempts from 10; here 2) and the run fails with the reason on stderr.
+    settings["general"] = {"maxAttempts": 2}
+    (work / ".gemini" / "settings.json").write_text(json.dumps(settings))
+    down = {**developer, "GOOGLE_GEMINI_BASE_URL": _dead_url()}
+    [(result, _)] = _tasks(server, work, mock, down, [()], worker="w3")
+    assert result["status"] == "failed" and result["exit_code"] != 0
+    assert "fetch failed" in result["output"], result["output"]
+    assert result["duration_s"] < 30
