@@ -10,6 +10,7 @@ import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 import pytest
@@ -184,3 +185,50 @@ def test_streams_of_the_previous_shape_are_updated_in_place(tmp_path: Path) -> N
         jetstream.apply(admin, [_change("update", s) for s in new])
         seen = jetstream.observe(admin, _bus(fleet, list(new), []))
         assert all(seen.resources[s.key] == s.api_config() for s in new)
+
+
+def test_what_admin_can_still_do_replace_a_consumer_with_a_push_one(tmp_path: Path) -> None:
+    """The residual docs/security.md states: a consumer's deliver subject is in the request
+    body, which permissions cannot see, so admin can delete a worker's consumer and create
+    one of the same name that pushes that worker's queued tasks to its own inbox. If this
+    ever fails, the server closed it: update docs/security.md."""
+    fleet = make_fleet(tmp_path, ("w1",))
+    n = fleet.names
+    tasks = n.task_stream
+    with fleet_server(fleet) as server:
+        jetstream.apply(_admin(server.url, fleet.admin.creds_path), _changes(fleet, "create"))
+
+        async def go() -> list[bytes]:
+            async with (
+                connect(server.url, fleet.admin, na.ADMIN_INBOX_PREFIX) as admin,
+                connect(server.url, fleet.publisher, na.PUBLISHER_INBOX_PREFIX) as pub,
+            ):
+                await pub.nc.jetstream().publish(n.inbox("w1"), b"queued task")
+                got: list[bytes] = []
+
+                async def on_msg(msg: Any) -> None:
+                    got.append(msg.data)
+
+                await admin.nc.subscribe(f"{na.ADMIN_INBOX_PREFIX}.spy", cb=on_msg)
+                durable = n.consumer("w1")
+                deleted = await _server_says(
+                    admin, f"$JS.API.CONSUMER.DELETE.{tasks}.{durable}", {}
+                )
+                push = {
+                    "durable_name": durable,
+                    "deliver_subject": f"{na.ADMIN_INBOX_PREFIX}.spy",
+                    "ack_policy": "explicit",
+                    "filter_subject": n.inbox("w1"),
+                }
+                body = {"stream_name": tasks, "config": push}
+                created = await _server_says(
+                    admin, f"$JS.API.CONSUMER.CREATE.{tasks}.{durable}", body
+                )
+                assert (deleted, created) == ("ok", "ok")
+                for _ in range(50):
+                    if got:
+                        break
+                    await asyncio.sleep(0.05)
+                return got
+
+        assert asyncio.run(go()) == [b"queued task"]
