@@ -49,11 +49,23 @@ def _model_at(root: type[BaseModel], loc: PathKey) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _literal_choices(root: type[BaseModel], loc: PathKey) -> str:
+    """'1' or '1 or 2' when the field at `loc` takes only those values, else ''."""
+    model = _model_at(root, loc[:-1])
+    info = model.model_fields.get(str(loc[-1])) if model and loc else None
+    annotation = _unwrap(info.annotation) if info else None
+    if get_origin(annotation) is not typing.Literal:
+        return ""
+    return " or ".join(repr(a) for a in get_args(annotation))
+
+
 def _type_name(value: object) -> str:
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
+    if isinstance(value, int) and len(str(abs(value))) > 40:
+        return f"a number of {len(str(abs(value)))} digits"
     if isinstance(value, int | float):
         return f"the number {value!r}"
     if isinstance(value, str):
@@ -86,6 +98,11 @@ def _describe(err: Any, root: type[BaseModel]) -> tuple[str, str]:
         return f"expected text, got {_type_name(value)}", "quote it"
     if kind == "finite_number":
         return f"expected a finite number, got {_type_name(value)}", "write a number like 2.5"
+    if kind == "int_parsing_size":  # a number beyond what pydantic parses, e.g. `version: 1e30`
+        only = _literal_choices(root, loc)
+        if only:
+            return f"{_type_name(value)} is not allowed", f"use {only}"
+        return f"{_type_name(value)} is too large", "write a smaller number"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"expected a whole number, got {_type_name(value)}", "write a number like 3"
     if kind in ("bool_type", "bool_parsing"):
@@ -103,7 +120,7 @@ def _describe(err: Any, root: type[BaseModel]) -> tuple[str, str]:
         return f"{_type_name(value)}: {err['msg'].lower()}", "change the value"
     if kind in ("too_short", "too_long"):
         return err["msg"].lower().replace("list", "the list"), "change the number of items"
-    return err["msg"], ""
+    return err["msg"], "see docs/configuration.md for what this field takes"
 
 
 def problems_from(exc: ValidationError, root: type[BaseModel], source: SourceMap) -> list[Problem]:
