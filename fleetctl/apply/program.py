@@ -113,15 +113,8 @@ def program(
                     steps.append(Step(f"file {r.path}", _file_op(r)))
                 case _:
                     raise ValueError(f"cannot apply {c.kind} {c.name}")
-    for kind, op_name in (("file", "remove_file"), ("dir", "remove_dir"), ("user", "remove_user")):
-        for c in deletes:
-            if c.kind == kind:
-                target = "name" if kind == "user" else "path"
-                steps.append(Step(f"remove {kind} {c.name}", {"op": op_name, target: c.name}))
-    unit_files = [
-        c for c in host_changes if c.kind == "file" and c.name.startswith(layout.SYSTEMD_DIR + "/")
-    ]
-    if unit_files:
+    steps += _removals(deletes)
+    if _touches_unit_files(host_changes):
         steps.append(Step("systemctl daemon-reload", _systemctl("daemon-reload")))
     for c in sorted(unit_changes, key=_start_order):
         steps.append(_unit_step(c))
@@ -136,6 +129,81 @@ def program(
     if pending:
         steps.append(Step("clear the journal", {"op": "remove_file", "path": JOURNAL}))
     return HostProgram(tuple(steps), poller_version, nats_server)
+
+
+def teardown(plan: HostPlan) -> HostProgram:
+    """Remove everything a host's plan deletes, and then fleetctl's state there (the
+    manifest, the journal, the lock file, the staging area): `fleetctl decommission`. Units
+    are stopped and disabled first, so no process holds a user or file being removed."""
+    deletes = [c for c in plan.changes if c.action == "delete"]
+    steps = [
+        Step(f"stop {c.name}", _systemctl("disable", "--now", c.name))
+        for c in deletes
+        if c.unit_action == "stop"
+    ]
+    steps += _removals(deletes)
+    steps += [
+        Step(f"remove {d} if empty", {"op": "remove_empty_dir", "path": d})
+        for d in _emptied_roots(deletes)
+    ]
+    if _touches_unit_files(deletes):
+        steps.append(Step("systemctl daemon-reload", _systemctl("daemon-reload")))
+    steps.append(Step(f"remove {layout.STATE_DIR}", {"op": "remove_dir", "path": layout.STATE_DIR}))
+    return HostProgram(tuple(steps))
+
+
+# Directories fleetctl's layout makes as parents of what it writes (not in any manifest).
+_OWN_ROOTS = (layout.FLEET_ETC, layout.NATS_CONF_DIR)
+
+
+def _emptied_roots(deletes: list[Change]) -> list[str]:
+    """The parents of removed files and dirs inside fleetctl's own roots, deepest first: they
+    go if nothing else is in them."""
+    found: set[str] = set()
+    removed = {c.name for c in deletes if c.kind == "dir"}
+    for c in deletes:
+        if c.kind not in ("file", "dir"):
+            continue
+        for root in _OWN_ROOTS:
+            parent = c.name.rsplit("/", 1)[0]
+            while parent == root or parent.startswith(root + "/"):
+                found.add(parent)
+                parent = parent.rsplit("/", 1)[0]
+    return sorted(found - removed, key=lambda d: (-d.count("/"), d))
+
+
+def _removals(deletes: list[Change]) -> list[Step]:
+    """Files, packages, dirs, users, in that order: a user goes once nothing of it is left."""
+    steps = []
+    for kind, op_name in (
+        ("file", "remove_file"),
+        ("package", "remove_package"),
+        ("dir", "remove_dir"),
+        ("user", "remove_user"),
+    ):
+        for c in deletes:
+            if c.kind != kind:
+                continue
+            if kind == "package":
+                steps.append(Step(f"remove package {c.name}", _remove_package(c.name)))
+                continue
+            target = "name" if kind == "user" else "path"
+            steps.append(Step(f"remove {kind} {c.name}", {"op": op_name, target: c.name}))
+    return steps
+
+
+def _remove_package(name: str) -> dict[str, Any]:
+    """The poller: its symlink and every virtual environment beside it (`venv-<version>`);
+    nats-server: its binary."""
+    if name == POLLER_PACKAGE:
+        return {"op": "remove_package", "package": name, "venv": layout.POLLER_VENV}
+    if name == NATS_PACKAGE:
+        return {"op": "remove_package", "package": name, "binary": layout.NATS_BIN}
+    raise ValueError(f"cannot remove package {name}")
+
+
+def _touches_unit_files(changes: list[Change]) -> bool:
+    return any(c.kind == "file" and c.name.startswith(layout.SYSTEMD_DIR + "/") for c in changes)
 
 
 def _start_order(change: Change) -> tuple[int, str]:
@@ -188,8 +256,7 @@ def _manifest(
 ) -> dict[str, Any]:
     """What fleetctl owns here after this apply: the kept resources, plus what an earlier
     apply owned that this (perhaps --worker narrowed) plan neither keeps nor deletes."""
-    deleted = {f"{c.kind} {c.name}" for c in plan.changes if c.action == "delete"}
-    owned = (set(observed.managed) - deleted) | set(plan.wanted)
+    owned = owned_after(plan, observed)
     units = {k: dict(v) for k, v in observed.unit_inputs.items() if f"unit {k}" in owned}
     units.update({k: dict(v) for k, v in plan.unit_inputs.items()})
     return {
@@ -200,3 +267,9 @@ def _manifest(
         "resources": {k: None for k in sorted(owned)},
         "units": dict(sorted(units.items())),
     }
+
+
+def owned_after(plan: HostPlan, observed: ObservedHost) -> set[str]:
+    """The resource keys fleetctl owns on a host once its plan is applied (the manifest's)."""
+    deleted = {f"{c.kind} {c.name}" for c in plan.changes if c.action == "delete"}
+    return (set(observed.managed) - deleted) | set(plan.wanted)

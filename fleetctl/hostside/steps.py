@@ -220,6 +220,39 @@ def op_remove_user(step: Dict[str, Any]) -> None:
         _run(["userdel", step["name"]])
 
 
+def op_remove_package(step: Dict[str, Any]) -> None:
+    """The poller: its symlink, every `venv-<version>` beside it, and their directory if
+    nothing else is left in it; nats-server: its binary."""
+    binary = step.get("binary")
+    if binary:
+        try:
+            os.unlink(binary)
+        except FileNotFoundError:
+            pass
+        return
+    link = step["venv"]
+    parent, prefix = os.path.dirname(link), os.path.basename(link) + "-"
+    if os.path.islink(link):
+        os.unlink(link)
+    elif os.path.exists(link):
+        _shutil().rmtree(link)
+    try:
+        entries = os.listdir(parent)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.startswith(prefix):
+            _shutil().rmtree(os.path.join(parent, entry), ignore_errors=True)
+    op_remove_empty_dir({"path": parent})
+
+
+def op_remove_empty_dir(step: Dict[str, Any]) -> None:
+    try:
+        os.rmdir(step["path"])
+    except OSError:
+        pass  # gone already, or something else lives there: not ours to remove
+
+
 def op_systemctl(step: Dict[str, Any]) -> None:
     _run(["systemctl"] + step["args"], timeout=step.get("timeout", 300))
 
@@ -298,6 +331,8 @@ OPS: Dict[str, Callable[[Dict[str, Any]], None]] = {
     "remove_file": op_remove_file,
     "remove_dir": op_remove_dir,
     "remove_user": op_remove_user,
+    "remove_package": op_remove_package,
+    "remove_empty_dir": op_remove_empty_dir,
     "systemctl": op_systemctl,
     "install_poller": op_install_poller,
     "install_binary": op_install_binary,

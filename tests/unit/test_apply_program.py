@@ -10,7 +10,7 @@ import dataclasses
 import json
 from typing import Any
 
-from fleetctl.apply.program import HostProgram, program
+from fleetctl.apply.program import HostProgram, program, teardown
 from fleetctl.desired import HostState, UnitSpec, desired_state
 from fleetctl.facts import ObservedHost
 from fleetctl.inputs import Inputs, Versions
@@ -338,3 +338,62 @@ def test_the_manifest_records_the_time_it_is_given() -> None:
     prog, _ = host_program(state(), ObservedHost())
     manifest = json.loads(_file_content(prog, "/var/lib/fleetctl/manifest.json"))
     assert manifest["applied_at"] == 1000
+
+
+def test_a_package_no_longer_wanted_is_removed_after_its_units_stop() -> None:
+    """The broker that was a worker host too: its poller venvs go, with the worker."""
+    broker = host_state(example_fleet(), node="broker-host")
+    seen = converged(broker)
+    old: dict[str, dict[str, object]] = {
+        "unit old-poller.service": {"enabled": True, "active": True},
+        "package fleet-poller": {"version": "0.1.0+aaa"},
+    }
+    observed = dataclasses.replace(
+        seen, resources={**seen.resources, **old}, managed=seen.managed | set(old)
+    )
+    prog, _ = host_program(broker, observed)
+    assert [s.op for s in prog.steps][:2] == [
+        {"op": "systemctl", "args": ["disable", "--now", "old-poller.service"]},
+        {"op": "remove_package", "package": "fleet-poller", "venv": "/opt/fleet/venv"},
+    ]
+    manifest = json.loads(_file_content(prog, "/var/lib/fleetctl/manifest.json"))
+    assert "package fleet-poller" not in manifest["resources"]
+
+
+def test_teardown_stops_units_then_removes_everything_and_the_state_dir() -> None:
+    """`fleetctl decommission`: the plan against a host that should have nothing."""
+    alone = host_state(fleet_where(cc_go_dev_01=None, codex_py_dev_01=None))
+    host_plan = diff_host(HostState(alone.host), converged(alone), Selection(), live=True)
+    assert [s.op for s in teardown(host_plan).steps] == [
+        {"op": "systemctl", "args": ["disable", "--now", "cmd-docs-01-poller.service"]},
+        {"op": "systemctl", "args": ["disable", "--now", "fleet-tunnel.service"]},
+        {"op": "remove_file", "path": DOCS_CREDS},
+        {"op": "remove_file", "path": "/etc/fleet/tunnel/id_ed25519"},
+        {"op": "remove_file", "path": "/etc/fleet/tunnel/known_hosts"},
+        {"op": "remove_file", "path": DOCS_UNIT},
+        {"op": "remove_file", "path": "/etc/systemd/system/fleet-tunnel.service"},
+        {"op": "remove_package", "package": "fleet-poller", "venv": "/opt/fleet/venv"},
+        {"op": "remove_dir", "path": "/etc/fleet/tunnel"},
+        {"op": "remove_dir", "path": "/var/lib/fleet/cmd-docs-01"},
+        {"op": "remove_user", "name": "fleet-cmd-docs-01"},
+        {"op": "remove_user", "name": "fleet-tunnel"},
+        {"op": "remove_empty_dir", "path": "/etc/fleet/creds"},
+        {"op": "remove_empty_dir", "path": "/etc/fleet"},
+        {"op": "systemctl", "args": ["daemon-reload"]},
+        {"op": "remove_dir", "path": "/var/lib/fleetctl"},
+    ]
+
+
+def test_teardown_of_a_broker_removes_the_nats_server_binary() -> None:
+    broker = host_state(example_fleet(), node="broker-host")
+    host_plan = diff_host(HostState(broker.host), converged(broker), Selection(), live=True)
+    steps = [s.op for s in teardown(host_plan).steps]
+    remove = {
+        "op": "remove_package",
+        "package": "nats-server",
+        "binary": "/usr/local/bin/nats-server",
+    }
+    assert steps[0] == {"op": "systemctl", "args": ["disable", "--now", "nats-server.service"]}
+    assert remove in steps
+    assert steps.index(remove) < steps.index({"op": "remove_user", "name": "nats"})
+    assert {"op": "remove_empty_dir", "path": "/etc/nats"} in steps
