@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,12 @@ def waves(plan: Plan) -> list[list[str]]:
     return [w for w in (first, [n for n in names if n not in first]) if w]
 
 
-def apply(view: LiveView, reporter: Reporter | None = None) -> list[HostResult]:
+def apply(
+    view: LiveView,
+    reporter: Reporter | None = None,
+    on_applied: Callable[[HostResult], None] | None = None,
+) -> list[HostResult]:
+    """`on_applied` hears each host's result as it finishes (fleetctl/remembered.py)."""
     report = reporter or Reporter()
     results: dict[str, HostResult] = {}
     houses = wheelhouse.Builds()  # one build (or failure) per Python target for the run
@@ -64,6 +70,8 @@ def apply(view: LiveView, reporter: Reporter | None = None) -> list[HostResult]:
         if bus is not None and name == bus.via and result.ok and bus.changes:
             _apply_bus(view, bus, view.sessions[name], result, report)
         result.seconds = time.monotonic() - started
+        if on_applied is not None:
+            on_applied(result)
         report.finished(result)
         with guard:
             results[name] = result
@@ -95,7 +103,7 @@ def _apply_host(
     try:
         _upload(session, prog, houses, nats_bin, report)
         if prog.steps:
-            _run_program(session, prog, report)
+            run_program(session, prog, report)
         result.steps = len(prog.steps)
     except (TransportError, wheelhouse.WheelhouseError) as e:
         result.ok = False
@@ -104,7 +112,7 @@ def _apply_host(
     return result
 
 
-def _run_program(session: Session, prog: HostProgram, report: Reporter) -> None:
+def run_program(session: Session, prog: HostProgram, report: Reporter) -> None:
     """The agent runs the steps and prints one JSON event per step; the first failure
     raises with the failed step's label."""
     name = session.host.name
