@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fleetctl.departed import DepartedHost
 from fleetctl.desired import (
     BusResource,
     BusState,
@@ -96,6 +97,13 @@ class Plan:
     hosts: tuple[HostPlan, ...]
     warnings: tuple[str, ...] = ()
     bus: BusPlan | None = None  # None: the selection leaves the bus out
+    departed: tuple[DepartedHost, ...] = ()  # hosts that left servers.yaml (fleetctl/departed)
+
+    @property
+    def pending(self) -> bool:
+        """Changes to apply, or a host that left servers.yaml with fleetctl's things on it
+        (`--detailed-exitcode` exits 2 for either)."""
+        return not self.summary.empty or any(d.pending for d in self.departed)
 
     @property
     def changes(self) -> list[Change]:

@@ -35,6 +35,18 @@ def plan_to_json(plan: Plan, *, with_content: bool = False) -> dict[str, Any]:
             "changes": [_change(c, with_content) for c in plan.bus.changes],
             "unchanged": plan.bus.unchanged,
         },
+        "departed": [
+            {
+                "name": d.name,
+                "address": d.address,
+                "roles": list(d.roles),
+                "applied": d.applied,
+                "resources": list(d.resources),
+                "source": d.source,
+                "error": d.error,
+            }
+            for d in plan.departed
+        ],
         "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
     }
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
 
 import click
 
-from fleetctl import credentials, rollout, tunnelkeys
+from fleetctl import credentials, departed, remembered, rollout, tunnelkeys
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import (
     diff_option,
@@ -75,10 +76,13 @@ def apply(
         command=shlex.join(["fleetctl", *sys.argv[1:]]),
         with_contents=show_diff,
     )
+    known = remembered.load(fleet)  # a damaged file fails before any host is touched
     view = live_plan(fleet, gather(fleet), selection, options, lock=True)
     try:
-        print_plan(out(), view.plan, show_diff=show_diff)
+        gone = departed.offline(fleet, known) if everything else ()
+        print_plan(out(), dataclasses.replace(view.plan, departed=gone), show_diff=show_diff)
         if view.plan.summary.empty and not view.errors:
+            remembered.remember(fleet, [remembered.entry(view, n) for n in view.sessions])
             return
         if view.plan.summary.empty:
             sys.exit(1)
@@ -87,7 +91,7 @@ def apply(
             sys.exit(1)
         hosts = [h.name for h in view.plan.hosts]
         with ProgressReporter(err(), hosts) as reporter:
-            results = rollout.apply(view, reporter)
+            results = rollout.apply(view, reporter, on_applied=remembered.recorder(view))
     finally:
         view.close()
     err().print(results_table(results))

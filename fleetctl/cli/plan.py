@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import click
 
+from fleetctl import remembered
 from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import (
     diff_option,
@@ -19,6 +21,7 @@ from fleetctl.cli.options import (
     worker_option,
 )
 from fleetctl.cli.selection import select
+from fleetctl.departed import departed, offline
 from fleetctl.desired import desired_state
 from fleetctl.inputs import Inputs, gather
 from fleetctl.model import Fleet
@@ -80,9 +83,16 @@ def plan(
         revision=fleet.revision,
         warnings=inputs.warnings,
     )
+    if _whole(selection):
+        result = dataclasses.replace(result, departed=offline(fleet, remembered.load(fleet)))
     _show(result, show_diff, as_json)
-    if detailed and not result.summary.empty:
+    if detailed and result.pending:
         sys.exit(2)
+
+
+def _whole(selection: Selection) -> bool:
+    """Hosts that left servers.yaml are part of a plan of the whole fleet only."""
+    return not selection.hosts and not selection.workers
 
 
 def _show(result: Plan, show_diff: bool, as_json: bool) -> None:
@@ -102,10 +112,16 @@ def _live(
     detailed: bool,
 ) -> None:
     """Read-only on the hosts: no lock is taken and nothing is written."""
+    known = remembered.load(fleet)  # a damaged file fails before any host is contacted
     view = live_plan(fleet, inputs, selection, options, lock=False)
     view.close()
-    _show(view.plan, show_diff, as_json)
+    result = view.plan
+    if _whole(selection) and departed(fleet, known):
+        from fleetctl import decommission
+
+        result = dataclasses.replace(result, departed=decommission.live(fleet, options))
+    _show(result, show_diff, as_json)
     if view.errors:
         sys.exit(1)
-    if detailed and not view.plan.summary.empty:
+    if detailed and result.pending:
         sys.exit(2)

@@ -62,8 +62,8 @@ class ProgressReporter(Reporter):
                 self._console.print(f"{result.name}: {state}", markup=False, highlight=False)
 
 
-def results_table(results: Sequence[HostResult]) -> Table:
-    table = Table(title="Apply", title_justify="left")
+def results_table(results: Sequence[HostResult], title: str = "Apply") -> Table:
+    table = Table(title=title, title_justify="left")
     table.add_column("host", style="bold")
     table.add_column("result")
     table.add_column("steps", justify="right")

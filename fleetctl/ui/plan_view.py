@@ -7,6 +7,7 @@ import difflib
 from rich.console import Console
 from rich.text import Text
 
+from fleetctl.departed import DepartedHost, what_is_there
 from fleetctl.plan import BusPlan, Change, HostPlan, Plan
 
 _STYLE = {"create": "green", "update": "yellow", "delete": "red"}
@@ -20,9 +21,14 @@ def summary_line(plan: Plan) -> str:
             f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy; "
             f"{len(failed)} host(s) not planned: {', '.join(failed)}."
         )
+    left = [d.name for d in plan.departed if d.pending]
+    gone = f"{len(left)} host(s) that left servers.yaml to decommission: {', '.join(left)}."
     if s.empty and plan.mode == "live":
+        if left:
+            return f"No changes to the fleet; {gone}"
         return "No changes. The fleet matches its configuration."
-    return f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy."
+    counts = f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy"
+    return f"{counts}; {gone}" if left else f"{counts}."
 
 
 def print_plan(console: Console, plan: Plan, *, show_diff: bool = False) -> None:
@@ -37,10 +43,16 @@ def print_plan(console: Console, plan: Plan, *, show_diff: bool = False) -> None
         )
     for warning in plan.warnings:
         console.print(Text(f"Warning: {warning}", style="bold yellow"))
+    for gone in plan.departed:
+        if gone.pending:
+            console.print(Text(f"Warning: {_departed_warning(gone)}", style="bold yellow"))
     bus = plan.bus
     for host in plan.hosts:
         console.print()
         console.print(_host_block(host, bus if bus and bus.via == host.name else None, show_diff))
+    for gone in plan.departed:
+        console.print()
+        console.print(_departed_block(gone))
     console.print()
     console.print(Text(summary_line(plan), style="bold"))
 
@@ -69,6 +81,35 @@ def _host_block(host: HostPlan, bus: BusPlan | None, show_diff: bool) -> Text:
         block.append("\n  no changes", style="dim")
     if unchanged:
         block.append(f"\n  ({unchanged} unchanged)", style="dim")
+    return block
+
+
+def _departed_warning(gone: DepartedHost) -> str:
+    return (
+        f"{gone.name} left servers.yaml, but what fleetctl put there is still there and "
+        f"running: `fleetctl decommission {gone.name}` removes it"
+    )
+
+
+def _departed_block(gone: DepartedHost) -> Text:
+    """A host that left servers.yaml: what fleetctl still owns there, and what to run."""
+    block = Text()
+    block.append(gone.name, style="bold")
+    block.append(f"  {gone.address}  ({', '.join(gone.roles)})  left servers.yaml", style="dim")
+    if gone.error:
+        block.append(f"\n  ! not reached: {gone.error}", style="bold red")
+    if not gone.pending:
+        block.append("\n  nothing of fleetctl's is left there", style="dim")
+        block.append(f"\n  `fleetctl decommission {gone.name}` forgets it", style="dim")
+        return block
+    where = "its manifest" if gone.source == "manifest" else f"as applied {gone.applied}"
+    block.append(f"\n  still there ({where}): ", style="yellow")
+    block.append(what_is_there(gone.resources))
+    block.append(
+        f"\n  `fleetctl decommission {gone.name}` removes it all"
+        + (f" (or `--forget`, if {gone.name} is gone for good)" if gone.error else ""),
+        style="dim",
+    )
     return block
 
 

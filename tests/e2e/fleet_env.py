@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,3 +224,24 @@ def prepare_wheelhouse() -> None:
     out = subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True, check=True)
     version, plat, libc = json.loads(out.stdout)
     wheelhouse.build(wheelhouse.Target(version, plat, libc), CACHE / "fleetctl" / "wheelhouse")
+
+
+@contextmanager
+def simulated_fleet(
+    base: Path, workers: list[dict[str, Any]], nodes: tuple[str, ...] = NODES
+) -> Iterator[FleetEnv]:
+    """The broker and `nodes` on a simulated LAN, stand-ins installed, the YAML written;
+    skips when this machine cannot simulate hosts."""
+    import pytest
+
+    from tests.support.simhosts import skip_reason
+
+    reason = skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    prepare_wheelhouse()
+    with SimNet(base / "net", [BROKER, *nodes]) as net:
+        install_standins(net, nodes)
+        env = FleetEnv(net, base, workers=workers, nodes=nodes)
+        env.write()
+        yield env

@@ -11,7 +11,6 @@ command is covered the day it is added. Success and a domain error need real arg
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from click.testing import CliRunner
 
 from fleetctl.cli.main import cli
 from tests.support.commands import all_commands
-from tests.support.example import EXAMPLE_FLEET, EXAMPLE_SERVERS
+from tests.support.example import example_fleet_dir
 
 REPO = Path(__file__).resolve().parents[2]
 FLEETCTL = Path(sys.executable).parent / "fleetctl"
@@ -67,6 +66,11 @@ ROWS: dict[tuple[str, ...], Row] = {
         error=("apply", "--all"),
         ok_elsewhere=E2E + "test_first_apply_brings_up_the_broker_tunnels_and_every_poller",
     ),
+    ("decommission",): Row(
+        # A host fleetctl does not remember: nothing to do. One still in servers.yaml: refused.
+        ok=("decommission", "no-such-host"),
+        error=("decommission", "broker-host", "--yes"),
+    ),
     ("render",): Row(
         ok=("render", "--out", "out"), error=("-s", "missing.yaml", "render", "--out", "out")
     ),
@@ -107,9 +111,7 @@ ROWS: dict[tuple[str, ...], Row] = {
 @pytest.fixture
 def fleet_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The example fleet, with its credential store inside the test's directory."""
-    shutil.copy(EXAMPLE_SERVERS, tmp_path / "servers.yaml")
-    text = EXAMPLE_FLEET.read_text() + "\ncreds:\n  stores_dir: nsc/stores\n  keys_dir: nsc/keys\n"
-    (tmp_path / "fleet.yaml").write_text(text)
+    example_fleet_dir(tmp_path)
     monkeypatch.chdir(tmp_path)
     for name in [n for n in os.environ if n.startswith("FLEETCTL_")]:
         monkeypatch.delenv(name)
