@@ -17,6 +17,7 @@ from fleetctl.cli.options import (
     parallel_option,
     ssh_config_option,
     worker_option,
+    yes_option,
 )
 from fleetctl.cli.selection import select
 from fleetctl.inputs import gather, tunnel_hosts
@@ -32,7 +33,7 @@ from fleetctl.ui.terminal import err, out
 @click.option("--all", "everything", is_flag=True, help="Apply the whole fleet.")
 @worker_option
 @click.option("--issue-creds", is_flag=True, help="Issue missing NATS credentials first.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
+@yes_option
 @diff_option
 @parallel_option
 @click.option(

@@ -12,7 +12,7 @@ import click
 from fleetctl import credentials, layout, natsaccess, remembered, tunnelkeys
 from fleetctl import decommission as teardown
 from fleetctl.cli.context import AppContext, fail, pass_app
-from fleetctl.cli.options import known_hosts_option, ssh_config_option
+from fleetctl.cli.options import known_hosts_option, ssh_config_option, yes_option
 from fleetctl.config.errors import shown
 from fleetctl.departed import departed, what_is_there
 from fleetctl.model import Fleet
@@ -27,7 +27,7 @@ from fleetctl.ui.terminal import err, out
 
 @click.command()
 @click.argument("name", metavar="HOST")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask before removing.")
+@yes_option
 @click.option(
     "--forget",
     is_flag=True,

@@ -48,3 +48,6 @@ parallel_option = click.option(
     show_default=True,
     help="Hosts worked on at once.",
 )
+yes_option = click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask before changing hosts (for scripts and CI)."
+)
