@@ -129,10 +129,6 @@ class Backend:
     def setting(self, field: str) -> Setting:
         return next(s for s in self.settings if s.field == field)
 
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return tuple(s.field for s in self.settings)
-
 
 # -- argv per backend: `v` maps each setting's field to its checked value -----------------
 

@@ -98,9 +98,6 @@ class ProviderMock:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def main_requests(self) -> list[Seen]:
-        return [s for s in self.seen if s.main]
-
     def served(self) -> Usage:
         """The usage of every model answer given since the last `reset`, summed."""
         rows = [s.usage for s in self.seen if s.usage is not None]
