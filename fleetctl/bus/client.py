@@ -101,7 +101,10 @@ async def connect(endpoint: Endpoint) -> Any:
         "servers": [endpoint.url],
         "allow_reconnect": False,
         "connect_timeout": TIMEOUT,
-        "max_reconnect_attempts": 0,
+        # nats.py reads 0 as "no limit" while making the first connection (it retried an
+        # unreachable URL for ever): 1 gives up after one more try.
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0.1,
         "inbox_prefix": who.inbox_prefix,
     }
     if who.creds is not None:
