@@ -73,6 +73,16 @@ class Worker:
 
 
 @dataclass(frozen=True)
+class Route:
+    """A named selector from fleet.yaml `routes:`; `pick` is `all` (fan-out) or `any`."""
+
+    name: str
+    select: Mapping[str, str]
+    pick: str
+    origin: Mark
+
+
+@dataclass(frozen=True)
 class CredsConfig:
     """The `creds:` block with its paths made absolute (None: nsc's default)."""
 
@@ -91,6 +101,7 @@ class Fleet:
     revision: str
     creds: CredsConfig = field(default_factory=CredsConfig)
     sources: Mapping[str, SourceMap] = field(default_factory=dict, compare=False)
+    routes: Mapping[str, Route] = field(default_factory=dict)
 
     @cached_property
     def _hosts_by_name(self) -> dict[str, Host]:

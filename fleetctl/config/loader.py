@@ -14,7 +14,7 @@ from fleetctl.config.llms import known_llms
 from fleetctl.config.pydantic_errors import error_paths, problems_from
 from fleetctl.config.schema import FleetFile, NatsSettings, ServersFile, WorkerEntry
 from fleetctl.config.yamlsource import SourceMap, load_yaml
-from fleetctl.model import CredsConfig, Fleet, Host, Worker
+from fleetctl.model import CredsConfig, Fleet, Host, Route, Worker
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -64,7 +64,24 @@ def load_fleet(
     revision = hashlib.sha256(
         fleet_path.read_bytes() + b"\0" + servers_path.read_bytes()
     ).hexdigest()
-    return _resolve(servers, s_map, fleet, f_map, revision, fleet_path.parent)
+    resolved = _resolve(servers, s_map, fleet, f_map, revision, fleet_path.parent)
+    route_problems = _check_routes(resolved)
+    if route_problems:
+        raise ConfigError(route_problems)
+    return resolved
+
+
+def _check_routes(fleet: Fleet) -> list[Problem]:
+    """Each route names known labels or fields and matches at least one enabled worker
+    (checked on the resolved workers: their labels include the defaults')."""
+    from fleetctl import targets
+
+    fix = "name labels or fields (" + ", ".join(targets.FIELDS) + ") the workers have"
+    return [
+        Problem(route.origin, f"routes.{name}.select", what, fix)
+        for name, route in fleet.routes.items()
+        for what in targets.route_problems(fleet, route)
+    ]
 
 
 def _resolve(
@@ -105,6 +122,10 @@ def _resolve(
             expiry_warning=fleet.creds.expiry_warning,
         ),
         sources={s_map.file: s_map, f_map.file: f_map},
+        routes={
+            name: Route(name, dict(r.select), r.pick, f_map.value(("routes", name, "select")))
+            for name, r in fleet.routes.items()
+        },
     )
 
 

@@ -275,6 +275,18 @@ class WorkerEntry(_Strict):
     labels: Labels | None = _override("labels", merged=True)
 
 
+class RouteSpec(_Strict):
+    """A named selector for `fleetctl task send --route NAME`."""
+
+    select: dict[LabelKey, Token] = Field(
+        min_length=1,
+        description="Labels or worker fields (lang, role, llm, model, host) that must all match.",
+    )
+    pick: Literal["any", "all"] = Field(
+        "all", description="all: every enabled match gets the task; any: the least loaded one."
+    )
+
+
 class FleetFile(_Strict):
     """fleet.yaml: the workers, their defaults and the task bus."""
 
@@ -286,3 +298,6 @@ class FleetFile(_Strict):
     )
     defaults: WorkerDefaults = Field(default_factory=WorkerDefaults)
     workers: list[WorkerEntry] = Field(description="The workers.")
+    routes: dict[Token, RouteSpec] = Field(
+        default_factory=dict, description="Named selectors for sending tasks (`--route NAME`)."
+    )
