@@ -27,9 +27,6 @@ SYSTEM_USER = "fleet-sys"
 ADMIN_INBOX_PREFIX = "_INBOX_ADMIN"
 PUBLISHER_INBOX_PREFIX = "_INBOX_PUBLISHER"
 SYSTEM_INBOX_PREFIX = "_INBOX_SYS"
-# The publisher's durable consumer on the results stream. It belongs in NatsNames; it is
-# here until natsnames.py (not this module's file) grows it.
-PUBLISHER_CONSUMER = "publisher"
 # Replies to a ping: one message, within a minute of receiving it.
 PING_RESPONSE = ResponsePermission(max_msgs=1, ttl_seconds=60)
 
@@ -79,30 +76,36 @@ def worker_permissions(names: NatsNames, worker_id: str) -> Permissions:
     )
 
 
-def publisher_permissions(names: NatsNames, consumer: str = PUBLISHER_CONSUMER) -> Permissions:
-    """The task publisher: publish to any worker inbox, read results from its own consumer
-    or by direct/stream get on the results stream; its own inbox prefix."""
-    results = names.results_stream
+def publisher_permissions(names: NatsNames) -> Permissions:
+    """The task publisher (`fleetctl task`, `fleetctl.client`): publish to any worker inbox;
+    read results by direct get (by subject: no consumer of its own, nothing to create);
+    look at the workers' consumers (how many tasks wait: `--any`, progress); read the tasks
+    still queued and the dead letters, and purge dead letters; its own inbox prefix. No
+    pulls or acks: it never takes a task from a worker."""
+    results, tasks, dead = names.results_stream, names.task_stream, names.dead_stream
     return Permissions(
         pub=Permission.of(
             allow=[
                 names.all_inboxes,
-                *_pull_from(results, consumer),
                 f"{JS_API}.STREAM.MSG.GET.{results}",
                 f"{JS_API}.DIRECT.GET.{results}",
                 f"{JS_API}.DIRECT.GET.{results}.>",
+                f"{JS_API}.CONSUMER.INFO.{tasks}.*",
+                f"{JS_API}.STREAM.MSG.GET.{tasks}",
+                f"{JS_API}.STREAM.MSG.GET.{dead}",
+                f"{JS_API}.STREAM.PURGE.{dead}",
             ]
         ),
         sub=Permission.of(allow=[f"{PUBLISHER_INBOX_PREFIX}.>"]),
     )
 
 
-def admin_api(names: NatsNames, publisher_consumer: str = PUBLISHER_CONSUMER) -> list[str]:
+def admin_api(names: NatsNames) -> list[str]:
     """Exactly the JetStream API requests fleetctl sends (fleetctl/bus/jetstream.py), on the fleet's
     own stream names: is JetStream up, look up / create / update its three streams, list,
-    look up, create, update and delete consumers on the task stream, and the publisher's one
-    consumer on the results stream. No stream delete or purge, no message get or delete, no
-    direct get, no pull (MSG.NEXT), no ephemeral consumers, no other stream's consumers."""
+    look up, create, update and delete consumers on the task stream. No stream delete or
+    purge, no message get or delete, no direct get, no pull (MSG.NEXT), no ephemeral
+    consumers, no other stream's consumers."""
     api = [f"{JS_API}.INFO"]
     for stream in (names.task_stream, names.results_stream, names.dead_stream):
         api += [f"{JS_API}.STREAM.{op}.{stream}" for op in ("INFO", "CREATE", "UPDATE")]
@@ -112,11 +115,6 @@ def admin_api(names: NatsNames, publisher_consumer: str = PUBLISHER_CONSUMER) ->
     # The same create with its filter in the subject (how nats-py and the nats CLI send it),
     # only for a filter on a worker inbox.
     api.append(f"{JS_API}.CONSUMER.CREATE.{tasks}.*.{names.all_inboxes}")
-    results = names.results_stream
-    api += [
-        f"{JS_API}.CONSUMER.{op}.{results}.{publisher_consumer}"
-        for op in ("INFO", "CREATE", "DELETE")
-    ]
     return api
 
 

@@ -101,11 +101,7 @@ async def _worker_happy_path(tmp_path: Path, storage: str) -> None:
             await w1.nc.flush()  # sent before the wait starts, not whenever the flusher runs
             assert (await status.next_msg(timeout=OK_TIMEOUT)).data == b"idle"
 
-            # the publisher reads results through its own consumer and by subject
-            psub = await pjs.pull_subscribe_bind(na.PUBLISHER_CONSUMER, n.results_stream)
-            (res,) = await psub.fetch(1, timeout=OK_TIMEOUT)
-            assert res.data == b"done"
-            await res.ack_sync()
+            # the publisher reads results by subject: it has no consumer of its own
             got = await pjs.get_msg(n.results_stream, subject=n.result("w1", "t1"))
             assert got.data == b"done"
 
@@ -194,6 +190,9 @@ async def _publisher_and_admin(tmp_path: Path) -> None:
                 await stolen.fetch(1, timeout=DENIED_TIMEOUT)
             await _denied_request(pub, f"$JS.API.STREAM.DELETE.{n.results_stream}")
             await _denied_request(pub, f"$JS.API.STREAM.PURGE.{n.task_stream}")
+            await _denied_request(pub, f"$JS.API.STREAM.MSG.DELETE.{n.task_stream}")
+            await _denied_request(pub, f"$JS.API.CONSUMER.CREATE.{n.results_stream}.mine")
+            await _denied_request(pub, f"$JS.API.CONSUMER.DELETE.{n.task_stream}.worker-w1")
             for subject in ("_INBOX.>", "_INBOX_w1.>", n.ping("w1"), n.inbox("w1")):
                 await pub.nc.subscribe(subject)
                 await pub.wait_violation(subject)

@@ -59,12 +59,7 @@ class Fleet:
         return [replace(s, storage=self.storage) for s in streams(self.settings)]
 
     def consumer_specs(self) -> list[ConsumerSpec]:
-        specs = [worker_consumer(self.settings, wid, 1) for wid in self.workers]
-        n = self.names
-        specs.append(
-            ConsumerSpec(n.results_stream, na.PUBLISHER_CONSUMER, n.all_results, 30, 5, 100)
-        )
-        return specs
+        return [worker_consumer(self.settings, wid, 1) for wid in self.workers]
 
 
 def make_fleet(root: Path, worker_ids: tuple[str, ...] = ("w1", "w2")) -> Fleet:

@@ -72,9 +72,16 @@ def test_prefix_changes_every_subject() -> None:
 
 def test_publisher_and_admin() -> None:
     pub = na.publisher_permissions(N)
-    assert "af.worker.*.inbox" in pub.pub.allow
-    assert "$JS.API.CONSUMER.MSG.NEXT.AF_RESULTS.publisher" in pub.pub.allow
-    assert "$JS.API.STREAM.MSG.GET.AF_RESULTS" in pub.pub.allow
+    assert pub.pub.allow == (
+        "af.worker.*.inbox",
+        "$JS.API.STREAM.MSG.GET.AF_RESULTS",
+        "$JS.API.DIRECT.GET.AF_RESULTS",
+        "$JS.API.DIRECT.GET.AF_RESULTS.>",
+        "$JS.API.CONSUMER.INFO.AF_TASKS.*",
+        "$JS.API.STREAM.MSG.GET.AF_TASKS",
+        "$JS.API.STREAM.MSG.GET.AF_DEAD",
+        "$JS.API.STREAM.PURGE.AF_DEAD",
+    )  # no consumer of its own, no pull or ack: results by direct get
     assert pub.sub.allow == ("_INBOX_PUBLISHER.>",)
     adm = na.admin_permissions(N)
     assert adm.pub.allow == (
@@ -90,9 +97,6 @@ def test_publisher_and_admin() -> None:
         "$JS.API.CONSUMER.CREATE.AF_TASKS.*",
         "$JS.API.CONSUMER.DELETE.AF_TASKS.*",
         "$JS.API.CONSUMER.CREATE.AF_TASKS.*.af.worker.*.inbox",
-        "$JS.API.CONSUMER.INFO.AF_RESULTS.publisher",
-        "$JS.API.CONSUMER.CREATE.AF_RESULTS.publisher",
-        "$JS.API.CONSUMER.DELETE.AF_RESULTS.publisher",
         "af.worker.*.ping",
     )
     assert adm.pub.deny == ()
