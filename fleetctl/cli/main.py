@@ -28,6 +28,10 @@ COMMANDS = {
     "schema": "fleetctl.cli.schema",
     "creds": "fleetctl.cli.creds",
     "wheelhouse": "fleetctl.cli.wheelhouse",
+    "task": "fleetctl.cli.task",
+    "results": "fleetctl.cli.results",
+    "tasks": "fleetctl.cli.tasks",
+    "dead": "fleetctl.cli.dead",
 }
 
 

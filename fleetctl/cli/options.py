@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -51,3 +54,42 @@ parallel_option = click.option(
 yes_option = click.option(
     "--yes", "-y", is_flag=True, help="Do not ask before changing hosts (for scripts and CI)."
 )
+
+server_option = click.option(
+    "--server",
+    metavar="URL",
+    envvar="FLEETCTL_NATS_URL",
+    help="The bus at this URL (nats://HOST:PORT) instead of the local fleet or SSH.",
+)
+creds_option = click.option(
+    "--creds",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FLEETCTL_NATS_CREDS",
+    help="A .creds file for --server (fleet-publisher's).",
+)
+
+
+def bus_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """How a task command reaches the bus (fleetctl/bus/reach.py): --server/--creds, else a
+    running local fleet, else SSH to the broker (--ssh-config/--known-hosts). The command
+    gets them as one `bus: BusOptions` argument."""
+
+    @functools.wraps(command)
+    def with_bus(
+        *args: Any,
+        server: str | None,
+        creds: Path | None,
+        ssh_config: Path | None,
+        known_hosts: tuple[str, ...],
+        **kwargs: Any,
+    ) -> Any:
+        from fleetctl.bus.reach import BusOptions
+        from fleetctl.sessions import Options
+
+        ssh = Options(ssh_config=ssh_config, known_hosts=known_hosts)
+        return command(*args, bus=BusOptions(server, creds, ssh), **kwargs)
+
+    wrapped: Callable[..., Any] = with_bus
+    for option in (known_hosts_option, ssh_config_option, creds_option, server_option):
+        wrapped = option(wrapped)
+    return wrapped

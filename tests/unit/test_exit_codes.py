@@ -54,6 +54,7 @@ class Row:
 INIT = ("creds", "init")
 ISSUED = (INIT, ("creds", "issue", "--all"))
 E2E = "tests/e2e/test_reconcile.py::"
+TASKS = "tests/integration/test_task_commands.py::"
 ROWS: dict[tuple[str, ...], Row] = {
     ("validate",): Row(ok=("validate",), error=("-f", "missing.yaml", "validate")),
     ("plan",): Row(
@@ -105,6 +106,29 @@ ROWS: dict[tuple[str, ...], Row] = {
         ok_elsewhere="tests/integration/test_wheelhouse_install.py::"
         "test_a_wheelhouse_built_elsewhere_installs_where_the_index_is_out_of_reach",
     ),
+    # The task commands need a running bus: their successes are the integration tests'.
+    ("task", "send"): Row(
+        error=("task", "send", "hello", "--to", "no-such-worker"),
+        ok_elsewhere=TASKS
+        + "test_fan_out_runs_once_on_every_target_and_the_same_id_again_runs_nothing",
+    ),
+    ("results",): Row(
+        error=("results", "not.a.task.id", "--server", "nats://127.0.0.1:1"),
+        ok_elsewhere=TASKS
+        + "test_fan_out_runs_once_on_every_target_and_the_same_id_again_runs_nothing",
+    ),
+    ("tasks",): Row(
+        error=("tasks", "--since", "soon"),
+        ok_elsewhere=TASKS
+        + "test_fan_out_runs_once_on_every_target_and_the_same_id_again_runs_nothing",
+    ),
+    **{
+        ("dead", sub): Row(
+            error=("dead", sub, *args, "--server", "nats://127.0.0.1:1"),
+            ok_elsewhere=TASKS + "test_dead_letters_are_listed_shown_replayed_elsewhere_and_purged",
+        )
+        for sub, args in (("list", ()), ("show", ("1",)), ("replay", ("1",)), ("purge", ("--yes",)))
+    },
 }
 
 

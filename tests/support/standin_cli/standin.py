@@ -9,7 +9,8 @@ followed by a JSON object:
   sleep_first_run (s: only when no earlier start of this task id is logged),
   ignore_term (true: ignore SIGTERM), write_file (name: create it in cwd),
   is_error (claude: success with is_error), fail (text: the CLI's own error shape, exit 1;
-  for claude `fail` is the subtype, e.g. error_max_turns).
+  for claude `fail` is the subtype, e.g. error_max_turns),
+  by_worker ({worker id: text}: print this instead, on that worker).
 Each flavour prints what its real CLI prints with the poller's argv, in the shapes the real
 CLIs (Claude Code 2.1, Codex CLI 0.171, Gemini CLI 0.61) were seen to print: the claude
 flavour `--output-format json` (success, or an error result with `errors` and no `result`),
@@ -146,6 +147,7 @@ def main(flavour: str) -> int:
     if ask.get("sleep_first_run") and not runs_before:
         time.sleep(float(ask["sleep_first_run"]))
     text = ask.get("print", f"done: {len(data)} bytes")
+    text = (ask.get("by_worker") or {}).get(os.environ.get("FLEET_WORKER_ID"), text)
     out = sys.stdout.buffer
     if ask.get("out_bytes"):
         n = int(ask["out_bytes"])

@@ -1,0 +1,142 @@
+"""How a task command reaches the bus, decided once for every command and for the Python API.
+
+In this order:
+1. explicit: `--server URL` (and `--creds FILE`), or FLEETCTL_NATS_URL / FLEETCTL_NATS_CREDS,
+   for a coordinator elsewhere;
+2. a local fleet running for this fleet file (`fleetctl up` writes `<state dir>/up.json`
+   once it is ready and `down` removes it; its supervisor must still be alive);
+3. an SSH forward to the broker's NATS port (NATS listens only on the broker's loopback),
+   as `fleet-publisher` with the creds from the fleet's store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleetctl.bus.client import (
+    INBOX_PREFIXES,
+    BusError,
+    Endpoint,
+    Identity,
+    at,
+    identity,
+    through,
+)
+from fleetctl.model import Fleet
+from fleetctl.natsaccess import PUBLISHER_USER
+from fleetctl.sessions import Options
+
+UP_FILE = "up.json"
+STATE_DIR = ".fleetctl"  # beside fleet.yaml: where `fleetctl up` keeps a local fleet's state
+
+
+@dataclass(frozen=True)
+class BusOptions:
+    """What the user said about reaching the bus (all optional)."""
+
+    server: str | None = None
+    creds: Path | None = None
+    ssh: Options = field(default_factory=Options)
+
+
+@dataclass(frozen=True)
+class LocalFleet:
+    """A running local fleet, as `fleetctl up` describes it in up.json."""
+
+    nats_url: str
+    creds: dict[str, Path]
+    workers: tuple[str, ...]
+    pid: int
+
+
+def up_file(fleet_path: Path) -> Path:
+    return fleet_path.resolve().parent / STATE_DIR / UP_FILE
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def local_fleet(fleet_path: Path) -> LocalFleet | None:
+    """The local fleet running for this fleet file, if its up.json is there, names this
+    file and its supervisor is alive; None otherwise (a stale file is ignored)."""
+    path = up_file(fleet_path)
+    try:
+        data: Any = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("version") != 1:
+        return None
+    if data.get("fleet") != str(fleet_path.resolve()):
+        return None
+    pid, url, creds = data.get("pid"), data.get("nats_url"), data.get("creds") or {}
+    if not isinstance(pid, int) or not isinstance(url, str) or not _alive(pid):
+        return None
+    return LocalFleet(
+        nats_url=url,
+        creds={str(k): Path(v) for k, v in creds.items() if isinstance(v, str)},
+        workers=tuple(str(w) for w in data.get("workers") or ()),
+        pid=pid,
+    )
+
+
+def how(fleet_path: Path, options: BusOptions) -> str:
+    """Which way `reach` will go, in words (for messages and the README's how-to)."""
+    if options.server:
+        return f"the bus at {options.server}"
+    if local_fleet(fleet_path) is not None:
+        return "the local fleet"
+    return "an SSH forward to the broker"
+
+
+@contextmanager
+def reach(
+    fleet: Fleet, fleet_path: Path, options: BusOptions, user: str = PUBLISHER_USER
+) -> Iterator[Endpoint]:
+    """The bus endpoint for `user`, by the first way that applies (module docstring).
+    Raises BusError with what to do when none does."""
+    prefix = INBOX_PREFIXES[user]
+    if options.creds is not None and not options.server:
+        raise BusError(
+            "--creds (FLEETCTL_NATS_CREDS) needs --server URL (FLEETCTL_NATS_URL) as well"
+        )
+    if options.server:
+        if options.creds is not None and not options.creds.is_file():
+            raise BusError(f"the creds file {options.creds} does not exist")
+        yield at(options.server, Identity(user, options.creds, prefix))
+        return
+    local = local_fleet(fleet_path)
+    if local is not None:
+        yield at(local.nats_url, Identity(user, local.creds.get(user), prefix))
+        return
+    yield from _through_broker(fleet, options, user)
+
+
+def _through_broker(fleet: Fleet, options: BusOptions, user: str) -> Iterator[Endpoint]:
+    from contextlib import ExitStack
+
+    from fleetctl import sessions
+    from fleetctl.transport.base import TransportError
+
+    who = identity(fleet, user)
+    broker = fleet.broker
+    with ExitStack() as stack:
+        try:
+            transport = sessions.connect(broker, options.ssh)
+            stack.callback(transport.close)
+            endpoint = stack.enter_context(through(transport, fleet, who))
+        except TransportError as e:
+            raise BusError(f"cannot reach the broker {broker.name} over SSH: {e}") from None
+        yield endpoint

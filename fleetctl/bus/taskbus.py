@@ -1,0 +1,134 @@
+"""The publisher's few conversations with JetStream: publish a task, read stored messages by
+subject or sequence, look at a worker's consumer. Raw API requests, as the publisher's
+permissions name them (fleetctl/natsaccess.py `publisher_permissions`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fleetctl.bus.client import TIMEOUT, BusError
+
+API = "$JS.API"
+BATCH = 256  # messages per batched direct get
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One message as the stream holds it."""
+
+    subject: str
+    seq: int
+    time: str
+    data: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.data)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Published:
+    seq: int
+    duplicate: bool
+
+
+async def publish(nc: Any, subject: str, data: bytes, msg_id: str) -> Published:
+    """Publish into the task stream and wait for its PubAck (a duplicate id is acked with
+    `duplicate: true` and stored once)."""
+    try:
+        reply = await nc.request(subject, data, timeout=TIMEOUT, headers={"Nats-Msg-Id": msg_id})
+    except Exception as e:
+        raise BusError(f"publishing to {subject}: {type(e).__name__}") from None
+    ack = json.loads(reply.data or b"{}")
+    if "error" in ack:
+        err = ack["error"]
+        raise BusError(f"publishing to {subject}: {err.get('description')}")
+    return Published(int(ack.get("seq", 0)), bool(ack.get("duplicate", False)))
+
+
+def _stored_from_headers(msg: Any) -> Stored:
+    h = msg.headers or {}
+    return Stored(
+        h.get("Nats-Subject", ""),
+        int(h.get("Nats-Sequence", 0)),
+        h.get("Nats-Time-Stamp", ""),
+        msg.data,
+    )
+
+
+async def direct_batch(nc: Any, stream: str, body: dict[str, Any]) -> list[Stored]:
+    """A batched direct get (`batch`, `multi_last`, `next_by_subj`...): every message up to
+    the end-of-batch marker. The stream must allow direct gets (the results stream does)."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    found: list[Stored] = []
+    try:
+        await nc.publish(f"{API}.DIRECT.GET.{stream}", json.dumps(body).encode(), reply=inbox)
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=TIMEOUT)
+            except TimeoutError:
+                raise BusError(f"no answer from the stream {stream}") from None
+            status = (msg.headers or {}).get("Status")
+            if status in ("204", "404"):  # end of batch / nothing (more) to get
+                return found
+            if status is not None:
+                description = (msg.headers or {}).get("Description", "")
+                raise BusError(f"reading {stream}: {status} {description}".strip())
+            found.append(_stored_from_headers(msg))
+    finally:
+        await sub.unsubscribe()
+
+
+async def msg_get(nc: Any, stream: str, body: dict[str, Any]) -> Stored | None:
+    """One message by `seq`, `last_by_subj` or `next_by_subj` (STREAM.MSG.GET: for streams
+    without direct gets); None when there is none."""
+    try:
+        reply = await nc.request(
+            f"{API}.STREAM.MSG.GET.{stream}", json.dumps(body).encode(), timeout=TIMEOUT
+        )
+    except Exception as e:
+        raise BusError(f"reading {stream}: {type(e).__name__}") from None
+    answer = json.loads(reply.data or b"{}")
+    if "error" in answer:
+        if answer["error"].get("code") == 404:
+            return None
+        raise BusError(f"reading {stream}: {answer['error'].get('description')}")
+    m = answer["message"]
+    data = base64.b64decode(m.get("data") or "")
+    return Stored(m["subject"], int(m["seq"]), m.get("time", ""), data)
+
+
+async def scan(nc: Any, stream: str, subjects: str, start: int = 1) -> list[Stored]:
+    """Every message on `subjects` from sequence `start`, one STREAM.MSG.GET each."""
+    found: list[Stored] = []
+    seq = start
+    while (m := await msg_get(nc, stream, {"seq": seq, "next_by_subj": subjects})) is not None:
+        found.append(m)
+        seq = m.seq + 1
+    return found
+
+
+async def last_seq(nc: Any, stream: str, subjects: str) -> int:
+    """The sequence of the newest message on `subjects` (0: none yet)."""
+    m = await msg_get(nc, stream, {"last_by_subj": subjects})
+    return m.seq if m is not None else 0
+
+
+async def consumer_info(nc: Any, stream: str, durable: str) -> dict[str, Any] | None:
+    """A worker's consumer as the server sees it; None if it does not exist."""
+    try:
+        reply = await nc.request(f"{API}.CONSUMER.INFO.{stream}.{durable}", b"", timeout=TIMEOUT)
+    except Exception as e:
+        raise BusError(f"looking up consumer {durable}: {type(e).__name__}") from None
+    info: dict[str, Any] = json.loads(reply.data or b"{}")
+    if "error" in info:
+        if info["error"].get("code") == 404:
+            return None
+        raise BusError(f"looking up consumer {durable}: {info['error'].get('description')}")
+    return info

@@ -1,0 +1,163 @@
+"""`fleetctl task send`: publish a task to one worker, several, a selection or a route."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from fleetctl import targets
+from fleetctl.bus.reach import BusOptions
+from fleetctl.cli.bus import task_client
+from fleetctl.cli.context import AppContext, fail, pass_app
+from fleetctl.cli.options import bus_options, json_option
+from fleetctl.client import Client, Sent
+from fleetctl.config.errors import BadValue
+from fleetctl.config.values import parse_duration
+from fleetctl.taskmsg import Result, results_json
+from fleetctl.ui.terminal import err, out
+
+
+@click.group()
+def task() -> None:
+    """Send tasks to the fleet's workers."""
+
+
+def duration(value: str | None, option: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except BadValue as e:
+        fail(f"{option} {e.what}", e.fix)
+    if seconds <= 0:
+        fail(f"{option} must be longer than 0s")
+    return float(seconds)
+
+
+def _prompt(text: str | None, file: str | None) -> str:
+    if text is not None and file is not None:
+        fail("give the prompt as TEXT or with --file, not both")
+    if file == "-":
+        return sys.stdin.read()
+    if file is not None:
+        try:
+            return Path(file).read_text()
+        except UnicodeDecodeError:
+            fail(f"--file {file}: not UTF-8 text")
+    if text is None:
+        fail("no prompt: give TEXT, --file PATH or --file - (stdin)")
+    return text
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    try:
+        return targets.parse_pairs(values, option)
+    except targets.TargetError as e:
+        fail("; ".join(e.problems))
+
+
+@task.command()
+@click.argument("text", required=False)
+@click.option("--to", "to", multiple=True, metavar="ID", help="A worker (repeatable: fan-out).")
+@click.option(
+    "--select",
+    "select",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Workers whose label or field (lang, role, llm, model, host) matches; all must.",
+)
+@click.option("--route", metavar="NAME", help="A route from fleet.yaml `routes:`.")
+@click.option("--any", "any_", is_flag=True, help="Only the least loaded of the targets.")
+@click.option("--file", "file", metavar="PATH|-", help="Read the prompt from a file or stdin.")
+@click.option("--id", "task_id", metavar="TASK_ID", help="The task id (default: a new one).")
+@click.option("--timeout", metavar="DURATION", help="Longest the task may run, e.g. 10m.")
+@click.option("--type", "task_type", metavar="TYPE", help="task_type, copied into results.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="metadata (repeatable).")
+@click.option("--wait", is_flag=True, help="Follow the targets, then show the results.")
+@click.option("--wait-timeout", metavar="DURATION", help="With --wait: give up after this long.")
+@json_option
+@bus_options
+@pass_app
+def send(
+    app: AppContext,
+    text: str | None,
+    to: tuple[str, ...],
+    select: tuple[str, ...],
+    route: str | None,
+    any_: bool,
+    file: str | None,
+    task_id: str | None,
+    timeout: str | None,
+    task_type: str | None,
+    meta: tuple[str, ...],
+    wait: bool,
+    wait_timeout: str | None,
+    as_json: bool,
+    bus: BusOptions,
+) -> None:
+    """Send TEXT (or --file) to the chosen workers: one copy each, each run once.
+
+    Exit 0 when sent (with --wait: when every target completed), 1 otherwise."""
+    prompt = _prompt(text, file)
+    chosen = _pairs(select, "--select")
+    metadata = _pairs(meta, "--meta")
+    seconds = duration(timeout, "--timeout")
+    wait_for = duration(wait_timeout, "--wait-timeout")
+    fleet = app.fleet()
+    try:  # before reaching the bus: a wrong target needs no connection to be refused
+        targets.resolve(fleet, targets.Ask(to, chosen or None, route, any_))
+    except targets.TargetError as e:
+        for problem in e.problems:
+            err().print(f"error: {problem}", markup=False)
+        fail("nothing was sent")
+    with task_client(app, bus) as client:
+        sent = client.send(
+            prompt,
+            to=to,
+            select=chosen or None,
+            route=route,
+            any=any_,
+            task_id=task_id,
+            timeout=seconds,
+            task_type=task_type,
+            metadata=metadata or None,
+        )
+        for t in sent.targets:
+            if t.duplicate:
+                err().print(
+                    f"{t.worker_id}: {sent.task_id} was already sent to it "
+                    "(within the duplicate window): it runs once",
+                    markup=False,
+                )
+        if not wait:
+            if as_json:
+                click.echo(json.dumps(sent.as_json(), indent=2))
+            else:
+                for t in sent.targets:
+                    out().print(f"sent {sent.task_id} to {t.worker_id}", markup=False)
+            return
+        results = follow(client, sent, wait_for, quiet=as_json)
+    show(sent.task_id, results, as_json=as_json)
+    sys.exit(0 if results and all(r.ok for r in results) else 1)
+
+
+def follow(client: Client, sent: Sent, timeout: float | None, *, quiet: bool) -> list[Result]:
+    """Wait for every target, showing each one's state as it changes (not with --json)."""
+    from fleetctl.ui.results_view import Progress
+
+    if quiet:
+        return client.wait(sent, timeout)
+    with Progress(err()) as progress:
+        return client.wait(sent, timeout, progress.update)
+
+
+def show(task_id: str, results: list[Result], *, as_json: bool, full: bool = False) -> None:
+    if as_json:
+        click.echo(json.dumps(results_json(task_id, results), indent=2))
+        return
+    from fleetctl.ui.results_view import side_by_side
+
+    side_by_side(out(), task_id, results, full=full)

@@ -1,0 +1,155 @@
+"""Results side by side: one column per worker in a wide terminal, one block per worker
+stacked when it is narrow; their differences; and live progress while waiting."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from fleetctl.taskmsg import Result
+
+TRIM_LINES = 20  # output lines shown per worker unless --full
+MIN_COLUMN = 38  # narrower than this per worker: stack instead
+STYLES = {"completed": "green", "failed": "red", "timeout": "red", "rejected": "red"}
+STYLES |= {"dead-lettered": "red", "running": "yellow", "queued": "dim"}
+
+
+def _seconds(value: Any) -> str:
+    return f"{float(value):.1f}s" if isinstance(value, int | float) else "-"
+
+
+def _tokens(usage: Any) -> str:
+    if not isinstance(usage, dict):
+        return "-"
+    inp, out = usage.get("input_tokens"), usage.get("output_tokens")
+    if inp is None and out is None:
+        return "-"
+    return f"{inp or 0} in / {out or 0} out"
+
+
+def facts(r: Result) -> list[tuple[str, str]]:
+    """The per-worker lines above the output."""
+    b = r.body
+    cost = b.get("cost_usd")
+    rows = [
+        ("status", r.status if r.elapsed_s is None else f"{r.status} {r.elapsed_s:.0f}s"),
+        ("model", str(b.get("model") or b.get("llm") or "-")),
+        ("host", str(b.get("host") or "-")),
+        ("attempt", str(b.get("attempt") or "-")),
+        ("duration", _seconds(b.get("duration_s"))),
+        ("tokens", _tokens(b.get("usage"))),
+        ("cost", f"${cost:.4f}" if isinstance(cost, int | float) else "-"),
+        ("exit code", "-" if b.get("exit_code") is None else str(b.get("exit_code"))),
+    ]
+    if b.get("error") or b.get("reason"):
+        rows.append(("error", str(b.get("error") or b.get("reason"))))
+    git = b.get("git")
+    if isinstance(git, dict) and (git.get("branch") or git.get("commit")):
+        rows.append(("git", f"{git.get('branch', '')} {str(git.get('commit', ''))[:12]}"))
+    return rows
+
+
+def _output(r: Result, full: bool) -> Text:
+    lines = r.output.splitlines()
+    if not full and len(lines) > TRIM_LINES:
+        more = len(lines) - TRIM_LINES
+        lines = [*lines[:TRIM_LINES], f"... {more} more lines (--full shows them)"]
+    if r.body.get("output_truncated"):
+        lines.append(f"[cut by the worker at {r.body.get('output_bytes')} bytes]")
+    return Text("\n".join(lines))  # plain Text: nothing from a worker is read as markup
+
+
+def _cell(r: Result, full: bool) -> RenderableType:
+    head = Text()
+    for label, value in facts(r):
+        style = STYLES.get(value.split(" ")[0], "") if label == "status" else ""
+        head.append(f"{label:<9} ", "bold")
+        head.append(value + "\n", style)
+    return Group(head, _output(r, full))
+
+
+def side_by_side(
+    console: Console, task_id: str, results: Sequence[Result], *, full: bool = False
+) -> None:
+    if not results:
+        console.print(Text(f"no results for {task_id} yet"))
+        return
+    if console.width >= MIN_COLUMN * len(results):
+        table = Table(title=Text(task_id), show_lines=False, expand=True)
+        for r in results:
+            table.add_column(Text(r.worker_id), overflow="fold", ratio=1)
+        table.add_row(*(_cell(r, full) for r in results))
+        console.print(table)
+        return
+    for r in results:
+        console.print(Panel(_cell(r, full), title=Text(r.worker_id), title_align="left"))
+
+
+def diff(console: Console, results: Sequence[Result]) -> None:
+    """Each output against the first one's, as a unified diff; identical ones say so."""
+    done = [r for r in results if r.final]
+    if len(done) < 2:
+        console.print(Text("fewer than two results: nothing to compare"))
+        return
+    base = done[0]
+    for other in done[1:]:
+        lines = list(
+            difflib.unified_diff(
+                base.output.splitlines(),
+                other.output.splitlines(),
+                fromfile=base.worker_id,
+                tofile=other.worker_id,
+                lineterm="",
+            )
+        )
+        if not lines:
+            console.print(Text(f"{base.worker_id} and {other.worker_id}: same output"))
+        for line in lines:
+            style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+            console.print(Text(line, style))
+    for r in done:
+        git = r.body.get("git")
+        if isinstance(git, dict) and git:
+            branch, commit = git.get("branch", "-"), str(git.get("commit", "-"))[:12]
+            console.print(Text(f"{r.worker_id}: branch {branch} commit {commit}"))
+
+
+class Progress:
+    """`task send --wait`: each target's state as it changes. A live table on a terminal;
+    one line per change otherwise (logs, tests, the README)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._seen: dict[str, str] = {}
+        self._live: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self._live = Live(Text(""), console=self.console, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def update(self, results: list[Result]) -> None:
+        if self._live is not None:
+            table = Table.grid(padding=(0, 2))
+            for r in results:
+                state = r.status + (f" {r.elapsed_s:.0f}s" if r.elapsed_s is not None else "")
+                table.add_row(Text(r.worker_id), Text(state, STYLES.get(r.status, "")))
+            self._live.update(table)
+            return
+        for r in results:
+            if self._seen.get(r.worker_id) != r.status:
+                self._seen[r.worker_id] = r.status
+                self.console.print(Text(f"{r.worker_id}: {r.status}"))

@@ -1,0 +1,174 @@
+"""`fleetctl task send`, `results`, `tasks` and `dead` on a real broker with real pollers
+(stand-in CLIs), reached as a coordinator elsewhere would: FLEETCTL_NATS_URL/_CREDS with the
+publisher's least-privilege creds."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.poller_harness import directive
+from tests.support.taskfleet import TaskFleet, task_fleet
+
+pytestmark = pytest.mark.integration
+
+WORKERS: dict[str, dict[str, Any]] = {
+    "w1": {"lang": "go", "role": "developer", "labels": {"tier": "cheap"}},
+    "w2": {"lang": "go", "role": "reviewer", "labels": {"tier": "cheap"}},
+    "w3": {"lang": "python", "role": "reviewer"},
+    "w4": {"lang": "go", "enabled": False},
+}
+ROUTES = {"review": {"select": {"role": "reviewer"}, "pick": "all"}}
+
+
+@pytest.fixture
+def tf(tmp_path: Path) -> Iterator[TaskFleet]:
+    with task_fleet(tmp_path, WORKERS, ROUTES) as fleet:
+        yield fleet
+
+
+def send_json(tf: TaskFleet, *args: str) -> tuple[int, dict[str, Any], str]:
+    done = tf.fleetctl("task", "send", *args, "--json")
+    body = json.loads(done.stdout) if done.stdout.strip() else {}
+    return done.returncode, body, done.stderr
+
+
+def test_fan_out_runs_once_on_every_target_and_the_same_id_again_runs_nothing(
+    tf: TaskFleet,
+) -> None:
+    prompt = directive(by_worker={"w1": "one\ntwo\n", "w2": "one\n2\n", "w3": "one\ntwo\n"})
+    args = ("--to", "w1", "--to", "w2", "--to", "w3", "--id", "fan-1")
+    code, body, err = send_json(tf, prompt, *args, "--wait", "--wait-timeout", "30s")
+    assert code == 0, err
+    results = body["results"]
+    assert isinstance(results, list)
+    assert [(r["worker_id"], r["status"]) for r in results] == [
+        ("w1", "completed"),
+        ("w2", "completed"),
+        ("w3", "completed"),
+    ]
+    assert {r["worker_id"]: r["output"] for r in results}["w2"] == "one\n2\n"
+    assert [len(tf.runs(w)) for w in ("w1", "w2", "w3")] == [1, 1, 1]
+
+    again = tf.fleetctl("task", "send", prompt, *args)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("was already sent to it") == 3
+    time.sleep(1.5)  # time enough for a poller to pick up a second copy, if there were one
+    assert [len(tf.runs(w)) for w in ("w1", "w2", "w3")] == [1, 1, 1]
+    assert tf.stored_tasks() == 3  # the second copies were never stored
+
+    diff = tf.fleetctl("results", "fan-1", "--diff")
+    assert diff.returncode == 0, diff.stderr
+    assert "--- w1\n+++ w2\n" in diff.stdout
+    assert "-two\n+2\n" in diff.stdout
+    assert "w1 and w3: same output" in diff.stdout
+
+    table = tf.fleetctl("results", "fan-1")
+    assert table.returncode == 0
+    for wid in ("w1", "w2", "w3"):
+        assert wid in table.stdout
+    listed = json.loads(tf.fleetctl("tasks", "--json").stdout)
+    assert listed["version"] == 1
+    (row,) = [t for t in listed["tasks"] if t["task_id"] == "fan-1"]
+    assert sorted((t["worker_id"], t["state"]) for t in row["targets"]) == [
+        ("w1", "completed"),
+        ("w2", "completed"),
+        ("w3", "completed"),
+    ]
+
+
+def test_select_and_route_reach_exactly_the_matching_workers(tf: TaskFleet) -> None:
+    code, body, err = send_json(tf, "hello", "--select", "lang=go", "--select", "tier=cheap")
+    assert code == 0, err
+    assert [t["worker_id"] for t in body["sent"]] == ["w1", "w2"]  # w4 matches but is disabled
+    code, body, err = send_json(tf, "hello", "--route", "review", "--wait")
+    assert code == 0, err
+    assert [r["worker_id"] for r in body["results"]] == ["w2", "w3"]
+    code, body, err = send_json(tf, "hello", "--select", "lang=go", "--any")
+    assert code == 0, err
+    assert len(body["sent"]) == 1 and body["sent"][0]["worker_id"] in ("w1", "w2")
+
+
+def test_unknown_disabled_and_unmatched_targets_exit_1_and_publish_nothing(
+    tf: TaskFleet,
+) -> None:
+    for args, says in [
+        (("--to", "w11"), "'w11': no such worker in the fleet (did you mean 'w1'?)"),
+        (("--to", "w4"), "'w4': the worker is disabled"),
+        (("--to", "w1", "--to", "nope"), "'nope': no such worker"),
+        (("--select", "lang=rust"), "'lang=rust' matches no worker"),
+        (("--select", "lnag=go"), "did you mean 'lang'?"),
+        (("--route", "reveiw"), "did you mean 'review'?"),
+        ((), "no target"),
+    ]:
+        done = tf.fleetctl("task", "send", "hello", *args)
+        assert done.returncode == 1, (args, done.stderr)
+        assert says in done.stderr, (args, done.stderr)
+        assert "nothing was sent" in done.stderr
+        assert "Traceback" not in done.stderr
+    too_big = tf.fleetctl("task", "send", "--to", "w1", "--file", "-", stdin="x" * 1_100_000)
+    assert too_big.returncode == 1
+    assert "the bus takes at most" in too_big.stderr
+    assert tf.stored_tasks() == 0
+
+
+def test_a_failed_target_makes_wait_exit_1(tf: TaskFleet) -> None:
+    done = tf.fleetctl(
+        "task", "send", directive(exit=3), "--to", "w1", "--id", "bad-1", "--wait", "--json"
+    )
+    assert done.returncode == 1
+    (result,) = json.loads(done.stdout)["results"]
+    assert result["status"] == "failed" and result["exit_code"] == 3
+
+
+def test_dead_letters_are_listed_shown_replayed_elsewhere_and_purged(tmp_path: Path) -> None:
+    broken = {"env": {"COMMAND_ARGV": json.dumps(["/nonexistent/cli"])}}
+    with task_fleet(tmp_path, {"w1": broken, "w2": {}}) as tf:
+        done = tf.fleetctl("task", "send", "hello", "--to", "w1", "--id", "dl-1", "--wait")
+        assert done.returncode == 1
+        assert "w1: dead-lettered" in done.stderr
+        listed = json.loads(tf.fleetctl("dead", "list", "--json").stdout)
+        assert listed["version"] == 1
+        (letter,) = listed["dead"]
+        assert (letter["worker_id"], letter["task_id"]) == ("w1", "dl-1")
+        shown = json.loads(tf.fleetctl("dead", "show", str(letter["seq"]), "--json").stdout)
+        assert json.loads(shown["task"])["instructions"] == "hello"
+
+        replay = tf.fleetctl("dead", "replay", str(letter["seq"]), "--to", "w2")
+        assert replay.returncode == 0, replay.stderr
+        assert replay.stdout.strip() == "replayed dl-1 to w2"
+        watched = tf.fleetctl("results", "dl-1", "--watch", "--json")
+        by_worker = {r["worker_id"]: r["status"] for r in json.loads(watched.stdout)["results"]}
+        assert by_worker["w2"] == "completed"
+
+        purged = tf.fleetctl("dead", "purge", "--worker", "w1", "--yes")
+        assert purged.stdout.strip() == "removed 1 dead letter(s)"
+        assert json.loads(tf.fleetctl("dead", "list", "--json").stdout)["dead"] == []
+
+
+def test_the_python_api_example_runs_as_documented(tf: TaskFleet) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.poller_harness import REPO
+
+    example = REPO / "examples" / "fan_out.py"
+    env = tf.env() | {"PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, str(example), str(tf.fleet_path), "w1", "w3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "w1: completed: done: 27 bytes",
+        "w3: completed: done: 27 bytes",
+    ]
+    assert [len(tf.runs(w)) for w in ("w1", "w2", "w3")] == [1, 0, 1]

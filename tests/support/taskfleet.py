@@ -1,0 +1,135 @@
+"""A small fleet for the task commands: a credentialed nats-server, real pollers with the
+stand-in command CLI, and the fleet.yaml/servers.yaml the CLI checks targets against.
+
+fleetctl reaches the bus with FLEETCTL_NATS_URL / FLEETCTL_NATS_CREDS (the publisher's
+creds), the way a coordinator on another machine would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleetctl import natsaccess as na
+from tests.support.nscfleet import Fleet, connect, create_resources, fleet_server, make_fleet
+from tests.support.poller_harness import Poller, poller_env
+
+FLEETCTL = str(Path(sys.executable).parent / "fleetctl")
+
+
+@dataclass
+class TaskFleet:
+    fleet: Fleet
+    url: str
+    dir: Path
+    pollers: dict[str, Poller] = field(default_factory=dict)
+
+    @property
+    def fleet_path(self) -> Path:
+        return self.dir / "fleet.yaml"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env |= {
+            "FLEETCTL_NATS_URL": self.url,
+            "FLEETCTL_NATS_CREDS": str(self.fleet.publisher.creds_path),
+            "FLEETCTL_FLEET": str(self.fleet_path),
+            "FLEETCTL_SERVERS": str(self.dir / "servers.yaml"),
+            "COLUMNS": "200",
+        }
+        return env
+
+    def fleetctl(
+        self, *args: str, stdin: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [FLEETCTL, *args],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            input=stdin,
+            timeout=timeout,
+        )
+
+    def runs(self, worker: str) -> list[dict[str, Any]]:
+        """The stand-in CLI's starts on one worker (each is one run of a task)."""
+        log = self.dir / "work" / worker / "standin.jsonl"
+        if not log.exists():
+            return []
+        recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        return [r for r in recs if r["phase"] == "start"]
+
+    def stored_tasks(self) -> int:
+        """Messages ever stored in the task stream (its last sequence)."""
+
+        async def go() -> int:
+            async with connect(self.url, self.fleet.admin, na.ADMIN_INBOX_PREFIX) as admin:
+                info = await admin.nc.jetstream().stream_info(self.fleet.names.task_stream)
+                return int(info.state.last_seq)
+
+        return asyncio.run(go())
+
+
+def _fleet_yaml(workers: dict[str, dict[str, Any]], routes: dict[str, Any]) -> dict[str, Any]:
+    entries = [
+        {"worker_id": wid, "llm": "command", "command": ["/bin/true"], "host": "node-1"}
+        | {k: v for k, v in extra.items() if k != "env"}
+        for wid, extra in workers.items()
+    ]
+    body: dict[str, Any] = {"version": 1, "workers": entries}
+    if routes:
+        body["routes"] = routes
+    return body
+
+
+@contextmanager
+def task_fleet(
+    root: Path,
+    workers: dict[str, dict[str, Any]],
+    routes: dict[str, Any] | None = None,
+    **poller_extra: str,
+) -> Iterator[TaskFleet]:
+    """`workers`: id -> extra fleet.yaml fields (labels, lang, enabled: false...), and `env`:
+    the poller's own extra variables. Enabled workers get creds, a consumer and a running
+    poller."""
+    enabled = tuple(w for w, extra in workers.items() if extra.get("enabled", True))
+    fleet = make_fleet(root, enabled)
+    (root / "servers.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "servers": [
+                    {"name": "broker", "address": "192.0.2.1", "roles": ["broker-host"]},
+                    {"name": "node-1", "address": "192.0.2.2", "roles": ["worker-host"]},
+                ],
+            }
+        )
+    )
+    (root / "fleet.yaml").write_text(yaml.safe_dump(_fleet_yaml(workers, routes or {})))
+    with ExitStack() as stack:
+        server = stack.enter_context(fleet_server(fleet))
+
+        async def resources() -> None:
+            async with connect(server.url, fleet.admin, na.ADMIN_INBOX_PREFIX) as admin:
+                await create_resources(fleet, admin)
+
+        asyncio.run(resources())
+        tf = TaskFleet(fleet, server.url, root)
+        for wid in enabled:
+            work = root / "work" / wid
+            work.mkdir(parents=True)
+            env = poller_env(server.url, wid, work, NATS_CREDS=str(fleet.workers[wid].creds_path))
+            env |= poller_extra | workers[wid].get("env", {})
+            tf.pollers[wid] = Poller(env, work / "poller.log").start()
+            stack.callback(tf.pollers[wid].stop)
+        yield tf
