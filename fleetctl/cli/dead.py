@@ -11,7 +11,7 @@ from rich.text import Text
 from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
-from fleetctl.cli.options import bus_options, json_option
+from fleetctl.cli.options import bus_options, json_option, to_option
 from fleetctl.ui.terminal import out
 
 
@@ -82,7 +82,7 @@ def show(
 
 @dead.command()
 @click.argument("seq", type=int)
-@click.option("--to", "to", multiple=True, metavar="ID", help="Another worker (repeatable).")
+@to_option
 @bus_options
 @pass_app
 def replay(

@@ -93,3 +93,8 @@ def bus_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in (known_hosts_option, ssh_config_option, creds_option, server_option):
         wrapped = option(wrapped)
     return wrapped
+
+
+to_option = click.option(
+    "--to", "to", multiple=True, metavar="ID", help="Send to this worker (repeatable: fan-out)."
+)

@@ -33,7 +33,7 @@ def _all(client: Client, task_id: str) -> list[Result]:
 @click.argument("task_id")
 @click.option("--watch", is_flag=True, help="Follow results as they arrive (Ctrl-C stops).")
 @click.option("--full", is_flag=True, help="Whole outputs, not their first lines.")
-@click.option("--diff", "show_diff", is_flag=True, help="How the outputs differ.")
+@click.option("--diff", "outputs_diff", is_flag=True, help="How the workers' outputs differ.")
 @json_option
 @bus_options
 @pass_app
@@ -42,7 +42,7 @@ def results(
     task_id: str,
     watch: bool,
     full: bool,
-    show_diff: bool,
+    outputs_diff: bool,
     as_json: bool,
     bus: BusOptions,
 ) -> None:
@@ -68,7 +68,7 @@ def results(
                 pass
     if as_json:
         click.echo(json.dumps(results_json(task_id, found), indent=2))
-    elif show_diff:
+    elif outputs_diff:
         from fleetctl.ui.results_view import diff
 
         diff(out(), found)

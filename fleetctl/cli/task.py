@@ -12,7 +12,7 @@ from fleetctl import targets
 from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
-from fleetctl.cli.options import bus_options, json_option
+from fleetctl.cli.options import bus_options, json_option, to_option
 from fleetctl.client import Client, Sent
 from fleetctl.config.errors import BadValue
 from fleetctl.config.values import parse_duration
@@ -61,7 +61,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 
 @task.command()
 @click.argument("text", required=False)
-@click.option("--to", "to", multiple=True, metavar="ID", help="A worker (repeatable: fan-out).")
+@to_option
 @click.option(
     "--select",
     "select",
