@@ -28,6 +28,7 @@ from tests.e2e.fleet_env import (
     prepare_wheelhouse,
     worker,
 )
+from tests.support import unit_filter
 from tests.support.simhosts import SimNet, skip_reason
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -74,12 +75,16 @@ def tunnel_key(env: FleetEnv) -> Path:
 
 
 def attacker_ssh(
-    env: FleetEnv, *args: str, command: tuple[str, ...] = (), seconds: float = 8
+    env: FleetEnv,
+    *args: str,
+    command: tuple[str, ...] = (),
+    seconds: float = 8,
+    ssh: tuple[str, ...] = ("ssh",),
 ) -> list[str]:
     """ssh as the tunnel user with the stolen key, from the LAN (anywhere on the network)."""
     broker = env.net.hosts[BROKER]
     return env.net.lan_argv(
-        ["timeout", str(seconds), "ssh", "-i", str(tunnel_key(env)), "-o", "IdentitiesOnly=yes",
+        ["timeout", str(seconds), *ssh, "-i", str(tunnel_key(env)), "-o", "IdentitiesOnly=yes",
          "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
          "-o", "UserKnownHostsFile=/dev/null", "-o", "ExitOnForwardFailure=yes",
          "-o", "LogLevel=ERROR", *args, f"{layout.TUNNEL_USER}@{broker.address}", *command]
@@ -91,12 +96,16 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def read_through_local_forward(
-    env: FleetEnv, target: str, local_port: int, then_send: bytes = b""
+    env: FleetEnv,
+    target: str,
+    local_port: int,
+    then_send: bytes = b"",
+    ssh_program: tuple[str, ...] = ("ssh",),
 ) -> bytes:
     """Open `ssh -L local_port:target`, connect to it, and return what came back (after
     sending `then_send`, if given, what came back to that too)."""
     ssh = subprocess.Popen(
-        attacker_ssh(env, "-N", "-L", f"127.0.0.1:{local_port}:{target}"),
+        attacker_ssh(env, "-N", "-L", f"127.0.0.1:{local_port}:{target}", ssh=ssh_program),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -142,6 +151,18 @@ def test_the_stolen_key_opens_the_nats_port_but_no_nats_identity(fleet: FleetEnv
     )
     assert got.startswith(b"INFO ") and b'"auth_required":true' in got, got
     assert b"-ERR 'Authorization Violation'" in got.split(b"|", 1)[1], got
+
+
+def test_autossh_forwards_under_the_tunnel_units_sandbox(fleet: FleetEnv, tmp_path: Path) -> None:
+    """The tunnel unit as apply installed it, its seccomp part applied by hand (system-call
+    filter, no namespaces, W^X: tests/support/unit_filter.py), around autossh and ssh."""
+    if (reason := unit_filter.skip_reason()) is not None:
+        pytest.skip(reason)
+    unit = fleet.net.hosts[NODE].file(layout.unit_path(layout.TUNNEL_UNIT)).read_text()
+    autossh = unit_filter.wrap(tmp_path, unit, "/usr/bin/autossh")
+    program = ("env", "AUTOSSH_GATETIME=0", str(autossh), "-M", "0")
+    got = read_through_local_forward(fleet, f"127.0.0.1:{NATS_PORT}", 14333, ssh_program=program)
+    assert got.startswith(b"INFO "), got
 
 
 def test_local_forwards_to_anything_else_are_refused(fleet: FleetEnv) -> None:
