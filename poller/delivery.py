@@ -340,14 +340,11 @@ class Delivery:
         if len(msg.data) <= DEAD_TASK_KEEP:
             record["task_b64"] = base64.b64encode(msg.data).decode()
         data = json.dumps(record).encode()
-        headers = {"Nats-Msg-Id": f"dead:{self.cfg.task_stream}:{seq}"}
+        # No Nats-Msg-Id, as for results: the dedup is stream-wide, so a worker that guessed
+        # the id (the task's stream sequence) could have our dead letter dropped.
         try:
             await self.js.publish(
-                self.cfg.subjects.dead,
-                data,
-                timeout=PUBLISH_TIMEOUT,
-                stream=self.cfg.dead_stream,
-                headers=headers,
+                self.cfg.subjects.dead, data, timeout=PUBLISH_TIMEOUT, stream=self.cfg.dead_stream
             )
             return True
         except Exception as e:

@@ -31,7 +31,11 @@ pytestmark = pytest.mark.integration
 TIMEOUTS = (nats.errors.TimeoutError, asyncio.TimeoutError)
 FORGED = {"task_id": "t1", "worker_id": "w2", "status": "completed", "output": "FORGED"}
 # Every dedup id the victim's result could plausibly carry, old scheme and new.
-VICTIM_IDS = ("t1", "t1:w2", "t1:w2:rejected:1", "w2:t1", "af.result.w2.t1")
+# ... and every dead-letter id it could carry (the old scheme: the task's stream sequence).
+VICTIM_IDS: tuple[str, ...] = (
+    *("t1", "t1:w2", "t1:w2:rejected:1", "w2:t1", "af.result.w2.t1"),
+    *(f"dead:AF_TASKS:{seq}" for seq in range(1, 6)),
+)
 # The victim's result subject, the old shared one, and the victim's status and dead letters.
 VICTIM_SUBJECTS = ("af.result.w2.t1", "af.task.t1.completed", "af.worker.w2.status", "af.dead.w2")
 
@@ -72,6 +76,7 @@ def test_forging_worker_leaves_the_victims_result_intact_and_attributed(tmp_path
                 async with (
                     connect(server.url, fleet.workers["w1"], n.inbox_prefix("w1")) as forger,
                     connect(server.url, fleet.publisher, na.PUBLISHER_INBOX_PREFIX) as pub,
+                    connect(server.url, fleet.admin, na.ADMIN_INBOX_PREFIX) as admin,
                 ):
                     # Before the victim runs the task: pre-empt it with its own ids.
                     stored = await _forge_everything(forger)
@@ -90,6 +95,9 @@ def test_forging_worker_leaves_the_victims_result_intact_and_attributed(tmp_path
 
                     assert await wait_until(victim_stored, 20), victim.events()[-5:]
                     assert not victim.logged("already_done")  # the forgery did not count
+                    # A poison task: the victim's dead letter is stored too.
+                    await pjs.publish(n.inbox("w2"), b"not json")
+                    assert await wait_until(lambda: _dead_letters(admin, "w2", 1), 20)
 
                     # And again after it stored its result.
                     await _forge_everything(forger)
@@ -108,6 +116,12 @@ def test_forging_worker_leaves_the_victims_result_intact_and_attributed(tmp_path
                 victim.stop()
 
         run(go())
+
+
+async def _dead_letters(admin: Conn, worker: str, count: int) -> bool:
+    body = json.dumps({"subjects_filter": f"af.dead.{worker}"}).encode()
+    info = json.loads((await admin.nc.request("$JS.API.STREAM.INFO.AF_DEAD", body, 5)).data)
+    return bool((info["state"].get("subjects") or {}).get(f"af.dead.{worker}") == count)
 
 
 def test_a_worker_reads_back_only_its_own_results(tmp_path: Path) -> None:
