@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fleetctl.model import Fleet
-from fleetctl.remembered import RememberedHost
+from fleetctl.remembered import RememberedHost, key_of
 
 Source = Literal["manifest", "last apply"]
 
@@ -36,9 +36,31 @@ class DepartedHost:
 
 
 def departed(fleet: Fleet, known: Mapping[str, RememberedHost]) -> list[RememberedHost]:
-    """The remembered hosts servers.yaml no longer lists, by name."""
+    """The remembered hosts servers.yaml no longer lists, by name; not a host that is only
+    listed under another name now (renamed: the same machine)."""
     listed = {h.name for h in fleet.hosts}
-    return [known[n] for n in sorted(known) if n not in listed]
+    return [
+        known[n]
+        for n in sorted(known)
+        if n not in listed and listed_as(fleet, known, known[n]) is None
+    ]
+
+
+def listed_as(
+    fleet: Fleet, known: Mapping[str, RememberedHost], entry: RememberedHost
+) -> str | None:
+    """The servers.yaml host that is the machine `entry` names, if one is: the same address
+    and port, or the same SSH host key (pinned there, or remembered for it)."""
+    for host in fleet.hosts:
+        if host.name == entry.name:
+            return host.name
+        seen = known.get(host.name)
+        keys = {key_of(host.host_key), key_of(seen.host_key if seen else None)}
+        if (host.address, host.port) == (entry.address, entry.port) or (
+            entry.host_key is not None and key_of(entry.host_key) in keys
+        ):
+            return host.name
+    return None
 
 
 def offline(fleet: Fleet, known: Mapping[str, RememberedHost]) -> tuple[DepartedHost, ...]:

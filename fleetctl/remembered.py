@@ -11,6 +11,7 @@ under the store's lock by `apply` after each host it applied.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -121,7 +122,29 @@ def _typed(entry: Mapping[str, Any], key: str, kind: type) -> Any:
 
 
 def remember(fleet: Fleet, hosts: Iterable[RememberedHost]) -> None:
-    _update(fleet, lambda known: known.update({h.name: h for h in hosts}))
+    """Record `hosts`; another name remembered for the same machine (a host renamed in
+    servers.yaml) is dropped, so it never shows as a host that left."""
+    fresh = list(hosts)
+
+    def change(known: dict[str, RememberedHost]) -> None:
+        for h in fresh:
+            for other in [o for o in known.values() if o.name != h.name and same_machine(o, h)]:
+                del known[other.name]
+            known[h.name] = h
+
+    _update(fleet, change)
+
+
+def same_machine(a: RememberedHost, b: RememberedHost) -> bool:
+    """The same address and port, or the same SSH host key."""
+    return (a.address, a.port) == (b.address, b.port) or (
+        a.host_key is not None and key_of(a.host_key) == key_of(b.host_key)
+    )
+
+
+def key_of(line: str | None) -> tuple[str, ...]:
+    """An SSH key line's type and key, without its comment."""
+    return tuple((line or "").split()[:2])
 
 
 def forget(fleet: Fleet, name: str) -> None:
@@ -140,16 +163,35 @@ def _update(fleet: Fleet, change: Callable[[dict[str, RememberedHost]], object])
         atomic_write(file, text + "\n", SECRET_MODE, durable=True)
 
 
-def recorder(view: LiveView) -> Callable[[HostResult], None]:
-    """The rollout's hook: remember each host it applied, as it finishes."""
-    guard = threading.Lock()
+class Recorder:
+    """The rollout's hook: remember each host it applied, as it finishes. Written at most
+    once a second (and by `flush`, at the end): a large fleet's apply would otherwise
+    rewrite the whole file once per host."""
 
-    def record(result: HostResult) -> None:
-        if result.ok:
-            with guard:
-                remember(view.fleet, [entry(view, result.name)])
+    def __init__(self, view: LiveView, interval: float = 1.0) -> None:
+        self._view = view
+        self._interval = interval
+        self._pending: list[RememberedHost] = []
+        self._written = -math.inf  # the first host is written at once
+        self._guard = threading.Lock()
 
-    return record
+    def __call__(self, result: HostResult) -> None:
+        if not result.ok:
+            return
+        with self._guard:
+            self._pending.append(entry(self._view, result.name))
+            if time.monotonic() - self._written >= self._interval:
+                self._write()
+
+    def flush(self) -> None:
+        with self._guard:
+            self._write()
+
+    def _write(self) -> None:
+        if self._pending:
+            remember(self._view.fleet, self._pending)
+            self._pending = []
+        self._written = time.monotonic()
 
 
 def entry(view: LiveView, name: str) -> RememberedHost:

@@ -82,17 +82,19 @@ def apply(
     try:
         gone = departed.offline(fleet, known) if everything else ()
         print_plan(out(), dataclasses.replace(view.plan, departed=gone), show_diff=show_diff)
-        if view.plan.summary.empty and not view.errors:
+        if view.plan.summary.empty:  # the hosts reached are as applied: remember them
             remembered.remember(fleet, [remembered.entry(view, n) for n in view.sessions])
-            return
-        if view.plan.summary.empty:
-            sys.exit(1)
+            sys.exit(1 if view.errors else 0)
         if not yes and not click.confirm("Apply these changes?", default=False, err=True):
             err().print("Nothing applied.")
             sys.exit(1)
         hosts = [h.name for h in view.plan.hosts]
         with ProgressReporter(err(), hosts) as reporter:
-            results = rollout.apply(view, reporter, on_applied=remembered.recorder(view))
+            record = remembered.Recorder(view)
+            try:
+                results = rollout.apply(view, reporter, on_applied=record)
+            finally:
+                record.flush()
     finally:
         view.close()
     err().print(results_table(results))

@@ -14,7 +14,7 @@ from fleetctl import decommission as teardown
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import known_hosts_option, ssh_config_option, yes_option
 from fleetctl.config.errors import shown
-from fleetctl.departed import departed, what_is_there
+from fleetctl.departed import departed, listed_as, what_is_there
 from fleetctl.model import Fleet
 from fleetctl.plan import Plan
 from fleetctl.remembered import RememberedHost
@@ -66,6 +66,13 @@ def decommission(
     if forget:
         _forget(fleet, entry)
         return
+    alias = listed_as(fleet, known, entry)
+    if alias is not None:
+        fail(
+            f"{name} is the machine servers.yaml now calls {alias} (the same address or SSH "
+            f"key): decommissioning it would remove what {alias} runs",
+            f"to drop the old name only: `fleetctl decommission {name} --forget`",
+        )
     if not yes and not sys.stdin.isatty():
         fail("refusing to decommission without a terminal to confirm on", "add --yes")
     options = Options(

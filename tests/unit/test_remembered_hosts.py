@@ -4,9 +4,11 @@ tests/e2e/test_decommission.py, reaches one)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
+import types
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from fleetctl.departed import as_last_applied, what_is_there
 from fleetctl.model import Fleet
 from fleetctl.plan import Plan
 from fleetctl.remembered import RememberedHost
+from fleetctl.rollout import HostResult
 from fleetctl.ui.plan_view import summary_line
 from tests.support.example import example_fleet_dir
 
@@ -146,3 +149,44 @@ def test_forget_drops_the_host_without_touching_it_and_warns(fleet: Fleet) -> No
     assert "unit old-a-poller.service" in text
     assert remembered.load(fleet) == {}
     assert "Nothing to do" in run("decommission", "old-node")[1]
+
+
+def test_a_renamed_host_is_not_a_host_that_left(fleet: Fleet) -> None:
+    """The same machine under a new name in servers.yaml (its address, or its SSH key):
+    decommissioning the old name would tear down what the new one runs."""
+    node = fleet.host("worker-node-1")
+    by_address = dataclasses.replace(GONE, address=node.address, port=node.port)
+    remembered.remember(fleet, [by_address])
+    code, text = run("plan", "--dry-run")
+    assert "old-node" not in text
+    code, text = run("decommission", "old-node", "--yes")
+    assert code == 1
+    assert "error: old-node is the machine servers.yaml now calls worker-node-1" in text
+    assert "`fleetctl decommission old-node --forget`" in text
+    same_key = dataclasses.replace(GONE, name="worker-node-1", address="10.9.9.9")
+    remembered.remember(fleet, [GONE, same_key])  # worker-node-1 presented GONE's key
+    assert remembered.load(fleet).keys() == {"worker-node-1"}  # one machine, its new name
+
+
+def test_the_recorder_writes_at_most_once_a_second_and_at_the_end(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = {n: dataclasses.replace(GONE, name=n, address=n, host_key=None) for n in "abc"}
+    monkeypatch.setattr(remembered, "entry", lambda _view, name: entries[name])
+    written: list[list[str]] = []
+    real_remember = remembered.remember
+
+    def spy(f: Fleet, hosts: list[RememberedHost]) -> None:
+        written.append([h.name for h in hosts])
+        real_remember(f, hosts)
+
+    monkeypatch.setattr(remembered, "remember", spy)
+    view = types.SimpleNamespace(fleet=fleet)
+    recorder = remembered.Recorder(view, interval=3600)  # type: ignore[arg-type]
+    for name in ("a", "b", "c"):
+        recorder(HostResult(name, ok=True))
+    recorder(HostResult("x", ok=False))  # a failed host is not recorded
+    assert written == [["a"]]
+    recorder.flush()
+    assert written == [["a"], ["b", "c"]]
+    assert sorted(remembered.load(fleet)) == ["a", "b", "c"]
