@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fleetctl import backends, layout, tunnellogin
+from fleetctl.config.schema import NatsSettings
 from fleetctl.inputs import NO_INPUTS, Inputs, Versions, tunnel_hosts
 from fleetctl.model import Fleet, Host, Worker
 from fleetctl.natsnames import NatsNames
@@ -253,17 +254,7 @@ def _add_broker(
     auth_config = ctx.inputs.auth_config
     users.append(UserSpec(layout.NATS_USER, "/var/lib/nats"))
     dirs.append(DirSpec(s.store_dir, layout.NATS_USER, layout.NATS_USER, 0o700))
-    conf = render_nats_conf(
-        "nats/nats-server.conf.j2",
-        host_name=host.name,
-        listen=f"{s.listen}:{s.port}",
-        monitor=f"127.0.0.1:{s.monitor_port}",
-        max_payload=TASK_MAX_BYTES,
-        store_dir=s.store_dir,
-        max_memory_store=s.max_memory_store,
-        max_file_store=s.max_file_store,
-        auth=Raw(auth_config) if auth_config else None,
-    )
+    conf = broker_config(s, host.name, auth_config)
     files.append(FileSpec(layout.NATS_CONF, conf.encode(), "root", layout.NATS_USER, 0o640))
     unit = render_unit(
         "systemd/nats-server.service.j2",
@@ -284,6 +275,21 @@ def _add_broker(
         UnitSpec(layout.NATS_UNIT, path, restart_on=restart_on, reload_on=(layout.NATS_CONF,))
     )
     _add_tunnel_login(ctx, users, dirs, files)
+
+
+def broker_config(s: NatsSettings, server_name: str, auth_config: str | None) -> str:
+    """nats-server.conf for a broker (and for `fleetctl up`'s local one)."""
+    return render_nats_conf(
+        "nats/nats-server.conf.j2",
+        host_name=server_name,
+        listen=f"{s.listen}:{s.port}",
+        monitor=f"127.0.0.1:{s.monitor_port}",
+        max_payload=TASK_MAX_BYTES,
+        store_dir=s.store_dir,
+        max_memory_store=s.max_memory_store,
+        max_file_store=s.max_file_store,
+        auth=Raw(auth_config) if auth_config else None,
+    )
 
 
 def _add_tunnel_login(
@@ -389,11 +395,17 @@ def poller_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
     ]
 
 
+def poller_unit_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
+    """Every Environment= line of the worker's unit: the poller's and its backend's
+    (`fleetctl up` starts the local poller with exactly these, paths remapped)."""
+    return [*poller_environment(fleet, worker), *backends.unit_environment(worker)]
+
+
 def render_poller_unit(fleet: Fleet, worker: Worker, tunnel_unit: str | None) -> str:
     return render_unit(
         backends.unit_template(worker),
         worker=worker,
-        common_env=[*poller_environment(fleet, worker), *backends.unit_environment(worker)],
+        common_env=poller_unit_environment(fleet, worker),
         tunnel_unit=tunnel_unit,
         poller_bin=layout.POLLER_BIN,
         stop_timeout=POLLER_STOP_TIMEOUT,
