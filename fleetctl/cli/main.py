@@ -32,6 +32,8 @@ COMMANDS = {
     "results": "fleetctl.cli.results",
     "tasks": "fleetctl.cli.tasks",
     "dead": "fleetctl.cli.dead",
+    "up": "fleetctl.cli.up",
+    "down": "fleetctl.cli.up",
 }
 
 

@@ -100,6 +100,11 @@ ROWS: dict[tuple[str, ...], Row] = {
     ("creds", "server-config"): Row(
         ok=("creds", "server-config"), error=("creds", "server-config"), setup=(INIT,)
     ),
+    ("up",): Row(
+        error=("up", "--only", "no-such-worker"),
+        ok_elsewhere="tests/integration/test_local_up.py::test_up_runs_every_worker_that_can_run_here",
+    ),
+    ("down",): Row(ok=("down",), error=("-f", "missing.yaml", "down")),
     ("wheelhouse", "build"): Row(
         # Success needs the package index: the integration test builds and installs one.
         error=("wheelhouse", "build", "--out", "out", "--python", "3.11", "--platform", "aix"),

@@ -1,0 +1,199 @@
+"""`fleetctl up` / `fleetctl down`: the whole fleet on this machine, no root, no SSH."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+
+from fleetctl.cli.context import AppContext, fail, pass_app
+from fleetctl.cli.options import json_option
+from fleetctl.local import control
+from fleetctl.local.state import StateDir, default_state_dir, read_json, running_pid
+from fleetctl.local.supervisor import READY_TIMEOUT, Options, Supervisor
+from fleetctl.model import Fleet
+from fleetctl.ui.terminal import err, out
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the local fleet keeps its store, bus data and logs [default: .fleetctl/ "
+    "beside fleet.yaml].",
+)
+
+
+def _state(app: AppContext, state_dir: Path | None) -> StateDir:
+    return StateDir((state_dir or default_state_dir(app.fleet_path)).resolve())
+
+
+def _say(message: str) -> None:
+    err().print(message, markup=False)
+
+
+def _relative(path: str | Path) -> str:
+    p = Path(path)
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def _send_hint(state: StateDir, worker: str) -> str:
+    from fleetctl.cli.main import COMMANDS
+
+    if "task" in COMMANDS:
+        return f'fleetctl task send --worker {worker} --wait "Say hello"'
+    flag = f" --state-dir {_relative(state.root)}" if state.root.name != ".fleetctl" else ""
+    python = _relative(sys.executable)
+    return f'{python} -m fleetctl.local.tasksend{flag} --text "Say hello" {worker}'
+
+
+def report(
+    status: dict[str, Any], state: StateDir, seconds: float | None, foreground: bool = False
+) -> None:
+    """Where everything is and how to use it, once the fleet is ready."""
+    outcome = status.get("outcome") or {}
+    up = read_json(state.up_json) or {}
+    started = list(up.get("workers") or [])
+    for entry in outcome.get("not_started", []):
+        _say(f"{entry['worker_id']}: not started: {entry['reason']}")
+    for entry in outcome.get("not_ready", []):
+        _say(f"{entry['worker_id']}: started but not ready: {entry['reason']}")
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    console = out()
+    console.print(
+        f"Local fleet ready{took}: {len(started)} worker(s) running "
+        f"({escape(', '.join(started)) or 'none'}).",
+        highlight=False,
+    )
+    creds = up.get("creds") or {}
+    rows = [
+        ("bus", f"{up.get('nats_url')}  (creds {_relative(creds.get('fleet-publisher', ''))})"),
+        ("logs", f"{_relative(state.logs)}/<worker>.log"),
+        ("state", f"{_relative(state.root)}/up.json"),
+    ]
+    if started:
+        rows.append(("send", _send_hint(state, started[0])))
+    rows.append(("stop", "Ctrl-C, or fleetctl down" if foreground else "fleetctl down"))
+    for name, value in rows:
+        console.print(f"  {name:<6} {escape(value)}", highlight=False)
+
+
+def _json_summary(status: dict[str, Any], state: StateDir) -> str:
+    outcome = status.get("outcome") or {}
+    up = read_json(state.up_json) or {}
+    return json.dumps(
+        {
+            "started": list(up.get("workers") or []),
+            "not_started": outcome.get("not_started", []) + outcome.get("not_ready", []),
+            "state_dir": str(state.root),
+            "nats_url": up.get("nats_url"),
+        },
+        indent=2,
+    )
+
+
+def _check_only(fleet: Fleet, only: tuple[str, ...]) -> None:
+    known = {w.id for w in fleet.workers}
+    unknown = [w for w in only if w not in known]
+    if unknown:
+        fail(f"unknown worker(s) for --only: {', '.join(unknown)}", "see fleet.yaml's workers")
+
+
+def _reload(state: StateDir, pid: int, as_json: bool) -> None:
+    _say(f"The local fleet is already running (pid {pid}); applying fleet.yaml to it.")
+    try:
+        status = control.reload(state, READY_TIMEOUT + 30)
+    except control.ControlError as e:
+        fail(str(e))
+    if status.get("error"):
+        fail(str(status["error"]), "fix fleet.yaml (`fleetctl validate`) and run `fleetctl up`")
+    outcome = status.get("outcome") or {}
+    if as_json:
+        click.echo(_json_summary(status, state))
+        return
+    changed = False
+    for verb in ("started", "restarted", "stopped"):
+        if outcome.get(verb):
+            changed = True
+            _say(f"{verb}: {', '.join(outcome[verb])}")
+    if not changed:
+        _say("No worker changed.")
+    report(status, state, None)
+
+
+@click.command()
+@click.option("--detach", "-d", is_flag=True, help="Return once ready; `fleetctl down` stops it.")
+@click.option("--only", multiple=True, metavar="ID", help="Start only this worker (repeatable).")
+@click.option("--reload", "reload_only", is_flag=True, help="Apply fleet.yaml to the running one.")
+@state_dir_option
+@json_option
+@pass_app
+def up(
+    app: AppContext,
+    detach: bool,
+    only: tuple[str, ...],
+    reload_only: bool,
+    state_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Run every enabled worker of the fleet on this machine, with a local nats-server."""
+    fleet = app.fleet()
+    _check_only(fleet, only)
+    if as_json and not detach and not reload_only:
+        fail("--json needs --detach", "fleetctl up --detach --json")
+    state = _state(app, state_dir)
+    pid = running_pid(state)
+    if pid is not None:
+        _reload(state, pid, as_json)
+        return
+    if reload_only:
+        fail(f"no local fleet is running in {_relative(state.root)}", "start one: fleetctl up")
+    began = time.monotonic()
+    if detach:
+        argv = control.supervisor_argv(app.fleet_path, app.servers_path, state, only)
+        try:
+            status = control.start_detached(argv, state, READY_TIMEOUT + 60)
+        except control.ControlError as e:
+            fail(str(e))
+        if as_json:
+            click.echo(_json_summary(status, state))
+        else:
+            report(status, state, time.monotonic() - began)
+        return
+    options = Options(app.fleet_path, app.servers_path, state, only)
+
+    def ready(status: dict[str, Any]) -> None:
+        report(status, state, time.monotonic() - began, foreground=True)
+
+    supervisor = Supervisor(options, on_ready=ready)
+    code = supervisor.run()
+    if code:
+        status = read_json(state.supervisor_json) or {}
+        fail(str(status.get("error") or "the local fleet could not start"))
+    _say("Local fleet stopped.")
+
+
+@click.command()
+@state_dir_option
+@pass_app
+def down(app: AppContext, state_dir: Path | None) -> None:
+    """Stop the local fleet: running tasks finish within the grace period, then everything
+    stops. Its bus data stays for the next `fleetctl up`."""
+    if state_dir is None and not app.fleet_path.exists():
+        fail(f"{app.fleet_path}: no such file", "pass -f FLEET, or --state-dir DIR")
+    state = _state(app, state_dir)
+    try:
+        pid = control.stop(state)
+    except control.ControlError as e:
+        fail(str(e))
+    if pid is None:
+        _say(f"No local fleet is running in {_relative(state.root)}.")
+        return
+    kept = _relative(state.jetstream)
+    _say(f"Local fleet stopped (supervisor pid {pid}); its bus data is kept in {kept}.")

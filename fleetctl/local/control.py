@@ -1,0 +1,100 @@
+"""Talking to a local fleet's supervisor from another process: start it detached and wait
+until it is ready, ask it to apply fleet.yaml again, stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fleetctl.local.state import StateDir, pid_alive, read_json, running_pid
+
+
+class ControlError(Exception):
+    """The supervisor failed or did not answer; the message says what to look at."""
+
+
+def supervisor_argv(
+    fleet_path: Path, servers_path: Path, state: StateDir, only: tuple[str, ...]
+) -> list[str]:
+    argv = [sys.executable, "-m", "fleetctl.local.supervisor"]
+    argv += ["--fleet", str(fleet_path.resolve()), "--servers", str(servers_path.resolve())]
+    argv += ["--state-dir", str(state.root)]
+    for wid in only:
+        argv += ["--only", wid]
+    return argv
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def start_detached(argv: list[str], state: StateDir, timeout: float) -> dict[str, Any]:
+    """Start the supervisor in a session of its own; its status once it is ready."""
+    state.create()
+    state.supervisor_json.unlink(missing_ok=True)
+    log_path = state.log("supervisor")
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=state.root,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_json(state.supervisor_json) or {}
+        if status.get("pid") == proc.pid and status.get("state") in ("running", "failed"):
+            if status["state"] == "failed":
+                proc.wait(30)
+                raise ControlError(f"{status.get('error')}\n{_tail(log_path)}")
+            return status
+        if proc.poll() is not None:
+            raise ControlError(
+                f"the supervisor exited with {proc.returncode}: {log_path}\n{_tail(log_path)}"
+            )
+        time.sleep(0.05)
+    raise ControlError(f"the local fleet was not ready within {timeout:.0f} s: see {log_path}")
+
+
+def reload(state: StateDir, timeout: float) -> dict[str, Any]:
+    """SIGHUP the running supervisor and wait for the outcome of that reload."""
+    pid = running_pid(state)
+    if pid is None:
+        raise ControlError(f"no local fleet is running in {state.root}")
+    before = (read_json(state.supervisor_json) or {}).get("generation", 0)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_json(state.supervisor_json) or {}
+        if status.get("generation", 0) > before:
+            return status
+        if not pid_alive(pid):
+            raise ControlError(f"the supervisor (pid {pid}) exited: see {state.log('supervisor')}")
+        time.sleep(0.05)
+    raise ControlError(f"the supervisor did not apply fleet.yaml within {timeout:.0f} s")
+
+
+def stop(state: StateDir, extra: float = 15.0) -> int | None:
+    """SIGTERM the supervisor and wait until it has stopped everything; its pid, or None
+    when nothing was running."""
+    pid = running_pid(state)
+    if pid is None:
+        return None
+    grace = float((read_json(state.supervisor_json) or {}).get("grace", 90))
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace + extra
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return pid
+        time.sleep(0.05)
+    raise ControlError(f"the supervisor (pid {pid}) did not stop within {grace + extra:.0f} s")

@@ -1,0 +1,111 @@
+"""How each worker's poller is started locally: exactly its unit's environment (the same
+function renders the unit's Environment= lines), with the paths it names moved under the
+state dir, and why a worker cannot start here (its CLI or env file is missing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetctl.desired import poller_unit_environment
+from fleetctl.layout import creds_path
+from fleetctl.model import Fleet, Worker
+
+# What systemd gives every service besides its Environment= lines (systemd.exec(5)).
+SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+
+_INSTALL_HINTS = {
+    "claude-code": "install Claude Code, or set bin:",
+    "zai": "install Claude Code, or set bin:",
+    "codex": "install the Codex CLI, or set bin:",
+    "gemini": "install the Gemini CLI, or set bin:",
+}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One poller process: what runs, with which environment, where."""
+
+    worker_id: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    cwd: Path
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes exactly when the unit would change: `up --reload` restarts on it."""
+        blob = json.dumps([self.argv, self.env, str(self.cwd)]).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def cli_of(worker: Worker) -> str | None:
+    """The program the worker's backend runs: its `bin`, or its command's first word."""
+    if worker.backend == "command":
+        return worker.command[0] if worker.command else None
+    return worker.bin
+
+
+def missing(worker: Worker, path: str = SYSTEMD_PATH) -> str | None:
+    """Why this worker cannot start on this machine, or None."""
+    cli = cli_of(worker)
+    if cli is not None:
+        found = cli if "/" in cli else shutil.which(cli, path=path)
+        if found is None or not os.access(found, os.X_OK) or Path(found).is_dir():
+            fix = "change command:" if worker.backend == "command" else "set bin:"
+            hint = _INSTALL_HINTS.get(worker.llm, f"install it, or {fix}")
+            return f"{cli} not found ({hint})"
+    if worker.env_file and not os.access(worker.env_file, os.R_OK):
+        return f"env file {worker.env_file} not readable (create it, or remove env_file:)"
+    return None
+
+
+def read_env_file(path: str) -> list[tuple[str, str]]:
+    """systemd's EnvironmentFile= format: KEY=VALUE lines, # comments, optional quotes."""
+    out = []
+    for raw in Path(path).read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")) or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out.append((key.strip(), value))
+    return out
+
+
+def _identity() -> list[tuple[str, str]]:
+    """USER and LOGNAME, as systemd sets them for a unit with User=."""
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return []
+    return [("USER", name), ("LOGNAME", name)]
+
+
+def launch(fleet: Fleet, worker: Worker, work_base: Path, creds: Path) -> Launch:
+    """The poller of `worker` as its unit runs it, remapped: its creds file, home and work
+    directories become the local ones (`fleet` is the local fleet: its bus URL is local)."""
+    remote_creds = creds_path(worker.id)
+
+    def remap(value: str) -> str:
+        if value == remote_creds:
+            return str(creds)
+        if value == worker.work_base or value.startswith(worker.work_base + "/"):
+            return str(work_base) + value[len(worker.work_base) :]
+        return value
+
+    env = [(k, remap(v)) for k, v in poller_unit_environment(fleet, worker)]
+    env += [("PATH", SYSTEMD_PATH), *_identity()]
+    if worker.env_file:
+        env += read_env_file(worker.env_file)
+    # The unit's ExecStart is the poller venv's fleet-poller; locally, this Python's poller.
+    argv = (sys.executable, "-m", "poller")
+    return Launch(worker.id, argv, tuple(env), work_base)

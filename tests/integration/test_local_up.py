@@ -1,0 +1,291 @@
+"""`fleetctl up` / `down`: the real supervisor, nats-server and pollers on this machine, run
+as an unprivileged user (a throwaway uid through setpriv when the tests run as root), with
+the process table as the judge of what runs and what is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetctl.local import tasksend
+from fleetctl.local.state import StateDir
+
+VENV_BIN = Path(sys.executable).parent
+SERVERS = """\
+version: 1
+servers:
+  - name: here
+    address: 192.0.2.10
+    roles: [broker-host, worker-host]
+"""
+SLOW = (
+    "import os, sys, time; d = sys.stdin.read(); time.sleep(3); "
+    "open(os.environ['HOME'] + '/done', 'a').write(d[:20] + '\\n'); print('done')"
+)
+
+
+def worker(wid: str, command: list[str]) -> str:
+    lines = [f"worker_id: {wid}", "llm: command", f"command: {json.dumps(command)}", "host: here"]
+    return "  - " + "\n    ".join(lines) + "\n"
+
+
+ECHO = worker("w-echo", ["python3", "-c", "import sys; print('echo:', sys.stdin.read())"])
+COUNT = worker("w-count", ["wc", "-w"])
+
+
+@dataclass
+class Proc:
+    pid: int
+    uid: int
+    cmdline: str
+    env: dict[str, str]
+
+
+def processes_under(root: Path) -> list[Proc]:
+    """Every process whose working directory or command line is inside `root`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            uid = int((entry / "status").read_text().split("Uid:")[1].split()[0])
+            raw_env = (entry / "environ").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if cwd.startswith(str(root)) or str(root) in cmdline:
+            env = dict(
+                item.split("=", 1)
+                for item in raw_env.decode(errors="replace").split("\0")
+                if "=" in item
+            )
+            found.append(Proc(int(entry.name), uid, cmdline, env))
+    return found
+
+
+def venv_for_others(where: Path) -> Path:
+    """A Python any user can run, with this venv's packages: the venv's own interpreter may
+    live under a home only its owner can enter (pyenv under /root). A venv of the system
+    Python whose .pth adds this venv's site-packages (so fleetctl, nats-py and the poller
+    import the same code), with the pinned nats-server beside it as `./dev setup` puts it."""
+    system = Path("/usr/bin/python3")
+    ours = sys.version_info[:2]
+    probe = [str(system), "-c", "import sys; print(sys.version_info[:2])"]
+    if not system.exists() or subprocess.run(
+        probe, capture_output=True, text=True
+    ).stdout.strip() != str(ours):
+        pytest.skip(f"running as another uid needs /usr/bin/python3 {ours[0]}.{ours[1]}")
+    subprocess.run([str(system), "-m", "venv", "--without-pip", str(where)], check=True)
+    site = next((where / "lib").glob("python3*/site-packages"))
+    ours_site = next(
+        p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)
+    )
+    (site / "zz-fleetctl-test.pth").write_text(f"import site; site.addsitedir({ours_site!r})\n")
+    (where / "bin" / "nats-server").symlink_to(VENV_BIN / "nats-server")
+    return where / "bin" / "python"
+
+
+class LocalFleet:
+    def __init__(self, root: Path, uid: int | None, python: Path) -> None:
+        self.root = root
+        self.uid = uid
+        self.python = python
+        self.state = StateDir(root / ".fleetctl")
+
+    def write(self, workers: str, nats: str = "") -> None:
+        text = f"version: 1\n{nats}workers:\n{workers}"
+        (self.root / "fleet.yaml").write_text(text)
+        (self.root / "servers.yaml").write_text(SERVERS)
+        self._own(self.root / "fleet.yaml", self.root / "servers.yaml")
+
+    def _own(self, *paths: Path) -> None:
+        if self.uid is not None:
+            for p in paths:
+                os.chown(p, self.uid, self.uid)
+
+    def fleetctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        prefix = []
+        if self.uid is not None:
+            prefix = [
+                "setpriv",
+                f"--reuid={self.uid}",
+                f"--regid={self.uid}",
+                "--clear-groups",
+                "--",
+            ]
+        env = {"PATH": os.environ["PATH"], "HOME": str(self.root), "LANG": "C.UTF-8"}
+        done = subprocess.run(
+            [*prefix, str(self.python), "-c", "from fleetctl.cli.main import main; main()", *args],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        if check:
+            assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def up(self, *args: str) -> dict[str, object]:
+        summary: dict[str, object] = json.loads(
+            self.fleetctl("up", "--detach", "--json", *args).stdout
+        )
+        return summary
+
+    def send(self, workers: list[str], text: str) -> str:
+        return tasksend.send(self.state, "af", workers, text)
+
+    def results(
+        self, workers: list[str], task_id: str, timeout: float = 30
+    ) -> dict[str, dict[str, Any]]:
+        return tasksend.results(self.state, "af", workers, task_id, timeout)
+
+    def pollers(self) -> dict[str, Proc]:
+        return {
+            p.env["WORKER_ID"]: p
+            for p in processes_under(self.root)
+            if "-m poller" in p.cmdline and "WORKER_ID" in p.env
+        }
+
+
+@pytest.fixture
+def fleet() -> Iterator[LocalFleet]:
+    if shutil.which("wc") is None or shutil.which("python3", path="/usr/bin:/bin") is None:
+        pytest.skip("needs wc and /usr/bin/python3")
+    uid = None
+    # Outside pytest's own tmp dir, which only its owner may enter.
+    root = Path(tempfile.mkdtemp(prefix="fleetctl-up-")) / "fleet"
+    root.mkdir()
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv (util-linux) is needed to run as an unprivileged uid")
+        uid = 61000 + os.getpid() % 4000  # a throwaway uid with no passwd entry
+        root.parent.chmod(0o755)
+        os.chown(root, uid, uid)
+    python = venv_for_others(root.parent / "venv") if uid is not None else Path(sys.executable)
+    local = LocalFleet(root, uid, python)
+    yield local
+    local.fleetctl("down", check=False)
+    for p in processes_under(root):  # never leave anything behind, even when a test failed
+        os.kill(p.pid, signal.SIGKILL)
+    shutil.rmtree(root.parent, ignore_errors=True)
+
+
+def test_up_runs_every_worker_that_can_run_here(fleet: LocalFleet) -> None:
+    late = fleet.root / "bin" / "late-cli"
+    fleet.write(ECHO + COUNT + worker("w-late", [str(late)]))
+    summary = fleet.up()
+    assert summary["started"] == ["w-count", "w-echo"]
+    assert summary["not_started"] == [
+        {"worker_id": "w-late", "reason": f"{late} not found (install it, or change command:)"}
+    ]
+    assert summary["state_dir"] == str(fleet.state.root)
+    record = json.loads(fleet.state.up_json.read_text())
+    assert set(record) == {"version", "fleet", "pid", "nats_url", "creds", "workers"}
+    assert record["fleet"] == str(fleet.root / "fleet.yaml")
+    assert record["nats_url"] == summary["nats_url"]
+    assert record["workers"] == ["w-count", "w-echo"]
+    for path in record["creds"].values():
+        assert Path(path).is_relative_to(fleet.state.root)  # never the user's own store
+        assert Path(path).stat().st_mode & 0o777 == 0o600
+
+    # Nothing runs as root: the supervisor, nats-server and both pollers are the user's.
+    procs = processes_under(fleet.root)
+    assert {p.uid for p in procs} == {fleet.uid if fleet.uid is not None else os.getuid()}
+    assert sum("nats-server" in p.cmdline for p in procs) == 1
+    pollers = fleet.pollers()
+    assert sorted(pollers) == ["w-count", "w-echo"]
+    # The unit's environment, remapped under the state dir.
+    env = pollers["w-echo"].env
+    base = str(fleet.state.work_base("w-echo"))
+    assert env["HOME"] == env["WORK_BASE"] == base and env["WORK_DIR"] == f"{base}/repo"
+    assert env["NATS_URL"] == record["nats_url"]
+    assert Path(env["NATS_CREDS"]).is_relative_to(fleet.state.root)
+    assert env["NATS_CONSUMER"] == "worker-w-echo"
+
+    task = fleet.send(["w-echo", "w-count"], "one two three")
+    results = fleet.results(["w-echo", "w-count"], task)
+    assert results["w-echo"]["output"] == "echo: one two three\n"
+    assert results["w-count"]["output"].strip() == "3"
+    assert (fleet.state.log("w-echo")).read_text().count('"event": "starting"') == 1
+
+    again = fleet.fleetctl("up", "--detach")
+    assert "already running" in again.stderr
+    assert "No worker changed." in again.stderr
+
+    fleet.fleetctl("down")
+    assert processes_under(fleet.root) == []
+    assert not fleet.state.up_json.exists()
+
+
+def test_a_killed_poller_is_restarted_and_its_task_runs_once(fleet: LocalFleet) -> None:
+    fleet.write(worker("w-slow", ["python3", "-c", SLOW]), nats="nats:\n  ack_wait: 2s\n")
+    fleet.up()
+    first = fleet.pollers()["w-slow"].pid
+    task = fleet.send(["w-slow"], "the task")
+    deadline = time.monotonic() + 10
+    while not any("time.sleep" in p.cmdline for p in processes_under(fleet.root)):
+        assert time.monotonic() < deadline, "the CLI never started"
+        time.sleep(0.05)
+    os.kill(first, signal.SIGKILL)  # the poller crashes while its CLI runs
+    result = fleet.results(["w-slow"], task, timeout=30)["w-slow"]
+    assert result["status"] == "completed"
+    assert result["attempt"] == 2
+    done = fleet.state.work_base("w-slow") / "done"
+    assert done.read_text() == "the task\n"  # once: the killed attempt's CLI died with it
+    assert fleet.pollers()["w-slow"].pid != first
+    log = fleet.state.log("supervisor").read_text()
+    assert "w-slow" in log and "exited with -9" in log
+
+
+def test_queued_tasks_survive_down_and_fleet_changes_apply(fleet: LocalFleet) -> None:
+    late = fleet.root / "bin" / "late-cli"
+    fleet.write(ECHO + COUNT + worker("w-late", [str(late)]))
+    fleet.up()
+    queued = fleet.send(["w-late"], "queued while its CLI was missing")
+    fleet.fleetctl("down")
+    assert processes_under(fleet.root) == []
+
+    late.parent.mkdir()
+    late.write_text("#!/bin/sh\nexec wc -c\n")
+    late.chmod(0o755)
+    summary = fleet.up()
+    assert summary["started"] == ["w-count", "w-echo", "w-late"]
+    assert fleet.results(["w-late"], queued)["w-late"]["output"].strip() == "32"
+
+    before = fleet.pollers()
+    changed_echo = worker(
+        "w-echo", ["python3", "-c", "import sys; print('ECHO:', sys.stdin.read())"]
+    )
+    fleet.write(
+        changed_echo + COUNT + worker("w-late", [str(late)]) + worker("w-new", ["wc", "-l"])
+    )
+    reloaded = fleet.fleetctl("up")
+    assert "started: w-new" in reloaded.stderr
+    assert "restarted: w-echo" in reloaded.stderr
+    after = fleet.pollers()
+    assert after["w-count"].pid == before["w-count"].pid  # unchanged: not restarted
+    assert after["w-echo"].pid != before["w-echo"].pid
+    task = fleet.send(["w-new", "w-echo"], "a\nb\n")
+    results = fleet.results(["w-new", "w-echo"], task)
+    assert results["w-new"]["output"].strip() == "2"
+    assert results["w-echo"]["output"].startswith("ECHO:")
+
+    fleet.write(changed_echo + worker("w-new", ["wc", "-l"]))
+    removed = fleet.fleetctl("up", "--reload")
+    assert "stopped: w-count, w-late" in removed.stderr
+    assert sorted(fleet.pollers()) == ["w-echo", "w-new"]
