@@ -100,7 +100,7 @@ def test_issue_for_a_new_worker_leaves_the_server_config_unchanged(fleet_dir: Pa
     assert run(fleet_dir, "creds", "issue", "--all").exit_code == 0
     assert run(fleet_dir, "creds", "server-config").stdout == before
     again = run(fleet_dir, "creds", "issue", "--all")
-    assert "0 issued, 5 already valid" in again.stderr
+    assert "0 issued, 7 already valid" in again.stderr
 
 
 def test_plan_shows_every_enabled_workers_creds_as_sensitive(fleet_dir: Path) -> None:

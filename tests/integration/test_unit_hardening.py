@@ -56,7 +56,7 @@ def rendered_units(tmp_path: Path) -> dict[str, Path]:
 def test_every_rendered_unit_is_within_its_exposure_limit(tmp_path: Path) -> None:
     units = rendered_units(tmp_path)
     pollers = [k for k in units if k.endswith("-poller.service")]
-    assert len(pollers) == 5 and len(units) == len(pollers) + 3  # tunnels x2, nats-server
+    assert len(pollers) == 7 and len(units) == len(pollers) + 3  # tunnels x2, nats-server
     scores = {k: exposure(p) for k, p in units.items()}
     over = {k: s for k, s in scores.items() if s > LIMITS.get(k.split("/")[1], POLLER_LIMIT)}
     assert over == {}, scores

@@ -109,6 +109,7 @@ def test_a_new_poller_version_restarts_every_poller_but_not_the_tunnel() -> None
     assert restarts == [
         "restart cc-go-dev-01-poller.service",
         "restart cmd-docs-01-poller.service",
+        "restart cmd-wordcount-01-poller.service",
         "restart codex-py-dev-01-poller.service",
     ]
 
@@ -362,7 +363,7 @@ def test_a_package_no_longer_wanted_is_removed_after_its_units_stop() -> None:
 
 def test_teardown_stops_units_then_removes_everything_and_the_state_dir() -> None:
     """`fleetctl decommission`: the plan against a host that should have nothing."""
-    alone = host_state(fleet_where(cc_go_dev_01=None, codex_py_dev_01=None))
+    alone = host_state(fleet_where(cc_go_dev_01=None, codex_py_dev_01=None, cmd_wordcount_01=None))
     host_plan = diff_host(HostState(alone.host), converged(alone), Selection(), live=True)
     assert [s.op for s in teardown(host_plan).steps] == [
         {"op": "systemctl", "args": ["disable", "--now", "cmd-docs-01-poller.service"]},

@@ -21,9 +21,9 @@ def test_offline_plan_lists_every_host_and_ends_with_the_summary() -> None:
     result = run("plan", "--dry-run")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    # 46 resources, plus the tunnel keys apply will generate (one per worker host) and the
+    # 56 resources, plus the tunnel keys apply will generate (one per worker host) and the
     # broker's tunnel login that accepts them (user, two dirs, authorized_keys, sshd drop-in).
-    assert lines[-1] == "Plan: 53 to add, 0 to change, 0 to destroy."
+    assert lines[-1] == "Plan: 63 to add, 0 to change, 0 to destroy."
     for host in ("broker-host  192.0.2.10", "worker-node-1  192.0.2.11", "worker-node-2"):
         assert any(line.startswith(host) for line in lines), host
     unit_line = next(line for line in lines if "cc-go-dev-01-poller.service" in line)
@@ -87,14 +87,14 @@ def test_json_plan_follows_the_documented_schema() -> None:
     data = json.loads(run("plan", "--dry-run", "--json").stdout)
     assert data["format_version"] == 2
     assert data["mode"] == "offline"
-    assert data["summary"] == {"add": 53, "change": 0, "destroy": 0}
+    assert data["summary"] == {"add": 63, "change": 0, "destroy": 0}
     assert len(data["fleet_revision"]) == 64
     changes = [c for h in data["hosts"] for c in h["changes"]]
     bus = data["bus"]
     assert bus["via"] == "broker-host" and bus["unchanged"] == 0
     assert {c["type"] for c in bus["changes"]} == {"stream", "consumer"}
     assert not [c for c in changes if c["type"] in ("stream", "consumer", "credentials")]
-    assert len(changes) + len(bus["changes"]) == 53
+    assert len(changes) + len(bus["changes"]) == 63
     key = next(c for c in changes if c["name"] == "/etc/fleet/tunnel/id_ed25519")
     assert key["generated"] is True and key["sensitive"] is True and "sha256" not in key
     unit = next(c for c in changes if c["name"].endswith("cc-go-dev-01-poller.service"))
@@ -137,7 +137,7 @@ def test_render_refuses_a_directory_it_did_not_write(tmp_path: Path) -> None:
 def test_validate_reports_a_summary() -> None:
     result = run("validate")
     assert result.exit_code == 0
-    assert "valid (6 workers, 5 enabled, on 3 hosts)" in result.stdout
+    assert "valid (8 workers, 7 enabled, on 3 hosts)" in result.stdout
 
 
 def test_validate_json() -> None:
@@ -146,7 +146,7 @@ def test_validate_json() -> None:
         "format_version": 1,
         "valid": True,
         "problems": [],
-        "workers": 6,
-        "enabled": 5,
+        "workers": 8,
+        "enabled": 7,
         "hosts": 3,
     }

@@ -1,0 +1,100 @@
+"""`./dev demo`: the example fleet on this machine, one task to every worker that started,
+their real results side by side, then the fleet stopped.
+
+It runs the same commands a user would (`fleetctl up --detach --json`, `fleetctl down`) and
+sends the task with `fleetctl.local.tasksend`. A fleet already running here is used and left
+running.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from fleetctl.config.loader import load_fleet
+from fleetctl.local.state import StateDir, default_state_dir, running_pid
+from fleetctl.local.tasksend import send_and_wait
+from fleetctl.model import Fleet
+from fleetctl.ui.terminal import err, out
+
+TASK = (
+    "Summarise this for the team: the fleet runs coding agents on our servers. The fleet "
+    "sends each task over NATS to the agents that should do it, every agent answers with a "
+    "result, and the results come back to the fleet, side by side."
+)
+TIMEOUT = 60.0
+
+
+def _fleetctl(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = Path(sys.executable).parent / "fleetctl"
+    err().print(f"$ fleetctl {' '.join(args)}", markup=False, style="bold")
+    return subprocess.run([str(binary), *args], stdout=subprocess.PIPE, text=True, check=False)
+
+
+def _runs(fleet: Fleet, worker_id: str) -> str:
+    """What the worker runs, as people would name it (a command is shown, not dressed up)."""
+    w = fleet.worker(worker_id)
+    if w is None:
+        return ""
+    if w.backend == "command" and w.command:
+        text = " ".join(w.command)
+        return f"command: {text if len(text) <= 40 else text[:37] + '...'}"
+    return f"{w.llm} {w.model or ''}".strip()
+
+
+def _table(fleet: Fleet, workers: list[str], results: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title="One task, every worker that runs here", show_lines=True)
+    table.add_column("", style="bold")
+    for worker in workers:
+        table.add_column(worker, overflow="fold")
+    rows: list[tuple[str, Any]] = [
+        ("status", lambda r: r.get("status", "")),
+        ("took", lambda r: f"{r.get('duration_s', 0):.2f} s"),
+        ("output", lambda r: str(r.get("output", "")).strip() or r.get("error", "")),
+    ]
+    table.add_row("runs", *(Text(_runs(fleet, w)) for w in workers))
+    for name, field in rows:
+        cells = [
+            str(field(results[w])) if w in results else f"(no result within {TIMEOUT:.0f} s)"
+            for w in workers
+        ]
+        table.add_row(name, *(Text(c) for c in cells))
+    return table
+
+
+def main(fleet_path: Path = Path("fleet.yaml"), servers_path: Path = Path("servers.yaml")) -> int:
+    state = StateDir(default_state_dir(fleet_path))
+    fleet = load_fleet(fleet_path, servers_path)
+    already = running_pid(state) is not None
+    started = _fleetctl("up", "--detach", "--json")
+    if started.returncode != 0:
+        return 1
+    summary = json.loads(started.stdout)
+    for entry in summary["not_started"]:
+        err().print(f"{entry['worker_id']}: not started: {entry['reason']}", markup=False)
+    workers = list(summary["started"])
+    code = 0
+    try:
+        if len(workers) < 1:
+            err().print("no worker could start on this machine", markup=False)
+            return 1
+        err().print(f"Task for {', '.join(workers)}:\n  {TASK}", markup=False)
+        _, results = send_and_wait(state, fleet.nats.subject_prefix, workers, TASK, TIMEOUT)
+        out().print(_table(fleet, workers, results))
+        code = 0 if len(results) == len(workers) else 1
+    finally:
+        if already:
+            err().print("The local fleet was already running: it keeps running.", markup=False)
+        else:
+            code = _fleetctl("down").returncode or code
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
