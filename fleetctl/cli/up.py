@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,14 +42,8 @@ def _relative(path: str | Path) -> str:
         return str(p)
 
 
-def _send_hint(state: StateDir, worker: str) -> str:
-    from fleetctl.cli.main import COMMANDS
-
-    if "task" in COMMANDS:
-        return f'fleetctl task send --worker {worker} --wait "Say hello"'
-    flag = f" --state-dir {_relative(state.root)}" if state.root.name != ".fleetctl" else ""
-    python = _relative(sys.executable)
-    return f'{python} -m fleetctl.local.tasksend{flag} --text "Say hello" {worker}'
+def _send_hint(worker: str) -> str:
+    return f'fleetctl task send --to {worker} --wait "Say hello"'
 
 
 def report(
@@ -78,7 +71,7 @@ def report(
         ("state", f"{_relative(state.root)}/up.json"),
     ]
     if started:
-        rows.append(("send", _send_hint(state, started[0])))
+        rows.append(("send", _send_hint(started[0])))
     rows.append(("stop", "Ctrl-C, or fleetctl down" if foreground else "fleetctl down"))
     for name, value in rows:
         console.print(f"  {name:<6} {escape(value)}", highlight=False)

@@ -2,8 +2,8 @@
 their real results side by side, then the fleet stopped.
 
 It runs the same commands a user would (`fleetctl up --detach --json`, `fleetctl down`) and
-sends the task with `fleetctl.local.tasksend`. A fleet already running here is used and left
-running.
+sends the task with `fleetctl.client`, as `fleetctl task send --wait` does. A fleet already
+running here is used and left running.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from fleetctl.client import Client
 from fleetctl.config.loader import load_fleet
 from fleetctl.local.state import StateDir, default_state_dir, running_pid
-from fleetctl.local.tasksend import send_and_wait
 from fleetctl.model import Fleet
 from fleetctl.ui.terminal import err, out
 
@@ -70,7 +70,7 @@ def _table(fleet: Fleet, workers: list[str], results: dict[str, dict[str, Any]])
 
 def main(fleet_path: Path = Path("fleet.yaml"), servers_path: Path = Path("servers.yaml")) -> int:
     state = StateDir(default_state_dir(fleet_path))
-    fleet = load_fleet(fleet_path, servers_path)
+    fleet = load_fleet(fleet_path, servers_path)  # invalid: `fleetctl validate` said so
     already = running_pid(state) is not None
     started = _fleetctl("up", "--detach", "--json")
     if started.returncode != 0:
@@ -85,7 +85,9 @@ def main(fleet_path: Path = Path("fleet.yaml"), servers_path: Path = Path("serve
             err().print("no worker could start on this machine", markup=False)
             return 1
         err().print(f"Task for {', '.join(workers)}:\n  {TASK}", markup=False)
-        _, results = send_and_wait(state, fleet.nats.subject_prefix, workers, TASK, TIMEOUT)
+        with Client.open(fleet_path, servers_path) as client:
+            done = client.wait(client.send(TASK, to=workers), timeout=TIMEOUT)
+        results = {r.worker_id: dict(r.body) for r in done if r.final}
         out().print(_table(fleet, workers, results))
         code = 0 if len(results) == len(workers) else 1
     finally:

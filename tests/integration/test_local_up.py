@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fleetctl.local import tasksend
+from fleetctl.client import Client, Sent
 from fleetctl.local.state import StateDir
 
 VENV_BIN = Path(sys.executable).parent
@@ -146,13 +146,16 @@ class LocalFleet:
         )
         return summary
 
-    def send(self, workers: list[str], text: str) -> str:
-        return tasksend.send(self.state, "af", workers, text)
+    def send(self, workers: list[str], text: str) -> Sent:
+        """Through the task API, which finds the local fleet by its up.json."""
+        with Client.open(self.root / "fleet.yaml") as client:
+            return client.send(text, to=workers)
 
-    def results(
-        self, workers: list[str], task_id: str, timeout: float = 30
-    ) -> dict[str, dict[str, Any]]:
-        return tasksend.results(self.state, "af", workers, task_id, timeout)
+    def results(self, sent: Sent, timeout: float = 30) -> dict[str, dict[str, Any]]:
+        """Each target's final result (a worker without one is missing)."""
+        with Client.open(self.root / "fleet.yaml") as client:
+            done = client.wait(sent, timeout=timeout)
+        return {r.worker_id: dict(r.body) for r in done if r.final}
 
     def pollers(self) -> dict[str, Proc]:
         return {
@@ -218,7 +221,7 @@ def test_up_runs_every_worker_that_can_run_here(fleet: LocalFleet) -> None:
     assert env["NATS_CONSUMER"] == "worker-w-echo"
 
     task = fleet.send(["w-echo", "w-count"], "one two three")
-    results = fleet.results(["w-echo", "w-count"], task)
+    results = fleet.results(task)
     assert results["w-echo"]["output"] == "echo: one two three\n"
     assert results["w-count"]["output"].strip() == "3"
     assert (fleet.state.log("w-echo")).read_text().count('"event": "starting"') == 1
@@ -242,7 +245,7 @@ def test_a_killed_poller_is_restarted_and_its_task_runs_once(fleet: LocalFleet) 
         assert time.monotonic() < deadline, "the CLI never started"
         time.sleep(0.05)
     os.kill(first, signal.SIGKILL)  # the poller crashes while its CLI runs
-    result = fleet.results(["w-slow"], task, timeout=30)["w-slow"]
+    result = fleet.results(task, timeout=30)["w-slow"]
     assert result["status"] == "completed"
     assert result["attempt"] == 2
     done = fleet.state.work_base("w-slow") / "done"
@@ -265,7 +268,7 @@ def test_queued_tasks_survive_down_and_fleet_changes_apply(fleet: LocalFleet) ->
     late.chmod(0o755)
     summary = fleet.up()
     assert summary["started"] == ["w-count", "w-echo", "w-late"]
-    assert fleet.results(["w-late"], queued)["w-late"]["output"].strip() == "32"
+    assert fleet.results(queued)["w-late"]["output"].strip() == "32"
 
     before = fleet.pollers()
     changed_echo = worker(
@@ -281,7 +284,7 @@ def test_queued_tasks_survive_down_and_fleet_changes_apply(fleet: LocalFleet) ->
     assert after["w-count"].pid == before["w-count"].pid  # unchanged: not restarted
     assert after["w-echo"].pid != before["w-echo"].pid
     task = fleet.send(["w-new", "w-echo"], "a\nb\n")
-    results = fleet.results(["w-new", "w-echo"], task)
+    results = fleet.results(task)
     assert results["w-new"]["output"].strip() == "2"
     assert results["w-echo"]["output"].startswith("ECHO:")
 
