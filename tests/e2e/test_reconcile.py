@@ -71,6 +71,23 @@ def test_first_apply_brings_up_the_broker_tunnels_and_every_poller(fleet_env: Fl
         assert result["poller_version"] == wheelhouse.poller_version()  # the plan's build
 
 
+def test_task_send_waits_for_results_through_an_ssh_forward_to_the_broker(
+    fleet_env: FleetEnv,
+) -> None:
+    """No --server and no local fleet: the bus is reached over SSH as fleet-publisher."""
+    args = ("task", "send", "hello", "--to", "cmd-a", "--to", "cmd-c", "--id", "e2e-1")
+    done = fleet_env.fleetctl(*args, "--wait", "--wait-timeout", "60s", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(done.stdout)["results"]
+    assert [(r["worker_id"], r["status"], r["host"]) for r in results] == [
+        ("cmd-a", "completed", NODES[0]),
+        ("cmd-c", "completed", NODES[1]),
+    ]
+    table = fleet_env.fleetctl("results", "e2e-1")
+    assert table.returncode == 0, table.stderr
+    assert "cmd-a" in table.stdout and "cmd-c" in table.stdout
+
+
 def test_plan_right_after_apply_has_no_changes(fleet_env: FleetEnv) -> None:
     code, text = plan_lines(fleet_env, "--detailed-exitcode")
     assert code == 0, text
