@@ -416,7 +416,7 @@ class Client:
             delivered = int(((infos[wid] or {}).get("delivered") or {}).get("stream_seq", 0))
             note(task["task_id"], m.time, wid, "running" if m.seq <= delivered else "queued")
         ordered = sorted(rows.items(), key=lambda kv: kv[1][0])
-        return [TaskRow(tid, at, states) for tid, (at, states) in ordered]
+        return [TaskRow(tid, at, dict(sorted(states.items()))) for tid, (at, states) in ordered]
 
     # ---- dead letters --------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from fleetctl.taskmsg import Result
 
 TRIM_LINES = 20  # output lines shown per worker unless --full
 MIN_COLUMN = 38  # narrower than this per worker: stack instead
+MAX_COLUMN = 64
 STYLES = {"completed": "green", "failed": "red", "timeout": "red", "rejected": "red"}
 STYLES |= {"dead-lettered": "red", "running": "yellow", "queued": "dim"}
 
@@ -39,7 +40,8 @@ def facts(r: Result) -> list[tuple[str, str]]:
     cost = b.get("cost_usd")
     rows = [
         ("status", r.status if r.elapsed_s is None else f"{r.status} {r.elapsed_s:.0f}s"),
-        ("model", str(b.get("model") or b.get("llm") or "-")),
+        ("llm", str(b.get("llm") or "-")),
+        ("model", str(b.get("model") or "-")),
         ("host", str(b.get("host") or "-")),
         ("attempt", str(b.get("attempt") or "-")),
         ("duration", _seconds(b.get("duration_s"))),
@@ -81,9 +83,10 @@ def side_by_side(
         console.print(Text(f"no results for {task_id} yet"))
         return
     if console.width >= MIN_COLUMN * len(results):
-        table = Table(title=Text(task_id), show_lines=False, expand=True)
+        widest = max(MIN_COLUMN, min(MAX_COLUMN, console.width // len(results) - 3))
+        table = Table(title=Text(task_id), show_lines=False)
         for r in results:
-            table.add_column(Text(r.worker_id), overflow="fold", ratio=1)
+            table.add_column(Text(r.worker_id), overflow="fold", max_width=widest)
         table.add_row(*(_cell(r, full) for r in results))
         console.print(table)
         return

@@ -81,11 +81,13 @@ class TaskFleet:
 
 
 def _fleet_yaml(workers: dict[str, dict[str, Any]], routes: dict[str, Any]) -> dict[str, Any]:
-    entries = [
-        {"worker_id": wid, "llm": "command", "command": ["/bin/true"], "host": "node-1"}
-        | {k: v for k, v in extra.items() if k != "env"}
-        for wid, extra in workers.items()
-    ]
+    entries = []
+    for wid, extra in workers.items():
+        entry: dict[str, Any] = {"worker_id": wid, "llm": "command", "host": "node-1"}
+        entry |= {k: v for k, v in extra.items() if k != "env"}
+        if entry["llm"] == "command":  # what fleet.yaml says; the poller runs the stand-in
+            entry.setdefault("command", ["/bin/true"])
+        entries.append(entry)
     body: dict[str, Any] = {"version": 1, "workers": entries}
     if routes:
         body["routes"] = routes

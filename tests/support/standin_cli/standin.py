@@ -11,6 +11,7 @@ followed by a JSON object:
   is_error (claude: success with is_error), fail (text: the CLI's own error shape, exit 1;
   for claude `fail` is the subtype, e.g. error_max_turns),
   by_worker ({worker id: text}: print this instead, on that worker).
+Without `print`, the text is $STANDIN_ANSWER if set, else `done: <stdin bytes> bytes`.
 Each flavour prints what its real CLI prints with the poller's argv, in the shapes the real
 CLIs (Claude Code 2.1, Codex CLI 0.171, Gemini CLI 0.61) were seen to print: the claude
 flavour `--output-format json` (success, or an error result with `errors` and no `result`),
@@ -146,7 +147,7 @@ def main(flavour: str) -> int:
     time.sleep(float(ask.get("sleep", 0)))
     if ask.get("sleep_first_run") and not runs_before:
         time.sleep(float(ask["sleep_first_run"]))
-    text = ask.get("print", f"done: {len(data)} bytes")
+    text = ask.get("print", os.environ.get("STANDIN_ANSWER") or f"done: {len(data)} bytes")
     text = (ask.get("by_worker") or {}).get(os.environ.get("FLEET_WORKER_ID"), text)
     out = sys.stdout.buffer
     if ask.get("out_bytes"):
