@@ -241,7 +241,7 @@ def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
         record = users.get(natsaccess.worker_user(wid))
         if record is None or record.revoked or not record.creds_path.exists():
             continue
-        damage = hygiene.creds_problem(authority, record.name)
+        damage = hygiene.creds_problem(authority, record.name, record=record)
         if damage is not None:
             warnings.append(f"credentials of worker {wid}: {damage} ({record.creds_path})")
             continue

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nsc import jwt
-from nsc.authority import Authority
+from nsc.authority import Authority, UserRecord
 from nsc.creds import CredsError, parse_creds
 from nsc.errors import NscError
 from nsc.keys import from_seed
@@ -83,20 +83,31 @@ def signing_key_problems(authority: Authority) -> list[Problem]:
     return found
 
 
-def creds_problem(authority: Authority, user: str, account: str | None = None) -> str | None:
-    """Why the user's .creds file is unusable (None: it holds the stored JWT and its seed)."""
+def creds_problem(
+    authority: Authority, user: str, account: str | None = None, record: UserRecord | None = None
+) -> str | None:
+    """Why the user's .creds file is unusable (None: it holds the stored JWT and its seed).
+    With the user's `record` (from `list_users`, which has read the store already) the JWT is
+    compared by key and issue time instead of being read again: a plan checks every worker."""
     path = authority.creds_path(user, account)
     try:
         token, seed = parse_creds(Secret(path.read_bytes()))
         public_key = from_seed(seed).public_key
+        claims = jwt.decode(token).claims
     except FileNotFoundError:
         return "the .creds file is missing"
-    except (CredsError, NscError, UnicodeDecodeError):
+    except (CredsError, NscError, UnicodeDecodeError, ValueError):
         return "the .creds file is damaged"
-    stored = authority.store.read_user(account or authority.services_account, user)
-    if token != stored:
+    if record is not None:
+        same = (claims.get("sub"), int(claims.get("iat", 0))) == (
+            record.public_key,
+            record.issued_at,
+        )
+    else:
+        same = token == authority.store.read_user(account or authority.services_account, user)
+    if not same:
         return "the .creds file holds another JWT than the store"
-    if jwt.decode(token).claims.get("sub") != public_key:
+    if claims.get("sub") != public_key:
         return "the seed in the .creds file does not match its JWT"
     return None
 
