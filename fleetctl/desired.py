@@ -117,6 +117,9 @@ class HostState:
     units: tuple[UnitSpec, ...] = ()
     disabled_workers: tuple[str, ...] = ()
     packages: tuple[PackageSpec, ...] = ()
+    # Files whose content cannot be known now (the tunnels' known_hosts while the broker's
+    # SSH key is unknown): neither planned nor removed, and no unit restarts on their account.
+    unknown_files: tuple[str, ...] = ()
 
     def resources(self) -> Iterable[tuple[HostResource, str | None]]:
         """Every resource with the worker it belongs to (None: shared by the host)."""
@@ -217,9 +220,12 @@ def _host_state(ctx: _Context, host: Host) -> HostState:
         _add_broker(ctx, host, users, dirs, files, units, packages)
     workers = fleet.workers_on(host.name) if host.is_worker_host else []
     tunnel = None
+    unknown: tuple[str, ...] = ()
     if workers and not host.is_broker:
         tunnel = layout.TUNNEL_UNIT
         _add_tunnel(ctx, host, users, dirs, files, units)
+        if not ctx.broker_key:
+            unknown = (layout.TUNNEL_KNOWN_HOSTS,)
     if workers and ctx.versions.poller:
         packages.append(PackageSpec(POLLER_PACKAGE, ctx.versions.poller))
     for worker in workers:
@@ -238,6 +244,7 @@ def _host_state(ctx: _Context, host: Host) -> HostState:
         tuple(units),
         disabled,
         tuple(packages),
+        unknown,
     )
 
 
@@ -335,7 +342,7 @@ def _add_tunnel(
     user = layout.TUNNEL_USER
     users.append(UserSpec(user, layout.TUNNEL_HOME))
     dirs.append(DirSpec(layout.TUNNEL_DIR, "root", user, 0o750))
-    known_hosts = f"{layout.TUNNEL_DIR}/known_hosts"
+    known_hosts = layout.TUNNEL_KNOWN_HOSTS
     restart_on = [known_hosts, layout.TUNNEL_KEY]
     if ctx.broker_key:
         key = " ".join(ctx.broker_key.split()[:2])

@@ -31,17 +31,20 @@ class ObservedHost:
     pending: tuple[str, ...] = ()  # units an interrupted apply still had to restart
     manifest_revision: str = ""
     corrupt_manifest: bool = False
+    # Enabled units that are not running: why, as people read it ("failed: <last log line>").
+    dead_units: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ObservedBus:
     """What the bus holds of fleetctl's streams and consumers (fingerprint by key), and
     which of them fleetctl made (consumers with the worker prefix). `reachable` is False
-    when nothing answered at the broker's NATS address (a bare broker)."""
+    when nothing answered at the broker's NATS address, `error` then says what was seen."""
 
     resources: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     managed: frozenset[str] = frozenset()
     reachable: bool = True
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,12 @@ def parse(facts: Mapping[str, Any]) -> ObservedHost:
     for name, user in (facts.get("users") or {}).items():
         if user is not None:
             resources[f"user {name}"] = {"home": user["home"]}
+    dead: dict[str, str] = {}
     for name, unit in (facts.get("units") or {}).items():
         if unit["enabled"] or unit["active"]:
             resources[f"unit {name}"] = {"enabled": unit["enabled"], "active": unit["active"]}
+        if unit["enabled"] and not unit["active"]:
+            dead[name] = _dead_reason(unit)
     for name, version in (facts.get("versions") or {}).items():
         if version:
             resources[f"package {name}"] = {"version": version}
@@ -112,7 +118,15 @@ def parse(facts: Mapping[str, Any]) -> ObservedHost:
         pending=tuple(sorted(journal.get("restart") or ())),
         manifest_revision=str(manifest.get("revision") or ""),
         corrupt_manifest=bool(manifest.get("_corrupt")),
+        dead_units=dead,
     )
+
+
+def _dead_reason(unit: Mapping[str, Any]) -> str:
+    state = str(unit.get("state") or "inactive")
+    state = "stopped" if state == "inactive" else state
+    reason = str(unit.get("reason") or "")
+    return f"{state}: {reason}" if reason else state
 
 
 def python_facts(facts: Mapping[str, Any]) -> PythonFacts:

@@ -7,6 +7,7 @@ FLEET_ETC = "/etc/fleet"
 CREDS_DIR = f"{FLEET_ETC}/creds"
 TUNNEL_DIR = f"{FLEET_ETC}/tunnel"
 TUNNEL_KEY = f"{TUNNEL_DIR}/id_ed25519"
+TUNNEL_KNOWN_HOSTS = f"{TUNNEL_DIR}/known_hosts"
 STATE_DIR = "/var/lib/fleetctl"  # manifest, journal, lock, staging
 STAGING_DIR = f"{STATE_DIR}/staging"
 POLLER_VERSION_FILE = "/opt/fleet/venv/fleet-poller.version"

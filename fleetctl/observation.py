@@ -19,7 +19,7 @@ from fleetctl.bus import jetstream
 from fleetctl.desired import FleetState, desired_state
 from fleetctl.facts import ObservedBus
 from fleetctl.inputs import Inputs
-from fleetctl.model import Fleet
+from fleetctl.model import Fleet, Host
 from fleetctl.plan import Plan, Selection, make_plan, planned_hosts
 from fleetctl.sessions import (
     Options,
@@ -48,6 +48,7 @@ class LiveView:
     bus: ObservedBus
     plan: Plan
     options: Options
+    selection: Selection
 
     def close(self) -> None:
         for s in self.sessions.values():
@@ -104,13 +105,16 @@ def live_plan(
     broker_key = inputs.broker_key
     if broker_key is None and broker.name in sessions:
         broker_key = presented_key(sessions[broker.name])
+    elif broker_key is None and broker.name not in names:
+        # Narrowed to other hosts: the tunnels' known_hosts still needs the broker's key.
+        broker_key = expected or _peek_key(broker, options)
     desired = (
         shape
         if broker_key is not None and broker_key == expected
         else desired_state(fleet, dataclasses.replace(inputs, broker_key=broker_key))
     )
     warnings = list(inputs.warnings)
-    if broker.name in errors and broker_key is None:
+    if broker_key is None:
         warnings.append("the broker was not reached, so the tunnels' known_hosts is not planned")
     bus = seen_bus[0] if seen_bus else ObservedBus()
     plan = make_plan(
@@ -122,7 +126,19 @@ def live_plan(
         warnings=tuple(warnings),
         errors=errors,
     )
-    return LiveView(fleet, inputs, desired, sessions, errors, bus, plan, options)
+    return LiveView(fleet, inputs, desired, sessions, errors, bus, plan, options, selection)
+
+
+def _peek_key(broker: Host, options: Options) -> str | None:
+    """The SSH key an unpinned broker presents: connect, read it, disconnect."""
+    try:
+        transport = connect(broker, options)
+    except TransportError:
+        return None
+    try:
+        return presented_key(Session(broker, transport))
+    finally:
+        transport.close()
 
 
 def _observe_host(session: Session, req: dict[str, object]) -> dict[str, object]:

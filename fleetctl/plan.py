@@ -8,7 +8,7 @@ was observed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from fleetctl.departed import DepartedHost
@@ -26,6 +26,7 @@ from fleetctl.desired import (
     UserSpec,
 )
 from fleetctl.facts import ObservedBus, ObservedHost
+from fleetctl.layout import NATS_UNIT
 from fleetctl.model import Host
 from fleetctl.natsresources import ConsumerSpec, StreamSpec
 
@@ -77,6 +78,7 @@ class BusPlan:
     via: str
     changes: tuple[Change, ...]
     unchanged: int
+    error: str | None = None  # why the bus could not be observed: nothing is planned for it
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,8 @@ def diff_host(
     name = state.host.name
     kept = [(r, w) for r, w in state.resources() if selection.keeps(name, w)]
     changes, unchanged, wanted = _diff(kept, observed.resources, observed.contents)
+    changes = [_say_why_dead(c, observed.dead_units) for c in changes]
+    wanted |= {f"file {path}" for path in state.unknown_files}
     inputs: dict[str, dict[str, str]] = {}
     if live:
         changes, unchanged, inputs = _restarts(state, observed, kept, changes, unchanged)
@@ -278,6 +282,13 @@ def diff_host(
         unit_inputs=inputs,
         wanted=frozenset(wanted),
     )
+
+
+def _say_why_dead(change: Change, dead: Mapping[str, str]) -> Change:
+    """An enabled unit that is not running is started: the plan says what it is now."""
+    if change.kind != "unit" or change.action != "update" or change.name not in dead:
+        return change
+    return replace(change, attrs=(("state", f"start ({dead[change.name]})"),))
 
 
 def _orphans(keys: Iterable[str], contents: Mapping[str, bytes]) -> list[Change]:
@@ -314,8 +325,12 @@ def unit_inputs(state: HostState, unit: UnitSpec, observed: ObservedHost) -> dic
     """What a unit runs with: the hash of each file it reads, each package's version."""
     files = {f.path: f.sha256 for f in state.files}
     packages = {f"package {p.name}": p.version for p in state.packages}
+    recorded = observed.unit_inputs.get(unit.name) or {}
     out = {}
     for trigger in (*unit.restart_on, *unit.reload_on):
+        if trigger in state.unknown_files:  # as it was: nothing known says otherwise
+            out[trigger] = recorded.get(trigger) or "absent"
+            continue
         value = packages.get(trigger) or files.get(trigger) or observed.env_files.get(trigger)
         out[trigger] = value or "absent"
     return out
@@ -454,6 +469,12 @@ def make_plan(
     homes = desired.bus.homes
     if homes and homes[0] in names and homes[0] not in errors:
         via = desired.hosts[homes[0]].host
-        bus_plan = diff_bus(desired.bus, bus or ObservedBus(), selection, via)
+        on_bus = bus or ObservedBus()
+        bus_plan = diff_bus(desired.bus, on_bus, selection, via)
+        installed = (observed or {}).get(via.name, ObservedHost()).resources
+        if bus_plan is not None and not on_bus.reachable and f"unit {NATS_UNIT}" in installed:
+            # nats-server is installed but does not answer: what the bus holds is unknown.
+            why = f"{NATS_UNIT} is installed on {via.name} but {on_bus.error or 'does not answer'}"
+            bus_plan = BusPlan(via.name, (), 0, error=why)
     mode: Literal["offline", "live"] = "offline" if observed is None else "live"
     return Plan(mode, revision, tuple(plans), warnings, bus_plan)

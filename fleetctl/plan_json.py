@@ -34,6 +34,7 @@ def plan_to_json(plan: Plan, *, with_content: bool = False) -> dict[str, Any]:
             "via": plan.bus.via,
             "changes": [_change(c, with_content) for c in plan.bus.changes],
             "unchanged": plan.bus.unchanged,
+            "error": plan.bus.error,
         },
         "departed": [
             {

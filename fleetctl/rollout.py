@@ -19,7 +19,7 @@ from fleetctl.apply.program import STAGED_NATS, HostProgram, program, staging_wh
 from fleetctl.bus import client as bus_client
 from fleetctl.bus import jetstream
 from fleetctl.observation import LiveView
-from fleetctl.plan import BusPlan, HostPlan, Plan
+from fleetctl.plan import BusPlan, HostPlan, Plan, diff_bus
 from fleetctl.sessions import Session, for_each_host
 from fleetctl.transport.base import TransportError
 
@@ -67,17 +67,19 @@ def apply(
     def run(name: str) -> None:
         started = time.monotonic()
         result = _apply_host(view, name, houses, report)
-        if bus is not None and name == bus.via and result.ok and bus.changes:
+        if bus is not None and name == bus.via and result.ok and (bus.changes or bus.error):
             _apply_bus(view, bus, view.sessions[name], result, report)
         result.seconds = time.monotonic() - started
         if on_applied is not None:
             on_applied(result)
-        report.finished(result)
         with guard:
             results[name] = result
 
     for wave in waves(view.plan):
         for_each_host(wave, run, view.options.parallel)
+    _check_pings(view, results, report)
+    for result in results.values():
+        report.finished(result)
     for name, error in view.errors.items():
         results[name] = HostResult(name, False, failed_step="connect and observe", error=error)
         report.finished(results[name])
@@ -104,6 +106,7 @@ def _apply_host(
         _upload(session, prog, houses, nats_bin, report)
         if prog.steps:
             run_program(session, prog, report)
+            _check_started(session, started_units(host_plan), view.options.settle, report)
         result.steps = len(prog.steps)
     except (TransportError, wheelhouse.WheelhouseError) as e:
         result.ok = False
@@ -140,6 +143,106 @@ def run_program(session: Session, prog: HostProgram, report: Reporter) -> None:
         raise _StepFailed(name, "host agent", agent_client.agent_failure(done.code, done.stderr))
 
 
+CHECK_STEP = "check the started units stay up"
+PING_STEP = "check the started workers answer their ping"
+PING_WAIT = 20.0  # seconds for a started poller to reach the bus and answer
+LOG_LINES = 10
+
+
+def started_units(host_plan: HostPlan) -> list[str]:
+    """The units this host's program starts or restarts."""
+    return [
+        c.name
+        for c in host_plan.changes
+        if c.kind == "unit" and c.unit_action in ("start", "restart")
+    ]
+
+
+def _check_started(session: Session, units: list[str], settle: float, report: Reporter) -> None:
+    """A unit that was started must still be running `settle` seconds later: one that fails
+    at once (say, unreadable creds) is a failure of this host, with its last log lines."""
+    if not units:
+        return
+    name = session.host.name
+    report.step(name, CHECK_STEP, 0, 0)
+    time.sleep(settle)
+    done = session.transport.run(["systemctl", "is-active", *units], timeout=60)
+    states = done.stdout.decode("utf-8", "replace").split()
+    dead = [(u, s) for u, s in zip(units, states, strict=False) if s != "active"]
+    if len(states) < len(units):
+        dead += [(u, "unknown") for u in units[len(states) :]]
+    if not dead:
+        return
+    lines = []
+    for unit, state in dead:
+        log = session.transport.run(
+            ["journalctl", "-u", unit, "-n", str(LOG_LINES), "--no-pager", "-o", "cat"],
+            timeout=30,
+        )
+        tail = log.stdout.decode("utf-8", "replace").strip() or "(no log lines)"
+        lines.append(f"{unit} is {state} {settle:g} s after it was started; its last log:\n{tail}")
+    raise _StepFailed(name, CHECK_STEP, "\n".join(lines))
+
+
+def _check_pings(view: LiveView, results: dict[str, HostResult], report: Reporter) -> None:
+    """Every poller apply started answers its ping over the bus, or its host failed."""
+    bus = view.plan.bus
+    via = view.sessions.get(bus.via) if bus else None
+    waiting = {
+        c.worker: h.name
+        for h in view.plan.hosts
+        if results.get(h.name) and results[h.name].ok
+        for c in h.changes
+        if c.worker and c.kind == "unit" and c.unit_action in ("start", "restart")
+    }
+    if via is None or not waiting:
+        return
+    for host in set(waiting.values()):
+        report.step(host, PING_STEP, results[host].steps, results[host].steps)
+    prefix = view.fleet.nats.subject_prefix
+    try:
+        with bus_client.through(
+            via.transport, view.fleet, bus_client.identity(view.fleet)
+        ) as endpoint:
+            silent = bus_client.run(ping_all(endpoint, prefix, sorted(waiting), PING_WAIT))
+    except (TransportError, bus_client.BusError) as e:
+        silent = {w: f"could not ping: {e}" for w in waiting}
+    for worker, why in sorted(silent.items()):
+        result = results[waiting[worker]]
+        result.ok = False
+        result.failed_step = PING_STEP
+        message = f"{worker}: {why} (journalctl -u {worker}-poller on {waiting[worker]})"
+        result.error = f"{result.error}; {message}" if result.error else message
+
+
+async def ping_all(
+    endpoint: bus_client.Endpoint, prefix: str, workers: list[str], wait: float
+) -> dict[str, str]:
+    """Ping each worker until it answers or `wait` runs out; the ones that never did."""
+    import asyncio
+
+    from fleetctl.natsnames import NatsNames
+
+    names = NatsNames(prefix)
+    nc = await bus_client.connect(endpoint)
+    deadline = time.monotonic() + wait
+
+    async def one(worker: str) -> str | None:
+        while time.monotonic() < deadline:
+            try:
+                await nc.request(names.ping(worker), b"", timeout=1.0)
+                return None
+            except Exception:  # no responder yet, or a timeout: it may still be starting
+                await asyncio.sleep(0.5)
+        return f"did not answer its ping within {wait:g} s"
+
+    try:
+        answers = await asyncio.gather(*(one(w) for w in workers))
+    finally:
+        await nc.close()
+    return {w: why for w, why in zip(workers, answers, strict=True) if why is not None}
+
+
 class _StepFailed(TransportError):
     """A host program step failed; `step` is its label."""
 
@@ -173,21 +276,29 @@ def _apply_bus(
     view: LiveView, bus: BusPlan, session: Session, result: HostResult, report: Reporter
 ) -> None:
     """Revocations in the store (the broker already has the config that enforces them),
-    then streams and consumers through the JetStream API."""
+    then streams and consumers through the JetStream API. A bus the plan could not observe
+    (nats-server down) is observed now that the broker's wave has started it again, so what
+    is created is decided against what the server really holds."""
     name = session.host.name
     try:
-        if any(c.kind == "credentials" for c in bus.changes):
-            inputs = view.inputs
-            credentials.commit_revocations(view.fleet, inputs.revocations, inputs.revoked_at)
-        api_changes = jetstream.ordered(bus.changes)
-        if api_changes:
-            report.step(name, BUS_STEP, result.steps, result.steps)
-            who = bus_client.identity(view.fleet)
-            with bus_client.through(session.transport, view.fleet, who) as endpoint:
+        who = bus_client.identity(view.fleet)
+        with bus_client.through(session.transport, view.fleet, who) as endpoint:
+            changes = bus.changes
+            if bus.error is not None or jetstream.ordered(changes):
+                report.step(name, BUS_STEP, result.steps, result.steps)
                 if not jetstream.wait_ready(endpoint):
                     raise bus_client.BusError(
                         "nats-server on the broker did not answer within 15 s"
                     )
+            if bus.error is not None:
+                seen = jetstream.observe(endpoint, view.desired.bus)
+                fresh = diff_bus(view.desired.bus, seen, view.selection, session.host)
+                changes = fresh.changes if fresh else ()
+            if any(c.kind == "credentials" for c in changes):
+                inputs = view.inputs
+                credentials.commit_revocations(view.fleet, inputs.revocations, inputs.revoked_at)
+            api_changes = jetstream.ordered(changes)
+            if api_changes:
                 jetstream.apply(endpoint, api_changes)
         result.steps += len(api_changes)
     except (TransportError, bus_client.BusError) as e:

@@ -39,6 +39,7 @@ class Options:
     command: str = "fleetctl"
     with_contents: bool = False
     connect_timeout: float = 10.0
+    settle: float = 2.0  # seconds a started unit must stay up before apply calls it done
 
 
 @dataclass

@@ -123,7 +123,8 @@ async def connect(endpoint: Endpoint) -> Any:
     except AuthorizationError:
         raise BusError(f"the broker refused the credentials of {who.user}") from None
     except (NoServersError, OSError, TimeoutError, NatsError) as e:
-        raise BusUnreachable(f"nothing answers at {endpoint.url}: {type(e).__name__}") from None
+        why = str(e).strip() or type(e).__name__
+        raise BusUnreachable(f"nothing answers at {endpoint.url} ({why})") from None
 
 
 async def request(nc: Any, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

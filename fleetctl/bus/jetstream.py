@@ -36,9 +36,10 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
     wanted = {c.key: c.api_config() for c, _ in bus.consumers}
     try:
         nc = await connect(endpoint)
-    except BusUnreachable:
-        # Nothing listening yet (a bare broker): everything is still to be created.
-        return ObservedBus(reachable=False)
+    except BusUnreachable as e:
+        # A bare broker (nothing to keep), or a server that is down (then unknown): the plan
+        # tells them apart by whether nats-server is installed.
+        return ObservedBus(reachable=False, error=str(e))
     try:
         resources: dict[str, dict[str, object]] = {}
         managed: set[str] = set()

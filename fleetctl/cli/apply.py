@@ -44,6 +44,14 @@ from fleetctl.ui.terminal import err, out
     metavar="SECONDS",
     help="Wait this long for another apply's host lock.",
 )
+@click.option(
+    "--settle",
+    type=click.FloatRange(0, 600),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a started unit must stay up (then its poller must answer a ping).",
+)
 @ssh_config_option
 @known_hosts_option
 @pass_app
@@ -56,6 +64,7 @@ def apply(
     show_diff: bool,
     parallel: int,
     lock_wait: float,
+    settle: float,
     ssh_config: Path | None,
     known_hosts: tuple[str, ...],
 ) -> None:
@@ -68,7 +77,16 @@ def apply(
         fail("refusing to apply without a terminal to confirm on", "add --yes")
     if issue_creds:
         _issue(fleet, list(workers) or credentials.enabled_ids(fleet))
-    tunnelkeys.ensure(fleet, tunnel_hosts(fleet))  # the only step that writes keys here
+    inputs = gather(fleet)
+    lacking = [w for w in (workers or credentials.enabled_ids(fleet)) if w in inputs.missing_creds]
+    if lacking:
+        fail(
+            f"no NATS credentials for {', '.join(lacking)}: their pollers could not start",
+            "add --issue-creds, or run `fleetctl creds issue --all` first",
+        )
+    if inputs.pending_tunnel_keys:  # the only step that writes keys here; then read them
+        tunnelkeys.ensure(fleet, tunnel_hosts(fleet))
+        inputs = gather(fleet)
     options = Options(
         ssh_config=ssh_config,
         known_hosts=known_hosts,
@@ -76,13 +94,15 @@ def apply(
         lock_wait=lock_wait,
         command=shlex.join(["fleetctl", *sys.argv[1:]]),
         with_contents=show_diff,
+        settle=settle,
     )
     known = remembered.load(fleet)  # a damaged file fails before any host is touched
-    view = live_plan(fleet, gather(fleet), selection, options, lock=True)
+    view = live_plan(fleet, inputs, selection, options, lock=True)
     try:
         gone = departed.offline(fleet, known) if everything else ()
         print_plan(out(), dataclasses.replace(view.plan, departed=gone), show_diff=show_diff)
-        if view.plan.summary.empty:  # the hosts reached are as applied: remember them
+        unseen = bool(view.plan.bus and view.plan.bus.error)  # applied once it answers
+        if view.plan.summary.empty and not unseen:  # the hosts reached are as applied
             remembered.remember(fleet, [remembered.entry(view, n) for n in view.sessions])
             sys.exit(1 if view.errors else 0)
         if not yes and not click.confirm("Apply these changes?", default=False, err=True):

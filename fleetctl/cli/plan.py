@@ -121,7 +121,7 @@ def _live(
 
         result = dataclasses.replace(result, departed=decommission.live(fleet, options))
     _show(result, show_diff, as_json)
-    if view.errors:
-        sys.exit(1)
+    if view.errors or (result.bus and result.bus.error):
+        sys.exit(1)  # a partial view is not "no changes", whatever the flags
     if detailed and result.pending:
         sys.exit(2)

@@ -226,10 +226,11 @@ def _enabled(unit: str) -> bool:
     return False
 
 
-def _active(units: List[str]) -> Dict[str, bool]:
-    """One `systemctl is-active` call for every unit that has a file."""
+def _states(units: List[str]) -> Dict[str, str]:
+    """One `systemctl is-active` call for every unit that has a file: each unit's state
+    (active, inactive, failed, activating, ...; "absent" without a unit file)."""
     present = [u for u in units if os.path.exists(os.path.join(SYSTEMD_DIR, u))]
-    states = {u: False for u in units}
+    states = {u: "absent" for u in units}
     if not present:
         return states
     try:
@@ -240,8 +241,33 @@ def _active(units: List[str]) -> Dict[str, bool]:
         return states
     lines = done[1].decode("utf-8", "replace").split()
     for unit, state in zip(present, lines):
-        states[unit] = state == "active"
+        states[unit] = state
     return states
+
+
+def _last_log_line(unit: str) -> str:
+    """Why an enabled unit is not running, as its journal's last line says (or "")."""
+    argv = ["journalctl", "-u", unit, "-n", "1", "--no-pager", "-o", "cat"]
+    try:
+        done = spawn(argv, timeout=10, merge_stderr=True)
+    except OSError:
+        return ""
+    if done is None:
+        return ""
+    lines = done[1].decode("utf-8", "replace").strip().splitlines()
+    return lines[-1].strip()[:200] if lines else ""
+
+
+def _units(units: List[str]) -> Dict[str, Any]:
+    states = _states(units)
+    out = {}
+    for u in units:
+        enabled = _enabled(u)
+        entry = {"enabled": enabled, "active": states[u] == "active", "state": states[u]}
+        if enabled and states[u] in ("failed", "activating"):  # not a clean stop: say why
+            entry["reason"] = _last_log_line(u)
+        out[u] = entry
+    return out
 
 
 def _version_of(binary: str) -> Optional[str]:
@@ -296,7 +322,6 @@ def observe(req: Dict[str, Any]) -> Dict[str, Any]:
                     contents[path] = binascii.b2a_base64(f.read(), newline=False).decode("ascii")
         except OSError:
             pass
-    active = _active(sorted(units))
     return {
         "hostname": os.uname().nodename,
         "python": _python_facts(),
@@ -305,7 +330,7 @@ def observe(req: Dict[str, Any]) -> Dict[str, Any]:
         "files": {p: _stat_file(p) for p in sorted(files)},
         "dirs": {p: _stat_dir(p) for p in sorted(dirs)},
         "users": {u: _user(u) for u in sorted(users)},
-        "units": {u: {"enabled": _enabled(u), "active": active[u]} for u in sorted(units)},
+        "units": _units(sorted(units)),
         "env_files": {
             p: (_sha256(p) if os.path.isfile(p) else None) for p in req.get("env_files") or ()
         },

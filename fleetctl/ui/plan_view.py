@@ -16,18 +16,18 @@ _STYLE = {"create": "green", "update": "yellow", "delete": "red"}
 def summary_line(plan: Plan) -> str:
     s = plan.summary
     failed = [h.name for h in plan.hosts if h.error]
+    counts = f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy"
     if failed:
-        return (
-            f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy; "
-            f"{len(failed)} host(s) not planned: {', '.join(failed)}."
-        )
+        bus = "; the bus not planned" if plan.bus and plan.bus.error else ""
+        return f"{counts}; {len(failed)} host(s) not planned: {', '.join(failed)}{bus}."
     left = [d.name for d in plan.departed if d.pending]
     gone = f"{len(left)} host(s) that left servers.yaml to decommission: {', '.join(left)}."
+    if plan.bus and plan.bus.error:
+        return f"{counts}; the bus not planned (not observed)."
     if s.empty and plan.mode == "live":
         if left:
             return f"No changes to the fleet; {gone}"
         return "No changes. The fleet matches its configuration."
-    counts = f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy"
     return f"{counts}; {gone}" if left else f"{counts}."
 
 
@@ -66,6 +66,12 @@ def _host_block(host: HostPlan, bus: BusPlan | None, show_diff: bool) -> Text:
     if host.error:
         block.append(f"\n  ! not planned: {host.error}", style="bold red")
         return block
+    if bus and bus.error:
+        block.append(
+            f"\n  ! bus not observed: {bus.error}; apply starts nats-server first, then "
+            "creates what is missing",
+            style="bold red",
+        )
     changes = [*host.changes, *(bus.changes if bus else ())]
     unchanged = host.unchanged + (bus.unchanged if bus else 0)
     width = max((len(c.kind) + 1 + len(c.name) for c in changes), default=0)

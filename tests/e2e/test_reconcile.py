@@ -315,3 +315,65 @@ def test_a_wrong_host_key_is_refused(fleet_env: FleetEnv, tmp_path: Path) -> Non
     assert done.returncode == 1
     assert "host key mismatch" in done.stdout + done.stderr
     assert "SHA256:" in done.stdout + done.stderr
+
+
+def test_narrowing_the_plan_to_a_worker_host_invents_no_change(fleet_env: FleetEnv) -> None:
+    """The broker is not visited and its key is not pinned: the tunnels' known_hosts is
+    still what the broker would present, so nothing changes."""
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+    for node in NODES:
+        code, text = plan_lines(fleet_env, "--host", node, "--detailed-exitcode")
+        assert code == 0, text
+        assert "known_hosts" not in text
+
+
+def test_a_unit_that_cannot_start_fails_the_apply_and_the_plan_says_why(
+    fleet_env: FleetEnv,
+) -> None:
+    # An operator's env file that points the poller at creds it cannot read: the unit
+    # starts, then exits at once.
+    env_file = "/etc/fleet/env/cmd-x.env"
+    fleet_env.sh(NODES[0], f"mkdir -p /etc/fleet/env && echo NATS_CREDS=/nonexistent >{env_file}")
+    fleet_env.workers.append(
+        {
+            "worker_id": "cmd-x",
+            "llm": "command",
+            "command": ["/usr/local/bin/fake-command"],
+            "host": NODES[0],
+            "env_file": env_file,
+        }
+    )
+    fleet_env.write()
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 1 and "add --issue-creds" in done.stderr, "refused up front"
+    assert not fleet_env.exists(NODES[0], "/etc/systemd/system/cmd-x-poller.service")
+    done = fleet_env.fleetctl("apply", "--all", "--issue-creds", "--yes", "--settle", "1")
+    text = done.stdout + done.stderr
+    assert done.returncode == 1, text
+    assert f"{NODES[0]}: FAILED at check the started units stay up" in text
+    assert "cmd-x-poller.service is" in text and "NATS_CREDS" in text, text
+    assert "Apply complete" not in text
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    assert code == 2, text
+    assert "~ unit cmd-x-poller.service" in text and "start (failed: " in text, text
+    fleet_env.sh(NODES[0], f"rm -f {env_file}")
+    fleet_env.delete_worker("cmd-x")
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+
+
+def test_the_plan_while_nats_server_is_down_says_the_bus_is_not_observed(
+    fleet_env: FleetEnv,
+) -> None:
+    fleet_env.sh(BROKER, "systemctl stop nats-server.service")
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    assert code == 1, text
+    assert "! bus not observed: nats-server.service is installed on broker-host" in text
+    assert "+ stream" not in text and "+ consumer" not in text
+    assert "~ unit nats-server.service" in text and "start (stopped)" in text, text
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fleet_env.active(BROKER, "nats-server.service")
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+    assert fleet_env.tasks_round_trip(["cmd-c"])["cmd-c"]["status"] == "completed"

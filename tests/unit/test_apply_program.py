@@ -398,3 +398,32 @@ def test_teardown_of_a_broker_removes_the_nats_server_binary() -> None:
     assert remove in steps
     assert steps.index(remove) < steps.index({"op": "remove_user", "name": "nats"})
     assert {"op": "remove_empty_dir", "path": "/etc/nats"} in steps
+
+
+def test_an_enabled_unit_that_is_not_running_is_started_and_the_plan_says_why() -> None:
+    s = state()
+    seen = converged(s)
+    unit = "unit cmd-docs-01-poller.service"
+    resources = {**seen.resources, unit: {"enabled": True, "active": False}}
+    dead = {"cmd-docs-01-poller.service": "failed: NATS_CREDS /x is not a readable file"}
+    observed = dataclasses.replace(seen, resources=resources, dead_units=dead)
+    prog, host_plan = host_program(s, observed)
+    change = next(c for c in host_plan.changes if c.kind == "unit")
+    assert change.unit_action == "start"
+    assert change.attrs == (("state", "start (failed: NATS_CREDS /x is not a readable file)"),)
+    assert ("systemctl", "enable", "--now", "cmd-docs-01-poller.service") in ops(prog)
+
+
+def test_an_unknown_broker_key_leaves_the_tunnels_known_hosts_alone() -> None:
+    """Narrowed to a worker host with the broker's key unknown: the known_hosts file is
+    neither removed nor a reason to restart the tunnel."""
+    known = converged(state())
+    fleet = example_fleet()
+    unpinned = tuple(dataclasses.replace(h, host_key=None) for h in fleet.hosts)
+    fleet = dataclasses.replace(fleet, hosts=unpinned)
+    unknown = desired_state(fleet, dataclasses.replace(inputs(), broker_key=None))
+    node = unknown.hosts[NODE]
+    assert node.unknown_files == ("/etc/fleet/tunnel/known_hosts",)
+    assert "/etc/fleet/tunnel/known_hosts" not in [f.path for f in node.files]
+    host_plan = diff_host(node, known, Selection(), live=True)
+    assert host_plan.changes == ()

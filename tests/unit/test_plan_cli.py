@@ -150,3 +150,12 @@ def test_validate_json() -> None:
         "enabled": 7,
         "hosts": 3,
     }
+
+
+def test_apply_refuses_up_front_to_start_workers_without_creds() -> None:
+    """No store yet: every enabled worker lacks creds. Apply says so before it connects to
+    any host (the example's addresses are documentation ones: a connect would time out)."""
+    result = run("apply", "--all", "--yes")
+    assert result.exit_code == 1
+    assert "no NATS credentials for cc-go-dev-01, codex-py-dev-01" in result.stderr
+    assert "add --issue-creds" in result.stderr

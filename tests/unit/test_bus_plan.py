@@ -1,0 +1,53 @@
+"""The bus's plan, apart from the hosts': what it creates, and what it will not claim when
+it could not see the bus. Pure: desired state against observed data."""
+
+from __future__ import annotations
+
+from fleetctl.desired import desired_state
+from fleetctl.facts import ObservedBus, ObservedHost
+from fleetctl.plan import Plan, Selection, make_plan
+from fleetctl.plan_json import plan_to_json
+from tests.support.example import example_fleet
+
+BROKER = "broker-host"
+DOWN = ObservedBus(reachable=False, error="nothing answers at nats://127.0.0.1:1 (refused)")
+
+
+def _plan(broker: ObservedHost, bus: ObservedBus, selection: Selection | None = None) -> Plan:
+    desired = desired_state(example_fleet())
+    hosts = {name: ObservedHost() for name in desired.hosts}
+    hosts[BROKER] = broker
+    return make_plan(desired, hosts, bus=bus, selection=selection or Selection())
+
+
+def test_a_bare_broker_s_bus_is_planned_whole() -> None:
+    plan = _plan(ObservedHost(), DOWN)
+    assert plan.bus is not None and plan.bus.error is None
+    kinds = [(c.action, c.kind) for c in plan.bus.changes]
+    assert kinds.count(("create", "stream")) == 3
+    assert kinds.count(("create", "consumer")) == 5
+
+
+def test_an_installed_server_that_does_not_answer_is_not_observed_not_empty() -> None:
+    installed = ObservedHost(
+        resources={"unit nats-server.service": {"enabled": True, "active": False}}
+    )
+    plan = _plan(installed, DOWN)
+    assert plan.bus is not None
+    assert plan.bus.changes == ()
+    assert plan.bus.error == (
+        "nats-server.service is installed on broker-host but nothing answers at "
+        "nats://127.0.0.1:1 (refused)"
+    )
+    assert plan_to_json(plan)["bus"]["error"] == plan.bus.error
+
+
+def test_the_bus_goes_with_the_broker_host_and_with_workers_not_with_other_hosts() -> None:
+    assert (
+        _plan(ObservedHost(), ObservedBus(), Selection(hosts=frozenset({"worker-node-1"}))).bus
+        is None
+    )
+    narrowed = _plan(ObservedHost(), ObservedBus(), Selection(workers=frozenset({"cmd-docs-01"})))
+    assert narrowed.bus is not None
+    assert [c.name for c in narrowed.bus.changes] == ["AF_TASKS/worker-cmd-docs-01"]
+    assert BROKER in [h.name for h in narrowed.hosts]
