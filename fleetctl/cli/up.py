@@ -143,6 +143,8 @@ def up(
     state = _state(app, state_dir)
     pid = running_pid(state)
     if pid is not None:
+        if only:
+            _say("--only applies when the local fleet starts: ignored (fleetctl down first)")
         _reload(state, pid, as_json)
         return
     if reload_only:

@@ -30,9 +30,10 @@ CRASH_LOOP_WINDOW = 60.0  # ... within this many seconds is a crash loop
 Say = Callable[[str, str], None]  # (worker id, line) -> console
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: SIGTERM when the supervisor dies, so a killed supervisor leaves no
-    poller behind (PR_SET_PDEATHSIG)."""
+    poller or server behind (PR_SET_PDEATHSIG; it follows the thread that forks, so start
+    children from the supervisor's main thread)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
@@ -84,7 +85,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.started_at = time.monotonic()
         assert self.proc.stdout is not None

@@ -16,6 +16,7 @@ from fleetctl import brokerbinary, credentials, natsaccess
 from fleetctl.bus import client as bus_client
 from fleetctl.bus import jetstream
 from fleetctl.desired import broker_config, bus_state
+from fleetctl.local.children import die_with_parent
 from fleetctl.local.state import StateDir
 from fleetctl.model import CredsConfig, Fleet
 from fleetctl.plan import Change, Selection, diff_bus
@@ -103,7 +104,12 @@ def start(fleet: Fleet, state: StateDir, auth_config: str) -> subprocess.Popen[b
     argv = server_argv(fleet, state.nats_conf)
     log = state.log("nats-server").open("ab")
     proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     log.close()
     deadline = time.monotonic() + 15

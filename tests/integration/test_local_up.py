@@ -292,3 +292,31 @@ def test_queued_tasks_survive_down_and_fleet_changes_apply(fleet: LocalFleet) ->
     removed = fleet.fleetctl("up", "--reload")
     assert "stopped: w-count, w-late" in removed.stderr
     assert sorted(fleet.pollers()) == ["w-echo", "w-new"]
+
+
+def test_down_lets_a_running_task_finish_and_a_killed_supervisor_leaves_nothing(
+    fleet: LocalFleet,
+) -> None:
+    fleet.write(worker("w-slow", ["python3", "-c", SLOW]))
+    fleet.up()
+    task = fleet.send(["w-slow"], "finish me")
+    deadline = time.monotonic() + 10
+    while not any("time.sleep" in p.cmdline for p in processes_under(fleet.root)):
+        assert time.monotonic() < deadline, "the CLI never started"
+        time.sleep(0.05)
+    fleet.fleetctl("down")  # the task has about 3 s to go: well within the grace period
+    assert processes_under(fleet.root) == []
+    assert (fleet.state.work_base("w-slow") / "done").read_text() == "finish me\n"
+
+    fleet.up()
+    assert fleet.results(task)["w-slow"]["status"] == "completed"
+    supervisor = json.loads(fleet.state.up_json.read_text())["pid"]
+    os.kill(supervisor, signal.SIGKILL)  # no clean shutdown at all
+    deadline = time.monotonic() + 15
+    while processes_under(fleet.root):
+        left = [p.cmdline for p in processes_under(fleet.root)]
+        assert time.monotonic() < deadline, f"left behind: {left}"
+        time.sleep(0.1)
+    assert "No local fleet is running" in fleet.fleetctl("down").stderr
+    again = fleet.up()
+    assert again["started"] == ["w-slow"]  # a stale up.json does not block the next up
