@@ -321,10 +321,13 @@ def test_narrowing_the_plan_to_a_worker_host_invents_no_change(fleet_env: FleetE
     """The broker is not visited and its key is not pinned: the tunnels' known_hosts is
     still what the broker would present, so nothing changes."""
     assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
-    for node in NODES:
+    for node in (BROKER, *NODES):
         code, text = plan_lines(fleet_env, "--host", node, "--detailed-exitcode")
         assert code == 0, text
         assert "known_hosts" not in text
+    for worker in ("cc-b", "cmd-c", "cmd-e"):
+        code, text = plan_lines(fleet_env, "--worker", worker, "--detailed-exitcode")
+        assert code == 0, text
 
 
 def test_a_unit_that_cannot_start_fails_the_apply_and_the_plan_says_why(
