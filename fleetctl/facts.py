@@ -45,6 +45,7 @@ class ObservedBus:
     managed: frozenset[str] = frozenset()
     reachable: bool = True
     error: str = ""
+    warnings: tuple[str, ...] = ()  # streams near their limits, from what the server said
 
 
 @dataclass(frozen=True)

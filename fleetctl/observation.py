@@ -117,6 +117,7 @@ def live_plan(
     if broker_key is None:
         warnings.append("the broker was not reached, so the tunnels' known_hosts is not planned")
     bus = seen_bus[0] if seen_bus else ObservedBus()
+    warnings += bus.warnings
     plan = make_plan(
         desired,
         {n: s.observed for n, s in sessions.items()},

@@ -15,7 +15,13 @@ from fleetctl.bus.client import BusError, BusUnreachable, Endpoint, connect, pau
 from fleetctl.desired import BusState
 from fleetctl.facts import ObservedBus
 from fleetctl.natsnames import NatsNames
-from fleetctl.natsresources import ConsumerSpec, DeclarationError, StreamSpec, declarable
+from fleetctl.natsresources import (
+    ConsumerSpec,
+    DeclarationError,
+    StreamSpec,
+    declarable,
+    near_limit_warning,
+)
 from fleetctl.plan import Change
 
 API = "$JS.API"
@@ -43,11 +49,14 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
     try:
         resources: dict[str, dict[str, object]] = {}
         managed: set[str] = set()
+        warnings: list[str] = []
         for spec in bus.streams:
             info = await request(nc, f"{API}.STREAM.INFO.{spec.name}")
             if _api_error(info) is None:
                 resources[spec.key] = fingerprint_of(info["config"], spec.api_config())
                 managed.add(spec.key)
+                if (warning := near_limit_warning(info)) is not None:
+                    warnings.append(warning)
         stream = bus.consumer_stream
         if f"stream {stream}" in managed:
             for info in await _consumers(nc, stream):
@@ -56,7 +65,7 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
                 resources[key] = fingerprint_of(config, wanted.get(key, config))
                 if info["name"].startswith(NatsNames.consumer("")):
                     managed.add(key)
-        return ObservedBus(resources, frozenset(managed))
+        return ObservedBus(resources, frozenset(managed), warnings=tuple(warnings))
     finally:
         await nc.close()
 
