@@ -10,8 +10,11 @@ from pathlib import Path
 from fleetctl.config.errors import Mark
 from fleetctl.config.schema import NatsSettings
 from fleetctl.config.yamlsource import SourceMap
+from poller.pricing import Price
 
 BROKER_ROLE = "broker-host"
+# Built-in llms whose CLI reports a cost computed from another provider's prices.
+MISPRICED_LLMS = frozenset({"zai"})
 WORKER_ROLE = "worker-host"
 
 
@@ -61,6 +64,13 @@ class Worker:
     command: tuple[str, ...] | None
     work_base: str
     origin: Mark
+    # fleet.yaml `prices:` for this worker's model (else its llm); None: not priced.
+    price: Price | None = None
+
+    @property
+    def trusts_reported_cost(self) -> bool:
+        """Claude Code prices every model at Anthropic's rates: its figure for Z.ai is wrong."""
+        return self.llm not in MISPRICED_LLMS
 
     @property
     def unit(self) -> str:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from poller.backends import BACKENDS, SettingError
+from poller.pricing import Price, PriceError
+from poller.pricing import parse as parse_price
 
 # A subject token we are willing to build subjects from: no `.`, `*`, `>`, whitespace.
 MAX_OUTPUT_CAP = 512 * 1024
@@ -85,6 +87,8 @@ class Config:
     output_cap: int = 256 * 1024
     result_store_retry: float = 30.0
     log_level: str = "info"
+    price: Price | None = None  # PRICE_USD_PER_MTOK: the worker's model's prices
+    trust_reported_cost: bool = True  # REPORTED_COST=ignore: the CLI's own figure is wrong
 
     @property
     def state_dir(self) -> Path:
@@ -177,6 +181,13 @@ def load(env: Mapping[str, str] | None = None) -> Config:
     level = env.get("LOG_LEVEL", "info").strip().lower() or "info"
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"LOG_LEVEL={level!r} must be debug, info, warning or error")
+    try:
+        price = parse_price(env.get("PRICE_USD_PER_MTOK", ""))
+    except PriceError as e:
+        raise ConfigError(f"PRICE_USD_PER_MTOK {e}") from None
+    reported = env.get("REPORTED_COST", "").strip().lower() or "trust"
+    if reported not in ("trust", "ignore"):
+        raise ConfigError(f"REPORTED_COST={reported!r} must be trust or ignore")
     return Config(
         worker_id=worker_id,
         nats_url=url,
@@ -205,4 +216,6 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         output_cap=output_cap,
         result_store_retry=_number(env, "RESULT_STORE_RETRY", 30),
         log_level=level,
+        price=price,
+        trust_reported_cost=reported == "trust",
     )

@@ -26,13 +26,12 @@ from typing import Any
 
 import nats.js.errors
 
-from poller import __version__, backends, gitpr, runner
+from poller import __version__, backends, gitpr, pricing, runner
 from poller.backends import BACKENDS
 from poller.config import Config
 from poller.heartbeat import Stats
 from poller.logs import Logger
 from poller.messages import STDERR_TAIL, Rejection, Result, Task, parse_task
-from poller.outputs import cost_source
 
 DEAD_TASK_KEEP = 512 * 1024  # the original task is embedded in a dead letter up to this size
 PUBLISH_TIMEOUT = 5.0
@@ -202,6 +201,7 @@ class Delivery:
             status = "completed"
         else:
             status = "failed"
+        cost_usd, cost_source = pricing.cost(parsed, self.cfg.price, self.cfg.trust_reported_cost)
         return Result(
             task_id=task.task_id,
             worker_id=self.cfg.worker_id,
@@ -221,8 +221,8 @@ class Delivery:
             host=self.host,
             poller_version=__version__,
             usage=parsed.usage,
-            cost_usd=parsed.cost_usd,
-            cost_source=cost_source(parsed),
+            cost_usd=cost_usd,
+            cost_source=cost_source,
             task_type=task.task_type,
             reply_to=task.reply_to,
             sender=task.sender,

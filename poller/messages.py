@@ -172,7 +172,7 @@ class Result:
     error: str | None = None
     usage: dict[str, int] | None = None
     cost_usd: float | None = None
-    cost_source: str | None = None  # "reported" by the CLI, or "unknown" (docs/messages.md)
+    cost_source: str | None = None  # reported, priced or unknown (docs/messages.md)
     git: dict[str, Any] | None = None
     task_type: str | None = None
     reply_to: str | None = None

@@ -3,7 +3,7 @@
 Usage is normalised to the same keys for every CLI (docs/messages.md): `input_tokens` (not
 read from a cache), `output_tokens` (reasoning included), `cache_read_tokens`,
 `cache_write_tokens` and `reasoning_tokens`, each only when the CLI reports it. Only Claude
-Code reports a cost; the others leave `cost_usd` unset, for a price table to fill later.
+Code reports a cost; the others leave `cost_usd` unset (poller/pricing.py prices them).
 Output we cannot read is passed on as text, never raised on.
 """
 
@@ -192,9 +192,3 @@ def _trailing_json(text: str) -> Any:
         except json.JSONDecodeError:
             continue
     return None
-
-
-def cost_source(parsed: Parsed) -> str:
-    """Where a result's cost comes from. The seam for pricing tokens from a table later:
-    such a price would be a third source, set where the CLI reports none."""
-    return "reported" if parsed.cost_usd is not None else "unknown"

@@ -12,9 +12,10 @@ from fleetctl.config import checks
 from fleetctl.config.errors import ConfigError, Problem
 from fleetctl.config.llms import known_llms
 from fleetctl.config.pydantic_errors import error_paths, problems_from
-from fleetctl.config.schema import FleetFile, NatsSettings, ServersFile, WorkerEntry
+from fleetctl.config.schema import FleetFile, NatsSettings, PriceSpec, ServersFile, WorkerEntry
 from fleetctl.config.yamlsource import SourceMap, load_yaml
 from fleetctl.model import CredsConfig, Fleet, Host, Route, Worker
+from poller.pricing import Price
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -178,4 +179,11 @@ def _worker(w: WorkerEntry, fleet: FleetFile, llms: dict[str, Any], origin: Any)
         command=tuple(w.command) if w.command else None,
         work_base=f"{d.work_base}/{w.worker_id}",
         origin=origin,
+        price=_price(fleet.prices.get(w.model or "") or fleet.prices.get(w.llm)),
     )
+
+
+def _price(spec: PriceSpec | None) -> Price | None:
+    if spec is None:
+        return None
+    return Price(spec.input, spec.output, spec.cache_read, spec.cache_write)

@@ -287,6 +287,26 @@ class RouteSpec(_Strict):
     )
 
 
+def _usd_per_mtok(what: str, default_input: bool = False) -> Any:
+    more = " Unset: the input price." if default_input else ""
+    return Field(
+        None if default_input else ...,
+        ge=0,
+        le=10000,
+        allow_inf_nan=False,
+        description=f"USD per million {what}.{more}",
+    )
+
+
+class PriceSpec(_Strict):
+    """What one model costs, per million tokens: results of workers running it are priced."""
+
+    input: float = _usd_per_mtok("input tokens (not read from a cache)")
+    output: float = _usd_per_mtok("output tokens (reasoning included)")
+    cache_read: float | None = _usd_per_mtok("tokens read from the prompt cache", True)
+    cache_write: float | None = _usd_per_mtok("tokens written to the prompt cache", True)
+
+
 class FleetFile(_Strict):
     """fleet.yaml: the workers, their defaults and the task bus."""
 
@@ -300,4 +320,9 @@ class FleetFile(_Strict):
     workers: list[WorkerEntry] = Field(description="The workers.")
     routes: dict[Token, RouteSpec] = Field(
         default_factory=dict, description="Named selectors for sending tasks (`--route NAME`)."
+    )
+    prices: dict[Token, PriceSpec] = Field(
+        default_factory=dict,
+        description="Prices by model (a worker's `model`, else its `llm`): its results are "
+        "priced from its tokens instead of the CLI's own figure.",
     )

@@ -176,3 +176,51 @@ def test_a_budget_codex_cannot_keep_is_rejected(server: NatsServer, work: Path) 
         assert standin_records(work) == []  # the CLI never ran
 
     run(go())
+
+
+# A price in USD per million tokens; the stand-in CLIs report 11 input, 7 output and 3
+# cache-read tokens (claude also a cost of 0.0123 of its own).
+PRICE = "input=1000,output=2000,cache_read=500"
+PRICED = round((11 * 1000 + 7 * 2000 + 3 * 500) / 1e6, 6)
+
+
+@pytest.mark.parametrize(
+    ("backend", "env"),
+    [
+        ("codex", {}),
+        ("gemini", {}),
+        ("claude", {"LLM": "zai", "REPORTED_COST": "ignore"}),
+    ],
+)
+def test_a_worker_with_a_price_prices_its_results_from_their_tokens(
+    server: NatsServer, work: Path, backend: str, env: dict[str, str]
+) -> None:
+    """Codex and Gemini report tokens only; Claude Code's figure for Z.ai is not Z.ai's."""
+
+    async def go() -> None:
+        settings = {"MODEL_BACKEND": backend, "PRICE_USD_PER_MTOK": PRICE, **env}
+        async with running_poller(server.url, work, env=settings) as bus:
+            task = {"task_id": "t-priced", "instructions": directive(print="ok")}
+            await publish_task(bus.js, "w1", task)
+            assert await wait_until(lambda: _has(bus.js), 15), bus.poller.events()[-5:]
+            [result] = await results(bus.js)
+        assert result["status"] == "completed"
+        assert (result["cost_usd"], result["cost_source"]) == (PRICED, "priced")
+
+    run(go())
+
+
+def test_a_zai_worker_without_a_price_reports_no_cost_rather_than_claudes(
+    server: NatsServer, work: Path
+) -> None:
+    async def go() -> None:
+        settings = {"MODEL_BACKEND": "claude", "LLM": "zai", "REPORTED_COST": "ignore"}
+        async with running_poller(server.url, work, env=settings) as bus:
+            task = {"task_id": "t-unpriced", "instructions": directive(print="ok")}
+            await publish_task(bus.js, "w1", task)
+            assert await wait_until(lambda: _has(bus.js), 15), bus.poller.events()[-5:]
+            [result] = await results(bus.js)
+        assert "cost_usd" not in result and result["cost_source"] == "unknown"
+        assert result["usage"]["input_tokens"] == 11
+
+    run(go())
