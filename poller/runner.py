@@ -4,15 +4,17 @@ The CLI is started in a new session so its whole process group can be signalled:
 the timeout, SIGKILL after the grace period, and SIGKILL to whatever is left of the group once
 the leader is gone, so no process of the task survives and a grandchild holding stdout open
 cannot keep us reading. A SIGKILLed poller cannot clean up: each running group is recorded in a
-state directory and `kill_orphans()` kills what a previous run left behind when the poller
-starts again (PR_SET_PDEATHSIG would need a preexec hook, which costs ~2 ms per spawn by
-forcing fork instead of vfork; systemd's control-group kill covers the gap on a real host).
+state directory, with the poller that runs it, and `kill_orphans()` kills what a poller now
+gone left behind when a poller starts (PR_SET_PDEATHSIG would need a preexec hook, which
+costs ~2 ms per spawn by forcing fork instead of vfork; systemd's control-group kill covers
+the gap on a real host).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -55,7 +57,11 @@ def _start_time(pid: int) -> str | None:
 
 
 def kill_orphans(state_dir: Path) -> list[int]:
-    """SIGKILL the process groups a previous (killed) poller recorded and never cleaned up."""
+    """SIGKILL the process groups that a poller now gone recorded and never cleaned up.
+
+    Another poller may share the state directory (a second instance on this host, started
+    while the first was frozen): a group whose recording poller still runs is not an orphan
+    and is left alone, marker and all."""
     killed: list[int] = []
     if not state_dir.is_dir():
         return killed
@@ -64,11 +70,55 @@ def kill_orphans(state_dir: Path) -> list[int]:
             continue
         pgid = int(entry.name)
         with contextlib.suppress(OSError):
-            if _start_time(pgid) == entry.read_text().strip():
+            marker = _Marker.read(entry.read_text())
+            if marker.poller_alive():
+                continue
+            if _start_time(pgid) == marker.start:
                 os.killpg(pgid, signal.SIGKILL)
                 killed.append(pgid)
         entry.unlink(missing_ok=True)
     return killed
+
+
+@dataclass(frozen=True)
+class _Marker:
+    """A running CLI's record: its start time, and the poller (pid, start time) running it."""
+
+    start: str
+    poller_pid: int | None = None
+    poller_start: str | None = None
+
+    @classmethod
+    def mine(cls, start: str) -> _Marker:
+        pid = os.getpid()
+        return cls(start, pid, _start_time(pid))
+
+    @classmethod
+    def read(cls, text: str) -> _Marker:
+        """A marker as written; a bare start time (older pollers) names no poller."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return cls(text.strip())
+        if not isinstance(data, dict):
+            return cls(text.strip())
+        pid, start = data.get("poller_pid"), data.get("poller_start")
+        return cls(
+            str(data.get("start", "")),
+            pid if isinstance(pid, int) else None,
+            start if isinstance(start, str) else None,
+        )
+
+    def text(self) -> str:
+        return json.dumps(
+            {"start": self.start, "poller_pid": self.poller_pid, "poller_start": self.poller_start}
+        )
+
+    def poller_alive(self) -> bool:
+        """Is the poller that wrote this still running (the same process, not a pid reused)?"""
+        if self.poller_pid is None or self.poller_start is None:
+            return False
+        return _start_time(self.poller_pid) == self.poller_start
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:
@@ -120,7 +170,7 @@ def _record(state_dir: Path | None, pgid: int) -> Path | None:
         return None
     marker = state_dir / str(pgid)
     with contextlib.suppress(OSError):
-        marker.write_text(start)
+        marker.write_text(_Marker.mine(start).text())
         return marker
     return None
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -110,3 +112,30 @@ def test_orphans_recorded_and_killed(tmp_path: Path) -> None:
     assert runner.kill_orphans(state) == [pid]
     os.waitpid(pid, 0)
     assert list(state.iterdir()) == []
+
+
+def test_orphan_cleanup_leaves_a_live_pollers_cli_alone(tmp_path: Path) -> None:
+    """A marker names the poller running the CLI: while that poller lives (a second
+    instance shares the state dir), its CLI is no orphan; once it is gone, it is."""
+    state = tmp_path / "state"
+    state.mkdir()
+    cli = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    poller = subprocess.Popen(["sleep", "300"])  # stands for the recording poller
+    try:
+        time.sleep(0.1)
+        marker = {
+            "start": runner._start_time(cli.pid),
+            "poller_pid": poller.pid,
+            "poller_start": runner._start_time(poller.pid),
+        }
+        (state / str(cli.pid)).write_text(json.dumps(marker))
+        assert runner.kill_orphans(state) == []
+        assert cli.poll() is None and (state / str(cli.pid)).exists()
+        poller.kill()
+        poller.wait()
+        assert runner.kill_orphans(state) == [cli.pid]
+        assert cli.wait(5) == -9 and list(state.iterdir()) == []
+    finally:
+        for p in (cli, poller):
+            p.kill()
+            p.wait()
