@@ -391,6 +391,7 @@ def poller_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
         ("NATS_CONSUMER", names.consumer(worker.id)),
         ("NATS_RESULTS_STREAM", names.results_stream),
         ("NATS_DEAD_STREAM", names.dead_stream),
+        ("NATS_LEASE_BUCKET", names.lease_bucket),
         ("NATS_INBOX_PREFIX", names.inbox_prefix(worker.id)),
         ("CONCURRENCY", str(worker.concurrency)),
         ("TASK_TIMEOUT", str(worker.task_timeout)),

@@ -54,6 +54,7 @@ def _pull_from(stream: str, durable: str) -> list[str]:
 def worker_permissions(names: NatsNames, worker_id: str) -> Permissions:
     """A worker: its own consumer, inbox prefix, results, dead letters, status and ping."""
     own_results = names.results_of(worker_id)
+    own_leases = names.leases_of(worker_id)
     return Permissions(
         pub=Permission.of(
             allow=[
@@ -65,6 +66,10 @@ def worker_permissions(names: NatsNames, worker_id: str) -> Permissions:
                 f"{JS_API}.DIRECT.GET.{names.results_stream}.{own_results}",
                 # Results only on subjects that carry its own id: attribution is the server's.
                 own_results,
+                # Its own task leases (poller/lease.py): take, refresh and release are
+                # publishes to the key; reading one back is a direct get named by subject.
+                own_leases,
+                f"{JS_API}.DIRECT.GET.{names.lease_stream}.{own_leases}",
                 names.dead(worker_id),
                 names.status(worker_id),
             ]
@@ -101,13 +106,14 @@ def publisher_permissions(names: NatsNames) -> Permissions:
 
 
 def admin_api(names: NatsNames) -> list[str]:
-    """Exactly the JetStream API requests fleetctl sends (fleetctl/bus/jetstream.py), on the fleet's
-    own stream names: is JetStream up, look up / create / update its three streams, list,
-    look up, create, update and delete consumers on the task stream. No stream delete or
-    purge, no message get or delete, no direct get, no pull (MSG.NEXT), no ephemeral
-    consumers, no other stream's consumers."""
+    """Exactly the JetStream API requests fleetctl sends (fleetctl/bus/jetstream.py), on the
+    fleet's own stream names: is JetStream up, look up / create / update its four streams
+    (tasks, results, dead letters, the leases bucket), list, look up, create, update and
+    delete consumers on the task stream. No stream delete or purge, no message get or
+    delete, no direct get, no pull (MSG.NEXT), no ephemeral consumers, no other stream's
+    consumers."""
     api = [f"{JS_API}.INFO"]
-    for stream in (names.task_stream, names.results_stream, names.dead_stream):
+    for stream in (names.task_stream, names.results_stream, names.dead_stream, names.lease_stream):
         api += [f"{JS_API}.STREAM.{op}.{stream}" for op in ("INFO", "CREATE", "UPDATE")]
     tasks = names.task_stream
     api += [f"{JS_API}.CONSUMER.{op}.{tasks}" for op in ("LIST", "NAMES")]

@@ -30,6 +30,19 @@ class NatsNames:
     def dead_stream(self) -> str:
         return f"{self._stream_base}_DEAD"
 
+    @property
+    def lease_bucket(self) -> str:
+        """The KV bucket of task leases (poller/lease.py); its stream is `lease_stream`."""
+        return f"{self._stream_base}_LEASES"
+
+    @property
+    def lease_stream(self) -> str:
+        return f"KV_{self.lease_bucket}"
+
+    @property
+    def all_leases(self) -> str:
+        return f"$KV.{self.lease_bucket}.>"
+
     # Subjects covered by the streams
     @property
     def all_inboxes(self) -> str:
@@ -64,6 +77,10 @@ class NatsNames:
 
     def result(self, worker_id: str, task_id: str) -> str:
         return f"{self.prefix}.result.{worker_id}.{task_id}"
+
+    def leases_of(self, worker_id: str) -> str:
+        """Every lease key of one worker (`<worker_id>.<task_id>`): all it may write and read."""
+        return f"$KV.{self.lease_bucket}.{worker_id}.>"
 
     def attribution(self, subject: str) -> tuple[str, str] | None:
         """(worker_id, task_id) of a result subject, or None for any other subject.

@@ -18,6 +18,11 @@ _NS = 1_000_000_000
 TASK_MAX_BYTES = MAX_PAYLOAD
 # A stream this full is shown in the plan's warnings.
 NEAR_LIMIT = 0.8
+# A lease is a few hundred bytes of JSON; it is rewritten every few seconds while a task runs,
+# and each write carries its own TTL: the bucket's max_age only bounds a key written without.
+LEASE_MAX_MSG_SIZE = 4096
+LEASE_MAX_AGE = 86400
+LEASE_DUPLICATE_WINDOW = 60
 # Stream settings that copy messages to other subjects or streams: with them, whoever may
 # update a stream could read every task (republish to its inbox) or inject tasks (a stream
 # that republishes into a worker's inbox). fleetctl never declares them.
@@ -55,6 +60,8 @@ class StreamSpec:
     max_bytes: int = -1
     # "new": refuse a publish once full (tasks); "old": drop the oldest (results, dead).
     discard: str = "old"
+    # A KV bucket: rollups and per-message TTLs, no message deletes by API.
+    kv_bucket: bool = False
 
     @property
     def key(self) -> str:
@@ -74,7 +81,12 @@ class StreamSpec:
             "max_bytes": self.max_bytes,
             "discard": self.discard,
             "num_replicas": 1,
-        }
+        } | (_KV_BUCKET if self.kv_bucket else {})
+
+
+# What `nats kv add` sets beyond the plain stream keys (only sent for a bucket, so the other
+# streams' fingerprints stay as they were), plus per-message TTLs for leases.
+_KV_BUCKET = {"allow_rollup_hdrs": True, "deny_delete": True, "allow_msg_ttl": True}
 
 
 @dataclass(frozen=True)
@@ -104,7 +116,8 @@ class ConsumerSpec:
 
 
 def streams(settings: NatsSettings) -> list[StreamSpec]:
-    """Tasks (work queue: a task is gone once acked), results and dead letters.
+    """Tasks (work queue: a task is gone once acked), results, dead letters, and the KV
+    bucket of task leases (one key per (worker, task), each write with its TTL).
 
     Results: one per (worker, task) subject, the last one kept, so a retried publish or a
     corrected task replaces the earlier result and no Nats-Msg-Id (stream-wide, so
@@ -144,6 +157,20 @@ def streams(settings: NatsSettings) -> list[StreamSpec]:
             # `<prefix>.dead.<worker>`: a per-subject cap is a per-worker cap.
             max_msgs_per_subject=settings.dead_letters_per_worker,
             max_bytes=settings.dead_max_bytes,
+        ),
+        StreamSpec(
+            n.lease_stream,
+            (n.all_leases,),
+            "limits",
+            LEASE_MAX_AGE,
+            LEASE_DUPLICATE_WINDOW,
+            LEASE_MAX_MSG_SIZE,
+            max_msgs_per_subject=1,
+            allow_direct=True,
+            max_bytes=settings.leases_max_bytes,
+            # Full (a worker flooding its own keys): the oldest keys go, and their holders
+            # see `lease_lost`; refusing new ones instead would stop every worker's tasks.
+            kv_bucket=True,
         ),
     ]
 

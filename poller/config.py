@@ -67,6 +67,7 @@ class Config:
     results_stream: str
     dead_stream: str
     inbox_prefix: str
+    lease_bucket: str
     backend: str
     llm: str
     # The backend's own settings (poller/backends.py), by worker field name: bin, model, ...
@@ -86,6 +87,8 @@ class Config:
     max_task_bytes: int = 1024 * 1024
     output_cap: int = 256 * 1024
     result_store_retry: float = 30.0
+    # Seconds a task's lease lives without a refresh; None: LEASE_TTL_ACK_WAITS x ack_wait.
+    lease_ttl: int | None = None
     log_level: str = "info"
     price: Price | None = None  # PRICE_USD_PER_MTOK: the worker's model's prices
     trust_reported_cost: bool = True  # REPORTED_COST=ignore: the CLI's own figure is wrong
@@ -138,6 +141,13 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _lease_ttl(env: Mapping[str, str]) -> int | None:
+    """Whole seconds (what `Nats-TTL` takes), or None to derive it from the ack wait."""
+    if not env.get("LEASE_TTL", "").strip():
+        return None
+    return int(_number(env, "LEASE_TTL", 0, integer=True))
 
 
 def _backend_settings(env: Mapping[str, str], backend: str) -> dict[str, str]:
@@ -198,6 +208,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         results_stream=_token(env, "NATS_RESULTS_STREAM", f"{base}_RESULTS"),
         dead_stream=_token(env, "NATS_DEAD_STREAM", f"{base}_DEAD"),
         inbox_prefix=_token(env, "NATS_INBOX_PREFIX", f"_INBOX_{worker_id}"),
+        lease_bucket=_token(env, "NATS_LEASE_BUCKET", f"{base}_LEASES"),
         backend=backend,
         llm=env.get("LLM", "").strip() or backend,
         settings=_backend_settings(env, backend),
@@ -215,6 +226,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         max_task_bytes=int(_number(env, "MAX_TASK_BYTES", 1024 * 1024, integer=True)),
         output_cap=output_cap,
         result_store_retry=_number(env, "RESULT_STORE_RETRY", 30),
+        lease_ttl=_lease_ttl(env),
         log_level=level,
         price=price,
         trust_reported_cost=reported == "trust",

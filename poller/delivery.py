@@ -7,6 +7,9 @@ reruns a task whose result was never stored. Rules (docs/poller.md):
 - CLI could not start, result could not be stored -> nak with a delay (dead letter on the last
   allowed delivery).
 - bad input -> `rejected` result if the id is usable, dead letter, term.
+Before anything runs, the task's lease is taken (poller/lease.py): a task leased by another
+poller is nak'd until the lease frees; a second delivery of a task id already running here
+joins the running one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import os
 import socket
 import time
@@ -30,11 +34,17 @@ from poller import __version__, backends, gitpr, pricing, runner
 from poller.backends import BACKENDS
 from poller.config import Config
 from poller.heartbeat import Stats
+from poller.lease import Lease, Leases
 from poller.logs import Logger
 from poller.messages import STDERR_TAIL, Rejection, Result, Task, parse_task
 
 DEAD_TASK_KEEP = 512 * 1024  # the original task is embedded in a dead letter up to this size
 PUBLISH_TIMEOUT = 5.0
+# A lease outlives this many ack waits without a refresh: a poller frozen for less than that
+# keeps its task; a dead one's task runs again after at most that long.
+LEASE_TTL_ACK_WAITS = 3
+# Asked again this long after a lease's TTL: the server has removed an expired key by then.
+LEASE_MARGIN = 0.5
 
 
 def _iso(t: float) -> str:
@@ -46,7 +56,11 @@ class _InFlight:
     """Every delivery of one stream message we hold (a redelivery can join a running task)."""
 
     msgs: list[Any]
+    seq: int = 0
     task_id: str = ""
+    lease: Lease | None = None
+    # A refresh and the release never overlap (each expects the other's last write).
+    lease_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     reconnected: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -68,6 +82,9 @@ class Delivery:
         self.max_deliver = max_deliver if max_deliver and max_deliver > 0 else None
         self.host = socket.gethostname()
         self.inflight: dict[int, _InFlight] = {}
+        self.by_task: dict[str, _InFlight] = {}  # the task ids running here
+        self.lease_ttl = cfg.lease_ttl or max(math.ceil(LEASE_TTL_ACK_WAITS * ack_wait), 1)
+        self.leases = Leases(cfg, js, self.lease_ttl)
         self.state_dir: Path | None = cfg.state_dir
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +112,7 @@ class Delivery:
     async def handle(self, msg: Any) -> None:
         meta = msg.metadata
         seq, attempt = meta.sequence.stream, meta.num_delivered
-        held = _InFlight([msg])
+        held = _InFlight([msg], seq)
         self.inflight[seq] = held
         progress = asyncio.create_task(self._progress(held))
         try:
@@ -106,6 +123,8 @@ class Delivery:
                 await self._reject(held, parsed, seq, attempt)
                 return
             held.task_id = parsed.task_id
+            if self._join_same_task(held, msg):
+                return
             self.stats.running[seq] = (parsed.task_id, time.monotonic())
             await self._process(held, parsed, seq, attempt)
         except asyncio.CancelledError:
@@ -120,6 +139,21 @@ class Delivery:
             progress.cancel()
             self.inflight.pop(seq, None)
             self.stats.running.pop(seq, None)
+            if self.by_task.get(held.task_id) is held:
+                del self.by_task[held.task_id]
+
+    def _join_same_task(self, held: _InFlight, msg: Any) -> bool:
+        """Another message with the id of a task running here (published twice without a
+        Msg-Id, or after the duplicate window): settled with the running one, never run.
+        No await between the look-up and the claim, so two deliveries cannot both claim."""
+        running = self.by_task.get(held.task_id)
+        if running is None:
+            self.by_task[held.task_id] = held
+            return False
+        held.msgs = []
+        running.msgs.append(msg)
+        self.log.warning("same_task_running", task_id=held.task_id, stream_seq=held.seq)
+        return True
 
     # -- the steps ------------------------------------------------------------------------
 
@@ -131,6 +165,15 @@ class Delivery:
         return Rejection(why, task.task_id)
 
     async def _process(self, held: _InFlight, task: Task, seq: int, attempt: int) -> None:
+        """Under the task's lease, or not at all."""
+        if not await self._take_lease(held, task.task_id, seq, attempt):
+            return
+        try:
+            await self._run_task(held, task, seq, attempt)
+        finally:
+            await asyncio.shield(self._release_lease(held))
+
+    async def _run_task(self, held: _InFlight, task: Task, seq: int, attempt: int) -> None:
         log = self.log
         try:
             stored = await self._result_stored(task.task_id)
@@ -265,7 +308,13 @@ class Delivery:
             await self._settle(held, "nak", self.cfg.nak_delay)
 
     async def _retry_or_dead(
-        self, held: _InFlight, task_id: str, seq: int, attempt: int, reason: str
+        self,
+        held: _InFlight,
+        task_id: str,
+        seq: int,
+        attempt: int,
+        reason: str,
+        delay: float | None = None,
     ) -> None:
         last = self.max_deliver is not None and attempt >= self.max_deliver
         self.log.error(
@@ -279,7 +328,54 @@ class Delivery:
         if last and await self._dead_letter(held.msgs[0], task_id, seq, attempt, reason):
             await self._settle(held, "term")
         else:
-            await self._settle(held, "nak", self.cfg.nak_delay)
+            await self._settle(held, "nak", delay or self.cfg.nak_delay)
+
+    # -- the lease ------------------------------------------------------------------------
+
+    async def _take_lease(self, held: _InFlight, task_id: str, seq: int, attempt: int) -> bool:
+        """Ours, or the delivery is settled: nak'd until a lease held elsewhere can have
+        expired (its holder's TTL), and like any failed step on the last delivery."""
+        try:
+            got = await self.leases.take(task_id, seq)
+        except Exception as e:
+            await self._retry_or_dead(held, task_id, seq, attempt, f"lease: {e!r}")
+            return False
+        if isinstance(got, Lease):
+            held.lease = got
+            return True
+        delay = (got.ttl or self.lease_ttl) + LEASE_MARGIN
+        self.log.warning(
+            "task_leased_elsewhere", task_id=task_id, holder=got.holder, retry_in_s=delay
+        )
+        self.stats.count("leased_elsewhere")
+        await self._retry_or_dead(
+            held, task_id, seq, attempt, f"still leased by {got.holder}", delay=delay
+        )
+        return False
+
+    async def _refresh_lease(self, held: _InFlight) -> None:
+        async with held.lease_lock:
+            if held.lease is None:
+                return
+            try:
+                ours = await self.leases.refresh(held.lease, held.seq)
+            except Exception as e:  # the bus is away: the next signal tries again
+                self.log.warning("lease_refresh_failed", task_id=held.task_id, error=repr(e))
+                return
+            if not ours:
+                # Frozen past the lease's TTL: another poller may be running the task now.
+                self.log.error("lease_lost", task_id=held.task_id, stream_seq=held.seq)
+                held.lease = None
+
+    async def _release_lease(self, held: _InFlight) -> None:
+        async with held.lease_lock:
+            if held.lease is None:
+                return
+            try:
+                await self.leases.release(held.lease)
+            except Exception as e:  # it expires by itself
+                self.log.warning("lease_release_failed", task_id=held.task_id, error=repr(e))
+            held.lease = None
 
     # -- JetStream ------------------------------------------------------------------------
 
@@ -365,8 +461,9 @@ class Delivery:
                 self.log.warning("settle_failed", how=how, task_id=held.task_id, error=repr(e))
 
     async def _progress(self, held: _InFlight) -> None:
-        """`in_progress` every ack_wait/3 so a long task is not delivered again."""
-        interval = max(self.ack_wait / 3, 0.05)
+        """`in_progress` every ack_wait/3 so a long task is not delivered again, and the
+        lease refreshed with it (at least three times per lease TTL)."""
+        interval = max(min(self.ack_wait, self.lease_ttl) / 3, 0.05)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(held.reconnected.wait(), interval)
@@ -374,6 +471,7 @@ class Delivery:
             for m in list(held.msgs):
                 with contextlib.suppress(Exception):
                     await m.in_progress()
+            await self._refresh_lease(held)
 
 
 def _status_of(data: bytes | None) -> str | None:

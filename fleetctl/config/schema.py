@@ -132,6 +132,11 @@ class NatsSettings(_Strict):
     dead_max_bytes: Bytes = Field(
         256 * 1024**2, description="Most bytes the dead-letter stream keeps (oldest first)."
     )
+    leases_max_bytes: Bytes = Field(
+        64 * 1024**2,
+        description="Most bytes the task leases bucket keeps (a lease is a few hundred bytes, "
+        "one per running task; the oldest keys go first).",
+    )
     max_msg_size: Bytes = Field(
         MAX_PAYLOAD,
         le=MAX_PAYLOAD,
@@ -146,8 +151,8 @@ class NatsSettings(_Strict):
     )
     account_max_file_store: Bytes = Field(
         4 * 1024**3,
-        description="JetStream disk limit of the fleet's account: at least the three streams' "
-        "max bytes, at most max_file_store.",
+        description="JetStream disk limit of the fleet's account: at least the streams' "
+        "max bytes (tasks, results, dead letters, leases), at most max_file_store.",
     )
     account_max_memory_store: Bytes = Field(
         64 * 1024**2,

@@ -29,6 +29,8 @@ WORKER_PERMISSIONS = {
             "$JS.ACK.AF_TASKS.worker-w1.>",
             "$JS.API.DIRECT.GET.AF_RESULTS.af.result.w1.*",
             "af.result.w1.*",
+            "$KV.AF_LEASES.w1.>",
+            "$JS.API.DIRECT.GET.KV_AF_LEASES.$KV.AF_LEASES.w1.>",
             "af.dead.w1",
             "af.worker.w1.status",
         ]

@@ -30,6 +30,13 @@ def test_every_stream_declares_its_bounds() -> None:
             "discard": "old",
             "per_subject": 1000,
         },
+        # a lease is a few hundred bytes; a flood of one worker's keys drops the oldest
+        "KV_AF_LEASES": {
+            "max_bytes": 64 * MIB,
+            "max_msg_size": 4096,
+            "discard": "old",
+            "per_subject": 1,
+        },
     }
     small = NatsSettings(results_max_bytes=8 * MIB, max_msg_size=64 * 1024)
     results = {s.name: s.api_config() for s in streams(small)}["AF_RESULTS"]
@@ -111,7 +118,8 @@ def test_validate_refuses_limits_that_do_not_nest(tmp_path: Path) -> None:
     account = lines.index("  account_max_file_store: 2GiB") + 1
     assert (
         f"fleet.yaml:{account}:27: nats.account_max_file_store: the streams' max bytes add up "
-        "to 3328MiB (tasks_max_bytes + results_max_bytes + dead_max_bytes), more than "
+        "to 3392MiB (tasks_max_bytes + results_max_bytes + dead_max_bytes + leases_max_bytes), "
+        "more than "
         "account_max_file_store (2GiB)"
     ) in out
     assert "2 problems found" in out

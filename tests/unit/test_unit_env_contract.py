@@ -54,6 +54,7 @@ def test_poller_reads_the_rendered_environment(worker: Worker, unit: str, tmp_pa
     assert cfg.consumer == names.consumer(worker.id)
     assert cfg.task_stream == names.task_stream
     assert cfg.inbox_prefix == names.inbox_prefix(worker.id)
+    assert cfg.lease_bucket == names.lease_bucket and env["NATS_LEASE_BUCKET"] == "AF_LEASES"
     assert cfg.subjects.inbox == names.inbox(worker.id)
     assert cfg.subjects.status == names.status(worker.id)
     assert cfg.concurrency == worker.concurrency

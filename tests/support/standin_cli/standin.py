@@ -2,7 +2,7 @@
 """STAND-IN for an LLM CLI in tests (not a real claude/codex/gemini). Stdlib only.
 
 Reads the prompt from stdin, appends a JSON line to $STANDIN_LOG (argv, stdin hash and size,
-pid, cwd, phase), then does what the prompt's first line asks, if it starts with `standin:`
+pid, cwd, phase, time), then does what the prompt's first line asks, if it starts with `standin:`
 followed by a JSON object:
   sleep (s), exit (code), print (text), out_bytes (n bytes of 'x' on stdout),
   err (text on stderr), grandchild (s: fork a child that holds stdout and sleeps),
@@ -32,7 +32,7 @@ def record(**fields: object) -> None:
     path = os.environ.get("STANDIN_LOG")
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps(fields) + "\n")
+            f.write(json.dumps({**fields, "at": time.time()}) + "\n")
 
 
 def earlier_runs(task_id: object) -> int:

@@ -22,6 +22,8 @@ def test_worker_permissions_are_exact() -> None:
         "$JS.API.CONSUMER.INFO.AF_TASKS.worker-w1",
         "$JS.API.DIRECT.GET.AF_RESULTS.af.result.w1.*",
         "af.result.w1.*",
+        "$KV.AF_LEASES.w1.>",
+        "$JS.API.DIRECT.GET.KV_AF_LEASES.$KV.AF_LEASES.w1.>",
         "af.dead.w1",
         "af.worker.w1.status",
     )
@@ -54,6 +56,11 @@ def test_no_worker_gets_the_seed_broad_grants() -> None:
             f"af.result.{wid}.*",
         ]
         assert not any("MSG.GET" in s for s in every)
+        # leases only under its own id: it cannot take, refresh or free another's
+        assert [s for s in every if "LEASES" in s] == [
+            f"$KV.AF_LEASES.{wid}.>",
+            f"$JS.API.DIRECT.GET.KV_AF_LEASES.$KV.AF_LEASES.{wid}.>",
+        ]
 
 
 def test_result_subjects_carry_the_worker_and_attribute_by_subject() -> None:
@@ -88,7 +95,7 @@ def test_publisher_and_admin() -> None:
         "$JS.API.INFO",
         *(
             f"$JS.API.STREAM.{op}.{s}"
-            for s in ("AF_TASKS", "AF_RESULTS", "AF_DEAD")
+            for s in ("AF_TASKS", "AF_RESULTS", "AF_DEAD", "KV_AF_LEASES")
             for op in ("INFO", "CREATE", "UPDATE")
         ),
         "$JS.API.CONSUMER.LIST.AF_TASKS",

@@ -30,6 +30,7 @@ def test_defaults_follow_fleetctl_names() -> None:
     )
     assert cfg.consumer == n.consumer("w1")
     assert cfg.inbox_prefix == n.inbox_prefix("w1")
+    assert cfg.lease_bucket == n.lease_bucket and cfg.lease_ttl is None
     assert cfg.concurrency == 1 and cfg.create_pr is False
     assert cfg.work_dir == Path("/home/w/repo")
 
@@ -39,6 +40,7 @@ def test_prefix_with_dash_derives_streams_like_fleetctl() -> None:
 
     cfg = config.load({**BASE, "NATS_SUBJECT_PREFIX": "my-fleet"})
     assert cfg.task_stream == NatsNames("my-fleet").task_stream
+    assert cfg.lease_bucket == NatsNames("my-fleet").lease_bucket == "MY_FLEET_LEASES"
     assert cfg.subjects.inbox == "my-fleet.worker.w1.inbox"
 
 
@@ -61,6 +63,9 @@ def test_prefix_with_dash_derives_streams_like_fleetctl() -> None:
         ({"NATS_CREDS": "/nonexistent.creds"}, "NATS_CREDS='/nonexistent.creds'"),
         ({"NATS_SUBJECT_PREFIX": "a>"}, "NATS_SUBJECT_PREFIX='a>'"),
         ({"OUTPUT_CAP": "999999999"}, "OUTPUT_CAP=999999999 must be at most"),
+        ({"LEASE_TTL": "1.5"}, "LEASE_TTL='1.5' must be an integer"),
+        ({"LEASE_TTL": "0"}, "LEASE_TTL='0' must be greater than 0"),
+        ({"NATS_LEASE_BUCKET": "a.b"}, "NATS_LEASE_BUCKET='a.b' must be"),
     ],
 )
 def test_bad_values_name_the_variable(change: dict[str, str], message: str) -> None:

@@ -1,0 +1,156 @@
+"""A lease per (worker, task) on the bus, so a task never runs twice at the same time.
+
+The ack wait alone cannot tell a frozen poller from a dead one: once it passes, the task is
+delivered again, to another instance of the same worker (another host, or a second poller on
+this one), while the first one's CLI may still be running. So before running a task the
+poller takes a lease: a key `<worker_id>.<task_id>` in the fleet's NATS KV bucket
+(`<PREFIX>_LEASES`, the stream `KV_<PREFIX>_LEASES`), written only if absent
+(`Nats-Expected-Last-Subject-Sequence`), with a per-message TTL (`Nats-TTL`; the bucket has
+`allow_msg_ttl`). The holder rewrites it with every progress signal, each write expecting its
+own last one, and deletes it once the result is stored. A holder that dies stops refreshing,
+the server removes the key when its TTL runs out, and the next delivery takes it.
+
+Only the worker's own keys: it publishes to `$KV.<bucket>.<worker_id>.>` and reads them back
+by a direct get with the subject in the request subject, so its credentials need nothing
+else (docs/security.md). The same task id legitimately runs on several workers (fan-out),
+once each: the worker id in the key scopes the lease to one worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import nats.js.errors
+
+from poller.config import Config
+
+# Nats-Expected-Last-Subject-Sequence did not match: somebody wrote the key first.
+WRONG_LAST_SEQUENCE = (10071, 10164)
+KV_OPERATION = "KV-Operation"
+REMOVED = ("DEL", "PURGE")
+TIMEOUT = 5.0
+# A released key (a delete marker) need not stay: the next take handles a marker or nothing.
+MARKER_TTL = 60
+
+
+@dataclass
+class Lease:
+    """A lease we hold: `revision` is the sequence of our last write of the key."""
+
+    task_id: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class Held:
+    """Somebody else holds the task: who (as they wrote it) and how long it may still run."""
+
+    holder: str
+    ttl: float
+
+
+def holder_id() -> str:
+    """This poller process, unique across hosts and restarts: host, pid and a random part."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+
+
+class Leases:
+    """Take, refresh and release the leases of one worker's tasks."""
+
+    def __init__(self, cfg: Config, js: Any, ttl: int, holder: str | None = None) -> None:
+        self.js, self.ttl = js, ttl
+        self.bucket = cfg.lease_bucket
+        self.stream = f"KV_{self.bucket}"
+        self.worker_id = cfg.worker_id
+        self.holder = holder or holder_id()
+
+    def subject(self, task_id: str) -> str:
+        """Only for an id that passed `TOKEN_RE`: it becomes the key's last token."""
+        return f"$KV.{self.bucket}.{self.worker_id}.{task_id}"
+
+    async def take(self, task_id: str, stream_seq: int) -> Lease | Held:
+        """Ours if nobody holds it; raises on a bus error (the caller retries the task)."""
+        try:
+            return await self._write(task_id, stream_seq, last=0)
+        except nats.js.errors.APIError as e:
+            if e.err_code not in WRONG_LAST_SEQUENCE:
+                raise
+        last = await self._last(task_id)
+        if last is None:  # expired between the two requests
+            return await self._write(task_id, stream_seq, last=0)
+        if (last.headers or {}).get(KV_OPERATION) in REMOVED:
+            return await self._write(task_id, stream_seq, last=last.seq)
+        return _held(last)
+
+    async def refresh(self, lease: Lease, stream_seq: int) -> bool:
+        """Extend our lease; False if it is no longer ours (it expired and was taken)."""
+        try:
+            fresh = await self._write(lease.task_id, stream_seq, last=lease.revision)
+        except nats.js.errors.APIError as e:
+            if e.err_code in WRONG_LAST_SEQUENCE:
+                return False
+            raise
+        lease.revision = fresh.revision
+        return True
+
+    async def release(self, lease: Lease) -> None:
+        """Delete the key if it is still ours (a delete marker that expires by itself)."""
+        headers = {
+            KV_OPERATION: "DEL",
+            "Nats-Expected-Last-Subject-Sequence": str(lease.revision),
+            "Nats-TTL": f"{MARKER_TTL}s",
+        }
+        await self.js.publish(
+            self.subject(lease.task_id), b"", timeout=TIMEOUT, stream=self.stream, headers=headers
+        )
+
+    async def _write(self, task_id: str, stream_seq: int, *, last: int) -> Lease:
+        value = {
+            "holder": self.holder,
+            "task_id": task_id,
+            "stream_seq": stream_seq,
+            "ttl_s": self.ttl,
+            "at": time.time(),
+        }
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(last), "Nats-TTL": f"{self.ttl}s"}
+        ack = await self.js.publish(
+            self.subject(task_id),
+            json.dumps(value).encode(),
+            timeout=TIMEOUT,
+            stream=self.stream,
+            headers=headers,
+        )
+        return Lease(task_id, int(ack.seq))
+
+    async def _last(self, task_id: str) -> Any | None:
+        try:
+            return await self.js.get_msg(self.stream, subject=self.subject(task_id), direct=True)
+        except nats.js.errors.NotFoundError:
+            return None
+
+
+def _held(msg: Any) -> Held:
+    """Who holds it, and its TTL (an upper bound on how long until it frees)."""
+    try:
+        value = json.loads(msg.data or b"")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        value = None
+    holder = value.get("holder") if isinstance(value, dict) else None
+    return Held(str(holder) if holder else "?", _ttl_seconds((msg.headers or {}).get("Nats-TTL")))
+
+
+def _ttl_seconds(raw: str | None) -> float:
+    """`Nats-TTL` as written (`30s`, or plain seconds); 0 when absent or unreadable."""
+    if not raw:
+        return 0.0
+    text = raw.strip().removesuffix("s")
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        return 0.0
