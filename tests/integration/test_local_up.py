@@ -226,6 +226,18 @@ def test_up_runs_every_worker_that_can_run_here(fleet: LocalFleet) -> None:
     assert results["w-count"]["output"].strip() == "3"
     assert (fleet.state.log("w-echo")).read_text().count('"event": "starting"') == 1
 
+    # The task commands find the local fleet with no flags, as the user who runs it.
+    sent = json.loads(fleet.fleetctl("task", "send", "--to", "w-count", "--json", "a b").stdout)
+    task_id = sent["task_id"]
+    done = json.loads(fleet.fleetctl("results", task_id, "--json").stdout)
+    deadline = time.monotonic() + 20
+    while not done["results"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        done = json.loads(fleet.fleetctl("results", task_id, "--json").stdout)
+    assert [(r["worker_id"], r["output"].strip()) for r in done["results"]] == [("w-count", "2")]
+    assert task_id in fleet.fleetctl("tasks").stdout
+    fleet.fleetctl("dead", "list")
+
     again = fleet.fleetctl("up", "--detach")
     assert "already running" in again.stderr
     assert "No worker changed." in again.stderr
@@ -233,6 +245,10 @@ def test_up_runs_every_worker_that_can_run_here(fleet: LocalFleet) -> None:
     fleet.fleetctl("down")
     assert processes_under(fleet.root) == []
     assert not fleet.state.up_json.exists()
+
+    only = fleet.up("--only", "w-echo")
+    assert only["started"] == ["w-echo"] and only["not_started"] == []
+    assert sorted(fleet.pollers()) == ["w-echo"]
 
 
 def test_a_killed_poller_is_restarted_and_its_task_runs_once(fleet: LocalFleet) -> None:
