@@ -263,7 +263,7 @@ def test_a_killed_poller_is_restarted_and_its_task_runs_once(fleet: LocalFleet) 
     os.kill(first, signal.SIGKILL)  # the poller crashes while its CLI runs
     result = fleet.results(task, timeout=30)["w-slow"]
     assert result["status"] == "completed"
-    assert result["attempt"] == 2
+    assert result["attempt"] >= 2  # redelivered (a later attempt if the lease was still held)
     done = fleet.state.work_base("w-slow") / "done"
     assert done.read_text() == "the task\n"  # once: the killed attempt's CLI died with it
     assert fleet.pollers()["w-slow"].pid != first
