@@ -11,7 +11,17 @@ import pytest
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    if os.environ.get("CI") and report.skipped and call.when in ("setup", "call"):
+    expected_failure = hasattr(report, "wasxfail")  # an xfail reports as skipped
+    if (
+        os.environ.get("CI")
+        and report.skipped
+        and not expected_failure
+        and call.when
+        in (
+            "setup",
+            "call",
+        )
+    ):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped under CI, where nothing may skip: {reason}"
