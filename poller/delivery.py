@@ -34,7 +34,7 @@ from poller import __version__, backends, gitpr, pricing, runner
 from poller.backends import BACKENDS
 from poller.config import Config
 from poller.heartbeat import Stats
-from poller.lease import Lease, Leases
+from poller.lease import Held, Lease, Leases
 from poller.logs import Logger
 from poller.messages import STDERR_TAIL, Rejection, Result, Task, parse_task
 
@@ -337,6 +337,11 @@ class Delivery:
         expired (its holder's TTL), and like any failed step on the last delivery."""
         try:
             got = await self.leases.take(task_id, seq)
+            if isinstance(got, Held) and self.state_dir is not None and self.leases.gone(got):
+                # Our predecessor crashed holding it: stop what it left running, take over.
+                runner.kill_orphans(self.state_dir)
+                self.log.warning("lease_taken_over", task_id=task_id, holder=got.holder)
+                got = await self.leases.take_over(task_id, seq, got)
         except Exception as e:
             await self._retry_or_dead(held, task_id, seq, attempt, f"lease: {e!r}")
             return False

@@ -8,7 +8,9 @@ poller takes a lease: a key `<worker_id>.<task_id>` in the fleet's NATS KV bucke
 (`Nats-Expected-Last-Subject-Sequence`), with a per-message TTL (`Nats-TTL`; the bucket has
 `allow_msg_ttl`). The holder rewrites it with every progress signal, each write expecting its
 own last one, and deletes it once the result is stored. A holder that dies stops refreshing,
-the server removes the key when its TTL runs out, and the next delivery takes it.
+the server removes the key when its TTL runs out, and the next delivery takes it. A poller
+restarted after a crash need not wait that long: a lease whose holder provably died on this
+machine, recording its CLIs in the same state directory, is taken over at once (`gone`).
 
 Only the worker's own keys: it publishes to `$KV.<bucket>.<worker_id>.>` and reads them back
 by a direct get with the subject in the request subject, so its credentials need nothing
@@ -24,11 +26,13 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nats.js.errors
 
 from poller.config import Config
+from poller.runner import start_time
 
 # Nats-Expected-Last-Subject-Sequence did not match: somebody wrote the key first.
 WRONG_LAST_SEQUENCE = (10071, 10164)
@@ -49,15 +53,28 @@ class Lease:
 
 @dataclass(frozen=True)
 class Held:
-    """Somebody else holds the task: who (as they wrote it) and how long it may still run."""
+    """Somebody else holds the task: who, how long it may still run, and what its holder
+    wrote about itself (to tell whether it died on this machine)."""
 
     holder: str
     ttl: float
+    revision: int = 0
+    value: dict[str, Any] | None = None
 
 
 def holder_id() -> str:
     """This poller process, unique across hosts and restarts: host, pid and a random part."""
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+
+
+def machine_id() -> str:
+    """This kernel boot and pid namespace: where a pid names the same process as here."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pidns = str(Path("/proc/self/ns/pid").readlink())
+    except OSError:
+        return ""
+    return f"{boot}/{pidns}"
 
 
 class Leases:
@@ -69,6 +86,9 @@ class Leases:
         self.stream = f"KV_{self.bucket}"
         self.worker_id = cfg.worker_id
         self.holder = holder or holder_id()
+        self.state_dir = str(cfg.state_dir)
+        pid = os.getpid()
+        self.me = {"machine": machine_id(), "pid": pid, "pid_start": start_time(pid)}
 
     def subject(self, task_id: str) -> str:
         """Only for an id that passed `TOKEN_RE`: it becomes the key's last token."""
@@ -87,6 +107,28 @@ class Leases:
         if (last.headers or {}).get(KV_OPERATION) in REMOVED:
             return await self._write(task_id, stream_seq, last=last.seq)
         return _held(last)
+
+    def gone(self, held: Held) -> bool:
+        """Did the holder die on this machine, recording its CLIs where we do? Then its pid
+        no longer names it (gone, or reused: another start time), and `kill_orphans` on our
+        state directory stops what it left running."""
+        v = held.value or {}
+        mine = self.me["machine"]
+        if not mine or v.get("machine") != mine or v.get("state_dir") != self.state_dir:
+            return False
+        pid, started = v.get("pid"), v.get("pid_start")
+        if not isinstance(pid, int) or not isinstance(started, str):
+            return False
+        return start_time(pid) != started
+
+    async def take_over(self, task_id: str, stream_seq: int, held: Held) -> Lease | Held:
+        """Replace a dead holder's lease, unless somebody wrote the key since we read it."""
+        try:
+            return await self._write(task_id, stream_seq, last=held.revision)
+        except nats.js.errors.APIError as e:
+            if e.err_code not in WRONG_LAST_SEQUENCE:
+                raise
+        return await self.take(task_id, stream_seq)
 
     async def refresh(self, lease: Lease, stream_seq: int) -> bool:
         """Extend our lease; False if it is no longer ours (it expired and was taken)."""
@@ -117,6 +159,8 @@ class Leases:
             "stream_seq": stream_seq,
             "ttl_s": self.ttl,
             "at": time.time(),
+            "state_dir": self.state_dir,
+            **self.me,
         }
         headers = {"Nats-Expected-Last-Subject-Sequence": str(last), "Nats-TTL": f"{self.ttl}s"}
         ack = await self.js.publish(
@@ -141,8 +185,11 @@ def _held(msg: Any) -> Held:
         value = json.loads(msg.data or b"")
     except (ValueError, UnicodeDecodeError, RecursionError):
         value = None
-    holder = value.get("holder") if isinstance(value, dict) else None
-    return Held(str(holder) if holder else "?", _ttl_seconds((msg.headers or {}).get("Nats-TTL")))
+    if not isinstance(value, dict):
+        value = None
+    holder = value.get("holder") if value else None
+    ttl = _ttl_seconds((msg.headers or {}).get("Nats-TTL"))
+    return Held(str(holder) if holder else "?", ttl, int(msg.seq or 0), value)
 
 
 def _ttl_seconds(raw: str | None) -> float:

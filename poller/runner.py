@@ -47,7 +47,7 @@ class RunOutcome:
         return self.stdout_bytes > len(self.stdout)
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     """Field 22 of /proc/<pid>/stat: tells a recorded process from a later one with its pid."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -73,7 +73,7 @@ def kill_orphans(state_dir: Path) -> list[int]:
             marker = _Marker.read(entry.read_text())
             if marker.poller_alive():
                 continue
-            if _start_time(pgid) == marker.start:
+            if start_time(pgid) == marker.start:
                 os.killpg(pgid, signal.SIGKILL)
                 killed.append(pgid)
         entry.unlink(missing_ok=True)
@@ -91,7 +91,7 @@ class _Marker:
     @classmethod
     def mine(cls, start: str) -> _Marker:
         pid = os.getpid()
-        return cls(start, pid, _start_time(pid))
+        return cls(start, pid, start_time(pid))
 
     @classmethod
     def read(cls, text: str) -> _Marker:
@@ -118,7 +118,7 @@ class _Marker:
         """Is the poller that wrote this still running (the same process, not a pid reused)?"""
         if self.poller_pid is None or self.poller_start is None:
             return False
-        return _start_time(self.poller_pid) == self.poller_start
+        return start_time(self.poller_pid) == self.poller_start
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:
@@ -165,7 +165,7 @@ class _Capture(asyncio.SubprocessProtocol):
 def _record(state_dir: Path | None, pgid: int) -> Path | None:
     if state_dir is None:
         return None
-    start = _start_time(pgid)
+    start = start_time(pgid)
     if start is None:
         return None
     marker = state_dir / str(pgid)

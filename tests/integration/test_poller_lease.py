@@ -33,6 +33,7 @@ from tests.support.nscfleet import (
     make_fleet,
 )
 from tests.support.poller_harness import (
+    ANOTHER_MACHINE,
     Poller,
     alive,
     directive,
@@ -175,28 +176,32 @@ def test_same_task_id_delivered_twice_at_concurrency_3_runs_once(
 def test_holder_killed_mid_task_then_the_lease_expires_and_it_runs_once(
     server: NatsServer, work: Path, tmp_path: Path
 ) -> None:
-    """Two hosts. The one running the task is SIGKILLed with its CLI (what systemd does to the
-    unit's control group); the other waits out the lease, then runs the task to completion."""
+    """Two hosts (the second in a pid namespace of its own). The one running the task is
+    SIGKILLed with its CLI (what systemd does to the unit's control group); the other cannot
+    tell that it died, waits out the lease, then runs the task to completion."""
 
     async def go() -> None:
         async with bus(server) as js:
             ttl = 4
-            a = instance(server, work, work, "a", lease_ttl=ttl).start()
-            b = instance(server, work, tmp_path / "host-b", "b", lease_ttl=ttl).start()
+            holder = instance(server, work, work, "a", lease_ttl=ttl).start()
+            other = instance(server, work, tmp_path / "host-b", "b", lease_ttl=ttl)
+            other.wrapper = ANOTHER_MACHINE
             try:
-                await bound(a, b)
+                await bound(holder)
                 await publish_task(
                     js, "w1", {"task_id": "k1", "instructions": directive(sleep_first_run=30)}
                 )
                 assert await wait_until(lambda: bool(standin_records(work, "start")), 10)
                 [first] = standin_records(work, "start")
-                holder, other = (a, b) if a.logged("task_start") else (b, a)
+                other.start()
+                await bound(other)
                 holder.signal(signal.SIGKILL)
                 os.killpg(first["pid"], signal.SIGKILL)
                 holder.wait(5)
                 r = await one_result(js)
                 assert r["status"] == "completed" and r["exit_code"] == 0
                 assert other.logged("task_leased_elsewhere")
+                assert not other.logged("lease_taken_over")
                 [_, again] = standin_records(work, "start")
                 assert again["at"] - first["at"] >= ttl - 1  # not before the lease expired
                 assert await wait_until(lambda: _zero(js), 5)
@@ -204,8 +209,8 @@ def test_holder_killed_mid_task_then_the_lease_expires_and_it_runs_once(
                 assert len(standin_records(work, "start")) == 2
                 assert len(standin_records(work, "end")) == 1
             finally:
-                a.stop()
-                b.stop()
+                holder.stop()
+                other.stop()
 
     run(go())
 

@@ -28,6 +28,9 @@ from fleetctl.config.schema import NatsSettings
 from tests.support.natsserver import NatsServer
 
 STANDIN = Path(__file__).parent / "standin_cli"
+# A pid namespace of its own: to a poller in it, this machine's pids mean nothing, as on
+# another host (the poller dies with the wrapper).
+ANOTHER_MACHINE = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
@@ -92,12 +95,18 @@ class Poller:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = field(default=0)
+    # Runs the poller under this command (e.g. `ANOTHER_MACHINE`).
+    wrapper: tuple[str, ...] = ()
 
     def start(self) -> Poller:
         self.starts += 1
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "poller"], env=self.env, stderr=log, stdout=log, cwd=REPO
+            [*self.wrapper, sys.executable, "-m", "poller"],
+            env=self.env,
+            stderr=log,
+            stdout=log,
+            cwd=REPO,
         )
         return self
 

@@ -105,7 +105,7 @@ def test_orphans_recorded_and_killed(tmp_path: Path) -> None:
         os.setsid()
         os.execvp("sleep", ["sleep", "300"])
     time.sleep(0.1)
-    start = runner._start_time(pid)
+    start = runner.start_time(pid)
     assert start is not None
     (state / str(pid)).write_text(start)
     (state / "99999999").write_text("1")  # stale entry for a process that is gone
@@ -124,9 +124,9 @@ def test_orphan_cleanup_leaves_a_live_pollers_cli_alone(tmp_path: Path) -> None:
     try:
         time.sleep(0.1)
         marker = {
-            "start": runner._start_time(cli.pid),
+            "start": runner.start_time(cli.pid),
             "poller_pid": poller.pid,
-            "poller_start": runner._start_time(poller.pid),
+            "poller_start": runner.start_time(poller.pid),
         }
         (state / str(cli.pid)).write_text(json.dumps(marker))
         assert runner.kill_orphans(state) == []
