@@ -256,12 +256,12 @@ def test_a_killed_poller_is_restarted_and_its_task_runs_once(fleet: LocalFleet) 
     fleet.up()
     first = fleet.pollers()["w-slow"].pid
     task = fleet.send(["w-slow"], "the task")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not any("time.sleep" in p.cmdline for p in processes_under(fleet.root)):
         assert time.monotonic() < deadline, "the CLI never started"
         time.sleep(0.05)
     os.kill(first, signal.SIGKILL)  # the poller crashes while its CLI runs
-    result = fleet.results(task, timeout=30)["w-slow"]
+    result = fleet.results(task, timeout=60)["w-slow"]
     assert result["status"] == "completed"
     assert result["attempt"] >= 2  # redelivered (a later attempt if the lease was still held)
     done = fleet.state.work_base("w-slow") / "done"
@@ -316,7 +316,7 @@ def test_down_lets_a_running_task_finish_and_a_killed_supervisor_leaves_nothing(
     fleet.write(worker("w-slow", ["python3", "-c", SLOW]))
     fleet.up()
     task = fleet.send(["w-slow"], "finish me")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not any("time.sleep" in p.cmdline for p in processes_under(fleet.root)):
         assert time.monotonic() < deadline, "the CLI never started"
         time.sleep(0.05)
