@@ -30,6 +30,7 @@ from fleetctl.bus import taskbus
 from fleetctl.bus.client import Endpoint, connect
 from fleetctl.bus.loop import Loop
 from fleetctl.bus.reach import BusOptions, reach
+from fleetctl.ledger import StoredResult
 from fleetctl.model import Fleet
 from fleetctl.natsnames import NatsNames
 from fleetctl.taskmsg import Result
@@ -387,19 +388,9 @@ class Client:
             rows[task_id] = (min(first, at) if first else at, states)
             states.setdefault(wid, state)
 
-        subjects = n.results_of(worker) if worker else n.all_results
-        body: dict[str, Any] = {
-            "start_time": start.isoformat(),
-            "next_by_subj": subjects,
-            "batch": taskbus.BATCH,
-        }
-        while batch := await taskbus.direct_batch(self._nc, n.results_stream, body):
-            for m in batch:
-                who, result = n.attribution(m.subject), m.json()
-                if who is not None and isinstance(result, dict):
-                    at = str(result.get("started_at") or m.time)
-                    note(who[1], at, who[0], str(result.get("status", "?")))
-            body = {"seq": batch[-1].seq + 1, "next_by_subj": subjects, "batch": taskbus.BATCH}
+        for r in await self._stored_results(since, worker):
+            at = str(r.body.get("started_at") or "")
+            note(r.task_id, at, r.worker_id, str(r.body.get("status", "?")))
         for d in await self._dead_letters(worker):
             at = str(d.body.get("at") or "")
             if d.task_id and at >= start.isoformat()[:19]:
@@ -417,6 +408,29 @@ class Client:
             note(task["task_id"], m.time, wid, "running" if m.seq <= delivered else "queued")
         ordered = sorted(rows.items(), key=lambda kv: kv[1][0])
         return [TaskRow(tid, at, dict(sorted(states.items()))) for tid, (at, states) in ordered]
+
+    def stored_results(
+        self, since: float | None = None, worker: str | None = None
+    ) -> list[StoredResult]:
+        """Every stored result (stored in the last `since` seconds), attributed by subject."""
+        return self._loop.call(self._stored_results(since, worker))
+
+    async def _stored_results(self, since: float | None, worker: str | None) -> list[StoredResult]:
+        n = self.names
+        subjects = n.results_of(worker) if worker else n.all_results
+        body: dict[str, Any] = {"next_by_subj": subjects, "batch": taskbus.BATCH}
+        if since is None:
+            body["seq"] = 1
+        else:
+            body["start_time"] = (datetime.now(UTC) - timedelta(seconds=since)).isoformat()
+        found = []
+        while batch := await taskbus.direct_batch(self._nc, n.results_stream, body):
+            for m in batch:
+                who, result = n.attribution(m.subject), m.json()
+                if who is not None and isinstance(result, dict):
+                    found.append(StoredResult(who[0], who[1], {"started_at": m.time, **result}))
+            body = {"seq": batch[-1].seq + 1, "next_by_subj": subjects, "batch": taskbus.BATCH}
+        return found
 
     # ---- dead letters --------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ COMMANDS = {
     "results": "fleetctl.cli.results",
     "tasks": "fleetctl.cli.tasks",
     "dead": "fleetctl.cli.dead",
+    "costs": "fleetctl.cli.costs",
     "up": "fleetctl.cli.up",
     "down": "fleetctl.cli.up",
 }

@@ -98,3 +98,14 @@ def bus_options(command: Callable[..., Any]) -> Callable[..., Any]:
 to_option = click.option(
     "--to", "to", multiple=True, metavar="ID", help="Send to this worker (repeatable: fan-out)."
 )
+
+
+def since_option(default: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--since DURATION`; unset where `default` is None: everything stored."""
+    return click.option(
+        "--since",
+        default=default,
+        show_default=default is not None,
+        metavar="DURATION",
+        help="Only this last stretch of time (30m, 2h, 7d).",
+    )

@@ -11,20 +11,14 @@ from rich.text import Text
 from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, pass_app
-from fleetctl.cli.options import bus_options, json_option
+from fleetctl.cli.options import bus_options, json_option, since_option
 from fleetctl.cli.task import duration
 from fleetctl.ui.results_view import STYLES
 from fleetctl.ui.terminal import out
 
 
 @click.command()
-@click.option(
-    "--since",
-    default="1h",
-    show_default=True,
-    metavar="DURATION",
-    help="Tasks of this last stretch of time.",
-)
+@since_option("1h")
 @click.option("--worker", metavar="ID", help="Only this worker's.")
 @json_option
 @bus_options

@@ -127,6 +127,11 @@ ROWS: dict[tuple[str, ...], Row] = {
         ok_elsewhere=TASKS
         + "test_fan_out_runs_once_on_every_target_and_the_same_id_again_runs_nothing",
     ),
+    ("costs",): Row(
+        error=("costs", "--since", "soon"),
+        ok_elsewhere="tests/integration/test_costs.py::"
+        "test_the_ledger_totals_are_the_sum_of_the_priced_results",
+    ),
     **{
         ("dead", sub): Row(
             error=("dead", sub, *args, "--server", "nats://127.0.0.1:1"),
