@@ -46,13 +46,19 @@ def _send_hint(worker: str) -> str:
     return f'fleetctl task send --to {worker} --wait "Say hello"'
 
 
+def _running(status: dict[str, Any], up: dict[str, Any]) -> list[str]:
+    """The started workers that sent a heartbeat (one still restarting is not running)."""
+    failing = {e["worker_id"] for e in (status.get("outcome") or {}).get("not_ready", [])}
+    return [w for w in up.get("workers") or [] if w not in failing]
+
+
 def report(
     status: dict[str, Any], state: StateDir, seconds: float | None, foreground: bool = False
 ) -> None:
     """Where everything is and how to use it, once the fleet is ready."""
     outcome = status.get("outcome") or {}
     up = read_json(state.up_json) or {}
-    started = list(up.get("workers") or [])
+    started = _running(status, up)
     for entry in outcome.get("not_started", []):
         _say(f"{entry['worker_id']}: not started: {entry['reason']}")
     for entry in outcome.get("not_ready", []):
@@ -82,7 +88,7 @@ def _json_summary(status: dict[str, Any], state: StateDir) -> str:
     up = read_json(state.up_json) or {}
     return json.dumps(
         {
-            "started": list(up.get("workers") or []),
+            "started": _running(status, up),
             "not_started": outcome.get("not_started", []) + outcome.get("not_ready", []),
             "state_dir": str(state.root),
             "nats_url": up.get("nats_url"),
@@ -100,8 +106,9 @@ def _check_only(fleet: Fleet, only: tuple[str, ...]) -> None:
 
 def _reload(state: StateDir, pid: int, as_json: bool) -> None:
     _say(f"The local fleet is already running (pid {pid}); applying fleet.yaml to it.")
+    waits = float((read_json(state.supervisor_json) or {}).get("ready_timeout", READY_TIMEOUT))
     try:
-        status = control.reload(state, READY_TIMEOUT + 30)
+        status = control.reload(state, waits + 30)
     except control.ControlError as e:
         fail(str(e))
     if status.get("error"):
@@ -124,6 +131,14 @@ def _reload(state: StateDir, pid: int, as_json: bool) -> None:
 @click.option("--detach", "-d", is_flag=True, help="Return once ready; `fleetctl down` stops it.")
 @click.option("--only", multiple=True, metavar="ID", help="Start only this worker (repeatable).")
 @click.option("--reload", "reload_only", is_flag=True, help="Apply fleet.yaml to the running one.")
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=1),
+    default=READY_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for each started worker's first heartbeat.",
+)
 @state_dir_option
 @json_option
 @pass_app
@@ -132,6 +147,7 @@ def up(
     detach: bool,
     only: tuple[str, ...],
     reload_only: bool,
+    wait_timeout: float,
     state_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -151,9 +167,9 @@ def up(
         fail(f"no local fleet is running in {_relative(state.root)}", "start one: fleetctl up")
     began = time.monotonic()
     if detach:
-        argv = control.supervisor_argv(app.fleet_path, app.servers_path, state, only)
+        argv = control.supervisor_argv(app.fleet_path, app.servers_path, state, only, wait_timeout)
         try:
-            status = control.start_detached(argv, state, READY_TIMEOUT + 60)
+            status = control.start_detached(argv, state, wait_timeout + 60)
         except control.ControlError as e:
             fail(str(e))
         if as_json:
@@ -161,7 +177,7 @@ def up(
         else:
             report(status, state, time.monotonic() - began)
         return
-    options = Options(app.fleet_path, app.servers_path, state, only)
+    options = Options(app.fleet_path, app.servers_path, state, only, ready_timeout=wait_timeout)
 
     def ready(status: dict[str, Any]) -> None:
         report(status, state, time.monotonic() - began, foreground=True)

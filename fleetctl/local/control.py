@@ -19,11 +19,15 @@ class ControlError(Exception):
 
 
 def supervisor_argv(
-    fleet_path: Path, servers_path: Path, state: StateDir, only: tuple[str, ...]
+    fleet_path: Path,
+    servers_path: Path,
+    state: StateDir,
+    only: tuple[str, ...],
+    ready_timeout: float,
 ) -> list[str]:
     argv = [sys.executable, "-m", "fleetctl.local.supervisor"]
     argv += ["--fleet", str(fleet_path.resolve()), "--servers", str(servers_path.resolve())]
-    argv += ["--state-dir", str(state.root)]
+    argv += ["--state-dir", str(state.root), "--ready-timeout", str(ready_timeout)]
     for wid in only:
         argv += ["--only", wid]
     return argv

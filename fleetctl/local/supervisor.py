@@ -252,6 +252,7 @@ class Supervisor:
             "fleet": str(self.o.fleet_path.resolve()),
             "state_dir": str(self.o.state.root),
             "grace": self.o.grace,
+            "ready_timeout": self.o.ready_timeout,
             **fields,
         }
         write_json(self.o.state.supervisor_json, record)
@@ -278,10 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--grace", type=float, default=POLLER_STOP_TIMEOUT)
+    parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT)
     args = parser.parse_args(argv)
-    options = Options(
-        args.fleet, args.servers, StateDir(args.state_dir), tuple(args.only), args.grace
-    )
+    state = StateDir(args.state_dir)
+    only = tuple(args.only)
+    options = Options(args.fleet, args.servers, state, only, args.grace, args.ready_timeout)
     return Supervisor(options).run()
 
 

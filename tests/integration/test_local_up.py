@@ -140,8 +140,8 @@ class LocalFleet:
             assert done.returncode == 0, done.stdout + done.stderr
         return done
 
-    def up(self, *args: str) -> dict[str, object]:
-        summary: dict[str, object] = json.loads(
+    def up(self, *args: str) -> dict[str, Any]:
+        summary: dict[str, Any] = json.loads(
             self.fleetctl("up", "--detach", "--json", *args).stdout
         )
         return summary
@@ -336,3 +336,20 @@ def test_down_lets_a_running_task_finish_and_a_killed_supervisor_leaves_nothing(
     assert "No local fleet is running" in fleet.fleetctl("down").stderr
     again = fleet.up()
     assert again["started"] == ["w-slow"]  # a stale up.json does not block the next up
+
+
+def test_a_worker_that_keeps_crashing_is_reported_and_the_others_run(fleet: LocalFleet) -> None:
+    bad_env = fleet.root / "bad.env"
+    bad_env.write_text("CONCURRENCY=zero\n")  # the poller refuses it and exits 2
+    fleet.write(ECHO + worker("w-bad", ["wc"]) + f"    env_file: {bad_env}\n")
+    summary = fleet.up("--wait-timeout", "5")
+    assert summary["started"] == ["w-echo"]
+    [failing] = summary["not_started"]
+    assert failing["worker_id"] == "w-bad"
+    assert failing["reason"].startswith("no heartbeat within 5 s (exited ")
+    assert "last code 2); see " in failing["reason"]
+    log = fleet.state.log("supervisor").read_text()
+    assert "w-bad" in log and "crash loop: exited 3 times in 60 s (last exit code 2)" in log
+    assert "CONCURRENCY='zero' must be an integer" in fleet.state.log("w-bad").read_text()
+    task = fleet.send(["w-echo"], "still here")
+    assert fleet.results(task)["w-echo"]["output"] == "echo: still here\n"
