@@ -116,21 +116,24 @@ class LocalFleet:
             for p in paths:
                 os.chown(p, self.uid, self.uid)
 
-    def fleetctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def argv(self, *args: str) -> list[str]:
+        """`fleetctl ARGS` as the fleet's user."""
         prefix = []
         if self.uid is not None:
-            prefix = [
-                "setpriv",
-                f"--reuid={self.uid}",
-                f"--regid={self.uid}",
-                "--clear-groups",
-                "--",
-            ]
-        env = {"PATH": os.environ["PATH"], "HOME": str(self.root), "LANG": "C.UTF-8"}
+            ids = [f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups"]
+            prefix = ["setpriv", *ids, "--"]
+        main = "from fleetctl.cli.main import main; main()"
+        return [*prefix, str(self.python), "-c", main, *args]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PATH": os.environ["PATH"], "HOME": str(self.root), "LANG": "C.UTF-8"}
+
+    def fleetctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [*prefix, str(self.python), "-c", "from fleetctl.cli.main import main; main()", *args],
+            self.argv(*args),
             cwd=self.root,
-            env=env,
+            env=self.env,
             capture_output=True,
             text=True,
             timeout=180,
@@ -353,3 +356,34 @@ def test_a_worker_that_keeps_crashing_is_reported_and_the_others_run(fleet: Loca
     assert "CONCURRENCY='zero' must be an integer" in fleet.state.log("w-bad").read_text()
     task = fleet.send(["w-echo"], "still here")
     assert fleet.results(task)["w-echo"]["output"] == "echo: still here\n"
+
+
+def test_up_in_the_foreground_prefixes_every_workers_log_and_ctrl_c_stops_it(
+    fleet: LocalFleet,
+) -> None:
+    fleet.write(ECHO + COUNT)
+    proc = subprocess.Popen(
+        fleet.argv("up"),
+        cwd=fleet.root,
+        env=fleet.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal gives it
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while not any(line.startswith("  stop ") for line in lines):  # the ready report's last
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+        lines.append(proc.stdout.readline())
+    assert any(line.startswith("w-echo       | info starting ") for line in lines), lines
+    assert any(line.startswith("w-count      | info consumer_bound ") for line in lines)
+    assert any(line.startswith("Local fleet ready in ") for line in lines)
+    assert any("stop   Ctrl-C, or fleetctl down" in line for line in lines)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "w-echo       | info stopped" in rest
+    assert rest.rstrip().endswith("Local fleet stopped.")
+    assert processes_under(fleet.root) == []
