@@ -59,10 +59,13 @@ def start_detached(argv: list[str], state: StateDir, timeout: float) -> dict[str
         status = read_json(state.supervisor_json) or {}
         if status.get("pid") == proc.pid and status.get("state") in ("running", "failed"):
             if status["state"] == "failed":
-                proc.wait(30)
-                raise ControlError(f"{status.get('error')}\n{_tail(log_path)}")
+                proc.wait(30)  # it stops what it started first
+                raise ControlError(str(status.get("error")))
             return status
         if proc.poll() is not None:
+            status = read_json(state.supervisor_json) or {}
+            if status.get("pid") == proc.pid and status.get("error"):
+                raise ControlError(str(status["error"]))
             raise ControlError(
                 f"the supervisor exited with {proc.returncode}: {log_path}\n{_tail(log_path)}"
             )

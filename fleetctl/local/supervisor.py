@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetctl import natsaccess
+from fleetctl.bus.client import BusError
 from fleetctl.config.errors import ConfigError
 from fleetctl.config.loader import load_fleet
 from fleetctl.desired import POLLER_STOP_TIMEOUT
@@ -32,9 +33,18 @@ from fleetctl.local.heartbeats import Heartbeats
 from fleetctl.local.state import StateDir, held_lock, up_record, write_json
 from fleetctl.local.workers import Launch, launch, missing
 from fleetctl.model import Fleet
+from nsc.errors import NscError
 
 READY_TIMEOUT = 60.0
 TICK = 0.2
+# What can go wrong setting up the local broker and bus, reported in one line each.
+FAILURES = (server.LocalServerError, BusError, NscError, OSError)
+
+
+def _described(e: Exception) -> str:
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.strerror or e}: {e.filename}"
+    return str(e)
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,7 @@ class Supervisor:
         self._stop = False
         self._reload = False
         self.ready = False
+        self.failure: str | None = None
 
     # ---- life cycle ---------------------------------------------------------------------
     def run(self) -> int:
@@ -111,6 +122,11 @@ class Supervisor:
             finally:
                 self._shutdown()
 
+    def _fail(self, error: str) -> int:
+        self.failure = error
+        self._status(state="failed", error=error)
+        return 1
+
     def _on_stop(self, *_: object) -> None:
         self._stop = True
 
@@ -121,17 +137,15 @@ class Supervisor:
         try:
             fleet = self._load()
         except ConfigError as e:
-            self._status(state="failed", error=f"{len(e.problems)} problems in fleet.yaml")
-            return 1
+            return self._fail(f"{len(e.problems)} problems in fleet.yaml")
         try:
             local = server.local_fleet(fleet, self.o.state, self.port, self.monitor_port)
             self.creds = server.issue_creds(local, [w.id for w in local.workers if w.enabled])
             self.server_proc = server.start(local, self.o.state, self.creds.auth_config)
             self.endpoint = server.admin_endpoint(local, self.creds)
             changes = server.apply_bus(local, self.endpoint)
-        except server.LocalServerError as e:
-            self._status(state="failed", error=str(e))
-            return 1
+        except FAILURES as e:
+            return self._fail(_described(e))
         self.heartbeats = Heartbeats(self.endpoint, local.nats.subject_prefix)
         self.heartbeats.start()
         outcome = self._converge(local)
@@ -227,8 +241,12 @@ class Supervisor:
         assert self.creds is not None and self.endpoint is not None
         local = server.local_fleet(fleet, self.o.state, self.port, self.monitor_port)
         enabled = [w.id for w in local.workers if w.enabled]
-        self.creds = server.issue_creds(local, enabled)
-        changes = server.apply_bus(local, self.endpoint)
+        try:
+            self.creds = server.issue_creds(local, enabled)
+            changes = server.apply_bus(local, self.endpoint)
+        except FAILURES as e:  # the fleet keeps running as it was
+            self._status(state="running", error=f"fleet.yaml not applied: {_described(e)}")
+            return
         outcome = self._converge(local)
         outcome.bus_changes = [f"{c.action} {c.kind} {c.name}" for c in changes]
         self._publish(local, outcome)
@@ -269,7 +287,8 @@ class Supervisor:
             self.heartbeats.stop()
         if self.server_proc is not None:
             server.stop(self.server_proc)
-        self._status(state="stopped")
+        if self.failure is None:
+            self._status(state="stopped")
 
 
 def main(argv: list[str] | None = None) -> int:

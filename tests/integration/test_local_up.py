@@ -387,3 +387,15 @@ def test_up_in_the_foreground_prefixes_every_workers_log_and_ctrl_c_stops_it(
     assert "w-echo       | info stopped" in rest
     assert rest.rstrip().endswith("Local fleet stopped.")
     assert processes_under(fleet.root) == []
+
+
+def test_a_broker_that_cannot_start_is_one_line_and_leaves_nothing(fleet: LocalFleet) -> None:
+    nats = f"nats:\n  server_binary: {{path: /bin/true, sha256: '{'0' * 64}'}}\n"
+    fleet.write(ECHO, nats=nats)
+    for mode in (["--detach"], []):
+        done = fleet.fleetctl("up", *mode, check=False)
+        assert done.returncode == 1
+        assert "error: nats.server_binary: /bin/true has sha256 " in done.stderr, done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+        assert processes_under(fleet.root) == []
+        assert not fleet.state.up_json.exists()
