@@ -38,6 +38,23 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
+def spawn_logged(
+    argv: list[str], log_path: Path, *, cwd: Path | None = None, tied: bool = False
+) -> subprocess.Popen[bytes]:
+    """A process in a session of its own (a terminal's Ctrl-C reaches only the supervisor),
+    its output appended to `log_path`; `tied`: it dies with the supervisor."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=die_with_parent if tied else None,
+        )
+
+
 def pretty(line: str) -> str:
     """A poller's JSON log line as `level event key=value ...` for the console."""
     try:

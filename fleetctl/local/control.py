@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from fleetctl.local.children import spawn_logged
 from fleetctl.local.state import StateDir, pid_alive, read_json, running_pid
 
 
@@ -45,15 +45,7 @@ def start_detached(argv: list[str], state: StateDir, timeout: float) -> dict[str
     state.create()
     state.supervisor_json.unlink(missing_ok=True)
     log_path = state.log("supervisor")
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            cwd=state.root,
-        )
+    proc = spawn_logged(argv, log_path, cwd=state.root)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = read_json(state.supervisor_json) or {}

@@ -16,7 +16,7 @@ from fleetctl import brokerbinary, credentials, natsaccess
 from fleetctl.bus import client as bus_client
 from fleetctl.bus import jetstream
 from fleetctl.desired import broker_config, bus_state
-from fleetctl.local.children import die_with_parent
+from fleetctl.local.children import spawn_logged
 from fleetctl.local.state import StateDir
 from fleetctl.model import CredsConfig, Fleet
 from fleetctl.plan import Change, Selection, diff_bus
@@ -102,16 +102,7 @@ def start(fleet: Fleet, state: StateDir, auth_config: str) -> subprocess.Popen[b
     state.nats_conf.write_text(server_config(fleet, auth_config))
     state.nats_conf.chmod(0o600)
     argv = server_argv(fleet, state.nats_conf)
-    log = state.log("nats-server").open("ab")
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-        preexec_fn=die_with_parent,
-    )
-    log.close()
+    proc = spawn_logged(argv, state.log("nats-server"), tied=True)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
