@@ -8,6 +8,7 @@ golden files.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from fleetctl.model import Fleet, Host, Worker
 from fleetctl.natsnames import NatsNames
 from fleetctl.natsresources import TASK_MAX_BYTES, ConsumerSpec, StreamSpec, fleet_resources
 from fleetctl.render.engine import Raw, render_nats_conf, render_unit
+from poller.backends import CliPackage
 
 # How long systemd waits after SIGTERM before killing a poller: its grace to finish tasks.
 POLLER_STOP_TIMEOUT = 90
@@ -89,11 +91,13 @@ class UnitSpec:
 
 @dataclass(frozen=True)
 class PackageSpec:
-    """Software fleetctl installs itself: the poller's virtual environment, nats-server."""
+    """Software fleetctl installs itself: the poller's virtual environment, nats-server, the
+    LLM CLIs (`cli`: which one; one package per CLI version, shared by the host's workers)."""
 
     name: str
     version: str
     worker: str | None = None
+    cli: CliPackage | None = None
 
     @property
     def key(self) -> str:
@@ -102,6 +106,14 @@ class PackageSpec:
 
 POLLER_PACKAGE = "fleet-poller"
 NATS_PACKAGE = "nats-server"
+LLM_CLI_PREFIX = "llm-cli "
+
+
+def llm_cli_package(cli: CliPackage) -> PackageSpec:
+    """`llm-cli @openai/codex@0.171.0`: the version is in the name, so two versions can live
+    on one host and a bump installs the new one beside the old, which goes once unused."""
+    return PackageSpec(f"{LLM_CLI_PREFIX}{cli.package}@{cli.version}", cli.version, cli=cli)
+
 
 HostResource = UserSpec | DirSpec | FileSpec | UnitSpec | PackageSpec
 
@@ -228,6 +240,10 @@ def _host_state(ctx: _Context, host: Host) -> HostState:
             unknown = (layout.TUNNEL_KNOWN_HOSTS,)
     if workers and ctx.versions.poller:
         packages.append(PackageSpec(POLLER_PACKAGE, ctx.versions.poller))
+    for cli in dict.fromkeys(w.cli for w in workers if w.cli is not None):
+        runners = [w.id for w in workers if w.cli == cli]  # one: it is that worker's (--worker)
+        owner = runners[0] if len(runners) == 1 else None
+        packages.append(dataclasses.replace(llm_cli_package(cli), worker=owner))
     for worker in workers:
         _add_worker(fleet, worker, tunnel, users, dirs, files, units)
         creds = ctx.inputs.creds.get(worker.id)
@@ -440,4 +456,6 @@ def _add_worker(
     restart_on = [path, layout.creds_path(worker.id), f"package {POLLER_PACKAGE}"]
     if worker.env_file:
         restart_on.append(worker.env_file)
+    if worker.cli is not None:
+        restart_on.append(llm_cli_package(worker.cli).key)
     units.append(UnitSpec(worker.unit, path, worker=worker.id, restart_on=tuple(restart_on)))

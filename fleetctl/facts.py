@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetctl import layout
-from fleetctl.desired import NATS_PACKAGE, POLLER_PACKAGE, HostState
+from fleetctl.desired import NATS_PACKAGE, POLLER_PACKAGE, HostState, PackageSpec
 
 VERSION_PROBES = {POLLER_PACKAGE: layout.POLLER_VERSION_FILE, NATS_PACKAGE: layout.NATS_BIN}
 MANIFEST = f"{layout.STATE_DIR}/manifest.json"
@@ -33,6 +33,8 @@ class ObservedHost:
     corrupt_manifest: bool = False
     # Enabled units that are not running: why, as people read it ("failed: <last log line>").
     dead_units: Mapping[str, str] = field(default_factory=dict)
+    # `node --version` on the PATH the units run with, when a CLI there needs Node ("": none).
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,17 @@ def request(state: HostState, *, with_contents: bool) -> dict[str, Any]:
         "units": [r.name for r in state.units],
         "env_files": env_files,
         "contents": [r.path for r in state.files if not r.sensitive] if with_contents else [],
-        "versions": {p.name: VERSION_PROBES[p.name] for p in state.packages},
+        "versions": {p.name: version_probe(p) for p in state.packages},
+        "node": any(p.cli is not None and p.cli.node is not None for p in state.packages),
     }
+
+
+def version_probe(package: PackageSpec) -> str:
+    """Where the agent reads a package's installed version."""
+    if package.cli is not None:
+        cli = package.cli
+        return f"{layout.llm_cli_dir(cli.package, cli.version)}/{layout.LLM_CLI_VERSION_FILE}"
+    return VERSION_PROBES[package.name]
 
 
 def parse(facts: Mapping[str, Any]) -> ObservedHost:
@@ -120,6 +131,7 @@ def parse(facts: Mapping[str, Any]) -> ObservedHost:
         manifest_revision=str(manifest.get("revision") or ""),
         corrupt_manifest=bool(manifest.get("_corrupt")),
         dead_units=dead,
+        node=facts.get("node") if isinstance(facts.get("node"), str) else None,
     )
 
 

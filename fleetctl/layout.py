@@ -13,6 +13,10 @@ STAGING_DIR = f"{STATE_DIR}/staging"
 POLLER_VERSION_FILE = "/opt/fleet/venv/fleet-poller.version"
 POLLER_VENV = "/opt/fleet/venv"
 POLLER_BIN = f"{POLLER_VENV}/bin/fleet-poller"
+# The LLM CLIs apply installs: one directory per <package>@<version>, so a version bump
+# installs beside the running one and only the workers that use it restart onto it.
+LLM_CLI_DIR = "/opt/fleet/llm"
+LLM_CLI_VERSION_FILE = "fleet-llm-cli.version"  # in each CLI's directory, written last
 
 TUNNEL_UNIT = "fleet-tunnel.service"
 TUNNEL_USER = "fleet-tunnel"
@@ -33,3 +37,18 @@ def creds_path(worker_id: str) -> str:
 
 def unit_path(unit: str) -> str:
     return f"{SYSTEMD_DIR}/{unit}"
+
+
+def cli_dir_name(package: str, version: str) -> str:
+    """`@openai/codex` 0.171.0 -> `@openai+codex@0.171.0` (here and in the local cache)."""
+    return f"{package.replace('/', '+')}@{version}"
+
+
+def llm_cli_dir(package: str, version: str) -> str:
+    return f"{LLM_CLI_DIR}/{cli_dir_name(package, version)}"
+
+
+def llm_cli_bin(package: str, version: str, command: str) -> str:
+    """The command the poller runs: `bin/<command>` in the CLI's directory, a link the
+    bundle makes to the CLI's native binary when it ships one (fleetctl/clicache.py)."""
+    return f"{llm_cli_dir(package, version)}/bin/{command}"

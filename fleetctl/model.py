@@ -10,6 +10,7 @@ from pathlib import Path
 from fleetctl.config.errors import Mark
 from fleetctl.config.schema import NatsSettings
 from fleetctl.config.yamlsource import SourceMap
+from poller.backends import CliPackage
 from poller.pricing import Price
 
 BROKER_ROLE = "broker-host"
@@ -44,6 +45,7 @@ class Worker:
     llm: str
     backend: str
     bin: str | None
+    cli: CliPackage | None  # the CLI apply installs for it; None: host-provided (or none)
     model: str | None
     lang: str | None
     role: str | None

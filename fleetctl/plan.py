@@ -7,6 +7,7 @@ was observed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -266,6 +267,8 @@ def diff_host(
         for w in state.disabled_workers
         if selection.keeps_note(w)
     )
+    if live:
+        notes += runtime_problems(state, observed)
     if observed.corrupt_manifest:
         notes += (
             "the host's manifest is unreadable: what fleetctl owned there cannot be found, so "
@@ -282,6 +285,31 @@ def diff_host(
         unit_inputs=inputs,
         wanted=frozenset(wanted),
     )
+
+
+def runtime_problems(state: HostState, observed: ObservedHost) -> tuple[str, ...]:
+    """Each installed CLI that needs a Node.js the host does not have (or has too old): the
+    CLI would be installed but fail its `--version` check, so the plan says so first."""
+    have = _node_major(observed.node or "")
+    out = []
+    for p in state.packages:
+        cli = p.cli
+        if cli is None or cli.node is None or (have is not None and have >= cli.node):
+            continue
+        seen = observed.node or ""
+        seen = seen if re.fullmatch(r"v?[0-9][0-9.]*", seen) else "of an unknown version"
+        found = f"node {seen} is too old" if observed.node else "there is no node on the PATH"
+        out.append(
+            f"problem: {cli.package} {cli.version} runs on Node.js >= {cli.node}, and {found} "
+            f"of the units (/usr/local/bin, /usr/bin, /bin): install Node.js {cli.node} or newer"
+        )
+    return tuple(out)
+
+
+def _node_major(version: str) -> int | None:
+    """`v20.11.1` -> 20."""
+    head = version.strip().removeprefix("v").split(".", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def _say_why_dead(change: Change, dead: Mapping[str, str]) -> Change:

@@ -14,12 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fleetctl import agent_client, brokerbinary, credentials, facts, wheelhouse
-from fleetctl.apply.program import STAGED_NATS, HostProgram, program, staging_wheelhouse
+from fleetctl import agent_client, brokerbinary, clibundle, clicache, credentials, facts, wheelhouse
+from fleetctl.apply.program import (
+    STAGED_NATS,
+    HostProgram,
+    program,
+    staged_cli,
+    staging_wheelhouse,
+)
 from fleetctl.bus import client as bus_client
 from fleetctl.bus import jetstream
+from fleetctl.desired import PackageSpec
 from fleetctl.observation import LiveView
-from fleetctl.plan import BusPlan, HostPlan, Plan, diff_bus
+from fleetctl.plan import BusPlan, HostPlan, Plan, diff_bus, human_size
 from fleetctl.sessions import Session, for_each_host
 from fleetctl.transport.base import TransportError
 
@@ -61,12 +68,13 @@ def apply(
     report = reporter or Reporter()
     results: dict[str, HostResult] = {}
     houses = wheelhouse.Builds()  # one build (or failure) per Python target for the run
+    bundles = clibundle.Bundles()  # one bundle (or failure) per LLM CLI for the run
     guard = threading.Lock()
     bus = view.plan.bus
 
     def run(name: str) -> None:
         started = time.monotonic()
-        result = _apply_host(view, name, houses, report)
+        result = _apply_host(view, name, houses, bundles, report)
         if bus is not None and name == bus.via and result.ok and (bus.changes or bus.error):
             _apply_bus(view, bus, view.sessions[name], result, report)
         result.seconds = time.monotonic() - started
@@ -88,27 +96,37 @@ def apply(
 
 
 def _apply_host(
-    view: LiveView, name: str, houses: wheelhouse.Builds, report: Reporter
+    view: LiveView,
+    name: str,
+    houses: wheelhouse.Builds,
+    bundles: clibundle.Bundles,
+    report: Reporter,
 ) -> HostResult:
     result = HostResult(name, True)
     session = view.sessions[name]
     host_plan: HostPlan = next(h for h in view.plan.hosts if h.name == name)
     nats_bin = brokerbinary.resolve(view.fleet.nats.server_binary)
-    prog = program(
-        host_plan,
-        session.observed,
-        revision=view.fleet.revision,
-        applied_by=view.options.command,
-        now=int(time.time()),
-        nats_sha256=nats_bin.sha256,
-    )
     try:
-        _upload(session, prog, houses, nats_bin, report)
+        clis = {
+            c.resource.cli.package: bundles.get(c.resource.cli)
+            for c in host_plan.changes
+            if isinstance(c.resource, PackageSpec) and c.resource.cli and c.action != "delete"
+        }
+        prog = program(
+            host_plan,
+            session.observed,
+            revision=view.fleet.revision,
+            applied_by=view.options.command,
+            now=int(time.time()),
+            nats_sha256=nats_bin.sha256,
+            cli_sha256={package: bundle.sha256 for package, bundle in clis.items()},
+        )
+        _upload(session, prog, houses, nats_bin, clis, report)
         if prog.steps:
             run_program(session, prog, report)
             _check_started(session, started_units(host_plan), view.options.settle, report)
         result.steps = len(prog.steps)
-    except (TransportError, wheelhouse.WheelhouseError) as e:
+    except (TransportError, wheelhouse.WheelhouseError, clicache.CliInstallError) as e:
         result.ok = False
         result.failed_step = e.step if isinstance(e, _StepFailed) else "upload"
         result.error = str(e).removeprefix(f"{name}: ")
@@ -256,6 +274,7 @@ def _upload(
     prog: HostProgram,
     houses: wheelhouse.Builds,
     nats_bin: brokerbinary.BrokerBinary,
+    clis: dict[str, clibundle.Bundle],
     report: Reporter,
 ) -> None:
     name = session.host.name
@@ -270,6 +289,11 @@ def _upload(
         binary = nats_bin.checked()  # its sha256 is the pin's or fleet.yaml's, or no upload
         report.step(name, "upload nats-server", 0, len(prog.steps))
         session.transport.put(binary, STAGED_NATS)
+    for cli in prog.llm_clis:
+        bundle = clis[cli.package]
+        size = human_size(bundle.size)
+        report.step(name, f"upload {cli.package} {cli.version} ({size})", 0, len(prog.steps))
+        session.transport.put(bundle.path, staged_cli(cli))
 
 
 def _apply_bus(

@@ -4,7 +4,7 @@ Each entry says which fleet.yaml worker fields the backend uses and the environm
 each one reaches the poller through, how the poller turns them into the CLI's argv, and how it
 reads the CLI's output. The poller reads the table to load its configuration and run the CLI;
 fleetctl reads the same table (the poller must not import fleetctl, so it lives here) for the
-`backend:` names its schema accepts, its built-in llm names, the CLI paths on hosts and the
+`backend:` names its schema accepts, its built-in llm names, the pinned CLI each installs and the
 Environment= lines of each worker's unit. Adding a backend is one entry in BACKENDS; a unit
 that needs more than Environment= lines adds one template that extends the poller's.
 
@@ -121,7 +121,6 @@ class Backend:
     build_argv: Callable[[Mapping[str, str]], list[str]]
     read_output: Callable[[str, str], Parsed]  # (stdout, stderr's tail)
     llms: tuple[BuiltinLlm, ...] = ()
-    host_bin: str | None = None  # where the built-in llms expect the CLI on worker hosts
     cli: CliPackage | None = None
     budget: str | None = None  # the setting a task's `max_budget_usd` may lower, if any
     template: str = POLLER_TEMPLATE
@@ -204,7 +203,6 @@ BACKENDS: dict[str, Backend] = {
             outputs.claude_json,
             # zai: the claude CLI pointed at Z.ai by the worker's env file.
             llms=(BuiltinLlm("claude-code"), BuiltinLlm("zai", requires_env_file=True)),
-            host_bin="/usr/local/bin/claude",
             cli=CliPackage("@anthropic-ai/claude-code", "2.1.197", "claude"),
             budget="max_budget_usd",
         ),
@@ -223,7 +221,6 @@ BACKENDS: dict[str, Backend] = {
             _codex_argv,
             outputs.codex_events,
             llms=(BuiltinLlm("codex"),),
-            host_bin="/usr/bin/codex",
             cli=CliPackage("@openai/codex", "0.171.0", "codex"),
         ),
         Backend(
@@ -241,7 +238,6 @@ BACKENDS: dict[str, Backend] = {
             _gemini_argv,
             outputs.gemini_json,
             llms=(BuiltinLlm("gemini"),),
-            host_bin="/usr/bin/gemini",
             cli=CliPackage("@google/gemini-cli", "0.61.0", "gemini", node=20),
         ),
         Backend(

@@ -137,6 +137,7 @@ def _check_workers(
         for name, spec in custom.items():
             if isinstance(spec, dict) and c.ok(("llms", name)):
                 llms[name] = (spec.get("backend"), bool(spec.get("requires_env_file", False)))
+                _check_llm_version(c, fmap, ("llms", name), spec)
     defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
     seen: dict[str, Mark] = {}
     for i, entry in _entries(data, "workers"):
@@ -159,6 +160,29 @@ def _check_workers(
         llm = _text(entry, "llm")
         if llm is not None and c.ok((*base, "llm")):
             _check_llm(c, fmap, base, entry, defaults, llm, llms)
+
+
+def _check_llm_version(c: _Checker, fmap: SourceMap, base: PathKey, spec: dict[str, Any]) -> None:
+    """`version:` pins the CLI apply installs: meaningless beside a host-provided `bin:`, or
+    for a backend that has no CLI of its own."""
+    if spec.get("version") is None or not c.ok((*base, "version")):
+        return
+    backend = spec.get("backend")
+    where = fmap.key((*base, "version"))
+    if spec.get("bin") is not None:
+        c.add(
+            where,
+            (*base, "version"),
+            "`version:` and `bin:` together: a host-provided CLI is not installed",
+            "remove bin: to have apply install this version, or remove version:",
+        )
+    elif backend in BACKENDS and BACKENDS[backend].cli is None:
+        c.add(
+            where,
+            (*base, "version"),
+            f"the {backend} backend has no CLI for apply to install",
+            "remove version:",
+        )
 
 
 def _join(hint: str, rest: str) -> str:

@@ -1,4 +1,6 @@
-"""Built-in LLM names and the poller backend that runs each, from the backend registry."""
+"""Built-in LLM names and the poller backend that runs each, from the backend registry.
+
+None sets `bin`: a built-in llm runs the backend's pinned CLI, which apply installs."""
 
 from __future__ import annotations
 
@@ -6,9 +8,7 @@ from fleetctl.config.schema import LlmSpec
 from poller.backends import BACKENDS
 
 BUILTIN_LLMS: dict[str, LlmSpec] = {
-    llm.name: LlmSpec(
-        backend=backend.name, bin=backend.host_bin, requires_env_file=llm.requires_env_file
-    )
+    llm.name: LlmSpec(backend=backend.name, requires_env_file=llm.requires_env_file)
     for backend in BACKENDS.values()
     for llm in backend.llms
 }

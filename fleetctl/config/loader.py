@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from fleetctl import layout
 from fleetctl.config import checks
 from fleetctl.config.errors import ConfigError, Problem
 from fleetctl.config.llms import known_llms
@@ -15,6 +17,7 @@ from fleetctl.config.pydantic_errors import error_paths, problems_from
 from fleetctl.config.schema import FleetFile, NatsSettings, PriceSpec, ServersFile, WorkerEntry
 from fleetctl.config.yamlsource import SourceMap, load_yaml
 from fleetctl.model import CredsConfig, Fleet, Host, Route, Worker
+from poller.backends import BACKENDS, CliPackage
 from poller.pricing import Price
 
 M = TypeVar("M", bound=BaseModel)
@@ -154,11 +157,13 @@ def _worker(w: WorkerEntry, fleet: FleetFile, llms: dict[str, Any], origin: Any)
         own = getattr(w, name)
         return getattr(d, name) if own is None else own
 
+    cli_bin, cli = _cli(w.bin or spec.bin, spec.backend, spec.version)
     return Worker(
         id=w.worker_id,
         llm=w.llm,
         backend=spec.backend,
-        bin=w.bin or spec.bin,
+        bin=cli_bin,
+        cli=cli,
         model=w.model,
         lang=w.lang,
         role=w.role,
@@ -187,3 +192,15 @@ def _price(spec: PriceSpec | None) -> Price | None:
     if spec is None:
         return None
     return Price(spec.input, spec.output, spec.cache_read, spec.cache_write)
+
+
+def _cli(
+    host_bin: str | None, backend: str, version: str | None
+) -> tuple[str | None, CliPackage | None]:
+    """A host-provided `bin:`, or the backend's pinned CLI (at `version` if the llm sets one)
+    where apply installs it."""
+    pinned = BACKENDS[backend].cli
+    if host_bin is not None or pinned is None:
+        return host_bin, None
+    cli = dataclasses.replace(pinned, version=version or pinned.version)
+    return layout.llm_cli_bin(cli.package, cli.version, cli.bin), cli

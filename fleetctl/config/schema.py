@@ -15,6 +15,7 @@ from fleetctl.config.values import (
     Address,
     ArgvItem,
     Bytes,
+    CliVersion,
     GitRemote,
     HostKey,
     HostName,
@@ -184,7 +185,14 @@ class LlmSpec(_Strict):
     """An LLM name usable in `llm:`, and which poller backend runs it."""
 
     backend: Backend = Field(description="Poller backend that runs this LLM's CLI.")
-    bin: AbsPath | None = Field(None, description="Path of the CLI on worker hosts.")
+    bin: AbsPath | None = Field(
+        None,
+        description="Path of a CLI the hosts provide; unset: apply installs the pinned CLI.",
+    )
+    version: CliVersion | None = Field(
+        None,
+        description="npm version of the backend's CLI that apply installs; unset: the pinned one.",
+    )
     requires_env_file: bool = Field(
         False, description="Workers using this LLM must set `env_file` (provider tokens)."
     )

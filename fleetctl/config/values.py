@@ -269,6 +269,18 @@ def _sha256(value: str) -> str:
     return value
 
 
+_CLI_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?")
+
+
+def _cli_version(value: str) -> str:
+    if not _CLI_VERSION.fullmatch(value):
+        raise BadValue(
+            f"{shown(value)} is not an exact npm version",
+            "write the exact version npm installs, like 2.1.197 or 1.0.0-beta.1, not a range",
+        )
+    return value
+
+
 def parse_duration(value: object) -> int:
     """'90s', '5m', '1h30m', '7d' or a number of seconds, as whole seconds."""
     if isinstance(value, bool):
@@ -328,6 +340,7 @@ GitRemote = Annotated[str, BeforeValidator(_text), AfterValidator(_git_remote)]
 LabelKey = Annotated[str, AfterValidator(_label_key)]
 HostKey = Annotated[str, AfterValidator(_host_key)]
 Sha256 = Annotated[str, BeforeValidator(_text), AfterValidator(_sha256)]
+CliVersion = Annotated[str, BeforeValidator(_text), AfterValidator(_cli_version)]
 Seconds = Annotated[
     int,
     BeforeValidator(parse_duration),

@@ -100,10 +100,12 @@ def _sha256_factory() -> Callable[..., Any]:
 new_sha256 = _sha256_factory()
 
 
-def spawn(argv: List[str], timeout: float, merge_stderr: bool) -> Optional[Tuple[int, bytes]]:
+def spawn(
+    argv: List[str], timeout: float, merge_stderr: bool, env: Optional[Dict[str, str]] = None
+) -> Optional[Tuple[int, bytes]]:
     """Run `argv` with stdin from /dev/null: (exit code, stdout), or None if it ran past
     `timeout` (it is killed). Raises OSError if it cannot start. `subprocess`, without the
-    start-up cost."""
+    start-up cost. `env`: the whole environment (default: the agent's)."""
     read_end, write_end = os.pipe()
     stderr = (
         (os.POSIX_SPAWN_DUP2, write_end, 2)
@@ -116,7 +118,9 @@ def spawn(argv: List[str], timeout: float, merge_stderr: bool) -> Optional[Tuple
         stderr,
     ]
     try:
-        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions)
+        pid = os.posix_spawnp(
+            argv[0], argv, os.environ if env is None else env, file_actions=actions
+        )
     except BaseException:
         os.close(read_end)
         raise
@@ -282,6 +286,19 @@ def _version_of(binary: str) -> Optional[str]:
     return done[1].decode("utf-8", "replace").strip() or None
 
 
+# The PATH systemd gives a unit that sets none: where a CLI's `#!/usr/bin/env node` looks.
+UNIT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _node_version() -> str:
+    """`node --version` (like v20.11.1) of the node a unit would run; "" when there is none."""
+    for directory in UNIT_PATH.split(":"):
+        found = _version_of(os.path.join(directory, "node"))
+        if found is not None:
+            return found
+    return ""
+
+
 def _read_text(path: str) -> Optional[str]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -339,6 +356,7 @@ def observe(req: Dict[str, Any]) -> Dict[str, Any]:
             name: (_read_text(path) if name != "nats-server" else _version_of(path))
             for name, path in (req.get("versions") or {}).items()
         },
+        "node": _node_version() if req.get("node") else None,
     }
 
 

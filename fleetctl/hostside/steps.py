@@ -18,7 +18,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # defined by agent.py, which precedes this file on the host
     from typing import Any, Callable, Dict, List, Optional, Tuple
 
-    from fleetctl.hostside.agent import OPERATIONS, TMP_MARK, _emit, _user, new_sha256, spawn
+    from fleetctl.hostside.agent import (
+        OPERATIONS,
+        TMP_MARK,
+        UNIT_PATH,
+        _emit,
+        _user,
+        new_sha256,
+        spawn,
+    )
 
 
 def _shutil() -> Any:
@@ -86,9 +94,9 @@ def write_file(
     _fsync_dir(directory)
 
 
-def _run(argv: List[str], timeout: float = 300) -> bytes:
+def _run(argv: List[str], timeout: float = 300, env: Optional[Dict[str, str]] = None) -> bytes:
     try:
-        done = spawn(argv, timeout, merge_stderr=True)
+        done = spawn(argv, timeout, merge_stderr=True, env=env)
     except OSError as e:
         raise StepError("cannot run {}: {}".format(argv[0], e.strerror)) from None
     if done is None:
@@ -324,6 +332,75 @@ def op_install_binary(step: Dict[str, Any]) -> None:
     os.unlink(src)
 
 
+def _file_sha256(path: str) -> str:
+    digest = new_sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return str(digest.hexdigest())
+
+
+def _inside(name: str) -> bool:
+    """A relative path that stays in the directory it is taken from."""
+    norm = os.path.normpath(name)
+    return not os.path.isabs(name) and norm != ".." and not norm.startswith("../")
+
+
+def _checked_members(tar: Any) -> List[Any]:
+    """Directories, regular files and links that stay inside the tree, nothing else: no
+    absolute path, no `..`, no device, no link pointing out."""
+    members = []
+    for m in tar.getmembers():
+        if not _inside(m.name):
+            raise StepError("the bundle has a path outside its tree: {!r}".format(m.name))
+        if m.issym():
+            target = os.path.join(os.path.dirname(m.name), m.linkname)
+            if os.path.isabs(m.linkname) or not _inside(target):
+                raise StepError("the bundle's link {!r} points outside its tree".format(m.name))
+        elif m.islnk():
+            if not _inside(m.linkname):
+                raise StepError("the bundle's link {!r} points outside its tree".format(m.name))
+        elif not (m.isdir() or m.isreg()):
+            raise StepError("the bundle has {!r}, not a file, dir or link".format(m.name))
+        m.uid, m.gid, m.uname, m.gname = 0, 0, "root", "root"
+        m.mode &= 0o755  # nothing writable but by root, nothing setuid
+        members.append(m)
+    return members
+
+
+def op_install_tree(step: Dict[str, Any]) -> None:
+    """An LLM CLI from its bundle: checked against its sha256, unpacked beside its place,
+    run once (`--version` must name the pinned version), then renamed into place; the
+    version file is written last, so it marks a complete install."""
+    import tarfile
+
+    src, dest = step["src"], step["dest"]
+    if _file_sha256(src) != step["sha256"]:
+        raise StepError("{} arrived damaged".format(src))
+    partial = dest + ".partial"
+    _shutil().rmtree(partial, ignore_errors=True)
+    _makedirs(os.path.dirname(dest))
+    os.mkdir(partial, 0o755)
+    with tarfile.open(src) as tar:
+        tar.extractall(partial, members=_checked_members(tar))  # noqa: S202 (members checked)
+    argv = [os.path.join(partial, step["check"][0])] + step["check"][1:]
+    home = os.path.join(partial, ".home")  # whatever the CLI writes at start goes here
+    os.mkdir(home, 0o700)
+    env = {"PATH": UNIT_PATH, "HOME": home, "LANG": "C.UTF-8"}
+    out = _run(argv, timeout=step["timeout"], env=env).decode("utf-8", "replace")
+    _shutil().rmtree(home)
+    if step["expect"] not in out.split():
+        said = " / ".join(out.strip().splitlines()[-2:])
+        raise StepError(
+            "{} says {!r}, not version {}".format(step["check"][0], said, step["expect"])
+        )
+    _shutil().rmtree(dest, ignore_errors=True)
+    os.rename(partial, dest)
+    write_file(os.path.join(dest, step["version_file"]), (step["expect"] + "\n").encode())
+    _fsync_dir(os.path.dirname(dest))
+    os.unlink(src)
+
+
 OPS: Dict[str, Callable[[Dict[str, Any]], None]] = {
     "user": op_user,
     "dir": op_dir,
@@ -336,6 +413,7 @@ OPS: Dict[str, Callable[[Dict[str, Any]], None]] = {
     "systemctl": op_systemctl,
     "install_poller": op_install_poller,
     "install_binary": op_install_binary,
+    "install_tree": op_install_tree,
 }
 
 

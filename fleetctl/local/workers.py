@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetctl import clicache
 from fleetctl.desired import poller_unit_environment
 from fleetctl.layout import creds_path
 from fleetctl.model import Fleet, Worker
@@ -46,9 +47,13 @@ class Launch:
 
 
 def cli_of(worker: Worker) -> str | None:
-    """The program the worker's backend runs: its `bin`, or its command's first word."""
+    """The program the worker's backend runs: its `bin`, its command's first word, or the
+    pinned CLI in this machine's CLI cache (where apply installs it before it bundles it)."""
     if worker.backend == "command":
         return worker.command[0] if worker.command else None
+    if worker.cli is not None:
+        found = clicache.package_dir(worker.cli, clicache.default_cache_dir())
+        return str(found / "node_modules" / ".bin" / worker.cli.bin)
     return worker.bin
 
 
@@ -60,6 +65,11 @@ def missing(worker: Worker, path: str = SYSTEMD_PATH) -> str | None:
         if found is None or not os.access(found, os.X_OK) or Path(found).is_dir():
             fix = "change command:" if worker.backend == "command" else "set bin:"
             hint = _INSTALL_HINTS.get(worker.llm, f"install it, or {fix}")
+            if worker.cli is not None:
+                pinned = f"{worker.cli.package}@{worker.cli.version}"
+                hint = (
+                    f"{pinned} is not in the CLI cache: `fleetctl apply` puts it there, or set bin:"
+                )
             return f"{cli} not found ({hint})"
     if worker.env_file and not os.access(worker.env_file, os.R_OK):
         return f"env file {worker.env_file} not readable (create it, or remove env_file:)"
@@ -98,6 +108,8 @@ def launch(fleet: Fleet, worker: Worker, work_base: Path, creds: Path) -> Launch
     def remap(value: str) -> str:
         if value == remote_creds:
             return str(creds)
+        if worker.cli is not None and value == worker.bin:
+            return cli_of(worker) or value
         if value == worker.work_base or value.startswith(worker.work_base + "/"):
             return str(work_base) + value[len(worker.work_base) :]
         return value

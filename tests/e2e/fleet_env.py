@@ -40,7 +40,8 @@ STANDIN_FILES = {
 def worker(wid: str, host: str, **extra: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"worker_id": wid, "host": host, "lang": "multi", "role": "developer"}
     if extra.pop("claude", False):
-        entry |= {"llm": "claude-code", "model": "claude-haiku-4-5"}
+        # The stand-in at its host-provided path: apply installs no CLI for it.
+        entry |= {"llm": "claude-code", "model": "claude-haiku-4-5", "bin": "/usr/local/bin/claude"}
     else:
         entry |= {"llm": "command", "command": ["/usr/local/bin/fake-command"]}
     entry.update(extra)

@@ -7,9 +7,13 @@ owner, systemctl verb), the way Kamal's tests assert command lines.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from typing import Any
 
+import pytest
+
+from fleetctl import layout
 from fleetctl.apply.program import HostProgram, program, teardown
 from fleetctl.desired import HostState, UnitSpec, desired_state
 from fleetctl.facts import ObservedHost
@@ -20,6 +24,7 @@ from fleetctl.tunnelkeys import TunnelKey
 from tests.support.example import example_fleet
 
 NODE = "worker-node-1"
+CLAUDE = "@anthropic-ai/claude-code"
 CREDS = {"cc-go-dev-01": b"-----BEGIN NATS USER JWT-----\nsecret-cc\n", "cmd-docs-01": b"sc"}
 KEY = TunnelKey(NODE, b"-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n", "ssh-ed25519 AAAA x")
 
@@ -47,9 +52,16 @@ def converged(s: HostState) -> ObservedHost:
     return ObservedHost(resources=resources, managed=frozenset(resources), unit_inputs=inputs)
 
 
+# Each LLM CLI bundle's sha256 by package, as rollout gets them from clibundle.Bundles.
+CLI_SHA256 = {p: hashlib.sha256(p.encode()).hexdigest() for p in ("@openai/codex", CLAUDE)}
+
+
 def host_program(s: HostState, observed: ObservedHost) -> tuple[HostProgram, Any]:
     host_plan = diff_host(s, observed, Selection(), live=True)
-    return program(host_plan, observed, revision="r1", applied_by="test", now=1000), host_plan
+    prog = program(
+        host_plan, observed, revision="r1", applied_by="test", now=1000, cli_sha256=CLI_SHA256
+    )
+    return prog, host_plan
 
 
 def labels(prog: HostProgram) -> list[str]:
@@ -219,6 +231,8 @@ def ops(prog: HostProgram) -> list[tuple[object, ...]]:
                 out.append((op["op"], op["path"]))
             case "install_poller":
                 out.append(("install_poller", op["version"], op["link"]))
+            case "install_tree":
+                out.append(("install_tree", op["src"], op["dest"], *op["check"], op["expect"]))
             case other:
                 out.append((other,))
     return out
@@ -427,3 +441,80 @@ def test_an_unknown_broker_key_leaves_the_tunnels_known_hosts_alone() -> None:
     assert "/etc/fleet/tunnel/known_hosts" not in [f.path for f in node.files]
     host_plan = diff_host(node, known, Selection(), live=True)
     assert host_plan.changes == ()
+
+
+CODEX_NEW = "/opt/fleet/llm/@openai+codex@0.172.0"
+CODEX_OLD = "/opt/fleet/llm/@openai+codex@0.171.0"
+CODEX_UNIT = "/etc/systemd/system/codex-py-dev-01-poller.service"
+
+
+def codex_at(version: str) -> Fleet:
+    """The example fleet with its codex worker's llm pinned at another Codex version."""
+    fleet = example_fleet()
+    codex = next(w for w in fleet.workers if w.backend == "codex")
+    assert codex.cli is not None
+    cli = dataclasses.replace(codex.cli, version=version)
+    return fleet_where(
+        codex_py_dev_01={"cli": cli, "bin": layout.llm_cli_bin(cli.package, version, cli.bin)}
+    )
+
+
+def test_a_codex_version_bump_installs_it_beside_and_restarts_only_the_codex_worker() -> None:
+    before = host_state(example_fleet())
+    after = host_state(codex_at("0.172.0"))
+    prog, host_plan = host_program(after, converged(before))
+    assert [(c.symbol, c.kind, c.name, c.unit_action) for c in host_plan.changes] == [
+        ("+", "package", "llm-cli @openai/codex@0.172.0", None),
+        ("~", "file", CODEX_UNIT, None),
+        ("~", "unit", "codex-py-dev-01-poller.service", "restart"),
+        ("-", "package", "llm-cli @openai/codex@0.171.0", None),
+    ]
+    assert dict(host_plan.changes[0].attrs) == {"version": "0.172.0"}
+    assert ops(prog) == [
+        JOURNAL_OP,
+        (
+            "install_tree",
+            "/var/lib/fleetctl/staging/@openai+codex@0.172.0.tar",
+            CODEX_NEW,
+            "bin/codex",
+            "--version",
+            "0.172.0",
+        ),
+        ("file", CODEX_UNIT, "0644", "root:root"),
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "restart", "codex-py-dev-01-poller.service"),
+        ("remove_dir", CODEX_OLD),  # after the restart: a stopping task may still run it
+        MANIFEST_OP,
+        CLEAR_JOURNAL,
+    ]
+    install = prog.steps[1].op
+    assert install["sha256"] == CLI_SHA256["@openai/codex"]
+    assert install["version_file"] == "fleet-llm-cli.version"
+    assert [(c.package, c.version) for c in prog.llm_clis] == [("@openai/codex", "0.172.0")]
+
+
+def test_a_lost_cli_is_installed_again_without_restarting_anything() -> None:
+    """The CLI's directory lost its version file (say, removed by hand): installed again;
+    the pollers start the CLI afresh per task, so none of them needs a restart."""
+    s = host_state(example_fleet())
+    seen = converged(s)
+    resources = dict(seen.resources)
+    del resources[f"package llm-cli {CLAUDE}@2.1.197"]
+    prog, _ = host_program(s, dataclasses.replace(seen, resources=resources))
+    assert labels(prog) == [
+        f"install {CLAUDE} 2.1.197",
+        "write the manifest",
+    ]
+
+
+def test_a_host_provided_cli_is_not_installed() -> None:
+    s = host_state(fleet_where(codex_py_dev_01={"cli": None, "bin": "/usr/bin/codex"}))
+    assert [p.name for p in s.packages] == ["fleet-poller", f"llm-cli {CLAUDE}@2.1.197"]
+    codex_unit = next(u for u in s.units if u.name == "codex-py-dev-01-poller.service")
+    assert not any(t.startswith("package llm-cli") for t in codex_unit.restart_on)
+
+
+def test_no_bundle_no_install() -> None:
+    host_plan = diff_host(host_state(example_fleet()), ObservedHost(), Selection(), live=True)
+    with pytest.raises(ValueError, match=r"no bundle of @anthropic-ai/claude-code 2\.1\.197"):
+        program(host_plan, ObservedHost(), revision="r1", applied_by="t", now=1, cli_sha256={})

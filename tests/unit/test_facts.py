@@ -18,8 +18,19 @@ def test_the_request_names_every_wanted_path_and_only_public_contents() -> None:
     assert "/etc/fleet/creds/cc-go-dev-01.creds" in req["files"]
     assert "/etc/fleet/creds/cc-go-dev-01.creds" not in req["contents"]
     assert "/etc/systemd/system/cc-go-dev-01-poller.service" in req["contents"]
-    assert req["versions"] == {"fleet-poller": "/opt/fleet/venv/fleet-poller.version"}
+    assert req["versions"] == {
+        "fleet-poller": "/opt/fleet/venv/fleet-poller.version",
+        "llm-cli @anthropic-ai/claude-code@2.1.197": (
+            "/opt/fleet/llm/@anthropic-ai+claude-code@2.1.197/fleet-llm-cli.version"
+        ),
+        "llm-cli @openai/codex@0.171.0": (
+            "/opt/fleet/llm/@openai+codex@0.171.0/fleet-llm-cli.version"
+        ),
+    }
+    assert req["node"] is False  # neither CLI here runs on Node
     assert facts.request(state, with_contents=False)["contents"] == []
+    gemini_host = desired_state(example_fleet(), inputs).hosts["worker-node-2"]
+    assert facts.request(gemini_host, with_contents=False)["node"] is True
 
 
 def test_the_program_carries_the_request_on_stdin_not_argv() -> None:

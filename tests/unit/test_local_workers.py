@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from fleetctl.desired import poller_unit_environment
 from fleetctl.local.children import CRASH_LOOP_EXITS, Child
 from fleetctl.local.server import local_fleet
@@ -38,21 +40,31 @@ def test_the_poller_gets_its_units_environment_with_local_paths(tmp_path: Path) 
     assert env["COMMAND_ARGV"] == '["wc", "-w"]'
 
 
-def test_a_worker_whose_cli_is_missing_says_what_to_install() -> None:
+def test_a_worker_whose_cli_is_missing_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fleet = example_fleet()
     claude = fleet.worker("cc-go-dev-01")
     codex = fleet.worker("codex-py-dev-01")
     wc = fleet.worker("cmd-wordcount-01")
     assert claude is not None and codex is not None and wc is not None
-    assert missing(dataclasses.replace(claude, bin="/nonexistent/claude")) == (
+    assert missing(dataclasses.replace(claude, bin="/nonexistent/claude", cli=None)) == (
         "/nonexistent/claude not found (install Claude Code, or set bin:)"
     )
-    assert missing(dataclasses.replace(codex, bin="/nonexistent/codex")) == (
+    assert missing(dataclasses.replace(codex, bin="/nonexistent/codex", cli=None)) == (
         "/nonexistent/codex not found (install the Codex CLI, or set bin:)"
+    )
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty CLI cache
+    cached = tmp_path / "fleetctl" / "llm-clis" / "@openai+codex@0.171.0" / "node_modules"
+    assert missing(codex) == (
+        f"{cached}/.bin/codex not found (@openai/codex@0.171.0 is not in the CLI cache: "
+        "`fleetctl apply` puts it there, or set bin:)"
     )
     assert missing(wc, path="/nonexistent") == "wc not found (install it, or change command:)"
     assert missing(wc) is None
-    no_env = dataclasses.replace(fleet.workers[0], bin=sys.executable, env_file="/nonexistent.env")
+    no_env = dataclasses.replace(
+        fleet.workers[0], bin=sys.executable, cli=None, env_file="/nonexistent.env"
+    )
     assert missing(no_env) == (
         "env file /nonexistent.env not readable (create it, or remove env_file:)"
     )
