@@ -63,13 +63,12 @@ def missing(worker: Worker, path: str = SYSTEMD_PATH) -> str | None:
     if cli is not None:
         found = cli if "/" in cli else shutil.which(cli, path=path)
         if found is None or not os.access(found, os.X_OK) or Path(found).is_dir():
-            fix = "change command:" if worker.backend == "command" else "set bin:"
-            hint = _INSTALL_HINTS.get(worker.llm, f"install it, or {fix}")
             if worker.cli is not None:
                 pinned = f"{worker.cli.package}@{worker.cli.version}"
-                hint = (
-                    f"{pinned} is not in the CLI cache: `fleetctl apply` puts it there, or set bin:"
-                )
+                fix = "`fleetctl apply` installs it there with npm, or set bin:"
+                return f"{pinned} not found in the CLI cache ({fix})"
+            fix = "change command:" if worker.backend == "command" else "set bin:"
+            hint = _INSTALL_HINTS.get(worker.llm, f"install it, or {fix}")
             return f"{cli} not found ({hint})"
     if worker.env_file and not os.access(worker.env_file, os.R_OK):
         return f"env file {worker.env_file} not readable (create it, or remove env_file:)"

@@ -55,7 +55,7 @@ class Seen:
 class ProviderMock:
     """`with ProviderMock() as mock:` serves on 127.0.0.1:<mock.port> until the block ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.turns: list[Turn] = []
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
@@ -89,14 +89,15 @@ class ProviderMock:
                 self.wfile.write(data)
 
         self._handler = Handler
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        self.host = host
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def served(self) -> Usage:
         """The usage of every model answer given since the last `reset`, summed."""
@@ -345,3 +346,22 @@ def _gemini_chunk(turn: Turn, model: str) -> dict[str, Any]:
 
 def _gemini(turn: Turn, body: dict[str, Any], path: str) -> Iterator[tuple[None, dict[str, Any]]]:
     yield None, _gemini_chunk(turn, _gemini_model(path))
+
+
+def main() -> None:
+    """`python -m tests.support.provider_mock HOST ANSWER`: serve on HOST (for simulated hosts,
+    the LAN's address) with ANSWER as the agent's first turn; print the port, then, once stdin
+    closes, the requests seen as JSON lines (method, path, whether it was the agent's turn)."""
+    import sys
+
+    host, answer = sys.argv[1], sys.argv[2]
+    with ProviderMock(host) as mock:
+        mock.reset(Turn(text=answer))
+        print(mock.port, flush=True)
+        sys.stdin.read()
+        for seen in mock.seen:
+            print(json.dumps({"method": seen.method, "path": seen.path, "main": seen.main}))
+
+
+if __name__ == "__main__":
+    main()
