@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # defined by agent.py, which precedes this file on the host
         TMP_MARK,
         UNIT_PATH,
         _emit,
+        _sha256,
         _user,
         new_sha256,
         spawn,
@@ -332,14 +333,6 @@ def op_install_binary(step: Dict[str, Any]) -> None:
     os.unlink(src)
 
 
-def _file_sha256(path: str) -> str:
-    digest = new_sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return str(digest.hexdigest())
-
-
 def _inside(name: str) -> bool:
     """A relative path that stays in the directory it is taken from."""
     norm = os.path.normpath(name)
@@ -375,7 +368,7 @@ def op_install_tree(step: Dict[str, Any]) -> None:
     import tarfile
 
     src, dest = step["src"], step["dest"]
-    if _file_sha256(src) != step["sha256"]:
+    if _sha256(src) != step["sha256"]:
         raise StepError("{} arrived damaged".format(src))
     partial = dest + ".partial"
     _shutil().rmtree(partial, ignore_errors=True)
