@@ -42,8 +42,14 @@ def _relative(path: str | Path) -> str:
         return str(p)
 
 
-def _send_hint(worker: str) -> str:
-    return f'fleetctl task send --to {worker} --wait "Say hello"'
+def _send_hint(worker: str, up: dict[str, Any], default_place: bool) -> str:
+    """The task commands find a local fleet in the default state dir by themselves;
+    elsewhere they need its URL and creds."""
+    where = ""
+    if not default_place:
+        creds = _relative((up.get("creds") or {}).get("fleet-publisher", ""))
+        where = f" --server {up.get('nats_url')} --creds {creds}"
+    return f'fleetctl task send{where} --to {worker} --wait "Say hello"'
 
 
 def _running(status: dict[str, Any], up: dict[str, Any]) -> list[str]:
@@ -76,9 +82,11 @@ def report(
         ("logs", f"{_relative(state.logs)}/<worker>.log"),
         ("state", f"{_relative(state.root)}/up.json"),
     ]
+    default_place = state.root == default_state_dir(Path(str(up.get("fleet", ""))))
     if started:
-        rows.append(("send", _send_hint(started[0])))
-    rows.append(("stop", "Ctrl-C, or fleetctl down" if foreground else "fleetctl down"))
+        rows.append(("send", _send_hint(started[0], up, default_place)))
+    down = "fleetctl down" + ("" if default_place else f" --state-dir {_relative(state.root)}")
+    rows.append(("stop", f"Ctrl-C, or {down}" if foreground else down))
     for name, value in rows:
         console.print(f"  {name:<6} {escape(value)}", highlight=False)
 
