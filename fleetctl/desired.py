@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -418,6 +419,16 @@ def poller_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
         ("GITHUB_REMOTE", worker.github_remote),
         *([("PRICE_USD_PER_MTOK", worker.price.render())] if worker.price else []),
         *([] if worker.trusts_reported_cost else [("REPORTED_COST", "ignore")]),
+        *_labels_environment(worker),
+    ]
+
+
+def _labels_environment(worker: Worker) -> list[tuple[str, str]]:
+    """The labels, for the poller to put in heartbeats and results (none: no variable)."""
+    if not worker.labels:
+        return []
+    return [
+        ("WORKER_LABELS", json.dumps(dict(sorted(worker.labels.items())), separators=(",", ":")))
     ]
 
 

@@ -8,10 +8,11 @@ Subjects are derived here from NATS_SUBJECT_PREFIX and WORKER_ID with the same r
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from poller.backends import BACKENDS, SettingError
@@ -92,6 +93,9 @@ class Config:
     log_level: str = "info"
     price: Price | None = None  # PRICE_USD_PER_MTOK: the worker's model's prices
     trust_reported_cost: bool = True  # REPORTED_COST=ignore: the CLI's own figure is wrong
+    # The worker's labels from fleet.yaml (WORKER_LABELS, a JSON object of text): reported in
+    # every heartbeat and result, so readers can group by them.
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
@@ -148,6 +152,21 @@ def _lease_ttl(env: Mapping[str, str]) -> int | None:
     if not env.get("LEASE_TTL", "").strip():
         return None
     return int(_number(env, "LEASE_TTL", 0, integer=True))
+
+
+def _labels(env: Mapping[str, str]) -> dict[str, str]:
+    raw = env.get("WORKER_LABELS", "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"WORKER_LABELS={raw[:60]!r} must be a JSON object of text values")
+    return value
 
 
 def _backend_settings(env: Mapping[str, str], backend: str) -> dict[str, str]:
@@ -230,4 +249,5 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         log_level=level,
         price=price,
         trust_reported_cost=reported == "trust",
+        labels=_labels(env),
     )

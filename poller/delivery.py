@@ -270,6 +270,7 @@ class Delivery:
             reply_to=task.reply_to,
             sender=task.sender,
             metadata=task.metadata,
+            labels=dict(self.cfg.labels),
         )
 
     async def _reject(self, held: _InFlight, why: Rejection, seq: int, attempt: int) -> None:
@@ -296,6 +297,7 @@ class Delivery:
                 attempt=attempt,
                 host=self.host,
                 poller_version=__version__,
+                labels=dict(self.cfg.labels),
                 error=why.reason,
             )
             # A corrected task with this id still runs: `_result_stored` skips rejections.

@@ -11,6 +11,7 @@ import contextlib
 import json
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ class Stats:
     running: dict[int, tuple[str, float]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     state: str = "starting"  # starting | running | stopping
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -48,6 +50,7 @@ class Stats:
             "counts": dict(self.counts),
             "backend": self.backend,
             "llm": self.llm,
+            "labels": dict(self.labels),
             "poller_version": __version__,
             "host": socket.gethostname(),
             "uptime_s": round(now - self.started, 1),

@@ -178,13 +178,14 @@ class Result:
     reply_to: str | None = None
     sender: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # the worker's, from fleet.yaml
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"version": VERSION}
         for k, v in self.__dict__.items():
             if k == "sender":
                 k = "from"
-            if v is None or (k == "metadata" and not v):
+            if v is None or (k in ("metadata", "labels") and not v):
                 continue
             d[k] = v
         return d

@@ -42,7 +42,7 @@ class Worker:
     def __init__(self, cfg: Config, log: Logger) -> None:
         self.cfg, self.log = cfg, log
         self.stop = asyncio.Event()
-        self.stats = Stats(cfg.worker_id, cfg.backend, cfg.llm, cfg.concurrency)
+        self.stats = Stats(cfg.worker_id, cfg.backend, cfg.llm, cfg.concurrency, labels=cfg.labels)
         self.nc: Any = None
         self.delivery: Delivery | None = None
         self.puller: Puller | None = None

@@ -53,6 +53,7 @@ def test_fan_out_runs_once_on_every_target_and_the_same_id_again_runs_nothing(
         ("w3", "completed"),
     ]
     assert {r["worker_id"]: r["output"] for r in results}["w2"] == "one\n2\n"
+    assert [r.get("labels") for r in results] == [{"tier": "cheap"}, {"tier": "cheap"}, None]
     assert [len(tf.runs(w)) for w in ("w1", "w2", "w3")] == [1, 1, 1]
 
     again = tf.fleetctl("task", "send", prompt, *args)

@@ -131,6 +131,9 @@ def task_fleet(
             work = root / "work" / wid
             work.mkdir(parents=True)
             env = poller_env(server.url, wid, work, NATS_CREDS=str(fleet.workers[wid].creds_path))
+            labels = workers[wid].get("labels")
+            if labels:  # as fleetctl renders them into the unit
+                env["WORKER_LABELS"] = json.dumps(labels)
             env |= poller_extra | workers[wid].get("env", {})
             tf.pollers[wid] = Poller(env, work / "poller.log").start()
             stack.callback(tf.pollers[wid].stop)

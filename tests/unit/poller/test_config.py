@@ -88,3 +88,16 @@ def test_bad_environment_exits_2_with_one_line() -> None:
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert "WORKER_ID='w.1'" in p.stderr
+
+
+def test_labels_reach_the_heartbeat_and_a_bad_labels_value_names_the_variable() -> None:
+    from poller.heartbeat import Stats
+
+    cfg = config.load(BASE | {"WORKER_LABELS": '{"team":"docs"}'})
+    assert cfg.labels == {"team": "docs"}
+    stats = Stats(cfg.worker_id, cfg.backend, cfg.llm, 1, labels=cfg.labels)
+    assert stats.snapshot()["labels"] == {"team": "docs"}
+    assert config.load(BASE).labels == {}
+    for bad in ('["team"]', '{"n": 1}', "team=docs"):
+        with pytest.raises(config.ConfigError, match=r"^WORKER_LABELS="):
+            config.load(BASE | {"WORKER_LABELS": bad})
