@@ -35,8 +35,12 @@ from fleetctl.model import Fleet
 from fleetctl.natsnames import NatsNames
 from fleetctl.taskmsg import Result
 
-POLL = 0.05  # seconds between looks at the results stream while nothing is new
+# Seconds between looks at the results stream while nothing is new: from the first to the
+# last, doubling, back to the first when a result arrives (quick answers seen quickly, a
+# long task costs ten small requests a second).
+POLL_FIRST, POLL_LAST = 0.002, 0.1
 PROGRESS_EVERY = 1.0  # seconds between looks at the consumers (queued / running)
+MULTI_LAST = 1000  # results one batched direct get may match (nats-server: 1024, then 413)
 
 
 @dataclass(frozen=True)
@@ -251,18 +255,24 @@ class Client:
 
     async def _results(self, task_id: str) -> list[Result]:
         taskmsg.check_task_id(task_id)
-        stored = await taskbus.direct_batch(
-            self._nc,
-            self.names.results_stream,
-            {"multi_last": [self.names.result("*", task_id)], "batch": taskbus.BATCH},
-        )
-        out = []
-        for m in stored:
-            who = self.names.attribution(m.subject)
-            body = m.json()
-            if who is not None and isinstance(body, dict):
-                out.append(Result(who[0], str(body.get("status", "?")), body))
-        return sorted(out, key=lambda r: r.worker_id)
+        found = await self._results_of([task_id])
+        return sorted(found.values(), key=lambda r: r.worker_id)
+
+    async def _results_of(self, task_ids: Sequence[str]) -> dict[tuple[str, str], Result]:
+        """The stored results of these tasks, by (worker, task): batched direct gets of the
+        last message on each task's subjects, as many tasks a request as can answer within
+        the server's MULTI_LAST results (a task has at most one result per worker)."""
+        n = self.names
+        per_request = max(1, MULTI_LAST // max(1, len(self.fleet.workers)))
+        out: dict[tuple[str, str], Result] = {}
+        for i in range(0, len(task_ids), per_request):
+            subjects = [n.result("*", t) for t in task_ids[i : i + per_request]]
+            body = {"multi_last": subjects, "batch": MULTI_LAST}
+            for m in await taskbus.direct_batch(self._nc, n.results_stream, body):
+                who, result = n.attribution(m.subject), m.json()
+                if who is not None and isinstance(result, dict):
+                    out[who] = Result(who[0], str(result.get("status", "?")), result)
+        return out
 
     def progress(self, sent: Sent) -> list[Result]:
         """Each target's result, or where its copy of the task is (queued, running,
@@ -270,21 +280,39 @@ class Client:
         return self._loop.call(self._progress([sent]))
 
     async def _progress(self, sents: Sequence[Sent]) -> list[Result]:
-        out: list[Result] = []
-        for sent in sents:
-            done = {r.worker_id: r for r in await self._results(sent.task_id)}
-            dead = await self._dead_of(sent.task_id)
-            for t in sent.targets:
-                if t.worker_id in done:
-                    out.append(done[t.worker_id])
-                elif t.worker_id in dead:
-                    out.append(dead[t.worker_id])
-                else:
-                    out.append(await self._where(sent.task_id, t))
+        states = await self._results_of(list(dict.fromkeys(s.task_id for s in sents)))
+        waiting = [
+            (s.task_id, t)
+            for s in sents
+            for t in s.targets
+            if (t.worker_id, s.task_id) not in states
+        ]
+        states |= await self._whereabouts(waiting)
+        return [states[(t.worker_id, s.task_id)] for s in sents for t in s.targets]
+
+    async def _whereabouts(
+        self, waiting: Sequence[tuple[str, Target]]
+    ) -> dict[tuple[str, str], Result]:
+        """Where each (task id, target) without a result is: dead-lettered, running or
+        queued. The dead letters and each consumer are looked at once for all of them."""
+        if not waiting:
+            return {}
+        dead = {(d.worker_id, d.task_id): d for d in await self._dead_letters()}
+        infos: dict[str, dict[str, Any] | None] = {}
+        out: dict[tuple[str, str], Result] = {}
+        for task_id, target in waiting:
+            key = (target.worker_id, task_id)
+            letter = dead.get(key)
+            if letter is not None:
+                body = dict(letter.body) | {"status": "dead-lettered"}
+                out[key] = Result(target.worker_id, "dead-lettered", body)
+                continue
+            if target.worker_id not in infos:
+                infos[target.worker_id] = await self._consumer(target.worker_id)
+            out[key] = self._where(task_id, target, infos[target.worker_id])
         return out
 
-    async def _where(self, task_id: str, target: Target) -> Result:
-        info = await self._consumer(target.worker_id)
+    def _where(self, task_id: str, target: Target, info: dict[str, Any] | None) -> Result:
         key = (target.worker_id, task_id)
         delivered = int(((info or {}).get("delivered") or {}).get("stream_seq", 0))
         if info is None or delivered < target.stream_seq:
@@ -295,14 +323,6 @@ class Client:
     async def _consumer(self, worker: str) -> dict[str, Any] | None:
         n = self.names
         return await taskbus.consumer_info(self._nc, n.task_stream, n.consumer(worker))
-
-    async def _dead_of(self, task_id: str) -> dict[str, Result]:
-        found = {}
-        for d in await self._dead_letters():
-            if d.task_id == task_id:
-                body = dict(d.body) | {"status": "dead-lettered"}
-                found[d.worker_id] = Result(d.worker_id, "dead-lettered", body)
-        return found
 
     def wait(
         self,
@@ -325,10 +345,12 @@ class Client:
         n = self.names
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = await taskbus.last_seq(self._nc, n.results_stream, n.all_results) + 1
-        states = {(r.worker_id, s.task_id): r for s in sents for r in await self._progress([s])}
+        keys = [(t.worker_id, s.task_id) for s in sents for t in s.targets]
+        states = dict(zip(keys, await self._progress(sents), strict=True))
         if on_update is not None:
             on_update(list(states.values()))
         last_look = time.monotonic()
+        pause = POLL_FIRST
         while any(not r.final for r in states.values()):
             if deadline is not None and time.monotonic() > deadline:
                 break
@@ -349,7 +371,10 @@ class Client:
                 if time.monotonic() - last_look >= PROGRESS_EVERY:
                     last_look = time.monotonic()
                     changed = await self._look_again(sents, states) or on_update is not None
-                await asyncio.sleep(POLL)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, POLL_LAST)
+            else:
+                pause = POLL_FIRST
             if changed and on_update is not None:
                 on_update(list(states.values()))
         return list(states.values())
@@ -358,17 +383,15 @@ class Client:
         self, sents: Sequence[Sent], states: dict[tuple[str, str], Result]
     ) -> bool:
         """Dead letters and queued/running, for the targets still without a result."""
-        changed = False
-        for sent in sents:
-            waiting = [t for t in sent.targets if not states[(t.worker_id, sent.task_id)].final]
-            if not waiting:
-                continue
-            dead = await self._dead_of(sent.task_id)
-            for t in waiting:
-                now = dead.get(t.worker_id) or await self._where(sent.task_id, t)
-                key = (t.worker_id, sent.task_id)
-                changed = changed or now.status != states[key].status
-                states[key] = now
+        waiting = [
+            (s.task_id, t)
+            for s in sents
+            for t in s.targets
+            if not states[(t.worker_id, s.task_id)].final
+        ]
+        now = await self._whereabouts(waiting)
+        changed = any(states[k].status != r.status for k, r in now.items())
+        states |= now
         return changed
 
     # ---- the fleet's recent tasks --------------------------------------------------------
