@@ -45,16 +45,26 @@ MULTI_LAST = 1000  # results one batched direct get may match (nats-server: 1024
 
 @dataclass(frozen=True)
 class Target:
-    """One published copy of a task."""
+    """One published copy of a task: to a worker's inbox, or to a `pick: any` route's
+    shared queue (`route`; `worker_id` is then empty until a member has run it)."""
 
     worker_id: str
     msg_id: str
     stream_seq: int
-    duplicate: bool  # the bus already had this (task id, worker) within its window
+    duplicate: bool  # the bus already had this (task id, target) within its window
+    route: str | None = None
+    members: tuple[str, ...] = ()  # a route's: who may run it
+
+    @property
+    def key(self) -> str:
+        """What this target is called until it has a result: its worker, or `route:NAME`."""
+        return self.worker_id or f"route:{self.route}"
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "worker_id": self.worker_id,
+        out: dict[str, Any] = {"worker_id": self.worker_id or None}
+        if self.route is not None:
+            out["route"] = self.route
+        return out | {
             "msg_id": self.msg_id,
             "stream_seq": self.stream_seq,
             "duplicate": self.duplicate,
@@ -116,6 +126,13 @@ class TaskRow:
             "at": self.at,
             "targets": [{"worker_id": w, "state": s} for w, s in self.states.items()],
         }
+
+
+def _run_by_member(
+    found: Mapping[tuple[str, str], Result], task_id: str, target: Target
+) -> Result | None:
+    """A route target's result: the one a member of the route stored for the task."""
+    return next((found[(m, task_id)] for m in target.members if (m, task_id) in found), None)
 
 
 class Client:
@@ -232,7 +249,21 @@ class Client:
             payload=payload,
         )
         workers = self.resolve(to, select, route, any)
+        queue = self.fleet.routes.get(route) if route is not None else None
+        if queue is not None and queue.pick == "any" and not (to or select or any):
+            return self._enqueue(task_id, data, queue.name)
         return self.publish(task_id, data, workers)
+
+    def _enqueue(self, task_id: str, data: bytes, route: str) -> Sent:
+        """One copy on the route's shared queue: the first free member takes it."""
+        members = targets.queues(self.fleet)[route]
+
+        async def go() -> Target:
+            msg_id = taskmsg.dedup_id(task_id, self.names.route_consumer(route))
+            ack = await taskbus.publish(self._nc, self.names.route_inbox(route), data, msg_id)
+            return Target("", msg_id, ack.seq, ack.duplicate, route, members)
+
+        return Sent(task_id, (self._loop.call(go()),))
 
     def publish(self, task_id: str, data: bytes, workers: Sequence[str], tag: str = "") -> Sent:
         """Publish an encoded task to each of `workers` (already checked)."""
@@ -280,15 +311,18 @@ class Client:
         return self._loop.call(self._progress([sent]))
 
     async def _progress(self, sents: Sequence[Sent]) -> list[Result]:
-        states = await self._results_of(list(dict.fromkeys(s.task_id for s in sents)))
+        found = await self._results_of(list(dict.fromkeys(s.task_id for s in sents)))
+        states: dict[tuple[str, str], Result] = {}
+        for s in sents:
+            for t in s.targets:
+                got = found.get((t.worker_id, s.task_id)) or _run_by_member(found, s.task_id, t)
+                if got is not None:
+                    states[(t.key, s.task_id)] = got
         waiting = [
-            (s.task_id, t)
-            for s in sents
-            for t in s.targets
-            if (t.worker_id, s.task_id) not in states
+            (s.task_id, t) for s in sents for t in s.targets if (t.key, s.task_id) not in states
         ]
         states |= await self._whereabouts(waiting)
-        return [states[(t.worker_id, s.task_id)] for s in sents for t in s.targets]
+        return [states[(t.key, s.task_id)] for s in sents for t in s.targets]
 
     async def _whereabouts(
         self, waiting: Sequence[tuple[str, Target]]
@@ -301,28 +335,31 @@ class Client:
         infos: dict[str, dict[str, Any] | None] = {}
         out: dict[tuple[str, str], Result] = {}
         for task_id, target in waiting:
-            key = (target.worker_id, task_id)
-            letter = dead.get(key)
+            key = (target.key, task_id)
+            who = (target.worker_id, *target.members)
+            letter = next((dead[(w, task_id)] for w in who if (w, task_id) in dead), None)
             if letter is not None:
                 body = dict(letter.body) | {"status": "dead-lettered"}
-                out[key] = Result(target.worker_id, "dead-lettered", body)
+                out[key] = Result(letter.worker_id, "dead-lettered", body)
                 continue
-            if target.worker_id not in infos:
-                infos[target.worker_id] = await self._consumer(target.worker_id)
-            out[key] = self._where(task_id, target, infos[target.worker_id])
+            if target.key not in infos:
+                infos[target.key] = await self._consumer(target.worker_id, target.route)
+            out[key] = self._where(task_id, target, infos[target.key])
         return out
 
     def _where(self, task_id: str, target: Target, info: dict[str, Any] | None) -> Result:
-        key = (target.worker_id, task_id)
+        key = (target.key, task_id)
         delivered = int(((info or {}).get("delivered") or {}).get("stream_seq", 0))
         if info is None or delivered < target.stream_seq:
-            return Result(target.worker_id, "queued")
+            return Result(target.key, "queued")
         since = self._running_since.setdefault(key, time.monotonic())
-        return Result(target.worker_id, "running", elapsed_s=time.monotonic() - since)
+        return Result(target.key, "running", elapsed_s=time.monotonic() - since)
 
-    async def _consumer(self, worker: str) -> dict[str, Any] | None:
+    async def _consumer(self, worker: str, route: str | None = None) -> dict[str, Any] | None:
+        """A worker's consumer, or a route's shared queue."""
         n = self.names
-        return await taskbus.consumer_info(self._nc, n.task_stream, n.consumer(worker))
+        durable = n.route_consumer(route) if route is not None else n.consumer(worker)
+        return await taskbus.consumer_info(self._nc, n.task_stream, durable)
 
     def wait(
         self,
@@ -345,8 +382,11 @@ class Client:
         n = self.names
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = await taskbus.last_seq(self._nc, n.results_stream, n.all_results) + 1
-        keys = [(t.worker_id, s.task_id) for s in sents for t in s.targets]
+        keys = [(t.key, s.task_id) for s in sents for t in s.targets]
         states = dict(zip(keys, await self._progress(sents), strict=True))
+        queued = {  # (worker, task id) of a route's member -> that route target's key
+            (m, s.task_id): (t.key, s.task_id) for s in sents for t in s.targets for m in t.members
+        }
         if on_update is not None:
             on_update(list(states.values()))
         last_look = time.monotonic()
@@ -364,8 +404,11 @@ class Client:
                 cursor = m.seq + 1
                 who = n.attribution(m.subject)
                 body = m.json()
-                if who in states and isinstance(body, dict):
-                    states[who] = Result(who[0], str(body.get("status", "?")), body)
+                if who is None or not isinstance(body, dict):
+                    continue
+                key = who if who in states else queued.get(who)
+                if key is not None and (key == who or not states[key].final):
+                    states[key] = Result(who[0], str(body.get("status", "?")), body)
                     changed = True
             if not batch:
                 if time.monotonic() - last_look >= PROGRESS_EVERY:
@@ -384,10 +427,7 @@ class Client:
     ) -> bool:
         """Dead letters and queued/running, for the targets still without a result."""
         waiting = [
-            (s.task_id, t)
-            for s in sents
-            for t in s.targets
-            if not states[(t.worker_id, s.task_id)].final
+            (s.task_id, t) for s in sents for t in s.targets if not states[(t.key, s.task_id)].final
         ]
         now = await self._whereabouts(waiting)
         changed = any(states[k].status != r.status for k, r in now.items())
@@ -418,17 +458,20 @@ class Client:
             at = str(d.body.get("at") or "")
             if d.task_id and at >= start.isoformat()[:19]:
                 note(d.task_id, at, d.worker_id, "dead-lettered")
-        inboxes = n.inbox(worker) if worker else n.all_inboxes
         infos: dict[str, dict[str, Any] | None] = {}
-        for m in await taskbus.scan(self._nc, n.task_stream, inboxes):
-            task = m.json()
-            wid = m.subject.split(".")[-2]
-            if not isinstance(task, dict) or not isinstance(task.get("task_id"), str):
-                continue
-            if wid not in infos:
-                infos[wid] = await self._consumer(wid)
-            delivered = int(((infos[wid] or {}).get("delivered") or {}).get("stream_seq", 0))
-            note(task["task_id"], m.time, wid, "running" if m.seq <= delivered else "queued")
+        inboxes = [n.inbox(worker)] if worker else [n.all_inboxes, n.all_route_inboxes]
+        for subjects in inboxes:
+            for m in await taskbus.scan(self._nc, n.task_stream, subjects):
+                task = m.json()
+                kind, name = m.subject.split(".")[-3:-1]
+                if not isinstance(task, dict) or not isinstance(task.get("task_id"), str):
+                    continue
+                label = name if kind == "worker" else f"route:{name}"
+                if label not in infos:
+                    infos[label] = await self._consumer(name, name if kind == "route" else None)
+                delivered = int(((infos[label] or {}).get("delivered") or {}).get("stream_seq", 0))
+                state = "running" if m.seq <= delivered else "queued"
+                note(task["task_id"], m.time, label, state)
         ordered = sorted(rows.items(), key=lambda kv: kv[1][0])
         return [TaskRow(tid, at, dict(sorted(states.items()))) for tid, (at, states) in ordered]
 

@@ -63,6 +63,13 @@ def _names(fleet: Fleet) -> NatsNames:
     return NatsNames(fleet.nats.subject_prefix)
 
 
+def _queues(fleet: Fleet) -> dict[str, tuple[str, ...]]:
+    """Each worker's shared queues (`pick: any` routes): its credentials name them."""
+    from fleetctl.targets import queues_of
+
+    return queues_of(fleet)
+
+
 def enabled_ids(fleet: Fleet) -> list[str]:
     return [w.id for w in fleet.workers if w.enabled]
 
@@ -72,7 +79,7 @@ def issue(fleet: Fleet, authority: Authority, worker_ids: list[str]) -> dict[str
     A damaged .creds file is written again from the store, or, when the store lacks its
     seed, replaced by a new key (the old key revoked: the broker config changes)."""
     issued = natsaccess.ensure_fleet_users(
-        authority, _names(fleet), worker_ids, ttl=fleet.creds.ttl
+        authority, _names(fleet), worker_ids, ttl=fleet.creds.ttl, routes=_queues(fleet)
     )
     issued = {u: i for u, i in issued.items() if natsaccess.worker_of_user(u) in worker_ids}
     for wid in worker_ids:
@@ -80,7 +87,7 @@ def issue(fleet: Fleet, authority: Authority, worker_ids: list[str]) -> dict[str
         if user in issued or hygiene.creds_problem(authority, user) is None:
             continue
         if not authority.rewrite_creds(user):
-            perms = natsaccess.worker_permissions(_names(fleet), wid)
+            perms = natsaccess.worker_permissions(_names(fleet), wid, _queues(fleet).get(wid, ()))
             issued[user], _ = authority.rotate_user(user, perms, ttl=fleet.creds.ttl)
     return issued
 
@@ -115,7 +122,10 @@ def renew_expiring(fleet: Fleet, authority: Authority, worker_ids: list[str]) ->
     for wid in worker_ids:
         user = natsaccess.worker_user(wid)
         if user in soon:
-            natsaccess.issue_worker(authority, _names(fleet), wid, ttl=fleet.creds.ttl)
+            routes = _queues(fleet).get(wid, ())
+            natsaccess.issue_worker(
+                authority, _names(fleet), wid, ttl=fleet.creds.ttl, routes=routes
+            )
             renewed.append(user)
     return renewed
 
@@ -133,7 +143,9 @@ def start_rotation(fleet: Fleet, authority: Authority, worker_id: str) -> Issued
         pending = pending_rotations(authority)  # a broken record stops before the new key
         new, _ = authority.rotate_user(
             user,
-            natsaccess.worker_permissions(_names(fleet), worker_id),
+            natsaccess.worker_permissions(
+                _names(fleet), worker_id, _queues(fleet).get(worker_id, ())
+            ),
             ttl=fleet.creds.ttl,
             revoke_old=False,
         )
@@ -260,7 +272,7 @@ def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
         and not record.revoked
         and worker not in wanted
     )
-    outdated = natsaccess.outdated_users(authority, _names(fleet), creds)
+    outdated = natsaccess.outdated_users(authority, _names(fleet), creds, _queues(fleet))
     if outdated:
         warnings.append(
             f"credentials issued with outdated NATS permissions: {', '.join(outdated)}. "

@@ -14,12 +14,18 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from fleetctl import backends, layout, tunnellogin
+from fleetctl import backends, layout, targets, tunnellogin
 from fleetctl.config.schema import NatsSettings
 from fleetctl.inputs import NO_INPUTS, Inputs, Versions, tunnel_hosts
 from fleetctl.model import Fleet, Host, Worker
 from fleetctl.natsnames import NatsNames
-from fleetctl.natsresources import TASK_MAX_BYTES, ConsumerSpec, StreamSpec, fleet_resources
+from fleetctl.natsresources import (
+    TASK_MAX_BYTES,
+    ConsumerSpec,
+    StreamSpec,
+    fleet_resources,
+    route_consumer,
+)
 from fleetctl.render.engine import Raw, render_nats_conf, render_unit
 from poller.backends import CliPackage
 
@@ -174,12 +180,15 @@ class BusState:
     consumers: tuple[tuple[ConsumerSpec, str], ...] = ()  # (consumer, its worker)
     revocations: tuple[RevocationSpec, ...] = ()
     consumer_stream: str = ""  # where the workers' consumers are (and orphans are looked for)
+    route_consumers: tuple[ConsumerSpec, ...] = ()  # the shared queues of `pick: any` routes
 
     def resources(self) -> Iterable[tuple[StreamSpec | ConsumerSpec, str | None]]:
         """The JetStream resources with the worker each belongs to (None: shared)."""
         for s in self.streams:
             yield s, None
         yield from self.consumers
+        for c in self.route_consumers:
+            yield c, None
 
 
 @dataclass(frozen=True)
@@ -207,7 +216,13 @@ def bus_state(fleet: Fleet, inputs: Inputs = NO_INPUTS) -> BusState:
     revocations = tuple(RevocationSpec(r.worker, r.user) for r in inputs.revocations)
     homes = tuple(h.name for h in fleet.hosts if h.is_broker)
     task_stream = NatsNames(fleet.nats.subject_prefix).task_stream
-    return BusState(homes, streams, consumers, revocations, task_stream)
+    concurrency = {w.id: w.concurrency for w in enabled}
+    routes = tuple(
+        route_consumer(fleet.nats, name, sum(concurrency[m] for m in members))
+        for name, members in targets.queues(fleet).items()
+        if members
+    )
+    return BusState(homes, streams, consumers, revocations, task_stream, routes)
 
 
 @dataclass(frozen=True)
@@ -420,7 +435,17 @@ def poller_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
         *([("PRICE_USD_PER_MTOK", worker.price.render())] if worker.price else []),
         *([] if worker.trusts_reported_cost else [("REPORTED_COST", "ignore")]),
         *_labels_environment(worker),
+        *_queues_environment(fleet, worker),
     ]
+
+
+def _queues_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
+    """The shared queues (`pick: any` routes) the poller pulls from besides its inbox."""
+    routes = targets.queues_of(fleet).get(worker.id, ())
+    if not routes:
+        return []
+    names = NatsNames(fleet.nats.subject_prefix)
+    return [("NATS_ROUTE_CONSUMERS", ",".join(names.route_consumer(r) for r in routes))]
 
 
 def _labels_environment(worker: Worker) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ the admin user (fleetctl itself); task publishing to the publisher user.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,14 +51,17 @@ def _pull_from(stream: str, durable: str) -> list[str]:
     ]
 
 
-def worker_permissions(names: NatsNames, worker_id: str) -> Permissions:
-    """A worker: its own consumer, inbox prefix, results, dead letters, status and ping."""
+def worker_permissions(names: NatsNames, worker_id: str, routes: Sequence[str] = ()) -> Permissions:
+    """A worker: its own consumer and the shared queues of the `pick: any` routes it
+    belongs to (`routes`, none other), inbox prefix, results, dead letters, status, ping."""
     own_results = names.results_of(worker_id)
     own_leases = names.leases_of(worker_id)
+    queues = [p for r in routes for p in _pull_from(names.task_stream, names.route_consumer(r))]
     return Permissions(
         pub=Permission.of(
             allow=[
                 *_pull_from(names.task_stream, names.consumer(worker_id)),
+                *queues,
                 # Is this task's result already stored? Checked before running the CLI again
                 # after a redelivery (docs/poller.md): a direct get of the last message on
                 # one of its own result subjects, named in the request subject, so the
@@ -92,6 +95,7 @@ def publisher_permissions(names: NatsNames) -> Permissions:
         pub=Permission.of(
             allow=[
                 names.all_inboxes,
+                names.all_route_inboxes,
                 f"{JS_API}.STREAM.MSG.GET.{results}",
                 f"{JS_API}.DIRECT.GET.{results}",
                 f"{JS_API}.DIRECT.GET.{results}.>",
@@ -159,12 +163,16 @@ class CredentialRow:
 
 
 def issue_worker(
-    authority: Authority, names: NatsNames, worker_id: str, *, ttl: float | None = None
+    authority: Authority,
+    names: NatsNames,
+    worker_id: str,
+    *,
+    ttl: float | None = None,
+    routes: Sequence[str] = (),
 ) -> IssuedUser:
     """A worker's user: changes no account JWT, so the broker config stays as it is."""
-    return authority.issue_user(
-        worker_user(worker_id), worker_permissions(names, worker_id), ttl=ttl, tags=[ROLE_WORKER]
-    )
+    perms = worker_permissions(names, worker_id, routes)
+    return authority.issue_user(worker_user(worker_id), perms, ttl=ttl, tags=[ROLE_WORKER])
 
 
 def _service_users(names: NatsNames) -> list[tuple[str, Permissions, str]]:
@@ -179,10 +187,17 @@ def _issued_permissions(authority: Authority, user: str) -> Permissions:
     return Permissions.from_jwt(jwt.decode(token).claims.get("nats", {}))
 
 
-def outdated_users(authority: Authority, names: NatsNames, worker_ids: Iterable[str]) -> list[str]:
+def outdated_users(
+    authority: Authority,
+    names: NatsNames,
+    worker_ids: Iterable[str],
+    routes: Mapping[str, Sequence[str]] | None = None,
+) -> list[str]:
     """Live users whose JWT carries other permissions than this version grants (issued
-    before a permission change): they keep the old ones until re-issued."""
-    wanted = {worker_user(w): worker_permissions(names, w) for w in worker_ids}
+    before a permission change, or before the worker joined or left a shared queue): they
+    keep the old ones until re-issued."""
+    queues = routes or {}
+    wanted = {worker_user(w): worker_permissions(names, w, queues.get(w, ())) for w in worker_ids}
     wanted |= {user: perms for user, perms, _ in _service_users(names)}
     return [
         r.name
@@ -199,6 +214,7 @@ def ensure_fleet_users(
     worker_ids: Iterable[str],
     *,
     ttl: float | None = None,
+    routes: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, IssuedUser]:
     """Issue whatever is missing (or revoked): each worker, the publisher, the admin, and the
     system user that pushes revocations. Returns only what was issued now, by user name.
@@ -209,7 +225,8 @@ def ensure_fleet_users(
     `creds rotate` (their new creds must reach the host first); the plan warns."""
     existing = {r.name: r for r in authority.list_users()}
     wanted: list[tuple[str, Permissions, str]] = [
-        (worker_user(w), worker_permissions(names, w), ROLE_WORKER) for w in worker_ids
+        (worker_user(w), worker_permissions(names, w, (routes or {}).get(w, ())), ROLE_WORKER)
+        for w in worker_ids
     ]
     wanted += _service_users(names)
     issued: dict[str, IssuedUser] = {}

@@ -49,6 +49,11 @@ class NatsNames:
         return f"{self.prefix}.worker.*.inbox"
 
     @property
+    def all_route_inboxes(self) -> str:
+        """`<prefix>.route.<name>.inbox`: the shared queue of each `pick: any` route."""
+        return f"{self.prefix}.route.*.inbox"
+
+    @property
     def all_results(self) -> str:
         """`<prefix>.result.<worker_id>.<task_id>`: the worker id is in the subject, so the
         server enforces who may publish a result (docs/messages.md)."""
@@ -61,6 +66,9 @@ class NatsNames:
     # Per worker
     def inbox(self, worker_id: str) -> str:
         return f"{self.prefix}.worker.{worker_id}.inbox"
+
+    def route_inbox(self, route: str) -> str:
+        return f"{self.prefix}.route.{route}.inbox"
 
     def status(self, worker_id: str) -> str:
         return f"{self.prefix}.worker.{worker_id}.status"
@@ -97,6 +105,12 @@ class NatsNames:
     @staticmethod
     def consumer(worker_id: str) -> str:
         return f"worker-{worker_id}"
+
+    @staticmethod
+    def route_consumer(route: str) -> str:
+        """The one consumer every member of a `pick: any` route pulls from. Worker ids and
+        route names are both tokens; `route-` never starts a worker consumer (`worker-`)."""
+        return f"route-{route}"
 
     @staticmethod
     def inbox_prefix(worker_id: str) -> str:

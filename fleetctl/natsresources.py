@@ -128,7 +128,7 @@ def streams(settings: NatsSettings) -> list[StreamSpec]:
     return [
         StreamSpec(
             n.task_stream,
-            (n.all_inboxes,),
+            (n.all_inboxes, n.all_route_inboxes),
             "workqueue",
             age,
             window,
@@ -210,6 +210,21 @@ def worker_consumer(settings: NatsSettings, worker_id: str, concurrency: int) ->
         stream=n.task_stream,
         durable=n.consumer(worker_id),
         filter_subject=n.inbox(worker_id),
+        ack_wait=settings.ack_wait,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=concurrency,
+    )
+
+
+def route_consumer(settings: NatsSettings, route: str, concurrency: int) -> ConsumerSpec:
+    """A `pick: any` route's shared queue: one durable pull consumer its members all pull
+    from; the first free one takes each task, and a task whose worker dies is delivered to
+    another after ack_wait. `concurrency`: the members' together."""
+    n = NatsNames(settings.subject_prefix)
+    return ConsumerSpec(
+        stream=n.task_stream,
+        durable=n.route_consumer(route),
+        filter_subject=n.route_inbox(route),
         ack_wait=settings.ack_wait,
         max_deliver=settings.max_deliver,
         max_ack_pending=concurrency,

@@ -111,6 +111,25 @@ def _named(fleet: Fleet, ids: Sequence[str], problems: list[str]) -> list[Worker
     return out
 
 
+def queues(fleet: Fleet) -> dict[str, tuple[str, ...]]:
+    """Each `pick: any` route (a shared queue on the bus) with its enabled members."""
+    return {
+        name: tuple(w.id for w in fleet.workers if w.enabled and matches(w, route.select))
+        for name, route in fleet.routes.items()
+        if route.pick == "any"
+    }
+
+
+def queues_of(fleet: Fleet) -> dict[str, tuple[str, ...]]:
+    """Each enabled worker's shared queues: what it pulls from besides its own inbox (and
+    may pull from: its credentials name them)."""
+    member: dict[str, tuple[str, ...]] = {w.id: () for w in fleet.workers if w.enabled}
+    for route, ids in queues(fleet).items():
+        for wid in ids:
+            member[wid] = (*member[wid], route)
+    return member
+
+
 def route_problems(fleet: Fleet, route: Route) -> list[str]:
     """What is wrong with a route of fleet.yaml (checked when the fleet is loaded). One
     whose workers are all disabled is valid (disabling a worker must not break the file);

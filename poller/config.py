@@ -96,6 +96,8 @@ class Config:
     # The worker's labels from fleet.yaml (WORKER_LABELS, a JSON object of text): reported in
     # every heartbeat and result, so readers can group by them.
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The shared queues (consumers of `pick: any` routes) pulled from besides `consumer`.
+    route_consumers: tuple[str, ...] = ()
 
     @property
     def state_dir(self) -> Path:
@@ -167,6 +169,17 @@ def _labels(env: Mapping[str, str]) -> dict[str, str]:
     ):
         raise ConfigError(f"WORKER_LABELS={raw[:60]!r} must be a JSON object of text values")
     return value
+
+
+def _route_consumers(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("NATS_ROUTE_CONSUMERS", "").strip()
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for name in names:
+        if not TOKEN_RE.match(name):
+            raise ConfigError(
+                f"NATS_ROUTE_CONSUMERS={raw[:60]!r}: {name[:60]!r} is not a consumer name"
+            )
+    return names
 
 
 def _backend_settings(env: Mapping[str, str], backend: str) -> dict[str, str]:
@@ -250,4 +263,5 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         price=price,
         trust_reported_cost=reported == "trust",
         labels=_labels(env),
+        route_consumers=_route_consumers(env),
     )

@@ -56,6 +56,12 @@ class Puller:
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
 
+    async def reopen(self) -> None:
+        """Start again after `close()`, on a new inbox: a request withdrawn on the old one
+        must stay without interest (the server drops it instead of answering)."""
+        self._inbox = self._nc.new_inbox()
+        await self.start()
+
     def ask_again(self) -> None:
         """The server may have lost the outstanding request (after a reconnect)."""
         self._asked_at = None
@@ -117,3 +123,69 @@ class Puller:
             if _status(msg) is None:
                 with contextlib.suppress(Exception):
                     await msg.nak()
+
+
+class Pullers:
+    """The worker's own consumer and the shared queues it belongs to (`pick: any` routes):
+    one task at a time from whichever has one first.
+
+    While a slot is free every puller has a long request waiting at the server. When one
+    answers, the others' requests are withdrawn (their `close()`: nothing is left waiting
+    for a worker that has no slot), and asked again at the next free slot. A task that
+    arrived on another puller in that instant is nak'd at once, as a stop does, so it goes
+    to the next free member without waiting for its ack_wait."""
+
+    def __init__(self, nc: Any, stream: str, consumers: list[str]) -> None:
+        self._pullers = [Puller(nc, stream, c) for c in consumers]
+        self._open: set[int] = set()
+
+    @property
+    def requests(self) -> int:
+        return sum(p.requests for p in self._pullers)
+
+    async def start(self) -> None:
+        for i, p in enumerate(self._pullers):
+            if i not in self._open:
+                await (p.reopen() if p.requests else p.start())
+                self._open.add(i)
+
+    def ask_again(self) -> None:
+        for p in self._pullers:
+            p.ask_again()
+
+    async def next(self, stop: asyncio.Event) -> Any | None:
+        await self.start()
+        done_asking = asyncio.Event()
+        stopper = asyncio.ensure_future(stop.wait())
+        stopper.add_done_callback(lambda _f: done_asking.set())
+        asks = [asyncio.ensure_future(p.next(done_asking)) for p in self._pullers]
+        try:
+            await asyncio.wait(asks, return_when=asyncio.FIRST_COMPLETED)
+            done_asking.set()
+            await asyncio.wait(asks)
+        finally:
+            stopper.cancel()
+        got: Any | None = None
+        error: BaseException | None = None
+        for i, ask in enumerate(asks):
+            if ask.exception() is not None:
+                error = error or ask.exception()
+                continue
+            msg = ask.result()
+            if msg is not None and got is None and not stop.is_set():
+                got = msg
+                continue
+            if msg is not None:
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+            # A request may still wait at the server: withdraw it.
+            await self._pullers[i].close()
+            self._open.discard(i)
+        if error is not None and got is None:
+            raise error
+        return got
+
+    async def close(self) -> None:
+        for i in list(self._open):
+            await self._pullers[i].close()
+        self._open.clear()

@@ -19,7 +19,7 @@ from poller.config import Config
 from poller.delivery import Delivery
 from poller.heartbeat import Stats, beat
 from poller.logs import Logger
-from poller.pull import Puller
+from poller.pull import Puller, Pullers
 
 MAX_BACKOFF = 10.0
 
@@ -45,7 +45,7 @@ class Worker:
         self.stats = Stats(cfg.worker_id, cfg.backend, cfg.llm, cfg.concurrency, labels=cfg.labels)
         self.nc: Any = None
         self.delivery: Delivery | None = None
-        self.puller: Puller | None = None
+        self.puller: Puller | Pullers | None = None
 
     # -- connection -----------------------------------------------------------------------
 
@@ -168,7 +168,11 @@ class Worker:
         """Pull one task whenever a slot is free, until stopped; returns running tasks."""
         slots = asyncio.Semaphore(self.cfg.concurrency)
         running: set[asyncio.Task[None]] = set()
-        self.puller = puller = Puller(self.nc, self.cfg.task_stream, self.cfg.consumer)
+        stream, own, queues = self.cfg.task_stream, self.cfg.consumer, self.cfg.route_consumers
+        puller: Puller | Pullers = (
+            Pullers(self.nc, stream, [own, *queues]) if queues else Puller(self.nc, stream, own)
+        )
+        self.puller = puller
         pause = 0.25
         try:
             await puller.start()

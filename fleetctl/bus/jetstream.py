@@ -25,7 +25,12 @@ from fleetctl.natsresources import (
 from fleetctl.plan import Change
 
 API = "$JS.API"
-KINDS = ("stream", "consumer")  # the bus changes made through this API; credentials are not
+KINDS = ("stream", "consumer")
+# Consumers fleetctl makes on the task stream (and removes when nothing needs them).
+OWNED_CONSUMERS = (
+    NatsNames.consumer(""),
+    NatsNames.route_consumer(""),
+)  # the bus changes made through this API; credentials are not
 
 
 def fingerprint_of(server_config: dict[str, Any], wanted: dict[str, Any]) -> dict[str, object]:
@@ -40,6 +45,7 @@ def _api_error(reply: dict[str, Any]) -> str | None:
 
 async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
     wanted = {c.key: c.api_config() for c, _ in bus.consumers}
+    wanted |= {c.key: c.api_config() for c in bus.route_consumers}
     try:
         nc = await connect(endpoint)
     except BusUnreachable as e:
@@ -63,7 +69,7 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
                 key = f"consumer {stream}/{info['name']}"
                 config = info["config"]
                 resources[key] = fingerprint_of(config, wanted.get(key, config))
-                if info["name"].startswith(NatsNames.consumer("")):
+                if info["name"].startswith(OWNED_CONSUMERS):
                     managed.add(key)
         return ObservedBus(resources, frozenset(managed), warnings=tuple(warnings))
     finally:

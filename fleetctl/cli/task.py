@@ -128,7 +128,7 @@ def send(
         for t in sent.targets:
             if t.duplicate:
                 err().print(
-                    f"{t.worker_id}: {sent.task_id} was already sent to it "
+                    f"{t.key}: {sent.task_id} was already sent to it "
                     "(within the duplicate window): it runs once",
                     markup=False,
                 )
@@ -137,7 +137,7 @@ def send(
                 click.echo(json.dumps(sent.as_json(), indent=2))
             else:
                 for t in sent.targets:
-                    out().print(f"sent {sent.task_id} to {t.worker_id}", markup=False)
+                    out().print(f"sent {sent.task_id} to {t.key}", markup=False)
             return
         results = follow(client, sent, wait_for, quiet=as_json)
     show(sent.task_id, results, as_json=as_json)

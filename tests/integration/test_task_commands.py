@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.poller_harness import directive
+from tests.support.poller_harness import run as asyncio_run
 from tests.support.taskfleet import TaskFleet, task_fleet
 
 pytestmark = pytest.mark.integration
@@ -173,3 +174,61 @@ def test_the_python_api_example_runs_as_documented(tf: TaskFleet) -> None:
         "w3: completed: done: 27 bytes",
     ]
     assert [len(tf.runs(w)) for w in ("w1", "w2", "w3")] == [1, 0, 1]
+
+
+QUEUE = {f"q{i}": {"lang": "go"} for i in (1, 2, 3)} | {"q4": {"lang": "python"}}
+
+
+def test_a_pick_any_route_is_a_shared_queue_its_idle_members_take_evenly(
+    tmp_path: Path,
+) -> None:
+    from fleetctl.client import Client
+
+    with task_fleet(tmp_path, QUEUE, {"go": {"select": {"lang": "go"}, "pick": "any"}}) as tf:
+        creds = tf.fleet.publisher.creds_path
+        with Client.open(tf.fleet_path, server=tf.url, creds=creds) as client:
+            sents = [client.send(directive(sleep=0.2), route="go") for _ in range(30)]
+            assert {(t.route, t.worker_id) for s in sents for t in s.targets} == {("go", "")}
+            results = client.wait(sents, timeout=60)
+        assert all(r.ok for r in results), results
+        ran = {w: len(tf.runs(w)) for w in QUEUE}
+        assert ran["q4"] == 0 and sum(ran.values()) == 30, ran
+        assert all(9 <= ran[w] <= 11 for w in ("q1", "q2", "q3")), ran  # within one of even
+        assert asyncio_run(_refused_pull(tf, "q4", "route-go"))  # not a member: the server says no
+        # each task ran once, on the member whose subject holds its result
+        assert sorted(r.worker_id for r in results) == sorted(
+            w for w, n in ran.items() for _ in range(n)
+        )
+
+
+async def _refused_pull(tf: TaskFleet, worker: str, consumer: str) -> bool:
+    from tests.support.nscfleet import connect
+
+    async with connect(tf.url, tf.fleet.workers[worker], f"_INBOX_{worker}") as conn:
+        await conn.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.AF_TASKS.{consumer}", b"{}")
+        await conn.wait_violation(f"CONSUMER.MSG.NEXT.AF_TASKS.{consumer}")
+    return True
+
+
+def test_a_route_task_whose_member_dies_is_finished_once_by_another(tmp_path: Path) -> None:
+    import signal
+
+    from tests.support.poller_harness import wait_until
+
+    route = {"go": {"select": {"lang": "go"}, "pick": "any"}}
+    with task_fleet(tmp_path, QUEUE, route, ack_wait=2) as tf:
+        done = tf.fleetctl("task", "send", directive(sleep=3), "--route", "go", "--id", "orphan-1")
+        assert done.returncode == 0, done.stderr
+
+        def started() -> str | None:
+            return next((w for w in ("q1", "q2", "q3") if tf.runs(w)), None)
+
+        assert asyncio_run(wait_until(lambda: started() is not None, 20))
+        first = started()
+        assert first is not None
+        tf.pollers[first].signal(signal.SIGKILL)
+        waited = tf.fleetctl("results", "orphan-1", "--watch", "--json", timeout=90)
+        results = json.loads(waited.stdout)["results"]
+        completed = [r for r in results if r["status"] == "completed"]
+        assert len(completed) == 1 and completed[0]["worker_id"] != first, results
+        assert sum(len(tf.runs(w)) for w in ("q1", "q2", "q3")) == 2  # the killed run, one more

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,12 +62,21 @@ class Fleet:
         return [worker_consumer(self.settings, wid, 1) for wid in self.workers]
 
 
-def make_fleet(root: Path, worker_ids: tuple[str, ...] = ("w1", "w2")) -> Fleet:
+def make_fleet(
+    root: Path,
+    worker_ids: tuple[str, ...] = ("w1", "w2"),
+    *,
+    settings: NatsSettings | None = None,
+    queues: Mapping[str, Sequence[str]] | None = None,
+) -> Fleet:
+    """`queues`: each worker's shared queues (`pick: any` routes), named in its creds."""
     a = Authority.create(NscDirs.under(root / "nsc"))
-    settings = NatsSettings()
+    settings = settings or NatsSettings()
     names = NatsNames(settings.subject_prefix)
     workers = {
-        wid: a.issue_user(na.worker_user(wid), na.worker_permissions(names, wid))
+        wid: a.issue_user(
+            na.worker_user(wid), na.worker_permissions(names, wid, (queues or {}).get(wid, ()))
+        )
         for wid in worker_ids
     }
     return Fleet(

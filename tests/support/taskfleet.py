@@ -20,8 +20,17 @@ from typing import Any
 
 import yaml
 
+from fleetctl import desired, targets
 from fleetctl import natsaccess as na
-from tests.support.nscfleet import Fleet, connect, create_resources, fleet_server, make_fleet
+from fleetctl.config.loader import load_fleet
+from tests.support.nscfleet import (
+    Fleet,
+    connect,
+    create_resources,
+    fleet_server,
+    js_api,
+    make_fleet,
+)
 from tests.support.poller_harness import Poller, poller_env
 
 FLEETCTL = str(Path(sys.executable).parent / "fleetctl")
@@ -80,7 +89,9 @@ class TaskFleet:
         return asyncio.run(go())
 
 
-def _fleet_yaml(workers: dict[str, dict[str, Any]], routes: dict[str, Any]) -> dict[str, Any]:
+def _fleet_yaml(
+    workers: dict[str, dict[str, Any]], routes: dict[str, Any], ack_wait: int
+) -> dict[str, Any]:
     entries = []
     for wid, extra in workers.items():
         entry: dict[str, Any] = {"worker_id": wid, "llm": "command", "host": "node-1"}
@@ -88,7 +99,8 @@ def _fleet_yaml(workers: dict[str, dict[str, Any]], routes: dict[str, Any]) -> d
         if entry["llm"] == "command":  # what fleet.yaml says; the poller runs the stand-in
             entry.setdefault("command", ["/bin/true"])
         entries.append(entry)
-    body: dict[str, Any] = {"version": 1, "workers": entries}
+    nats = {"ack_wait": f"{ack_wait}s", "duplicate_window": "60s"}
+    body: dict[str, Any] = {"version": 1, "nats": nats, "workers": entries}
     if routes:
         body["routes"] = routes
     return body
@@ -99,13 +111,14 @@ def task_fleet(
     root: Path,
     workers: dict[str, dict[str, Any]],
     routes: dict[str, Any] | None = None,
+    *,
+    ack_wait: int = 60,
     **poller_extra: str,
 ) -> Iterator[TaskFleet]:
     """`workers`: id -> extra fleet.yaml fields (labels, lang, enabled: false...), and `env`:
     the poller's own extra variables. Enabled workers get creds, a consumer and a running
     poller."""
     enabled = tuple(w for w, extra in workers.items() if extra.get("enabled", True))
-    fleet = make_fleet(root, enabled)
     (root / "servers.yaml").write_text(
         yaml.safe_dump(
             {
@@ -117,13 +130,19 @@ def task_fleet(
             }
         )
     )
-    (root / "fleet.yaml").write_text(yaml.safe_dump(_fleet_yaml(workers, routes or {})))
+    (root / "fleet.yaml").write_text(yaml.safe_dump(_fleet_yaml(workers, routes or {}, ack_wait)))
+    model = load_fleet(root / "fleet.yaml", root / "servers.yaml")
+    queues = targets.queues_of(model)
+    fleet = make_fleet(root, enabled, settings=model.nats, queues=queues)
     with ExitStack() as stack:
         server = stack.enter_context(fleet_server(fleet))
 
         async def resources() -> None:
             async with connect(server.url, fleet.admin, na.ADMIN_INBOX_PREFIX) as admin:
                 await create_resources(fleet, admin)
+                for c in desired.bus_state(model).route_consumers:
+                    body = {"stream_name": c.stream, "config": c.api_config()}
+                    await js_api(admin, f"$JS.API.CONSUMER.CREATE.{c.stream}.{c.durable}", body)
 
         asyncio.run(resources())
         tf = TaskFleet(fleet, server.url, root)
@@ -131,6 +150,10 @@ def task_fleet(
             work = root / "work" / wid
             work.mkdir(parents=True)
             env = poller_env(server.url, wid, work, NATS_CREDS=str(fleet.workers[wid].creds_path))
+            mine = queues.get(wid, ())
+            if mine:  # as fleetctl renders them into the unit
+                names = fleet.names
+                env["NATS_ROUTE_CONSUMERS"] = ",".join(names.route_consumer(r) for r in mine)
             labels = workers[wid].get("labels")
             if labels:  # as fleetctl renders them into the unit
                 env["WORKER_LABELS"] = json.dumps(labels)

@@ -71,6 +71,13 @@ def test_result_subjects_carry_the_worker_and_attribute_by_subject() -> None:
         assert N.attribution(other) is None
 
 
+def test_a_worker_may_pull_from_the_shared_queues_it_belongs_to_and_no_other() -> None:
+    mine = na.worker_permissions(N, "w1", ("go",))
+    assert "$JS.API.CONSUMER.MSG.NEXT.AF_TASKS.route-go" in mine.pub.allow
+    assert "$JS.ACK.AF_TASKS.route-go.>" in mine.pub.allow
+    assert not [s for s in na.worker_permissions(N, "w1").pub.allow if "route-" in s]
+
+
 def test_prefix_changes_every_subject() -> None:
     p = na.worker_permissions(NatsNames("team-x"), "w1")
     assert "$JS.API.CONSUMER.MSG.NEXT.TEAM_X_TASKS.worker-w1" in p.pub.allow
@@ -81,6 +88,7 @@ def test_publisher_and_admin() -> None:
     pub = na.publisher_permissions(N)
     assert pub.pub.allow == (
         "af.worker.*.inbox",
+        "af.route.*.inbox",
         "$JS.API.STREAM.MSG.GET.AF_RESULTS",
         "$JS.API.DIRECT.GET.AF_RESULTS",
         "$JS.API.DIRECT.GET.AF_RESULTS.>",
