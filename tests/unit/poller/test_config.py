@@ -101,3 +101,16 @@ def test_labels_reach_the_heartbeat_and_a_bad_labels_value_names_the_variable() 
     for bad in ('["team"]', '{"n": 1}', "team=docs"):
         with pytest.raises(config.ConfigError, match=r"^WORKER_LABELS="):
             config.load(BASE | {"WORKER_LABELS": bad})
+
+
+def test_the_cli_gets_no_nats_setting(tmp_path: Path) -> None:
+    """The CLI runs what an LLM chose: it gets the poller's environment without NATS_*
+    (the creds file path among them), and its own HOME and worker id."""
+    from poller.delivery import _child_env
+
+    creds = tmp_path / "w1.creds"
+    creds.write_text("creds")
+    env = {**BASE, "NATS_CREDS": str(creds), "PATH": "/usr/bin", "HOME": str(tmp_path)}
+    child = _child_env(env, config.load(env))
+    assert not [k for k in child if k.startswith("NATS_")]
+    assert child["PATH"] == "/usr/bin" and child["FLEET_WORKER_ID"] == "w1"
