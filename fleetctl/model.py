@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from fleetctl.config.errors import Mark
-from fleetctl.config.schema import NatsSettings
+from fleetctl.config.schema import NatsSettings, StatusSettings
 from fleetctl.config.yamlsource import SourceMap
 from poller.backends import CliPackage
 from poller.pricing import Price
@@ -114,6 +114,7 @@ class Fleet:
     creds: CredsConfig = field(default_factory=CredsConfig)
     sources: Mapping[str, SourceMap] = field(default_factory=dict, compare=False)
     routes: Mapping[str, Route] = field(default_factory=dict)
+    status: StatusSettings = field(default_factory=StatusSettings)
 
     @cached_property
     def _hosts_by_name(self) -> dict[str, Host]:

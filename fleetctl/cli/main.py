@@ -33,6 +33,7 @@ COMMANDS = {
     "tasks": "fleetctl.cli.tasks",
     "dead": "fleetctl.cli.dead",
     "costs": "fleetctl.cli.costs",
+    "status": "fleetctl.cli.status",
     "up": "fleetctl.cli.up",
     "down": "fleetctl.cli.up",
 }

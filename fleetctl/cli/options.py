@@ -109,3 +109,8 @@ def since_option(default: str | None) -> Callable[[Callable[..., Any]], Callable
         metavar="DURATION",
         help="Only this last stretch of time (30m, 2h, 7d).",
     )
+
+
+watch_option = click.option(
+    "--watch", is_flag=True, help="Keep showing it, updated as news arrives (Ctrl-C stops)."
+)

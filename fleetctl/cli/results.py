@@ -10,7 +10,7 @@ import click
 from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
-from fleetctl.cli.options import bus_options, json_option
+from fleetctl.cli.options import bus_options, json_option, watch_option
 from fleetctl.cli.task import show
 from fleetctl.client import Client
 from fleetctl.taskmsg import Result, TaskError, check_task_id, results_json
@@ -31,7 +31,7 @@ def _all(client: Client, task_id: str) -> list[Result]:
 
 @click.command()
 @click.argument("task_id")
-@click.option("--watch", is_flag=True, help="Follow results as they arrive (Ctrl-C stops).")
+@watch_option
 @click.option("--full", is_flag=True, help="Whole outputs, not their first lines.")
 @click.option("--diff", "outputs_diff", is_flag=True, help="How the workers' outputs differ.")
 @json_option

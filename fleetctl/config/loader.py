@@ -130,6 +130,7 @@ def _resolve(
             name: Route(name, dict(r.select), r.pick, f_map.value(("routes", name, "select")))
             for name, r in fleet.routes.items()
         },
+        status=fleet.status,
     )
 
 

@@ -320,6 +320,17 @@ class PriceSpec(_Strict):
     cache_write: float | None = _usd_per_mtok("tokens written to the prompt cache", True)
 
 
+class StatusSettings(_Strict):
+    """What `fleetctl status --check` counts as needing a human."""
+
+    max_lag: int = Field(
+        5,
+        ge=0,
+        le=1_000_000,
+        description="A worker with more tasks queued than this (not yet delivered) is a problem.",
+    )
+
+
 class FleetFile(_Strict):
     """fleet.yaml: the workers, their defaults and the task bus."""
 
@@ -334,6 +345,7 @@ class FleetFile(_Strict):
     routes: dict[Token, RouteSpec] = Field(
         default_factory=dict, description="Named selectors for sending tasks (`--route NAME`)."
     )
+    status: StatusSettings = Field(default_factory=StatusSettings)
     prices: dict[Token, PriceSpec] = Field(
         default_factory=dict,
         description="Prices by model (a worker's `model`, else its `llm`): its results are "

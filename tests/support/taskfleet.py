@@ -47,11 +47,12 @@ class TaskFleet:
     def fleet_path(self) -> Path:
         return self.dir / "fleet.yaml"
 
-    def env(self) -> dict[str, str]:
+    def env(self, admin: bool = False) -> dict[str, str]:
+        user = self.fleet.admin if admin else self.fleet.publisher
         env = dict(os.environ)
         env |= {
             "FLEETCTL_NATS_URL": self.url,
-            "FLEETCTL_NATS_CREDS": str(self.fleet.publisher.creds_path),
+            "FLEETCTL_NATS_CREDS": str(user.creds_path),
             "FLEETCTL_FLEET": str(self.fleet_path),
             "FLEETCTL_SERVERS": str(self.dir / "servers.yaml"),
             "COLUMNS": "200",
@@ -59,13 +60,14 @@ class TaskFleet:
         return env
 
     def fleetctl(
-        self, *args: str, stdin: str | None = None, timeout: float = 60
+        self, *args: str, stdin: str | None = None, timeout: float = 60, admin: bool = False
     ) -> subprocess.CompletedProcess[str]:
+        """As the publisher, or as fleet-admin (`status`)."""
         return subprocess.run(
             [FLEETCTL, *args],
             capture_output=True,
             text=True,
-            env=self.env(),
+            env=self.env(admin),
             input=stdin,
             timeout=timeout,
         )
@@ -90,7 +92,10 @@ class TaskFleet:
 
 
 def _fleet_yaml(
-    workers: dict[str, dict[str, Any]], routes: dict[str, Any], ack_wait: int
+    workers: dict[str, dict[str, Any]],
+    routes: dict[str, Any],
+    ack_wait: int,
+    top: dict[str, Any],
 ) -> dict[str, Any]:
     entries = []
     for wid, extra in workers.items():
@@ -103,7 +108,7 @@ def _fleet_yaml(
     body: dict[str, Any] = {"version": 1, "nats": nats, "workers": entries}
     if routes:
         body["routes"] = routes
-    return body
+    return body | top
 
 
 @contextmanager
@@ -113,11 +118,12 @@ def task_fleet(
     routes: dict[str, Any] | None = None,
     *,
     ack_wait: int = 60,
+    top: dict[str, Any] | None = None,
     **poller_extra: str,
 ) -> Iterator[TaskFleet]:
     """`workers`: id -> extra fleet.yaml fields (labels, lang, enabled: false...), and `env`:
-    the poller's own extra variables. Enabled workers get creds, a consumer and a running
-    poller."""
+    the poller's own extra variables; `top`: more fleet.yaml keys (status:, prices:...).
+    Enabled workers get creds, a consumer and a running poller."""
     enabled = tuple(w for w, extra in workers.items() if extra.get("enabled", True))
     (root / "servers.yaml").write_text(
         yaml.safe_dump(
@@ -130,7 +136,8 @@ def task_fleet(
             }
         )
     )
-    (root / "fleet.yaml").write_text(yaml.safe_dump(_fleet_yaml(workers, routes or {}, ack_wait)))
+    body = _fleet_yaml(workers, routes or {}, ack_wait, top or {})
+    (root / "fleet.yaml").write_text(yaml.safe_dump(body))
     model = load_fleet(root / "fleet.yaml", root / "servers.yaml")
     queues = targets.queues_of(model)
     fleet = make_fleet(root, enabled, settings=model.nats, queues=queues)

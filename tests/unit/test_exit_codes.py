@@ -127,6 +127,11 @@ ROWS: dict[tuple[str, ...], Row] = {
         ok_elsewhere=TASKS
         + "test_fan_out_runs_once_on_every_target_and_the_same_id_again_runs_nothing",
     ),
+    ("status",): Row(
+        error=("status", "--no-hosts", "--server", "nats://127.0.0.1:1"),
+        ok_elsewhere="tests/integration/test_status.py::"
+        "test_a_stopped_worker_a_backlog_and_a_dead_letter_each_need_a_human",
+    ),
     ("costs",): Row(
         error=("costs", "--since", "soon"),
         ok_elsewhere="tests/integration/test_costs.py::"

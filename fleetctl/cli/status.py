@@ -1,0 +1,134 @@
+"""`fleetctl status`: every worker, host and the broker on one screen; `--check` for cron."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import click
+
+from fleetctl import fleetstatus as fs
+from fleetctl.bus.client import BusError, Endpoint
+from fleetctl.bus.reach import BusOptions, local_fleet, reach
+from fleetctl.cli.context import AppContext, pass_app
+from fleetctl.cli.options import bus_options, json_option, watch_option
+from fleetctl.local.state import default_state_dir
+from fleetctl.model import Fleet
+from fleetctl.natsaccess import ADMIN_USER
+from fleetctl.transport.base import TransportError
+from fleetctl.ui.status_view import render
+from fleetctl.ui.terminal import out
+
+
+@click.command()
+@watch_option
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 when anything needs a human (a worker not heartbeating, a unit down, a "
+    "backlog over status.max_lag, new dead letters, credentials expiring).",
+)
+@click.option(
+    "--no-hosts",
+    "no_hosts",
+    is_flag=True,
+    help="Only the bus: do not observe the hosts over SSH (a coordinator without SSH access).",
+)
+@json_option
+@bus_options
+@pass_app
+def status(
+    app: AppContext, watch: bool, check: bool, no_hosts: bool, as_json: bool, bus: BusOptions
+) -> None:
+    """The fleet now: workers (state, heartbeat, backlog), hosts (units), the broker.
+
+    Read as fleet-admin (with --server, --creds is fleet-admin's). Hosts are observed over
+    SSH as a read-only plan does, except for a local fleet (`fleetctl up`). Dead letters are
+    counted as new since the last look from this machine. `--watch --json` prints one JSON
+    document per line per update."""
+    fleet = app.fleet()
+    running_here = None if bus.server else local_fleet(app.fleet_path)
+    local = running_here is not None
+    state_dir = default_state_dir(app.fleet_path)
+    status = fs.FleetStatus(fs.workers_of(fleet), [], fs.BrokerStatus(), local=local)
+    status.hosts_observed = not (local or no_hosts)
+    expiry = fs.creds_expiry(fleet)
+    for w in status.workers:
+        w.creds_expires_at = expiry.get(w.worker_id)
+        w.started_here = running_here is None or w.worker_id in running_here.workers
+    before = fs.last_dead_seq(state_dir)
+    hosts = None if local or no_hosts else _hosts_meanwhile(fleet, bus, status)
+
+    def body() -> dict[str, object]:
+        fs.count_new_dead(status.broker, before)
+        return status.as_json(fleet, time.time())
+
+    try:
+        with reach(fleet, app.fleet_path, bus, user=ADMIN_USER) as endpoint:
+            if watch:
+                if hosts is not None:
+                    hosts.join()
+                _watch(endpoint, status, fleet, body, as_json)
+            else:
+                asyncio.run(fs.look_once(endpoint, status, fleet))
+    except BusError as e:
+        status.broker.reachable, status.broker.error = False, str(e)
+    if hosts is not None:
+        hosts.join()
+    if status.broker.reachable:
+        fs.remember_look(state_dir, status.broker)
+    if not watch:
+        shown = body()
+        if as_json:
+            click.echo(json.dumps(shown, indent=2))
+        else:
+            out().print(render(shown))
+    if not status.broker.reachable or (check and status.problems(fleet, time.time())):
+        sys.exit(1)
+
+
+def _hosts_meanwhile(fleet: Fleet, bus: BusOptions, status: fs.FleetStatus) -> threading.Thread:
+    """Observe the hosts over SSH in a thread while the bus is read."""
+
+    def observe() -> None:
+        try:
+            status.hosts = fs.observe_hosts(fleet, bus.ssh)
+        except (TransportError, BusError) as e:
+            status.hosts = [fs.HostStatus("(hosts)", False, str(e))]
+
+    thread = threading.Thread(target=observe, name="status-hosts", daemon=True)
+    thread.start()
+    return thread
+
+
+def _watch(
+    endpoint: Endpoint,
+    status: fs.FleetStatus,
+    fleet: Fleet,
+    body: Callable[[], dict[str, object]],
+    as_json: bool,
+) -> None:
+    """Until Ctrl-C: a live screen, or one JSON line per update."""
+    from rich.live import Live
+
+    try:
+        if as_json:
+
+            def line() -> None:
+                click.echo(json.dumps(body()))
+                sys.stdout.flush()
+
+            asyncio.run(fs.follow(endpoint, status, fleet, line))
+            return
+        with Live(console=out(), auto_refresh=False) as live:
+
+            def update() -> None:
+                live.update(render(body()), refresh=True)
+
+            asyncio.run(fs.follow(endpoint, status, fleet, update))
+    except KeyboardInterrupt:
+        return

@@ -1,0 +1,130 @@
+"""`fleetctl status` for people: workers, hosts, the broker, and what needs a human."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from fleetctl.plan import human_size
+
+STATE_STYLES = {
+    "idle": "green",
+    "busy": "yellow",
+    "not heartbeating": "bold red",
+    "not deployed": "dim",
+    "disabled": "dim",
+}
+
+
+def _age(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    seconds = float(seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _size(n: Any) -> str:
+    if isinstance(n, int) and n < 0:
+        return "unlimited"
+    return human_size(n) if isinstance(n, int) else "-"
+
+
+def _workers(rows: list[dict[str, Any]], now: float) -> Table:
+    table = Table(box=None, pad_edge=False, title="workers", title_justify="left")
+    for name in ("WORKER", "STATE", "HEARTBEAT", "VERSION", "UPTIME"):
+        table.add_column(name)
+    for name in ("QUEUED", "IN FLIGHT", "REDELIVERED", "DONE", "FAILED"):
+        table.add_column(name, justify="right")
+    table.add_column("LABELS")
+    table.add_column("CREDS")
+    for w in rows:
+        state = Text(w["state"], STATE_STYLES.get(w["state"], ""))
+        for task in w["current_tasks"]:
+            state.append(f" {task.get('task_id')} {_age(task.get('running_s'))}")
+        expires = w["creds_expires_at"]
+        table.add_row(
+            Text(w["worker_id"]),
+            state,
+            _age(w["heartbeat_age_s"]) + (" ago" if w["heartbeat_age_s"] is not None else ""),
+            Text(str(w["version"] or "-")),
+            _age(w["uptime_s"]),
+            str(w["pending"]),
+            str(w["ack_pending"]),
+            str(w["redelivered"]),
+            str(w["completed"]),
+            str(w["failed"]),
+            Text(",".join(f"{k}={v}" for k, v in sorted(w["labels"].items())) or "-"),
+            "never expire" if expires is None else f"{_age(expires - now)} left",
+        )
+    return table
+
+
+def _hosts(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, title="hosts", title_justify="left")
+    for name in ("HOST", "REACHABLE", "UNITS"):
+        table.add_column(name)
+    for h in rows:
+        units = Text()
+        for u in h["units"]:
+            units.append(f"{u['unit']} ")
+            units.append(u["state"], "green" if u["state"] == "active" else "bold red")
+            units.append("  ")
+        reach = Text("yes", "green") if h["reachable"] else Text(f"no: {h['error']}", "bold red")
+        table.add_row(Text(h["name"]), reach, units)
+    return table
+
+
+def _broker(b: dict[str, Any]) -> RenderableType:
+    if not b["reachable"]:
+        return Text(f"broker: not reachable ({b['error']})", "bold red")
+    js = b["jetstream"]
+    lines = [
+        Text(f"broker: nats-server {b['server_version']}", "bold"),
+        Text(
+            f"  JetStream: storage {_size(js.get('storage_bytes'))} of "
+            f"{_size(js.get('max_storage_bytes'))}, memory {_size(js.get('memory_bytes'))} of "
+            f"{_size(js.get('max_memory_bytes'))}"
+        ),
+    ]
+    for s in b["streams"]:
+        lines.append(
+            Text(
+                f"  {s['name']}: {s['messages']} messages, "
+                f"{_size(s['bytes'])} of {_size(s['max_bytes'])}"
+            )
+        )
+    new = b["new_dead_letters"]
+    lines.append(
+        Text(
+            f"  dead letters: {b['dead_letters']} ({new} new since the last look)",
+            "bold red" if new else "",
+        )
+    )
+    return Group(*lines)
+
+
+def render(body: dict[str, Any]) -> RenderableType:
+    now = float(body["at"])
+    parts: list[RenderableType] = [_workers(body["workers"], now), Text("")]
+    if body["local"]:
+        parts.append(Text("hosts: the local fleet (fleetctl up): no SSH", "dim"))
+    elif not body["hosts_observed"]:
+        parts.append(Text("hosts: not observed (--no-hosts)", "dim"))
+    else:
+        parts.append(_hosts(body["hosts"]))
+    parts += [Text(""), _broker(body["broker"]), Text("")]
+    if body["problems"]:
+        parts.append(Text("needs a human:", "bold red"))
+        parts += [Text(f"  {p}") for p in body["problems"]]
+    else:
+        parts.append(Text("no problems", "green"))
+    return Group(*parts)

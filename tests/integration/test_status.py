@@ -1,0 +1,128 @@
+"""`fleetctl status` on a real broker with real pollers (stand-in CLIs), read as fleet-admin
+with its least-privilege creds, the way an operator's cron job would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetctl.fleetstatus import HEARTBEAT_INTERVAL
+from fleetctl.natsaccess import PUBLISHER_INBOX_PREFIX
+from tests.support.nscfleet import connect
+from tests.support.poller_harness import directive
+from tests.support.taskfleet import FLEETCTL, TaskFleet, task_fleet
+
+pytestmark = pytest.mark.integration
+
+WORKERS: dict[str, dict[str, Any]] = {
+    "w1": {"labels": {"team": "a"}},
+    "w2": {},
+    "w3": {"enabled": False},
+}
+
+
+def status(tf: TaskFleet, *args: str) -> tuple[int, dict[str, Any]]:
+    done = tf.fleetctl("status", "--json", "--no-hosts", *args, admin=True)
+    assert done.stdout.strip(), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def by_id(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {w["worker_id"]: w for w in body["workers"]}
+
+
+def test_a_stopped_worker_a_backlog_and_a_dead_letter_each_need_a_human(tmp_path: Path) -> None:
+    with task_fleet(tmp_path, WORKERS, top={"status": {"max_lag": 2}}) as tf:
+        rc, body = status(tf, "--check")
+        assert rc == 0, body["problems"]
+        workers = by_id(body)
+        assert {w: s["state"] for w, s in workers.items()} == {
+            "w1": "idle",
+            "w2": "idle",
+            "w3": "disabled",
+        }
+        assert workers["w1"]["heartbeat_age_s"] < HEARTBEAT_INTERVAL
+        assert workers["w1"]["labels"] == {"team": "a"} and workers["w1"]["version"]
+        assert body["problems"] == [] and body["version"] == 1
+        assert body["broker"]["server_version"] and body["broker"]["reachable"]
+        # Stopped: its last status says so and it answers no ping.
+        tf.pollers["w2"].stop()
+        stopped = time.monotonic()
+        rc, body = status(tf, "--check")
+        assert time.monotonic() - stopped < 2 * HEARTBEAT_INTERVAL
+        assert rc == 1 and by_id(body)["w2"]["state"] == "not heartbeating"
+        assert body["problems"] == ["worker w2: not heartbeating"]
+        # Its tasks pile up: three queued is over max_lag 2.
+        for n in range(3):
+            sent = tf.fleetctl("task", "send", directive(print="x"), "--to", "w2", "--id", f"q{n}")
+            assert sent.returncode == 0, sent.stderr
+        rc, body = status(tf)
+        assert rc == 0  # without --check, problems are shown, not an exit code
+        w2 = by_id(body)["w2"]
+        assert (w2["pending"], w2["ack_pending"], w2["redelivered"]) == (3, 0, 0)
+        assert "worker w2: 3 tasks queued (status.max_lag 2)" in body["problems"]
+        # A dead letter (a task that is not JSON) is new once.
+        asyncio.run(_publish_raw(tf, "w1", b"not json"))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not _dead(tf):
+            time.sleep(0.1)
+        _, body = status(tf)
+        assert body["broker"]["new_dead_letters"] == 1
+        assert (
+            "broker: 1 new dead letter(s) since the last look (fleetctl dead list)"
+            in (body["problems"])
+        )
+        _, body = status(tf)
+        assert body["broker"]["new_dead_letters"] == 0 and body["broker"]["dead_letters"] == 1
+        assert by_id(body)["w1"]["failed"] == 1  # the rejected task, from its heartbeat
+        assert by_id(body)["w1"]["completed"] == 0
+
+
+async def _publish_raw(tf: TaskFleet, worker: str, data: bytes) -> None:
+    async with connect(tf.url, tf.fleet.publisher, PUBLISHER_INBOX_PREFIX) as pub:
+        await pub.nc.jetstream().publish(tf.fleet.names.inbox(worker), data)
+
+
+def _dead(tf: TaskFleet) -> list[dict[str, Any]]:
+    dead: list[dict[str, Any]] = json.loads(tf.fleetctl("dead", "list", "--json").stdout)["dead"]
+    return dead
+
+
+def test_watch_sees_a_hung_worker_within_two_heartbeats(tmp_path: Path) -> None:
+    """SIGSTOP: the poller neither beats nor answers pings; --watch turns it red once two
+    heartbeats are missed, from the heartbeats alone."""
+    with task_fleet(tmp_path, {"w1": {}, "w2": {}}) as tf:
+        watch = subprocess.Popen(
+            [FLEETCTL, "status", "--watch", "--json", "--no-hosts"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=tf.env(admin=True),
+        )
+        try:
+            assert watch.stdout is not None
+            first = json.loads(watch.stdout.readline())
+            assert by_id(first)["w2"]["state"] == "idle"
+            tf.pollers["w2"].signal(signal.SIGSTOP)
+            hung = time.monotonic()
+            while time.monotonic() - hung < 4 * HEARTBEAT_INTERVAL:
+                body = json.loads(watch.stdout.readline())
+                if by_id(body)["w2"]["state"] == "not heartbeating":
+                    break
+            took = time.monotonic() - hung
+            assert by_id(body)["w2"]["state"] == "not heartbeating"
+            assert took <= 3 * HEARTBEAT_INTERVAL  # two missed, plus the last one's age
+            assert by_id(body)["w1"]["state"] == "idle"
+            [problem] = body["problems"]
+            assert problem.startswith("worker w2: not heartbeating (last heard ")
+        finally:
+            tf.pollers["w2"].signal(signal.SIGCONT)
+            watch.terminate()
+            watch.wait(10)
