@@ -350,13 +350,13 @@ def _gemini(turn: Turn, body: dict[str, Any], path: str) -> Iterator[tuple[None,
 
 def main() -> None:
     """`python -m tests.support.provider_mock HOST ANSWER`: serve on HOST (for simulated hosts,
-    the LAN's address) with ANSWER as the agent's first turn; print the port, then, once stdin
-    closes, the requests seen as JSON lines (method, path, whether it was the agent's turn)."""
+    the LAN's address) with ANSWER as the agent's turns (up to 100); print the port, then, once
+    stdin closes, the requests seen as JSON lines (method, path, whether an agent's turn)."""
     import sys
 
     host, answer = sys.argv[1], sys.argv[2]
     with ProviderMock(host) as mock:
-        mock.reset(Turn(text=answer))
+        mock.reset(*[Turn(text=answer)] * 100)
         print(mock.port, flush=True)
         sys.stdin.read()
         for seen in mock.seen:
