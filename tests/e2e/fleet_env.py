@@ -63,6 +63,7 @@ class FleetEnv:
     dir: Path
     workers: list[dict[str, Any]] = field(default_factory=default_workers)
     nodes: tuple[str, ...] = NODES  # the worker hosts, in servers.yaml order
+    extra: dict[str, Any] = field(default_factory=dict)  # more top-level keys of fleet.yaml
 
     @property
     def fleet_path(self) -> Path:
@@ -87,6 +88,7 @@ class FleetEnv:
             "creds": {"stores_dir": "nsc/stores", "keys_dir": "nsc/keys"},
             "defaults": {"task_timeout": "2m"},
             "workers": self.workers,
+            **self.extra,
         }
         self.fleet_path.write_text(yaml.safe_dump(fleet, sort_keys=False))
 
