@@ -34,6 +34,7 @@ COMMANDS = {
     "dead": "fleetctl.cli.dead",
     "costs": "fleetctl.cli.costs",
     "status": "fleetctl.cli.status",
+    "logs": "fleetctl.cli.logs",
     "up": "fleetctl.cli.up",
     "down": "fleetctl.cli.up",
 }

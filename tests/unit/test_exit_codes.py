@@ -132,6 +132,11 @@ ROWS: dict[tuple[str, ...], Row] = {
         ok_elsewhere="tests/integration/test_status.py::"
         "test_a_stopped_worker_a_backlog_and_a_dead_letter_each_need_a_human",
     ),
+    ("logs",): Row(
+        error=("logs", "no-such-worker"),
+        ok_elsewhere="tests/integration/test_local_status_logs.py::"
+        "test_status_and_logs_of_a_local_fleet",
+    ),
     ("costs",): Row(
         error=("costs", "--since", "soon"),
         ok_elsewhere="tests/integration/test_costs.py::"
