@@ -1,0 +1,121 @@
+"""What installing the pinned LLM CLIs costs `apply`: building each bundle here, copying it
+to a simulated host over SSH (paramiko's SFTP, as fleetctl's transport does), and the host
+agent's `install_tree` step (sha256, unpack, `--version`, rename).
+
+Run: .venv/bin/python bench/bench_cli_install.py [--rounds 3]
+Needs root (simulated hosts) and the CLIs in the cache (installed from npm if missing);
+without either it says why and exits 0. No target: recorded in docs/performance.md. The
+simulated host's link is a veth pair on this machine, so the upload figure is what SSH and
+paramiko manage on these cores; a real network adds its own bandwidth limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import describe
+from fleetctl import agent_client, clibundle, clicache
+from fleetctl.apply.program import install_cli, staged_cli
+from poller.backends import BACKENDS, CliPackage
+from tests.support.simhosts import SimNet, skip_reason
+
+CLIS = [b.cli for b in BACKENDS.values() if b.cli is not None]
+
+# Runs inside the LAN namespace: one SFTP upload of a file, timed.
+UPLOAD = """
+import paramiko, sys, time
+address, known_hosts, key, local, remote = sys.argv[1:]
+c = paramiko.SSHClient()
+c.load_host_keys(known_hosts)
+c.set_missing_host_key_policy(paramiko.RejectPolicy())
+c.connect(address, username="root", key_filename=key, look_for_keys=False, allow_agent=False)
+c.exec_command("mkdir -p " + remote.rsplit("/", 1)[0])[1].channel.recv_exit_status()
+s = c.open_sftp()
+t = time.monotonic()
+s.put(local, remote)
+print(time.monotonic() - t)
+"""
+
+
+def build_cold(cli: CliPackage, cache: Path) -> tuple[float, clibundle.Bundle]:
+    """A bundle built from scratch, from a cache that links to the installed CLI."""
+    link = clicache.package_dir(cli, cache)
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(clicache.install(cli).parents[2])
+    for old in clibundle.bundles_dir(cache).glob(f"{link.name}.tar*"):
+        old.unlink()
+    started = time.monotonic()
+    bundle = clibundle.build(cli, cache)
+    return time.monotonic() - started, bundle
+
+
+def upload(net: SimNet, bundle: clibundle.Bundle, remote: str) -> float:
+    host = net.hosts["h1"]
+    argv = [sys.executable, "-c", UPLOAD, host.address, str(net.known_hosts)]
+    argv += [str(net.client_key), str(bundle.path), remote]
+    done = subprocess.run(net.lan_argv(argv), capture_output=True, text=True, check=True)
+    return float(done.stdout)
+
+
+def install(net: SimNet, cli: CliPackage, bundle: clibundle.Bundle) -> float:
+    """The agent's install_tree step on the host; the seconds it reports."""
+    step = install_cli(cli, bundle.sha256)
+    program = agent_client.agent_program({"op": "apply", "steps": [step]})
+    done = net.hosts["h1"].run(list(agent_client.AGENT_ARGV), input=program, timeout=300)
+    event = json.loads(done.stdout.decode().splitlines()[-1])
+    if not event.get("ok"):
+        raise SystemExit(f"install_tree failed: {event}")
+    net.hosts["h1"].run(["rm", "-rf", step["dest"]])
+    return float(event["seconds"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    reason = skip_reason()
+    if reason is not None:
+        print(f"skipped: {reason}")
+        return
+    try:
+        for cli in CLIS:
+            clicache.install(cli)
+    except clicache.CliInstallError as e:
+        print(f"skipped: {e}")
+        return
+    print(describe())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, SimNet(Path(tmp) / "net", ["h1"]) as net:
+        cache = Path(tmp) / "llm-clis"
+        for cli in CLIS:
+            builds, uploads, installs = [], [], []
+            for _ in range(args.rounds):
+                seconds, bundle = build_cold(cli, cache)
+                builds.append(seconds)
+                uploads.append(upload(net, bundle, staged_cli(cli)))
+                installs.append(install(net, cli, bundle))
+            size = bundle.size / 1024**2
+            rows.append((cli, size, builds, uploads, installs))
+    print(f"{'CLI':<36} {'MiB':>5} {'build':>7} {'upload':>7} {'MiB/s':>6} {'install':>8}")
+    for cli, size, builds, uploads, installs in rows:
+        up = statistics.median(uploads)
+        print(
+            f"{cli.package + ' ' + cli.version:<36} {size:5.0f} "
+            f"{statistics.median(builds):6.2f}s {up:6.2f}s {size / up:6.0f} "
+            f"{statistics.median(installs):7.2f}s"
+        )
+    print(f"(medians of {args.rounds} rounds)")
+
+
+if __name__ == "__main__":
+    main()
