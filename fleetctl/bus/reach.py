@@ -12,7 +12,6 @@ In this order:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,12 +27,10 @@ from fleetctl.bus.client import (
     identity,
     through,
 )
+from fleetctl.local.state import StateDir, default_state_dir, pid_alive
 from fleetctl.model import Fleet
 from fleetctl.natsaccess import PUBLISHER_USER
 from fleetctl.sessions import Options
-
-UP_FILE = "up.json"
-STATE_DIR = ".fleetctl"  # beside fleet.yaml: where `fleetctl up` keeps a local fleet's state
 
 
 @dataclass(frozen=True)
@@ -56,17 +53,9 @@ class LocalFleet:
 
 
 def up_file(fleet_path: Path) -> Path:
-    return fleet_path.resolve().parent / STATE_DIR / UP_FILE
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Where `fleetctl up` describes the local fleet of this fleet file (its default state
+    directory: an `up --state-dir` elsewhere is not looked for)."""
+    return StateDir(default_state_dir(fleet_path)).up_json
 
 
 def local_fleet(fleet_path: Path) -> LocalFleet | None:
@@ -82,7 +71,7 @@ def local_fleet(fleet_path: Path) -> LocalFleet | None:
     if data.get("fleet") != str(fleet_path.resolve()):
         return None
     pid, url, creds = data.get("pid"), data.get("nats_url"), data.get("creds") or {}
-    if not isinstance(pid, int) or not isinstance(url, str) or not _alive(pid):
+    if not isinstance(pid, int) or not isinstance(url, str) or not pid_alive(pid):
         return None
     return LocalFleet(
         nats_url=url,
