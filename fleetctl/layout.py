@@ -10,12 +10,13 @@ TUNNEL_KEY = f"{TUNNEL_DIR}/id_ed25519"
 TUNNEL_KNOWN_HOSTS = f"{TUNNEL_DIR}/known_hosts"
 STATE_DIR = "/var/lib/fleetctl"  # manifest, journal, lock, staging
 STAGING_DIR = f"{STATE_DIR}/staging"
-POLLER_VERSION_FILE = "/opt/fleet/venv/fleet-poller.version"
-POLLER_VENV = "/opt/fleet/venv"
+OPT_FLEET = "/opt/fleet"  # the software fleetctl installs: the poller, the LLM CLIs
+POLLER_VERSION_FILE = f"{OPT_FLEET}/venv/fleet-poller.version"
+POLLER_VENV = f"{OPT_FLEET}/venv"
 POLLER_BIN = f"{POLLER_VENV}/bin/fleet-poller"
 # The LLM CLIs apply installs: one directory per <package>@<version>, so a version bump
 # installs beside the running one and only the workers that use it restart onto it.
-LLM_CLI_DIR = "/opt/fleet/llm"
+LLM_CLI_DIR = f"{OPT_FLEET}/llm"
 LLM_CLI_VERSION_FILE = "fleet-llm-cli.version"  # in each CLI's directory, written last
 
 TUNNEL_UNIT = "fleet-tunnel.service"

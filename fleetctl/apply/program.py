@@ -172,7 +172,7 @@ def teardown(plan: HostPlan) -> HostProgram:
 
 
 # Directories fleetctl's layout makes as parents of what it writes (not in any manifest).
-_OWN_ROOTS = (layout.FLEET_ETC, layout.NATS_CONF_DIR)
+_OWN_ROOTS = (layout.FLEET_ETC, layout.NATS_CONF_DIR, layout.OPT_FLEET)
 
 
 def _emptied_roots(deletes: list[Change]) -> list[str]:
@@ -181,10 +181,14 @@ def _emptied_roots(deletes: list[Change]) -> list[str]:
     found: set[str] = set()
     removed = {c.name for c in deletes if c.kind == "dir"}
     for c in deletes:
-        if c.kind not in ("file", "dir"):
+        if c.kind == "package" and c.name.startswith(LLM_CLI_PREFIX):
+            path = _remove_package(c.name)["path"]  # an LLM CLI's directory under /opt/fleet
+        elif c.kind in ("file", "dir"):
+            path = c.name
+        else:
             continue
         for root in _OWN_ROOTS:
-            parent = c.name.rsplit("/", 1)[0]
+            parent = path.rsplit("/", 1)[0]
             while parent == root or parent.startswith(root + "/"):
                 found.add(parent)
                 parent = parent.rsplit("/", 1)[0]

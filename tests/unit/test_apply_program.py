@@ -518,3 +518,14 @@ def test_no_bundle_no_install() -> None:
     host_plan = diff_host(host_state(example_fleet()), ObservedHost(), Selection(), live=True)
     with pytest.raises(ValueError, match=r"no bundle of @anthropic-ai/claude-code 2\.1\.197"):
         program(host_plan, ObservedHost(), revision="r1", applied_by="t", now=1, cli_sha256={})
+
+
+def test_teardown_removes_the_llm_clis_and_then_their_emptied_directories() -> None:
+    s = host_state(example_fleet())
+    host_plan = diff_host(HostState(s.host), converged(s), Selection(), live=True)
+    steps = [step.op for step in teardown(host_plan).steps]
+    removed = [op["path"] for op in steps if op["op"] in ("remove_dir", "remove_empty_dir")]
+    claude_dir = "/opt/fleet/llm/@anthropic-ai+claude-code@2.1.197"
+    assert claude_dir in removed and CODEX_OLD in removed
+    assert removed.index(claude_dir) < removed.index("/opt/fleet/llm")
+    assert removed.index("/opt/fleet/llm") < removed.index("/opt/fleet")
