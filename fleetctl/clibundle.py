@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import tarfile
 import threading
 from dataclasses import dataclass
@@ -34,6 +35,20 @@ class Bundle:
     path: Path
     sha256: str
     size: int
+
+
+def foreign_host(host_platform: str, here: str | None = None) -> str | None:
+    """Why a host cannot run this machine's bundles (their native binaries are for this
+    machine's architecture), or None. `host_platform` is the agent's `linux-x86_64`."""
+    here = here or os.uname().machine
+    machine = host_platform.rpartition("-")[2]
+    if machine == here:
+        return None
+    shown = machine if re.fullmatch(r"[A-Za-z0-9_]+", machine) else "another architecture"
+    return (
+        f"the LLM CLIs are bundled from this machine's npm install, for {here}, and the host is "
+        f"{shown}: give its workers bin: (a CLI the host provides)"
+    )
 
 
 def bundles_dir(cache: Path) -> Path:

@@ -289,6 +289,9 @@ def _upload(
         binary = nats_bin.checked()  # its sha256 is the pin's or fleet.yaml's, or no upload
         report.step(name, "upload nats-server", 0, len(prog.steps))
         session.transport.put(binary, STAGED_NATS)
+    foreign = clibundle.foreign_host(facts.python_facts(session.raw).platform)
+    if prog.llm_clis and foreign is not None:
+        raise clicache.CliInstallError(foreign)
     for cli in prog.llm_clis:
         bundle = clis[cli.package]
         size = human_size(bundle.size)

@@ -134,3 +134,11 @@ def test_a_script_without_node_in_the_registry_is_refused(tmp_path: Path) -> Non
     native_only = CliPackage(CLI.package, CLI.version, CLI.bin, node=None)
     with pytest.raises(clicache.CliInstallError, match=r"needs no Node\.js"):
         clibundle.build(native_only, tmp_path / "cache")
+
+
+def test_a_host_of_another_architecture_gets_no_bundle() -> None:
+    assert clibundle.foreign_host("linux-x86_64", here="x86_64") is None
+    why = clibundle.foreign_host("linux-aarch64", here="x86_64")
+    assert why is not None and "for x86_64, and the host is aarch64" in why
+    odd = clibundle.foreign_host("linux-\x1b[2Jarm", here="x86_64")
+    assert odd is not None and "\x1b" not in odd and "another architecture" in odd
