@@ -361,19 +361,9 @@ def _checked_members(tar: Any) -> List[Any]:
     return members
 
 
-def op_install_tree(step: Dict[str, Any]) -> None:
-    """An LLM CLI from its bundle: checked against its sha256, unpacked beside its place,
-    run once (`--version` must name the pinned version), then renamed into place; the
-    version file is written last, so it marks a complete install."""
+def _unpack_and_check(src: str, partial: str, step: Dict[str, Any]) -> None:
     import tarfile
 
-    src, dest = step["src"], step["dest"]
-    if _sha256(src) != step["sha256"]:
-        raise StepError("{} arrived damaged".format(src))
-    partial = dest + ".partial"
-    _shutil().rmtree(partial, ignore_errors=True)
-    _makedirs(os.path.dirname(dest))
-    os.mkdir(partial, 0o755)
     # The members are checked here; where tarfile has extraction filters (3.12, and 3.11.4 on),
     # its `data` filter checks them again.
     with tarfile.open(src) as tar:
@@ -393,6 +383,24 @@ def op_install_tree(step: Dict[str, Any]) -> None:
         raise StepError(
             "{} says {!r}, not version {}".format(step["check"][0], said, step["expect"])
         )
+
+
+def op_install_tree(step: Dict[str, Any]) -> None:
+    """An LLM CLI from its bundle: checked against its sha256, unpacked beside its place,
+    run once (`--version` must name the pinned version), then renamed into place; the
+    version file is written last, so it marks a complete install."""
+    src, dest = step["src"], step["dest"]
+    if _sha256(src) != step["sha256"]:
+        raise StepError("{} arrived damaged".format(src))
+    partial = dest + ".partial"
+    _shutil().rmtree(partial, ignore_errors=True)
+    _makedirs(os.path.dirname(dest))
+    os.mkdir(partial, 0o755)
+    try:
+        _unpack_and_check(src, partial, step)
+    except BaseException:
+        _shutil().rmtree(partial, ignore_errors=True)  # a failed install leaves nothing
+        raise
     _shutil().rmtree(dest, ignore_errors=True)
     os.rename(partial, dest)
     write_file(os.path.join(dest, step["version_file"]), (step["expect"] + "\n").encode())

@@ -99,7 +99,7 @@ def test_a_damaged_or_wrong_bundle_is_refused_and_nothing_is_installed(tmp_path:
     wrong = install(bundle.path, bundle.sha256, dest)
     assert wrong["ok"] is False
     assert "says 'fake-cli 1.2.4', not version 1.2.3" in wrong["error"]
-    assert not dest.exists()
+    assert not dest.exists() and list(dest.parent.iterdir()) == []  # no partial tree left
 
 
 @pytest.mark.parametrize(
