@@ -52,6 +52,8 @@ def seed_cli_cache() -> None:
         except clicache.CliInstallError as e:
             pytest.skip(f"{cli.package} cannot be installed: {e}")
         link = clicache.package_dir(cli, CACHE / "fleetctl" / "llm-clis")
+        if link.is_symlink() and not link.exists():  # the cache it pointed to was cleared
+            link.unlink()
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(installed.parents[2])
