@@ -434,6 +434,7 @@ def poller_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
         ("GITHUB_REMOTE", worker.github_remote),
         *([("PRICE_USD_PER_MTOK", worker.price.render())] if worker.price else []),
         *([] if worker.trusts_reported_cost else [("REPORTED_COST", "ignore")]),
+        *_budget_environment(names, worker),
         *_labels_environment(worker),
         *_queues_environment(fleet, worker),
     ]
@@ -455,6 +456,18 @@ def _labels_environment(worker: Worker) -> list[tuple[str, str]]:
     return [
         ("WORKER_LABELS", json.dumps(dict(sorted(worker.labels.items())), separators=(",", ":")))
     ]
+
+
+def _budget_environment(names: NatsNames, worker: Worker) -> list[tuple[str, str]]:
+    """Only for a worker with a budget (its own or the fleet's): poller/budget.py."""
+    if worker.daily_usd is None and worker.fleet_daily_usd is None:
+        return []
+    env = [("NATS_SPEND_BUCKET", names.spend_bucket)]
+    if worker.daily_usd is not None:
+        env.append(("BUDGET_DAILY_USD", f"{worker.daily_usd:g}"))
+    if worker.fleet_daily_usd is not None:
+        env.append(("BUDGET_FLEET_DAILY_USD", f"{worker.fleet_daily_usd:g}"))
+    return env
 
 
 def poller_unit_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:

@@ -68,6 +68,9 @@ class Worker:
     origin: Mark
     # fleet.yaml `prices:` for this worker's model (else its llm); None: not priced.
     price: Price | None = None
+    # Daily spend limits in USD: the worker's own, and the whole fleet's (poller/budget.py).
+    daily_usd: float | None = None
+    fleet_daily_usd: float | None = None
 
     @property
     def trusts_reported_cost(self) -> bool:

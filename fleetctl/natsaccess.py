@@ -51,6 +51,10 @@ def _pull_from(stream: str, durable: str) -> list[str]:
     ]
 
 
+def _spend(names: NatsNames, keys: str) -> list[str]:
+    return [keys, f"{JS_API}.DIRECT.GET.{names.spend_stream}.{keys}"]
+
+
 def worker_permissions(names: NatsNames, worker_id: str, routes: Sequence[str] = ()) -> Permissions:
     """A worker: its own consumer and the shared queues of the `pick: any` routes it
     belongs to (`routes`, none other), inbox prefix, results, dead letters, status, ping."""
@@ -75,6 +79,10 @@ def worker_permissions(names: NatsNames, worker_id: str, routes: Sequence[str] =
                 f"{JS_API}.DIRECT.GET.{names.lease_stream}.{own_leases}",
                 names.dead(worker_id),
                 names.status(worker_id),
+                # Budgets (poller/budget.py): its own daily spend and the fleet's, read by a
+                # direct get named by subject and added to with compare-and-set publishes.
+                *_spend(names, names.spend_of(worker_id)),
+                *_spend(names, names.fleet_spend),
             ]
         ),
         sub=Permission.of(
@@ -111,13 +119,14 @@ def publisher_permissions(names: NatsNames) -> Permissions:
 
 def admin_api(names: NatsNames) -> list[str]:
     """Exactly the JetStream API requests fleetctl sends (fleetctl/bus/jetstream.py), on the
-    fleet's own stream names: is JetStream up, look up / create / update its four streams
-    (tasks, results, dead letters, the leases bucket), list, look up, create, update and
+    fleet's own stream names: is JetStream up, look up / create / update its five streams
+    (tasks, results, dead letters, the leases and spend buckets), list, look up, create, update and
     delete consumers on the task stream. No stream delete or purge, no message get or
     delete, no direct get, no pull (MSG.NEXT), no ephemeral consumers, no other stream's
     consumers."""
     api = [f"{JS_API}.INFO"]
-    for stream in (names.task_stream, names.results_stream, names.dead_stream, names.lease_stream):
+    streams = (names.task_stream, names.results_stream, names.dead_stream, names.lease_stream)
+    for stream in (*streams, names.spend_stream):
         api += [f"{JS_API}.STREAM.{op}.{stream}" for op in ("INFO", "CREATE", "UPDATE")]
     tasks = names.task_stream
     api += [f"{JS_API}.CONSUMER.{op}.{tasks}" for op in ("LIST", "NAMES")]

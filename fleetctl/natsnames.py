@@ -43,6 +43,28 @@ class NatsNames:
     def all_leases(self) -> str:
         return f"$KV.{self.lease_bucket}.>"
 
+    @property
+    def spend_bucket(self) -> str:
+        """The KV bucket of spend counters (poller/budget.py); its stream is `spend_stream`."""
+        return f"{self._stream_base}_SPEND"
+
+    @property
+    def spend_stream(self) -> str:
+        return f"KV_{self.spend_bucket}"
+
+    @property
+    def all_spend(self) -> str:
+        return f"$KV.{self.spend_bucket}.>"
+
+    @property
+    def fleet_spend(self) -> str:
+        """The whole fleet's daily spend keys (`fleet.<day>`): every worker adds to them."""
+        return f"$KV.{self.spend_bucket}.fleet.>"
+
+    def spend_of(self, worker_id: str) -> str:
+        """One worker's daily spend keys (`worker.<worker_id>.<day>`)."""
+        return f"$KV.{self.spend_bucket}.worker.{worker_id}.>"
+
     # Subjects covered by the streams
     @property
     def all_inboxes(self) -> str:

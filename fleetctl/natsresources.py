@@ -23,6 +23,9 @@ NEAR_LIMIT = 0.8
 LEASE_MAX_MSG_SIZE = 4096
 LEASE_MAX_AGE = 86400
 LEASE_DUPLICATE_WINDOW = 60
+# A spend counter is a few dozen bytes, one key per worker and per day (and one for the fleet):
+# yesterday's keys go by themselves.
+SPEND_MAX_AGE = 2 * 86400
 # Stream settings that copy messages to other subjects or streams: with them, whoever may
 # update a stream could read every task (republish to its inbox) or inject tasks (a stream
 # that republishes into a worker's inbox). fleetctl never declares them.
@@ -116,8 +119,10 @@ class ConsumerSpec:
 
 
 def streams(settings: NatsSettings) -> list[StreamSpec]:
-    """Tasks (work queue: a task is gone once acked), results, dead letters, and the KV
-    bucket of task leases (one key per (worker, task), each write with its TTL).
+    """Tasks (work queue: a task is gone once acked), results, dead letters, the KV
+    bucket of task leases (one key per (worker, task), each write with its TTL), and the KV
+    bucket of spend counters for budgets (one key per worker and day, one per day for the
+    fleet; poller/budget.py).
 
     Results: one per (worker, task) subject, the last one kept, so a retried publish or a
     corrected task replaces the earlier result and no Nats-Msg-Id (stream-wide, so
@@ -170,6 +175,18 @@ def streams(settings: NatsSettings) -> list[StreamSpec]:
             max_bytes=settings.leases_max_bytes,
             # Full (a worker flooding its own keys): the oldest keys go, and their holders
             # see `lease_lost`; refusing new ones instead would stop every worker's tasks.
+            kv_bucket=True,
+        ),
+        StreamSpec(
+            n.spend_stream,
+            (n.all_spend,),
+            "limits",
+            SPEND_MAX_AGE,
+            LEASE_DUPLICATE_WINDOW,
+            LEASE_MAX_MSG_SIZE,
+            max_msgs_per_subject=1,
+            allow_direct=True,
+            max_bytes=settings.spend_max_bytes,
             kv_bucket=True,
         ),
     ]

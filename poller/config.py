@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from poller.backends import BACKENDS, SettingError
+from poller.budget import NO_LIMITS, Limits
 from poller.pricing import Price, PriceError
 from poller.pricing import parse as parse_price
 
@@ -91,6 +92,8 @@ class Config:
     # Seconds a task's lease lives without a refresh; None: LEASE_TTL_ACK_WAITS x ack_wait.
     lease_ttl: int | None = None
     log_level: str = "info"
+    spend_bucket: str = "AF_SPEND"
+    budget: Limits = NO_LIMITS  # BUDGET_DAILY_USD, BUDGET_FLEET_DAILY_USD
     price: Price | None = None  # PRICE_USD_PER_MTOK: the worker's model's prices
     trust_reported_cost: bool = True  # REPORTED_COST=ignore: the CLI's own figure is wrong
     # The worker's labels from fleet.yaml (WORKER_LABELS, a JSON object of text): reported in
@@ -147,6 +150,11 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _optional(env: Mapping[str, str], name: str) -> float | None:
+    """A positive number, or None when unset."""
+    return _number(env, name, 0) if env.get(name, "").strip() else None
 
 
 def _lease_ttl(env: Mapping[str, str]) -> int | None:
@@ -261,6 +269,8 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         lease_ttl=_lease_ttl(env),
         log_level=level,
         price=price,
+        spend_bucket=_token(env, "NATS_SPEND_BUCKET", f"{base}_SPEND"),
+        budget=Limits(_optional(env, "BUDGET_DAILY_USD"), _optional(env, "BUDGET_FLEET_DAILY_USD")),
         trust_reported_cost=reported == "trust",
         labels=_labels(env),
         route_consumers=_route_consumers(env),

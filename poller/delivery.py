@@ -32,6 +32,7 @@ import nats.js.errors
 
 from poller import __version__, backends, gitpr, pricing, runner
 from poller.backends import BACKENDS
+from poller.budget import Budget
 from poller.config import Config
 from poller.heartbeat import Stats
 from poller.lease import Held, Lease, Leases
@@ -85,6 +86,7 @@ class Delivery:
         self.by_task: dict[str, _InFlight] = {}  # the task ids running here
         self.lease_ttl = cfg.lease_ttl or max(math.ceil(LEASE_TTL_ACK_WAITS * ack_wait), 1)
         self.leases = Leases(cfg, js, self.lease_ttl)
+        self.budget = Budget(js, cfg.spend_bucket, cfg.worker_id, cfg.budget)
         self.state_dir: Path | None = cfg.state_dir
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -185,6 +187,14 @@ class Delivery:
             self.stats.count("already_done")
             await self._settle(held, "ack")
             return
+        try:
+            over = await self.budget.over()
+        except Exception as e:
+            await self._retry_or_dead(held, task.task_id, seq, attempt, f"budget lookup: {e!r}")
+            return
+        if over is not None:
+            await self._reject(held, Rejection(over, task.task_id), seq, attempt)
+            return
         prompt = task.prompt().encode()
         timeout = min(task.timeout or self.cfg.task_timeout, self.cfg.task_timeout)
         log.info(
@@ -223,6 +233,11 @@ class Delivery:
             await self._retry_or_dead(held, task.task_id, seq, attempt, "cannot store the result")
             return
         self.stats.count(result.status)
+        if result.cost_usd:
+            try:
+                await self.budget.add(result.cost_usd)
+            except Exception as e:  # the result is stored: the task is done either way
+                log.error("spend_not_counted", task_id=task.task_id, error=repr(e))
         log.info(
             "task_done",
             task_id=task.task_id,

@@ -158,6 +158,12 @@ def _worker(w: WorkerEntry, fleet: FleetFile, llms: dict[str, Any], origin: Any)
         own = getattr(w, name)
         return getattr(d, name) if own is None else own
 
+    own_budget = d.budget.model_copy(
+        update={
+            k: v for k, v in (w.budget.model_dump() if w.budget else {}).items() if v is not None
+        }
+    )
+
     cli_bin, cli = _cli(w.bin or spec.bin, spec.backend, spec.version)
     return Worker(
         id=w.worker_id,
@@ -178,7 +184,9 @@ def _worker(w: WorkerEntry, fleet: FleetFile, llms: dict[str, Any], origin: Any)
         codex_sandbox=pick("codex_sandbox"),
         permission_mode=pick("permission_mode"),
         max_turns=pick("max_turns"),
-        max_budget_usd=pick("max_budget_usd"),
+        max_budget_usd=_lowest(
+            pick("max_budget_usd"), own_budget.per_task_usd, fleet.budget.per_task_usd
+        ),
         approval_mode=pick("approval_mode"),
         env_file=pick("env_file"),
         labels={**d.labels, **(w.labels or {})},
@@ -186,7 +194,14 @@ def _worker(w: WorkerEntry, fleet: FleetFile, llms: dict[str, Any], origin: Any)
         work_base=f"{d.work_base}/{w.worker_id}",
         origin=origin,
         price=_price(fleet.prices.get(w.model or "") or fleet.prices.get(w.llm)),
+        daily_usd=own_budget.daily_usd,
+        fleet_daily_usd=fleet.budget.daily_usd,
     )
+
+
+def _lowest(*limits: float | None) -> float | None:
+    given = [x for x in limits if x is not None]
+    return min(given) if given else None
 
 
 def _price(spec: PriceSpec | None) -> Price | None:

@@ -16,7 +16,13 @@ from fleetctl.config.schema import NatsSettings
 from fleetctl.config.values import parse_size
 from fleetctl.config.yamlsource import PathKey, SourceMap, dotted
 
-STREAMS = ("tasks_max_bytes", "results_max_bytes", "dead_max_bytes", "leases_max_bytes")
+STREAMS = (
+    "tasks_max_bytes",
+    "results_max_bytes",
+    "dead_max_bytes",
+    "leases_max_bytes",
+    "spend_max_bytes",
+)
 _DEFAULTS = NatsSettings()
 
 

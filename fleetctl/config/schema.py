@@ -138,6 +138,11 @@ class NatsSettings(_Strict):
         description="Most bytes the task leases bucket keeps (a lease is a few hundred bytes, "
         "one per running task; the oldest keys go first).",
     )
+    spend_max_bytes: Bytes = Field(
+        16 * 1024**2,
+        description="Most bytes the spend counters bucket keeps (budgets: a few dozen bytes "
+        "per worker and day).",
+    )
     max_msg_size: Bytes = Field(
         MAX_PAYLOAD,
         le=MAX_PAYLOAD,
@@ -198,6 +203,21 @@ class LlmSpec(_Strict):
     )
 
 
+def _usd(description: str) -> Any:
+    return Field(None, gt=0, le=1_000_000, allow_inf_nan=False, description=description)
+
+
+class BudgetSpec(_Strict):
+    """Spend limits in USD, from the results' costs (priced or reported, docs/messages.md)."""
+
+    daily_usd: float | None = _usd(
+        "Most spent per UTC day; once reached, tasks are rejected and dead-lettered."
+    )
+    per_task_usd: float | None = _usd(
+        "Most one task may cost: Claude Code's --max-budget-usd (claude workers only)."
+    )
+
+
 class WorkerDefaults(_Strict):
     """Values every worker gets unless it sets its own."""
 
@@ -237,6 +257,9 @@ class WorkerDefaults(_Strict):
         None, description="File on the host with provider tokens; fleetctl never reads it."
     )
     labels: Labels = Field(default_factory=dict, description="Labels merged into every worker's.")
+    budget: BudgetSpec = Field(
+        default_factory=BudgetSpec, description="Each worker's own spend limits."
+    )
 
 
 def _override(
@@ -286,6 +309,9 @@ class WorkerEntry(_Strict):
     approval_mode: ApprovalMode | None = _override("approval_mode")
     env_file: AbsPath | None = _override("env_file")
     labels: Labels | None = _override("labels", merged=True)
+    budget: BudgetSpec | None = Field(
+        None, description="Merged over `defaults.budget` (the worker's keys win)."
+    )
 
 
 class RouteSpec(_Strict):
@@ -346,6 +372,11 @@ class FleetFile(_Strict):
         default_factory=dict, description="Named selectors for sending tasks (`--route NAME`)."
     )
     status: StatusSettings = Field(default_factory=StatusSettings)
+    budget: BudgetSpec = Field(
+        default_factory=BudgetSpec,
+        description="The whole fleet's limits: daily_usd over every worker's spend together; "
+        "per_task_usd caps every claude worker's.",
+    )
     prices: dict[Token, PriceSpec] = Field(
         default_factory=dict,
         description="Prices by model (a worker's `model`, else its `llm`): its results are "

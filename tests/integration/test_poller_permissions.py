@@ -33,6 +33,10 @@ WORKER_PERMISSIONS = {
             "$JS.API.DIRECT.GET.KV_AF_LEASES.$KV.AF_LEASES.w1.>",
             "af.dead.w1",
             "af.worker.w1.status",
+            "$KV.AF_SPEND.worker.w1.>",
+            "$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.worker.w1.>",
+            "$KV.AF_SPEND.fleet.>",
+            "$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.fleet.>",
         ]
     },
     "subscribe": {"allow": ["_INBOX_w1.>", "af.worker.w1.ping"]},

@@ -24,7 +24,7 @@ def test_a_bare_broker_s_bus_is_planned_whole() -> None:
     plan = _plan(ObservedHost(), DOWN)
     assert plan.bus is not None and plan.bus.error is None
     kinds = [(c.action, c.kind) for c in plan.bus.changes]
-    assert kinds.count(("create", "stream")) == 4  # tasks, results, dead letters, leases
+    assert kinds.count(("create", "stream")) == 5  # tasks, results, dead letters, leases, spend
     enabled = [w for w in example_fleet().workers if w.enabled]
     assert kinds.count(("create", "consumer")) == len(enabled)
 

@@ -16,7 +16,8 @@ Each flavour prints what its real CLI prints with the poller's argv, in the shap
 CLIs (Claude Code 2.1, Codex CLI 0.171, Gemini CLI 0.61) were seen to print: the claude
 flavour `--output-format json` (success, or an error result with `errors` and no `result`),
 the codex flavour `exec --json` events, the gemini flavour `--output-format json`. The usage
-numbers are fixed: 11 input, 7 output, 3 cache read tokens.
+numbers are fixed: 11 input, 7 output, 3 cache read tokens; the claude flavour's cost is
+$STANDIN_COST_USD (default 0.0123).
 """
 
 import hashlib
@@ -52,7 +53,7 @@ def claude(text: str, fail: str | None, is_error: bool) -> str:
         "num_turns": 1,
         "stop_reason": "end_turn",
         "session_id": "00000000-0000-4000-8000-standin00001",
-        "total_cost_usd": 0.0123,
+        "total_cost_usd": float(os.environ.get("STANDIN_COST_USD", "0.0123")),
         "usage": {"input_tokens": 11, "output_tokens": 7, "cache_read_input_tokens": 3},
         "modelUsage": {
             "standin-model": {

@@ -26,6 +26,10 @@ def test_worker_permissions_are_exact() -> None:
         "$JS.API.DIRECT.GET.KV_AF_LEASES.$KV.AF_LEASES.w1.>",
         "af.dead.w1",
         "af.worker.w1.status",
+        "$KV.AF_SPEND.worker.w1.>",
+        "$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.worker.w1.>",
+        "$KV.AF_SPEND.fleet.>",
+        "$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.fleet.>",
     )
     assert p.sub.allow == ("_INBOX_w1.>", "af.worker.w1.ping")
     assert p.resp is not None and p.resp.max_msgs == 1
@@ -60,6 +64,13 @@ def test_no_worker_gets_the_seed_broad_grants() -> None:
         assert [s for s in every if "LEASES" in s] == [
             f"$KV.AF_LEASES.{wid}.>",
             f"$JS.API.DIRECT.GET.KV_AF_LEASES.$KV.AF_LEASES.{wid}.>",
+        ]
+        # spend: its own daily counter, and the fleet's it adds to
+        assert [s for s in every if "SPEND" in s] == [
+            f"$KV.AF_SPEND.worker.{wid}.>",
+            f"$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.worker.{wid}.>",
+            "$KV.AF_SPEND.fleet.>",
+            "$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.fleet.>",
         ]
 
 
@@ -103,7 +114,7 @@ def test_publisher_and_admin() -> None:
         "$JS.API.INFO",
         *(
             f"$JS.API.STREAM.{op}.{s}"
-            for s in ("AF_TASKS", "AF_RESULTS", "AF_DEAD", "KV_AF_LEASES")
+            for s in ("AF_TASKS", "AF_RESULTS", "AF_DEAD", "KV_AF_LEASES", "KV_AF_SPEND")
             for op in ("INFO", "CREATE", "UPDATE")
         ),
         "$JS.API.CONSUMER.LIST.AF_TASKS",
