@@ -249,7 +249,13 @@ class BusView:
             "max_memory_bytes": limits.get("max_memory"),
             "max_storage_bytes": limits.get("max_storage"),
         }
-        for stream in (n.task_stream, n.results_stream, n.dead_stream, n.lease_stream):
+        for stream in (
+            n.task_stream,
+            n.results_stream,
+            n.dead_stream,
+            n.lease_stream,
+            n.spend_stream,
+        ):
             info = await _info(self.nc, f"{API}.STREAM.INFO.{stream}")
             if info is None:
                 continue
