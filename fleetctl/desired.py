@@ -209,7 +209,9 @@ def desired_state(fleet: Fleet, inputs: Inputs = NO_INPUTS) -> FleetState:
 
 def bus_state(fleet: Fleet, inputs: Inputs = NO_INPUTS) -> BusState:
     enabled = [w for w in fleet.workers if w.enabled]
-    resources = fleet_resources(fleet.nats, [(w.id, w.concurrency) for w in enabled])
+    queues = {name: members for name, members in targets.queues(fleet).items() if members}
+    pairs = [(w.id, w.concurrency) for w in enabled]
+    resources = fleet_resources(fleet.nats, pairs, queues)
     streams = tuple(r for r in resources if isinstance(r, StreamSpec))
     by_durable = {NatsNames.consumer(w.id): w.id for w in enabled}
     consumers = tuple((r, by_durable[r.durable]) for r in resources if isinstance(r, ConsumerSpec))
@@ -219,8 +221,7 @@ def bus_state(fleet: Fleet, inputs: Inputs = NO_INPUTS) -> BusState:
     concurrency = {w.id: w.concurrency for w in enabled}
     routes = tuple(
         route_consumer(fleet.nats, name, sum(concurrency[m] for m in members))
-        for name, members in targets.queues(fleet).items()
-        if members
+        for name, members in queues.items()
     )
     return BusState(homes, streams, consumers, revocations, task_stream, routes)
 

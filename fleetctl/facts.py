@@ -48,6 +48,7 @@ class ObservedBus:
     reachable: bool = True
     error: str = ""
     warnings: tuple[str, ...] = ()  # streams near their limits, from what the server said
+    queued: Mapping[str, int] = field(default_factory=dict)  # consumer key -> tasks waiting
 
 
 @dataclass(frozen=True)

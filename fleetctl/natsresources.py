@@ -6,7 +6,7 @@ fleetctl can create and diff them and tests can declare them the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,11 +118,17 @@ class ConsumerSpec:
         }
 
 
-def streams(settings: NatsSettings) -> list[StreamSpec]:
+def streams(settings: NatsSettings, inboxes: Sequence[str] | None = None) -> list[StreamSpec]:
     """Tasks (work queue: a task is gone once acked), results, dead letters, the KV
     bucket of task leases (one key per (worker, task), each write with its TTL), and the KV
     bucket of spend counters for budgets (one key per worker and day, one per day for the
     fleet; poller/budget.py).
+
+    Tasks: with `inboxes` (the fleet's enabled workers' inboxes and its route queues) the
+    task stream captures exactly those subjects, so a task published to any other worker's
+    inbox is refused at once (no stream answers: the publisher sees an error) instead of
+    sitting in the queue until `max_age` and running when a worker of that name returns.
+    Without, every inbox (what tests that declare a bare bus use).
 
     Results: one per (worker, task) subject, the last one kept, so a retried publish or a
     corrected task replaces the earlier result and no Nats-Msg-Id (stream-wide, so
@@ -133,7 +139,7 @@ def streams(settings: NatsSettings) -> list[StreamSpec]:
     return [
         StreamSpec(
             n.task_stream,
-            (n.all_inboxes, n.all_route_inboxes),
+            tuple(inboxes) if inboxes else (n.all_inboxes, n.all_route_inboxes),
             "workqueue",
             age,
             window,
@@ -249,9 +255,15 @@ def route_consumer(settings: NatsSettings, route: str, concurrency: int) -> Cons
 
 
 def fleet_resources(
-    settings: NatsSettings, workers: Iterable[tuple[str, int]]
+    settings: NatsSettings,
+    workers: Iterable[tuple[str, int]],
+    queues: Iterable[str] = (),
 ) -> list[StreamSpec | ConsumerSpec]:
-    """Everything the broker must have for these (worker_id, concurrency) pairs."""
-    out: list[StreamSpec | ConsumerSpec] = list(streams(settings))
-    out += [worker_consumer(settings, wid, conc) for wid, conc in workers]
+    """Everything the broker must have for these (worker_id, concurrency) pairs and these
+    shared route queues; the task stream takes tasks for exactly them."""
+    n = NatsNames(settings.subject_prefix)
+    pairs = list(workers)
+    inboxes = [n.inbox(wid) for wid, _ in pairs] + [n.route_inbox(q) for q in queues]
+    out: list[StreamSpec | ConsumerSpec] = list(streams(settings, inboxes or None))
+    out += [worker_consumer(settings, wid, conc) for wid, conc in pairs]
     return out

@@ -177,10 +177,12 @@ def describe(resource: Resource) -> tuple[str, str, tuple[tuple[str, str], ...]]
         case PackageSpec():
             return "package", resource.name, (("version", resource.version),)
         case StreamSpec():
+            many = len(resource.subjects) > 2  # the task stream: one inbox per worker
+            subjects = f"{len(resource.subjects)} subjects" if many else " ".join(resource.subjects)
             return (
                 "stream",
                 resource.name,
-                (("subjects", " ".join(resource.subjects)), ("retention", resource.retention)),
+                (("subjects", subjects), ("retention", resource.retention)),
             )
         case ConsumerSpec():
             return (
@@ -344,9 +346,21 @@ def diff_bus(
         return None
     changes, unchanged, wanted = _diff(kept, observed.resources, {})
     if selection.owns_orphans():
-        changes += _orphans(observed.managed - wanted, {})
+        changes += [
+            _left_behind(c, observed.queued) for c in _orphans(observed.managed - wanted, {})
+        ]
         changes += [_change("delete", r, r.worker, None) for r in bus.revocations]
     return BusPlan(via.name, tuple(changes), unchanged)
+
+
+def _left_behind(change: Change, queued: Mapping[str, int]) -> Change:
+    """A departing worker's consumer with tasks still queued: the plan says how many, and
+    that no worker will run them (they stay in the task stream until its max_age)."""
+    n = queued.get(f"{change.kind} {change.name}", 0)
+    if change.kind != "consumer" or not n:
+        return change
+    note = f"{n} queued task{'s' if n != 1 else ''} left unrun (kept until max_age)"
+    return replace(change, attrs=(*change.attrs, ("queued", note)))
 
 
 def unit_inputs(state: HostState, unit: UnitSpec, observed: ObservedHost) -> dict[str, str]:

@@ -56,6 +56,7 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
         resources: dict[str, dict[str, object]] = {}
         managed: set[str] = set()
         warnings: list[str] = []
+        queued: dict[str, int] = {}
         for spec in bus.streams:
             info = await request(nc, f"{API}.STREAM.INFO.{spec.name}")
             if _api_error(info) is None:
@@ -71,7 +72,8 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
                 resources[key] = fingerprint_of(config, wanted.get(key, config))
                 if info["name"].startswith(OWNED_CONSUMERS):
                     managed.add(key)
-        return ObservedBus(resources, frozenset(managed), warnings=tuple(warnings))
+                queued[key] = int(info.get("num_pending") or 0)
+        return ObservedBus(resources, frozenset(managed), warnings=tuple(warnings), queued=queued)
     finally:
         await nc.close()
 
@@ -133,10 +135,18 @@ def _declared(kind: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def ordered(changes: Sequence[Change]) -> list[Change]:
-    """The JetStream changes among `changes`: streams before consumers, deletions last."""
-    order = {"stream": 0, "consumer": 1}
-    mine = [c for c in changes if c.kind in KINDS]
-    return sorted(mine, key=lambda c: (c.action == "delete", order[c.kind]))
+    """The JetStream changes among `changes`, in an order the server accepts: departed
+    consumers first (the task stream then stops taking their inbox), streams before the
+    consumers they hold, deleted streams last."""
+
+    def rank(c: Change) -> int:
+        if c.kind == "consumer" and c.action == "delete":
+            return 0
+        if c.kind == "stream":
+            return 3 if c.action == "delete" else 1
+        return 2
+
+    return sorted((c for c in changes if c.kind in KINDS), key=rank)
 
 
 def apply(endpoint: Endpoint, changes: Sequence[Change]) -> None:

@@ -43,3 +43,34 @@ def test_a_stream_near_its_limit_is_a_warning_of_the_observed_bus(tmp_path: Path
         (warning,) = jetstream.observe(admin, bus).warnings
         assert warning.startswith(f"stream {tasks.name} is at 9")
         assert "of its max bytes" in warning
+
+
+def test_a_task_for_a_worker_outside_the_fleet_is_refused_by_the_server(tmp_path: Path) -> None:
+    """The task stream takes the fleet's inboxes only: a raw publisher's task for a worker
+    that is not an enabled worker of the fleet gets an error at once, not a queue."""
+    from fleetctl.config.schema import NatsSettings
+    from fleetctl.natsresources import fleet_resources
+
+    fleet = make_fleet(tmp_path, ("w1",))
+    from fleetctl.natsresources import StreamSpec
+
+    tasks = fleet_resources(NatsSettings(), [("w1", 1)])[0]
+    assert isinstance(tasks, StreamSpec)
+    with fleet_server(fleet) as server:
+        admin = at(server.url, Identity(na.ADMIN_USER, fleet.admin.creds_path, "_INBOX_ADMIN"))
+        jetstream.apply(admin, [Change("create", "stream", tasks.name, None, resource=tasks)])
+
+        async def publish(worker: str) -> object:
+            nc = await nats.connect(
+                server.url,
+                user_credentials=str(fleet.publisher.creds_path),
+                inbox_prefix=na.PUBLISHER_INBOX_PREFIX,
+            )
+            try:
+                return await nc.jetstream().publish(fleet.names.inbox(worker), b"{}", timeout=2)
+            finally:
+                await nc.close()
+
+        assert asyncio.run(publish("w1")).stream == tasks.name  # type: ignore[attr-defined]
+        with pytest.raises(nats.js.errors.NoStreamResponseError):
+            asyncio.run(publish("gone"))

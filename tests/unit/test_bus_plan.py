@@ -3,6 +3,7 @@ it could not see the bus. Pure: desired state against observed data."""
 
 from __future__ import annotations
 
+from fleetctl.bus import jetstream
 from fleetctl.desired import desired_state
 from fleetctl.facts import ObservedBus, ObservedHost
 from fleetctl.plan import Plan, Selection, make_plan
@@ -52,3 +53,40 @@ def test_the_bus_goes_with_the_broker_host_and_with_workers_not_with_other_hosts
     assert narrowed.bus is not None
     assert [c.name for c in narrowed.bus.changes] == ["AF_TASKS/worker-cmd-docs-01"]
     assert BROKER in [h.name for h in narrowed.hosts]
+
+
+def test_the_task_stream_takes_tasks_for_exactly_the_fleet_s_workers_and_queues() -> None:
+    fleet = example_fleet()
+    tasks = desired_state(fleet).bus.streams[0]
+    enabled = [w.id for w in fleet.workers if w.enabled]
+    assert tasks.name == "AF_TASKS"
+    assert tasks.subjects == tuple(f"af.worker.{w}.inbox" for w in enabled)
+    assert "af.worker.cc-haiku-multi-01.inbox" not in tasks.subjects  # disabled
+
+
+def test_a_departing_consumer_goes_first_and_says_what_it_leaves_unrun() -> None:
+    desired = desired_state(example_fleet())
+    keys = {s.key: s.api_config() for s in desired.bus.streams}
+    keys |= {c.key: c.api_config() for c, _ in desired.bus.consumers}
+    gone = "consumer AF_TASKS/worker-old"
+    tasks = desired.bus.streams[0]
+    old_tasks = {**keys[tasks.key], "subjects": [*tasks.subjects, "af.worker.old.inbox"]}
+    seen = ObservedBus(
+        resources={**keys, tasks.key: old_tasks, gone: {}},
+        managed=frozenset({*keys, gone}),
+        queued={gone: 3},
+    )
+    plan = _plan(ObservedHost(), seen)
+    assert plan.bus is not None
+    shown = [(c.action, c.kind, c.name, dict(c.attrs).get("queued")) for c in plan.bus.changes]
+    assert shown == [
+        ("update", "stream", "AF_TASKS", None),
+        (
+            "delete",
+            "consumer",
+            "AF_TASKS/worker-old",
+            "3 queued tasks left unrun (kept until max_age)",
+        ),
+    ]
+    order = [(c.action, c.kind) for c in jetstream.ordered(plan.bus.changes)]
+    assert order == [("delete", "consumer"), ("update", "stream")]
