@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import signal
 import socket
 import subprocess
 import time
@@ -19,7 +20,9 @@ from fleetctl.desired import broker_config, bus_state
 from fleetctl.local.children import spawn_logged
 from fleetctl.local.state import StateDir
 from fleetctl.model import CredsConfig, Fleet
+from fleetctl.natsnames import NatsNames
 from fleetctl.plan import Change, Selection, diff_bus
+from fleetctl.targets import queues_of
 
 LOCAL_SERVER_NAME = "fleetctl-local"
 STOP_GRACE = 10.0
@@ -68,9 +71,21 @@ class LocalCreds:
 
 
 def issue_creds(fleet: Fleet, worker_ids: list[str]) -> LocalCreds:
-    """Create the local operator once, and creds for these workers (kept across runs)."""
+    """Create the local operator once, and creds for these workers (kept across runs).
+
+    Users whose permissions this version (or fleet.yaml's routes) no longer grants are
+    re-issued, as `creds init` does for the publisher and admin: on a host that waits for
+    `creds rotate`, but these creds never leave this machine, and a poller with yesterday's
+    permissions would fail its first task. The re-issued worker's old key is not revoked
+    (its creds file is replaced; the local broker is this user's)."""
     authority, _ = credentials.init(fleet)
     credentials.issue(fleet, authority, worker_ids)
+    names = NatsNames(fleet.nats.subject_prefix)
+    queues = queues_of(fleet)
+    outdated = set(natsaccess.outdated_users(authority, names, worker_ids, queues))
+    for wid in worker_ids:
+        if natsaccess.worker_user(wid) in outdated:
+            natsaccess.issue_worker(authority, names, wid, routes=queues.get(wid, ()))
     workers = {w: authority.creds_path(natsaccess.worker_user(w)) for w in worker_ids}
     return LocalCreds(
         authority.creds_path(natsaccess.ADMIN_USER),
@@ -119,6 +134,17 @@ def start(fleet: Fleet, state: StateDir, auth_config: str) -> subprocess.Popen[b
     raise LocalServerError(
         f"nats-server did not listen within 15 s: see {state.log('nats-server')}"
     )
+
+
+def reload(fleet: Fleet, state: StateDir, proc: subprocess.Popen[bytes], auth_config: str) -> bool:
+    """Write the config again and SIGHUP the server when it changed (as apply reloads the
+    broker); whether it did."""
+    conf = server_config(fleet, auth_config)
+    if state.nats_conf.read_text() == conf:
+        return False
+    state.nats_conf.write_text(conf)
+    proc.send_signal(signal.SIGHUP)
+    return True
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

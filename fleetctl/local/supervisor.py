@@ -243,6 +243,7 @@ class Supervisor:
         enabled = [w.id for w in local.workers if w.enabled]
         try:
             self.creds = server.issue_creds(local, enabled)
+            server.reload(local, self.o.state, self.server_proc, self.creds.auth_config)
             changes = server.apply_bus(local, self.endpoint)
         except FAILURES as e:  # the fleet keeps running as it was
             self._status(state="running", error=f"fleet.yaml not applied: {_described(e)}")

@@ -38,11 +38,13 @@ class Launch:
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
     cwd: Path
+    creds_sha256: str = ""
 
     @property
     def fingerprint(self) -> str:
-        """Changes exactly when the unit would change: `up --reload` restarts on it."""
-        blob = json.dumps([self.argv, self.env, str(self.cwd)]).encode()
+        """Changes exactly when the unit or its creds would change (a host restarts the
+        unit on either): `up --reload` restarts on it."""
+        blob = json.dumps([self.argv, self.env, str(self.cwd), self.creds_sha256]).encode()
         return hashlib.sha256(blob).hexdigest()
 
 
@@ -119,4 +121,5 @@ def launch(fleet: Fleet, worker: Worker, work_base: Path, creds: Path) -> Launch
         env += read_env_file(worker.env_file)
     # The unit's ExecStart is the poller venv's fleet-poller; locally, this Python's poller.
     argv = (sys.executable, "-m", "poller")
-    return Launch(worker.id, argv, tuple(env), work_base)
+    digest = hashlib.sha256(creds.read_bytes()).hexdigest() if creds.exists() else ""
+    return Launch(worker.id, argv, tuple(env), work_base, digest)

@@ -399,3 +399,36 @@ def test_a_broker_that_cannot_start_is_one_line_and_leaves_nothing(fleet: LocalF
         assert "Traceback" not in done.stdout + done.stderr
         assert processes_under(fleet.root) == []
         assert not fleet.state.up_json.exists()
+
+
+# As an older fleetctl left the local store: w-echo's user without the task-lease subjects
+# (a permission added later), run as the fleet's user so the files stay that user's.
+AGE_CREDS = """
+import dataclasses, sys
+from nsc.permissions import Permission
+from fleetctl import credentials, natsaccess
+from fleetctl.config.loader import load_fleet
+from fleetctl.local.server import local_fleet
+from fleetctl.local.state import StateDir
+from fleetctl.natsnames import NatsNames
+from pathlib import Path
+root = Path(sys.argv[1])
+loaded = load_fleet(root / "fleet.yaml", root / "servers.yaml")
+fleet = local_fleet(loaded, StateDir(root / ".fleetctl"), 1, 2)
+authority = credentials.load(fleet)
+perms = natsaccess.worker_permissions(NatsNames("af"), "w-echo")
+old = [s for s in perms.pub.allow if "kv" not in s.lower()]
+perms = dataclasses.replace(perms, pub=Permission.of(old, perms.pub.deny))
+authority.issue_user(natsaccess.worker_user("w-echo"), perms, tags=[natsaccess.ROLE_WORKER])
+"""
+
+
+def test_creds_an_older_version_issued_are_issued_again(fleet: LocalFleet) -> None:
+    fleet.write(ECHO)
+    fleet.up()
+    fleet.fleetctl("down")
+    prefix = fleet.argv()[:-2]  # setpriv ... python, without `-c main`
+    subprocess.run([*prefix, "-c", AGE_CREDS, str(fleet.root)], env=fleet.env, check=True)
+    fleet.up()
+    task = fleet.send(["w-echo"], "leased")
+    assert fleet.results(task)["w-echo"]["output"] == "echo: leased\n"
