@@ -1,5 +1,5 @@
-"""`./dev demo`: the example fleet on this machine, one task to every worker that started,
-their real results side by side, then the fleet stopped.
+"""`./dev demo`: the example fleet on this machine, one task to its demo workers (plain
+commands that run anywhere), their real results side by side, then the fleet stopped.
 
 It runs the same commands a user would (`fleetctl up --detach --json`, `fleetctl down`) and
 sends the task with `fleetctl.client`, as `fleetctl task send --wait` does. A fleet already
@@ -29,6 +29,12 @@ TASK = (
     "result, and the results come back to the fleet, side by side."
 )
 TIMEOUT = 60.0
+DEMO_ROLE = "demo"
+
+
+def _role(fleet: Fleet, worker_id: str) -> str | None:
+    w = fleet.worker(worker_id)
+    return w.role if w is not None else None
 
 
 def _fleetctl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -49,7 +55,7 @@ def _runs(fleet: Fleet, worker_id: str) -> str:
 
 
 def _table(fleet: Fleet, workers: list[str], results: dict[str, dict[str, Any]]) -> Table:
-    table = Table(title="One task, every worker that runs here", show_lines=True)
+    table = Table(title="One task, every demo worker", show_lines=True)
     table.add_column("", style="bold")
     for worker in workers:
         table.add_column(worker, overflow="fold")
@@ -72,18 +78,28 @@ def main(fleet_path: Path = Path("fleet.yaml"), servers_path: Path = Path("serve
     state = StateDir(default_state_dir(fleet_path))
     fleet = load_fleet(fleet_path, servers_path)  # invalid: `fleetctl validate` said so
     already = running_pid(state) is not None
-    started = _fleetctl("up", "--detach", "--json")
-    if started.returncode != 0:
+    up = _fleetctl("up", "--detach", "--json")
+    if up.returncode != 0:
         return 1
-    summary = json.loads(started.stdout)
+    summary = json.loads(up.stdout)
     for entry in summary["not_started"]:
         err().print(f"{entry['worker_id']}: not started: {entry['reason']}", markup=False)
-    workers = list(summary["started"])
+    started = list(summary["started"])
+    # The task goes to the workers that run on any machine (role: demo); an LLM worker
+    # that started here is named, not sent a task it may not have the login to run.
+    workers = [w for w in started if _role(fleet, w) == DEMO_ROLE]
+    others = [w for w in started if w not in workers]
     code = 0
     try:
-        if len(workers) < 1:
-            err().print("no worker could start on this machine", markup=False)
+        if not workers:
+            err().print("no demo worker could start on this machine", markup=False)
             return 1
+        if others:
+            err().print(
+                f"Also running here: {', '.join(others)} (send them a task: "
+                f'fleetctl task send --to {others[0]} --wait "...")',
+                markup=False,
+            )
         err().print(f"Task for {', '.join(workers)}:\n  {TASK}", markup=False)
         with Client.open(fleet_path, servers_path) as client:
             done = client.wait(client.send(TASK, to=workers), timeout=TIMEOUT)
