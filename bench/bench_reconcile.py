@@ -11,6 +11,7 @@ Measures, each as the real `fleetctl` command run inside the simulated LAN:
 2. a no-op `fleetctl plan --detailed-exitcode`, --rounds times. Target: median at most
    1.5 s. Then the same with `--parallel 20` (twice the default), for comparison only;
 3. a no-op `fleetctl apply --all --yes`, --rounds times. Target: median at most 1.5 s.
+`--status` also times `fleetctl status --check` (after the no-op plans; no target).
 Both no-ops must print "No changes" and exit 0, or the bench fails. Exits 1 if a target is
 missed. Beside the wall time: the CPU time of the fleetctl process and of the whole machine
 during the command (the simulated hosts' sshd, agent and systemctl run on the same cores).
@@ -191,6 +192,18 @@ def noop_rounds(env: FleetEnv, label: str, n: int, *args: str) -> Row:
     for _ in range(n):
         run = timed(env, *args)
         check_noop("fleetctl " + " ".join(args), run.done)
+        row.runs.append(run)
+    return row
+
+
+def status_rounds(env: FleetEnv, n: int) -> Row:
+    """`fleetctl status --check` of the healthy fleet: every host observed as a no-op plan
+    observes it, plus a ping and a consumer look-up per worker; it must find no problem."""
+    row = Row("status --check")
+    for _ in range(n):
+        run = timed(env, "status", "--check")
+        if run.done.returncode != 0:
+            sys.exit(f"bench_reconcile: status found problems:\n{run.done.stdout}{run.done.stderr}")
         row.runs.append(run)
     return row
 
@@ -378,6 +391,9 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5, help="runs of each no-op command")
     p.add_argument("--breakdown", action="store_true", help="also time the phases of one run")
     p.add_argument("--against", metavar="FLEETCTL", help="A/B the no-ops with this fleetctl")
+    p.add_argument(
+        "--status", action="store_true", help="also time `fleetctl status --check` (no target)"
+    )
     args = p.parse_args()
     reason = skip_reason()
     if reason is not None:
@@ -404,6 +420,8 @@ def main() -> int:
             wide = (*plan, "--parallel", "20")
             row = noop_rounds(env, "no-op plan --parallel 20", args.rounds, *wide)
             rows.append(dataclasses.replace(row, target=None))
+            if args.status:
+                rows.append(status_rounds(env, args.rounds))
             label = "no-op apply --all --yes"
             rows.append(noop_rounds(env, label, args.rounds, "apply", "--all", "--yes"))
             if args.against:

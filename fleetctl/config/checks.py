@@ -245,6 +245,17 @@ def _check_llm(
                 f"`{key}:` is only used by the {owner} backend, not {backend}",
                 f"remove it, or set llm: {' or '.join(OWNER_LLMS[owner])}",
             )
+    budget = entry.get("budget")
+    per_task = (*base, "budget", "per_task_usd")
+    has_per_task = isinstance(budget, dict) and budget.get("per_task_usd") is not None
+    if has_per_task and backend != "claude" and c.ok(per_task):
+        c.add(
+            fmap.key(per_task),
+            per_task,
+            f"`budget.per_task_usd` is only kept by the claude backend, not {backend} "
+            "(its CLI cannot bound a task's cost)",
+            "remove it; budget.daily_usd applies to every backend",
+        )
     if needs_env and entry.get("env_file") is None and defaults.get("env_file") is None:
         c.add(
             fmap.value(path),

@@ -54,3 +54,22 @@ def test_no_budget_renders_nothing() -> None:
     for w in fleet.workers:
         env = dict(poller_unit_environment(fleet, w))
         assert not {k for k in env if k.startswith("BUDGET_") or k == "NATS_SPEND_BUCKET"}
+
+
+def test_a_per_task_limit_on_a_worker_that_cannot_keep_it_is_refused(tmp_path: Path) -> None:
+    from fleetctl.config.errors import ConfigError
+
+    text = EXAMPLE_FLEET.read_text().replace(
+        "    llm: codex\n", "    llm: codex\n    budget: {per_task_usd: 1}\n", 1
+    )
+    path = tmp_path / "fleet.yaml"
+    path.write_text(text)
+    try:
+        load_fleet(path, EXAMPLE_SERVERS, fleet_name="fleet.yaml")
+    except ConfigError as e:
+        [problem] = e.problems
+    else:
+        raise AssertionError("accepted")
+    line = text.splitlines().index("    budget: {per_task_usd: 1}") + 1
+    assert str(problem).startswith(f"fleet.yaml:{line}:")
+    assert "budget.per_task_usd` is only kept by the claude backend, not codex" in str(problem)
