@@ -28,6 +28,7 @@ from fleetctl.natsnames import NatsNames
 VERSION = 1
 API = "$JS.API"
 PING_TIMEOUT = 2.0  # a live poller answers in milliseconds
+SPEND_TIMEOUT = 2.0
 HEARTBEAT_INTERVAL = 5.0  # the poller's default (docs/poller.md); fleetctl does not change it
 STALE_AFTER = 2 * HEARTBEAT_INTERVAL  # --watch: two heartbeats missed
 
@@ -44,6 +45,8 @@ class WorkerStatus:
     deployed: bool = False
     creds_expires_at: int | None = None
     started_here: bool = True  # False: a local fleet that could not start it (no CLI here)
+    daily_usd: float | None = None  # its budget, and what it spent today (UTC), if it has one
+    spent_today_usd: float | None = None
 
     @property
     def state(self) -> str:
@@ -84,6 +87,8 @@ class WorkerStatus:
             "failed": sum(v for k, v in counts.items() if k != "completed" and isinstance(v, int)),
             "labels": dict(self.labels),
             "creds_expires_at": self.creds_expires_at,
+            "daily_usd": self.daily_usd,
+            "spent_today_usd": self.spent_today_usd,
         }
 
 
@@ -110,6 +115,8 @@ class BrokerStatus:
     dead_letters: int = 0
     dead_last_seq: int = 0
     new_dead_letters: int = 0
+    fleet_daily_usd: float | None = None
+    fleet_spent_today_usd: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +127,8 @@ class BrokerStatus:
             "streams": [{"name": n} | dict(s) for n, s in sorted(self.streams.items())],
             "dead_letters": self.dead_letters,
             "new_dead_letters": self.new_dead_letters,
+            "fleet_daily_usd": self.fleet_daily_usd,
+            "fleet_spent_today_usd": self.fleet_spent_today_usd,
         }
 
 
@@ -187,7 +196,10 @@ def problems(status: FleetStatus, fleet: Fleet, now: float) -> list[str]:
 
 
 def workers_of(fleet: Fleet) -> list[WorkerStatus]:
-    return [WorkerStatus(w.id, w.host, w.enabled, w.labels) for w in fleet.workers]
+    return [
+        WorkerStatus(w.id, w.host, w.enabled, w.labels, daily_usd=w.daily_usd)
+        for w in fleet.workers
+    ]
 
 
 async def _info(nc: Any, subject: str) -> dict[str, Any] | None:
@@ -217,6 +229,33 @@ class BusView:
             self._note(msg.subject.split(".")[-2], msg.data)
 
         await self.nc.subscribe(self.names.status("*"), cb=on_status)
+
+    async def _spend(self, broker: BrokerStatus) -> None:
+        """Today's spend (UTC) against each daily budget, from the poller's counters."""
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        for w in self.workers.values():
+            if w.daily_usd is not None:
+                w.spent_today_usd = await self._counter(f"worker.{w.worker_id}.{day}")
+        broker.fleet_daily_usd = next(
+            (w.fleet_daily_usd for w in self.fleet.workers if w.fleet_daily_usd is not None), None
+        )
+        if broker.fleet_daily_usd is not None:
+            broker.fleet_spent_today_usd = await self._counter(f"fleet.{day}")
+
+    async def _counter(self, key: str) -> float | None:
+        """None when it cannot be read (admin creds issued before status could read them:
+        `fleetctl apply` re-issues them); the rest of the status does not depend on it."""
+        n = self.names
+        subject = f"{API}.DIRECT.GET.{n.spend_stream}.$KV.{n.spend_bucket}.{key}"
+        try:
+            reply = await self.nc.request(subject, b"", timeout=SPEND_TIMEOUT)
+        except Exception:
+            return None
+        if (reply.headers or {}).get("Status") == "404":
+            return 0.0
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            return round(float(json.loads(reply.data).get("usd", 0.0)), 6)
+        return None
 
     def _note(self, worker_id: str, data: bytes) -> None:
         worker = self.workers.get(worker_id)
@@ -268,6 +307,7 @@ class BusView:
             if stream == n.dead_stream:
                 broker.dead_letters = int(state.get("messages", 0))
                 broker.dead_last_seq = int(state.get("last_seq", 0))
+        await self._spend(broker)
         server = getattr(self.nc, "_server_info", None) or {}
         broker.server_version = str(server.get("version", ""))
         broker.reachable = True

@@ -122,8 +122,8 @@ def admin_api(names: NatsNames) -> list[str]:
     fleet's own stream names: is JetStream up, look up / create / update its five streams
     (tasks, results, dead letters, the leases and spend buckets), list, look up, create, update and
     delete consumers on the task stream. No stream delete or purge, no message get or
-    delete, no direct get, no pull (MSG.NEXT), no ephemeral consumers, no other stream's
-    consumers."""
+    delete, no direct get but of a spend counter (status), no pull (MSG.NEXT), no ephemeral
+    consumers, no other stream's consumers."""
     api = [f"{JS_API}.INFO"]
     streams = (names.task_stream, names.results_stream, names.dead_stream, names.lease_stream)
     for stream in (*streams, names.spend_stream):
@@ -134,6 +134,9 @@ def admin_api(names: NatsNames) -> list[str]:
     # The same create with its filter in the subject (how nats-py and the nats CLI send it),
     # only for a filter on a worker inbox.
     api.append(f"{JS_API}.CONSUMER.CREATE.{tasks}.*.{names.all_inboxes}")
+    # `fleetctl status`: today's spend against each budget, a direct get of one counter by
+    # the subject in the request subject (only the spend bucket's: no task, result or lease).
+    api.append(f"{JS_API}.DIRECT.GET.{names.spend_stream}.{names.all_spend}")
     return api
 
 

@@ -38,6 +38,15 @@ def _size(n: Any) -> str:
     return human_size(n) if isinstance(n, int) else "-"
 
 
+def _spend(spent: Any, limit: Any) -> Text:
+    if limit is None:
+        return Text("-")
+    if spent is None:
+        return Text(f"? of {float(limit):.2f}")
+    used = float(spent)
+    return Text(f"{used:.2f} of {float(limit):.2f}", "bold red" if used >= limit else "")
+
+
 def _workers(rows: list[dict[str, Any]], now: float) -> Table:
     table = Table(box=None, pad_edge=False, title="workers", title_justify="left")
     for name in ("WORKER", "STATE", "HEARTBEAT", "VERSION", "UPTIME"):
@@ -45,6 +54,7 @@ def _workers(rows: list[dict[str, Any]], now: float) -> Table:
     for name in ("QUEUED", "IN FLIGHT", "REDELIVERED", "DONE", "FAILED"):
         table.add_column(name, justify="right")
     table.add_column("LABELS")
+    table.add_column("SPENT TODAY", justify="right")
     table.add_column("CREDS")
     for w in rows:
         state = Text(w["state"], STATE_STYLES.get(w["state"], ""))
@@ -63,6 +73,7 @@ def _workers(rows: list[dict[str, Any]], now: float) -> Table:
             str(w["completed"]),
             str(w["failed"]),
             Text(",".join(f"{k}={v}" for k, v in sorted(w["labels"].items())) or "-"),
+            _spend(w["spent_today_usd"], w["daily_usd"]),
             "never expire" if expires is None else f"{_age(expires - now)} left",
         )
     return table
@@ -100,6 +111,12 @@ def _broker(b: dict[str, Any]) -> RenderableType:
             Text(
                 f"  {s['name']}: {s['messages']} messages, "
                 f"{_size(s['bytes'])} of {_size(s['max_bytes'])}"
+            )
+        )
+    if b["fleet_daily_usd"] is not None:
+        lines.append(
+            Text("  fleet spend today: ").append(
+                _spend(b["fleet_spent_today_usd"], b["fleet_daily_usd"])
             )
         )
     new = b["new_dead_letters"]

@@ -37,7 +37,8 @@ def _dead(tf: TaskFleet) -> list[dict[str, Any]]:
 
 
 def test_a_daily_budget_of_one_dollar_runs_four_tasks_of_a_quarter(tmp_path: Path) -> None:
-    workers = {"w1": {"llm": "claude-code", "env": {**CLAUDE, "BUDGET_DAILY_USD": "1.00"}}}
+    env = {**CLAUDE, "BUDGET_DAILY_USD": "1.00"}  # as fleet.yaml's budget renders it
+    workers = {"w1": {"llm": "claude-code", "budget": {"daily_usd": 1.0}, "env": env}}
     with task_fleet(tmp_path, workers) as tf:
         results = [send(tf, "w1", n) for n in range(6)]
         assert [r["status"] for r in results] == ["completed"] * 4 + ["rejected"] * 2
@@ -56,16 +57,23 @@ def test_a_daily_budget_of_one_dollar_runs_four_tasks_of_a_quarter(tmp_path: Pat
         costs = json.loads(tf.fleetctl("costs", "--json").stdout)
         assert costs["total_usd"] == 1.0
         assert len(tf.runs("w1")) == 4  # the CLI never started for the rejected ones
+        shown = tf.fleetctl("status", "--json", "--no-hosts", admin=True)
+        [w1] = json.loads(shown.stdout)["workers"]
+        assert (w1["spent_today_usd"], w1["daily_usd"]) == (1.0, 1.0)
 
 
 def test_two_workers_sharing_a_fleet_budget_run_four_tasks_between_them(tmp_path: Path) -> None:
     env = {**CLAUDE, "BUDGET_FLEET_DAILY_USD": "1"}
     workers = {w: {"llm": "claude-code", "env": env} for w in ("w1", "w2")}
-    with task_fleet(tmp_path, workers) as tf:
+    with task_fleet(tmp_path, workers, top={"budget": {"daily_usd": 1.0}}) as tf:
         results = [send(tf, ("w1", "w2")[n % 2], n) for n in range(6)]
         assert [r["status"] for r in results] == ["completed"] * 4 + ["rejected"] * 2
         assert "over budget: the fleet spent 1.00 of its daily_usd 1.00" in results[5]["error"]
         assert len(tf.runs("w1")) == 2 and len(tf.runs("w2")) == 2
+        broker = json.loads(tf.fleetctl("status", "--json", "--no-hosts", admin=True).stdout)[
+            "broker"
+        ]
+        assert (broker["fleet_spent_today_usd"], broker["fleet_daily_usd"]) == (1.0, 1.0)
         asyncio.run(_only_own_and_the_fleets_counters(tf))
 
 

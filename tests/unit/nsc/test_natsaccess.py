@@ -123,6 +123,7 @@ def test_publisher_and_admin() -> None:
         "$JS.API.CONSUMER.CREATE.AF_TASKS.*",
         "$JS.API.CONSUMER.DELETE.AF_TASKS.*",
         "$JS.API.CONSUMER.CREATE.AF_TASKS.*.af.worker.*.inbox",
+        "$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.>",
         "af.worker.*.ping",
     )
     assert adm.pub.deny == ()
