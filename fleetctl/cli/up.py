@@ -112,6 +112,25 @@ def _check_only(fleet: Fleet, only: tuple[str, ...]) -> None:
         fail(f"unknown worker(s) for --only: {', '.join(unknown)}", "see fleet.yaml's workers")
 
 
+def _install_clis(fleet: Fleet, only: tuple[str, ...]) -> None:
+    """The pinned CLIs of the workers that would start, from npm into this machine's cache
+    (what `apply` uploads to hosts); a CLI already there is not fetched again."""
+    from fleetctl import clicache
+
+    wanted = {
+        (w.cli.package, w.cli.version): w.cli
+        for w in fleet.workers
+        if w.enabled and w.cli is not None and (not only or w.id in only)
+    }
+    for cli in wanted.values():
+        if clicache.installed_bin(cli, clicache.default_cache_dir()) is None:
+            _say(f"fetching {cli.package}@{cli.version} with npm")
+            try:
+                clicache.install(cli)
+            except clicache.CliInstallError as e:
+                fail(str(e))
+
+
 def _reload(state: StateDir, pid: int, as_json: bool) -> None:
     _say(f"The local fleet is already running (pid {pid}); applying fleet.yaml to it.")
     waits = float((read_json(state.supervisor_json) or {}).get("ready_timeout", READY_TIMEOUT))
@@ -147,6 +166,11 @@ def _reload(state: StateDir, pid: int, as_json: bool) -> None:
     metavar="SECONDS",
     help="How long to wait for each started worker's first heartbeat.",
 )
+@click.option(
+    "--install-clis",
+    is_flag=True,
+    help="First fetch the pinned LLM CLIs the workers need into the CLI cache (npm).",
+)
 @state_dir_option
 @json_option
 @pass_app
@@ -156,12 +180,15 @@ def up(
     only: tuple[str, ...],
     reload_only: bool,
     wait_timeout: float,
+    install_clis: bool,
     state_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Run every enabled worker of the fleet on this machine, with a local nats-server."""
     fleet = app.fleet()
     _check_only(fleet, only)
+    if install_clis:
+        _install_clis(fleet, only)
     if as_json and not detach and not reload_only:
         fail("--json needs --detach", "fleetctl up --detach --json")
     state = _state(app, state_dir)

@@ -67,7 +67,7 @@ def missing(worker: Worker, path: str = SYSTEMD_PATH) -> str | None:
         if found is None or not os.access(found, os.X_OK) or Path(found).is_dir():
             if worker.cli is not None:
                 pinned = f"{worker.cli.package}@{worker.cli.version}"
-                fix = "`fleetctl apply` installs it there with npm, or set bin:"
+                fix = "`fleetctl up --install-clis` fetches it with npm, or set bin:"
                 return f"{pinned} not found in the CLI cache ({fix})"
             fix = "change command:" if worker.backend == "command" else "set bin:"
             hint = _INSTALL_HINTS.get(worker.llm, f"install it, or {fix}")

@@ -57,7 +57,7 @@ def test_a_worker_whose_cli_is_missing_says_what_to_install(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty CLI cache
     assert missing(codex) == (
         "@openai/codex@0.171.0 not found in the CLI cache "
-        "(`fleetctl apply` installs it there with npm, or set bin:)"
+        "(`fleetctl up --install-clis` fetches it with npm, or set bin:)"
     )
     assert missing(wc, path="/nonexistent") == "wc not found (install it, or change command:)"
     assert missing(wc) is None
@@ -88,3 +88,27 @@ def test_a_poller_that_keeps_exiting_is_restarted_and_its_crash_loop_reported(
         f"supervisor: crash loop: exited {CRASH_LOOP_EXITS} times in 60 s (last exit code 3)"
     )
     assert child.in_crash_loop
+
+
+def test_install_clis_fetches_each_missing_pinned_cli_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`up --install-clis`: every pinned CLI an enabled (or --only) worker needs and the
+    cache lacks, once per package and version (npm itself is the contract tests' part)."""
+    from fleetctl import clicache
+    from fleetctl.cli import up
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty CLI cache
+    asked: list[str] = []
+    monkeypatch.setattr(
+        clicache, "install", lambda cli, cache=None: asked.append(f"{cli.package}@{cli.version}")
+    )
+    up._install_clis(example_fleet(), ())
+    assert sorted(asked) == [
+        "@anthropic-ai/claude-code@2.1.197",
+        "@google/gemini-cli@0.61.0",
+        "@openai/codex@0.171.0",
+    ]
+    asked.clear()
+    up._install_clis(example_fleet(), ("codex-py-dev-01",))
+    assert asked == ["@openai/codex@0.171.0"]
