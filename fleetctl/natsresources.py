@@ -229,10 +229,18 @@ def near_limit_warning(info: dict[str, Any], threshold: float = NEAR_LIMIT) -> s
 def worker_consumer(settings: NatsSettings, worker_id: str, concurrency: int) -> ConsumerSpec:
     """One durable pull consumer per worker, filtered on its own inbox."""
     n = NatsNames(settings.subject_prefix)
+    return _task_consumer(settings, n.consumer(worker_id), n.inbox(worker_id), concurrency)
+
+
+def _task_consumer(
+    settings: NatsSettings, durable: str, subject: str, concurrency: int
+) -> ConsumerSpec:
+    """A durable pull consumer on the task stream: explicit acks, redelivered after
+    ack_wait up to max_deliver, at most `concurrency` tasks in flight."""
     return ConsumerSpec(
-        stream=n.task_stream,
-        durable=n.consumer(worker_id),
-        filter_subject=n.inbox(worker_id),
+        stream=NatsNames(settings.subject_prefix).task_stream,
+        durable=durable,
+        filter_subject=subject,
         ack_wait=settings.ack_wait,
         max_deliver=settings.max_deliver,
         max_ack_pending=concurrency,
@@ -244,14 +252,7 @@ def route_consumer(settings: NatsSettings, route: str, concurrency: int) -> Cons
     from; the first free one takes each task, and a task whose worker dies is delivered to
     another after ack_wait. `concurrency`: the members' together."""
     n = NatsNames(settings.subject_prefix)
-    return ConsumerSpec(
-        stream=n.task_stream,
-        durable=n.route_consumer(route),
-        filter_subject=n.route_inbox(route),
-        ack_wait=settings.ack_wait,
-        max_deliver=settings.max_deliver,
-        max_ack_pending=concurrency,
-    )
+    return _task_consumer(settings, n.route_consumer(route), n.route_inbox(route), concurrency)
 
 
 def fleet_resources(
