@@ -35,6 +35,7 @@ SMALL = NatsSettings(
     results_max_bytes=2 * MIB,
     dead_max_bytes=2 * MIB,
     leases_max_bytes=1 * MIB,
+    spend_max_bytes=1 * MIB,
     max_msg_size=128 * KIB,
     dead_letters_per_worker=5,
     account_max_file_store=16 * MIB,
