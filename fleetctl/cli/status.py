@@ -99,6 +99,8 @@ def _hosts_meanwhile(fleet: Fleet, bus: BusOptions, status: fs.FleetStatus) -> t
             status.hosts = fs.observe_hosts(fleet, bus.ssh)
         except (TransportError, BusError) as e:
             status.hosts = [fs.HostStatus("(hosts)", False, str(e))]
+        except Exception as e:  # in a thread: otherwise a traceback and no hosts shown
+            status.hosts = [fs.HostStatus("(hosts)", False, f"not observed: {e}")]
 
     thread = threading.Thread(target=observe, name="status-hosts", daemon=True)
     thread.start()
