@@ -25,6 +25,8 @@ from fleetctl.apply.program import (
 from fleetctl.bus import client as bus_client
 from fleetctl.bus import jetstream
 from fleetctl.desired import PackageSpec
+from fleetctl.natsaccess import worker_user
+from fleetctl.natsnames import NatsNames
 from fleetctl.observation import LiveView
 from fleetctl.plan import BusPlan, HostPlan, Plan, diff_bus, human_size
 from fleetctl.sessions import Session, for_each_host
@@ -83,7 +85,12 @@ def apply(
         with guard:
             results[name] = result
 
+    drain_error = _drain_departing(view, report)
     for wave in waves(view.plan):
+        if drain_error is not None and bus is not None and bus.via in wave:
+            # Draining failed: leave the bus's hosts (and so the revocation) for the next run.
+            results[bus.via] = HostResult(bus.via, False, 0, DRAIN_STEP, drain_error)
+            wave = [n for n in wave if n != bus.via]
         for_each_host(wave, run, view.options.parallel)
     _check_pings(view, results, report)
     for result in results.values():
@@ -297,6 +304,50 @@ def _upload(
         size = human_size(bundle.size)
         report.step(name, f"upload {cli.package} {cli.version} ({size})", 0, len(prog.steps))
         session.transport.put(bundle.path, staged_cli(cli))
+
+
+DRAIN_STEP = "dead-letter the departing workers' queued tasks"
+
+
+def departing(view: LiveView) -> list[str]:
+    """Workers whose consumer this apply deletes while tasks still wait on it."""
+    bus = view.plan.bus
+    if bus is None:
+        return []
+    prefix = NatsNames.consumer("")
+    return [
+        c.name.split("/", 1)[1].removeprefix(prefix)
+        for c in bus.changes
+        if c.kind == "consumer"
+        and c.action == "delete"
+        and c.name.split("/", 1)[1].startswith(prefix)
+        and view.bus.queued.get(f"consumer {c.name}", 0) > 0
+    ]
+
+
+def _drain_departing(view: LiveView, report: Reporter) -> str | None:
+    """Before the broker's wave revokes them: each departing worker's queued tasks become
+    its dead letters, read as that worker (fleetctl/bus/drain.py). The error, if any."""
+    workers = departing(view)
+    bus = view.plan.bus
+    session = view.sessions.get(bus.via) if bus else None
+    if not workers or session is None:
+        return None
+    from fleetctl.bus import drain
+
+    authority = credentials.load(view.fleet)
+    report.step(session.host.name, DRAIN_STEP, 0, 0)
+    try:
+        for worker in workers:
+            creds = authority.creds_path(worker_user(worker)) if authority else None
+            if creds is None or not creds.exists():
+                return f"no credentials left for {worker} to read its queued tasks with"
+            who = drain.identity_of(worker, creds)
+            with bus_client.through(session.transport, view.fleet, who) as endpoint:
+                drain.drain(endpoint, view.fleet.nats.subject_prefix, worker)
+    except (TransportError, bus_client.BusError) as e:
+        return str(e)
+    return None
 
 
 def _apply_bus(

@@ -149,15 +149,26 @@ def test_disabling_a_worker_removes_it_and_revokes_its_creds(
         fleet_env.net.hosts[NODES[1]].file("/etc/fleet/creds/cmd-d.creds").read_bytes()
     )
     assert fleet_env.broker_accepts(old_creds)
+    # Two tasks wait for cmd-d while its poller is stopped; disabling it leaves them unrun.
+    fleet_env.sh(NODES[1], "systemctl stop cmd-d-poller.service")
+    for text in ("first", "second"):
+        sent = fleet_env.fleetctl("task", "send", "--to", "cmd-d", "--id", f"q-{text}", text)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
     fleet_env.set_worker("cmd-d", enabled=False)
     code, text = plan_lines(fleet_env, "--detailed-exitcode")
     assert code == 2, text
     assert "- unit cmd-d-poller.service" in text
     assert "- file /etc/fleet/creds/cmd-d.creds" in text
-    assert "- consumer AF_TASKS/worker-cmd-d" in text
+    assert "- consumer AF_TASKS/worker-cmd-d" in text and "2 queued tasks left unrun" in text
     assert "- credentials worker-cmd-d" in text
     done = fleet_env.fleetctl("apply", "--all", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
+    # apply made them dead letters (as cmd-d, before revoking it); one is sent on again.
+    dead = json.loads(fleet_env.fleetctl("dead", "list", "--worker", "cmd-d", "--json").stdout)
+    rows = [r for r in dead["dead"] if r["reason"].startswith("worker removed")]
+    assert sorted(r["task_id"] for r in rows) == ["q-first", "q-second"], dead
+    replayed = fleet_env.fleetctl("dead", "replay", str(rows[0]["seq"]), "--to", "cmd-c")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert not fleet_env.exists(NODES[1], "/etc/systemd/system/cmd-d-poller.service")
     assert not fleet_env.exists(NODES[1], "/etc/fleet/creds/cmd-d.creds")
     assert fleet_env.active(NODES[1], "cmd-c-poller.service")
