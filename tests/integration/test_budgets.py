@@ -99,3 +99,30 @@ async def _only_own_and_the_fleets_counters(tf: TaskFleet) -> None:
 
 def _today() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def test_concurrent_results_lose_no_spend(tmp_path: Path) -> None:
+    """Four tasks fanned out to two workers at once (two slots each): every result's cost
+    reaches the shared fleet counter, whichever poller wrote first."""
+    env = {**CLAUDE, "BUDGET_FLEET_DAILY_USD": "100", "CONCURRENCY": "2"}
+    workers = {w: {"llm": "claude-code", "concurrency": 2, "env": env} for w in ("w1", "w2")}
+    with task_fleet(tmp_path, workers, top={"budget": {"daily_usd": 100.0}}) as tf:
+        for n in range(4):
+            sent = tf.fleetctl(
+                "task", "send", directive(print="ok", sleep=0.5), "--to", "w1", "--to", "w2",
+                "--id", f"c{n}",
+            )  # fmt: skip
+            assert sent.returncode == 0, sent.stderr
+        deadline = time.monotonic() + 30
+        done: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(done) < 8:
+            done = [
+                r
+                for n in range(4)
+                for r in json.loads(tf.fleetctl("results", f"c{n}", "--json").stdout)["results"]
+                if r["status"] == "completed"
+            ]
+            time.sleep(0.2)
+        assert len(done) == 8
+        shown = json.loads(tf.fleetctl("status", "--json", "--no-hosts", admin=True).stdout)
+        assert shown["broker"]["fleet_spent_today_usd"] == 2.0
