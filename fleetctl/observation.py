@@ -138,6 +138,8 @@ def _peek_key(broker: Host, options: Options) -> str | None:
         return None
     try:
         return presented_key(Session(broker, transport))
+    except TransportError:  # lost at once: the key stays unknown, and the plan says so
+        return None
     finally:
         transport.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
@@ -257,28 +258,28 @@ def _written(value: object) -> str:
     return shown(value) if isinstance(value, str) else repr(value)
 
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+def _matching(pattern: str, what: str, fix: str) -> Callable[[str], str]:
+    """A check that the whole value matches `pattern`, saying what it is not and the fix."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise BadValue(f"{shown(value)} is not {what}", fix)
+        return value
+
+    return check
 
 
-def _sha256(value: str) -> str:
-    if not _SHA256.fullmatch(value):
-        raise BadValue(
-            f"{shown(value)} is not a sha256 (64 lower-case hex digits)",
-            "write what `sha256sum FILE` prints before the file name",
-        )
-    return value
-
-
-_CLI_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?")
-
-
-def _cli_version(value: str) -> str:
-    if not _CLI_VERSION.fullmatch(value):
-        raise BadValue(
-            f"{shown(value)} is not an exact npm version",
-            "write the exact version npm installs, like 2.1.197 or 1.0.0-beta.1, not a range",
-        )
-    return value
+_sha256 = _matching(
+    r"[0-9a-f]{64}",
+    "a sha256 (64 lower-case hex digits)",
+    "write what `sha256sum FILE` prints before the file name",
+)
+_cli_version = _matching(
+    r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?",
+    "an exact npm version",
+    "write the exact version npm installs, like 2.1.197 or 1.0.0-beta.1, not a range",
+)
 
 
 def parse_duration(value: object) -> int:
