@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetctl.bus.client import Endpoint, Identity, connect, run
+from fleetctl.bus.client import BusError, Endpoint, Identity, connect, run
 from fleetctl.natsaccess import worker_user
 from fleetctl.natsnames import NatsNames
 
@@ -66,8 +66,12 @@ async def _drain(endpoint: Endpoint, prefix: str, worker_id: str) -> int:
                 return moved
             for msg in batch:
                 data = dead_letter(worker_id, names.task_stream, msg)
-                await js.publish(names.dead(worker_id), data, stream=names.dead_stream)
-                await msg.ack_sync()
+                try:
+                    await js.publish(names.dead(worker_id), data, stream=names.dead_stream)
+                    await msg.ack_sync()
+                except Exception as e:  # the task stays queued; apply reports the host
+                    why = f"{type(e).__name__}: {e}".rstrip(": ")
+                    raise BusError(f"dead-lettering a task of {worker_id}: {why}") from None
                 moved += 1
     finally:
         await nc.close()
