@@ -39,13 +39,29 @@ class DeclarationError(ValueError):
 
 
 def declarable(kind: str, config: dict[str, Any]) -> dict[str, Any]:
-    """`config` if fleetctl may declare it; refuses copying streams and push consumers."""
+    """`config` if fleetctl may declare it; refuses copying streams, push consumers, and a
+    KV bucket that allows rollups or purges."""
     refused = COPYING_STREAM_KEYS if kind == "stream" else PUSH_CONSUMER_KEYS
     bad = [k for k in refused if config.get(k)]
+    name = config.get("name") or config.get("durable_name") or "?"
     if bad:
-        name = config.get("name") or config.get("durable_name") or "?"
         raise DeclarationError(f"{kind} {name}: fleetctl never declares {', '.join(bad)}")
+    if kind == "stream" and is_kv_bucket(config):
+        loose = [k for k in KV_GUARDS if config.get(k) != KV_BUCKET[k]]
+        if loose:
+            raise DeclarationError(
+                f"stream {name}: a KV bucket is always declared with "
+                + ", ".join(f"{k}: {str(KV_BUCKET[k]).lower()}" for k in loose)
+            )
     return config
+
+
+def is_kv_bucket(config: dict[str, Any]) -> bool:
+    """A KV bucket by the KV clients' conventions: stream `KV_<bucket>`, subjects `$KV.`."""
+    subjects = config.get("subjects") or []
+    return str(config.get("name", "")).startswith("KV_") or any(
+        str(s).startswith("$KV.") for s in subjects
+    )
 
 
 @dataclass(frozen=True)
@@ -63,7 +79,7 @@ class StreamSpec:
     max_bytes: int = -1
     # "new": refuse a publish once full (tasks); "old": drop the oldest (results, dead).
     discard: str = "old"
-    # A KV bucket: rollups and per-message TTLs, no message deletes by API.
+    # A KV bucket: per-message TTLs; no rollups, no purges, no message deletes by API.
     kv_bucket: bool = False
 
     @property
@@ -84,12 +100,24 @@ class StreamSpec:
             "max_bytes": self.max_bytes,
             "discard": self.discard,
             "num_replicas": 1,
-        } | (_KV_BUCKET if self.kv_bucket else {})
+        } | (KV_BUCKET if self.kv_bucket else {})
 
 
-# What `nats kv add` sets beyond the plain stream keys (only sent for a bucket, so the other
-# streams' fingerprints stay as they were), plus per-message TTLs for leases.
-_KV_BUCKET = {"allow_rollup_hdrs": True, "deny_delete": True, "allow_msg_ttl": True}
+# Every KV bucket's shape beyond the plain stream keys (only sent for a bucket, so the other
+# streams' fingerprints stay as they were). Unlike `nats kv add`: no rollup headers and purge
+# denied, because a `Nats-Rollup: all` published on any key a worker may write purges the
+# whole bucket (every worker's leases, the fleet's spend). A key is still deleted by a
+# `KV-Operation: DEL` marker, an ordinary message on that key; per-message TTLs for leases.
+# nats-server takes both changes on the update of an existing bucket, and never lets
+# `deny_purge` be turned off again (docs/security.md).
+KV_BUCKET = {
+    "allow_rollup_hdrs": False,
+    "deny_delete": True,
+    "deny_purge": True,
+    "allow_msg_ttl": True,
+}
+# What `declarable` insists on for any KV bucket, whoever built its config.
+KV_GUARDS = ("allow_rollup_hdrs", "deny_delete", "deny_purge")
 
 
 @dataclass(frozen=True)

@@ -42,3 +42,27 @@ def test_push_consumers_are_refused() -> None:
     with pytest.raises(DeclarationError, match="consumer spy: fleetctl never declares deliver"):
         declarable("consumer", config)
     assert declarable("consumer", {"durable_name": "w", "deliver_subject": ""})
+
+
+def test_every_kv_bucket_refuses_rollups_and_purges() -> None:
+    """A rollup published on any key a worker may write would purge the whole bucket: every
+    bucket the fleet declares has them off, and a hand-built bucket with them on is refused."""
+    buckets = [
+        s.api_config()
+        for s in fleet_resources(NatsSettings(), [("w1", 1)])
+        if s.key.startswith("stream KV_")
+    ]
+    assert [b["name"] for b in buckets] == ["KV_AF_LEASES", "KV_AF_SPEND"]
+    for b in buckets:
+        assert (b["allow_rollup_hdrs"], b["deny_purge"], b["deny_delete"]) == (False, True, True)
+        assert b["allow_msg_ttl"] is True  # leases expire by themselves
+    loose = {"name": "KV_NEW", "subjects": ["$KV.NEW.>"], "allow_rollup_hdrs": True}
+    with pytest.raises(
+        DeclarationError,
+        match="stream KV_NEW: a KV bucket is always declared with allow_rollup_hdrs: false, "
+        "deny_delete: true, deny_purge: true",
+    ):
+        declarable("stream", loose)
+    by_subject = {**buckets[0], "name": "OTHER", "deny_purge": False}
+    with pytest.raises(DeclarationError, match="deny_purge: true"):
+        declarable("stream", by_subject)
