@@ -43,7 +43,7 @@ def _budget(fleet: Fleet, worker_id: str, conn: Conn) -> Budget:
 async def _key(conn: Conn, stream: str, subject: str) -> tuple[int, bytes]:
     """(sequence, value) of one key, read with the credentials of a worker allowed to."""
     msg = await conn.nc.jetstream().get_msg(stream, subject=subject, direct=True)
-    return int(msg.seq), bytes(msg.data or b"")
+    return int(msg.seq or 0), bytes(msg.data or b"")
 
 
 async def _stream_state(admin: Conn, stream: str) -> dict[str, Any]:
@@ -153,9 +153,7 @@ def test_buckets_made_with_rollups_are_updated_by_the_plan(tmp_path: Path) -> No
         asyncio.run(_make_old_buckets(fleet, srv.url, specs))
         plan = diff_bus(bus, jetstream.observe(endpoint, bus), Selection(), via)
         assert plan is not None
-        assert [(c.action, c.name) for c in plan.changes] == [
-            ("update", s.name) for s in buckets
-        ]
+        assert [(c.action, c.name) for c in plan.changes] == [("update", s.name) for s in buckets]
         jetstream.apply(endpoint, plan.changes)
         again = diff_bus(bus, jetstream.observe(endpoint, bus), Selection(), via)
         assert again is not None and again.changes == ()
