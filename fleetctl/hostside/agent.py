@@ -286,6 +286,14 @@ def _version_of(binary: str) -> Optional[str]:
     return done[1].decode("utf-8", "replace").strip() or None
 
 
+def _installed(path: str, hashed: bool) -> Optional[str]:
+    """A package's installed version: the sha256 of its file (a binary such as nats-server,
+    which observing never runs), or the version file fleetctl wrote."""
+    if hashed:
+        return _sha256(path) if os.path.isfile(path) else None
+    return _read_text(path)
+
+
 # The PATH systemd gives a unit that sets none: where a CLI's `#!/usr/bin/env node` looks.
 UNIT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -328,6 +336,7 @@ def observe(req: Dict[str, Any]) -> Dict[str, Any]:
     journal = _read_json(os.path.join(state_dir, "journal.json"))
     owned = (manifest or {}).get("resources") or {}
     files, dirs, users, units = (set(req.get(k) or ()) for k in ("files", "dirs", "users", "units"))
+    hashed = set(req.get("hashed") or ())
     for key in owned:
         kind, _, name = key.partition(" ")
         {"file": files, "dir": dirs, "user": users, "unit": units}.get(kind, set()).add(name)
@@ -353,7 +362,7 @@ def observe(req: Dict[str, Any]) -> Dict[str, Any]:
         },
         "contents": contents,
         "versions": {
-            name: (_read_text(path) if name != "nats-server" else _version_of(path))
+            name: _installed(path, name in hashed)
             for name, path in (req.get("versions") or {}).items()
         },
         "node": _node_version() if req.get("node") else None,

@@ -1,5 +1,6 @@
 """The local fleet's broker: the fleet with its creds and bus moved under the state dir, a
-real nats-server (the project's pinned binary) in operator mode, and the bus's streams and
+real nats-server (the pinned binary, or fleet.yaml's once its sha256 matches: `up` runs what
+fleet.yaml names, as apply does on the hosts) in operator mode, and the bus's streams and
 consumers made by the same plan and JetStream code as `apply`.
 """
 

@@ -7,10 +7,12 @@ left (as an operator's successive pull requests would).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from tests.e2e.fleet_env import (
     install_standins,
     prepare_wheelhouse,
 )
+from tests.support.natsserver import nats_server_binary
 from tests.support.simhosts import SimNet, skip_reason
 
 pytestmark = pytest.mark.e2e
@@ -391,3 +394,50 @@ def test_the_plan_while_nats_server_is_down_says_the_bus_is_not_observed(
     assert fleet_env.active(BROKER, "nats-server.service")
     assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
     assert fleet_env.tasks_round_trip(["cmd-c"])["cmd-c"]["status"] == "completed"
+
+
+def test_a_nats_server_of_fleet_yamls_choosing_runs_on_the_broker_only(
+    fleet_env: FleetEnv,
+) -> None:
+    """A pull request can add a binary and its sha256 together: the plan names it by its
+    hash and never runs it here; apply uploads it and only the broker runs it. Going back
+    to the pinned binary is seen although this one prints the pinned version line."""
+    real = nats_server_binary()
+    assert real is not None
+    marker = f"/tmp/fleetctl-e2e-ran-{uuid.uuid4().hex}"
+    script = fleet_env.dir / "tools" / "nats-server"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(
+        f'#!/bin/sh\ntouch {marker} 2>/dev/null\necho "wrapper of {real}" >&2\nexec {real} "$@"\n'
+    )
+    script.chmod(0o755)
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()
+    chosen = {"path": "tools/nats-server", "sha256": digest}
+    fleet_env.extra["nats"] = {"ack_wait": "30s", "server_binary": chosen}
+    fleet_env.write()
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    assert code == 2, text
+    assert "~ package nats-server" in text and f"sha256:{digest}" in text, text
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not Path(marker).exists()  # never run on this machine
+    broker = fleet_env.net.hosts[BROKER]
+    assert broker.file("/usr/local/bin/nats-server").read_bytes() == script.read_bytes()
+    assert fleet_env.active(BROKER, "nats-server.service")
+    assert f"wrapper of {real}" in fleet_env.sh(BROKER, "journalctl -u nats-server.service")
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0  # the broker's copy, by hash
+    assert fleet_env.tasks_round_trip(["cmd-c"])["cmd-c"]["status"] == "completed"
+
+    del fleet_env.extra["nats"]
+    fleet_env.write()
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    assert code == 2, text  # though it prints the pinned version, it is not the pinned one
+    assert "~ package nats-server" in text and "nats-server: v2.15.1" in text, text
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    installed = broker.file("/usr/local/bin/nats-server").read_bytes()
+    assert (
+        hashlib.sha256(installed).hexdigest() == hashlib.sha256(Path(real).read_bytes()).hexdigest()
+    )
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+    assert not Path(marker).exists()

@@ -124,6 +124,20 @@ def test_observe_reads_the_manifest_and_stats_owned_files(tmp_path: Path) -> Non
     assert json.loads(run_agent(req).stdout)["manifest"] == {"_corrupt": True}
 
 
+def test_observe_hashes_a_hashed_package_and_never_runs_it(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    binary = tmp_path / "nats-server"  # a stand-in that leaves a mark when run
+    binary.write_text(f"#!/bin/sh\ntouch {marker}\necho 'nats-server: v2.15.1'\n")
+    binary.chmod(0o755)
+    versions = {"nats-server": str(binary), "gone": str(tmp_path / "missing")}
+    req = {"op": "observe", "state_dir": str(tmp_path), "versions": versions}
+    done = run_agent(req | {"hashed": ["nats-server", "gone"]})
+    assert done.returncode == 0, done.stderr
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()
+    assert json.loads(done.stdout)["versions"] == {"nats-server": digest, "gone": None}
+    assert not marker.exists()
+
+
 def test_observing_imports_none_of_the_slow_modules(tmp_path: Path) -> None:
     req = {"op": "observe", "state_dir": str(tmp_path), "files": [], "versions": {}}
     done = run_agent(req, "-X", "importtime")

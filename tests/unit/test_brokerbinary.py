@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl import brokerbinary, wheelhouse
+from fleetctl import brokerbinary
 from fleetctl.config.schema import ServerBinary
 from fleetctl.wheelhouse import WheelhouseError
-from tests.support.example import EXAMPLE_FLEET, EXAMPLE_SERVERS
+from tests.support.example import EXAMPLE_FLEET, EXAMPLE_SERVERS, example_fleet_dir
 
 REAL = Path(sys.executable).parent / "nats-server"  # what ./dev installs from the lock
 
@@ -36,8 +36,10 @@ def test_the_binary_the_lock_installs_is_the_pinned_one() -> None:
     found = brokerbinary.resolve(None)
     assert found == brokerbinary.BrokerBinary(REAL, _digest(REAL))
     assert found.checked() == REAL
-    version = wheelhouse.nats_server_version(REAL)
+    done = subprocess.run([REAL, "--version"], capture_output=True, text=True, check=True)
+    version = done.stdout.strip()
     assert version == brokerbinary.PINNED_VERSION_LINE == brokerbinary.desired_version(None)
+    assert brokerbinary.identify(_digest(REAL)) == version  # how the broker's copy is named
 
 
 def test_any_other_nats_server_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,7 +65,7 @@ def test_the_operators_binary_is_taken_only_with_its_sha256(tmp_path: Path) -> N
     own = _script(tmp_path / "own" / "nats-server", counter)
     right = ServerBinary(path=str(own), sha256=_digest(own))
     assert brokerbinary.resolve(right) == brokerbinary.BrokerBinary(own, _digest(own))
-    assert brokerbinary.desired_version(right) == "nats-server: v9.9.9"
+    assert brokerbinary.desired_version(right) == f"sha256:{_digest(own)}"  # not its --version
 
     wrong = ServerBinary(path=str(own), sha256="0" * 64)
     with pytest.raises(WheelhouseError) as e:
@@ -72,7 +74,7 @@ def test_the_operators_binary_is_taken_only_with_its_sha256(tmp_path: Path) -> N
         f"nats.server_binary: {own} has sha256 {_digest(own)}, fleet.yaml says {'0' * 64}: "
         f"deploy nothing until they agree (`sha256sum {own}`)"
     )
-    assert counter.read_text() == "x\n"  # run once, for the right one; never for the wrong one
+    assert not counter.exists()  # never run, neither the right one nor the wrong one
     missing = ServerBinary(path=str(tmp_path / "nope"), sha256="0" * 64)
     with pytest.raises(WheelhouseError, match=r"cannot read .*nope \(No such file"):
         brokerbinary.resolve(missing).checked()
@@ -86,10 +88,12 @@ def _fleet_with(tmp_path: Path, block: str) -> Path:
     return fleet
 
 
-def _fleetctl(fleet: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _fleetctl(
+    fleet: Path, *args: str, servers: Path = EXAMPLE_SERVERS
+) -> subprocess.CompletedProcess[str]:
     command = [str(Path(sys.executable).parent / "fleetctl"), "-f", str(fleet)]
     return subprocess.run(
-        [*command, "-s", str(EXAMPLE_SERVERS), *args],
+        [*command, "-s", str(servers), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -103,7 +107,8 @@ def test_a_relative_server_binary_is_found_beside_fleet_yaml(tmp_path: Path) -> 
     block = f"  server_binary: {{path: bin/nats-server, sha256: {_digest(own)}}}\n"
     done = _fleetctl(_fleet_with(tmp_path, block), "plan", "--dry-run", "--host", "broker-host")
     assert done.returncode == 0, done.stderr
-    assert "nats-server: v9.9.9" in done.stdout
+    assert f"sha256:{_digest(own)}" in done.stdout
+    assert not (tmp_path / "count").exists()
 
 
 def test_a_mismatched_server_binary_fails_the_plan_in_one_line(tmp_path: Path) -> None:
@@ -134,3 +139,39 @@ def test_a_bad_sha256_is_a_validation_error_with_its_line(
     assert needle in done.stderr and "sha256sum FILE" in done.stderr
     assert "fleet.yaml:9" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_no_review_command_runs_the_binary_fleet_yaml_names(tmp_path: Path) -> None:
+    """A pull request can add a binary and its sha256 together, so the hash proves nothing
+    about who wrote it: validate, render, plan (dry or live) and status must never run it,
+    as the reviewer or as CI. Only the broker runs it, once apply has installed it."""
+    marker = tmp_path / "ran"
+    own = _script(tmp_path / "tools" / "nats-server", marker)  # a stand-in that leaves a mark
+    example_fleet_dir(tmp_path)
+    fleet = tmp_path / "fleet.yaml"
+    block = f"  server_binary: {{path: tools/nats-server, sha256: {_digest(own)}}}\n"
+    fleet.write_text(fleet.read_text().replace("\nnats:\n", f"\nnats:\n{block}", 1))
+    # Every host is this machine (the local transport): the live plan observes it, read-only.
+    servers = tmp_path / "servers.yaml"
+    servers.write_text(
+        "version: 1\nservers:\n"
+        + "".join(
+            f"  - {{name: {name}, address: localhost, roles: [{role}]}}\n"
+            for name, role in [
+                ("broker-host", "broker-host"),
+                ("worker-node-1", "worker-host"),
+                ("worker-node-2", "worker-host"),
+            ]
+        )
+    )
+    for args in (["validate"], ["render", "--out", str(tmp_path / "out")], ["status"]):
+        done = _fleetctl(fleet, *args, servers=servers)
+        assert not marker.exists(), f"`fleetctl {args[0]}` ran it"
+        assert "Traceback" not in done.stderr, (args, done.stderr)
+        assert done.returncode == (1 if args == ["status"] else 0), (args, done)
+    assert (tmp_path / "out" / "broker-host" / "etc" / "nats" / "nats-server.conf").is_file()
+    for args in (["plan", "--dry-run"], ["plan", "--host", "broker-host"]):
+        done = _fleetctl(fleet, *args, servers=servers)
+        assert not marker.exists(), f"`fleetctl {' '.join(args)}` ran it"
+        assert done.returncode == 0, (args, done.stderr)
+        assert f"sha256:{_digest(own)}" in done.stdout, args  # the plan names it by its hash

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import base64
 
-from fleetctl import agent_client, facts
+from fleetctl import agent_client, brokerbinary, facts
 from fleetctl.desired import desired_state
 from fleetctl.inputs import Inputs, Versions
 from tests.support.example import example_fleet
@@ -81,6 +81,22 @@ def test_parse_turns_the_answer_into_fingerprints() -> None:
     assert seen.unit_inputs == {"a.service": {"/etc/a": "x"}}
     assert seen.pending == ("a.service",)
     assert seen.manifest_revision == "r1"
+
+
+def test_the_broker_names_its_nats_server_by_hash_never_by_running_it() -> None:
+    inputs = Inputs(versions=Versions("1+a", brokerbinary.PINNED_VERSION_LINE))
+    state = desired_state(example_fleet(), inputs).hosts["broker-host"]
+    req = facts.request(state, with_contents=False)
+    assert req["versions"] == {"nats-server": "/usr/local/bin/nats-server"}
+    assert req["hashed"] == ["nats-server"]  # the agent hashes it: docs/security.md
+
+    def seen(digest: str) -> object:
+        return facts.parse({"versions": {"nats-server": digest}}).resources["package nats-server"]
+
+    pinned = brokerbinary.PINNED_SHA256["linux-x86_64"]
+    assert seen(pinned) == {"version": "nats-server: v2.15.1"}
+    # Any other binary, even one that would print the pinned version, is named by its hash.
+    assert seen("ab" * 32) == {"version": f"sha256:{'ab' * 32}"}
 
 
 def test_a_missing_python3_is_explained() -> None:

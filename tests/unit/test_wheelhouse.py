@@ -517,19 +517,6 @@ def test_nats_server_binary_falls_back_to_path(
     assert wheelhouse.nats_server_binary() is None
 
 
-def test_nats_server_version_runs_the_binary_once(tmp_path: Path) -> None:
-    counter = tmp_path / "count"
-    binary = _fake_nats_server(tmp_path / "bin", counter)
-    assert wheelhouse.nats_server_version(binary) == "nats-server: v9.9.9"
-    assert wheelhouse.nats_server_version(binary) == "nats-server: v9.9.9"
-    assert counter.read_text() == "x\n"
-
-
-def test_nats_server_version_of_a_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(WheelhouseError, match="--version"):
-        wheelhouse.nats_server_version(tmp_path / "nats-server")
-
-
 # --- built elsewhere, brought along (FLEETCTL_WHEELHOUSE) -----------------------------------
 
 
