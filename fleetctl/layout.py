@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import posixpath
+
 SYSTEMD_DIR = "/etc/systemd/system"
 FLEET_ETC = "/etc/fleet"
 CREDS_DIR = f"{FLEET_ETC}/creds"
 TUNNEL_DIR = f"{FLEET_ETC}/tunnel"
 TUNNEL_KEY = f"{TUNNEL_DIR}/id_ed25519"
 TUNNEL_KNOWN_HOSTS = f"{TUNNEL_DIR}/known_hosts"
+# Where the workers' env files belong (fleet.yaml `env_file`); fleetctl never writes them.
+ENV_DIR = f"{FLEET_ETC}/env"
 STATE_DIR = "/var/lib/fleetctl"  # manifest, journal, lock, staging
 STAGING_DIR = f"{STATE_DIR}/staging"
 OPT_FLEET = "/opt/fleet"  # the software fleetctl installs: the poller, the LLM CLIs
@@ -30,6 +34,27 @@ NATS_USER = "nats"
 NATS_BIN = "/usr/local/bin/nats-server"
 NATS_CONF_DIR = "/etc/nats"
 NATS_CONF = f"{NATS_CONF_DIR}/nats-server.conf"
+NATS_HOME = "/var/lib/nats"
+DEFAULT_WORK_BASE = "/var/lib/fleet"  # each worker's directory is `<base>/<id>`
+
+# The directories fleetctl keeps its own things in on a host: "the directory of <what>". A worker
+# owns its directory and may write everything below it (`ReadWritePaths=`), so no worker's
+# directory may be one of these, lie inside one or hold one (fleetctl/config/paths.py).
+OWN_DIRS = {
+    FLEET_ETC: "fleetctl's configuration on the host",
+    CREDS_DIR: "every worker's NATS credentials",
+    TUNNEL_DIR: "the tunnel's SSH key",
+    ENV_DIR: "the workers' env files",
+    STATE_DIR: "fleetctl's manifest, journal, lock and staging area",
+    OPT_FLEET: "the poller and the LLM CLIs fleetctl installs",
+    TUNNEL_HOME: "the tunnel user's files (its authorized key on the broker)",
+    SYSTEMD_DIR: "the units fleetctl writes",
+    posixpath.dirname(posixpath.dirname(SSHD_TUNNEL_CONF)): "sshd's configuration (the "
+    "tunnel's limits on the broker)",
+    NATS_CONF_DIR: "nats-server's configuration",
+    NATS_HOME: "nats-server's home and JetStream store",
+    posixpath.dirname(NATS_BIN): "the nats-server binary fleetctl installs",
+}
 
 
 def creds_path(worker_id: str) -> str:

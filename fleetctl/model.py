@@ -39,6 +39,11 @@ class Host:
         return WORKER_ROLE in self.roles
 
 
+def service_user(worker_id: str) -> str:
+    """Each worker runs as its own user, so one worker cannot read another's creds."""
+    return f"fleet-{worker_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class Worker:
     id: str
@@ -71,6 +76,8 @@ class Worker:
     # Daily spend limits in USD: the worker's own, and the whole fleet's (poller/budget.py).
     daily_usd: float | None = None
     fleet_daily_usd: float | None = None
+    # env_file may lie outside /etc/fleet/env/ (fleet.yaml says so for this worker).
+    env_file_outside_fleet: bool = False
 
     @property
     def trusts_reported_cost(self) -> bool:
@@ -83,8 +90,7 @@ class Worker:
 
     @property
     def service_user(self) -> str:
-        """Each worker runs as its own user, so one worker cannot read another's creds."""
-        return f"fleet-{self.id}"
+        return service_user(self.id)
 
 
 @dataclass(frozen=True)

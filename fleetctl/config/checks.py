@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetctl.config import natslimits
+from fleetctl.config import natslimits, paths
 from fleetctl.config.errors import BadValue, Mark, Problem
 from fleetctl.config.llms import BUILTIN_LLMS
 from fleetctl.config.pydantic_errors import did_you_mean
@@ -72,6 +72,7 @@ def check(
     if fleet is not None:
         _check_workers(c, fleet, fleet_map, hosts)
         _check_nats(c, fleet, fleet_map)
+        c.problems += paths.problems(fleet, fleet_map, c.ok)
     return c.problems
 
 

@@ -196,6 +196,7 @@ def _worker(w: WorkerEntry, fleet: FleetFile, llms: dict[str, Any], origin: Any)
         price=_price(fleet.prices.get(w.model or "") or fleet.prices.get(w.llm)),
         daily_usd=own_budget.daily_usd,
         fleet_daily_usd=fleet.budget.daily_usd,
+        env_file_outside_fleet=w.env_file_outside_fleet,
     )
 
 

@@ -22,6 +22,7 @@ from fleetctl.config.values import (
     LabelKey,
     LocalPath,
     Port,
+    RouteName,
     Seconds,
     Sha256,
     SubjectToken,
@@ -254,7 +255,9 @@ class WorkerDefaults(_Strict):
         "/var/lib/fleet", description="Parent of each worker's work directory (`<base>/<id>`)."
     )
     env_file: AbsPath | None = Field(
-        None, description="File on the host with provider tokens; fleetctl never reads it."
+        None,
+        description="File on the host with provider tokens, in /etc/fleet/env/, one per worker; "
+        "fleetctl never reads it.",
     )
     labels: Labels = Field(default_factory=dict, description="Labels merged into every worker's.")
     budget: BudgetSpec = Field(
@@ -308,6 +311,11 @@ class WorkerEntry(_Strict):
     max_budget_usd: float | None = _override("max_budget_usd", gt=0, le=10000)
     approval_mode: ApprovalMode | None = _override("approval_mode")
     env_file: AbsPath | None = _override("env_file")
+    env_file_outside_fleet: bool = Field(
+        False,
+        description="Allow this worker's env_file outside /etc/fleet/env/ (systemd reads it as "
+        "root and hands the worker every variable in it).",
+    )
     labels: Labels | None = _override("labels", merged=True)
     budget: BudgetSpec | None = Field(
         None, description="Merged over `defaults.budget` (the worker's keys win)."
@@ -368,8 +376,10 @@ class FleetFile(_Strict):
     )
     defaults: WorkerDefaults = Field(default_factory=WorkerDefaults)
     workers: list[WorkerEntry] = Field(description="The workers.")
-    routes: dict[Token, RouteSpec] = Field(
-        default_factory=dict, description="Named selectors for sending tasks (`--route NAME`)."
+    routes: dict[RouteName, RouteSpec] = Field(
+        default_factory=dict,
+        description="Named selectors for sending tasks (`--route NAME`); a name is a NATS "
+        "subject token, like a worker id.",
     )
     status: StatusSettings = Field(default_factory=StatusSettings)
     budget: BudgetSpec = Field(

@@ -76,6 +76,29 @@ def _worker_id(value: str) -> str:
     return value
 
 
+_ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+
+
+def _route_name(value: str) -> str:
+    """A route's name is a NATS subject token (`<prefix>.route.<name>.inbox`) and part of its
+    queue consumer's name (`route-<name>`): the characters of a worker id, at most 64."""
+    if value != value.lower() and _ROUTE_NAME.fullmatch(value.lower()):
+        raise BadValue(f"{shown(value)} has upper-case letters", f"use {value.lower()!r}")
+    if "." in value and not re.search(r"[\s%*>\"'\\$]", value):
+        raise BadValue(
+            f"{shown(value)} contains '.', which separates NATS subject tokens (the queue of a "
+            "`pick: any` route is `<prefix>.route.<name>.inbox`)",
+            "use '-' instead",
+        )
+    _explain(
+        value,
+        _ROUTE_NAME,
+        "a valid route name",
+        "use lower-case letters, digits and '-', starting with a letter or digit, at most 64",
+    )
+    return value
+
+
 _HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?")
 
 
@@ -328,6 +351,7 @@ def parse_size(value: object) -> int:
 
 
 WorkerId = Annotated[str, BeforeValidator(_text), AfterValidator(_worker_id)]
+RouteName = Annotated[str, BeforeValidator(_text), AfterValidator(_route_name)]
 HostName = Annotated[str, BeforeValidator(_text), AfterValidator(_host_name)]
 Address = Annotated[str, BeforeValidator(_text), AfterValidator(_address)]
 UnixUser = Annotated[str, BeforeValidator(_text), AfterValidator(_unix_user)]

@@ -33,7 +33,7 @@ WORKERS: dict[str, dict[str, Any]] = {
     "zai-1": {
         "llm": "zai",
         "model": "glm-x",
-        "env_file": "/etc/fleet/zai.env",
+        "env_file": "/etc/fleet/env/zai-1.env",
         "env": {
             "MODEL_BACKEND": "claude",
             "LLM": "zai",

@@ -344,7 +344,9 @@ def test_down_lets_a_running_task_finish_and_a_killed_supervisor_leaves_nothing(
 def test_a_worker_that_keeps_crashing_is_reported_and_the_others_run(fleet: LocalFleet) -> None:
     bad_env = fleet.root / "bad.env"
     bad_env.write_text("CONCURRENCY=zero\n")  # the poller refuses it and exits 2
-    fleet.write(ECHO + worker("w-bad", ["wc"]) + f"    env_file: {bad_env}\n")
+    # a file of the local fleet's own, outside /etc/fleet/env/
+    bad = f"    env_file: {bad_env}\n    env_file_outside_fleet: true\n"
+    fleet.write(ECHO + worker("w-bad", ["wc"]) + bad)
     summary = fleet.up("--wait-timeout", "5")
     assert summary["started"] == ["w-echo"]
     [failing] = summary["not_started"]

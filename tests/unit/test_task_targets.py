@@ -91,6 +91,43 @@ def test_route_problems_are_config_errors_with_file_and_line(tmp_path: Path) -> 
     assert "routes.s.select: select 'lang=py' matches no worker of the fleet" in shown[1]
 
 
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("a.b", "routes.a.b: 'a.b' contains '.', which separates NATS subject tokens"),
+        ("Go", "routes.Go: 'Go' has upper-case letters (use 'go')"),
+        ("go_fast", "routes.go_fast: 'go_fast' is not a valid route name"),
+        ("-go", "routes['-go']: '-go' is not a valid route name"),
+        ("a>", "routes['a>']: 'a>' contains '>', a NATS wildcard"),
+        ("r" * 65, "is not a valid route name (use lower-case letters, digits and '-'"),
+    ],
+)
+def test_a_route_name_is_a_subject_token_checked_with_the_other_problems(
+    tmp_path: Path, name: str, needle: str
+) -> None:
+    """Like a worker id: `<prefix>.route.<name>.inbox` and the consumer `route-<name>`."""
+    from fleetctl.config.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        fleet_of(
+            tmp_path,
+            [{"worker_id": "a", "lang": "go", "host": "n2"}],  # and an unknown host
+            routes={name: {"select": {"lang": "go"}, "pick": "any"}},
+        )
+    route, host = [str(p) for p in e.value.problems]  # fleet.yaml has routes: first
+    assert "workers[0].host: unknown host 'n2'" in host
+    assert needle in route, route
+    assert route.startswith(f"{tmp_path / 'fleet.yaml'}:")
+
+
+def test_a_route_name_of_64_worker_id_characters_is_taken(tmp_path: Path) -> None:
+    name = "r-0" + "x" * 61
+    fleet = fleet_of(
+        tmp_path, [{"worker_id": "a", "lang": "go"}], routes={name: {"select": {"lang": "go"}}}
+    )
+    assert list(fleet.routes) == [name]
+
+
 def test_tasks_carry_one_dedup_id_per_target_and_are_held_to_the_size_limit() -> None:
     assert dedup_id("t1", "w1") != dedup_id("t1", "w2")
     assert json.loads(build("t1", "hi", metadata={"k": "v"}))["metadata"] == {"k": "v"}
