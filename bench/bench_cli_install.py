@@ -1,6 +1,7 @@
-"""What installing the pinned LLM CLIs costs `apply`: building each bundle here, copying it
-to a simulated host over SSH (paramiko's SFTP, as fleetctl's transport does), and the host
-agent's `install_tree` step (sha256, unpack, `--version`, rename).
+"""What installing the pinned LLM CLIs costs `apply`: building each bundle here (checked
+against the CLI's lock as it is written), copying it to a simulated host over SSH
+(paramiko's SFTP, as fleetctl's transport does), and the host agent's `install_tree` step
+(sha256, unpack, `--version`, rename).
 
 Run: .venv/bin/python bench/bench_cli_install.py [--rounds 3]
 Needs root (simulated hosts) and the CLIs in the cache (installed from npm if missing);
@@ -46,17 +47,27 @@ print(time.monotonic() - t)
 """
 
 
-def build_cold(cli: CliPackage, cache: Path) -> tuple[float, clibundle.Bundle]:
-    """A bundle built from scratch, from a cache that links to the installed CLI."""
+def build_cold(cli: CliPackage, cache: Path, out: Path) -> tuple[float, clibundle.Bundle]:
+    """A bundle built from scratch (as every apply builds it), checked against the lock as
+    it is written, from a cache that links to the installed CLI."""
     link = clicache.package_dir(cli, cache)
     if not link.exists():
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(clicache.install(cli).parents[2])
-    for old in clibundle.bundles_dir(cache).glob(f"{link.name}.tar*"):
+        link.symlink_to(clicache.package_dir(cli, clicache.default_cache_dir()))
+    for old in out.glob("*.tar"):
         old.unlink()
     started = time.monotonic()
-    bundle = clibundle.build(cli, cache)
+    bundle = clibundle.build(cli, out, cache)
     return time.monotonic() - started, bundle
+
+
+def check(cli: CliPackage) -> float:
+    """The check of the cache entry against its lock each use makes (the first in a
+    process: every file hashed)."""
+    clicache._checked.clear()
+    started = time.monotonic()
+    clicache.installed(cli)
+    return time.monotonic() - started
 
 
 def upload(net: SimNet, bundle: clibundle.Bundle, remote: str) -> float:
@@ -96,21 +107,24 @@ def main() -> None:
     print(describe())
     rows = []
     with tempfile.TemporaryDirectory() as tmp, SimNet(Path(tmp) / "net", ["h1"]) as net:
-        cache = Path(tmp) / "llm-clis"
+        cache, out = Path(tmp) / "llm-clis", Path(tmp) / "bundles"
+        out.mkdir()
         for cli in CLIS:
-            builds, uploads, installs = [], [], []
+            checks, builds, uploads, installs = [], [], [], []
             for _ in range(args.rounds):
-                seconds, bundle = build_cold(cli, cache)
+                checks.append(check(cli))
+                seconds, bundle = build_cold(cli, cache, out)
                 builds.append(seconds)
                 uploads.append(upload(net, bundle, staged_cli(cli)))
                 installs.append(install(net, cli, bundle))
             size = bundle.size / 1024**2
-            rows.append((cli, size, builds, uploads, installs))
-    print(f"{'CLI':<36} {'MiB':>5} {'build':>7} {'upload':>7} {'MiB/s':>6} {'install':>8}")
-    for cli, size, builds, uploads, installs in rows:
+            rows.append((cli, size, checks, builds, uploads, installs))
+    head = f"{'CLI':<36} {'MiB':>5} {'check':>7} {'build':>7} {'upload':>7} {'MiB/s':>6}"
+    print(f"{head} {'install':>8}")
+    for cli, size, checks, builds, uploads, installs in rows:
         up = statistics.median(uploads)
         print(
-            f"{cli.package + ' ' + cli.version:<36} {size:5.0f} "
+            f"{cli.package + ' ' + cli.version:<36} {size:5.0f} {statistics.median(checks):6.2f}s "
             f"{statistics.median(builds):6.2f}s {up:6.2f}s {size / up:6.0f} "
             f"{statistics.median(installs):7.2f}s"
         )

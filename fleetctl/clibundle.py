@@ -2,32 +2,40 @@
 
 Hosts need no npm registry: the CLI is installed here once (fleetctl/clicache.py) and its
 directory is packed as it is, deterministically (sorted names, mtime 0, owner root), so the
-same version always gives the same bytes and sha256, and the tar is kept beside the cache
-for the next run. The tar adds `bin/<command>`, a link to what the poller runs: the CLI's
-own native binary when its npm launcher is a Node script that only starts one (Codex), so
-the host needs no Node for it; otherwise its npm command. A Node script is accepted only
-when the registry says the CLI needs Node (`CliPackage.node`), so the plan's check of the
-hosts' Node is the truth. The tar is built for this machine's platform: npm installed the
-native binaries for it.
+same version always gives the same bytes. The tar adds `bin/<command>`, a link to what the
+poller runs (clicache.command): the CLI's own native binary when it ships one, so the host
+needs no Node for it; otherwise its npm command, only for a CLI the registry says needs
+Node (`CliPackage.node`), so the plan's check of the hosts' Node is the truth. The tar is
+built for this machine's platform: npm installed the native binaries for it.
+
+A bundle is built afresh for each apply, into a private directory that goes with the run,
+and checked while it is written: every file is hashed as it goes into the tar, and the
+tree must match the lock's records (fleetctl/clilock.py) or the bundle is refused. Its
+sha256, which the host checks before it unpacks anything, is the sha256 of those same
+bytes, kept in memory: no bundle or `.sha256` file left in the cache is ever read back, so
+replacing both proves nothing to anyone. Building costs about a second per CLI
+(docs/performance.md), and only for hosts whose plan installs it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
+import shutil
 import tarfile
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import IO, cast
 
-from fleetctl import clicache, layout
+from fleetctl import clicache, clilock, layout
 from poller.backends import CliPackage
 
-_ELF = b"\x7fELF"
-# Where npm packages put the native binaries their launchers start (Codex's layout).
-_NATIVE_GLOBS = ("*/*/vendor/*/bin/{}", "*/vendor/*/bin/{}")
+# What older fleetctl versions kept beside the cache, and read back: never used now.
+_LEGACY = ("*.tar", "*.tar.sha256", "*.tar.partial")
 
 
 @dataclass(frozen=True)
@@ -57,98 +65,111 @@ def bundles_dir(cache: Path) -> Path:
 
 def entry(cli: CliPackage, root: Path) -> str:
     """The command inside `root` (a cache directory) that the poller runs, relative."""
-    launcher = (root / "node_modules" / ".bin" / cli.bin).resolve()
-    if not launcher.is_relative_to(root.resolve()):
-        raise clicache.CliInstallError(f"{cli.package}'s {cli.bin} points outside its install")
-    if _is_elf(launcher):
-        return str(launcher.relative_to(root.resolve()))
-    modules = root / "node_modules"
-    for pattern in _NATIVE_GLOBS:
-        natives = sorted(p for p in modules.glob(pattern.format(cli.bin)) if _is_elf(p))
-        if natives:
-            return str(natives[0].relative_to(root))
-    if cli.node is None:
-        raise clicache.CliInstallError(
-            f"{cli.package} {cli.version}: {cli.bin} is a script with no native binary "
-            "beside it, but the backend registry says it needs no Node.js: set its `node`"
-        )
-    return str(launcher.relative_to(root.resolve()))
+    return clicache.command(cli, root)
 
 
-def _is_elf(path: Path) -> bool:
+def build(
+    cli: CliPackage, out_dir: Path, cache: Path | None = None, locks: Path | None = None
+) -> Bundle:
+    """The bundle of a pinned CLI in `out_dir`, installing the CLI into the cache first if
+    needed; CliTampered, and no bundle, when the cache entry differs from the lock."""
+    lock = clilock.load(cli, locks)
+    root = clicache.fetch(cli, cache, locks)
+    tar_path = out_dir / f"{layout.cli_dir_name(cli.package, cli.version)}.tar"
+    check = clilock.TreeCheck()
     try:
-        with path.open("rb") as f:
-            return f.read(4) == _ELF
-    except OSError:
-        return False
+        command, digest = _write_tar(cli, root, tar_path, check)
+    except OSError as e:
+        tar_path.unlink(missing_ok=True)
+        raise clicache.CliInstallError(f"cannot bundle {cli.package} from {root}: {e}") from e
+    problems = check.compare(lock)
+    if not check.has_file(command):
+        problems.append(f"the command {command} is not a file of the lock's packages")
+    if problems:
+        tar_path.unlink()
+        raise clilock.tampered(cli, root, lock, problems)
+    return Bundle(tar_path, digest, tar_path.stat().st_size)
 
 
-def build(cli: CliPackage, cache: Path | None = None) -> Bundle:
-    """The bundle of a pinned CLI, installing the CLI into the cache first if needed."""
-    cache = cache or clicache.default_cache_dir()
-    clicache.install(cli, cache)
-    root = clicache.package_dir(cli, cache)
-    out_dir = bundles_dir(cache)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = layout.cli_dir_name(cli.package, cli.version)
-    tar_path, sum_path = out_dir / f"{name}.tar", out_dir / f"{name}.tar.sha256"
-    with (out_dir / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (tar_path.exists() and sum_path.exists()):
-            partial = tar_path.with_name(tar_path.name + ".partial")
-            digest = _write_tar(cli, root, partial)
-            partial.rename(tar_path)
-            sum_path.write_text(digest + "\n")
-    return Bundle(tar_path, sum_path.read_text().strip(), tar_path.stat().st_size)
-
-
-def _write_tar(cli: CliPackage, root: Path, out: Path) -> str:
+def _write_tar(cli: CliPackage, root: Path, out: Path, check: clilock.TreeCheck) -> tuple[str, str]:
+    """The tar of the install in `root`, each entry also given to `check` as written; the
+    command `bin/<command>` links to, and the sha256 of the bytes written."""
     command = entry(cli, root)
-    with tarfile.open(out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(_info("bin", tarfile.DIRTYPE, 0o755))
-        link = _info(f"bin/{cli.bin}", tarfile.SYMTYPE, 0o777)
-        link.linkname = f"../{command}"
-        tar.addfile(link)
-        seen: dict[tuple[int, int], str] = {}  # (device, inode) -> first name: hard links
-        for path in _walk(root / "node_modules"):
-            _add(tar, path, str(path.relative_to(root)), seen)
-    digest = hashlib.sha256()
-    with out.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    with out.open("xb") as raw:
+        sink = _Hashing(raw)
+        stream = cast("IO[bytes]", sink)  # a stream ("w|") only writes
+        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            tar.addfile(_info("bin", tarfile.DIRTYPE, 0o755))
+            link = _info(f"bin/{cli.bin}", tarfile.SYMTYPE, 0o777)
+            link.linkname = f"../{command}"
+            tar.addfile(link)
+            seen: dict[tuple[int, int], tuple[str, str]] = {}  # inode -> (first name, sha256)
+            for rel, path in clilock.walk(root):
+                _add(tar, path, rel, seen, check)
+    return command, sink.hexdigest()
 
 
-def _walk(top: Path) -> list[Path]:
-    """Every path under `top` (itself first), sorted, without following links."""
-    out = [top]
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames.sort()
-        base = Path(dirpath)
-        out += [base / n for n in sorted([*dirnames, *filenames])]
-    return sorted(out)
+class _Hashing:
+    """A write-only file that hashes what goes through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        return self._raw.write(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
-def _add(tar: tarfile.TarFile, path: Path, name: str, seen: dict[tuple[int, int], str]) -> None:
+class _Reading:
+    """A file being read into the tar, hashed as it is read: the bytes checked are the
+    bytes shipped."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.digest.update(data)
+        return data
+
+
+def _add(
+    tar: tarfile.TarFile,
+    path: Path,
+    name: str,
+    seen: dict[tuple[int, int], tuple[str, str]],
+    check: clilock.TreeCheck,
+) -> None:
     st = path.lstat()
     inode = (st.st_dev, st.st_ino)
-    if path.is_file() and not path.is_symlink() and inode in seen:  # Claude Code has one
+    if path.is_file() and not path.is_symlink() and inode in seen:  # a hard link
         info = _info(name, tarfile.LNKTYPE, 0o755 if st.st_mode & 0o111 else 0o644)
-        info.linkname = seen[inode]
+        info.linkname, digest = seen[inode]
         tar.addfile(info)
+        check.add(name, "f", digest)
     elif path.is_symlink():
         info = _info(name, tarfile.SYMTYPE, 0o777)
         info.linkname = str(path.readlink())
         tar.addfile(info)
+        check.add(name, "l", info.linkname)
     elif path.is_dir():
         tar.addfile(_info(name, tarfile.DIRTYPE, 0o755))
+        check.add(name, "d")
     elif path.is_file():
         info = _info(name, tarfile.REGTYPE, 0o755 if st.st_mode & 0o111 else 0o644)
         info.size = st.st_size
         with path.open("rb") as f:
-            tar.addfile(info, f)
-        seen[inode] = name
-    # sockets, fifos, devices: npm makes none, and a host gets none
+            reading = _Reading(f)
+            tar.addfile(info, cast("IO[bytes]", reading))
+        seen[inode] = (name, reading.digest.hexdigest())
+        check.add(name, "f", seen[inode][1])
+    else:  # sockets, fifos, devices: npm makes none, and a host gets none
+        check.problems.append(f"{name} is not a file, directory or link")
 
 
 def _info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
@@ -160,21 +181,47 @@ def _info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
 
 
 class Bundles:
-    """One bundle (or failure) per CLI for a whole run, shared by the hosts' threads."""
+    """One bundle (or failure) per CLI for a whole run, shared by the hosts' threads, in a
+    private directory removed when the run ends (`with Bundles() as bundles`)."""
 
-    def __init__(self, cache: Path | None = None) -> None:
+    def __init__(self, cache: Path | None = None, locks: Path | None = None) -> None:
         self._cache = cache
+        self._locks = locks
         self._lock = threading.Lock()
         self._done: dict[CliPackage, Bundle | clicache.CliInstallError] = {}
+        self._dir: Path | None = None
+
+    def __enter__(self) -> Bundles:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def _out_dir(self) -> Path:
+        if self._dir is None:
+            where = bundles_dir(self._cache or clicache.default_cache_dir())
+            where.mkdir(parents=True, exist_ok=True)
+            for pattern in _LEGACY:
+                for old in where.glob(pattern):
+                    old.unlink(missing_ok=True)
+            self._dir = Path(tempfile.mkdtemp(prefix="build-", dir=where))  # mode 0700
+        return self._dir
 
     def get(self, cli: CliPackage) -> Bundle:
         with self._lock:  # bundles are built one after another: they are disk-bound
             if cli not in self._done:
                 try:
-                    self._done[cli] = build(cli, self._cache)
+                    self._done[cli] = build(cli, self._out_dir(), self._cache, self._locks)
                 except clicache.CliInstallError as e:
                     self._done[cli] = e
             found = self._done[cli]
         if isinstance(found, clicache.CliInstallError):
-            raise clicache.CliInstallError(str(found))
+            raise type(found)(str(found))
         return found

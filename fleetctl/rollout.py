@@ -70,7 +70,7 @@ def apply(
     report = reporter or Reporter()
     results: dict[str, HostResult] = {}
     houses = wheelhouse.Builds()  # one build (or failure) per Python target for the run
-    bundles = clibundle.Bundles()  # one bundle (or failure) per LLM CLI for the run
+    bundles = clibundle.Bundles()  # one bundle (or failure) per LLM CLI, checked, for the run
     guard = threading.Lock()
     bus = view.plan.bus
 
@@ -86,12 +86,13 @@ def apply(
             results[name] = result
 
     drain_error = _drain_departing(view, report)
-    for wave in waves(view.plan):
-        if drain_error is not None and bus is not None and bus.via in wave:
-            # Draining failed: leave the bus's hosts (and so the revocation) for the next run.
-            results[bus.via] = HostResult(bus.via, False, 0, DRAIN_STEP, drain_error)
-            wave = [n for n in wave if n != bus.via]
-        for_each_host(wave, run, view.options.parallel)
+    with bundles:  # built for this run, removed when its uploads are done
+        for wave in waves(view.plan):
+            if drain_error is not None and bus is not None and bus.via in wave:
+                # Draining failed: leave the bus's hosts (and the revocation) for the next run.
+                results[bus.via] = HostResult(bus.via, False, 0, DRAIN_STEP, drain_error)
+                wave = [n for n in wave if n != bus.via]
+            for_each_host(wave, run, view.options.parallel)
     _check_pings(view, results, report)
     for result in results.values():
         report.finished(result)

@@ -113,8 +113,8 @@ def _check_only(fleet: Fleet, only: tuple[str, ...]) -> None:
 
 
 def _install_clis(fleet: Fleet, only: tuple[str, ...]) -> None:
-    """The pinned CLIs of the workers that would start, from npm into this machine's cache
-    (what `apply` uploads to hosts); a CLI already there is not fetched again."""
+    """The pinned CLIs of the workers that would start, from their locks into this machine's
+    cache (what `apply` uploads to hosts); a CLI already there is checked, not fetched again."""
     from fleetctl import clicache
 
     wanted = {
@@ -123,12 +123,12 @@ def _install_clis(fleet: Fleet, only: tuple[str, ...]) -> None:
         if w.enabled and w.cli is not None and (not only or w.id in only)
     }
     for cli in wanted.values():
-        if clicache.installed_bin(cli, clicache.default_cache_dir()) is None:
-            _say(f"fetching {cli.package}@{cli.version} with npm")
-            try:
+        try:
+            if clicache.installed(cli) is None:
+                _say(f"fetching {cli.package}@{cli.version} with npm (npm ci, from its lock)")
                 clicache.install(cli)
-            except clicache.CliInstallError as e:
-                fail(str(e))
+        except clicache.CliInstallError as e:
+            fail(str(e))
 
 
 def _reload(state: StateDir, pid: int, as_json: bool) -> None:

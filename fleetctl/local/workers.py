@@ -54,21 +54,28 @@ def cli_of(worker: Worker) -> str | None:
     if worker.backend == "command":
         return worker.command[0] if worker.command else None
     if worker.cli is not None:
-        found = clicache.package_dir(worker.cli, clicache.default_cache_dir())
-        return str(found / "node_modules" / ".bin" / worker.cli.bin)
+        try:
+            found = clicache.installed(worker.cli)  # checked against its lock
+        except clicache.CliInstallError:
+            return None  # missing() says why
+        return str(found) if found is not None else None
     return worker.bin
 
 
 def missing(worker: Worker, path: str = SYSTEMD_PATH) -> str | None:
     """Why this worker cannot start on this machine, or None."""
+    if worker.cli is not None:
+        pinned = f"{worker.cli.package}@{worker.cli.version}"
+        try:
+            if clicache.installed(worker.cli) is None:
+                fix = "`fleetctl up --install-clis` fetches it with npm, or set bin:"
+                return f"{pinned} not found in the CLI cache ({fix})"
+        except clicache.CliInstallError as e:
+            return str(e)
     cli = cli_of(worker)
     if cli is not None:
         found = cli if "/" in cli else shutil.which(cli, path=path)
         if found is None or not os.access(found, os.X_OK) or Path(found).is_dir():
-            if worker.cli is not None:
-                pinned = f"{worker.cli.package}@{worker.cli.version}"
-                fix = "`fleetctl up --install-clis` fetches it with npm, or set bin:"
-                return f"{pinned} not found in the CLI cache ({fix})"
             fix = "change command:" if worker.backend == "command" else "set bin:"
             hint = _INSTALL_HINTS.get(worker.llm, f"install it, or {fix}")
             return f"{cli} not found ({hint})"

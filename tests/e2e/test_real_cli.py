@@ -48,7 +48,7 @@ def seed_cli_cache() -> None:
     installed from npm here first if needed, outside the LAN."""
     for cli in (CLAUDE, CODEX, GEMINI):
         try:
-            installed = clicache.install(cli)
+            clicache.install(cli)
         except clicache.CliInstallError as e:
             pytest.skip(f"{cli.package} cannot be installed: {e}")
         link = clicache.package_dir(cli, CACHE / "fleetctl" / "llm-clis")
@@ -56,7 +56,7 @@ def seed_cli_cache() -> None:
             link.unlink()
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(installed.parents[2])
+            link.symlink_to(clicache.package_dir(cli, clicache.default_cache_dir()))
 
 
 @pytest.fixture(scope="module")

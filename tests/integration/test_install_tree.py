@@ -1,12 +1,12 @@
-"""An LLM CLI's bundle, built from a cache directory the way npm fills it, installed by the
-host agent's `install_tree` step into a temporary directory (the agent runs locally)."""
+"""An LLM CLI's bundle, built from a cache directory the way npm fills it and checked against
+its lock as it is written, installed by the host agent's `install_tree` step into a
+temporary directory (the agent runs locally)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -17,24 +17,7 @@ import pytest
 
 from fleetctl import agent_client, clibundle, clicache
 from poller.backends import CliPackage
-
-CLI = CliPackage("@scope/fake-cli", "1.2.3", "fake", node=20)
-SCRIPT = '#!/bin/sh\necho "fake-cli $FAKE_VERSION"\n'
-
-
-def cached_cli(cache: Path, version: str = "1.2.3") -> Path:
-    """A completed cache install of the fake CLI: its command behind npm's .bin link, and a
-    hard link to it elsewhere in the tree (Claude Code's package has one)."""
-    root = clicache.package_dir(CLI, cache)
-    pkg = root / "node_modules" / "@scope" / "fake-cli"
-    (pkg / "bin").mkdir(parents=True)
-    (pkg / "bin" / "fake.sh").write_text(SCRIPT.replace("$FAKE_VERSION", version))
-    (pkg / "bin" / "fake.sh").chmod(0o755)
-    os.link(pkg / "bin" / "fake.sh", pkg / "copy.sh")
-    (root / "node_modules" / ".bin").mkdir()
-    (root / "node_modules" / ".bin" / "fake").symlink_to("../@scope/fake-cli/bin/fake.sh")
-    (root / ".complete").write_text("done\n")
-    return root
+from tests.support.fakecli import CLI, cached_cli
 
 
 def install(bundle: Path, sha256: str, dest: Path, expect: str = "1.2.3") -> dict[str, Any]:
@@ -58,13 +41,17 @@ def install(bundle: Path, sha256: str, dest: Path, expect: str = "1.2.3") -> dic
     return event
 
 
+def build(tmp_path: Path, name: str = "out") -> clibundle.Bundle:
+    (tmp_path / name).mkdir()
+    return clibundle.build(CLI, tmp_path / name, tmp_path / "cache", tmp_path / "locks")
+
+
 def test_a_bundle_is_deterministic_and_installs_checked(tmp_path: Path) -> None:
-    cached_cli(tmp_path / "cache")
-    bundle = clibundle.build(CLI, tmp_path / "cache")
+    cached_cli(tmp_path / "cache", tmp_path / "locks")
+    bundle = build(tmp_path)
     first = bundle.path.read_bytes()
     assert hashlib.sha256(first).hexdigest() == bundle.sha256
-    bundle.path.unlink()
-    again = clibundle.build(CLI, tmp_path / "cache")
+    again = build(tmp_path, "again")
     assert again.path.read_bytes() == first  # same bytes when built again
     with tarfile.open(bundle.path) as tar:
         members = {m.name: m for m in tar.getmembers()}
@@ -91,8 +78,8 @@ def test_a_bundle_is_deterministic_and_installs_checked(tmp_path: Path) -> None:
 
 
 def test_a_damaged_or_wrong_bundle_is_refused_and_nothing_is_installed(tmp_path: Path) -> None:
-    cached_cli(tmp_path / "cache", version="1.2.4")  # the CLI says another version
-    bundle = clibundle.build(CLI, tmp_path / "cache")
+    cached_cli(tmp_path / "cache", tmp_path / "locks", says="1.2.4")  # another version inside
+    bundle = build(tmp_path)
     dest = tmp_path / "opt" / "fake@1.2.3"
     damaged = install(bundle.path, "0" * 64, dest)
     assert damaged["ok"] is False and "arrived damaged" in damaged["error"]
@@ -100,6 +87,48 @@ def test_a_damaged_or_wrong_bundle_is_refused_and_nothing_is_installed(tmp_path:
     assert wrong["ok"] is False
     assert "says 'fake-cli 1.2.4', not version 1.2.3" in wrong["error"]
     assert not dest.exists() and list(dest.parent.iterdir()) == []  # no partial tree left
+
+
+def test_a_swapped_bundle_and_its_sha256_are_never_shipped(tmp_path: Path) -> None:
+    """An attacker who can write the cache replaces a bundle and the sha256 beside it, as
+    older fleetctl versions kept them there; apply's bundle is built from the checked
+    install and its sha256 is of the bytes written."""
+    cache, locks = tmp_path / "cache", tmp_path / "locks"
+    cached_cli(cache, locks)
+    with clibundle.Bundles(cache, locks) as bundles:
+        honest = bundles.get(CLI)
+        honest_bytes = honest.path.read_bytes()
+    assert not honest.path.exists()  # gone with the run
+    kept = clibundle.bundles_dir(cache)
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("bin/fake")
+        payload = b"#!/bin/sh\necho pwned\n"
+        info.size, info.mode = len(payload), 0o755
+        tar.addfile(info, io.BytesIO(payload))
+    name = "@scope+fake-cli@1.2.3.tar"
+    (kept / name).write_bytes(evil.read_bytes())
+    (kept / f"{name}.sha256").write_text(hashlib.sha256(evil.read_bytes()).hexdigest() + "\n")
+    with clibundle.Bundles(cache, locks) as bundles:
+        shipped = bundles.get(CLI)
+        assert shipped.path.read_bytes() == honest_bytes
+        assert shipped.sha256 == hashlib.sha256(honest_bytes).hexdigest()
+    assert not (kept / name).exists() and not (kept / f"{name}.sha256").exists()
+
+
+def test_a_tampered_cache_entry_is_not_bundled(tmp_path: Path) -> None:
+    root = cached_cli(tmp_path / "cache", tmp_path / "locks")
+    script = root / "node_modules" / "@scope" / "fake-cli" / "bin" / "fake.sh"
+    script.write_text("#!/bin/sh\necho pwned\n")  # the hard link beside it changes too
+    with (
+        clibundle.Bundles(tmp_path / "cache", tmp_path / "locks") as bundles,
+        pytest.raises(clicache.CliTampered) as caught,
+    ):
+        bundles.get(CLI)
+    assert "node_modules/@scope/fake-cli differs from its recorded contents" in str(caught.value)
+    assert f"remove {root} and run `fleetctl up --install-clis`" in str(caught.value)
+    leftovers = list(clibundle.bundles_dir(tmp_path / "cache").rglob("*.tar"))
+    assert leftovers == []
 
 
 @pytest.mark.parametrize(
@@ -130,10 +159,11 @@ def test_a_bundle_member_outside_the_tree_is_refused(
 def test_a_script_without_node_in_the_registry_is_refused(tmp_path: Path) -> None:
     """Only a CLI the registry says runs on Node may be a script: the plan's Node check
     depends on it."""
-    cached_cli(tmp_path / "cache")
     native_only = CliPackage(CLI.package, CLI.version, CLI.bin, node=None)
+    cached_cli(tmp_path / "cache", tmp_path / "locks", cli=native_only)
+    (tmp_path / "out").mkdir()
     with pytest.raises(clicache.CliInstallError, match=r"needs no Node\.js"):
-        clibundle.build(native_only, tmp_path / "cache")
+        clibundle.build(native_only, tmp_path / "out", tmp_path / "cache", tmp_path / "locks")
 
 
 def test_a_host_of_another_architecture_gets_no_bundle() -> None:
