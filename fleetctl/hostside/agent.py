@@ -290,8 +290,23 @@ def _installed(path: str, hashed: bool) -> Optional[str]:
     """A package's installed version: the sha256 of its file (a binary such as nats-server,
     which observing never runs), or the version file fleetctl wrote."""
     if hashed:
-        return _sha256(path) if os.path.isfile(path) else None
+        return _big_sha256(path) if os.path.isfile(path) else None
     return _read_text(path)
+
+
+def _big_sha256(path: str) -> str:
+    """`_sha256` through OpenSSL where the interpreter has it: loading it costs ~10 ms, and
+    it hashes a 19 MB nats-server ~3x faster than the built-in SHA-256 (docs/performance.md)."""
+    try:
+        from _hashlib import openssl_sha256
+    except ImportError:
+        return _sha256(path)
+    h = openssl_sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest: str = h.hexdigest()
+    return digest
 
 
 # The PATH systemd gives a unit that sets none: where a CLI's `#!/usr/bin/env node` looks.
