@@ -13,7 +13,8 @@ from typing import Any
 
 from fleetctl.natsresources import TASK_MAX_BYTES
 
-TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# Matched whole (`fullmatch`): `$` would let a trailing newline through.
+TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # What a published task may weigh: the stream's max_msg_size (the poller's MAX_TASK_BYTES
 # default too). The server's max_payload (1 MiB) also counts the headers.
 MAX_TASK_BYTES = TASK_MAX_BYTES - 1024
@@ -39,7 +40,7 @@ def dedup_id(task_id: str, worker_id: str) -> str:
 
 
 def check_task_id(task_id: str) -> str:
-    if not TASK_ID.match(task_id):
+    if not TASK_ID.fullmatch(task_id):
         raise TaskError(
             f"task id {task_id[:60]!r} must be 1-128 letters, digits, '-' or '_' "
             "(it becomes a subject token and a branch name)"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 LOCK_FILE = Path(__file__).with_name("poller-lock.txt")
 
-_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
+_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?")
 _HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
 
@@ -65,7 +65,7 @@ def parse(text: str, source: str = "poller-lock.txt") -> dict[str, Locked]:
                 raise LockError(f"{source}:{number}: unexpected {line[:80]!r}: run ./dev lock")
             hashes.add(digest.group(1))
             continue
-        pin = _PIN.match(line)
+        pin = _PIN.fullmatch(line)
         if pin is None:
             raise LockError(f"{source}:{number}: not a pinned requirement: {line[:80]!r}")
         close()

@@ -20,9 +20,15 @@ from poller.budget import NO_LIMITS, Limits
 from poller.pricing import Price, PriceError
 from poller.pricing import parse as parse_price
 
-# A subject token we are willing to build subjects from: no `.`, `*`, `>`, whitespace.
 MAX_OUTPUT_CAP = 512 * 1024
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# A subject token we are willing to build subjects from: no `.`, `*`, `>`, whitespace.
+# Always used with `fullmatch`: `$` would also match before a trailing newline.
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def is_token(value: str) -> bool:
+    """All of `value` is one subject token (a trailing newline is not)."""
+    return TOKEN_RE.fullmatch(value) is not None
 
 
 class ConfigError(ValueError):
@@ -53,7 +59,7 @@ class Subjects:
         return f"{self.prefix}.dead.{self.worker_id}"
 
     def result(self, task_id: str) -> str:
-        """Only call with an id that passed `TOKEN_RE`: the id becomes a subject token.
+        """Only call with an id that passed `is_token`: the id becomes a subject token.
         The worker id is in the subject: the server lets only this worker publish there."""
         return f"{self.prefix}.result.{self.worker_id}.{task_id}"
 
@@ -124,7 +130,7 @@ def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
 
 def _token(env: Mapping[str, str], name: str, default: str | None = None) -> str:
     value = _get(env, name, default)
-    if not TOKEN_RE.match(value):
+    if not is_token(value):
         raise ConfigError(f"{name}={value!r} must be letters, digits, '-' or '_' (a subject token)")
     return value
 
@@ -183,7 +189,7 @@ def _route_consumers(env: Mapping[str, str]) -> tuple[str, ...]:
     raw = env.get("NATS_ROUTE_CONSUMERS", "").strip()
     names = tuple(n.strip() for n in raw.split(",") if n.strip())
     for name in names:
-        if not TOKEN_RE.match(name):
+        if not is_token(name):
             raise ConfigError(
                 f"NATS_ROUTE_CONSUMERS={raw[:60]!r}: {name[:60]!r} is not a consumer name"
             )

@@ -91,7 +91,7 @@ class Leases:
         self.me = {"machine": machine_id(), "pid": pid, "pid_start": start_time(pid)}
 
     def subject(self, task_id: str) -> str:
-        """Only for an id that passed `TOKEN_RE`: it becomes the key's last token."""
+        """Only for an id that passed `is_token`: it becomes the key's last token."""
         return f"$KV.{self.bucket}.{self.worker_id}.{task_id}"
 
     async def take(self, task_id: str, stream_seq: int) -> Lease | Held:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from poller.config import TOKEN_RE
+from poller.config import is_token
 
 VERSION = 1
 STATUSES = ("completed", "failed", "timeout", "rejected")
@@ -51,7 +51,7 @@ class Rejection:
 
 def _recover_id(obj: dict[str, Any]) -> str | None:
     tid = obj.get("task_id")
-    return tid if isinstance(tid, str) and TOKEN_RE.match(tid) else None
+    return tid if isinstance(tid, str) and is_token(tid) else None
 
 
 def _id_of(data: bytes) -> str | None:

@@ -16,7 +16,7 @@ from fleetctl.cli.options import bus_options, json_option, to_option
 from fleetctl.client import Client, Sent
 from fleetctl.config.errors import BadValue
 from fleetctl.config.values import parse_duration
-from fleetctl.taskmsg import Result, results_json
+from fleetctl.taskmsg import Result, TaskError, check_task_id, results_json
 from fleetctl.ui.terminal import err, out
 
 
@@ -102,6 +102,11 @@ def send(
 
     Exit 0 when sent (with --wait: when every target completed), 1 otherwise."""
     prompt = _prompt(text, file)
+    if task_id is not None:
+        try:  # before reaching the bus, like a wrong target
+            check_task_id(task_id)
+        except TaskError as e:
+            fail(f"--id: {e}", "nothing was sent")
     chosen = _pairs(select, "--select")
     metadata = _pairs(meta, "--meta")
     seconds = duration(timeout, "--timeout")

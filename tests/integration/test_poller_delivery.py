@@ -238,6 +238,8 @@ UNDECODABLE: list[tuple[str, bytes, str | None]] = [
         b'{"task_id": "n1", "instructions": "y", "timeout": ' + b"9" * 5000 + b"}",
         None,
     ),
+    # `^...$` took "nl1\n" for a token: three deliveries failed on BadSubjectError.
+    ("id with a trailing newline", b'{"task_id": "nl1\\n", "instructions": "y"}', None),
 ]
 
 

@@ -107,6 +107,8 @@ def test_unknown_disabled_and_unmatched_targets_exit_1_and_publish_nothing(
         (("--select", "lnag=go"), "did you mean 'lang'?"),
         (("--route", "reveiw"), "did you mean 'review'?"),
         ((), "no target"),
+        # `^...$` let a trailing newline through, into subjects the poller then could not use
+        (("--to", "w1", "--id", "t1\n"), "--id: task id 't1\\n' must be 1-128 letters"),
     ]:
         done = tf.fleetctl("task", "send", "hello", *args)
         assert done.returncode == 1, (args, done.stderr)

@@ -13,7 +13,7 @@ from fleetctl.bus.reach import BusOptions, how, local_fleet, up_file
 from fleetctl.config.loader import load_fleet
 from fleetctl.model import Fleet
 from fleetctl.targets import Ask, TargetError, resolve
-from fleetctl.taskmsg import MAX_TASK_BYTES, TaskError, build, dedup_id
+from fleetctl.taskmsg import MAX_TASK_BYTES, TaskError, build, check_task_id, dedup_id
 
 SERVERS = {
     "version": 1,
@@ -133,8 +133,11 @@ def test_tasks_carry_one_dedup_id_per_target_and_are_held_to_the_size_limit() ->
     assert json.loads(build("t1", "hi", metadata={"k": "v"}))["metadata"] == {"k": "v"}
     with pytest.raises(TaskError, match="the bus takes at most"):
         build("t1", "x" * MAX_TASK_BYTES)
-    with pytest.raises(TaskError, match="must be 1-128 letters"):
-        build("a.b", "hi")
+    for bad in ("a.b", "t1\n", "t1\r\n", "\nt1"):  # `$` let "t1\n" through
+        with pytest.raises(TaskError, match="must be 1-128 letters"):
+            build(bad, "hi")
+        with pytest.raises(TaskError, match="must be 1-128 letters"):
+            check_task_id(bad)
     with pytest.raises(TaskError, match="the prompt is empty"):
         build("t1", "  \n")
 
@@ -165,3 +168,26 @@ def test_a_local_fleet_is_used_only_while_its_supervisor_lives(
     up.write_text(json.dumps(body | {"pid": 2**22 + 12345}))  # beyond pid_max: not alive
     assert local_fleet(path) is None
     assert how(path, BusOptions()) == "an SSH forward to the broker"
+
+
+@pytest.mark.parametrize(
+    ("workers", "extra", "says"),
+    [
+        ([{"worker_id": "a\n"}], {}, "workers[0].worker_id: 'a\\n' contains a line break"),
+        (
+            [{"worker_id": "a", "lang": "go"}],
+            {"routes": {"go\n": {"select": {"lang": "go"}}}},
+            "routes['go\\n']: 'go\\n' contains a line break",
+        ),
+        ([{"worker_id": "a"}], {"nats": {"subject_prefix": "af\n"}}, "'af\\n' contains a line"),
+    ],
+)
+def test_ids_and_names_with_a_trailing_newline_are_refused(
+    tmp_path: Path, workers: list[dict[str, object]], extra: dict[str, object], says: str
+) -> None:
+    """Every id is matched whole (`fullmatch`): a `$` would also match before a final "\\n"."""
+    from fleetctl.config.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        fleet_of(tmp_path, workers, **extra)
+    assert any(says in str(p) for p in e.value.problems), [str(p) for p in e.value.problems]

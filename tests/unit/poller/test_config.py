@@ -75,6 +75,13 @@ def test_bad_values_name_the_variable(change: dict[str, str], message: str) -> N
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("value", ["w1\n", "w1\r", "\nw1", "w1\nw2", "w1 ", "a.b", "", "x" * 129])
+def test_a_token_is_the_whole_value(value: str) -> None:
+    """`^...$` matched "w1\\n" (`$` also matches before a trailing newline)."""
+    assert not config.is_token(value)
+    assert config.is_token("w1") and config.is_token("x" * 128)
+
+
 def test_allowed_tools_are_split_and_trimmed() -> None:
     cfg = config.load({**BASE, "ALLOWED_TOOLS": " Read, Edit ,,Bash(git:*)"})
     assert cfg.settings["allowed_tools"] == "Read,Edit,Bash(git:*)"

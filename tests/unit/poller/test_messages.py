@@ -47,6 +47,7 @@ def test_full_task() -> None:
         (b'{"task_id": "a.b", "instructions": "x"}', None),
         (b'{"task_id": "", "instructions": "x"}', None),
         (b'{"task_id": "' + b"a" * 129 + b'", "instructions": "x"}', None),
+        (b'{"task_id": "ok\\n", "instructions": "x"}', None),  # `$` matched before "\n"
         (b'{"task_id": "ok", "instructions": ""}', "ok"),
         (b'{"task_id": "ok", "instructions": 3}', "ok"),
         (b'{"task_id": "ok", "instructions": "x", "timeout": 0}', "ok"),
