@@ -112,8 +112,12 @@ class Delivery:
             held.reconnected.set()
 
     async def handle(self, msg: Any) -> None:
-        meta = msg.metadata
-        seq, attempt = meta.sequence.stream, meta.num_delivered
+        try:
+            meta = msg.metadata
+            seq, attempt = int(meta.sequence.stream), int(meta.num_delivered)
+        except Exception as e:  # not a JetStream delivery (the puller lets none through)
+            self.log.error("not_a_task_delivery", subject=msg.subject, error=repr(e))
+            return
         held = _InFlight([msg], seq)
         self.inflight[seq] = held
         progress = asyncio.create_task(self._progress(held))
@@ -134,9 +138,13 @@ class Delivery:
             self.log.warning("task_abandoned", task_id=held.task_id, stream_seq=seq)
             await asyncio.shield(self._settle(held, "nak"))
             raise
-        except Exception as e:  # a bug must not kill the loop; the task comes back later
+        except Exception as e:  # a bug must not kill the loop
             self.log.error("task_error", task_id=held.task_id, error=repr(e))
-            await self._settle(held, "nak", self.cfg.nak_delay)
+            why = f"poller error: {e!r}"[:2000]
+            if not held.task_id:  # before the task was described: it would fail every time
+                await self._dead(held, None, seq, attempt, why)
+            else:  # the CLI has not run (after it, nothing raises): back later, dead at last
+                await self._retry_or_dead(held, held.task_id, seq, attempt, why)
         finally:
             progress.cancel()
             self.inflight.pop(seq, None)
@@ -195,7 +203,7 @@ class Delivery:
         if over is not None:
             await self._reject(held, Rejection(over, task.task_id), seq, attempt)
             return
-        prompt = task.prompt().encode()
+        prompt = task.prompt_bytes()
         timeout = min(task.timeout or self.cfg.task_timeout, self.cfg.task_timeout)
         log.info(
             "task_start",
@@ -221,23 +229,37 @@ class Delivery:
         except runner.SpawnError as e:
             await self._retry_or_dead(held, task.task_id, seq, attempt, str(e))
             return
-        result = self._result(task, outcome, attempt)
-        want_pr = self.cfg.create_pr and result.status == "completed"
-        if want_pr and await gitpr.is_repo_with_changes(self.cfg.work_dir):
-            title = task.instructions.strip().splitlines()[0][:72]
-            result.git = await gitpr.commit_and_push(
-                self.cfg.work_dir, task.task_id, self.cfg.github_remote, title
-            )
+        await self._after_cli(held, task, outcome, seq, attempt)
+
+    async def _after_cli(
+        self, held: _InFlight, task: Task, outcome: runner.RunOutcome, seq: int, attempt: int
+    ) -> None:
+        """The CLI ran, and was paid for: whatever goes wrong from here, its spend is
+        counted and a result is stored and acked, so it never runs again. Only a bus that
+        cannot store the result gives the task back (docs/poller.md)."""
+        log = self.log
+        try:
+            result = self._result(task, outcome, attempt)
+        except Exception as e:  # a bug reading the output: still a result, never a rerun
+            log.error("result_error", task_id=task.task_id, error=repr(e))
+            result = self._bare_result(task, outcome, attempt, f"poller error: {e!r}"[:2000])
+        await self._count_spend(task.task_id, result.cost_usd)
+        if self.cfg.create_pr and result.status == "completed":
+            try:
+                if await gitpr.is_repo_with_changes(self.cfg.work_dir):
+                    result.git = await gitpr.commit_and_push(
+                        self.cfg.work_dir,
+                        task.task_id,
+                        self.cfg.github_remote,
+                        task.instructions,
+                    )
+            except Exception as e:  # gitpr catches its own; this is a last resort
+                result.git = {"error": f"poller error: {e!r}"[:2000]}
         data = result.encode()
         if not await self._store(task.task_id, data):
             await self._retry_or_dead(held, task.task_id, seq, attempt, "cannot store the result")
             return
         self.stats.count(result.status)
-        if result.cost_usd:
-            try:
-                await self.budget.add(result.cost_usd)
-            except Exception as e:  # the result is stored: the task is done either way
-                log.error("spend_not_counted", task_id=task.task_id, error=repr(e))
         log.info(
             "task_done",
             task_id=task.task_id,
@@ -248,6 +270,39 @@ class Delivery:
             attempt=attempt,
         )
         await self._settle(held, "ack")
+
+    async def _count_spend(self, task_id: str, cost_usd: float | None) -> None:
+        """Right after the CLI ran, before anything that could fail: it is spent either way."""
+        if not cost_usd:
+            return
+        try:
+            await self.budget.add(cost_usd)
+        except Exception as e:  # the task is done either way; the error is logged
+            self.log.error("spend_not_counted", task_id=task_id, error=repr(e))
+
+    def _bare_result(self, task: Task, out: runner.RunOutcome, attempt: int, error: str) -> Result:
+        """A `failed` result with nothing read from the CLI's output, and the reason."""
+        return Result(
+            task_id=task.task_id,
+            worker_id=self.cfg.worker_id,
+            backend=self.cfg.backend,
+            llm=self.cfg.llm,
+            model=self.cfg.model,
+            status="failed",
+            exit_code=out.returncode,
+            output="",
+            output_truncated=out.stdout_bytes > 0,
+            output_bytes=out.stdout_bytes,
+            stderr_tail="",
+            started_at=_iso(out.started),
+            ended_at=_iso(out.ended),
+            duration_s=round(out.duration, 3),
+            attempt=attempt,
+            host=self.host,
+            poller_version=__version__,
+            error=error,
+            cost_source="unknown",
+        )
 
     def _result(self, task: Task, out: runner.RunOutcome, attempt: int) -> Result:
         text = out.stdout.decode(errors="replace")
@@ -319,7 +374,13 @@ class Delivery:
             stored = await self._store(why.task_id, result.encode(), PUBLISH_TIMEOUT)
             if not stored:
                 self.log.error("rejected_result_not_stored", task_id=why.task_id)
-        if await self._dead_letter(held.msgs[0], why.task_id, seq, attempt, why.reason):
+        await self._dead(held, why.task_id, seq, attempt, why.reason)
+
+    async def _dead(
+        self, held: _InFlight, task_id: str | None, seq: int, attempt: int, reason: str
+    ) -> None:
+        """Dead letter and term now; nak if even the dead letter cannot be stored."""
+        if await self._dead_letter(held.msgs[0], task_id, seq, attempt, reason):
             await self._settle(held, "term")
         else:
             await self._settle(held, "nak", self.cfg.nak_delay)

@@ -1,12 +1,16 @@
 """Task and result messages (schemas in docs/messages.md), checked by hand: no extra dependency.
 
 Parsing never raises: bad input becomes a `Rejection` that says why and, when it can, which
-task id it was, so the poller can answer with a `rejected` result and a dead letter.
+task id it was, so the poller can answer with a `rejected` result and a dead letter. A task
+that parses can be described: its prompt encodes, its numbers are finite and the fields a
+result echoes are bounded. Encoding a result never raises either (a result stored after the
+CLI ran is what keeps the task from running again).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +26,9 @@ _OPTIONAL_STR = ("from", "reply_to", "task_type")
 # Deeper JSON is refused: Python's decoder and encoder recurse, so about 1,000 levels raise
 # RecursionError (when decoding; far fewer when the payload is re-encoded for the prompt).
 MAX_NESTING = 100
+# `from`, `reply_to` and `task_type` are copied into the result: bounded, so that a result
+# always fits (metadata, unbounded, is dropped from a result that would not).
+MAX_ECHO_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,10 @@ class Task:
         if self.payload is None:
             return self.instructions
         return f"{self.instructions}\n\nPayload (JSON):\n{json.dumps(self.payload, indent=2)}"
+
+    def prompt_bytes(self) -> bytes:
+        """The prompt as UTF-8 (`parse_task` refuses a task whose prompt does not encode)."""
+        return self.prompt().encode()
 
 
 @dataclass(frozen=True)
@@ -63,18 +74,26 @@ def _id_of(data: bytes) -> str | None:
     return _recover_id(obj) if isinstance(obj, dict) else None
 
 
-def _nested_deeper_than(value: Any, limit: int) -> bool:
-    """Without recursion, so that any document the decoder accepted can be measured."""
+_TOO_DEEP = f"JSON nested more than {MAX_NESTING} levels deep"
+_NOT_FINITE = "a number is NaN, Infinity or too large for a double (not JSON numbers)"
+
+
+def _document_problem(value: Any) -> str | None:
+    """Too deep, or a number that is not finite (Python's decoder takes `NaN`, `Infinity`
+    and turns 1e999 into inf; no other reader would). Without recursion, so that any
+    document the decoder accepted can be measured."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return _NOT_FINITE
         if not isinstance(item, dict | list):
             continue
-        if depth > limit:
-            return True
+        if depth > MAX_NESTING:
+            return _TOO_DEEP
         children = item.values() if isinstance(item, dict) else item
         stack.extend((child, depth + 1) for child in children)
-    return False
+    return None
 
 
 def parse_task(data: bytes, max_bytes: int) -> Task | Rejection:
@@ -83,15 +102,15 @@ def parse_task(data: bytes, max_bytes: int) -> Task | Rejection:
         return Rejection(
             f"task is {len(data)} bytes, more than the {max_bytes} allowed", _id_of(data)
         )
-    too_deep = f"JSON nested more than {MAX_NESTING} levels deep"
     try:
         obj = json.loads(data)
     except RecursionError:
-        return Rejection(too_deep)
+        return Rejection(_TOO_DEEP)
     except ValueError as e:  # not JSON, not UTF-8, or an integer of more than 4300 digits
         return Rejection(f"not JSON: {e.msg if isinstance(e, json.JSONDecodeError) else e}")
-    if _nested_deeper_than(obj, MAX_NESTING):
-        return Rejection(too_deep, _recover_id(obj) if isinstance(obj, dict) else None)
+    problem = _document_problem(obj)
+    if problem:
+        return Rejection(problem, _recover_id(obj) if isinstance(obj, dict) else None)
     if not isinstance(obj, dict):
         return Rejection(f"a task must be a JSON object, not {type(obj).__name__}")
     tid = _recover_id(obj)
@@ -107,17 +126,33 @@ def parse_task(data: bytes, max_bytes: int) -> Task | Rejection:
         return Rejection(problem, tid)
     timeout = obj.get("timeout")
     budget = obj.get("max_budget_usd")
-    return Task(
+    task = Task(
         task_id=tid,
         instructions=obj["instructions"],
         sender=obj.get("from"),
         reply_to=obj.get("reply_to"),
         task_type=obj.get("task_type"),
         payload=obj.get("payload"),
-        timeout=float(timeout) if timeout is not None else None,
-        max_budget_usd=float(budget) if budget is not None else None,
+        timeout=_positive(timeout),
+        max_budget_usd=_positive(budget),
         metadata=obj.get("metadata") or {},
     )
+    try:
+        task.prompt_bytes()
+    except UnicodeEncodeError as e:  # a lone surrogate ("\ud800") in the instructions
+        return Rejection(f"instructions are not valid text: {e.reason} at character {e.start}", tid)
+    return task
+
+
+def _positive(value: Any) -> float | None:
+    """A JSON number greater than 0 that a double holds (float(10**400) raises), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if 0 < number < math.inf else None
 
 
 def _check_fields(obj: dict[str, Any]) -> str | None:
@@ -130,17 +165,11 @@ def _check_fields(obj: dict[str, Any]) -> str | None:
     for name in _OPTIONAL_STR:
         if obj.get(name) is not None and not isinstance(obj[name], str):
             return f"{name} must be a string"
-    timeout = obj.get("timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
-    ):
+        if isinstance(obj.get(name), str) and len(obj[name]) > MAX_ECHO_CHARS:
+            return f"{name} must be at most {MAX_ECHO_CHARS} characters"
+    if obj.get("timeout") is not None and _positive(obj["timeout"]) is None:
         return "timeout must be a number of seconds greater than 0"
-    budget = obj.get("max_budget_usd")
-    if budget is not None and (
-        isinstance(budget, bool)
-        or not isinstance(budget, int | float)
-        or not 0 < budget < float("inf")
-    ):
+    if obj.get("max_budget_usd") is not None and _positive(obj["max_budget_usd"]) is None:
         return "max_budget_usd must be a number of dollars greater than 0"
     meta = obj.get("metadata")
     if meta is not None and not isinstance(meta, dict):
@@ -191,14 +220,47 @@ class Result:
         return d
 
     def encode(self) -> bytes:
-        """JSON, cutting `output` further if needed so the message stays under MAX_RESULT_BYTES."""
-        data = json.dumps(self.to_dict(), ensure_ascii=False).encode()
+        """JSON under MAX_RESULT_BYTES, and never an exception: cut `output` further if
+        needed, then drop the metadata; a lone surrogate (echoed from a task) is escaped
+        (`\\ud800`, the same string to a JSON reader); failing all that, the bare result
+        with an `error` saying why."""
+        try:
+            return self._fitted()
+        except Exception as e:  # a result that says why beats none: none reruns the CLI
+            return self._bare(f"the result could not be encoded: {e!r}"[:2000])
+
+    def _fitted(self) -> bytes:
+        data = _dumps(self.to_dict())
         while len(data) > MAX_RESULT_BYTES and self.output:
             keep = max(0, len(self.output) // 2 - 1)
             self.output = self.output[:keep]
             self.output_truncated = True
-            data = json.dumps(self.to_dict(), ensure_ascii=False).encode()
+            data = _dumps(self.to_dict())
         if len(data) > MAX_RESULT_BYTES:  # huge metadata: drop it rather than fail to publish
             self.metadata = {"dropped": "metadata too large for a result"}
-            data = json.dumps(self.to_dict(), ensure_ascii=False).encode()
+            data = _dumps(self.to_dict())
+        if len(data) > MAX_RESULT_BYTES:
+            raise ValueError(f"{len(data)} bytes even without output and metadata")
         return data
+
+    def _bare(self, error: str) -> bytes:
+        """Only the fields the poller itself made, none a task or a CLI wrote."""
+        keep = (
+            *("task_id", "worker_id", "backend", "llm", "model", "status", "exit_code"),
+            *("output_bytes", "started_at", "ended_at", "duration_s", "attempt", "host"),
+        )
+        d: dict[str, Any] = {"version": VERSION, **{k: getattr(self, k) for k in keep}}
+        d |= {"output": "", "output_truncated": self.output_bytes > 0, "stderr_tail": ""}
+        d["poller_version"] = self.poller_version
+        d["error"] = error
+        if isinstance(self.cost_usd, float | int) and math.isfinite(self.cost_usd):
+            d |= {"cost_usd": self.cost_usd, "cost_source": self.cost_source}
+        return json.dumps(d, default=repr).encode("ascii", "backslashreplace")
+
+
+def _dumps(d: dict[str, Any]) -> bytes:
+    """UTF-8 JSON; ASCII JSON when a string holds a lone surrogate, which UTF-8 cannot."""
+    try:
+        return json.dumps(d, ensure_ascii=False, allow_nan=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(d, allow_nan=False).encode()

@@ -3,7 +3,7 @@
 
 Reads the prompt from stdin, appends a JSON line to $STANDIN_LOG (argv, stdin hash and size,
 pid, cwd, phase, time), then does what the prompt's first line asks, if it starts with `standin:`
-followed by a JSON object:
+followed by a JSON object (anything after the object is ignored):
   sleep (s), exit (code), print (text), out_bytes (n bytes of 'x' on stdout),
   err (text on stderr), grandchild (s: fork a child that holds stdout and sleeps),
   sleep_first_run (s: only when no earlier start of this task id is logged),
@@ -120,7 +120,10 @@ SHAPES = {"claude": claude, "codex": codex, "gemini": gemini}
 def main(flavour: str) -> int:
     data = sys.stdin.buffer.read()
     first = data.split(b"\n", 1)[0].decode(errors="replace")
-    ask = json.loads(first[len("standin:") :]) if first.startswith("standin:") else {}
+    # The directive is the JSON object right after `standin:`; what follows it on the line
+    # is ignored (a task may add bytes there: a NUL, control characters).
+    directive = first[len("standin:") :].lstrip()
+    ask = json.JSONDecoder().raw_decode(directive)[0] if first.startswith("standin:") else {}
     base = {
         "flavour": flavour,
         "argv": sys.argv,

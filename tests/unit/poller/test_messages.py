@@ -58,6 +58,17 @@ def test_full_task() -> None:
         (b'{"task_id": "ok", "instructions": "x", "max_budget_usd": NaN}', "ok"),
         (b'{"task_id": "ok", "instructions": "x", "from": 1}', "ok"),
         (b'{"task_id": "ok", "instructions": "x", "version": 2}', "ok"),
+        # A task the poller could not describe to its CLI or in a result: refused up front.
+        (b'{"task_id": "ok", "instructions": "x\\ud800"}', "ok"),  # the prompt has no UTF-8
+        (b'{"task_id": "ok", "instructions": "x", "metadata": {"a": NaN}}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "payload": [-Infinity]}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "payload": 1e999}', "ok"),  # inf in Python
+        # float(10**400) raised OverflowError out of the parser
+        (b'{"task_id": "ok", "instructions": "x", "timeout": 1' + b"0" * 400 + b"}", "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "max_budget_usd": 1' + b"0" * 400 + b"}", "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "from": "' + b"f" * 4097 + b'"}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "reply_to": "' + b"r" * 4097 + b'"}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "task_type": "' + b"t" * 4097 + b'"}', "ok"),
     ],
 )
 def test_rejections(data: bytes, tid: str | None) -> None:
@@ -134,6 +145,37 @@ def test_result_is_cut_to_fit_even_when_escaping_inflates_it() -> None:
     back = json.loads(data)
     assert back["output_truncated"] is True and back["version"] == 1
     assert back["output_bytes"] == 400_000
+
+
+def test_lone_surrogates_from_a_task_are_escaped_not_raised() -> None:
+    """A lone surrogate in metadata made encode() raise after the CLI ran: no result, the
+    task naked and the CLI run again until max_deliver."""
+    data = b'{"task_id": "s1", "instructions": "x", "from": "\\udfff", '
+    data += b'"metadata": {"k\\ud800": ["\\ud800"]}}'
+    task = parse_task(data, 1 << 20)
+    assert isinstance(task, Task) and task.metadata == {"k\ud800": ["\ud800"]}
+    r = _result("out")
+    r.metadata, r.sender = task.metadata, task.sender
+    encoded = r.encode()
+    assert b"\\ud800" in encoded and encoded.isascii()
+    back = json.loads(encoded)
+    assert back["metadata"] == {"k\ud800": ["\ud800"]} and back["from"] == "\udfff"
+    assert back["output"] == "out" and "error" not in back
+
+
+def test_encode_never_raises_and_always_fits() -> None:
+    r = _result("answer")
+    r.cost_usd, r.cost_source = 0.5, "reported"
+    r.usage = {"input_tokens": float("nan")}  # type: ignore[dict-item]  # not JSON
+    back = json.loads(r.encode())
+    assert back["error"].startswith("the result could not be encoded: ValueError(")
+    assert (back["task_id"], back["status"], back["cost_usd"]) == ("t", "completed", 0.5)
+    assert back["output"] == "" and "usage" not in back
+    huge = _result("y" * 1000)
+    huge.labels = {"k": "v" * (MAX_RESULT_BYTES + 1)}  # nothing of it can be cut or dropped
+    data = huge.encode()
+    assert len(data) <= MAX_RESULT_BYTES
+    assert "even without output and metadata" in json.loads(data)["error"]
 
 
 def test_small_result_untouched() -> None:
