@@ -17,6 +17,17 @@ A request that ends without a task (408: expired) is simply asked again. A reque
 server may have lost (a reconnect) is asked again at once, and one that goes unanswered for
 LOST_AFTER is asked again anyway. A task that arrives when none was asked for (the answer to
 a request given up for lost) is nak'd: holding it would run its ack_wait clock unwatched.
+
+**Anything else that lands in the inbox is logged and dropped, never handed on.** Another
+worker can make the server send messages here: it publishes on a subject of its own with
+this inbox as the reply subject, and JetStream's PubAck, an API or direct-get response, a
+no-responders status, or even a task of *its* consumer (a pull request with our reply
+subject) arrives here; nats-server has no permission on reply subjects
+(docs/security.md). So a task is only what JetStream delivered from this puller's own
+consumer (its ack subject names our stream and consumer: no client may publish with a
+`$JS.ACK` reply subject), and a status only counts on the reply subject of the request
+outstanding now: each request has a random token of its own (`<inbox>.<token>`), which no
+other connection ever sees.
 """
 
 from __future__ import annotations
@@ -24,8 +35,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from typing import Any
+
+from poller.logs import Logger
 
 PULL_EXPIRES = 30.0  # seconds a pull request may wait at the server
 LOST_AFTER = PULL_EXPIRES + 5.0  # unanswered this long: the request was lost, ask again
@@ -42,19 +56,32 @@ def _status(msg: Any) -> str | None:
     return headers.get("Status") if headers else None
 
 
+def _from_consumer(msg: Any, stream: str, consumer: str) -> bool:
+    """Delivered by JetStream from this stream's consumer (its `$JS.ACK` reply says so)?"""
+    try:
+        meta = msg.metadata
+    except Exception:  # no reply, or not an ack subject
+        return False
+    return bool(meta.stream == stream and meta.consumer == consumer)
+
+
 class Puller:
-    def __init__(self, nc: Any, stream: str, consumer: str) -> None:
+    def __init__(self, nc: Any, stream: str, consumer: str, log: Logger | None = None) -> None:
         self._nc = nc
+        self._stream, self._consumer = stream, consumer
         self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
+        self._token = ""  # the outstanding request's, in its reply subject
         self._arrived: asyncio.Queue[Any] = asyncio.Queue()
         self._asked_at: float | None = None  # when the outstanding request was sent
         self._wake = asyncio.Event()
         self._sub: Any = None
+        self._log = log
         self.requests = 0  # pull requests sent (tests count them)
+        self.dropped = 0  # messages that were neither our tasks nor our answers
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
 
     async def reopen(self) -> None:
         """Start again after `close()`, on a new inbox: a request withdrawn on the old one
@@ -68,21 +95,52 @@ class Puller:
         self._wake.set()
 
     async def _on_message(self, msg: Any) -> None:
+        """Never raises: whatever arrives, the puller keeps going."""
+        try:
+            await self._sort(msg)
+        except Exception as e:
+            self._drop(msg, f"unreadable: {e!r}")
+
+    async def _sort(self, msg: Any) -> None:
         status = _status(msg)
-        if status == "100":  # heartbeat or flow control: not an answer
+        if status is None:
+            if not _from_consumer(msg, self._stream, self._consumer):
+                self._drop(msg, "not a task of this consumer")
+            elif self._asked_at is None:
+                with contextlib.suppress(Exception):
+                    await msg.nak()  # not asked for: give it back now
+            else:
+                self._answered(msg)
             return
-        if status is None and self._asked_at is None:
-            with contextlib.suppress(Exception):
-                await msg.nak()  # not asked for: give it back now
-            return
-        self._asked_at = None  # batch 1: any answer ends the request
-        if status not in ("404", "408"):  # a task, or an error for next() to raise
+        if self._asked_at is None or msg.subject != f"{self._inbox}.{self._token}":
+            return  # the answer to a request given up (expired, or lost), or not ours
+        if status != "100":  # 100: a heartbeat or flow control, not an answer
+            self._answered(msg if status not in ("404", "408") else None)
+
+    def _answered(self, msg: Any | None) -> None:
+        """Batch 1: any answer ends the request; a task, or an error for next() to raise."""
+        self._asked_at = None
+        if msg is not None:
             self._arrived.put_nowait(msg)
         self._wake.set()
 
+    def _drop(self, msg: Any, why: str) -> None:
+        self.dropped += 1
+        if self._log is not None:
+            self._log.warning(
+                "unexpected_message",
+                consumer=self._consumer,
+                subject=str(getattr(msg, "subject", ""))[:200],
+                reply=str(getattr(msg, "reply", ""))[:200],
+                bytes=len(getattr(msg, "data", b"") or b""),
+                why=why,
+            )
+
     async def _ask(self) -> None:
         body = {"batch": 1, "expires": int(PULL_EXPIRES * 1e9)}
-        await self._nc.publish(self._subject, json.dumps(body).encode(), reply=self._inbox)
+        self._token = secrets.token_hex(8)
+        reply = f"{self._inbox}.{self._token}"
+        await self._nc.publish(self._subject, json.dumps(body).encode(), reply=reply)
         self._asked_at = time.monotonic()
         self.requests += 1
 
@@ -135,13 +193,19 @@ class Pullers:
     arrived on another puller in that instant is nak'd at once, as a stop does, so it goes
     to the next free member without waiting for its ack_wait."""
 
-    def __init__(self, nc: Any, stream: str, consumers: list[str]) -> None:
-        self._pullers = [Puller(nc, stream, c) for c in consumers]
+    def __init__(
+        self, nc: Any, stream: str, consumers: list[str], log: Logger | None = None
+    ) -> None:
+        self._pullers = [Puller(nc, stream, c, log) for c in consumers]
         self._open: set[int] = set()
 
     @property
     def requests(self) -> int:
         return sum(p.requests for p in self._pullers)
+
+    @property
+    def dropped(self) -> int:
+        return sum(p.dropped for p in self._pullers)
 
     async def start(self) -> None:
         for i, p in enumerate(self._pullers):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 from typing import Any
 
 import nats
@@ -36,6 +37,30 @@ async def _wait_or_stop(aw: Any, stop: asyncio.Event) -> tuple[bool, Any]:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     return False, None
+
+
+class _RandomNuid:
+    """nats.py's inbox and request ids, but each one random. Its own NUID keeps one random
+    prefix and adds a fixed increment per id, so one inbox name of a connection (the
+    monitor port lists them) predicts the next reply subjects it will use, and another
+    worker could aim a reply at them (docs/security.md, "Replies aimed at another
+    worker"). Same shape: 22 characters of base 62."""
+
+    def next(self) -> bytearray:
+        return bytearray(_BASE62[secrets.randbelow(len(_BASE62))] for _ in range(_NUID_LENGTH))
+
+
+_BASE62 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_NUID_LENGTH = 22
+
+
+def unpredictable_inboxes(nc: Any) -> bool:
+    """Give a connection random inbox and request ids, before it makes any of them; False
+    if this nats.py has no `_nuid` to replace (tests/unit/poller/test_pull.py checks it)."""
+    if not hasattr(nc, "_nuid"):
+        return False
+    nc._nuid = _RandomNuid()
+    return True
 
 
 class Worker:
@@ -87,6 +112,8 @@ class Worker:
                 if not finished:
                     return False
                 self.nc = nc
+                if not unpredictable_inboxes(nc):
+                    self.log.warning("predictable_inboxes", nats_py="no Client._nuid")
                 self.log.info("nats_connected", url=self.cfg.nats_url)
                 return True
             except Exception as e:
@@ -170,7 +197,9 @@ class Worker:
         running: set[asyncio.Task[None]] = set()
         stream, own, queues = self.cfg.task_stream, self.cfg.consumer, self.cfg.route_consumers
         puller: Puller | Pullers = (
-            Pullers(self.nc, stream, [own, *queues]) if queues else Puller(self.nc, stream, own)
+            Pullers(self.nc, stream, [own, *queues], self.log)
+            if queues
+            else Puller(self.nc, stream, own, self.log)
         )
         self.puller = puller
         pause = 0.25
@@ -192,7 +221,12 @@ class Worker:
                 if msg is None:  # stopping
                     slots.release()
                     break
-                if delivery.join_if_running(msg):
+                try:
+                    joined = delivery.join_if_running(msg)
+                except Exception as e:  # the puller hands on only tasks: never die of one
+                    self.log.error("unexpected_message", error=repr(e), why="not a task")
+                    joined = True
+                if joined:
                     slots.release()
                     continue
                 task = asyncio.create_task(delivery.handle(msg))
