@@ -11,7 +11,9 @@ The `fleetctl task send`, `results`, `tasks` and `dead` commands are built on th
 there is one implementation. Targets are checked against fleet.yaml before anything is
 published (fleetctl/targets.py); each target gets its own Nats-Msg-Id, so a fan-out runs
 once on every target and the same task id sent again within the duplicate window runs
-nothing new.
+nothing new. Each send is recorded (fleetctl/taskrecord.py): whom the task went to, which
+`results` and `tasks` read instead of scanning the window, and against which they mark an
+answer from any other worker as unsolicited.
 """
 
 from __future__ import annotations
@@ -20,20 +22,23 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fleetctl import targets, taskmsg
+from fleetctl import targets, taskmsg, taskrecord
 from fleetctl.bus import taskbus
-from fleetctl.bus.client import Endpoint, connect
+from fleetctl.bus.client import BusError, Endpoint, Identity, connect
 from fleetctl.bus.loop import Loop
 from fleetctl.bus.reach import BusOptions, reach
 from fleetctl.ledger import StoredResult
 from fleetctl.model import Fleet
 from fleetctl.natsnames import NatsNames
 from fleetctl.taskmsg import Result
+from fleetctl.taskrecord import Sender, Sent, Target, TaskRecord
+
+__all__ = ["Answers", "Client", "DeadLetter", "NoSuchTask", "Sent", "Target", "TaskRow"]
 
 # Seconds between looks at the results stream while nothing is new: from the first to the
 # last, doubling, back to the first when a result arrives (quick answers seen quickly, a
@@ -41,52 +46,28 @@ from fleetctl.taskmsg import Result
 POLL_FIRST, POLL_LAST = 0.002, 0.1
 PROGRESS_EVERY = 1.0  # seconds between looks at the consumers (queued / running)
 MULTI_LAST = 1000  # results one batched direct get may match (nats-server: 1024, then 413)
+RECORD_TRIES = 20  # compare-and-set writes of one record before giving up (concurrent sends)
+LOST = (
+    "its copy left the task stream with neither a result nor a dead letter "
+    "(expired unrun, acked without a result, or its dead letter was removed)"
+)
+
+
+class NoSuchTask(taskmsg.TaskError):
+    """The bus has neither a record nor a result of this task id."""
 
 
 @dataclass(frozen=True)
-class Target:
-    """One published copy of a task: to a worker's inbox, or to a `pick: any` route's
-    shared queue (`route`; `worker_id` is then empty until a member has run it)."""
+class Answers:
+    """One task as `fleetctl results` shows it: its record (None when there is none, and
+    `note` says why), each target's answer or where its copy is, then every other worker's
+    answer marked unsolicited. Without a record: every stored answer, unchecked
+    (`unsolicited` None)."""
 
-    worker_id: str
-    msg_id: str
-    stream_seq: int
-    duplicate: bool  # the bus already had this (task id, target) within its window
-    route: str | None = None
-    members: tuple[str, ...] = ()  # a route's: who may run it
-
-    @property
-    def key(self) -> str:
-        """What this target is called until it has a result: its worker, or `route:NAME`."""
-        return self.worker_id or f"route:{self.route}"
-
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"worker_id": self.worker_id or None}
-        if self.route is not None:
-            out["route"] = self.route
-        return out | {
-            "msg_id": self.msg_id,
-            "stream_seq": self.stream_seq,
-            "duplicate": self.duplicate,
-        }
-
-
-@dataclass(frozen=True)
-class Sent:
     task_id: str
-    targets: tuple[Target, ...]
-    at: float = field(default_factory=time.time)
-
-    @property
-    def workers(self) -> list[str]:
-        return [t.worker_id for t in self.targets]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "task_id": self.task_id,
-            "sent": [t.as_json() for t in self.targets],
-        }
+    record: TaskRecord | None
+    results: list[Result]
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,17 +95,25 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class TaskRow:
-    """A recent task and where it stands on each of its targets."""
+    """A recent task (from its record) and where it stands on each of its targets, then
+    the answers of workers it was never sent to (`unsolicited`)."""
 
     task_id: str
     at: str
     states: Mapping[str, str]
+    unsolicited: Mapping[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "task_id": self.task_id,
             "at": self.at,
-            "targets": [{"worker_id": w, "state": s} for w, s in self.states.items()],
+            "targets": [
+                {"worker_id": w, "state": s, "unsolicited": False} for w, s in self.states.items()
+            ]
+            + [
+                {"worker_id": w, "state": s, "unsolicited": True}
+                for w, s in self.unsolicited.items()
+            ],
         }
 
 
@@ -133,6 +122,58 @@ def _run_by_member(
 ) -> Result | None:
     """A route target's result: the one a member of the route stored for the task."""
     return next((found[(m, task_id)] for m in target.members if (m, task_id) in found), None)
+
+
+def _allows(patterns: Sequence[str], subject: str) -> bool:
+    """Does any NATS subject pattern (`*` one token, `>` the rest) match `subject`?"""
+    want = subject.split(".")
+    for pattern in patterns:
+        parts = pattern.split(".")
+        for i, part in enumerate(parts):
+            if part == ">" and i < len(want):
+                return True
+            if i >= len(want) or part not in ("*", want[i]):
+                break
+        else:
+            if len(parts) == len(want):
+                return True
+    return False
+
+
+def _identity_of(who: Identity, names: NatsNames) -> tuple[Sender, str | None]:
+    """The sender a record names, from the creds this client connects with, and why these
+    creds cannot write records (None: they can, or there are no creds to tell). Checked
+    here because a publish the server refuses is only a timeout to the publisher."""
+    import getpass
+    import socket
+
+    try:
+        login: str | None = f"{getpass.getuser()}@{socket.gethostname()}"
+    except (KeyError, OSError):
+        login = None
+    if who.creds is None:
+        return Sender(None, None, login), None
+    from nsc import jwt
+    from nsc.creds import parse_creds
+
+    try:
+        token, _ = parse_creds(who.creds.read_text())
+        claims = jwt.decode(token).claims
+    except (OSError, ValueError, UnicodeDecodeError):
+        return Sender(None, None, login), None  # the connection already used them
+    user, key = claims.get("name"), claims.get("sub")
+    sender = Sender(
+        user if isinstance(user, str) else None, key if isinstance(key, str) else None, login
+    )
+    pub = (claims.get("nats") or {}).get("pub") or {}
+    allow, deny = list(pub.get("allow") or []), list(pub.get("deny") or [])
+    subject = names.record("t")
+    if (allow and not _allows(allow, subject)) or _allows(deny, subject):
+        return sender, (
+            f"the credentials of {user or who.user} predate task records and may not write "
+            "them: `fleetctl apply` (or `fleetctl creds init`) issues new ones"
+        )
+    return sender, None
 
 
 class Client:
@@ -148,6 +189,7 @@ class Client:
             self._loop.close()
             raise
         self._running_since: dict[tuple[str, str], float] = {}
+        self._sender, self._unrecordable = _identity_of(endpoint.identity, self.names)
 
     @classmethod
     @contextmanager
@@ -252,42 +294,131 @@ class Client:
         queue = self.fleet.routes.get(route) if route is not None else None
         if queue is not None and queue.pick == "any" and not (to or select or any):
             return self._enqueue(task_id, data, queue.name)
-        return self.publish(task_id, data, workers)
+        return self.publish(task_id, data, workers, route=route)
 
     def _enqueue(self, task_id: str, data: bytes, route: str) -> Sent:
         """One copy on the route's shared queue: the first free member takes it."""
         members = targets.queues(self.fleet)[route]
 
-        async def go() -> Target:
+        async def go() -> Sent:
             msg_id = taskmsg.dedup_id(task_id, self.names.route_consumer(route))
             ack = await taskbus.publish(self._nc, self.names.route_inbox(route), data, msg_id)
-            return Target("", msg_id, ack.seq, ack.duplicate, route, members)
+            copy = Target("", msg_id, ack.seq, ack.duplicate, route, members)
+            why = await self._record(task_id, data, (copy,), route)
+            return Sent(task_id, (copy,), record_error=why)
 
-        return Sent(task_id, (self._loop.call(go()),))
+        return self._loop.call(go())
 
-    def publish(self, task_id: str, data: bytes, workers: Sequence[str], tag: str = "") -> Sent:
-        """Publish an encoded task to each of `workers` (already checked)."""
+    def publish(
+        self,
+        task_id: str,
+        data: bytes,
+        workers: Sequence[str],
+        tag: str = "",
+        *,
+        route: str | None = None,
+    ) -> Sent:
+        """Publish an encoded task to each of `workers` (already checked), then record
+        the copies the bus stored (also when another copy failed: that error is raised
+        after the record is written)."""
 
         async def one(worker: str) -> Target:
             msg_id = taskmsg.dedup_id(task_id, worker) + tag
             ack = await taskbus.publish(self._nc, self.names.inbox(worker), data, msg_id)
             return Target(worker, msg_id, ack.seq, ack.duplicate)
 
-        async def go() -> tuple[Target, ...]:
-            return tuple(await asyncio.gather(*(one(w) for w in workers)))
+        async def go() -> Sent:
+            copies = await asyncio.gather(*(one(w) for w in workers), return_exceptions=True)
+            stored = tuple(c for c in copies if isinstance(c, Target))
+            why = await self._record(task_id, data, stored, route) if stored else None
+            failed = next((c for c in copies if isinstance(c, BaseException)), None)
+            if failed is not None:
+                raise failed
+            return Sent(task_id, stored, record_error=why)
 
-        return Sent(task_id, self._loop.call(go()))
+        return self._loop.call(go())
+
+    async def _record(
+        self, task_id: str, data: bytes, copies: Sequence[Target], route: str | None
+    ) -> str | None:
+        """Write the task's record, or extend the one an earlier send of the same id wrote
+        (compare-and-set, so concurrent sends lose no target). Why it could not be written,
+        or None. Written after the copies were stored: it names what the bus holds."""
+        if self._unrecordable is not None:
+            return self._unrecordable
+        n = self.names
+        record = taskrecord.new(task_id, data, copies, self._sender, route=route)
+        subject, seq, merged = n.record(task_id), 0, record
+        try:
+            for _ in range(RECORD_TRIES):
+                try:
+                    await taskbus.put(self._nc, subject, merged.encode(), seq)
+                    return None
+                except taskbus.WrongLastSequence:
+                    stored = await taskbus.direct_get(self._nc, n.record_stream, subject)
+                    earlier = taskrecord.parse(task_id, stored.data) if stored else None
+                    seq = stored.seq if stored else 0
+                    merged = earlier.merged(record) if earlier else record
+        except taskbus.NoStream:
+            return f"the bus has no {n.record_stream} bucket yet: `fleetctl apply` creates it"
+        except BusError as e:
+            return str(e)
+        return f"{subject} was written by other sends {RECORD_TRIES} times in a row"
 
     # ---- reading -------------------------------------------------------------------------
 
     def results(self, task_id: str) -> list[Result]:
-        """Every stored result of `task_id`, one per worker, attributed by subject."""
-        return self._loop.call(self._results(task_id))
+        """Each target's result (or where its copy is), then every other worker's answer,
+        marked `unsolicited`; all attributed by subject. NoSuchTask for an unknown id."""
+        return self.answers(task_id).results
 
-    async def _results(self, task_id: str) -> list[Result]:
+    def answers(self, task_id: str) -> Answers:
+        """The task's record and `results`: by subject, whatever else the window holds."""
+        return self._loop.call(self._answers(task_id))
+
+    def record(self, task_id: str) -> TaskRecord | None:
+        """Whom the task was sent to, when and by whom; None when the bus has no record."""
+        return self._loop.call(self._record_of(task_id))[0]
+
+    async def _record_of(self, task_id: str) -> tuple[TaskRecord | None, str | None]:
+        """The task's record, or None and why there is none."""
         taskmsg.check_task_id(task_id)
+        n = self.names
+        if self._unrecordable is not None:
+            return None, self._unrecordable.replace("may not write", "may not read")
+        try:
+            stored = await taskbus.direct_get(self._nc, n.record_stream, n.record(task_id))
+        except taskbus.NoStream:
+            return None, f"the bus has no {n.record_stream} bucket yet: `fleetctl apply` creates it"
+        if stored is None:
+            return (
+                None,
+                "no record of it: sent before this fleet kept task records, or not by fleetctl",
+            )
+        record = taskrecord.parse(task_id, stored.data)
+        return record, None if record is not None else "its record is not one fleetctl can read"
+
+    async def _answers(self, task_id: str) -> Answers:
+        record, note = await self._record_of(task_id)
         found = await self._results_of([task_id])
-        return sorted(found.values(), key=lambda r: r.worker_id)
+        if record is None:
+            if not found:
+                raise NoSuchTask(
+                    f"no such task: {task_id} (the bus has no record of it and no result)"
+                )
+            stored = [replace(r, unsolicited=None) for r in found.values()]
+            return Answers(task_id, None, sorted(stored, key=lambda r: r.worker_id), note)
+        out: list[Result] = []
+        waiting: list[tuple[str, Target]] = []
+        for t in record.targets:
+            mine = [found[(w, task_id)] for w in t.workers if (w, task_id) in found]
+            out += mine
+            if not mine:
+                waiting.append((task_id, t))
+        where = await self._whereabouts(waiting)
+        out += [where[(t.key, task_id)] for _, t in waiting]
+        others = [r for (w, _), r in sorted(found.items()) if not record.solicited(w)]
+        return Answers(task_id, record, out + [replace(r, unsolicited=True) for r in others])
 
     async def _results_of(self, task_ids: Sequence[str]) -> dict[tuple[str, str], Result]:
         """The stored results of these tasks, by (worker, task): batched direct gets of the
@@ -327,25 +458,46 @@ class Client:
     async def _whereabouts(
         self, waiting: Sequence[tuple[str, Target]]
     ) -> dict[tuple[str, str], Result]:
-        """Where each (task id, target) without a result is: dead-lettered, running or
-        queued. The dead letters and each consumer are looked at once for all of them."""
-        if not waiting:
-            return {}
-        dead = {(d.worker_id, d.task_id): d for d in await self._dead_letters()}
+        """Where each (task id, target) without a result is, by its copy's sequence:
+        still in the task stream (queued, or running once its consumer delivered it), else
+        acked after a result or a dead letter (the poller stores either before it acks), or
+        lost. Each consumer is looked at once; each worker's dead letters are read only for
+        a copy that left the stream without a result, and once."""
+        letters = _DeadLetters(self)
         infos: dict[str, dict[str, Any] | None] = {}
         out: dict[tuple[str, str], Result] = {}
         for task_id, target in waiting:
             key = (target.key, task_id)
-            who = (target.worker_id, *target.members)
-            letter = next((dead[(w, task_id)] for w in who if (w, task_id) in dead), None)
-            if letter is not None:
-                body = dict(letter.body) | {"status": "dead-lettered"}
-                out[key] = Result(letter.worker_id, "dead-lettered", body)
-                continue
-            if target.key not in infos:
-                infos[target.key] = await self._consumer(target.worker_id, target.route)
-            out[key] = self._where(task_id, target, infos[target.key])
+            if await self._queued_copy(target):
+                if target.key not in infos:
+                    infos[target.key] = await self._consumer(target.worker_id, target.route)
+                out[key] = self._where(task_id, target, infos[target.key])
+            else:
+                out[key] = await self._left(task_id, target, letters)
         return out
+
+    async def _queued_copy(self, target: Target) -> bool:
+        """Is the target's copy still in the (work queue) task stream: not yet acked?"""
+        if target.stream_seq <= 0:
+            return True  # not known: take it as still there
+        n = self.names
+        inbox = n.inbox(target.worker_id) if target.worker_id else n.route_inbox(target.route or "")
+        copy = await taskbus.msg_get(self._nc, n.task_stream, {"seq": target.stream_seq})
+        return copy is not None and copy.subject == inbox
+
+    async def _left(self, task_id: str, target: Target, letters: _DeadLetters) -> Result:
+        """A copy no longer queued: its result (stored just now), its dead letter, or lost."""
+        n = self.names
+        for w in target.workers:
+            stored = await taskbus.direct_get(self._nc, n.results_stream, n.result(w, task_id))
+            body = stored.json() if stored is not None else None
+            if isinstance(body, dict):
+                return Result(w, str(body.get("status", "?")), body)
+        letter = await letters.find(target.workers, task_id)
+        if letter is not None:
+            body = dict(letter.body) | {"status": "dead-lettered"}
+            return Result(letter.worker_id, "dead-lettered", body)
+        return Result(target.key, "lost", {"reason": LOST})
 
     def _where(self, task_id: str, target: Target, info: dict[str, Any] | None) -> Result:
         key = (target.key, task_id)
@@ -437,43 +589,60 @@ class Client:
     # ---- the fleet's recent tasks --------------------------------------------------------
 
     def tasks(self, since: float = 3600, worker: str | None = None) -> list[TaskRow]:
-        """Tasks of the last `since` seconds with their state per target: from the results,
-        the dead letters, and the copies still in the task stream (queued or running)."""
+        """Tasks sent in the last `since` seconds, from their records, with their state per
+        target and any unsolicited answers; with `worker`, the tasks it was sent or
+        answered."""
         return self._loop.call(self._tasks(since, worker))
 
     async def _tasks(self, since: float, worker: str | None) -> list[TaskRow]:
+        records = await self._records_since(since)
+        found = await self._results_of([r.task_id for r in records])
+        waiting = [
+            (r.task_id, t)
+            for r in records
+            for t in r.targets
+            if not any((w, r.task_id) in found for w in t.workers)
+        ]
+        where = await self._whereabouts(waiting)
+        rows = []
+        for r in records:
+            states: dict[str, str] = {}
+            for t in r.targets:
+                mine = [found[(w, r.task_id)] for w in t.workers if (w, r.task_id) in found]
+                for got in mine or [where[(t.key, r.task_id)]]:
+                    states.setdefault(got.worker_id, got.status)
+            answers = {w: a.status for (w, tid), a in found.items() if tid == r.task_id}
+            others = {w: st for w, st in sorted(answers.items()) if not r.solicited(w)}
+            if worker is None or r.solicited(worker) or worker in answers:
+                rows.append(TaskRow(r.task_id, r.at, dict(sorted(states.items())), others))
+        return sorted(rows, key=lambda row: row.at)
+
+    async def _records_since(self, since: float) -> list[TaskRecord]:
+        """Every readable record written (first or again) in the last `since` seconds."""
         n = self.names
-        start = datetime.now(UTC) - timedelta(seconds=since)
-        rows: dict[str, tuple[str, dict[str, str]]] = {}
-
-        def note(task_id: str, at: str, wid: str, state: str) -> None:
-            first, states = rows.setdefault(task_id, (at, {}))
-            rows[task_id] = (min(first, at) if first else at, states)
-            states.setdefault(wid, state)
-
-        for r in await self._stored_results(since, worker):
-            at = str(r.body.get("started_at") or "")
-            note(r.task_id, at, r.worker_id, str(r.body.get("status", "?")))
-        for d in await self._dead_letters(worker):
-            at = str(d.body.get("at") or "")
-            if d.task_id and at >= start.isoformat()[:19]:
-                note(d.task_id, at, d.worker_id, "dead-lettered")
-        infos: dict[str, dict[str, Any] | None] = {}
-        inboxes = [n.inbox(worker)] if worker else [n.all_inboxes, n.all_route_inboxes]
-        for subjects in inboxes:
-            for m in await taskbus.scan(self._nc, n.task_stream, subjects):
-                task = m.json()
-                kind, name = m.subject.split(".")[-3:-1]
-                if not isinstance(task, dict) or not isinstance(task.get("task_id"), str):
-                    continue
-                label = name if kind == "worker" else f"route:{name}"
-                if label not in infos:
-                    infos[label] = await self._consumer(name, name if kind == "route" else None)
-                delivered = int(((infos[label] or {}).get("delivered") or {}).get("stream_seq", 0))
-                state = "running" if m.seq <= delivered else "queued"
-                note(task["task_id"], m.time, label, state)
-        ordered = sorted(rows.items(), key=lambda kv: kv[1][0])
-        return [TaskRow(tid, at, dict(sorted(states.items()))) for tid, (at, states) in ordered]
+        if self._unrecordable is not None:
+            raise BusError(self._unrecordable.replace("may not write", "may not read"))
+        start = (datetime.now(UTC) - timedelta(seconds=since)).isoformat()
+        body: dict[str, Any] = {
+            "start_time": start,
+            "next_by_subj": n.all_records,
+            "batch": taskbus.BATCH,
+        }
+        records = []
+        prefix = n.record("")
+        try:
+            while batch := await taskbus.direct_batch(self._nc, n.record_stream, body):
+                for m in batch:
+                    record = taskrecord.parse(m.subject.removeprefix(prefix), m.data)
+                    if record is not None:
+                        records.append(record)
+                body = {"seq": batch[-1].seq + 1, "next_by_subj": n.all_records}
+                body["batch"] = taskbus.BATCH
+        except BusError as e:
+            raise BusError(
+                f"{e} (a bus without task records: `fleetctl apply` creates {n.record_stream})"
+            ) from None
+        return records
 
     def stored_results(
         self, since: float | None = None, worker: str | None = None
@@ -558,3 +727,28 @@ class Client:
             return int(answer.get("purged", 0))
 
         return self._loop.call(go())
+
+
+class _DeadLetters:
+    """Dead letters by (worker, task), each worker's read at most once: first its newest
+    (a task just given up on is it), then, if that is another task's, all of them."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._read: dict[str, list[DeadLetter]] = {}
+
+    async def find(self, workers: Sequence[str], task_id: str) -> DeadLetter | None:
+        client, n = self._client, self._client.names
+        for w in workers:
+            if w not in self._read:
+                newest = await taskbus.msg_get(
+                    client._nc, n.dead_stream, {"last_by_subj": n.dead(w)}
+                )
+                body = newest.json() if newest is not None else None
+                if newest is not None and isinstance(body, dict) and body.get("task_id") == task_id:
+                    return DeadLetter(newest.seq, w, body)
+                self._read[w] = await client._dead_letters(w) if newest is not None else []
+            hit = next((d for d in reversed(self._read[w]) if d.task_id == task_id), None)
+            if hit is not None:
+                return hit
+        return None

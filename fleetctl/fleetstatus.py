@@ -294,6 +294,7 @@ class BusView:
             n.dead_stream,
             n.lease_stream,
             n.spend_stream,
+            n.record_stream,
         ):
             info = await _info(self.nc, f"{API}.STREAM.INFO.{stream}")
             if info is None:

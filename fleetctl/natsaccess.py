@@ -94,16 +94,23 @@ def worker_permissions(names: NatsNames, worker_id: str, routes: Sequence[str] =
 
 def publisher_permissions(names: NatsNames) -> Permissions:
     """The task publisher (`fleetctl task`, `fleetctl.client`): publish to any worker inbox;
-    read results by direct get (by subject: no consumer of its own, nothing to create);
-    look at the workers' consumers (how many tasks wait: `--any`, progress); read the tasks
-    still queued and the dead letters, and purge dead letters; its own inbox prefix. No
-    pulls or acks: it never takes a task from a worker."""
+    write and read the task records (whom each task was sent to: the only identity that
+    may); read results by direct get (by subject: no consumer of its own, nothing to
+    create); look at the workers' consumers (how many tasks wait: `--any`, progress); read
+    the tasks still queued and the dead letters, and purge dead letters; its own inbox
+    prefix. No pulls or acks: it never takes a task from a worker."""
     results, tasks, dead = names.results_stream, names.task_stream, names.dead_stream
+    records = names.record_stream
     return Permissions(
         pub=Permission.of(
             allow=[
                 names.all_inboxes,
                 names.all_route_inboxes,
+                # Task records: one key per task id (one token), written with compare-and-set;
+                # read one by the subject in the request, or all since a time (`tasks`).
+                names.record("*"),
+                f"{JS_API}.DIRECT.GET.{records}",
+                f"{JS_API}.DIRECT.GET.{records}.{names.record('*')}",
                 f"{JS_API}.STREAM.MSG.GET.{results}",
                 f"{JS_API}.DIRECT.GET.{results}",
                 f"{JS_API}.DIRECT.GET.{results}.>",
@@ -119,14 +126,15 @@ def publisher_permissions(names: NatsNames) -> Permissions:
 
 def admin_api(names: NatsNames) -> list[str]:
     """Exactly the JetStream API requests fleetctl sends (fleetctl/bus/jetstream.py), on the
-    fleet's own stream names: is JetStream up, look up / create / update its five streams
-    (tasks, results, dead letters, the leases and spend buckets), list, look up, create, update and
-    delete consumers on the task stream. No stream delete or purge, no message get or
-    delete, no direct get but of a spend counter (status), no pull (MSG.NEXT), no ephemeral
-    consumers, no other stream's consumers."""
+    fleet's own stream names: is JetStream up, look up / create / update its six streams
+    (tasks, results, dead letters, the leases, spend and task records buckets), list, look
+    up, create, update and delete consumers on the task stream. No stream delete or purge,
+    no message get or delete, no direct get but of a spend counter (status; not of a task
+    record: status does not need them), no pull (MSG.NEXT), no ephemeral consumers, no
+    other stream's consumers."""
     api = [f"{JS_API}.INFO"]
     streams = (names.task_stream, names.results_stream, names.dead_stream, names.lease_stream)
-    for stream in (*streams, names.spend_stream):
+    for stream in (*streams, names.spend_stream, names.record_stream):
         api += [f"{JS_API}.STREAM.{op}.{stream}" for op in ("INFO", "CREATE", "UPDATE")]
     tasks = names.task_stream
     api += [f"{JS_API}.CONSUMER.{op}.{tasks}" for op in ("LIST", "NAMES")]

@@ -61,6 +61,24 @@ class NatsNames:
         """The whole fleet's daily spend keys (`fleet.<day>`): every worker adds to them."""
         return f"$KV.{self.spend_bucket}.fleet.>"
 
+    @property
+    def record_bucket(self) -> str:
+        """The KV bucket of task records (fleetctl/taskrecord.py): one key per task id,
+        written by the publisher when it sends the task; its stream is `record_stream`."""
+        return f"{self._stream_base}_RECORDS"
+
+    @property
+    def record_stream(self) -> str:
+        return f"KV_{self.record_bucket}"
+
+    @property
+    def all_records(self) -> str:
+        return f"$KV.{self.record_bucket}.>"
+
+    def record(self, task_id: str) -> str:
+        """One task's record key (`task_id` is one subject token; `*` for every task)."""
+        return f"$KV.{self.record_bucket}.{task_id}"
+
     def spend_of(self, worker_id: str) -> str:
         """One worker's daily spend keys (`worker.<worker_id>.<day>`)."""
         return f"$KV.{self.spend_bucket}.worker.{worker_id}.>"

@@ -26,6 +26,10 @@ LEASE_DUPLICATE_WINDOW = 60
 # A spend counter is a few dozen bytes, one key per worker and per day (and one for the fleet):
 # yesterday's keys go by themselves.
 SPEND_MAX_AGE = 2 * 86400
+# A task record (fleetctl/taskrecord.py) is kept twice the results' max_age, so it outlives
+# every result of its task: a task may wait in the queue up to max_age before it runs, and
+# its result is then kept max_age from when it was stored.
+RECORD_AGE_FACTOR = 2
 # Stream settings that copy messages to other subjects or streams: with them, whoever may
 # update a stream could read every task (republish to its inbox) or inject tasks (a stream
 # that republishes into a worker's inbox). fleetctl never declares them.
@@ -148,9 +152,10 @@ class ConsumerSpec:
 
 def streams(settings: NatsSettings, inboxes: Sequence[str] | None = None) -> list[StreamSpec]:
     """Tasks (work queue: a task is gone once acked), results, dead letters, the KV
-    bucket of task leases (one key per (worker, task), each write with its TTL), and the KV
+    bucket of task leases (one key per (worker, task), each write with its TTL), the KV
     bucket of spend counters for budgets (one key per worker and day, one per day for the
-    fleet; poller/budget.py).
+    fleet; poller/budget.py), and the KV bucket of task records (one key per task id,
+    written by the publisher when it sends a task; fleetctl/taskrecord.py).
 
     Tasks: with `inboxes` (the fleet's enabled workers' inboxes and its route queues) the
     task stream captures exactly those subjects, so a task published to any other worker's
@@ -221,6 +226,18 @@ def streams(settings: NatsSettings, inboxes: Sequence[str] | None = None) -> lis
             max_msgs_per_subject=1,
             allow_direct=True,
             max_bytes=settings.spend_max_bytes,
+            kv_bucket=True,
+        ),
+        StreamSpec(
+            n.record_stream,
+            (n.all_records,),
+            "limits",
+            RECORD_AGE_FACTOR * age,
+            LEASE_DUPLICATE_WINDOW,
+            size,
+            max_msgs_per_subject=1,
+            allow_direct=True,
+            max_bytes=settings.records_max_bytes,
             kv_bucket=True,
         ),
     ]

@@ -18,8 +18,10 @@ TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # What a published task may weigh: the stream's max_msg_size (the poller's MAX_TASK_BYTES
 # default too). The server's max_payload (1 MiB) also counts the headers.
 MAX_TASK_BYTES = TASK_MAX_BYTES - 1024
-# A result's status, or where a target's copy of the task is when it has none yet.
-FINAL = ("completed", "failed", "timeout", "rejected", "dead-lettered")
+# A result's status, or where a target's copy of the task is when it has none yet. `lost`:
+# the copy left the task stream with neither a result nor a dead letter (expired unrun, acked
+# without a result, or its dead letter was purged).
+FINAL = ("completed", "failed", "timeout", "rejected", "dead-lettered", "lost")
 PENDING = ("queued", "running")
 
 
@@ -94,6 +96,9 @@ class Result:
     status: str
     body: Mapping[str, Any] = field(default_factory=dict)
     elapsed_s: float | None = None  # while running: since it was first seen running
+    # An answer from a worker the task's record does not name as a target (it published on
+    # its own result subject for a task it was never sent); None: no record to tell.
+    unsolicited: bool | None = False
 
     @property
     def final(self) -> bool:
@@ -121,6 +126,7 @@ class Result:
                 out[extra] = self.body[extra]
         if self.body.get("reason"):  # a dead letter
             out["reason"] = self.body["reason"]
+        out["unsolicited"] = self.unsolicited
         return out
 
 

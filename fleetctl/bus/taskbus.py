@@ -85,6 +85,58 @@ async def direct_batch(nc: Any, stream: str, body: dict[str, Any]) -> list[Store
         await sub.unsubscribe()
 
 
+class NoStream(BusError):
+    """No stream answers for that subject (a bus that predates it: apply creates it)."""
+
+
+def _failed(what: str, e: Exception) -> BusError:
+    if type(e).__name__ == "NoRespondersError":
+        return NoStream(f"{what}: no stream takes it")
+    return BusError(f"{what}: {type(e).__name__}")
+
+
+async def direct_get(nc: Any, stream: str, subject: str) -> Stored | None:
+    """The last message on one subject, named in the request subject (what a permission
+    can restrict to one key); None when there is none, or a KV key's last write deleted it."""
+    try:
+        msg = await nc.request(f"{API}.DIRECT.GET.{stream}.{subject}", b"", timeout=TIMEOUT)
+    except Exception as e:
+        raise _failed(f"reading {subject} from {stream}", e) from None
+    headers = msg.headers or {}
+    status = headers.get("Status")
+    if status == "404" or headers.get("KV-Operation") in ("DEL", "PURGE"):
+        return None
+    if status is not None:
+        description = headers.get("Description", "")
+        raise BusError(f"reading {subject} from {stream}: {status} {description}".strip())
+    return _stored_from_headers(msg)
+
+
+class WrongLastSequence(BusError):
+    """A compare-and-set write lost to another writer: read the key again and retry."""
+
+
+# JetStream's "wrong last sequence" errors (per subject; per stream).
+WRONG_LAST_SEQUENCE = (10071, 10164)
+
+
+async def put(nc: Any, subject: str, data: bytes, expected_seq: int) -> int:
+    """Write a KV key only if its last sequence is still `expected_seq` (0: a new key); its
+    new sequence. WrongLastSequence when another write came first."""
+    headers = {"Nats-Expected-Last-Subject-Sequence": str(expected_seq)}
+    try:
+        reply = await nc.request(subject, data, timeout=TIMEOUT, headers=headers)
+    except Exception as e:
+        raise _failed(f"writing {subject}", e) from None
+    ack = json.loads(reply.data or b"{}")
+    if "error" in ack:
+        err = ack["error"]
+        if err.get("err_code") in WRONG_LAST_SEQUENCE:
+            raise WrongLastSequence(f"writing {subject}: {err.get('description')}")
+        raise BusError(f"writing {subject}: {err.get('description')}")
+    return int(ack.get("seq", 0))
+
+
 async def msg_get(nc: Any, stream: str, body: dict[str, Any]) -> Stored | None:
     """One message by `seq`, `last_by_subj` or `next_by_subj` (STREAM.MSG.GET: for streams
     without direct gets); None when there is none."""

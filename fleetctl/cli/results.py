@@ -1,4 +1,4 @@
-"""`fleetctl results TASK_ID`: every worker's result of a task, side by side."""
+"""`fleetctl results TASK_ID`: each target's result of a task, side by side, from its record."""
 
 from __future__ import annotations
 
@@ -12,21 +12,18 @@ from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options, json_option, watch_option
 from fleetctl.cli.task import show
-from fleetctl.client import Client
-from fleetctl.taskmsg import Result, TaskError, check_task_id, results_json
+from fleetctl.client import Answers, Client, NoSuchTask
+from fleetctl.taskmsg import TaskError, check_task_id, results_json
 from fleetctl.ui.terminal import err, out
 
 WATCH_EVERY = 0.5
 
 
-def _all(client: Client, task_id: str) -> list[Result]:
-    """Stored results, plus the targets whose copy is still queued, running or dead."""
-    got = {r.worker_id: r for r in client.results(task_id)}
-    for row in client.tasks(since=client.fleet.nats.max_age):
-        if row.task_id == task_id:
-            for wid, state in row.states.items():
-                got.setdefault(wid, Result(wid, state))
-    return [got[w] for w in sorted(got)]
+def _answers(client: Client, task_id: str) -> Answers:
+    try:
+        return client.answers(task_id)
+    except NoSuchTask as e:
+        fail(str(e))
 
 
 @click.command()
@@ -46,29 +43,42 @@ def results(
     as_json: bool,
     bus: BusOptions,
 ) -> None:
-    """Every worker's result of TASK_ID: status, model, host, attempt, duration, tokens,
-    cost, exit code and output, one column per worker."""
+    """Each target's result of TASK_ID (status, model, host, attempt, duration, tokens,
+    cost, exit code and output, one column per worker), from the task's record; an answer
+    from a worker the task was not sent to is marked unsolicited. Exit 1 for an unknown id."""
     try:
         check_task_id(task_id)
     except TaskError as e:
         fail(str(e))
     with task_client(app, bus) as client:
-        found = _all(client, task_id)
+        answers = _answers(client, task_id)
         if watch:
-            seen = {r.worker_id: r.status for r in found}
+            seen = {r.worker_id: r.status for r in answers.results}
             try:
-                while not found or any(not r.final for r in found):
+                while any(not r.final for r in answers.results):
                     time.sleep(WATCH_EVERY)
-                    found = _all(client, task_id)
-                    for r in found:
+                    answers = _answers(client, task_id)
+                    for r in answers.results:
                         if seen.get(r.worker_id) != r.status:
                             seen[r.worker_id] = r.status
                             err().print(f"{r.worker_id}: {r.status}", markup=False)
             except KeyboardInterrupt:
                 pass
+    found = answers.results
     if as_json:
-        click.echo(json.dumps(results_json(task_id, found), indent=2))
-    elif outputs_diff:
+        record = answers.record.as_json() if answers.record is not None else None
+        listed = results_json(task_id, found)
+        body = {"version": listed["version"], "task_id": task_id, "record": record}
+        body["results"] = listed["results"]
+        click.echo(json.dumps(body, indent=2))
+        return
+    if answers.note is not None:
+        err().print(
+            f"note: {task_id}: {answers.note}. Every stored answer is shown; none can be "
+            "checked against the task's targets.",
+            markup=False,
+        )
+    if outputs_diff:
         from fleetctl.ui.results_view import diff
 
         diff(out(), found)

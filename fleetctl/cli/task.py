@@ -130,6 +130,12 @@ def send(
             task_type=task_type,
             metadata=metadata or None,
         )
+        if sent.record_error is not None:
+            err().print(
+                f"warning: {sent.task_id} was sent but not recorded ({sent.record_error}): "
+                "`fleetctl results` cannot check its answers against its targets",
+                markup=False,
+            )
         for t in sent.targets:
             if t.duplicate:
                 err().print(

@@ -30,8 +30,9 @@ def tasks(
     as_json: bool,
     bus: BusOptions,
 ) -> None:
-    """Recent tasks with their state per target: queued, running, completed, failed,
-    timeout, rejected, dead-lettered."""
+    """Tasks sent recently (from their records), with their state per target: queued,
+    running, completed, failed, timeout, rejected, dead-lettered, lost; and any answer from
+    a worker the task was not sent to, marked unsolicited."""
     seconds = duration(since, "--since") or 3600.0
     with task_client(app, bus) as client:
         rows = client.tasks(seconds, worker)
@@ -47,6 +48,10 @@ def tasks(
         for wid, state in row.states.items():
             states.append(f"{wid} ")
             states.append(state, STYLES.get(state, ""))
+            states.append("  ")
+        for wid, state in row.unsolicited.items():
+            states.append(f"{wid} {state} ")
+            states.append("(unsolicited)", "bold red")
             states.append("  ")
         table.add_row(Text(row.task_id), Text(row.at[:19]), states)
     out().print(table if rows else Text("no tasks in that time"))

@@ -22,6 +22,7 @@ STREAMS = (
     "dead_max_bytes",
     "leases_max_bytes",
     "spend_max_bytes",
+    "records_max_bytes",
 )
 _DEFAULTS = NatsSettings()
 

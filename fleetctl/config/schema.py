@@ -144,6 +144,11 @@ class NatsSettings(_Strict):
         description="Most bytes the spend counters bucket keeps (budgets: a few dozen bytes "
         "per worker and day).",
     )
+    records_max_bytes: Bytes = Field(
+        64 * 1024**2,
+        description="Most bytes the task records bucket keeps (a record is a few hundred bytes "
+        "per task sent; the oldest go first).",
+    )
     max_msg_size: Bytes = Field(
         MAX_PAYLOAD,
         le=MAX_PAYLOAD,
@@ -159,7 +164,8 @@ class NatsSettings(_Strict):
     account_max_file_store: Bytes = Field(
         4 * 1024**3,
         description="JetStream disk limit of the fleet's account: at least the streams' "
-        "max bytes (tasks, results, dead letters, leases), at most max_file_store.",
+        "max bytes (tasks, results, dead letters, leases, spend, records), at most "
+        "max_file_store.",
     )
     account_max_memory_store: Bytes = Field(
         64 * 1024**2,

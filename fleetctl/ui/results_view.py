@@ -18,7 +18,8 @@ TRIM_LINES = 20  # output lines shown per worker unless --full
 MIN_COLUMN = 38  # narrower than this per worker: stack instead
 MAX_COLUMN = 64
 STYLES = {"completed": "green", "failed": "red", "timeout": "red", "rejected": "red"}
-STYLES |= {"dead-lettered": "red", "running": "yellow", "queued": "dim"}
+STYLES |= {"dead-lettered": "red", "lost": "red", "running": "yellow", "queued": "dim"}
+UNSOLICITED = "NO: this worker was never sent the task (unsolicited)"
 
 
 def _seconds(value: Any) -> str:
@@ -38,7 +39,8 @@ def facts(r: Result) -> list[tuple[str, str]]:
     """The per-worker lines above the output."""
     b = r.body
     cost = b.get("cost_usd")
-    rows = [
+    rows = [("sent to", UNSOLICITED)] if r.unsolicited else []
+    rows += [
         ("status", r.status if r.elapsed_s is None else f"{r.status} {r.elapsed_s:.0f}s"),
         ("llm", str(b.get("llm") or "-")),
         ("model", str(b.get("model") or "-")),
@@ -67,10 +69,19 @@ def _output(r: Result, full: bool) -> Text:
     return Text("\n".join(lines))  # plain Text: nothing from a worker is read as markup
 
 
+def _title(r: Result) -> Text:
+    """The worker's name; an unsolicited answer says so where it cannot be missed."""
+    title = Text(r.worker_id)
+    if r.unsolicited:
+        title.append(" (unsolicited)", "bold red")
+    return title
+
+
 def _cell(r: Result, full: bool) -> RenderableType:
     head = Text()
     for label, value in facts(r):
         style = STYLES.get(value.split(" ")[0], "") if label == "status" else ""
+        style = "bold red" if label == "sent to" else style
         head.append(f"{label:<9} ", "bold")
         head.append(value + "\n", style)
     return Group(head, _output(r, full))
@@ -86,12 +97,12 @@ def side_by_side(
         widest = max(MIN_COLUMN, min(MAX_COLUMN, console.width // len(results) - 3))
         table = Table(title=Text(task_id), show_lines=False)
         for r in results:
-            table.add_column(Text(r.worker_id), overflow="fold", max_width=widest)
+            table.add_column(_title(r), overflow="fold", max_width=widest)
         table.add_row(*(_cell(r, full) for r in results))
         console.print(table)
         return
     for r in results:
-        console.print(Panel(_cell(r, full), title=Text(r.worker_id), title_align="left"))
+        console.print(Panel(_cell(r, full), title=_title(r), title_align="left"))
 
 
 def diff(console: Console, results: Sequence[Result]) -> None:
@@ -106,13 +117,13 @@ def diff(console: Console, results: Sequence[Result]) -> None:
             difflib.unified_diff(
                 base.output.splitlines(),
                 other.output.splitlines(),
-                fromfile=base.worker_id,
-                tofile=other.worker_id,
+                fromfile=_title(base).plain,
+                tofile=_title(other).plain,
                 lineterm="",
             )
         )
         if not lines:
-            console.print(Text(f"{base.worker_id} and {other.worker_id}: same output"))
+            console.print(Text(f"{_title(base).plain} and {_title(other).plain}: same output"))
         for line in lines:
             style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
             console.print(Text(line, style))

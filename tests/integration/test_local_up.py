@@ -232,12 +232,10 @@ def test_up_runs_every_worker_that_can_run_here(fleet: LocalFleet) -> None:
     # The task commands find the local fleet with no flags, as the user who runs it.
     sent = json.loads(fleet.fleetctl("task", "send", "--to", "w-count", "--json", "a b").stdout)
     task_id = sent["task_id"]
-    done = json.loads(fleet.fleetctl("results", task_id, "--json").stdout)
-    deadline = time.monotonic() + 20
-    while not done["results"] and time.monotonic() < deadline:
-        time.sleep(0.2)
-        done = json.loads(fleet.fleetctl("results", task_id, "--json").stdout)
+    assert sent["recorded"] is True  # up made the task records bucket, its publisher writes it
+    done = json.loads(fleet.fleetctl("results", task_id, "--watch", "--json").stdout)
     assert [(r["worker_id"], r["output"].strip()) for r in done["results"]] == [("w-count", "2")]
+    assert [t["worker_id"] for t in done["record"]["targets"]] == ["w-count"]
     assert task_id in fleet.fleetctl("tasks").stdout
     fleet.fleetctl("dead", "list")
 

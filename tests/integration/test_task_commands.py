@@ -146,9 +146,12 @@ def test_dead_letters_are_listed_shown_replayed_elsewhere_and_purged(tmp_path: P
         replay = tf.fleetctl("dead", "replay", str(letter["seq"]), "--to", "w2")
         assert replay.returncode == 0, replay.stderr
         assert replay.stdout.strip() == "replayed dl-1 to w2"
-        watched = tf.fleetctl("results", "dl-1", "--watch", "--json")
-        by_worker = {r["worker_id"]: r["status"] for r in json.loads(watched.stdout)["results"]}
-        assert by_worker["w2"] == "completed"
+        watched = json.loads(tf.fleetctl("results", "dl-1", "--watch", "--json").stdout)
+        by_worker = {r["worker_id"]: r["status"] for r in watched["results"]}
+        assert by_worker == {"w1": "dead-lettered", "w2": "completed"}
+        # the replay is a send: the task's record names both targets now
+        assert [t["worker_id"] for t in watched["record"]["targets"]] == ["w1", "w2"]
+        assert watched["record"]["sends"] == 2
 
         purged = tf.fleetctl("dead", "purge", "--worker", "w1", "--yes")
         assert purged.stdout.strip() == "removed 1 dead letter(s)"

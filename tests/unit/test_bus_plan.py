@@ -25,7 +25,8 @@ def test_a_bare_broker_s_bus_is_planned_whole() -> None:
     plan = _plan(ObservedHost(), DOWN)
     assert plan.bus is not None and plan.bus.error is None
     kinds = [(c.action, c.kind) for c in plan.bus.changes]
-    assert kinds.count(("create", "stream")) == 5  # tasks, results, dead letters, leases, spend
+    # tasks, results, dead letters, leases, spend, task records
+    assert kinds.count(("create", "stream")) == 6
     enabled = [w for w in example_fleet().workers if w.enabled]
     assert kinds.count(("create", "consumer")) == len(enabled)
 
@@ -90,3 +91,26 @@ def test_a_departing_consumer_goes_first_and_says_what_it_leaves_unrun() -> None
     ]
     order = [(c.action, c.kind) for c in jetstream.ordered(plan.bus.changes)]
     assert order == [("delete", "consumer"), ("update", "stream")]
+
+
+def test_an_existing_bus_gets_the_task_records_bucket_and_nothing_else() -> None:
+    """A bus applied before task records existed: the plan adds exactly the bucket."""
+    import io
+
+    from rich.console import Console
+
+    from fleetctl.ui.plan_view import print_plan
+
+    desired = desired_state(example_fleet())
+    keys = {s.key: s.api_config() for s in desired.bus.streams}
+    keys |= {c.key: c.api_config() for c, _ in desired.bus.consumers}
+    del keys["stream KV_AF_RECORDS"]
+    plan = _plan(ObservedHost(), ObservedBus(resources=keys, managed=frozenset(keys)))
+    assert plan.bus is not None
+    assert [(c.action, c.kind, c.name) for c in plan.bus.changes] == [
+        ("create", "stream", "KV_AF_RECORDS")
+    ]
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    print_plan(console, plan)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "+ stream KV_AF_RECORDS" in text

@@ -21,11 +21,12 @@ def test_offline_plan_lists_every_host_and_ends_with_the_summary() -> None:
     result = run("plan", "--dry-run")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    # 58 resources (the leases and spend buckets among the streams), plus the tunnel keys apply will
+    # 59 resources (the leases, spend and task records buckets among the streams), plus the
+    # tunnel keys apply will
     # generate (one per worker host), the broker's tunnel login that accepts them (user,
     # two dirs, authorized_keys, sshd drop-in), and the LLM CLIs the workers run (claude and
     # codex on one node, claude and gemini on the other).
-    assert lines[-1] == "Plan: 69 to add, 0 to change, 0 to destroy."
+    assert lines[-1] == "Plan: 70 to add, 0 to change, 0 to destroy."
     for host in ("broker-host  192.0.2.10", "worker-node-1  192.0.2.11", "worker-node-2"):
         assert any(line.startswith(host) for line in lines), host
     unit_line = next(line for line in lines if "cc-go-dev-01-poller.service" in line)
@@ -90,14 +91,14 @@ def test_json_plan_follows_the_documented_schema() -> None:
     data = json.loads(run("plan", "--dry-run", "--json").stdout)
     assert data["format_version"] == 2
     assert data["mode"] == "offline"
-    assert data["summary"] == {"add": 69, "change": 0, "destroy": 0}
+    assert data["summary"] == {"add": 70, "change": 0, "destroy": 0}
     assert len(data["fleet_revision"]) == 64
     changes = [c for h in data["hosts"] for c in h["changes"]]
     bus = data["bus"]
     assert bus["via"] == "broker-host" and bus["unchanged"] == 0
     assert {c["type"] for c in bus["changes"]} == {"stream", "consumer"}
     assert not [c for c in changes if c["type"] in ("stream", "consumer", "credentials")]
-    assert len(changes) + len(bus["changes"]) == 69
+    assert len(changes) + len(bus["changes"]) == 70
     key = next(c for c in changes if c["name"] == "/etc/fleet/tunnel/id_ed25519")
     assert key["generated"] is True and key["sensitive"] is True and "sha256" not in key
     unit = next(c for c in changes if c["name"].endswith("cc-go-dev-01-poller.service"))

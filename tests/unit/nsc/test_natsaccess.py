@@ -65,6 +65,8 @@ def test_no_worker_gets_the_seed_broad_grants() -> None:
             f"$KV.AF_LEASES.{wid}.>",
             f"$JS.API.DIRECT.GET.KV_AF_LEASES.$KV.AF_LEASES.{wid}.>",
         ]
+        # task records: nothing at all (whom a task was sent to is the publisher's word)
+        assert not [s for s in every if "RECORDS" in s]
         # spend: its own daily counter, and the fleet's it adds to
         assert [s for s in every if "SPEND" in s] == [
             f"$KV.AF_SPEND.worker.{wid}.>",
@@ -100,6 +102,9 @@ def test_publisher_and_admin() -> None:
     assert pub.pub.allow == (
         "af.worker.*.inbox",
         "af.route.*.inbox",
+        "$KV.AF_RECORDS.*",
+        "$JS.API.DIRECT.GET.KV_AF_RECORDS",
+        "$JS.API.DIRECT.GET.KV_AF_RECORDS.$KV.AF_RECORDS.*",
         "$JS.API.STREAM.MSG.GET.AF_RESULTS",
         "$JS.API.DIRECT.GET.AF_RESULTS",
         "$JS.API.DIRECT.GET.AF_RESULTS.>",
@@ -114,7 +119,14 @@ def test_publisher_and_admin() -> None:
         "$JS.API.INFO",
         *(
             f"$JS.API.STREAM.{op}.{s}"
-            for s in ("AF_TASKS", "AF_RESULTS", "AF_DEAD", "KV_AF_LEASES", "KV_AF_SPEND")
+            for s in (
+                "AF_TASKS",
+                "AF_RESULTS",
+                "AF_DEAD",
+                "KV_AF_LEASES",
+                "KV_AF_SPEND",
+                "KV_AF_RECORDS",
+            )
             for op in ("INFO", "CREATE", "UPDATE")
         ),
         "$JS.API.CONSUMER.LIST.AF_TASKS",
@@ -127,6 +139,10 @@ def test_publisher_and_admin() -> None:
         "af.worker.*.ping",
     )
     assert adm.pub.deny == ()
+    # admin manages the records bucket but reads no record: status does not need them
+    assert [s for s in adm.pub.allow if "RECORDS" in s] == [
+        f"$JS.API.STREAM.{op}.KV_AF_RECORDS" for op in ("INFO", "CREATE", "UPDATE")
+    ]
     assert adm.sub.allow == ("_INBOX_ADMIN.>", "af.worker.*.status")
 
 
@@ -182,3 +198,21 @@ def test_outdated_permissions_are_found_and_service_users_rotated(tmp_path: Path
     revoked = jwt.decode(a.account_jwt(a.services_account)).claims["nats"]["revocations"]
     assert old_admin.public_key in revoked
     assert na.ensure_fleet_users(a, N, ["w1"]) == {}  # nothing more to do
+
+
+def test_a_publisher_issued_before_task_records_is_outdated_and_rotated(tmp_path: Path) -> None:
+    """The previous version's publisher could not write task records: `plan` lists it
+    (`outdated_users`, the warning), and `creds init` / apply's issuing rotate it."""
+    a = Authority.create(NscDirs.under(tmp_path))
+    na.ensure_fleet_users(a, N, [])
+    current = na.publisher_permissions(N)
+    before = Permissions(
+        pub=Permission.of(allow=[s for s in current.pub.allow if "RECORDS" not in s]),
+        sub=current.sub,
+    )
+    old = a.issue_user(na.PUBLISHER_USER, before)
+    assert na.outdated_users(a, N, []) == [na.PUBLISHER_USER]
+    assert set(na.ensure_fleet_users(a, N, [])) == {na.PUBLISHER_USER}
+    assert na.outdated_users(a, N, []) == []
+    revoked = jwt.decode(a.account_jwt(a.services_account)).claims["nats"]["revocations"]
+    assert old.public_key in revoked
