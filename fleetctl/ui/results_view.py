@@ -19,7 +19,7 @@ MIN_COLUMN = 38  # narrower than this per worker: stack instead
 MAX_COLUMN = 64
 STYLES = {"completed": "green", "failed": "red", "timeout": "red", "rejected": "red"}
 STYLES |= {"dead-lettered": "red", "lost": "red", "running": "yellow", "queued": "dim"}
-UNSOLICITED = "NO: this worker was never sent the task (unsolicited)"
+UNSOLICITED = "NO: never sent this task"
 
 
 def _seconds(value: Any) -> str:

@@ -89,6 +89,16 @@ def test_task_send_waits_for_results_through_an_ssh_forward_to_the_broker(
     table = fleet_env.fleetctl("results", "e2e-1")
     assert table.returncode == 0, table.stderr
     assert "cmd-a" in table.stdout and "cmd-c" in table.stdout
+    # the publisher recorded whom it sent e2e-1 to, in the bucket the first apply made
+    shown = json.loads(fleet_env.fleetctl("results", "e2e-1", "--json").stdout)
+    assert [t["worker_id"] for t in shown["record"]["targets"]] == ["cmd-a", "cmd-c"]
+    assert [(r["worker_id"], r["unsolicited"]) for r in shown["results"]] == [
+        ("cmd-a", False),
+        ("cmd-c", False),
+    ]
+    unknown = fleet_env.fleetctl("results", "e2e-never-sent")
+    assert unknown.returncode == 1
+    assert "no such task: e2e-never-sent" in unknown.stderr
 
 
 def test_plan_right_after_apply_has_no_changes(fleet_env: FleetEnv) -> None:

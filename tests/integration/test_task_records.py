@@ -75,7 +75,7 @@ def test_an_answer_from_a_worker_never_sent_the_task_is_marked_unsolicited(
     table = tf.fleetctl("results", "asked-1")
     assert table.returncode == 0, table.stderr
     assert "w2 (unsolicited)" in table.stdout
-    assert "NO: this worker was never sent the task" in table.stdout
+    assert "sent to   NO: never sent this task" in table.stdout
     assert "w1 (unsolicited)" not in table.stdout
 
     listed = _json(tf, "tasks")
