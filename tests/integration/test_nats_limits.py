@@ -36,6 +36,7 @@ SMALL = NatsSettings(
     dead_max_bytes=2 * MIB,
     leases_max_bytes=1 * MIB,
     spend_max_bytes=1 * MIB,
+    records_max_bytes=1 * MIB,
     max_msg_size=128 * KIB,
     dead_letters_per_worker=5,
     account_max_file_store=16 * MIB,
