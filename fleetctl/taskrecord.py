@@ -221,7 +221,7 @@ def parse(task_id: str, data: bytes) -> TaskRecord | None:
     if not isinstance(body, dict) or body.get("version") != VERSION:
         return None
     at, raw_targets, size = body.get("at"), body.get("targets"), body.get("task_bytes")
-    if body.get("task_id") != task_id or not TASK_ID.match(task_id) or not isinstance(at, str):
+    if body.get("task_id") != task_id or not TASK_ID.fullmatch(task_id) or not isinstance(at, str):
         return None
     if not isinstance(raw_targets, list) or type(size) is not int:
         return None

@@ -94,6 +94,12 @@ def test_not_json_or_not_an_object_is_no_record() -> None:
         assert taskrecord.parse("t-1", data) is None
 
 
+def test_a_record_of_an_id_that_is_not_a_task_id_is_no_record() -> None:
+    for bad in ("t-1.x", "t-1\n", "t 1", ""):
+        body = _record(Target("w1", "t-1:w1", 7, False)).as_json() | {"task_id": bad}
+        assert taskrecord.parse(bad, json.dumps(body).encode()) is None
+
+
 def test_unknown_fields_are_ignored_and_missing_optional_ones_defaulted() -> None:
     body = {
         "version": 1,
