@@ -113,6 +113,8 @@ class PackageSpec:
 
 POLLER_PACKAGE = "fleet-poller"
 NATS_PACKAGE = "nats-server"
+# The unit input standing for nats-server.conf's settings that only a restart applies.
+NATS_STARTUP = "nats-server startup settings"
 LLM_CLI_PREFIX = "llm-cli "
 
 
@@ -139,6 +141,9 @@ class HostState:
     # Files whose content cannot be known now (the tunnels' known_hosts while the broker's
     # SSH key is unknown): neither planned nor removed, and no unit restarts on their account.
     unknown_files: tuple[str, ...] = ()
+    # Inputs of a unit that are neither files nor packages, by trigger name (a digest of
+    # settings a program reads only at start: a unit lists the trigger in `restart_on`).
+    settings: Mapping[str, str] = field(default_factory=dict)
 
     def resources(self) -> Iterable[tuple[HostResource, str | None]]:
         """Every resource with the worker it belongs to (None: shared by the host)."""
@@ -245,8 +250,10 @@ def _host_state(ctx: _Context, host: Host) -> HostState:
     files: list[FileSpec] = []
     units: list[UnitSpec] = []
     packages: list[PackageSpec] = []
+    settings: dict[str, str] = {}
     if host.is_broker:
         _add_broker(ctx, host, users, dirs, files, units, packages)
+        settings[NATS_STARTUP] = broker_startup_digest(ctx.fleet.nats, host.name)
     workers = fleet.workers_on(host.name) if host.is_worker_host else []
     tunnel = None
     unknown: tuple[str, ...] = ()
@@ -278,6 +285,7 @@ def _host_state(ctx: _Context, host: Host) -> HostState:
         disabled,
         tuple(packages),
         unknown,
+        settings,
     )
 
 
@@ -307,7 +315,7 @@ def _add_broker(
     )
     path = layout.unit_path(layout.NATS_UNIT)
     files.append(FileSpec(path, unit.encode()))
-    restart_on: tuple[str, ...] = (path,)
+    restart_on: tuple[str, ...] = (path, NATS_STARTUP)
     if ctx.versions.nats_server:
         packages.append(PackageSpec(NATS_PACKAGE, ctx.versions.nats_server))
         restart_on += (f"package {NATS_PACKAGE}",)
@@ -321,15 +329,31 @@ def broker_config(s: NatsSettings, server_name: str, auth_config: str | None) ->
     """nats-server.conf for a broker (and for `fleetctl up`'s local one)."""
     return render_nats_conf(
         "nats/nats-server.conf.j2",
-        host_name=server_name,
-        listen=f"{s.listen}:{s.port}",
-        monitor=f"127.0.0.1:{s.monitor_port}",
+        **_broker_startup(s, server_name),
         max_payload=TASK_MAX_BYTES,
-        store_dir=s.store_dir,
-        max_memory_store=s.max_memory_store,
-        max_file_store=s.max_file_store,
         auth=Raw(auth_config) if auth_config else None,
     )
+
+
+def _broker_startup(s: NatsSettings, server_name: str) -> dict[str, str | int | None]:
+    """The settings of nats-server.conf that nats-server reads only at start: a reload
+    (SIGHUP) with any of them changed fails as a whole ("config reload not supported"), the
+    rest of the new config included, and the server runs on with the old one."""
+    return {
+        "host_name": server_name,
+        "listen": f"{s.listen}:{s.port}",
+        # HTTP monitoring has no authentication: off unless fleet.yaml sets monitor_port.
+        "monitor": None if s.monitor_port is None else f"127.0.0.1:{s.monitor_port}",
+        "store_dir": s.store_dir,
+        "max_memory_store": s.max_memory_store,
+        "max_file_store": s.max_file_store,
+    }
+
+
+def broker_startup_digest(s: NatsSettings, server_name: str) -> str:
+    """What `NATS_STARTUP` is worth: a change restarts nats-server instead of reloading it."""
+    canonical = json.dumps(_broker_startup(s, server_name), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _add_tunnel_login(

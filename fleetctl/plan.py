@@ -364,7 +364,8 @@ def _left_behind(change: Change, queued: Mapping[str, int]) -> Change:
 
 
 def unit_inputs(state: HostState, unit: UnitSpec, observed: ObservedHost) -> dict[str, str]:
-    """What a unit runs with: the hash of each file it reads, each package's version."""
+    """What a unit runs with: the hash of each file it reads, each package's version, the
+    digest of each setting it reads only at start (`HostState.settings`)."""
     files = {f.path: f.sha256 for f in state.files}
     packages = {f"package {p.name}": p.version for p in state.packages}
     recorded = observed.unit_inputs.get(unit.name) or {}
@@ -373,7 +374,12 @@ def unit_inputs(state: HostState, unit: UnitSpec, observed: ObservedHost) -> dic
         if trigger in state.unknown_files:  # as it was: nothing known says otherwise
             out[trigger] = recorded.get(trigger) or "absent"
             continue
-        value = packages.get(trigger) or files.get(trigger) or observed.env_files.get(trigger)
+        value = (
+            packages.get(trigger)
+            or files.get(trigger)
+            or state.settings.get(trigger)
+            or observed.env_files.get(trigger)
+        )
         out[trigger] = value or "absent"
     return out
 

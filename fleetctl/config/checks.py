@@ -270,12 +270,11 @@ def _check_nats(c: _Checker, data: Any, fmap: SourceMap) -> None:
     nats = data.get("nats") if isinstance(data, dict) else None
     if not isinstance(nats, dict):
         return
-    port, monitor = nats.get("port", 4222), nats.get("monitor_port", 8222)
-    # Point at the key the user wrote: monitor_port if written, else port.
-    path: PathKey = ("nats", "monitor_port") if "monitor_port" in nats else ("nats", "port")
-    if port == monitor and c.ok(("nats", "port")) and c.ok(("nats", "monitor_port")):
-        other = "port" if path[-1] == "monitor_port" else "monitor_port (default 8222)"
-        c.add(fmap.value(path), path, f"is the same as nats.{other} ({port})", "use another port")
+    # The monitor is off unless monitor_port is written: only then can the two collide.
+    port, monitor = nats.get("port", 4222), nats.get("monitor_port")
+    path: PathKey = ("nats", "monitor_port")
+    if port == monitor and c.ok(("nats", "port")) and c.ok(path):
+        c.add(fmap.value(path), path, f"is the same as nats.port ({port})", "use another port")
     _check_duplicate_window(c, nats, fmap)
     c.problems += natslimits.problems(nats, fmap, c.ok)
 

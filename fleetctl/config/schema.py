@@ -100,7 +100,11 @@ class NatsSettings(_Strict):
         "127.0.0.1", description="Client listen address on the broker (workers use the tunnel)."
     )
     port: Port = Field(4222, description="Client port on the broker and on every tunnel.")
-    monitor_port: Port = Field(8222, description="HTTP monitoring port, bound to 127.0.0.1.")
+    monitor_port: Port | None = Field(
+        None,
+        description="nats-server's HTTP monitoring port on 127.0.0.1; off unless set. It has no "
+        "authentication: any local user of the broker host reads every connection and stream.",
+    )
     store_dir: AbsPath = Field(
         "/var/lib/nats/jetstream", description="JetStream store directory on the broker."
     )

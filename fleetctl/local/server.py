@@ -40,9 +40,11 @@ def free_port() -> int:
         return port
 
 
-def local_fleet(fleet: Fleet, state: StateDir, port: int, monitor_port: int) -> Fleet:
+def local_fleet(fleet: Fleet, state: StateDir, port: int) -> Fleet:
     """The same fleet, with its creds store under the state dir (never the user's production
-    store) and its bus on a loopback port with its data under the state dir."""
+    store) and its bus on a loopback port with its data under the state dir. No HTTP
+    monitoring, whatever fleet.yaml says: it has no authentication, and the local fleet
+    reads everything it shows over the bus."""
     creds = CredsConfig(
         operator=fleet.creds.operator,
         stores_dir=state.nsc / "stores",
@@ -54,7 +56,7 @@ def local_fleet(fleet: Fleet, state: StateDir, port: int, monitor_port: int) -> 
         update={
             "listen": "127.0.0.1",
             "port": port,
-            "monitor_port": monitor_port,
+            "monitor_port": None,
             "store_dir": str(state.jetstream),
         }
     )

@@ -97,7 +97,6 @@ class Supervisor:
         self.fleet: Fleet | None = None
         self.server_proc: Any = None
         self.port = server.free_port()
-        self.monitor_port = server.free_port()
         self.generation = 0
         self.heartbeats: Heartbeats | None = None
         self.endpoint: Any = None
@@ -139,7 +138,7 @@ class Supervisor:
         except ConfigError as e:
             return self._fail(f"{len(e.problems)} problems in fleet.yaml")
         try:
-            local = server.local_fleet(fleet, self.o.state, self.port, self.monitor_port)
+            local = server.local_fleet(fleet, self.o.state, self.port)
             self.creds = server.issue_creds(local, [w.id for w in local.workers if w.enabled])
             self.server_proc = server.start(local, self.o.state, self.creds.auth_config)
             self.endpoint = server.admin_endpoint(local, self.creds)
@@ -239,7 +238,7 @@ class Supervisor:
             )
             return
         assert self.creds is not None and self.endpoint is not None
-        local = server.local_fleet(fleet, self.o.state, self.port, self.monitor_port)
+        local = server.local_fleet(fleet, self.o.state, self.port)
         enabled = [w.id for w in local.workers if w.enabled]
         try:
             self.creds = server.issue_creds(local, enabled)

@@ -63,7 +63,6 @@ def _broker_files(fleet_dir: Path) -> tuple[str, dict[str, bytes]]:
 def _start(binary: str, conf: str, workdir: Path, port: int) -> subprocess.Popen[bytes]:
     conf = conf.replace("/var/lib/nats/jetstream", str(workdir / "js"))
     conf = conf.replace('"127.0.0.1:4222"', f'"127.0.0.1:{port}"')
-    conf = conf.replace('"127.0.0.1:8222"', f'"127.0.0.1:{free_port()}"')
     (workdir / "nats.conf").write_text(conf)
     return subprocess.Popen(
         [binary, "-c", str(workdir / "nats.conf")],

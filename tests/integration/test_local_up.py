@@ -21,6 +21,7 @@ import pytest
 
 from fleetctl.client import Client, Sent
 from fleetctl.local.state import StateDir
+from tests.support.natsserver import listening_tcp
 
 VENV_BIN = Path(sys.executable).parent
 SERVERS = """\
@@ -212,7 +213,10 @@ def test_up_runs_every_worker_that_can_run_here(fleet: LocalFleet) -> None:
     # Nothing runs as root: the supervisor, nats-server and both pollers are the user's.
     procs = processes_under(fleet.root)
     assert {p.uid for p in procs} == {fleet.uid if fleet.uid is not None else os.getuid()}
-    assert sum("nats-server" in p.cmdline for p in procs) == 1
+    [broker] = [p for p in procs if "nats-server" in p.cmdline]
+    # Its client port and nothing else: no HTTP monitoring (it has no authentication).
+    port = int(record["nats_url"].rsplit(":", 1)[1])
+    assert listening_tcp(broker.pid) == {("127.0.0.1", port)}
     pollers = fleet.pollers()
     assert sorted(pollers) == ["w-count", "w-echo"]
     # The unit's environment, remapped under the state dir.
@@ -414,7 +418,7 @@ from fleetctl.natsnames import NatsNames
 from pathlib import Path
 root = Path(sys.argv[1])
 loaded = load_fleet(root / "fleet.yaml", root / "servers.yaml")
-fleet = local_fleet(loaded, StateDir(root / ".fleetctl"), 1, 2)
+fleet = local_fleet(loaded, StateDir(root / ".fleetctl"), 1)
 authority = credentials.load(fleet)
 perms = natsaccess.worker_permissions(NatsNames("af"), "w-echo")
 old = [s for s in perms.pub.allow if "kv" not in s.lower()]

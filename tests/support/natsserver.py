@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import os
 import shutil
 import socket
 import subprocess
@@ -111,3 +113,34 @@ def running_nats_server(
         yield server
     finally:
         server.stop()
+
+
+def listening_tcp(pid: int) -> set[tuple[str, int]]:
+    """The TCP (address, port) pairs process `pid` listens on, from /proc: its socket inodes
+    matched against its network namespace's tables (IPv4 and IPv6)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    found = set()
+    for table, v6 in (("tcp", False), ("tcp6", True)):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            address, port = local.split(":")
+            found.add((_address(address, v6), int(port, 16)))
+    return found
+
+
+def _address(hex_address: str, v6: bool) -> str:
+    """/proc/net/tcp's address: 32-bit words in host (little-endian) byte order."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.IPv6Address(words) if v6 else ipaddress.IPv4Address(words))

@@ -15,7 +15,7 @@ import pytest
 
 from fleetctl import layout
 from fleetctl.apply.program import HostProgram, program, teardown
-from fleetctl.desired import HostState, UnitSpec, desired_state
+from fleetctl.desired import NATS_STARTUP, HostState, UnitSpec, desired_state
 from fleetctl.facts import ObservedHost
 from fleetctl.inputs import Inputs, Versions
 from fleetctl.model import Fleet
@@ -347,6 +347,45 @@ def test_a_unit_action_is_data_not_text() -> None:
     )
     steps = program(host_plan, converged(broker_before), revision="r", applied_by="t", now=1)
     assert ("systemctl", "reload", "nats-server.service") in ops(steps)
+
+
+def _broker_with(**nats: object) -> HostState:
+    fleet = example_fleet()
+    changed = dataclasses.replace(fleet, nats=fleet.nats.model_copy(update=nats))
+    return host_state(changed, node="broker-host")
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"monitor_port": 8222}, {"port": 4333}, {"listen": "10.0.0.5"}, {"max_file_store": 2**34}],
+)
+def test_a_setting_nats_server_reads_only_at_start_restarts_it(setting: dict[str, Any]) -> None:
+    """nats-server refuses a reload that changes its listeners, HTTP monitoring or store, as
+    a whole, and runs on with its old config: the plan restarts it for those."""
+    before = host_state(example_fleet(), node="broker-host")
+    _, host_plan = host_program(_broker_with(**setting), converged(before))
+    [unit] = [c for c in host_plan.changes if c.kind == "unit"]
+    assert unit.name == "nats-server.service" and unit.unit_action == "restart"
+    assert dict(unit.attrs)["action"].startswith("restart: ")
+    assert "nats-server startup settings" in dict(unit.attrs)["action"]
+
+
+def test_a_broker_with_monitoring_from_an_earlier_fleetctl_is_restarted_once() -> None:
+    """Its recorded unit inputs have no startup settings and its config had `http:`: the
+    first apply restarts nats-server (a reload could not close the monitor port), the next
+    plan has nothing to do."""
+    before = _broker_with(monitor_port=8222)
+    seen = converged(before)
+    recorded = {k: dict(v) for k, v in seen.unit_inputs.items()}
+    del recorded["nats-server.service"][NATS_STARTUP]
+    earlier = dataclasses.replace(seen, unit_inputs=recorded)
+    now = host_state(example_fleet(), node="broker-host")
+    _, host_plan = host_program(now, earlier)
+    [unit] = [c for c in host_plan.changes if c.kind == "unit"]
+    assert unit.unit_action == "restart"
+    assert dict(unit.attrs)["action"] == ("restart: nats-server startup settings changed")
+    _, again = host_program(now, converged(now))
+    assert [c for c in again.changes if c.kind == "unit"] == []
 
 
 def test_the_manifest_records_the_time_it_is_given() -> None:

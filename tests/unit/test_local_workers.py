@@ -20,7 +20,7 @@ from tests.support.example import example_fleet
 
 def test_the_poller_gets_its_units_environment_with_local_paths(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
-    fleet = local_fleet(example_fleet(), state, port=41234, monitor_port=41235)
+    fleet = local_fleet(example_fleet(), state, port=41234)
     worker = fleet.worker("cmd-wordcount-01")
     assert worker is not None
     base = tmp_path / "workers" / worker.id
