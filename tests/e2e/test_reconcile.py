@@ -451,3 +451,37 @@ def test_a_nats_server_of_fleet_yamls_choosing_runs_on_the_broker_only(
     )
     assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
     assert not Path(marker).exists()
+
+
+MONITOR_PROBE = (
+    "python3 -c 'import sys, urllib.request as u\n"
+    'try: print(u.urlopen("http://127.0.0.1:8222/varz", timeout=2).status)\n'
+    'except OSError as e: print("closed", type(e).__name__)\''
+)
+
+
+def test_monitoring_is_off_and_setting_monitor_port_restarts_the_broker(
+    fleet_env: FleetEnv,
+) -> None:
+    """The broker has no HTTP monitor; `nats.monitor_port` opens one on its loopback, and
+    taking it out closes it again: both by a restart, which the plan says (a reload cannot
+    change it)."""
+    assert fleet_env.sh(BROKER, MONITOR_PROBE).startswith("closed")
+    for opened in (True, False):
+        if opened:
+            fleet_env.extra["nats"] = {"ack_wait": "30s", "monitor_port": 8222}
+        else:
+            del fleet_env.extra["nats"]
+        fleet_env.write()
+        pid = fleet_env.main_pid(BROKER, "nats-server.service")
+        code, text = plan_lines(fleet_env, "--detailed-exitcode")
+        assert code == 2, text
+        assert "~ file /etc/nats/nats-server.conf" in text
+        assert "restart: nats-server startup settings changed" in text, text
+        done = fleet_env.fleetctl("apply", "--all", "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert fleet_env.main_pid(BROKER, "nats-server.service") != pid
+        probe = fleet_env.sh(BROKER, MONITOR_PROBE)
+        assert probe.strip() == "200" if opened else probe.startswith("closed"), probe
+        assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
+    assert fleet_env.tasks_round_trip(["cmd-c"])["cmd-c"]["status"] == "completed"
