@@ -201,18 +201,23 @@ def test_outdated_permissions_are_found_and_service_users_rotated(tmp_path: Path
 
 
 def test_a_publisher_issued_before_task_records_is_outdated_and_rotated(tmp_path: Path) -> None:
-    """The previous version's publisher could not write task records: `plan` lists it
-    (`outdated_users`, the warning), and `creds init` / apply's issuing rotate it."""
+    """The previous version's publisher could not write task records, nor its admin create
+    their bucket: `plan` lists both (`outdated_users`, the warning), and `creds init`
+    (`apply --issue-creds`, `up`) rotate them."""
     a = Authority.create(NscDirs.under(tmp_path))
     na.ensure_fleet_users(a, N, [])
-    current = na.publisher_permissions(N)
-    before = Permissions(
-        pub=Permission.of(allow=[s for s in current.pub.allow if "RECORDS" not in s]),
-        sub=current.sub,
-    )
-    old = a.issue_user(na.PUBLISHER_USER, before)
-    assert na.outdated_users(a, N, []) == [na.PUBLISHER_USER]
-    assert set(na.ensure_fleet_users(a, N, [])) == {na.PUBLISHER_USER}
+    olds = []
+    for user, current in (
+        (na.PUBLISHER_USER, na.publisher_permissions(N)),
+        (na.ADMIN_USER, na.admin_permissions(N)),
+    ):
+        before = Permissions(
+            pub=Permission.of(allow=[s for s in current.pub.allow if "RECORDS" not in s]),
+            sub=current.sub,
+        )
+        olds.append(a.issue_user(user, before))
+    assert sorted(na.outdated_users(a, N, [])) == [na.ADMIN_USER, na.PUBLISHER_USER]
+    assert set(na.ensure_fleet_users(a, N, [])) == {na.ADMIN_USER, na.PUBLISHER_USER}
     assert na.outdated_users(a, N, []) == []
     revoked = jwt.decode(a.account_jwt(a.services_account)).claims["nats"]["revocations"]
-    assert old.public_key in revoked
+    assert all(old.public_key in revoked for old in olds)
