@@ -8,7 +8,8 @@ Nothing here reads a task or a result. Hosts come from the same observation as a
 
 `problems` are what needs a human (`status --check` exits 1): a deployed worker not
 heartbeating, a unit down, a backlog over `status.max_lag`, dead letters since the last look,
-credentials expiring within `creds.expiry_warning`.
+credentials expiring within `creds.expiry_warning`, a spend counter that is corrupt or was
+reset today because it was (poller/spend.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from fleetctl.bus import client as bus_client
 from fleetctl.model import Fleet
 from fleetctl.natsnames import NatsNames
+from poller import spend
 
 VERSION = 1
 API = "$JS.API"
@@ -31,6 +33,7 @@ PING_TIMEOUT = 2.0  # a live poller answers in milliseconds
 SPEND_TIMEOUT = 2.0
 HEARTBEAT_INTERVAL = 5.0  # the poller's default (docs/poller.md); fleetctl does not change it
 STALE_AFTER = 2 * HEARTBEAT_INTERVAL  # --watch: two heartbeats missed
+NO_TASKS_TODAY = "the budget counts as spent for the rest of the UTC day (docs/security.md)"
 
 
 @dataclass
@@ -47,6 +50,7 @@ class WorkerStatus:
     started_here: bool = True  # False: a local fleet that could not start it (no CLI here)
     daily_usd: float | None = None  # its budget, and what it spent today (UTC), if it has one
     spent_today_usd: float | None = None
+    spend_problem: str | None = None  # its counter is corrupt, or was reset today
 
     @property
     def state(self) -> str:
@@ -89,6 +93,7 @@ class WorkerStatus:
             "creds_expires_at": self.creds_expires_at,
             "daily_usd": self.daily_usd,
             "spent_today_usd": self.spent_today_usd,
+            "spend_problem": self.spend_problem,
         }
 
 
@@ -117,6 +122,7 @@ class BrokerStatus:
     new_dead_letters: int = 0
     fleet_daily_usd: float | None = None
     fleet_spent_today_usd: float | None = None
+    fleet_spend_problem: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -129,6 +135,7 @@ class BrokerStatus:
             "new_dead_letters": self.new_dead_letters,
             "fleet_daily_usd": self.fleet_daily_usd,
             "fleet_spent_today_usd": self.fleet_spent_today_usd,
+            "fleet_spend_problem": self.fleet_spend_problem,
         }
 
 
@@ -184,6 +191,18 @@ def problems(status: FleetStatus, fleet: Fleet, now: float) -> list[str]:
                 + ("expired" if left <= 0 else f"expire in {left:.1f} days")
                 + " (fleetctl creds rotate)"
             )
+    day = time.strftime("%Y-%m-%d", time.gmtime(now))
+    for w in status.workers:
+        if w.spend_problem:
+            found.append(
+                f"worker {w.worker_id}: spend counter worker.{w.worker_id}.{day} "
+                f"{w.spend_problem}: {NO_TASKS_TODAY}"
+            )
+    if status.broker.fleet_spend_problem:
+        found.append(
+            f"broker: the fleet's spend counter fleet.{day} {status.broker.fleet_spend_problem}:"
+            f" {NO_TASKS_TODAY}"
+        )
     if status.broker.new_dead_letters:
         found.append(
             f"broker: {status.broker.new_dead_letters} new dead letter(s) since the last look"
@@ -235,27 +254,36 @@ class BusView:
         day = time.strftime("%Y-%m-%d", time.gmtime())
         for w in self.workers.values():
             if w.daily_usd is not None:
-                w.spent_today_usd = await self._counter(f"worker.{w.worker_id}.{day}")
+                w.spent_today_usd, w.spend_problem = await self._counter(
+                    f"worker.{w.worker_id}.{day}"
+                )
         broker.fleet_daily_usd = next(
             (w.fleet_daily_usd for w in self.fleet.workers if w.fleet_daily_usd is not None), None
         )
         if broker.fleet_daily_usd is not None:
-            broker.fleet_spent_today_usd = await self._counter(f"fleet.{day}")
+            broker.fleet_spent_today_usd, broker.fleet_spend_problem = await self._counter(
+                f"fleet.{day}"
+            )
 
-    async def _counter(self, key: str) -> float | None:
-        """None when it cannot be read (admin creds issued before status could read them:
-        `fleetctl apply` re-issues them); the rest of the status does not depend on it."""
+    async def _counter(self, key: str) -> tuple[float | None, str | None]:
+        """(USD spent, what is wrong with the counter), read with the poller's own rules:
+        any worker may write the fleet's counter. Spent is None when it cannot be read
+        (admin creds issued before status could read them: `fleetctl apply` re-issues
+        them; the rest of the status does not depend on it) or is corrupt."""
         n = self.names
         subject = f"{API}.DIRECT.GET.{n.spend_stream}.$KV.{n.spend_bucket}.{key}"
         try:
             reply = await self.nc.request(subject, b"", timeout=SPEND_TIMEOUT)
         except Exception:
-            return None
-        if (reply.headers or {}).get("Status") == "404":
-            return 0.0
-        with contextlib.suppress(ValueError, AttributeError, TypeError):
-            return round(float(json.loads(reply.data).get("usd", 0.0)), 6)
-        return None
+            return None, None
+        headers = reply.headers or {}
+        status = headers.get("Status")
+        if status == "404":
+            return 0.0, None
+        if status:  # an error, not a message: nothing known
+            return None, None
+        counter = spend.parse(reply.data, headers)
+        return (None if counter.corrupt else round(counter.usd, 6)), counter.problem
 
     def _note(self, worker_id: str, data: bytes) -> None:
         worker = self.workers.get(worker_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 from typing import Literal
 
 from poller import outputs
@@ -266,8 +267,16 @@ def task_argv(backend: str, values: Mapping[str, str], budget: float | None) -> 
     if field is None:
         raise ValueError(f"the {backend} backend cannot bound a task's cost")
     own = values[field]
-    lowest = min(budget, float(own)) if own else budget
-    return argv(backend, {**values, field: f"{lowest:g}"})
+    if own and float(own) <= budget:
+        return argv(backend, values)
+    return argv(backend, {**values, field: usd_arg(budget)})
+
+
+def usd_arg(usd: float) -> str:
+    """Dollars as a CLI option's value: plain decimals (never `1e-07` or `1e+300`), cut down
+    to millionths, so the value passed is never above the one asked for."""
+    millionths = Decimal(repr(usd)).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
+    return f"{millionths:f}".rstrip("0").rstrip(".")
 
 
 def parse_output(backend: str, stdout: str, complete: bool, stderr: str = "") -> Parsed:

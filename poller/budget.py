@@ -6,8 +6,14 @@ fleet has a budget, of the whole fleet, from the NATS KV bucket `<PREFIX>_SPEND`
 but `rejected` and dead-lettered (`fleetctl dead replay` sends it again another day). After
 each result with a cost the poller adds it to both keys with compare-and-set
 (`Nats-Expected-Last-Subject-Sequence`, retried when another poller wrote first), so no
-spend is lost to a race; concurrent workers can overshoot only by the tasks already running
-when the budget ran out.
+spend is lost to a race. Concurrent pollers overshoot only by the tasks already running when
+the budget ran out: at most (the slots sharing the budget) x (the most one task costs), which
+a worker's `per_task_usd` bounds (docs/security.md).
+
+A counter that is not a finite, non-negative number (poller/spend.py: NaN, a negative, a
+string, a delete marker) fails closed: the budget counts as spent, and the poller resets the
+counter to its limit with a `reset` marker that `fleetctl status --check` reports until the
+UTC day ends. NaN would otherwise disable the budget for the day (nothing is >= NaN).
 
 What the counters do not stop: a worker's own credentials can write its keys and the fleet's
 (they have to add to them), so a compromised worker could reset them. Budgets are a guard
@@ -16,12 +22,16 @@ against runaway loops and mistakes, not against a hostile worker (docs/security.
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import nats.js.errors
+
+from poller import spend
+from poller.logs import Logger
+from poller.spend import Counter
 
 WRONG_LAST_SEQUENCE = (10071, 10164)
 TIMEOUT = 5.0
@@ -37,6 +47,11 @@ class Limits:
     def any(self) -> bool:
         return self.daily_usd is not None or self.fleet_daily_usd is not None
 
+    def cap(self, usd: float) -> float:
+        """A task's own budget, lowered to the daily limits: one task never gets more than
+        a whole day's budget."""
+        return min([usd, *(x for x in (self.daily_usd, self.fleet_daily_usd) if x is not None)])
+
 
 NO_LIMITS = Limits(None, None)
 
@@ -46,9 +61,12 @@ def today() -> str:
 
 
 class Budget:
-    def __init__(self, js: Any, bucket: str, worker_id: str, limits: Limits) -> None:
+    def __init__(
+        self, js: Any, bucket: str, worker_id: str, limits: Limits, log: Logger | None = None
+    ) -> None:
         self.js, self.bucket, self.worker_id, self.limits = js, bucket, worker_id, limits
         self.stream = f"KV_{bucket}"
+        self.log = log or Logger("error")
 
     def _subject(self, key: str) -> str:
         return f"$KV.{self.bucket}.{key}"
@@ -62,17 +80,13 @@ class Budget:
             keys.append((f"fleet.{day}", "the fleet", self.limits.fleet_daily_usd))
         return keys
 
-    async def _read(self, key: str) -> tuple[float, int]:
-        """(USD spent, the key's last sequence; 0 when it has none yet)."""
+    async def _read(self, key: str) -> tuple[Counter, int]:
+        """The counter, checked, and the key's last sequence (0 when it has none yet)."""
         try:
             msg = await self.js.get_msg(self.stream, subject=self._subject(key), direct=True)
         except nats.js.errors.NotFoundError:
-            return 0.0, 0
-        try:
-            usd = float(json.loads(msg.data or b"{}").get("usd", 0.0))
-        except (ValueError, AttributeError, TypeError):
-            usd = 0.0
-        return usd, int(msg.seq or 0)
+            return Counter(0.0), 0
+        return spend.parse(msg.data, msg.headers), int(msg.seq or 0)
 
     async def over(self) -> str | None:
         """Why the next task must not run, or None. Raises on a bus error: the caller does
@@ -83,11 +97,20 @@ class Budget:
         for key, whose, limit in self._keys(day):
             if limit is None:
                 continue
-            spent, _ = await self._read(key)
-            if spent >= limit:
+            counter, seq = await self._read(key)
+            if counter.corrupt is not None:
+                await self._reset(key, counter.corrupt, seq, limit)
                 return (
-                    f"over budget: {whose} spent {spent:.2f} of its daily_usd {limit:.2f} "
-                    f"(UTC day {day}); replay it later with fleetctl dead replay"
+                    f"over budget: the spend counter of {whose} ({key}) was corrupt "
+                    f"({counter.corrupt}), so it counts as spent: reset to its daily_usd "
+                    f"{limit:.2f} for the rest of the UTC day (fleetctl status --check reports "
+                    "it); replay it later with fleetctl dead replay"
+                )
+            if counter.usd >= limit:
+                reset = " (reset after it was found corrupt)" if counter.reset else ""
+                return (
+                    f"over budget: {whose} spent {counter.usd:.2f}{reset} of its daily_usd "
+                    f"{limit:.2f} (UTC day {day}); replay it later with fleetctl dead replay"
                 )
         return None
 
@@ -95,24 +118,46 @@ class Budget:
         """Add a result's cost to today's counters, each with compare-and-set."""
         if not self.limits.any or cost_usd <= 0:
             return
-        for key, _, _ in self._keys(today()):
-            await self._add(key, cost_usd)
+        problem = spend.check_usd(cost_usd)
+        if problem is not None:  # never written: the counter would turn corrupt
+            raise ValueError(f"a result's cost_usd is not a cost: {problem}")
+        for key, _, limit in self._keys(today()):
+            await self._add(key, cost_usd, limit)
 
-    async def _add(self, key: str, cost_usd: float) -> None:
+    async def _add(self, key: str, cost_usd: float, limit: float | None) -> None:
         for _ in range(CAS_TRIES):
-            spent, seq = await self._read(key)
-            value = {"usd": round(spent + cost_usd, 6), "at": time.time()}
-            headers = {"Nats-Expected-Last-Subject-Sequence": str(seq)}
-            try:
-                await self.js.publish(
-                    self._subject(key),
-                    json.dumps(value).encode(),
-                    timeout=TIMEOUT,
-                    stream=self.stream,
-                    headers=headers,
-                )
+            counter, seq = await self._read(key)
+            base, reset = counter.usd, counter.reset
+            if counter.corrupt is not None:
+                base, reset = self._corrupt(key, counter.corrupt, limit)
+            if await self._write(key, seq, base + cost_usd, reset):
                 return
-            except nats.js.errors.APIError as e:
-                if e.err_code not in WRONG_LAST_SEQUENCE:
-                    raise
         raise RuntimeError(f"spend counter {key}: still contended after {CAS_TRIES} tries")
+
+    async def _reset(self, key: str, why: str, seq: int, limit: float | None) -> None:
+        """Once: a poller that wrote in between has replaced the corrupt value anyway."""
+        usd, reset = self._corrupt(key, why, limit)
+        await self._write(key, seq, usd, reset)
+
+    def _corrupt(self, key: str, why: str, limit: float | None) -> tuple[float, dict[str, str]]:
+        """What a corrupt counter is reset to: its limit (no task runs on it today), or 0
+        when it has none (a worker's own counter, only the fleet's budget is enforced)."""
+        usd = limit if limit is not None else 0.0
+        self.log.warning("spend_counter_corrupt", key=key, problem=why, reset_to=usd)
+        return usd, spend.reset_marker(why, self.worker_id)
+
+    async def _write(self, key: str, seq: int, usd: float, reset: Mapping[str, str] | None) -> bool:
+        """True once written; False when another poller wrote the key first."""
+        try:
+            await self.js.publish(
+                self._subject(key),
+                spend.encode(usd, time.time(), reset),
+                timeout=TIMEOUT,
+                stream=self.stream,
+                headers={"Nats-Expected-Last-Subject-Sequence": str(seq)},
+            )
+            return True
+        except nats.js.errors.APIError as e:
+            if e.err_code not in WRONG_LAST_SEQUENCE:
+                raise
+            return False

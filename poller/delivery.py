@@ -86,7 +86,7 @@ class Delivery:
         self.by_task: dict[str, _InFlight] = {}  # the task ids running here
         self.lease_ttl = cfg.lease_ttl or max(math.ceil(LEASE_TTL_ACK_WAITS * ack_wait), 1)
         self.leases = Leases(cfg, js, self.lease_ttl)
-        self.budget = Budget(js, cfg.spend_bucket, cfg.worker_id, cfg.budget)
+        self.budget = Budget(js, cfg.spend_bucket, cfg.worker_id, cfg.budget, log)
         self.state_dir: Path | None = cfg.state_dir
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +174,12 @@ class Delivery:
         why = f"max_budget_usd: the {self.cfg.backend} backend cannot bound a task's cost"
         return Rejection(why, task.task_id)
 
+    def _budget(self, task: Task) -> float | None:
+        """The task's own budget, capped by the worker's daily budgets (`task_argv` caps it by
+        the worker's per-task limit): never more than the worker may spend."""
+        asked = task.max_budget_usd
+        return None if asked is None else self.cfg.budget.cap(asked)
+
     async def _process(self, held: _InFlight, task: Task, seq: int, attempt: int) -> None:
         """Under the task's lease, or not at all."""
         if not await self._take_lease(held, task.task_id, seq, attempt):
@@ -216,7 +222,7 @@ class Delivery:
         env = {**self.child_env, "FLEET_TASK_ID": task.task_id}
         try:
             outcome = await runner.run(
-                backends.task_argv(self.cfg.backend, self.cfg.settings, task.max_budget_usd),
+                backends.task_argv(self.cfg.backend, self.cfg.settings, self._budget(task)),
                 prompt,
                 timeout=timeout,
                 grace=self.cfg.kill_grace,

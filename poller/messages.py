@@ -29,6 +29,10 @@ MAX_NESTING = 100
 # `from`, `reply_to` and `task_type` are copied into the result: bounded, so that a result
 # always fits (metadata, unbounded, is dropped from a result that would not).
 MAX_ECHO_CHARS = 4096
+# A task's `max_budget_usd`, in dollars: at most the largest per_task_usd fleet.yaml accepts
+# (1e+300 means nothing a CLI can keep), at least what the CLI is passed (millionths).
+MIN_TASK_BUDGET_USD = 0.000001
+MAX_TASK_BUDGET_USD = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -169,8 +173,14 @@ def _check_fields(obj: dict[str, Any]) -> str | None:
             return f"{name} must be at most {MAX_ECHO_CHARS} characters"
     if obj.get("timeout") is not None and _positive(obj["timeout"]) is None:
         return "timeout must be a number of seconds greater than 0"
-    if obj.get("max_budget_usd") is not None and _positive(obj["max_budget_usd"]) is None:
-        return "max_budget_usd must be a number of dollars greater than 0"
+    budget = _positive(obj.get("max_budget_usd"))
+    if obj.get("max_budget_usd") is not None and (
+        budget is None or not MIN_TASK_BUDGET_USD <= budget <= MAX_TASK_BUDGET_USD
+    ):
+        return (
+            f"max_budget_usd must be a number of dollars from {MIN_TASK_BUDGET_USD:f} "
+            f"to {MAX_TASK_BUDGET_USD}"
+        )
     meta = obj.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         return "metadata must be an object"

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from poller import spend
+
 
 @dataclass(frozen=True)
 class Parsed:
@@ -73,11 +75,17 @@ def claude_json(stdout: str, stderr: str = "") -> Parsed:
     return Parsed(
         output=output,
         usage=_claude_usage(obj),
-        cost_usd=float(cost)
-        if isinstance(cost, int | float) and not isinstance(cost, bool)
-        else None,
+        cost_usd=_cost(cost),
         is_error=bool(obj.get("is_error")) or "result" not in obj,
     )
+
+
+def _cost(value: Any) -> float | None:
+    """A reported cost: a finite number from 0 to spend.MAX_USD, else unknown (NaN would turn
+    the spend counters corrupt; a huge integer cannot even be made a float)."""
+    if spend.check_usd(value) is not None or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _claude_usage(obj: dict[str, Any]) -> dict[str, int] | None:

@@ -38,13 +38,15 @@ def _size(n: Any) -> str:
     return human_size(n) if isinstance(n, int) else "-"
 
 
-def _spend(spent: Any, limit: Any) -> Text:
+def _spend(spent: Any, limit: Any, problem: Any = None) -> Text:
     if limit is None:
         return Text("-")
     if spent is None:
-        return Text(f"? of {float(limit):.2f}")
+        what = "corrupt" if problem else "?"
+        return Text(f"{what} of {float(limit):.2f}", "bold red" if problem else "")
     used = float(spent)
-    return Text(f"{used:.2f} of {float(limit):.2f}", "bold red" if used >= limit else "")
+    shown = Text(f"{used:.2f} of {float(limit):.2f}", "bold red" if used >= limit else "")
+    return shown.append(" (reset)", "bold red") if problem else shown
 
 
 def _workers(rows: list[dict[str, Any]], now: float) -> Table:
@@ -73,7 +75,7 @@ def _workers(rows: list[dict[str, Any]], now: float) -> Table:
             str(w["completed"]),
             str(w["failed"]),
             Text(",".join(f"{k}={v}" for k, v in sorted(w["labels"].items())) or "-"),
-            _spend(w["spent_today_usd"], w["daily_usd"]),
+            _spend(w["spent_today_usd"], w["daily_usd"], w["spend_problem"]),
             "never expire" if expires is None else f"{_age(expires - now)} left",
         )
     return table
@@ -116,7 +118,7 @@ def _broker(b: dict[str, Any]) -> RenderableType:
     if b["fleet_daily_usd"] is not None:
         lines.append(
             Text("  fleet spend today: ").append(
-                _spend(b["fleet_spent_today_usd"], b["fleet_daily_usd"])
+                _spend(b["fleet_spent_today_usd"], b["fleet_daily_usd"], b["fleet_spend_problem"])
             )
         )
     new = b["new_dead_letters"]

@@ -9,10 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
+from fleetctl import natsaccess as na
+from poller.budget import Budget, Limits
+from tests.support.natsserver import NatsServer
 from tests.support.nscfleet import connect
-from tests.support.poller_harness import directive
+from tests.support.poller_harness import directive, setup_bus
 from tests.support.taskfleet import TaskFleet, task_fleet
 
 pytestmark = pytest.mark.integration
@@ -126,3 +130,193 @@ def test_concurrent_results_lose_no_spend(tmp_path: Path) -> None:
         assert len(done) == 8
         shown = json.loads(tf.fleetctl("status", "--json", "--no-hosts", admin=True).stdout)
         assert shown["broker"]["fleet_spent_today_usd"] == 2.0
+
+
+# ---- a corrupt counter fails closed (poller/spend.py) ------------------------------------
+
+
+async def _as_worker(tf: TaskFleet, worker: str, key: str, data: bytes, **headers: str) -> None:
+    """Write a counter the way a compromised worker can: a plain publish with its own creds."""
+    names = tf.fleet.names
+    async with connect(tf.url, tf.fleet.workers[worker], names.inbox_prefix(worker)) as conn:
+        await conn.nc.jetstream().publish(
+            f"$KV.{names.spend_bucket}.{key}",
+            data,
+            stream=names.spend_stream,
+            timeout=2,
+            headers=headers or None,
+        )
+
+
+async def _counter(tf: TaskFleet, key: str) -> dict[str, Any]:
+    names = tf.fleet.names
+    async with connect(tf.url, tf.fleet.admin, na.ADMIN_INBOX_PREFIX) as admin:
+        msg = await admin.nc.jetstream().get_msg(
+            names.spend_stream, subject=f"$KV.{names.spend_bucket}.{key}", direct=True
+        )
+    body: dict[str, Any] = json.loads(msg.data or b"")
+    return body
+
+
+def _check(tf: TaskFleet) -> tuple[int, dict[str, Any]]:
+    shown = tf.fleetctl("status", "--check", "--json", "--no-hosts", admin=True)
+    body: dict[str, Any] = json.loads(shown.stdout)
+    return shown.returncode, body
+
+
+@pytest.mark.parametrize(
+    ("written", "headers", "found"),
+    [
+        (b'{"usd": NaN}', {}, "usd is NaN"),
+        (b'{"usd": -3}', {}, "usd is negative"),
+        (b'"a string"', {}, "a JSON str, not an object"),
+        (b'{"usd": 1e300}', {}, "usd is more than 1e+09"),
+        (b"", {"KV-Operation": "DEL"}, "deleted (DEL)"),
+    ],
+)
+def test_a_corrupt_fleet_counter_fails_closed_and_status_check_says_so(
+    tmp_path: Path, written: bytes, headers: dict[str, str], found: str
+) -> None:
+    """A worker writes nonsense to the fleet's counter: the next task anywhere is rejected
+    (its CLI never runs), the counter is reset to the budget, and `status --check` reports
+    it all day. NaN used to turn the budget off (nothing is >= NaN) and showed `nan of 5.00`."""
+    env = {**CLAUDE, "BUDGET_FLEET_DAILY_USD": "5"}
+    workers = {w: {"llm": "claude-code", "env": env} for w in ("w1", "w2")}
+    with task_fleet(tmp_path, workers, top={"budget": {"daily_usd": 5.0}}) as tf:
+        assert send(tf, "w1", 0)["status"] == "completed"
+        code, body = _check(tf)
+        assert (code, body["problems"], body["broker"]["fleet_spent_today_usd"]) == (0, [], 0.25)
+
+        key = f"fleet.{_today()}"
+        asyncio.run(_as_worker(tf, "w1", key, written, **headers))
+        code, body = _check(tf)
+        assert code == 1
+        assert body["broker"]["fleet_spent_today_usd"] is None
+        assert body["broker"]["fleet_spend_problem"] == f"is corrupt ({found})"
+        assert body["problems"] == [
+            f"broker: the fleet's spend counter {key} is corrupt ({found}): the budget counts "
+            "as spent for the rest of the UTC day (docs/security.md)"
+        ]
+
+        rejected = send(tf, "w2", 1)
+        assert rejected["status"] == "rejected"
+        assert rejected["error"] == (
+            f"over budget: the spend counter of the fleet ({key}) was corrupt ({found}), so it "
+            "counts as spent: reset to its daily_usd 5.00 for the rest of the UTC day "
+            "(fleetctl status --check reports it); replay it later with fleetctl dead replay"
+        )
+        assert tf.runs("w2") == []  # its CLI never started
+        counter = asyncio.run(_counter(tf, key))
+        assert (counter["usd"], counter["reset"]) == (5.0, {"was": found, "by": "worker w2"})
+
+        again = send(tf, "w1", 2)
+        assert (again["status"], again["error"]) == (
+            "rejected",
+            "over budget: the fleet spent 5.00 (reset after it was found corrupt) of its "
+            f"daily_usd 5.00 (UTC day {_today()}); replay it later with fleetctl dead replay",
+        )
+        assert len(tf.runs("w1")) == 1
+        code, body = _check(tf)
+        assert (code, body["broker"]["fleet_spent_today_usd"]) == (1, 5.0)
+        assert body["problems"][0] == (
+            f"broker: the fleet's spend counter {key} was reset to its limit by worker w2 after "
+            f"it was found corrupt ({found}): the budget counts as spent for the rest of the "
+            "UTC day (docs/security.md)"
+        )
+        shown = tf.fleetctl("status", "--no-hosts", admin=True)
+        assert "fleet spend today: 5.00 of 5.00 (reset)" in shown.stdout
+
+
+def test_a_workers_own_corrupt_counter_is_reset_by_its_next_result(
+    server: NatsServer,
+) -> None:
+    """A counter without a limit of its own (the worker's, when only the fleet has a budget)
+    is not read before a task; the next add resets it to 0 and counts the cost, and the
+    fleet's counter never takes on the corrupt value."""
+
+    async def go() -> None:
+        await setup_bus(server.url, "w1")
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        budget = Budget(js, "AF_SPEND", "w1", Limits(None, 5.0))
+        day = _today()
+        await js.publish(f"$KV.AF_SPEND.worker.w1.{day}", b'{"usd": NaN}', stream="KV_AF_SPEND")
+        assert await budget.over() is None  # the fleet's counter is fine
+        await budget.add(0.25)
+        await budget.add(0.5)
+        own = await js.get_msg("KV_AF_SPEND", subject=f"$KV.AF_SPEND.worker.w1.{day}")
+        fleet = await js.get_msg("KV_AF_SPEND", subject=f"$KV.AF_SPEND.fleet.{day}")
+        assert {k: v for k, v in json.loads(own.data or b"").items() if k != "at"} == {
+            "usd": 0.75,
+            "reset": {"was": "usd is NaN", "by": "worker w1"},
+        }
+        assert json.loads(fleet.data or b"")["usd"] == 0.75
+        before = (await js.stream_info("KV_AF_SPEND")).state.last_seq
+        with pytest.raises(ValueError, match="usd is NaN"):
+            await budget.add(float("nan"))
+        assert (await js.stream_info("KV_AF_SPEND")).state.last_seq == before  # nothing written
+        await nc.close()
+
+    asyncio.run(go())
+
+
+# ---- the race's bound (docs/security.md) -------------------------------------------------
+
+SLOTS = 6  # two workers, concurrency 3 each
+
+
+async def _publish_all(tf: TaskFleet, tasks: list[tuple[str, str]]) -> None:
+    """Every task at once, as the publisher: all slots start before any result is counted."""
+    names = tf.fleet.names
+    async with connect(tf.url, tf.fleet.publisher, na.PUBLISHER_INBOX_PREFIX) as pub:
+        js = pub.nc.jetstream()
+        for task_id, worker in tasks:
+            body = {"task_id": task_id, "instructions": directive(print="ok", sleep=2)}
+            await js.publish(names.inbox(worker), json.dumps(body).encode(), timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("per_task_usd", "most_per_task", "tasks"),
+    [(None, 2.0, 8), (0.5, 0.8, 16)],
+    ids=["no-per-task-limit", "per_task_usd-0.5"],
+)
+def test_racing_workers_overshoot_a_fleet_budget_by_at_most_their_slots_times_one_task(
+    tmp_path: Path, per_task_usd: float | None, most_per_task: float, tasks: int
+) -> None:
+    """Tasks of $2 each (model calls of $0.30) on two workers of concurrency 3 against a
+    fleet budget of $5. Each poller checks the budget before a task, so every slot can start
+    while the counter is under it: the fleet ends at most SLOTS x (the most one task costs)
+    over. Unlimited, that is a whole task ($2: bound $17, the attack measured $16). With
+    fleet.yaml's `per_task_usd: 0.5` the CLI stops each task after the call that reaches
+    $0.50 (Claude Code checks between calls), so one task costs at most $0.50 + one call."""
+    env = {**CLAUDE, "STANDIN_COST_USD": "2", "STANDIN_CALL_USD": "0.3", "CONCURRENCY": "3"}
+    workers = {w: {"llm": "claude-code", "concurrency": 3, "env": env} for w in ("w1", "w2")}
+    budget = {"daily_usd": 5.0} | ({"per_task_usd": per_task_usd} if per_task_usd else {})
+    with task_fleet(tmp_path, workers, top={"budget": budget}) as tf:
+        ids = [(f"r{n}", ("w1", "w2")[n % 2]) for n in range(tasks)]
+        deadline = time.monotonic() + 30
+        while not all(p.logged("nats_connected") for p in tf.pollers.values()):
+            assert time.monotonic() < deadline, "the pollers did not connect"
+            time.sleep(0.1)
+        asyncio.run(_publish_all(tf, ids))
+        done: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(done) < tasks:
+            for task_id in [t for t, _ in ids if t not in done]:
+                shown = json.loads(tf.fleetctl("results", task_id, "--json").stdout)["results"]
+                final = [r for r in shown if r["status"] in ("completed", "failed", "rejected")]
+                if final:
+                    done[task_id] = final[0]
+            time.sleep(0.2)
+        assert len(done) == tasks, sorted(done)
+        status = json.loads(tf.fleetctl("status", "--json", "--no-hosts", admin=True).stdout)
+        spent = status["broker"]["fleet_spent_today_usd"]
+        ran = [r for r in done.values() if r["status"] != "rejected"]
+        assert len(tf.runs("w1")) + len(tf.runs("w2")) == len(ran)  # rejected: no CLI run
+        assert round(sum(r["cost_usd"] for r in ran), 6) == spent  # no spend lost
+        assert 5.0 <= spent < 5.0 + SLOTS * most_per_task, (spent, len(ran))
+        if per_task_usd is not None:
+            assert {(r["status"], r["cost_usd"]) for r in ran} == {("failed", 0.6)}
+            passed = {r["argv"][r["argv"].index("--max-budget-usd") + 1] for r in tf.runs("w1")}
+            assert passed == {"0.5"}  # fleet.yaml's per_task_usd, as rendered into the unit
+        print(f"\nfleet budget 5.00: spent {spent:.2f} in {len(ran)} tasks of {tasks}")

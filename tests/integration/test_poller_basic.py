@@ -164,6 +164,40 @@ def test_a_task_budget_reaches_claude_and_is_refused_where_it_cannot_be_kept(
     run(go())
 
 
+def test_a_task_budget_is_capped_by_the_workers_budget_and_refused_when_absurd(
+    server: NatsServer, work: Path
+) -> None:
+    """No per-task limit on the worker, a daily budget of $3: a task asking for $100 gets
+    `--max-budget-usd 3`; one asking for 1e300 (or an integer too large for a float) is
+    rejected and dead-lettered on its first delivery, and no CLI runs for it."""
+    budgets = {2: 100, 3: 0.25, 4: 1e300, 5: 10**400}
+
+    async def go() -> None:
+        claude = {"MODEL_BACKEND": "claude", "BUDGET_DAILY_USD": "3"}
+        async with running_poller(server.url, work, env=claude) as bus:
+            for n, usd in budgets.items():
+                task = f'{{"task_id": "t-{n}", "instructions": "x", "max_budget_usd": {usd}}}'
+                await publish_task(bus.js, "w1", task.encode())
+
+            async def all_done() -> bool:
+                return len(await results(bus.js)) == 4
+
+            assert await wait_until(all_done, 20), bus.poller.events()[-5:]
+            done = {r["task_id"]: r for r in await results(bus.js)}
+            dead = [d for _, d, _ in await stream_messages(bus.js, "AF_DEAD")]
+        assert [done[f"t-{n}"]["status"] for n in budgets] == ["completed"] * 2 + ["rejected"] * 2
+        refused = "max_budget_usd must be a number of dollars from 0.000001 to 1000000"
+        assert [done[f"t-{n}"].get("error") for n in (4, 5)] == [refused, refused]
+        assert [(d["task_id"], d["attempt"]) for d in dead] == [("t-4", 1), ("t-5", 1)]
+        passed = {r["task_id"]: r["argv"] for r in standin_records(work, "end")}
+        assert {t: a[a.index("--max-budget-usd") + 1] for t, a in passed.items()} == {
+            "t-2": "3",  # the daily budget caps it
+            "t-3": "0.25",
+        }
+
+    run(go())
+
+
 def test_a_budget_codex_cannot_keep_is_rejected(server: NatsServer, work: Path) -> None:
     async def go() -> None:
         async with running_poller(server.url, work, env={"MODEL_BACKEND": "codex"}) as bus:

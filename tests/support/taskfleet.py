@@ -20,9 +20,10 @@ from typing import Any
 
 import yaml
 
-from fleetctl import desired, targets
+from fleetctl import desired, natsresources, targets
 from fleetctl import natsaccess as na
 from fleetctl.config.loader import load_fleet
+from fleetctl.model import Fleet as FleetModel
 from tests.support.nscfleet import (
     Fleet,
     connect,
@@ -111,6 +112,21 @@ def _fleet_yaml(
     return body | top
 
 
+BUDGET_VARIABLES = (
+    "NATS_SPEND_BUCKET",
+    "BUDGET_DAILY_USD",
+    "BUDGET_FLEET_DAILY_USD",
+    "CLAUDE_MAX_BUDGET_USD",  # per_task_usd, on a claude worker
+)
+
+
+def _budget_environment(model: FleetModel, worker_id: str) -> dict[str, str]:
+    """fleet.yaml's budgets, as fleetctl renders them into the worker's unit."""
+    worker = next(w for w in model.workers if w.id == worker_id)
+    rendered = dict(desired.poller_unit_environment(model, worker))
+    return {k: v for k, v in rendered.items() if k in BUDGET_VARIABLES}
+
+
 @contextmanager
 def task_fleet(
     root: Path,
@@ -147,6 +163,11 @@ def task_fleet(
         async def resources() -> None:
             async with connect(server.url, fleet.admin, na.ADMIN_INBOX_PREFIX) as admin:
                 await create_resources(fleet, admin)
+                for w in model.workers:  # each with its concurrency, as apply creates them
+                    if w.id in enabled and w.concurrency > 1:
+                        c = natsresources.worker_consumer(model.nats, w.id, w.concurrency)
+                        body = {"stream_name": c.stream, "config": c.api_config()}
+                        await js_api(admin, f"$JS.API.CONSUMER.CREATE.{c.stream}.{c.durable}", body)
                 for c in desired.bus_state(model).route_consumers:
                     body = {"stream_name": c.stream, "config": c.api_config()}
                     await js_api(admin, f"$JS.API.CONSUMER.CREATE.{c.stream}.{c.durable}", body)
@@ -164,6 +185,7 @@ def task_fleet(
             labels = workers[wid].get("labels")
             if labels:  # as fleetctl renders them into the unit
                 env["WORKER_LABELS"] = json.dumps(labels)
+            env |= _budget_environment(model, wid)
             env |= poller_extra | workers[wid].get("env", {})
             tf.pollers[wid] = Poller(env, work / "poller.log").start()
             stack.callback(tf.pollers[wid].stop)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from fleetctl import fleetstatus as fs
+from poller import spend
 from tests.support.example import example_fleet
 
 NOW = 1_800_000_000.0
@@ -52,3 +54,22 @@ def test_the_first_look_counts_every_dead_letter_kept() -> None:
     broker = dataclasses.replace(_status().broker)
     fs.count_new_dead(broker, None)
     assert broker.new_dead_letters == 3
+
+
+def test_a_corrupt_or_reset_spend_counter_needs_a_human() -> None:
+    status = _status()
+    fs.count_new_dead(status.broker, 7)
+    worker = status.workers[0]
+    worker.spend_problem = spend.parse(b'{"usd": NaN}').problem
+    status.broker.fleet_spend_problem = spend.parse(
+        spend.encode(5.0, NOW, spend.reset_marker("usd is negative", "w2"))
+    ).problem
+    day = time.strftime("%Y-%m-%d", time.gmtime(NOW))
+    assert status.problems(example_fleet(), NOW) == [
+        f"worker {worker.worker_id}: spend counter worker.{worker.worker_id}.{day} is corrupt "
+        "(usd is NaN): the budget counts as spent for the rest of the UTC day "
+        "(docs/security.md)",
+        f"broker: the fleet's spend counter fleet.{day} was reset to its limit by worker w2 "
+        "after it was found corrupt (usd is negative): the budget counts as spent for the rest "
+        "of the UTC day (docs/security.md)",
+    ]

@@ -17,7 +17,10 @@ CLIs (Claude Code 2.1, Codex CLI 0.171, Gemini CLI 0.61) were seen to print: the
 flavour `--output-format json` (success, or an error result with `errors` and no `result`),
 the codex flavour `exec --json` events, the gemini flavour `--output-format json`. The usage
 numbers are fixed: 11 input, 7 output, 3 cache read tokens; the claude flavour's cost is
-$STANDIN_COST_USD (default 0.0123).
+$STANDIN_COST_USD (default 0.0123), spent in model calls of $STANDIN_CALL_USD each (default:
+one call). Like Claude Code, the claude flavour checks `--max-budget-usd` after each call and
+stops once the calls so far have cost at least that much with work left: an
+`error_max_budget_usd` result whose cost is what the calls cost (up to one call over).
 """
 
 import hashlib
@@ -45,7 +48,23 @@ def earlier_runs(task_id: object) -> int:
     return sum(1 for r in recs if r["phase"] == "start" and r["task_id"] == task_id)
 
 
+def spent_within_budget() -> tuple[float, str | None]:
+    """(what the calls cost, the budget that stopped them, as the CLI was given it)."""
+    total = float(os.environ.get("STANDIN_COST_USD", "0.0123"))
+    per_call = float(os.environ.get("STANDIN_CALL_USD") or total) or total
+    budget = None
+    if "--max-budget-usd" in sys.argv:
+        budget = sys.argv[sys.argv.index("--max-budget-usd") + 1]
+    spent = 0.0
+    while spent < total - 1e-9:
+        spent = round(min(spent + per_call, total), 6)
+        if budget is not None and spent >= float(budget) and spent < total - 1e-9:
+            return spent, budget
+    return total, None
+
+
 def claude(text: str, fail: str | None, is_error: bool) -> str:
+    cost, _ = spent_within_budget()
     answer: dict[str, object] = {
         "type": "result",
         "subtype": fail or "success",
@@ -53,7 +72,7 @@ def claude(text: str, fail: str | None, is_error: bool) -> str:
         "num_turns": 1,
         "stop_reason": "end_turn",
         "session_id": "00000000-0000-4000-8000-standin00001",
-        "total_cost_usd": float(os.environ.get("STANDIN_COST_USD", "0.0123")),
+        "total_cost_usd": cost,
         "usage": {"input_tokens": 11, "output_tokens": 7, "cache_read_input_tokens": 3},
         "modelUsage": {
             "standin-model": {
@@ -161,6 +180,9 @@ def main(flavour: str) -> int:
             n -= 65536
     elif flavour in SHAPES:
         fail = ask.get("fail")
+        stopped_at = spent_within_budget()[1] if flavour == "claude" else None
+        if stopped_at is not None and not fail:
+            fail, text = "error_max_budget_usd", f"Reached maximum budget (${stopped_at})"
         out.write(SHAPES[flavour](text, fail, bool(ask.get("is_error"))).encode())
         if fail and "exit" not in ask:
             ask["exit"] = 1

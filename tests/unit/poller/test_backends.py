@@ -282,3 +282,22 @@ def test_a_task_budget_lowers_the_workers_never_raises_it() -> None:
     codex = config.load({**BASE, "MODEL_BACKEND": "codex"})
     with pytest.raises(ValueError, match="cannot bound"):
         backends.task_argv("codex", codex.settings, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("usd", "arg"),
+    [
+        (0.5, "0.5"),
+        (2.0, "2"),
+        (0.57, "0.57"),
+        (1000000.0, "1000000"),
+        (0.000001, "0.000001"),  # not `1e-06`
+        (0.1234567, "0.123456"),  # cut, never rounded up
+        (999999.9999999, "999999.999999"),
+    ],
+)
+def test_a_budget_reaches_the_cli_as_plain_decimals_never_above_the_one_asked(
+    usd: float, arg: str
+) -> None:
+    assert backends.usd_arg(usd) == arg
+    assert float(arg) <= usd

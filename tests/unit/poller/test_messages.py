@@ -7,7 +7,16 @@ from typing import Any
 
 import pytest
 
-from poller.messages import MAX_NESTING, MAX_RESULT_BYTES, Rejection, Result, Task, parse_task
+from poller.messages import (
+    MAX_NESTING,
+    MAX_RESULT_BYTES,
+    MAX_TASK_BUDGET_USD,
+    MIN_TASK_BUDGET_USD,
+    Rejection,
+    Result,
+    Task,
+    parse_task,
+)
 
 
 def _parse(obj: object) -> Task | Rejection:
@@ -56,6 +65,11 @@ def test_full_task() -> None:
         (b'{"task_id": "ok", "instructions": "x", "max_budget_usd": "1"}', "ok"),
         (b'{"task_id": "ok", "instructions": "x", "max_budget_usd": Infinity}', "ok"),
         (b'{"task_id": "ok", "instructions": "x", "max_budget_usd": NaN}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "max_budget_usd": -1}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "max_budget_usd": 1e300}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "max_budget_usd": 1000000.01}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "max_budget_usd": 1e-7}', "ok"),
+        (b'{"task_id": "ok", "instructions": "x", "max_budget_usd": 1' + b"0" * 400 + b"}", "ok"),
         (b'{"task_id": "ok", "instructions": "x", "from": 1}', "ok"),
         (b'{"task_id": "ok", "instructions": "x", "version": 2}', "ok"),
         # A task the poller could not describe to its CLI or in a result: refused up front.
@@ -75,6 +89,18 @@ def test_rejections(data: bytes, tid: str | None) -> None:
     r = parse_task(data, 1 << 20)
     assert isinstance(r, Rejection) and r.reason
     assert r.task_id == tid
+
+
+@pytest.mark.parametrize("usd", [MIN_TASK_BUDGET_USD, 0.5, 2, MAX_TASK_BUDGET_USD])
+def test_a_budget_within_the_bounds_is_kept(usd: float) -> None:
+    t = _parse({"task_id": "ok", "instructions": "x", "max_budget_usd": usd})
+    assert isinstance(t, Task) and t.max_budget_usd == usd
+
+
+def test_a_budget_out_of_bounds_says_which_are_allowed() -> None:
+    r = _parse({"task_id": "ok", "instructions": "x", "max_budget_usd": 1e300})
+    assert isinstance(r, Rejection)
+    assert r.reason == "max_budget_usd must be a number of dollars from 0.000001 to 1000000"
 
 
 def _nested(depth: int) -> bytes:
@@ -198,6 +224,8 @@ def test_documented_schemas_match_the_code() -> None:
     task = schemas["fleetctl task, version 1"]
     result = schemas["fleetctl result, version 1"]
     assert task["required"] == ["task_id", "instructions"]
+    budget = task["properties"]["max_budget_usd"]
+    assert (budget["minimum"], budget["maximum"]) == (MIN_TASK_BUDGET_USD, MAX_TASK_BUDGET_USD)
     full = _result("x")
     full.usage, full.cost_usd, full.git, full.error = {}, 0.1, {}, "e"
     full.task_type, full.reply_to, full.sender, full.metadata = "t", "r", "f", {"k": 1}
