@@ -265,14 +265,14 @@ def test_a_workers_own_corrupt_counter_is_reset_by_its_next_result(
 SLOTS = 6  # two workers, concurrency 3 each
 
 
-async def _publish_all(tf: TaskFleet, tasks: list[tuple[str, str]]) -> None:
-    """Every task at once, as the publisher: all slots start before any result is counted."""
-    names = tf.fleet.names
-    async with connect(tf.url, tf.fleet.publisher, na.PUBLISHER_INBOX_PREFIX) as pub:
-        js = pub.nc.jetstream()
+def _send_all(tf: TaskFleet, tasks: list[tuple[str, str]]) -> None:
+    """Every task at once, from one client: all slots start before any result is counted."""
+    from fleetctl.client import Client
+
+    creds = tf.fleet.publisher.creds_path
+    with Client.open(tf.fleet_path, server=tf.url, creds=creds) as client:
         for task_id, worker in tasks:
-            body = {"task_id": task_id, "instructions": directive(print="ok", sleep=2)}
-            await js.publish(names.inbox(worker), json.dumps(body).encode(), timeout=5)
+            client.send(directive(print="ok", sleep=2), to=[worker], task_id=task_id)
 
 
 @pytest.mark.parametrize(
@@ -298,7 +298,7 @@ def test_racing_workers_overshoot_a_fleet_budget_by_at_most_their_slots_times_on
         while not all(p.logged("nats_connected") for p in tf.pollers.values()):
             assert time.monotonic() < deadline, "the pollers did not connect"
             time.sleep(0.1)
-        asyncio.run(_publish_all(tf, ids))
+        _send_all(tf, ids)
         done: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(done) < tasks:
