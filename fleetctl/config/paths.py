@@ -218,7 +218,20 @@ def _env_files(
         if isinstance(host, str) and ok(("workers", i, "host")):
             shared.setdefault((host, env_file), []).append((name, where))
         allowed = entry.get("env_file_outside_fleet") is True
-        if env_file == layout.ENV_DIR:
+        theirs = _fleetctls_file(env_file)
+        if theirs is not None:
+            if where == default_path and any(p.field == dotted(where) for p in found):
+                continue  # defaults.env_file: said once, at that key
+            found.append(
+                Problem(
+                    fmap.value(where),
+                    dotted(where),
+                    f"{shown(env_file)} {theirs}: systemd would read it as root and hand what "
+                    "it finds there to the worker, whatever env_file_outside_fleet says",
+                    f"name the worker's own file, like {layout.ENV_DIR}/<id>.env",
+                )
+            )
+        elif env_file == layout.ENV_DIR:
             found.append(
                 Problem(
                     fmap.value(where),
@@ -251,6 +264,19 @@ def _env_files(
                 f"give each worker its own file, like {layout.ENV_DIR}/<id>.env",
             )
         )
+
+
+def _fleetctls_file(env_file: str) -> str | None:
+    """How an env file lies in one of fleetctl's own directories other than the env files'
+    (a worker's creds, the tunnel's key, the units...): never a file meant for a worker, so
+    no worker's consent makes it one."""
+    if env_file == layout.ENV_DIR or _inside(env_file, layout.ENV_DIR):
+        return None
+    own = {d: what for d, what in layout.OWN_DIRS.items() if d != layout.ENV_DIR}
+    for d in sorted(own, key=len, reverse=True):
+        if env_file == d or _inside(env_file, d):
+            return f"is in {d}, the directory of {own[d]}"
+    return None
 
 
 def _outside(fmap: SourceMap, where: PathKey, env_file: str, on: str) -> Problem:

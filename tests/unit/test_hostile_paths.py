@@ -150,10 +150,10 @@ def test_an_env_file_outside_fleet_env_needs_the_workers_consent(tmp_path: Path)
         "env_file_outside_fleet: true on this worker)",
         "workers[1].env_file: '/etc/fleet/env' is the directory of the env files, not one of "
         "them (name the worker's own file in it, like /etc/fleet/env/<id>.env)",
-        "workers[2].env_file: '/etc/fleet/environment' is outside /etc/fleet/env/: systemd "
-        "reads an env file as root and hands every variable in it to the worker, so it must be "
-        "a file meant for it (move it to /etc/fleet/env/<id>.env, or set "
-        "env_file_outside_fleet: true on this worker)",
+        "workers[2].env_file: '/etc/fleet/environment' is in /etc/fleet, the directory of "
+        "fleetctl's configuration on the host: systemd would read it as root and hand what it "
+        "finds there to the worker, whatever env_file_outside_fleet says (name the worker's "
+        "own file, like /etc/fleet/env/<id>.env)",
     ]
     workers = [workers[0] | {"env_file_outside_fleet": True}, {"worker_id": "d"}]
     fleet = load(tmp_path, workers)
@@ -174,3 +174,69 @@ def test_path_problems_come_with_every_other_problem(tmp_path: Path) -> None:
         "workers[1].env_file",
         "workers[1].concurrency",
     ]
+
+
+@pytest.mark.parametrize(
+    "env_file",
+    [
+        "/etc/fleet/creds/w2.creds",  # another worker's NATS identity
+        "/etc/fleet/tunnel/id_ed25519",  # the tunnel's SSH key
+        "/etc/fleet/fleet.env",  # beside the env files, not among them
+        "/etc/nats/nats-server.conf",
+        "/var/lib/fleetctl/manifest.json",
+        "/etc/ssh/ssh_host_ed25519_key",
+    ],
+)
+def test_an_env_file_in_fleetctls_own_directories_is_refused_whatever_the_worker_says(
+    tmp_path: Path, env_file: str
+) -> None:
+    """`env_file_outside_fleet: true` is a worker's word that a file outside the env files'
+    directory is its own; a file fleetctl keeps for itself never is (a hostile pull request
+    sets the flag as easily as the path)."""
+    workers = [
+        {"worker_id": "w1", "env_file": env_file, "env_file_outside_fleet": True},
+        {"worker_id": "w2"},
+    ]
+    [found] = problems(tmp_path, workers)
+    assert found.startswith(f"workers[0].env_file: {env_file!r} is in /"), found
+    assert found.endswith(
+        "systemd would read it as root and hand what it finds there to the worker, whatever "
+        "env_file_outside_fleet says (name the worker's own file, like /etc/fleet/env/<id>.env)"
+    )
+    inherited = [{"worker_id": "w1"}, {"worker_id": "w2", "host": "n2"}]  # said once
+    [found] = problems(tmp_path, inherited, defaults={"env_file": env_file})
+    assert found.startswith(f"defaults.env_file: {env_file!r} is in /"), found
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("work_base", "/etc/fleet/", "'/etc/fleet' is the directory of fleetctl's configuration"),
+        ("work_base", "/etc//fleet", "'/etc//fleet' is not a plain absolute path"),
+        ("work_base", "/etc/./fleet", "'/etc/./fleet' contains '.' or '..' components"),
+        ("work_base", "/var/lib/fleet/../../../etc", "contains '.' or '..' components"),
+        ("work_base", "/etc/fleet\u2028", "'/etc/fleet\\u2028' contains whitespace"),
+        ("work_base", "/etc/fleet\x85", "'/etc/fleet\\x85' contains whitespace"),
+        ("env_file", "/etc/fleet/env/../creds/w2.creds", "contains '.' or '..' components"),
+        ("env_file", "/etc/fleet/env//w1.env", "is not a plain absolute path"),
+        ("env_file", "/etc/fleet/env/./w1.env", "contains '.' or '..' components"),
+        ("env_file", "/etc/fleet/creds/", "'/etc/fleet/creds' is in /etc/fleet/creds"),
+    ],
+)
+def test_other_spellings_of_fleetctls_directories_are_refused(
+    tmp_path: Path, key: str, value: str, why: str
+) -> None:
+    """The replay of the attack (docs/security.md, "Attack replay"): every spelling of a
+    path that names what is not the worker's is refused, or read as the plain path."""
+    found = problems(tmp_path, [{"worker_id": "creds"}], defaults={key: value})
+    assert len(found) == 1 and found[0].startswith(f"defaults.{key}: "), found
+    assert why in found[0], found
+
+
+def test_an_env_file_shared_under_two_spellings_is_still_shared(tmp_path: Path) -> None:
+    workers = [
+        {"worker_id": "a", "env_file": "/etc/fleet/env/zai.env"},
+        {"worker_id": "b", "env_file": "/etc/fleet/env/zai.env/"},
+    ]
+    [found] = problems(tmp_path, workers)
+    assert "'/etc/fleet/env/zai.env' is the env file of 2 workers on host 'n1'" in found
