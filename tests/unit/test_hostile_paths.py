@@ -193,7 +193,7 @@ def test_an_env_file_in_fleetctls_own_directories_is_refused_whatever_the_worker
     """`env_file_outside_fleet: true` is a worker's word that a file outside the env files'
     directory is its own; a file fleetctl keeps for itself never is (a hostile pull request
     sets the flag as easily as the path)."""
-    workers = [
+    workers: list[dict[str, Any]] = [
         {"worker_id": "w1", "env_file": env_file, "env_file_outside_fleet": True},
         {"worker_id": "w2"},
     ]
