@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from fleetctl.bus.client import BusError, BusUnreachable, Endpoint, connect, pause, request, run
@@ -16,6 +17,8 @@ from fleetctl.desired import BusState
 from fleetctl.facts import ObservedBus
 from fleetctl.natsnames import NatsNames
 from fleetctl.natsresources import (
+    COPYING_STREAM_KEYS,
+    PUSH_CONSUMER_KEYS,
     ConsumerSpec,
     DeclarationError,
     StreamSpec,
@@ -33,9 +36,35 @@ OWNED_CONSUMERS = (
 )  # the bus changes made through this API; credentials are not
 
 
-def fingerprint_of(server_config: dict[str, Any], wanted: dict[str, Any]) -> dict[str, object]:
-    """The server's config restricted to the keys fleetctl sets (it fills in many defaults)."""
-    return {k: server_config.get(k) for k in wanted}
+# Settings fleetctl never declares but whoever holds the admin's creds can set with an update
+# (permissions cannot see a request's body): copies of a stream's messages elsewhere
+# (republish to the admin's inbox, a source transformed into a worker's inbox), subjects
+# rewritten, headers that purge or rewrite messages; a push consumer's deliver subject.
+UNDECLARED = {
+    "stream": (
+        *COPYING_STREAM_KEYS,
+        "subject_transform",
+        "allow_rollup_hdrs",
+        "allow_msg_ttl",
+        "allow_msg_counter",
+        "allow_atomic",
+        "allow_msg_schedules",
+    ),
+    "consumer": PUSH_CONSUMER_KEYS,
+}
+
+
+def fingerprint_of(
+    server_config: dict[str, Any], wanted: dict[str, Any], kind: str = "stream"
+) -> dict[str, object]:
+    """The server's config restricted to the keys fleetctl sets (it fills in many defaults),
+    and any setting fleetctl never declares that is on: the plan shows that as an update,
+    and apply, sending only the declared config, turns it off (docs/security.md)."""
+    found = {k: server_config.get(k) for k in wanted}
+    found |= {
+        k: server_config[k] for k in UNDECLARED[kind] if server_config.get(k) and k not in wanted
+    }
+    return found
 
 
 def _api_error(reply: dict[str, Any]) -> str | None:
@@ -69,7 +98,7 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
             for info in await _consumers(nc, stream):
                 key = f"consumer {stream}/{info['name']}"
                 config = info["config"]
-                resources[key] = fingerprint_of(config, wanted.get(key, config))
+                resources[key] = fingerprint_of(config, wanted.get(key, config), "consumer")
                 if info["name"].startswith(OWNED_CONSUMERS):
                     managed.add(key)
                 queued[key] = int(info.get("num_pending") or 0)
@@ -102,10 +131,25 @@ async def _apply(endpoint: Endpoint, changes: Sequence[Change]) -> None:
         for change in changes:
             subject, body = request_for(change)
             reply = await request(nc, subject, body)
+            if _pushes(reply, change):  # made by someone else: replaced, never kept
+                gone = await request(nc, request_for(replace(change, action="delete"))[0])
+                if _api_error(gone) is None:
+                    reply = await request(nc, *request_for(replace(change, action="create")))
             if (err := _api_error(reply)) is not None:
                 raise BusError(f"{change.action} {change.kind} {change.name}: {err}")
     finally:
         await nc.close()
+
+
+# "can not update push consumer to pull based": fleetctl never makes a push consumer.
+PUSH_TO_PULL = 10012
+
+
+def _pushes(reply: dict[str, Any], change: Change) -> bool:
+    """A consumer of a worker's name that pushes (docs/security.md, "fleet-admin"): no
+    update makes it pull again, so apply deletes it and creates the declared one."""
+    err = reply.get("error") or {}
+    return change.kind == "consumer" and err.get("err_code") == PUSH_TO_PULL
 
 
 def request_for(change: Change) -> tuple[str, dict[str, Any] | None]:

@@ -7,12 +7,14 @@ docs/security.md ("fleet-admin") cites these tests by name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 import pytest
 
 from fleetctl import natsaccess as na
@@ -20,7 +22,8 @@ from fleetctl.bus import jetstream
 from fleetctl.bus.client import Endpoint, Identity, at
 from fleetctl.desired import BusState
 from fleetctl.natsresources import ConsumerSpec, StreamSpec
-from fleetctl.plan import Action, Change
+from fleetctl.plan import Action, Change, Selection, diff_bus
+from tests.support.example import example_fleet
 from tests.support.nscfleet import DENIED_TIMEOUT, Conn, Fleet, connect, fleet_server, make_fleet
 
 pytestmark = pytest.mark.integration
@@ -195,6 +198,7 @@ def test_what_admin_can_still_do_replace_a_consumer_with_a_push_one(tmp_path: Pa
     fleet = make_fleet(tmp_path, ("w1",))
     n = fleet.names
     tasks = n.task_stream
+    [n_consumer_w1] = [c.api_config() for c in fleet.consumer_specs() if c.stream == tasks]
     with fleet_server(fleet) as server:
         jetstream.apply(_admin(server.url, fleet.admin.creds_path), _changes(fleet, "create"))
 
@@ -214,11 +218,9 @@ def test_what_admin_can_still_do_replace_a_consumer_with_a_push_one(tmp_path: Pa
                 deleted = await _server_says(
                     admin, f"$JS.API.CONSUMER.DELETE.{tasks}.{durable}", {}
                 )
-                push = {
-                    "durable_name": durable,
+                push = {  # the declared config, to look like it, and a deliver subject
+                    **n_consumer_w1,
                     "deliver_subject": f"{na.ADMIN_INBOX_PREFIX}.spy",
-                    "ack_policy": "explicit",
-                    "filter_subject": n.inbox("w1"),
                 }
                 body = {"stream_name": tasks, "config": push}
                 created = await _server_says(
@@ -232,3 +234,111 @@ def test_what_admin_can_still_do_replace_a_consumer_with_a_push_one(tmp_path: Pa
                 return got
 
         assert asyncio.run(go()) == [b"queued task"]
+        # The next plan shows it (a deliver subject is never declared), and apply replaces it
+        # with the declared pull consumer (no update turns a push consumer into one).
+        endpoint = _admin(server.url, fleet.admin.creds_path)
+        workers = [c for c in fleet.consumer_specs() if c.stream == tasks]
+        bus = _bus(fleet, fleet.stream_specs(), workers)
+        [via] = [h for h in example_fleet().hosts if h.name == "broker-host"]
+        found = diff_bus(bus, jetstream.observe(endpoint, bus), Selection(), via)
+        assert found is not None
+        assert [(c.action, c.name) for c in found.changes] == [("update", f"{tasks}/worker-w1")]
+        jetstream.apply(endpoint, found.changes)
+        again = diff_bus(bus, jetstream.observe(endpoint, bus), Selection(), via)
+        assert again is not None and again.changes == ()
+
+
+def test_what_admin_can_still_do_to_stream_configs_shows_in_the_next_plan(
+    tmp_path: Path,
+) -> None:
+    """The other half of that residual: with `STREAM.UPDATE` a stolen admin creds file can
+    make the results stream republish every new result to its own inbox, feed another
+    worker's results into w1's task queue (a source with a subject transform), capture its
+    own ping subject into w1's queue (it may publish pings: so it queues a task of its
+    choosing), and allow rollups on the results stream. None of these is a setting fleetctl
+    declares, so none showed in a plan: the backdoor stayed. Now the next plan shows each
+    stream as an update, and apply puts the declared config back, which ends them all."""
+    fleet = make_fleet(tmp_path, ("w1", "w2"))
+    n = fleet.names
+    tasks, results = n.task_stream, n.results_stream
+    streams = fleet.stream_specs()
+    bus = _bus(fleet, streams, [c for c in fleet.consumer_specs() if c.stream == tasks])
+    declared = {s.name: s.api_config() for s in streams}
+    spy = f"{na.ADMIN_INBOX_PREFIX}.spy"
+    with fleet_server(fleet) as server:
+        endpoint = _admin(server.url, fleet.admin.creds_path)
+        jetstream.apply(endpoint, _changes(fleet, "create"))
+        [via] = [h for h in example_fleet().hosts if h.name == "broker-host"]
+
+        def plan() -> list[tuple[str, str]]:
+            found = diff_bus(bus, jetstream.observe(endpoint, bus), Selection(), via)
+            assert found is not None
+            return [(c.action, c.name) for c in found.changes]
+
+        assert plan() == []
+        backdoors = {
+            results: declared[results]
+            | {"republish": {"src": ">", "dest": f"{spy}.>"}, "allow_rollup_hdrs": True},
+            tasks: declared[tasks]
+            | {
+                "sources": [
+                    {
+                        "name": results,
+                        "subject_transforms": [{"src": n.result("w2", "*"), "dest": n.inbox("w1")}],
+                    }
+                ],
+                "subjects": [*declared[tasks]["subjects"], n.ping("w1")],
+                "subject_transform": {"src": n.ping("w1"), "dest": n.inbox("w1")},
+            },
+        }
+
+        async def open_backdoors() -> list[str]:
+            async with connect(server.url, fleet.admin, na.ADMIN_INBOX_PREFIX) as admin:
+                return [await _server_says(admin, f"$JS.API.STREAM.UPDATE.{s}", body)
+                        for s, body in backdoors.items()]  # fmt: skip
+
+        async def use_backdoors() -> tuple[list[str], int, str]:
+            """What the admin sees of the next results, how many tasks wait for w1 after w2
+            stores a result and the admin sends a ping, and what a rollup on w2's own result
+            subject says."""
+            async with (
+                connect(server.url, fleet.admin, na.ADMIN_INBOX_PREFIX) as admin,
+                connect(server.url, fleet.workers["w1"], n.inbox_prefix("w1")) as w1,
+                connect(server.url, fleet.workers["w2"], n.inbox_prefix("w2")) as w2,
+            ):
+                seen: list[str] = []
+
+                async def on_msg(msg: Any) -> None:
+                    seen.append(msg.subject)
+
+                await admin.nc.subscribe(f"{spy}.>", cb=on_msg)
+                await admin.nc.flush()
+                await w1.nc.jetstream().publish(n.result("w1", "t1"), b"w1's result")
+                await w2.nc.jetstream().publish(n.result("w2", "x"), b'{"task_id": "x"}')
+                with contextlib.suppress(*TIMEOUTS, nats.errors.NoRespondersError):
+                    await admin.nc.request(n.ping("w1"), b'{"task_id": "a"}', timeout=0.5)
+                try:
+                    await w2.nc.jetstream().publish(
+                        n.result("w2", "y"), b"{}", headers={"Nats-Rollup": "all"}
+                    )
+                    rollup = "stored"
+                except nats.js.errors.APIError as e:
+                    rollup = str(e.description)
+                await asyncio.sleep(0.5)
+                info = await admin.nc.jetstream().consumer_info(tasks, n.consumer("w1"))
+                return seen, int(info.num_pending), rollup
+
+        assert asyncio.run(open_backdoors()) == ["ok", "ok"]
+        assert plan() == [("update", tasks), ("update", results)]
+        seen, queued, rollup = asyncio.run(use_backdoors())
+        assert seen == [
+            f"{spy}.{n.result(w, t)}" for w, t in (("w1", "t1"), ("w2", "x"), ("w2", "y"))
+        ]
+        assert (queued, rollup) == (2, "stored")  # w2's result and a ping as w1's tasks
+
+        found = diff_bus(bus, jetstream.observe(endpoint, bus), Selection(), via)
+        assert found is not None
+        jetstream.apply(endpoint, found.changes)
+        assert plan() == []
+        seen, queued, rollup = asyncio.run(use_backdoors())
+        assert (seen, queued, rollup) == ([], 2, "rollup not permitted")  # the first two stay
