@@ -91,10 +91,11 @@ def make_fleet(
 
 
 @contextlib.contextmanager
-def fleet_server(fleet: Fleet) -> Iterator[NatsServer]:
+def fleet_server(fleet: Fleet, extra_config: str = "") -> Iterator[NatsServer]:
+    """`extra_config`: more broker settings (`http: 127.0.0.1:<port>` for a monitor)."""
     workdir = fleet.workdir / "broker"
     workdir.mkdir(exist_ok=True)
-    with running_nats_server(workdir, fleet.broker_config()) as server:
+    with running_nats_server(workdir, fleet.broker_config() + extra_config) as server:
         fleet.server = server
         yield server
 

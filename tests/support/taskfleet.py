@@ -135,11 +135,13 @@ def task_fleet(
     *,
     ack_wait: int = 60,
     top: dict[str, Any] | None = None,
+    broker_config: str = "",
     **poller_extra: str,
 ) -> Iterator[TaskFleet]:
     """`workers`: id -> extra fleet.yaml fields (labels, lang, enabled: false...), and `env`:
-    the poller's own extra variables; `top`: more fleet.yaml keys (status:, prices:...).
-    Enabled workers get creds, a consumer and a running poller."""
+    the poller's own extra variables; `top`: more fleet.yaml keys (status:, prices:...);
+    `broker_config`: more nats-server settings. Enabled workers get creds, a consumer and a
+    running poller."""
     enabled = tuple(w for w, extra in workers.items() if extra.get("enabled", True))
     (root / "servers.yaml").write_text(
         yaml.safe_dump(
@@ -158,7 +160,7 @@ def task_fleet(
     queues = targets.queues_of(model)
     fleet = make_fleet(root, enabled, settings=model.nats, queues=queues)
     with ExitStack() as stack:
-        server = stack.enter_context(fleet_server(fleet))
+        server = stack.enter_context(fleet_server(fleet, broker_config))
 
         async def resources() -> None:
             async with connect(server.url, fleet.admin, na.ADMIN_INBOX_PREFIX) as admin:
