@@ -250,3 +250,61 @@ def test_a_drop_in_sshd_would_not_read_is_refused_with_the_fix(fleet: FleetEnv) 
     assert code == 1
     assert "add `Include /etc/ssh/sshd_config.d/*.conf` at the top" in error, error
     assert broker.file(layout.SSHD_TUNNEL_CONF).read_bytes() == good
+
+
+def _socks4(env: FleetEnv, local_port: int, target_port: int) -> bytes:
+    """Through `ssh -D local_port`: a SOCKS4 CONNECT to the broker's 127.0.0.1:target_port,
+    and what came back after the reply (the probe's line, if the forward was opened)."""
+    ssh = subprocess.Popen(
+        attacker_ssh(env, "-N", "-D", f"127.0.0.1:{local_port}"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 8
+        while True:
+            with env.net.in_lan():
+                try:
+                    conn = socket.create_connection(("127.0.0.1", local_port), timeout=1)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or ssh.poll() is not None:
+                        raise
+            time.sleep(0.1)
+        with conn:
+            conn.settimeout(3)
+            conn.sendall(b"\x04\x01" + target_port.to_bytes(2, "big") + bytes([127, 0, 0, 1, 0]))
+            got = b""
+            try:
+                while chunk := conn.recv(4096):
+                    got += chunk
+                    if b"PROBE" in got or b"INFO" in got:
+                        break
+            except (TimeoutError, ConnectionResetError):
+                pass
+            return got
+    finally:
+        ssh.terminate()
+        ssh.wait(10)
+
+
+def test_other_kinds_and_spellings_of_forwards_are_refused(fleet: FleetEnv) -> None:
+    """The replay of the stolen key (docs/security.md, "Attack replay"): a stdio forward
+    (`ssh -W`), a SOCKS forward (`ssh -D`), the loopback spelled otherwise, and a forward on
+    to a worker host's sshd over the LAN (a pivot) reach nothing; SOCKS to the NATS port is
+    the one forward the key has anyway."""
+    node = fleet.net.hosts[NODE].address
+    for target in (f"127.0.0.1:{PROBE_PORT}", "127.0.0.1:22", f"{node}:22"):
+        done = subprocess.run(
+            attacker_ssh(fleet, "-W", target, seconds=6),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+        )
+        assert b"PROBE" not in done.stdout and b"SSH-" not in done.stdout, (target, done)
+        assert done.returncode == 255 and b"stdio forwarding failed" in done.stderr, done
+    spellings = (f"localhost:{PROBE_PORT}", f"127.1:{PROBE_PORT}", f"0x7f000001:{PROBE_PORT}")
+    for i, target in enumerate((*spellings, f"{node}:22", f"localhost:{NATS_PORT}")):
+        assert read_through_local_forward(fleet, target, 15560 + i) == b"", target
+    assert b"PROBE" not in _socks4(fleet, 15570, PROBE_PORT)
+    assert b"INFO " in _socks4(fleet, 15571, NATS_PORT)  # the key's one forward, as -L

@@ -436,3 +436,63 @@ def test_creds_an_older_version_issued_are_issued_again(fleet: LocalFleet) -> No
     fleet.up()
     task = fleet.send(["w-echo"], "leased")
     assert fleet.results(task)["w-echo"]["output"] == "echo: leased\n"
+
+
+OTHER_USER = """\
+import asyncio, json, os, sys
+import nats
+found = {}
+for path in sys.argv[2:]:
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            open(path, "rb").read(1)
+        found[path] = "read"
+    except OSError as e:
+        found[path] = type(e).__name__
+async def anonymous():
+    try:
+        nc = await nats.connect(sys.argv[1], allow_reconnect=False, connect_timeout=3)
+    except Exception as e:
+        return type(e).__name__ + ": " + str(e)
+    await nc.close()
+    return "connected"
+found["broker"] = asyncio.run(anonymous())
+print(json.dumps(found))
+"""
+
+
+def test_another_local_user_reaches_nothing_of_the_local_fleet(fleet: LocalFleet) -> None:
+    """A local user (docs/security.md, "Attack replay"): while `fleetctl up` runs as one
+    user, another uid can read none of its state (the creds, the local operator's keys, the
+    logs, up.json, a worker's directory), and the broker refuses it without credentials
+    (it has no monitoring port either: test_up_runs_every_worker_that_can_run_here)."""
+    if fleet.uid is None:
+        pytest.skip("another uid needs root: run the tests as root (CI does)")
+    fleet.write(ECHO)
+    summary = fleet.up()
+    record = json.loads(fleet.state.up_json.read_text())
+    paths = [
+        fleet.state.root,
+        fleet.state.up_json,
+        fleet.state.nsc,
+        fleet.state.log("w-echo"),
+        fleet.state.work_base("w-echo"),
+        *record["creds"].values(),
+    ]
+    other = fleet.uid + 1
+    ids = [f"--reuid={other}", f"--regid={other}", "--clear-groups"]
+    done = subprocess.run(
+        ["setpriv", *ids, "--", str(fleet.python), "-c", OTHER_USER, summary["nats_url"]]
+        + [str(p) for p in paths],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=fleet.env,
+        cwd="/",
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert {found[str(p)] for p in paths} == {"PermissionError"}, found
+    assert "authorization violation" in found["broker"].lower(), found["broker"]
