@@ -172,3 +172,24 @@ def test_a_host_of_another_architecture_gets_no_bundle() -> None:
     assert why is not None and "for x86_64, and the host is aarch64" in why
     odd = clibundle.foreign_host("linux-\x1b[2Jarm", here="x86_64")
     assert odd is not None and "\x1b" not in odd and "another architecture" in odd
+
+
+def test_a_setuid_bit_planted_in_the_cache_reaches_no_host(tmp_path: Path) -> None:
+    """The replay of item 5 (docs/security.md, "Attack replay"): modes are not in the tree
+    records, so whoever can write the CLI cache can set the setuid and setgid bits on a
+    file whose bytes are right. The bundle carries only 0644 and 0755, and the host unpacks
+    what it is given with nothing but those: no file the agent installs as root is setuid."""
+    root = cached_cli(tmp_path / "cache", tmp_path / "locks")
+    target = root / "node_modules" / "@scope" / "fake-cli" / "bin" / "fake.sh"
+    target.chmod(0o6777)
+    bundle = build(tmp_path)
+    with tarfile.open(bundle.path) as tar:
+        modes = {m.mode for m in tar.getmembers() if not m.issym()}  # a link has none
+    assert modes <= {0o644, 0o755}, sorted(oct(m) for m in modes)
+    staged = tmp_path / "staging" / "fake.tar"
+    staged.parent.mkdir()
+    staged.write_bytes(bundle.path.read_bytes())
+    dest = tmp_path / "opt" / "fake@1.2.3"
+    assert install(staged, bundle.sha256, dest)["ok"] is True
+    installed = {p.stat().st_mode & 0o7777 for p in dest.rglob("*") if not p.is_symlink()}
+    assert not any(m & 0o6000 for m in installed), sorted(oct(m) for m in installed)
