@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 from typing import Any
 
 import nats
@@ -19,6 +18,7 @@ from poller import runner
 from poller.config import Config
 from poller.delivery import Delivery
 from poller.heartbeat import Stats, beat
+from poller.inboxes import unpredictable_inboxes
 from poller.logs import Logger
 from poller.pull import Puller, Pullers
 
@@ -37,30 +37,6 @@ async def _wait_or_stop(aw: Any, stop: asyncio.Event) -> tuple[bool, Any]:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     return False, None
-
-
-class _RandomNuid:
-    """nats.py's inbox and request ids, but each one random. Its own NUID keeps one random
-    prefix and adds a fixed increment per id, so one inbox name of a connection (the
-    monitor port lists them) predicts the next reply subjects it will use, and another
-    worker could aim a reply at them (docs/security.md, "Replies aimed at another
-    worker"). Same shape: 22 characters of base 62."""
-
-    def next(self) -> bytearray:
-        return bytearray(_BASE62[secrets.randbelow(len(_BASE62))] for _ in range(_NUID_LENGTH))
-
-
-_BASE62 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_NUID_LENGTH = 22
-
-
-def unpredictable_inboxes(nc: Any) -> bool:
-    """Give a connection random inbox and request ids, before it makes any of them; False
-    if this nats.py has no `_nuid` to replace (tests/unit/poller/test_pull.py checks it)."""
-    if not hasattr(nc, "_nuid"):
-        return False
-    nc._nuid = _RandomNuid()
-    return True
 
 
 class Worker:

@@ -118,13 +118,19 @@ async def connect(endpoint: Endpoint) -> Any:
     from nats.errors import AuthorizationError, NoServersError
     from nats.errors import Error as NatsError
 
+    from poller.inboxes import unpredictable_inboxes
+
     try:
-        return await nats.connect(**opts)
+        nc = await nats.connect(**opts)
     except AuthorizationError:
         raise BusError(f"the broker refused the credentials of {who.user}") from None
     except (NoServersError, OSError, TimeoutError, NatsError) as e:
         why = str(e).strip() or type(e).__name__
         raise BusUnreachable(f"nothing answers at {endpoint.url} ({why})") from None
+    # Its inbox names, like the poller's, predict nothing: where the monitor shows one, a
+    # worker could otherwise aim answers at the next (docs/security.md, "Attack replay").
+    unpredictable_inboxes(nc)
+    return nc
 
 
 async def request(nc: Any, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -19,6 +19,8 @@ import nats.js.errors
 import pytest
 
 from fleetctl import natsaccess as na
+from fleetctl.bus import client as bus_client
+from fleetctl.bus.client import INBOX_PREFIXES, Identity, at
 from fleetctl.config.schema import NatsSettings
 from poller.budget import today
 from tests.support.natsserver import free_port
@@ -490,6 +492,29 @@ def test_replies_aimed_at_the_publishers_and_the_admins_inboxes_change_nothing(
                 proc.terminate()
                 proc.wait(10)
         assert "Traceback" not in (watcher.stderr.read() if watcher.stderr else "")
+
+
+def test_fleetctls_own_connections_name_their_inboxes_at_random(tmp_path: Path) -> None:
+    """The publisher's and the admin's connections (fleetctl/bus/client.py) take the
+    poller's random inbox and request ids: with nats.py's own, one inbox the monitor shows
+    (a batched read's, the request mux's) predicted the next ones, where a worker could
+    aim a 404 that cuts a read short."""
+    fleet = make_fleet(tmp_path, ("w1",))
+    with fleet_server(fleet) as server:
+
+        async def ids(user: str) -> list[str]:
+            creds = fleet.publisher if user == na.PUBLISHER_USER else fleet.admin
+            who = Identity(user, creds.creds_path, INBOX_PREFIXES[user])
+            nc = await bus_client.connect(at(server.url, who))
+            try:
+                return [nc.new_inbox().split(".", 1)[1] for _ in range(50)]
+            finally:
+                await nc.close()
+
+        for user in (na.PUBLISHER_USER, na.ADMIN_USER):
+            found = run(ids(user))
+            assert len({i[:12] for i in found}) == 50, found[:3]  # no shared NUID prefix
+            assert {len(i) for i in found} == {22}
 
 
 # ---- the publisher's creds: ids with other line separators ------------------------------

@@ -1,10 +1,10 @@
-"""The poller's connection names its inboxes and requests at random (poller/worker.py)."""
+"""The poller's connection names its inboxes and requests at random (poller/inboxes.py)."""
 
 from __future__ import annotations
 
 from nats.aio.client import Client
 
-from poller.worker import unpredictable_inboxes
+from poller.inboxes import unpredictable_inboxes
 
 
 def _ids(nc: Client, n: int) -> list[str]:
