@@ -163,7 +163,8 @@ class NatsSettings(_Strict):
         ge=1,
         le=1_000_000,
         description="Dead letters kept per worker (its oldest go first): one worker's flood "
-        "cannot push out another's.",
+        "of many cannot push out another's; a flood of large ones fills dead_max_bytes, and "
+        "then the stream's oldest go, whoever's they are.",
     )
     account_max_file_store: Bytes = Field(
         4 * 1024**3,

@@ -238,6 +238,12 @@ def test_no_stream_takes_a_header_that_purges_rewrites_or_schedules(tmp_path: Pa
                 assert await _states(admin, fleet) == before
                 assert w2.errors == [] and admin.errors == []
 
+                # What is taken: a delete marker or a TTL on a key of the writer's own (the
+                # publisher's record: its own word, as every record is).
+                deleted = {"KV-Operation": "DEL"}
+                assert await _says(pub, n.record("t1"), deleted) == "stored"
+                assert await _says(pub, n.record("t2"), TTL) == "stored"
+
         run(go())
 
 
