@@ -73,7 +73,9 @@ def test_a_work_base_that_reaches_what_is_not_the_workers_is_refused(
 
 
 @pytest.mark.parametrize(
-    "base", ["/var/lib/fleet", "/srv/fleet", "/home/fleet", "/data", "/opt/workers"]
+    # /ETC/fleet: another directory than /etc/fleet on a Linux host (paths are case-sensitive)
+    "base",
+    ["/var/lib/fleet", "/srv/fleet", "/home/fleet", "/data", "/opt/workers", "/ETC/fleet"],
 )
 def test_a_work_base_of_the_workers_own_is_taken(tmp_path: Path, base: str) -> None:
     fleet = load(tmp_path, [{"worker_id": "w1"}], defaults={"work_base": base + "/"})
