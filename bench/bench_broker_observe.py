@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe
-from fleetctl import agent_client
+from fleetctl.reconcile import agent_client
 
 
 def _observe(program: bytes) -> float:

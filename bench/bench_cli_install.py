@@ -24,8 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe
-from fleetctl import agent_client, clibundle, clicache
-from fleetctl.apply.program import install_cli, staged_cli
+from fleetctl.artifacts import clibundle, clicache
+from fleetctl.reconcile import agent_client
+from fleetctl.reconcile.program import install_cli, staged_cli
 from poller.backends import BACKENDS, CliPackage
 from tests.support.simhosts import SimNet, skip_reason
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from bench.machine import describe
-from fleetctl import natsaccess as na
-from fleetctl.natsnames import NatsNames
+from fleetctl.bus.names import NatsNames
+from fleetctl.identity import natsaccess as na
 from nsc.authority import Authority
 from nsc.store import NscDirs
 

@@ -249,11 +249,11 @@ def traced_fleetctl(argv: list[str]) -> None:
 
     importlib.import_module(cli_main.COMMANDS[argv[0]])  # the command's own (lazy) imports
     t_import, c_import = time.perf_counter() - t0, time.process_time() - c0
-    from fleetctl import agent_client, observation, rollout, tunnelkeys
-    from fleetctl.bus import jetstream
     from fleetctl.cli import apply as cli_apply
     from fleetctl.cli import context
     from fleetctl.cli import plan as cli_plan
+    from fleetctl.identity import tunnelkeys
+    from fleetctl.reconcile import agent_client, jetstream, observation, rollout
 
     # (label, host, start, end, process CPU used meanwhile: meaningful for main-thread phases)
     spans: list[tuple[str, str, float, float, float]] = []

@@ -43,7 +43,7 @@ def look_once(client: Any, task_id: str) -> Any:
 
 def measure(url: str, fleet_path: str, task_id: str, looks: int) -> dict[str, Any]:
     import fleetctl
-    from fleetctl.client import Client
+    from fleetctl.tasks.client import Client
 
     with Client.open(fleet_path, server=url) as client:
         look_once(client, task_id)  # connections and imports warmed up
@@ -66,7 +66,7 @@ async def fill(url: str, window: int, dead: int, queued: int) -> None:
     import nats
 
     sys.path.insert(0, str(ROOT))
-    from fleetctl import natsresources
+    from fleetctl.bus import resources as natsresources
     from fleetctl.config.schema import NatsSettings
 
     settings = NatsSettings()
@@ -134,7 +134,7 @@ def child(tree: Path, url: str, fleet: Path, looks: int) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from bench.machine import describe
-    from fleetctl.client import Client
+    from fleetctl.tasks.client import Client
     from tests.support.natsserver import running_nats_server
 
     trees = [ROOT] + ([Path(args.against).resolve()] if args.against else [])

@@ -1,4 +1,4 @@
-"""Tasks through fleetctl.client against the same loop in raw nats-py, on one local
+"""Tasks through fleetctl.tasks.client against the same loop in raw nats-py, on one local
 nats-server with 10 real pollers (command backend running `true`, so the figures are the
 bus and the poller, not a CLI).
 
@@ -30,10 +30,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe
-from fleetctl import natsresources
-from fleetctl.client import Client, Sent
+from fleetctl.bus import resources as natsresources
 from fleetctl.config.schema import NatsSettings
-from fleetctl.taskmsg import Result, build, dedup_id
+from fleetctl.tasks.client import Client, Sent
+from fleetctl.tasks.messages import Result, build, dedup_id
 from tests.support.natsserver import running_nats_server
 from tests.support.poller_harness import poller_env
 
@@ -101,7 +101,7 @@ def through_client(client: Client, workers: list[str], n: int, tag: str) -> dict
     results = client.wait(sents, timeout=600, on_update=seen)
     end = time.perf_counter()
     assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
-    return figures("fleetctl.client", [done_at[t] - sent_at[t] for t in sent_at], end - start)
+    return figures("fleetctl.tasks.client", [done_at[t] - sent_at[t] for t in sent_at], end - start)
 
 
 def client_one_by_one(client: Client, workers: list[str], n: int) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def client_one_by_one(client: Client, workers: list[str], n: int) -> dict[str, A
         (result,) = client.wait(sent, timeout=60)
         assert result.ok, result
         latencies.append(time.perf_counter() - t0)
-    return figures("fleetctl.client", latencies, time.perf_counter() - start)
+    return figures("fleetctl.tasks.client", latencies, time.perf_counter() - start)
 
 
 async def raw_loop(

@@ -26,7 +26,7 @@ LLM_CLI_VERSION_FILE = "fleet-llm-cli.version"  # in each CLI's directory, writt
 TUNNEL_UNIT = "fleet-tunnel.service"
 TUNNEL_USER = "fleet-tunnel"
 TUNNEL_HOME = "/var/lib/fleet-tunnel"
-# The broker sshd's drop-in that limits the tunnel user (fleetctl/tunnellogin.py).
+# The broker sshd's drop-in that limits the tunnel user (fleetctl/identity/tunnellogin.py).
 SSHD_TUNNEL_CONF = "/etc/ssh/sshd_config.d/fleet-tunnel.conf"
 
 NATS_UNIT = "nats-server.service"
@@ -76,5 +76,5 @@ def llm_cli_dir(package: str, version: str) -> str:
 
 def llm_cli_bin(package: str, version: str, command: str) -> str:
     """The command the poller runs: `bin/<command>` in the CLI's directory, a link the
-    bundle makes to the CLI's native binary when it ships one (fleetctl/clicache.py)."""
+    bundle makes to the CLI's native binary when it ships one (fleetctl/artifacts/clicache.py)."""
     return f"{llm_cli_dir(package, version)}/bin/{command}"

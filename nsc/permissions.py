@@ -1,7 +1,7 @@
 """User permissions as the JWT carries them: pub/sub allow/deny lists and response rights.
 
-Generic on purpose: `fleetctl.natsaccess` decides *what* each fleet user may do; this module
-only knows the JWT shape (`pub`, `sub`, `resp: {max, ttl}` with ttl in nanoseconds).
+Generic on purpose: `fleetctl.identity.natsaccess` decides *what* each fleet user may do; this
+module only knows the JWT shape (`pub`, `sub`, `resp: {max, ttl}` with ttl in nanoseconds).
 """
 
 from __future__ import annotations

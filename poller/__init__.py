@@ -7,7 +7,7 @@ from importlib import metadata
 from pathlib import Path
 
 RELEASE = "0.1.0"
-DIST_NAME = "fleet-poller"  # the wheel fleetctl builds (fleetctl/wheelhouse.py)
+DIST_NAME = "fleet-poller"  # the wheel fleetctl builds (fleetctl/artifacts/wheelhouse.py)
 
 
 @cache

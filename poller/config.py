@@ -3,7 +3,7 @@
 fleetctl renders these variables into the worker's systemd unit. A missing or invalid value is a
 `ConfigError` whose message names the variable; `__main__` prints it on one line and exits 2.
 Subjects are derived here from NATS_SUBJECT_PREFIX and WORKER_ID with the same rules as
-`fleetctl/natsnames.py` (the poller must not import fleetctl); see docs/poller.md.
+`fleetctl/bus/names.py` (the poller must not import fleetctl); see docs/poller.md.
 """
 
 from __future__ import annotations

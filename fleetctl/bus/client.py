@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fleetctl.model import Fleet
-from fleetctl.natsaccess import (
+from fleetctl.config.model import Fleet
+from fleetctl.identity.natsaccess import (
     ADMIN_INBOX_PREFIX,
     ADMIN_USER,
     PUBLISHER_INBOX_PREFIX,
@@ -54,7 +54,7 @@ class Identity:
 
 def identity(fleet: Fleet, user: str = ADMIN_USER) -> Identity:
     """A fleet user with its creds from the fleet's store."""
-    from fleetctl import credentials
+    from fleetctl.identity import credentials
 
     authority = credentials.load(fleet)
     path = authority.creds_path(user) if authority is not None else None

@@ -27,10 +27,10 @@ from fleetctl.bus.client import (
     identity,
     through,
 )
+from fleetctl.config.model import Fleet
+from fleetctl.identity.natsaccess import PUBLISHER_USER
 from fleetctl.local.state import StateDir, default_state_dir, pid_alive
-from fleetctl.model import Fleet
-from fleetctl.natsaccess import PUBLISHER_USER
-from fleetctl.sessions import Options
+from fleetctl.reconcile.sessions import Options
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def reach(
 def _through_broker(fleet: Fleet, options: BusOptions, user: str) -> Iterator[Endpoint]:
     from contextlib import ExitStack
 
-    from fleetctl import sessions
+    from fleetctl.reconcile import sessions
     from fleetctl.transport.base import TransportError
 
     who = identity(fleet, user)

@@ -1,6 +1,6 @@
 """The publisher's few conversations with JetStream: publish a task, read stored messages by
 subject or sequence, look at a worker's consumer. Raw API requests, as the publisher's
-permissions name them (fleetctl/natsaccess.py `publisher_permissions`)."""
+permissions name them (fleetctl/identity/natsaccess.py `publisher_permissions`)."""
 
 from __future__ import annotations
 

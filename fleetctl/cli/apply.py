@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from fleetctl import credentials, departed, remembered, rollout, tunnelkeys
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import (
     diff_option,
@@ -20,10 +19,12 @@ from fleetctl.cli.options import (
     yes_option,
 )
 from fleetctl.cli.selection import select
-from fleetctl.inputs import gather, tunnel_hosts
-from fleetctl.model import Fleet
-from fleetctl.observation import live_plan
-from fleetctl.sessions import Options
+from fleetctl.config.model import Fleet
+from fleetctl.identity import credentials, tunnelkeys
+from fleetctl.reconcile import departed, remembered, rollout
+from fleetctl.reconcile.inputs import gather, tunnel_hosts
+from fleetctl.reconcile.observation import live_plan
+from fleetctl.reconcile.sessions import Options
 from fleetctl.ui.apply_view import ProgressReporter, results_table
 from fleetctl.ui.plan_view import print_plan
 from fleetctl.ui.terminal import err, out

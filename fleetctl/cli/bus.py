@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from fleetctl.bus.client import BusError
 from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.context import AppContext, fail
-from fleetctl.client import Client
-from fleetctl.targets import TargetError
-from fleetctl.taskmsg import TaskError
+from fleetctl.tasks.client import Client
+from fleetctl.tasks.messages import TaskError
+from fleetctl.tasks.targets import TargetError
 from fleetctl.ui.terminal import err
 
 

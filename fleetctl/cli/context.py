@@ -11,7 +11,7 @@ import click
 
 from fleetctl.config.errors import ConfigError
 from fleetctl.config.loader import load_fleet
-from fleetctl.model import Fleet
+from fleetctl.config.model import Fleet
 from fleetctl.ui.problems import print_problems
 from fleetctl.ui.terminal import err
 

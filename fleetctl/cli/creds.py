@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from fleetctl import credentials, natsaccess
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import json_option, one_worker_option, server_option
+from fleetctl.config.model import Fleet
 from fleetctl.config.pydantic_errors import did_you_mean
-from fleetctl.model import Fleet
+from fleetctl.identity import credentials, natsaccess
 from fleetctl.ui.terminal import err, out
 from nsc.authority import Authority
 from nsc.backup import BackupExistsError, backup
@@ -209,7 +209,7 @@ def _expires_soon(ts: int | None, within: int) -> bool:
 def backup_(app: AppContext, out_file: Path, force: bool) -> None:
     """Write the operator and account keys, the tunnel keys and the store to FILE (0600).
     Keep it offline."""
-    from fleetctl import tunnelkeys  # cryptography: only for this command
+    from fleetctl.identity import tunnelkeys  # cryptography: only for this command
 
     fleet = app.fleet()
     authority = _authority(fleet)

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import click
 
-from fleetctl import credentials, layout, natsaccess, remembered, tunnelkeys
-from fleetctl import decommission as teardown
+from fleetctl import layout
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import known_hosts_option, ssh_config_option, yes_option
 from fleetctl.config.errors import shown
-from fleetctl.departed import departed, listed_as, what_is_there
-from fleetctl.model import Fleet
-from fleetctl.plan import Plan
-from fleetctl.remembered import RememberedHost
-from fleetctl.sessions import Options
+from fleetctl.config.model import Fleet
+from fleetctl.identity import credentials, natsaccess, tunnelkeys
+from fleetctl.reconcile import decommission as teardown
+from fleetctl.reconcile import remembered
+from fleetctl.reconcile.departed import departed, listed_as, what_is_there
+from fleetctl.reconcile.plan import Plan
+from fleetctl.reconcile.remembered import RememberedHost
+from fleetctl.reconcile.sessions import Options
 from fleetctl.transport.base import TransportError
 from fleetctl.ui.apply_view import ProgressReporter, results_table
 from fleetctl.ui.plan_view import print_plan

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from fleetctl import logview
 from fleetctl.bus.reach import local_fleet
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import known_hosts_option, since_option, ssh_config_option
 from fleetctl.cli.task import duration
 from fleetctl.local.state import default_state_dir
+from fleetctl.status import logview
 
 
 @click.command()
@@ -84,8 +84,8 @@ def _remote(
     ssh_config: Path | None,
     known_hosts: tuple[str, ...],
 ) -> None:
-    from fleetctl import sessions
-    from fleetctl.model import Fleet
+    from fleetctl.config.model import Fleet
+    from fleetctl.reconcile import sessions
     from fleetctl.transport.base import TransportError
 
     assert isinstance(fleet, Fleet)

@@ -63,7 +63,7 @@ def _errors_exit_1() -> Iterator[None]:
             raise  # click's own handling: the reader went away
         fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except Exception as exc:
-        from fleetctl.wheelhouse import WheelhouseError  # imported on this path only
+        from fleetctl.artifacts.wheelhouse import WheelhouseError  # imported on this path only
 
         if not isinstance(exc, WheelhouseError):  # the poller's wheelhouse, the broker binary
             raise

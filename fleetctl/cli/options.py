@@ -84,7 +84,7 @@ def bus_options(command: Callable[..., Any]) -> Callable[..., Any]:
         **kwargs: Any,
     ) -> Any:
         from fleetctl.bus.reach import BusOptions
-        from fleetctl.sessions import Options
+        from fleetctl.reconcile.sessions import Options
 
         ssh = Options(ssh_config=ssh_config, known_hosts=known_hosts)
         return command(*args, bus=BusOptions(server, creds, ssh), **kwargs)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from fleetctl import remembered
 from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import (
     diff_option,
@@ -21,14 +20,15 @@ from fleetctl.cli.options import (
     worker_option,
 )
 from fleetctl.cli.selection import select
-from fleetctl.departed import departed, offline
-from fleetctl.desired import desired_state
-from fleetctl.inputs import Inputs, gather
-from fleetctl.model import Fleet
-from fleetctl.observation import live_plan
-from fleetctl.plan import Plan, Selection, make_plan
-from fleetctl.plan_json import plan_to_json
-from fleetctl.sessions import Options
+from fleetctl.config.model import Fleet
+from fleetctl.reconcile import remembered
+from fleetctl.reconcile.departed import departed, offline
+from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.inputs import Inputs, gather
+from fleetctl.reconcile.observation import live_plan
+from fleetctl.reconcile.plan import Plan, Selection, make_plan
+from fleetctl.reconcile.plan_json import plan_to_json
+from fleetctl.reconcile.sessions import Options
 from fleetctl.ui.plan_view import print_plan
 from fleetctl.ui.terminal import out
 
@@ -117,7 +117,7 @@ def _live(
     view.close()
     result = view.plan
     if _whole(selection) and departed(fleet, known):
-        from fleetctl import decommission
+        from fleetctl.reconcile import decommission
 
         result = dataclasses.replace(result, departed=decommission.live(fleet, options))
     _show(result, show_diff, as_json)

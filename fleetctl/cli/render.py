@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from fleetctl.cli.context import AppContext, fail, pass_app
-from fleetctl.desired import desired_state
-from fleetctl.inputs import gather
+from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.inputs import gather
 from fleetctl.ui.terminal import out
 
 MARKER = ".fleetctl-render"

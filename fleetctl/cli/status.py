@@ -11,14 +11,14 @@ from collections.abc import Callable
 
 import click
 
-from fleetctl import fleetstatus as fs
 from fleetctl.bus.client import BusError, Endpoint
 from fleetctl.bus.reach import BusOptions, local_fleet, reach
 from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import bus_options, json_option, watch_option
+from fleetctl.config.model import Fleet
+from fleetctl.identity.natsaccess import ADMIN_USER
 from fleetctl.local.state import default_state_dir
-from fleetctl.model import Fleet
-from fleetctl.natsaccess import ADMIN_USER
+from fleetctl.status import fleet as fs
 from fleetctl.transport.base import TransportError
 from fleetctl.ui.status_view import render
 from fleetctl.ui.terminal import out

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import click
 
-from fleetctl import targets
 from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options, json_option, to_option
-from fleetctl.client import Client, Sent
 from fleetctl.config.errors import BadValue
 from fleetctl.config.values import parse_duration
-from fleetctl.taskmsg import Result, TaskError, check_task_id, results_json
+from fleetctl.tasks import targets
+from fleetctl.tasks.client import Client, Sent
+from fleetctl.tasks.messages import Result, TaskError, check_task_id, results_json
 from fleetctl.ui.terminal import err, out
 
 

@@ -12,10 +12,10 @@ from rich.markup import escape
 
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import json_option
+from fleetctl.config.model import Fleet
 from fleetctl.local import control
 from fleetctl.local.state import StateDir, default_state_dir, read_json, running_pid
 from fleetctl.local.supervisor import READY_TIMEOUT, Options, Supervisor
-from fleetctl.model import Fleet
 from fleetctl.ui.terminal import err, out
 
 state_dir_option = click.option(
@@ -115,7 +115,7 @@ def _check_only(fleet: Fleet, only: tuple[str, ...]) -> None:
 def _install_clis(fleet: Fleet, only: tuple[str, ...]) -> None:
     """The pinned CLIs of the workers that would start, from their locks into this machine's
     cache (what `apply` uploads to hosts); a CLI already there is checked, not fetched again."""
-    from fleetctl import clicache
+    from fleetctl.artifacts import clicache
 
     wanted = {
         (w.cli.package, w.cli.version): w.cli

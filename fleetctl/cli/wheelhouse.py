@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from fleetctl import wheelhouse as wh
+from fleetctl.artifacts import wheelhouse as wh
 from fleetctl.cli.context import fail
 
 

@@ -13,10 +13,10 @@ from fleetctl import layout
 from fleetctl.config import checks
 from fleetctl.config.errors import ConfigError, Problem
 from fleetctl.config.llms import known_llms
+from fleetctl.config.model import CredsConfig, Fleet, Host, Route, Worker
 from fleetctl.config.pydantic_errors import error_paths, problems_from
 from fleetctl.config.schema import FleetFile, NatsSettings, PriceSpec, ServersFile, WorkerEntry
 from fleetctl.config.yamlsource import SourceMap, load_yaml
-from fleetctl.model import CredsConfig, Fleet, Host, Route, Worker
 from poller.backends import BACKENDS, CliPackage
 from poller.pricing import Price
 
@@ -78,7 +78,7 @@ def load_fleet(
 def _check_routes(fleet: Fleet) -> list[Problem]:
     """Each route names known labels or fields and matches at least one enabled worker
     (checked on the resolved workers: their labels include the defaults')."""
-    from fleetctl import targets
+    from fleetctl.tasks import targets
 
     fix = "name labels or fields (" + ", ".join(targets.FIELDS) + ") the workers have"
     return [

@@ -16,8 +16,8 @@ from typing import Any
 
 from fleetctl import layout
 from fleetctl.config.errors import Problem, shown
+from fleetctl.config.model import service_user
 from fleetctl.config.yamlsource import PathKey, SourceMap, dotted
-from fleetctl.model import service_user
 
 # Trees of the system itself: nothing of a worker's, or the broker's store, belongs in them.
 SYSTEM_TREES: tuple[str, ...] = ("/etc", "/usr", "/boot", "/dev", "/proc", "/sys", "/run")

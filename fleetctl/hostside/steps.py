@@ -159,7 +159,8 @@ def op_remove_file(step: Dict[str, Any]) -> None:
         _reload_sshd(_sshd_effective())
 
 
-# The broker's sshd drop-in for the tunnel user (fleetctl/layout.py, fleetctl/tunnellogin.py).
+# The broker's sshd drop-in for the tunnel user (fleetctl/layout.py,
+# fleetctl/identity/tunnellogin.py).
 SSHD_TUNNEL_CONF = "/etc/ssh/sshd_config.d/fleet-tunnel.conf"
 SSHD = "/usr/sbin/sshd"
 # What `sshd -T` must say for the tunnel user once the drop-in counts.

@@ -2,7 +2,7 @@
 commands that run anywhere), their real results side by side, then the fleet stopped.
 
 It runs the same commands a user would (`fleetctl up --detach --json`, `fleetctl down`) and
-sends the task with `fleetctl.client`, as `fleetctl task send --wait` does. A fleet already
+sends the task with `fleetctl.tasks.client`, as `fleetctl task send --wait` does. A fleet already
 running here is used and left running.
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from fleetctl.client import Client
 from fleetctl.config.loader import load_fleet
+from fleetctl.config.model import Fleet
 from fleetctl.local.state import StateDir, default_state_dir, running_pid
-from fleetctl.model import Fleet
+from fleetctl.tasks.client import Client
 from fleetctl.ui.terminal import err, out
 
 TASK = (

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from fleetctl.bus import client as bus_client
-from fleetctl.natsnames import NatsNames
+from fleetctl.bus.names import NatsNames
 
 
 class Heartbeats:

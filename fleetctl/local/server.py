@@ -14,16 +14,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from fleetctl import brokerbinary, credentials, natsaccess
+from fleetctl.artifacts import brokerbinary
 from fleetctl.bus import client as bus_client
-from fleetctl.bus import jetstream
-from fleetctl.desired import broker_config, bus_state
+from fleetctl.bus.names import NatsNames
+from fleetctl.config.model import CredsConfig, Fleet
+from fleetctl.identity import credentials, natsaccess
 from fleetctl.local.children import spawn_logged
 from fleetctl.local.state import StateDir
-from fleetctl.model import CredsConfig, Fleet
-from fleetctl.natsnames import NatsNames
-from fleetctl.plan import Change, Selection, diff_bus
-from fleetctl.targets import queues_of
+from fleetctl.reconcile import jetstream
+from fleetctl.reconcile.desired import broker_config, bus_state
+from fleetctl.reconcile.plan import Change, Selection, diff_bus
+from fleetctl.tasks.targets import queues_of
 
 LOCAL_SERVER_NAME = "fleetctl-local"
 STOP_GRACE = 10.0
@@ -105,7 +106,7 @@ def server_config(fleet: Fleet, auth_config: str) -> str:
 
 def server_argv(fleet: Fleet, conf: Path) -> list[str]:
     """The pinned nats-server (or fleet.yaml's checked binary) with the local config."""
-    from fleetctl.wheelhouse import WheelhouseError
+    from fleetctl.artifacts.wheelhouse import WheelhouseError
 
     try:
         binary = brokerbinary.resolve(fleet.nats.server_binary).checked()

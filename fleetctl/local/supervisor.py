@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetctl import natsaccess
 from fleetctl.bus.client import BusError
 from fleetctl.config.errors import ConfigError
 from fleetctl.config.loader import load_fleet
-from fleetctl.desired import POLLER_STOP_TIMEOUT
+from fleetctl.config.model import Fleet
+from fleetctl.identity import natsaccess
 from fleetctl.local import server
 from fleetctl.local.children import Child
 from fleetctl.local.heartbeats import Heartbeats
 from fleetctl.local.state import StateDir, held_lock, up_record, write_json
 from fleetctl.local.workers import Launch, launch, missing
-from fleetctl.model import Fleet
+from fleetctl.reconcile.desired import POLLER_STOP_TIMEOUT
 from nsc.errors import NscError
 
 READY_TIMEOUT = 60.0

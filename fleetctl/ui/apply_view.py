@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from fleetctl.rollout import HostResult, Reporter
+from fleetctl.reconcile.rollout import HostResult, Reporter
 
 
 class ProgressReporter(Reporter):

@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from fleetctl.taskmsg import Result
+from fleetctl.tasks.messages import Result
 
 TRIM_LINES = 20  # output lines shown per worker unless --full
 MIN_COLUMN = 38  # narrower than this per worker: stack instead

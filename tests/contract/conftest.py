@@ -1,6 +1,6 @@
 """The real LLM CLIs at their pinned versions (poller/backends.py), installed once from npm into
-the machine's cache (fleetctl/clicache.py), and a nats-server, work dir and provider mock per
-test."""
+the machine's cache (fleetctl/artifacts/clicache.py), and a nats-server, work dir and provider
+mock per test."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl import clicache
+from fleetctl.artifacts import clicache
 from poller.backends import BACKENDS
 from tests.integration.conftest import server  # noqa: F401 - a nats-server per test
 from tests.support.provider_mock import ProviderMock

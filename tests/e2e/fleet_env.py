@@ -186,18 +186,18 @@ class FleetEnv:
         return json.loads(done.stdout)
 
     def publisher_creds(self) -> Path:
-        from fleetctl import credentials
         from fleetctl.config.loader import load_fleet
-        from fleetctl.natsaccess import PUBLISHER_USER
+        from fleetctl.identity import credentials
+        from fleetctl.identity.natsaccess import PUBLISHER_USER
 
         authority = credentials.load(load_fleet(self.fleet_path, self.servers_path))
         assert authority is not None
         return authority.creds_path(PUBLISHER_USER)
 
     def revoked(self, wid: str) -> bool:
-        from fleetctl import credentials
         from fleetctl.config.loader import load_fleet
-        from fleetctl.natsaccess import worker_user
+        from fleetctl.identity import credentials
+        from fleetctl.identity.natsaccess import worker_user
 
         authority = credentials.load(load_fleet(self.fleet_path, self.servers_path))
         assert authority is not None
@@ -217,7 +217,7 @@ def install_standins(net: SimNet, nodes: tuple[str, ...] = NODES) -> None:
 
 def prepare_wheelhouse() -> None:
     """Build the wheelhouse the hosts need (their python3 is this machine's /usr/bin/python3)."""
-    from fleetctl import wheelhouse
+    from fleetctl.artifacts import wheelhouse
 
     probe = (
         "import json, platform, sys, sysconfig; print(json.dumps(["

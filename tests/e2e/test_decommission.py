@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleetctl import remembered
 from fleetctl.config.loader import load_fleet
+from fleetctl.reconcile import remembered
 from tests.e2e.fleet_env import BROKER, NODES, FleetEnv, simulated_fleet, worker
 
 pytestmark = pytest.mark.e2e

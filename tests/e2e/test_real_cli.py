@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from fleetctl import clicache, layout
+from fleetctl import layout
+from fleetctl.artifacts import clicache
 from poller.backends import BACKENDS, CliPackage
 from tests.e2e.fleet_env import CACHE, NODES, REPO, FleetEnv, simulated_fleet
 from tests.support.simhosts import LAN_ADDRESS

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl import wheelhouse
+from fleetctl.artifacts import wheelhouse
 from fleetctl.hostside import lock_program
-from fleetctl.sessions import LOCK_FILE
+from fleetctl.reconcile.sessions import LOCK_FILE
 from tests.e2e.fleet_env import (
     BROKER,
     NODES,

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl import agent_client, layout
+from fleetctl import layout
+from fleetctl.reconcile import agent_client
 from tests.e2e.fleet_env import (
     BROKER,
     NODES,

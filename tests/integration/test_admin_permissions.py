@@ -17,12 +17,12 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from fleetctl import natsaccess as na
-from fleetctl.bus import jetstream
 from fleetctl.bus.client import Endpoint, Identity, at
-from fleetctl.desired import BusState
-from fleetctl.natsresources import ConsumerSpec, StreamSpec
-from fleetctl.plan import Action, Change, Selection, diff_bus
+from fleetctl.bus.resources import ConsumerSpec, StreamSpec
+from fleetctl.identity import natsaccess as na
+from fleetctl.reconcile import jetstream
+from fleetctl.reconcile.desired import BusState
+from fleetctl.reconcile.plan import Action, Change, Selection, diff_bus
 from tests.support.example import example_fleet
 from tests.support.nscfleet import DENIED_TIMEOUT, Conn, Fleet, connect, fleet_server, make_fleet
 
@@ -52,7 +52,7 @@ def _bus(fleet: Fleet, streams: list[StreamSpec], workers: list[ConsumerSpec]) -
 
 def test_fleetctl_does_its_job_with_the_admin_creds(tmp_path: Path) -> None:
     """wait_ready, create, observe, update and delete: every request fleetctl's bus code
-    (fleetctl/bus/jetstream.py) sends."""
+    (fleetctl/reconcile/jetstream.py) sends."""
     fleet = make_fleet(tmp_path, ("w1", "w2"))
     creds = fleet.admin.creds_path
     with fleet_server(fleet) as server:

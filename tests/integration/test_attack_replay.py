@@ -18,10 +18,10 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from fleetctl import natsaccess as na
 from fleetctl.bus import client as bus_client
 from fleetctl.bus.client import INBOX_PREFIXES, Identity, at
 from fleetctl.config.schema import NatsSettings
+from fleetctl.identity import natsaccess as na
 from poller.budget import today
 from tests.support.natsserver import free_port
 from tests.support.nscfleet import (

@@ -12,7 +12,7 @@ from typing import Any
 import nats
 import pytest
 
-from fleetctl import natsaccess as na
+from fleetctl.identity import natsaccess as na
 from poller.budget import Budget, Limits
 from tests.support.natsserver import NatsServer
 from tests.support.nscfleet import connect
@@ -267,7 +267,7 @@ SLOTS = 6  # two workers, concurrency 3 each
 
 def _send_all(tf: TaskFleet, tasks: list[tuple[str, str]]) -> None:
     """Every task at once, from one client: all slots start before any result is counted."""
-    from fleetctl.client import Client
+    from fleetctl.tasks.client import Client
 
     creds = tf.fleet.publisher.creds_path
     with Client.open(tf.fleet_path, server=tf.url, creds=creds) as client:

@@ -9,11 +9,11 @@ from pathlib import Path
 import nats
 import pytest
 
-from fleetctl import natsaccess as na
-from fleetctl.bus import jetstream
 from fleetctl.bus.client import Identity, at
-from fleetctl.desired import BusState
-from fleetctl.plan import Change
+from fleetctl.identity import natsaccess as na
+from fleetctl.reconcile import jetstream
+from fleetctl.reconcile.desired import BusState
+from fleetctl.reconcile.plan import Change
 from tests.support.nscfleet import fleet_server, make_fleet
 
 pytestmark = pytest.mark.integration
@@ -48,11 +48,11 @@ def test_a_stream_near_its_limit_is_a_warning_of_the_observed_bus(tmp_path: Path
 def test_a_task_for_a_worker_outside_the_fleet_is_refused_by_the_server(tmp_path: Path) -> None:
     """The task stream takes the fleet's inboxes only: a raw publisher's task for a worker
     that is not an enabled worker of the fleet gets an error at once, not a queue."""
+    from fleetctl.bus.resources import fleet_resources
     from fleetctl.config.schema import NatsSettings
-    from fleetctl.natsresources import fleet_resources
 
     fleet = make_fleet(tmp_path, ("w1",))
-    from fleetctl.natsresources import StreamSpec
+    from fleetctl.bus.resources import StreamSpec
 
     tasks = fleet_resources(NatsSettings(), [("w1", 1)])[0]
     assert isinstance(tasks, StreamSpec)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl import clicache, clilock
+from fleetctl.artifacts import clicache, clilock
 from tests.support.fakecli import CLI
 from tests.support.npm_registry import Registry, running_registry
 

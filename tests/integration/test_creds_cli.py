@@ -17,13 +17,13 @@ from click.testing import CliRunner, Result
 from nats.aio.client import Client
 from nats.js.api import StreamConfig
 
-from fleetctl import credentials, natsaccess
+from fleetctl.bus.names import NatsNames
+from fleetctl.bus.resources import streams, worker_consumer
 from fleetctl.cli.main import cli
 from fleetctl.config.loader import load_fleet
-from fleetctl.desired import desired_state
-from fleetctl.inputs import gather
-from fleetctl.natsnames import NatsNames
-from fleetctl.natsresources import streams, worker_consumer
+from fleetctl.identity import credentials, natsaccess
+from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.inputs import gather
 from tests.support.example import EXAMPLE_FLEET, EXAMPLE_SERVERS
 from tests.support.natsserver import free_port, nats_server_binary
 
@@ -154,7 +154,7 @@ def test_rendered_broker_and_creds_work_and_revoke_shuts_a_worker_out(fleet_dir:
         for spec in streams(fleet.nats):
             await js.add_stream(StreamConfig.from_response(spec.api_config()))
         consumer = worker_consumer(fleet.nats, "cc-go-dev-01", 1)
-        # the request fleetctl/bus/jetstream.py sends, not nats-py's legacy DURABLE.CREATE
+        # the request fleetctl/reconcile/jetstream.py sends, not nats-py's legacy DURABLE.CREATE
         body = {"stream_name": consumer.stream, "config": consumer.api_config()}
         reply = await admin.request(
             f"$JS.API.CONSUMER.CREATE.{consumer.stream}.{consumer.durable}",

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from fleetctl import credentials, natsaccess, tunnelkeys
 from fleetctl.cli.main import cli
 from fleetctl.config.loader import load_fleet
-from fleetctl.model import Fleet
+from fleetctl.config.model import Fleet
+from fleetctl.identity import credentials, natsaccess, tunnelkeys
 from nsc import jwt
 from nsc.authority import Authority
 from nsc.keys import Role, generate

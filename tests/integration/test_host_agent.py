@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from fleetctl import agent_client
 from fleetctl.hostside import source
+from fleetctl.reconcile import agent_client
 
 SLOW_IMPORTS = {"json", "re", "subprocess", "hashlib", "typing", "base64", "enum"}
 TRICKY: list[Any] = [

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from fleetctl import agent_client, clibundle, clicache
+from fleetctl.artifacts import clibundle, clicache
+from fleetctl.reconcile import agent_client
 from poller.backends import CliPackage
 from tests.support.fakecli import CLI, cached_cli
 

@@ -12,12 +12,12 @@ from typing import Any
 import nats.js.errors
 import pytest
 
-from fleetctl import natsaccess as na
-from fleetctl.bus import jetstream
 from fleetctl.bus.client import Identity, at
-from fleetctl.desired import BusState
-from fleetctl.natsresources import StreamSpec
-from fleetctl.plan import Selection, diff_bus
+from fleetctl.bus.resources import StreamSpec
+from fleetctl.identity import natsaccess as na
+from fleetctl.reconcile import jetstream
+from fleetctl.reconcile.desired import BusState
+from fleetctl.reconcile.plan import Selection, diff_bus
 from poller import config
 from poller.budget import Budget, Limits, today
 from poller.lease import Lease, Leases

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from fleetctl.client import Client, Sent
 from fleetctl.local.state import StateDir
+from fleetctl.tasks.client import Client, Sent
 from tests.support.natsserver import listening_tcp
 
 VENV_BIN = Path(sys.executable).parent
@@ -410,11 +410,11 @@ def test_a_broker_that_cannot_start_is_one_line_and_leaves_nothing(fleet: LocalF
 AGE_CREDS = """
 import dataclasses, sys
 from nsc.permissions import Permission
-from fleetctl import credentials, natsaccess
+from fleetctl.identity import credentials, natsaccess
 from fleetctl.config.loader import load_fleet
 from fleetctl.local.server import local_fleet
 from fleetctl.local.state import StateDir
-from fleetctl.natsnames import NatsNames
+from fleetctl.bus.names import NatsNames
 from pathlib import Path
 root = Path(sys.argv[1])
 loaded = load_fleet(root / "fleet.yaml", root / "servers.yaml")

@@ -15,8 +15,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from fleetctl.desired import desired_state
-from fleetctl.model import Fleet
+from fleetctl.config.model import Fleet
+from fleetctl.reconcile.desired import desired_state
 from tests.support.example import example_fleet
 from tests.support.natsserver import free_port, listening_tcp, nats_server_binary
 

@@ -18,10 +18,10 @@ import nats.js.errors
 import pytest
 from click.testing import CliRunner
 
-from fleetctl import natsaccess as na
+from fleetctl.bus.resources import account_limits
 from fleetctl.cli.main import cli
 from fleetctl.config.schema import NatsSettings
-from fleetctl.natsresources import account_limits
+from fleetctl.identity import natsaccess as na
 from nsc.claims import JetStreamLimits
 from tests.support.example import EXAMPLE_FLEET, EXAMPLE_SERVERS
 from tests.support.natsserver import running_nats_server

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl import natsaccess as na
+from fleetctl.identity import natsaccess as na
 from nsc import jwt
 from nsc.authority import Authority
 from nsc.claims import user_nats

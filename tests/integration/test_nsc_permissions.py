@@ -11,7 +11,7 @@ import nats.errors
 import pytest
 from nats.aio.msg import Msg
 
-from fleetctl import natsaccess as na
+from fleetctl.identity import natsaccess as na
 from tests.support.nscfleet import (
     DENIED_TIMEOUT,
     Conn,

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from fleetctl import natsaccess as na
-from fleetctl.natsresources import worker_consumer
+from fleetctl.bus.resources import worker_consumer
+from fleetctl.identity import natsaccess as na
 from tests.support.natsserver import free_port, running_nats_server
 from tests.support.nscfleet import Conn, Fleet, connect, js_api, make_fleet
 from tests.support.poller_harness import (

@@ -20,7 +20,7 @@ import nats
 import nats.errors
 import pytest
 
-from fleetctl import natsaccess as na
+from fleetctl.identity import natsaccess as na
 from poller import config
 from poller.lease import Held, Lease, Leases
 from tests.support.natsserver import NatsServer

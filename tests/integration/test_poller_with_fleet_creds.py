@@ -1,7 +1,7 @@
 """The poller, as deployed: operator-mode broker config and worker creds from fleetctl.
 
 Nothing hand-typed: the server runs `Authority.server_config()`, the poller connects with the
-.creds that `fleetctl.natsaccess` issued, streams and consumers come from natsresources
+.creds that `fleetctl.identity.natsaccess` issued, streams and consumers come from natsresources
 (created by the admin user), tasks from the publisher user.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl import natsaccess as na
+from fleetctl.identity import natsaccess as na
 from tests.support.nscfleet import connect, create_resources, fleet_server, make_fleet
 from tests.support.poller_harness import Poller, poller_env, run, wait_until
 

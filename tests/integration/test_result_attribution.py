@@ -16,7 +16,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from fleetctl import natsaccess as na
+from fleetctl.identity import natsaccess as na
 from tests.support.nscfleet import (
     DENIED_TIMEOUT,
     Conn,

@@ -16,7 +16,7 @@ from typing import Any
 import nats.js.errors
 import pytest
 
-from fleetctl import natsaccess as na
+from fleetctl.identity import natsaccess as na
 from poller import config
 from poller.budget import Budget, Limits, today
 from poller.lease import Lease, Leases

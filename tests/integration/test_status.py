@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from fleetctl.fleetstatus import HEARTBEAT_INTERVAL
-from fleetctl.natsaccess import PUBLISHER_INBOX_PREFIX
+from fleetctl.identity.natsaccess import PUBLISHER_INBOX_PREFIX
+from fleetctl.status.fleet import HEARTBEAT_INTERVAL
 from tests.support.nscfleet import connect
 from tests.support.poller_harness import directive
 from tests.support.taskfleet import FLEETCTL, TaskFleet, task_fleet

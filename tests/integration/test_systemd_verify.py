@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl.desired import FileSpec, desired_state
+from fleetctl.reconcile.desired import FileSpec, desired_state
 from tests.support.example import example_fleet
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")

@@ -187,7 +187,7 @@ QUEUE = {f"q{i}": {"lang": "go"} for i in (1, 2, 3)} | {"q4": {"lang": "python"}
 def test_a_pick_any_route_is_a_shared_queue_its_idle_members_take_evenly(
     tmp_path: Path,
 ) -> None:
-    from fleetctl.client import Client
+    from fleetctl.tasks.client import Client
 
     with task_fleet(tmp_path, QUEUE, {"go": {"select": {"lang": "go"}, "pick": "any"}}) as tf:
         creds = tf.fleet.publisher.creds_path

@@ -1,6 +1,6 @@
 """Task records on a real broker with real pollers and the fleet's real creds: the publisher
 records whom each task was sent to, no worker can read or write that record, and `results`,
-`tasks` and `fleetctl.client` read a task's targets from it (docs/messages.md, "Task record";
+`tasks` and `fleetctl.tasks.client` read a task's targets from it (docs/messages.md, "Task record";
 docs/security.md)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import nats.errors
 import pytest
 
-from fleetctl import natsaccess as na
-from fleetctl.client import Client, NoSuchTask
+from fleetctl.identity import natsaccess as na
+from fleetctl.tasks.client import Client, NoSuchTask
 from nsc.permissions import Permission, Permissions
 from tests.support.nscfleet import DENIED_TIMEOUT, Conn, connect, fleet_server, make_fleet
 from tests.support.poller_harness import directive, wait_until

@@ -14,9 +14,9 @@ from typing import Any
 import nats
 import pytest
 
+from fleetctl.bus.resources import ConsumerSpec, StreamSpec, streams, worker_consumer
 from fleetctl.config.schema import NatsSettings
 from fleetctl.config.values import MAX_BYTES, MAX_SECONDS
-from fleetctl.natsresources import ConsumerSpec, StreamSpec, streams, worker_consumer
 from tests.support.natsserver import nats_server_binary, running_nats_server
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from fleetctl import agent_client, wheelhouse
-from fleetctl.wheelhouse import Target, Wheelhouse, WheelhouseError
+from fleetctl.artifacts import wheelhouse
+from fleetctl.artifacts.wheelhouse import Target, Wheelhouse, WheelhouseError
+from fleetctl.reconcile import agent_client
 from tests.support.natsserver import free_port
 
 pytestmark = pytest.mark.integration

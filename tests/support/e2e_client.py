@@ -22,7 +22,7 @@ from typing import Any
 
 import nats
 
-from fleetctl.natsaccess import ADMIN_INBOX_PREFIX, PUBLISHER_INBOX_PREFIX
+from fleetctl.identity.natsaccess import ADMIN_INBOX_PREFIX, PUBLISHER_INBOX_PREFIX
 from fleetctl.transport.ssh import SshTransport
 
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from fleetctl.config.loader import load_fleet
-from fleetctl.model import Fleet
+from fleetctl.config.model import Fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_FLEET = ROOT / "fleet.yaml"

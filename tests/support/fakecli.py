@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from fleetctl import clicache, clilock
+from fleetctl.artifacts import clicache, clilock
 from poller.backends import CliPackage
 
 CLI = CliPackage("@scope/fake-cli", "1.2.3", "fake", node=20)

@@ -1,7 +1,8 @@
 """A credentialed fleet for integration tests: operator, users, a broker running its config.
 
-Everything real: keys and JWTs from `nsc`, permissions from `fleetctl.natsaccess`, streams and
-consumers from `fleetctl.natsresources` created by the admin user over the JetStream API.
+Everything real: keys and JWTs from `nsc`, permissions from `fleetctl.identity.natsaccess`,
+streams and consumers from `fleetctl.bus.resources` created by the admin user over the
+JetStream API.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
-from fleetctl import natsaccess as na
+from fleetctl.bus.names import NatsNames
+from fleetctl.bus.resources import ConsumerSpec, StreamSpec, streams, worker_consumer
 from fleetctl.config.schema import NatsSettings
-from fleetctl.natsnames import NatsNames
-from fleetctl.natsresources import ConsumerSpec, StreamSpec, streams, worker_consumer
+from fleetctl.identity import natsaccess as na
 from nsc.authority import Authority, IssuedUser
 from nsc.store import NscDirs
 from tests.support.natsserver import NatsServer, running_nats_server

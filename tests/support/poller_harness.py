@@ -23,7 +23,7 @@ import nats
 import nats.js.errors
 from nats.js.api import ConsumerConfig, StreamConfig
 
-from fleetctl import natsresources
+from fleetctl.bus import resources as natsresources
 from fleetctl.config.schema import NatsSettings
 from tests.support.natsserver import NatsServer
 

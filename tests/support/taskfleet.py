@@ -20,10 +20,12 @@ from typing import Any
 
 import yaml
 
-from fleetctl import desired, natsresources, targets
-from fleetctl import natsaccess as na
+from fleetctl.bus import resources as natsresources
 from fleetctl.config.loader import load_fleet
-from fleetctl.model import Fleet as FleetModel
+from fleetctl.config.model import Fleet as FleetModel
+from fleetctl.identity import natsaccess as na
+from fleetctl.reconcile import desired
+from fleetctl.tasks import targets
 from tests.support.nscfleet import (
     Fleet,
     connect,

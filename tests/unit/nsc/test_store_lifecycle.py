@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl import natsaccess as na
-from fleetctl.natsnames import NatsNames
+from fleetctl.bus.names import NatsNames
+from fleetctl.identity import natsaccess as na
 from nsc import jwt
 from nsc.authority import Authority, AuthorityError
 from nsc.backup import backup, backup_status

@@ -14,7 +14,7 @@ BASE = {"WORKER_ID": "w1", "NATS_URL": "nats://127.0.0.1:4222", "MODEL_BACKEND":
 
 
 def test_defaults_follow_fleetctl_names() -> None:
-    from fleetctl.natsnames import NatsNames
+    from fleetctl.bus.names import NatsNames
 
     cfg = config.load({**BASE, "HOME": "/home/w"})
     n = NatsNames("af")
@@ -36,7 +36,7 @@ def test_defaults_follow_fleetctl_names() -> None:
 
 
 def test_prefix_with_dash_derives_streams_like_fleetctl() -> None:
-    from fleetctl.natsnames import NatsNames
+    from fleetctl.bus.names import NatsNames
 
     cfg = config.load({**BASE, "NATS_SUBJECT_PREFIX": "my-fleet"})
     assert cfg.task_stream == NatsNames("my-fleet").task_stream

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import poller
-from fleetctl import wheelhouse
+from fleetctl.artifacts import wheelhouse
 
 REPORT = """
 import sys

@@ -1,0 +1,1 @@
+"""Who may do what: NATS credentials and permissions, tunnel keys and logins."""

@@ -1,0 +1,1 @@
+"""The spine: inputs -> desired -> observe -> plan -> program -> rollout."""

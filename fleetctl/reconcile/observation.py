@@ -1,0 +1,157 @@
+"""A live plan: connect to, lock and observe every planned host, each in a thread of its
+own, read the bus through the broker's connection meanwhile, then diff.
+
+What to observe on a host does not depend on the broker's SSH key (which the tunnels'
+known_hosts holds), only on whether it is known, so hosts are observed as soon as they are
+connected; the desired state is rendered again with the key the broker presented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from fleetctl.bus import client as bus_client
+from fleetctl.config.model import Fleet, Host
+from fleetctl.reconcile import agent_client, facts, jetstream
+from fleetctl.reconcile.desired import FleetState, desired_state
+from fleetctl.reconcile.facts import ObservedBus
+from fleetctl.reconcile.inputs import Inputs
+from fleetctl.reconcile.plan import Plan, Selection, make_plan, planned_hosts
+from fleetctl.reconcile.sessions import (
+    Options,
+    Session,
+    connect,
+    for_each_host,
+    presented_key,
+    sole_accepted_key,
+    take_lock,
+)
+from fleetctl.transport.base import TransportError
+
+# Stands in for an unpinned broker's SSH key until it is seen: never written.
+SOME_BROKER_KEY = "ssh-ed25519 not-yet-seen"
+
+
+@dataclass
+class LiveView:
+    """Everything a live plan was made from; `apply` executes against the same sessions."""
+
+    fleet: Fleet
+    inputs: Inputs
+    desired: FleetState
+    sessions: dict[str, Session]
+    errors: dict[str, str]
+    bus: ObservedBus
+    plan: Plan
+    options: Options
+    selection: Selection
+
+    def close(self) -> None:
+        for s in self.sessions.values():
+            s.close()
+
+
+def live_plan(
+    fleet: Fleet, inputs: Inputs, selection: Selection, options: Options, *, lock: bool
+) -> LiveView:
+    """Connect, lock (apply) and observe every planned host and the bus; then diff."""
+    broker = fleet.broker
+    expected = inputs.broker_key or sole_accepted_key(broker, options)
+    shape = desired_state(
+        fleet, dataclasses.replace(inputs, broker_key=expected or SOME_BROKER_KEY)
+    )
+    names = planned_hosts(shape, selection)
+    via = shape.bus.homes[0] if shape.bus.homes else None
+    sessions: dict[str, Session] = {}
+    errors: dict[str, str] = {}
+    seen_bus: list[ObservedBus] = []
+    guard = threading.Lock()
+
+    def visit(name: str) -> None:
+        host = fleet.host(name)
+        try:
+            transport = connect(host, options)
+        except TransportError as e:
+            with guard:
+                errors[name] = e.message
+            return
+        session = Session(host, transport)
+        try:
+            if lock:
+                session.lock = take_lock(transport, options)
+            req = facts.request(shape.hosts[name], with_contents=options.with_contents)
+            with ThreadPoolExecutor(max_workers=1) as beside:  # a thread only if submitted
+                # The bus is read over the same connection meanwhile.
+                bus: Future[ObservedBus] | None = (
+                    beside.submit(_observe_bus, fleet, shape, session) if name == via else None
+                )
+                session.raw = _observe_host(session, req)
+                session.observed = facts.parse(session.raw)
+                if bus is not None:
+                    seen_bus.append(bus.result())
+        except (TransportError, bus_client.BusError) as e:
+            session.close()
+            with guard:
+                errors[name] = str(e).removeprefix(f"{name}: ")
+            return
+        with guard:
+            sessions[name] = session
+
+    for_each_host(names, visit, options.parallel)
+    broker_key = inputs.broker_key
+    if broker_key is None and broker.name in sessions:
+        broker_key = presented_key(sessions[broker.name])
+    elif broker_key is None and broker.name not in names:
+        # Narrowed to other hosts: the tunnels' known_hosts still needs the broker's key.
+        broker_key = expected or _peek_key(broker, options)
+    desired = (
+        shape
+        if broker_key is not None and broker_key == expected
+        else desired_state(fleet, dataclasses.replace(inputs, broker_key=broker_key))
+    )
+    warnings = list(inputs.warnings)
+    if broker_key is None:
+        warnings.append("the broker was not reached, so the tunnels' known_hosts is not planned")
+    bus = seen_bus[0] if seen_bus else ObservedBus()
+    warnings += bus.warnings
+    plan = make_plan(
+        desired,
+        {n: s.observed for n, s in sessions.items()},
+        bus=bus,
+        selection=selection,
+        revision=fleet.revision,
+        warnings=tuple(warnings),
+        errors=errors,
+    )
+    return LiveView(fleet, inputs, desired, sessions, errors, bus, plan, options, selection)
+
+
+def _peek_key(broker: Host, options: Options) -> str | None:
+    """The SSH key an unpinned broker presents: connect, read it, disconnect."""
+    try:
+        transport = connect(broker, options)
+    except TransportError:
+        return None
+    try:
+        return presented_key(Session(broker, transport))
+    except TransportError:  # lost at once: the key stays unknown, and the plan says so
+        return None
+    finally:
+        transport.close()
+
+
+def _observe_host(session: Session, req: dict[str, object]) -> dict[str, object]:
+    """One agent round trip: through the lock's process when locked, else its own."""
+    if session.lock is not None:
+        return agent_client.observe_under_lock(session.lock, session.host.name, req)
+    return agent_client.observe(session.transport, req)
+
+
+def _observe_bus(fleet: Fleet, shape: FleetState, session: Session) -> ObservedBus:
+    """The bus's streams and consumers, through a forward over the broker's connection."""
+    who = bus_client.identity(fleet)
+    with bus_client.through(session.transport, fleet, who) as endpoint:
+        return jetstream.observe(endpoint, shape.bus)

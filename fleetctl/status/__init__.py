@@ -1,0 +1,1 @@
+"""What the running fleet is doing: `fleetctl status` and `fleetctl logs`."""

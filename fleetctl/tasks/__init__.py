@@ -1,0 +1,1 @@
+"""Tasks on the bus: addressing, messages, the Python client, the cost ledger."""

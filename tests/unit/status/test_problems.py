@@ -1,0 +1,75 @@
+"""What `status --check` calls a problem, from a status already read (pure logic)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from fleetctl.status import fleet as fs
+from poller import spend
+from tests.support.example import example_fleet
+
+NOW = 1_800_000_000.0
+
+
+def _status() -> fs.FleetStatus:
+    workers = fs.workers_of(example_fleet())
+    for w in workers:
+        w.deployed, w.consumer = True, {"num_pending": 0}
+        w.beat, w.beat_at = {"ts": NOW - 1, "state": "running", "current_tasks": []}, NOW - 1
+    broker = fs.BrokerStatus(reachable=True, dead_last_seq=7, dead_letters=3)
+    return fs.FleetStatus(workers, [fs.HostStatus("worker-node-1", True, units={})], broker)
+
+
+def test_a_healthy_fleet_has_no_problems() -> None:
+    status = _status()
+    fs.count_new_dead(status.broker, 7)
+    assert status.problems(example_fleet(), NOW) == []
+
+
+def test_each_kind_of_trouble_is_one_line() -> None:
+    fleet = example_fleet()
+    status = _status()
+    by_id = {w.worker_id: w for w in status.workers}
+    by_id["cmd-wordcount-01"].beat = None
+    by_id["cmd-keywords-01"].consumer = {"num_pending": 6}
+    by_id["cc-go-dev-01"].creds_expires_at = int(NOW + 2 * 86400)
+    by_id["cc-haiku-multi-01"].creds_expires_at = int(NOW - 1)  # disabled: not a problem
+    status.hosts = [
+        fs.HostStatus("worker-node-1", True, units={"a-poller.service": "failed: boom"}),
+        fs.HostStatus("worker-node-2", False, "unreachable: timed out"),
+    ]
+    fs.count_new_dead(status.broker, 5)
+    assert status.problems(fleet, NOW) == [
+        "host worker-node-1: a-poller.service failed: boom",
+        "host worker-node-2: not reachable (unreachable: timed out)",
+        "worker cc-go-dev-01: credentials expire in 2.0 days (fleetctl creds rotate)",
+        "worker cmd-wordcount-01: not heartbeating",
+        "worker cmd-keywords-01: 6 tasks queued (status.max_lag 5)",
+        "broker: 2 new dead letter(s) since the last look (fleetctl dead list)",
+    ]
+
+
+def test_the_first_look_counts_every_dead_letter_kept() -> None:
+    broker = dataclasses.replace(_status().broker)
+    fs.count_new_dead(broker, None)
+    assert broker.new_dead_letters == 3
+
+
+def test_a_corrupt_or_reset_spend_counter_needs_a_human() -> None:
+    status = _status()
+    fs.count_new_dead(status.broker, 7)
+    worker = status.workers[0]
+    worker.spend_problem = spend.parse(b'{"usd": NaN}').problem
+    status.broker.fleet_spend_problem = spend.parse(
+        spend.encode(5.0, NOW, spend.reset_marker("usd is negative", "w2"))
+    ).problem
+    day = time.strftime("%Y-%m-%d", time.gmtime(NOW))
+    assert status.problems(example_fleet(), NOW) == [
+        f"worker {worker.worker_id}: spend counter worker.{worker.worker_id}.{day} is corrupt "
+        "(usd is NaN): the budget counts as spent for the rest of the UTC day "
+        "(docs/security.md)",
+        f"broker: the fleet's spend counter fleet.{day} was reset to its limit by worker w2 "
+        "after it was found corrupt (usd is negative): the budget counts as spent for the rest "
+        "of the UTC day (docs/security.md)",
+    ]
