@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -20,10 +19,8 @@ from fleetctl.cli.options import (
 )
 from fleetctl.cli.selection import select
 from fleetctl.config.model import Fleet
-from fleetctl.identity import credentials, tunnelkeys
-from fleetctl.reconcile import departed, remembered, rollout
-from fleetctl.reconcile.inputs import gather, tunnel_hosts
-from fleetctl.reconcile.observation import live_plan
+from fleetctl.identity.credentials import enabled_ids
+from fleetctl.reconcile import apply as use_case
 from fleetctl.reconcile.sessions import Options
 from fleetctl.ui.apply_view import ProgressReporter, results_table
 from fleetctl.ui.plan_view import print_plan
@@ -77,17 +74,7 @@ def apply(
     if not yes and not sys.stdin.isatty():
         fail("refusing to apply without a terminal to confirm on", "add --yes")
     if issue_creds:
-        _issue(fleet, list(workers) or credentials.enabled_ids(fleet))
-    inputs = gather(fleet)
-    lacking = [w for w in (workers or credentials.enabled_ids(fleet)) if w in inputs.missing_creds]
-    if lacking:
-        fail(
-            f"no NATS credentials for {', '.join(lacking)}: their pollers could not start",
-            "add --issue-creds, or run `fleetctl creds issue --all` first",
-        )
-    if inputs.pending_tunnel_keys:  # the only step that writes keys here; then read them
-        tunnelkeys.ensure(fleet, tunnel_hosts(fleet))
-        inputs = gather(fleet)
+        _report_issued(fleet, use_case.issue_credentials(fleet, workers or enabled_ids(fleet)))
     options = Options(
         ssh_config=ssh_config,
         known_hosts=known_hosts,
@@ -97,27 +84,22 @@ def apply(
         with_contents=show_diff,
         settle=settle,
     )
-    known = remembered.load(fleet)  # a damaged file fails before any host is touched
-    view = live_plan(fleet, inputs, selection, options, lock=True)
     try:
-        gone = departed.offline(fleet, known) if everything else ()
-        print_plan(out(), dataclasses.replace(view.plan, departed=gone), show_diff=show_diff)
-        unseen = bool(view.plan.bus and view.plan.bus.error)  # applied once it answers
-        if view.plan.summary.empty and not unseen:  # the hosts reached are as applied
-            remembered.remember(fleet, [remembered.entry(view, n) for n in view.sessions])
-            sys.exit(1 if view.errors else 0)
+        pending = use_case.plan(fleet, selection, options, workers=workers, everything=everything)
+    except use_case.Refused as refused:
+        fail(refused.what, refused.fix)
+    try:
+        print_plan(out(), pending.shown, show_diff=show_diff)
+        if pending.converged:
+            use_case.remember_converged(pending)
+            sys.exit(1 if pending.view.errors else 0)
         if not yes and not click.confirm("Apply these changes?", default=False, err=True):
             err().print("Nothing applied.")
             sys.exit(1)
-        hosts = [h.name for h in view.plan.hosts]
-        with ProgressReporter(err(), hosts) as reporter:
-            record = remembered.Recorder(view)
-            try:
-                results = rollout.apply(view, reporter, on_applied=record)
-            finally:
-                record.flush()
+        with ProgressReporter(err(), [h.name for h in pending.view.plan.hosts]) as reporter:
+            results = use_case.apply(pending.view, reporter)
     finally:
-        view.close()
+        pending.close()
     err().print(results_table(results))
     failed = [r for r in results if not r.ok]
     if failed:
@@ -130,14 +112,10 @@ def apply(
     out().print("Apply complete.")
 
 
-def _issue(fleet: Fleet, worker_ids: list[str]) -> None:
-    authority, created = credentials.init(fleet)
-    if created:
+def _report_issued(fleet: Fleet, done: use_case.Issued) -> None:
+    if done.created_operator:
         err().print(f"Created NATS operator {fleet.creds.operator!r}.", markup=False)
-    enabled = set(credentials.enabled_ids(fleet))
-    targets = [w for w in worker_ids if w in enabled]
-    issued = credentials.issue(fleet, authority, targets)
-    for user in sorted(issued):
+    for user in done.issued:
         err().print(f"Issued NATS credentials: {user}", markup=False)
-    for user in credentials.renew_expiring(fleet, authority, targets):
+    for user in done.renewed:
         err().print(f"Renewed expiring NATS credentials: {user}", markup=False)

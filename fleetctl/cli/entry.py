@@ -35,4 +35,5 @@ def main() -> None:
     configure_collector()
     from fleetctl.cli.main import main as run  # the imports come after the policy
 
+    freeze_survivors()
     run()

@@ -13,7 +13,6 @@ import click
 
 from fleetctl import __version__
 from fleetctl.cli.context import AppContext, fail
-from fleetctl.cli.entry import freeze_survivors
 from fleetctl.errors import LocalFileError
 from nsc.errors import NscError
 
@@ -132,5 +131,4 @@ def cli(ctx: click.Context, fleet_path: Path, servers_path: Path) -> None:
 
 
 def main() -> None:
-    freeze_survivors()
     cli(prog_name="fleetctl")

@@ -6,28 +6,25 @@ them, so a host that left servers.yaml is not abandoned: the plan warns about it
 presented, which servers.yaml no longer pins). One JSON file per operator beside the
 credential store (`<stores>/fleetctl-hosts.<operator>.json`, 0600), rewritten atomically
 under the store's lock by `apply` after each host it applied.
+
+A store, nothing more: what to remember of an applied host is the apply use case's
+(fleetctl/reconcile/apply.py), so this module imports nothing of the pipeline above it.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fleetctl.config.errors import Mark
 from fleetctl.config.model import Fleet, Host
 from fleetctl.errors import LocalFileError
 from fleetctl.identity import credentials
 from nsc.fsutil import SECRET_MODE, atomic_write, locked
-
-if TYPE_CHECKING:
-    from fleetctl.reconcile.observation import LiveView
-    from fleetctl.reconcile.rollout import HostResult
 
 FORMAT = 1
 _FIX = (
@@ -161,55 +158,3 @@ def _update(fleet: Fleet, change: Callable[[dict[str, RememberedHost]], object])
         entries = {n: {k: v for k, v in asdict(h).items() if k != "name"} for n, h in known.items()}
         text = json.dumps({"format": FORMAT, "hosts": dict(sorted(entries.items()))}, indent=1)
         atomic_write(file, text + "\n", SECRET_MODE, durable=True)
-
-
-class Recorder:
-    """The rollout's hook: remember each host it applied, as it finishes. Written at most
-    once a second (and by `flush`, at the end): a large fleet's apply would otherwise
-    rewrite the whole file once per host."""
-
-    def __init__(self, view: LiveView, interval: float = 1.0) -> None:
-        self._view = view
-        self._interval = interval
-        self._pending: list[RememberedHost] = []
-        self._written = -math.inf  # the first host is written at once
-        self._guard = threading.Lock()
-
-    def __call__(self, result: HostResult) -> None:
-        if not result.ok:
-            return
-        with self._guard:
-            self._pending.append(entry(self._view, result.name))
-            if time.monotonic() - self._written >= self._interval:
-                self._write()
-
-    def flush(self) -> None:
-        with self._guard:
-            self._write()
-
-    def _write(self) -> None:
-        if self._pending:
-            remember(self._view.fleet, self._pending)
-            self._pending = []
-        self._written = time.monotonic()
-
-
-def entry(view: LiveView, name: str) -> RememberedHost:
-    """What to remember of a host `view` observed, as it is once its plan is applied."""
-    from fleetctl.reconcile.program import owned_after
-    from fleetctl.reconcile.sessions import presented_key
-
-    session = view.sessions[name]
-    host = session.host
-    host_plan = next(h for h in view.plan.hosts if h.name == name)
-    return RememberedHost(
-        name=name,
-        address=host.address,
-        port=host.port,
-        user=host.user,
-        roles=tuple(sorted(host.roles)),
-        host_key=presented_key(session) or host.host_key,
-        applied_at=int(time.time()),
-        revision=view.fleet.revision,
-        resources=tuple(sorted(owned_after(host_plan, session.observed))),
-    )

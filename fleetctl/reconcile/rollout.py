@@ -67,7 +67,7 @@ def apply(
     reporter: Reporter | None = None,
     on_applied: Callable[[HostResult], None] | None = None,
 ) -> list[HostResult]:
-    """`on_applied` hears each host's result as it finishes (fleetctl/reconcile/remembered.py)."""
+    """`on_applied` hears each host's result as it finishes (the apply use case remembers it)."""
     report = reporter or Reporter()
     results: dict[str, HostResult] = {}
     houses = wheelhouse.Builds()  # one build (or failure) per Python target for the run

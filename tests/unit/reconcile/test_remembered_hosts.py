@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from fleetctl.cli.main import cli
 from fleetctl.config.loader import load_fleet
 from fleetctl.config.model import Fleet
+from fleetctl.reconcile import apply as use_case
 from fleetctl.reconcile import remembered
 from fleetctl.reconcile.departed import as_last_applied, what_is_there
 from fleetctl.reconcile.plan import Plan
@@ -172,7 +173,7 @@ def test_the_recorder_writes_at_most_once_a_second_and_at_the_end(
     fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entries = {n: dataclasses.replace(GONE, name=n, address=n, host_key=None) for n in "abc"}
-    monkeypatch.setattr(remembered, "entry", lambda _view, name: entries[name])
+    monkeypatch.setattr(use_case, "entry", lambda _view, name: entries[name])
     written: list[list[str]] = []
     real_remember = remembered.remember
 
@@ -182,7 +183,7 @@ def test_the_recorder_writes_at_most_once_a_second_and_at_the_end(
 
     monkeypatch.setattr(remembered, "remember", spy)
     view = types.SimpleNamespace(fleet=fleet)
-    recorder = remembered.Recorder(view, interval=3600)  # type: ignore[arg-type]
+    recorder = use_case.Recorder(view, interval=3600)  # type: ignore[arg-type]
     for name in ("a", "b", "c"):
         recorder(HostResult(name, ok=True))
     recorder(HostResult("x", ok=False))  # a failed host is not recorded
