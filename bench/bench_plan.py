@@ -18,8 +18,8 @@ from pathlib import Path
 from rich.console import Console
 
 from fleetctl.config.loader import load_fleet
-from fleetctl.reconcile.desired import desired_state
-from fleetctl.reconcile.plan import make_plan
+from fleetctl.reconcile.desired.build import desired_state
+from fleetctl.reconcile.plan.fleet import make_plan
 from fleetctl.ui.plan_view import print_plan
 
 LLMS = ["claude-code", "codex", "gemini", "zai", "command"]

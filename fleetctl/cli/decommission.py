@@ -18,7 +18,7 @@ from fleetctl.identity import credentials, natsaccess, tunnelkeys
 from fleetctl.reconcile import decommission as teardown
 from fleetctl.reconcile import remembered
 from fleetctl.reconcile.departed import departed, listed_as, what_is_there
-from fleetctl.reconcile.plan import Plan
+from fleetctl.reconcile.plan.types import Plan
 from fleetctl.reconcile.remembered import RememberedHost
 from fleetctl.reconcile.sessions import Options
 from fleetctl.transport.base import TransportError

@@ -23,11 +23,13 @@ from fleetctl.cli.selection import select
 from fleetctl.config.model import Fleet
 from fleetctl.reconcile import remembered
 from fleetctl.reconcile.departed import departed, offline
-from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.reconcile.inputs import Inputs, gather
 from fleetctl.reconcile.observation import live_plan
-from fleetctl.reconcile.plan import Plan, Selection, make_plan
-from fleetctl.reconcile.plan_json import plan_to_json
+from fleetctl.reconcile.plan.fleet import make_plan
+from fleetctl.reconcile.plan.selection import Selection
+from fleetctl.reconcile.plan.to_json import plan_to_json
+from fleetctl.reconcile.plan.types import Plan
 from fleetctl.reconcile.sessions import Options
 from fleetctl.ui.plan_view import print_plan
 from fleetctl.ui.terminal import out

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from fleetctl.cli.context import AppContext, fail, pass_app
-from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.reconcile.inputs import gather
 from fleetctl.ui.terminal import out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fleetctl.cli.context import fail
 from fleetctl.config.model import Fleet
 from fleetctl.config.pydantic_errors import did_you_mean
-from fleetctl.reconcile.plan import Selection
+from fleetctl.reconcile.plan.selection import Selection
 
 
 def select(fleet: Fleet, workers: tuple[str, ...], hosts: tuple[str, ...]) -> Selection:

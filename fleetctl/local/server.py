@@ -22,8 +22,11 @@ from fleetctl.identity import credentials, natsaccess
 from fleetctl.local.children import spawn_logged
 from fleetctl.local.state import StateDir
 from fleetctl.reconcile import jetstream
-from fleetctl.reconcile.desired import broker_config, bus_state
-from fleetctl.reconcile.plan import Change, Selection, diff_bus
+from fleetctl.reconcile.desired.broker import broker_config
+from fleetctl.reconcile.desired.bus import bus_state
+from fleetctl.reconcile.plan.bus import diff_bus
+from fleetctl.reconcile.plan.selection import Selection
+from fleetctl.reconcile.plan.types import Change
 from fleetctl.tasks.targets import queues_of
 
 LOCAL_SERVER_NAME = "fleetctl-local"

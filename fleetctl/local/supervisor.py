@@ -32,7 +32,7 @@ from fleetctl.local.children import Child
 from fleetctl.local.heartbeats import Heartbeats
 from fleetctl.local.state import StateDir, held_lock, up_record, write_json
 from fleetctl.local.workers import Launch, launch, missing
-from fleetctl.reconcile.desired import POLLER_STOP_TIMEOUT
+from fleetctl.reconcile.desired.workers import POLLER_STOP_TIMEOUT
 from nsc.errors import NscError
 
 READY_TIMEOUT = 60.0

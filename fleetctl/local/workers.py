@@ -17,7 +17,7 @@ from pathlib import Path
 from fleetctl.artifacts import clicache
 from fleetctl.config.model import Fleet, Worker
 from fleetctl.layout import creds_path
-from fleetctl.reconcile.desired import poller_unit_environment
+from fleetctl.reconcile.desired.poller_env import poller_unit_environment
 
 # What systemd gives every service besides its Environment= lines (systemd.exec(5)).
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"

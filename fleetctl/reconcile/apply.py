@@ -21,7 +21,8 @@ from fleetctl.identity import credentials, tunnelkeys
 from fleetctl.reconcile import departed, remembered, rollout
 from fleetctl.reconcile.inputs import gather, tunnel_hosts
 from fleetctl.reconcile.observation import LiveView, live_plan
-from fleetctl.reconcile.plan import Plan, Selection
+from fleetctl.reconcile.plan.selection import Selection
+from fleetctl.reconcile.plan.types import Plan
 from fleetctl.reconcile.program import owned_after
 from fleetctl.reconcile.rollout import HostResult, Reporter
 from fleetctl.reconcile.sessions import Options, presented_key

@@ -4,7 +4,7 @@ The host is reached where fleetctl last applied to it (reconcile/remembered.py),
 checked against the one it presented then (servers.yaml no longer pins it) or known_hosts.
 What to remove is what its manifest lists, and what fleetctl remembers applying there in
 case the manifest is unreadable; the plan is the ordinary diff against a host that should
-have nothing (reconcile/plan.py), turned into a teardown program (reconcile/program.py).
+have nothing (reconcile/plan/hosts.py), turned into a teardown program (reconcile/program.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from typing import Any
 from fleetctl.config.model import Fleet
 from fleetctl.reconcile import agent_client, facts, remembered
 from fleetctl.reconcile.departed import DepartedHost, as_last_applied, as_observed, departed
-from fleetctl.reconcile.desired import HostState
+from fleetctl.reconcile.desired.state import HostState
 from fleetctl.reconcile.facts import ObservedHost
-from fleetctl.reconcile.plan import HostPlan, Selection, diff_host
+from fleetctl.reconcile.plan.hosts import diff_host
+from fleetctl.reconcile.plan.selection import Selection
+from fleetctl.reconcile.plan.types import HostPlan
 from fleetctl.reconcile.program import teardown
 from fleetctl.reconcile.remembered import RememberedHost
 from fleetctl.reconcile.rollout import HostResult, Reporter, run_program

@@ -12,7 +12,8 @@ from typing import Any
 
 from fleetctl import layout
 from fleetctl.artifacts import brokerbinary
-from fleetctl.reconcile.desired import NATS_PACKAGE, POLLER_PACKAGE, HostState, PackageSpec
+from fleetctl.reconcile.desired.state import HostState
+from fleetctl.reconcile.resources.packages import NATS_PACKAGE, POLLER_PACKAGE, PackageSpec
 
 VERSION_PROBES = {POLLER_PACKAGE: layout.POLLER_VERSION_FILE, NATS_PACKAGE: layout.NATS_BIN}
 # Packages the agent identifies by the sha256 of their file (never by running it).
@@ -91,7 +92,7 @@ def version_probe(package: PackageSpec) -> str:
 
 
 def parse(facts: Mapping[str, Any]) -> ObservedHost:
-    """The agent's answer as fingerprints in the plan's terms (see plan.fingerprint)."""
+    """The agent's answer as fingerprints in the plan's terms (see plan.changes.fingerprint)."""
     resources: dict[str, dict[str, object]] = {}
     for path, st in (facts.get("files") or {}).items():
         if st is not None:

@@ -2,7 +2,7 @@
 
 Raw API requests (`$JS.API.*`), not nats.py's typed wrappers, so what is compared and sent
 is exactly `api_config()`: no unit conversions in between. This is the NATS edge; the
-decisions are in plan.py.
+decisions are in plan/.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from fleetctl.bus.resources import (
     declarable,
     near_limit_warning,
 )
-from fleetctl.reconcile.desired import BusState
+from fleetctl.reconcile.desired.state import BusState
 from fleetctl.reconcile.facts import ObservedBus
-from fleetctl.reconcile.plan import Change
+from fleetctl.reconcile.plan.types import Change
 
 API = "$JS.API"
 KINDS = ("stream", "consumer")

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from fleetctl.bus import client as bus_client
 from fleetctl.config.model import Fleet, Host
 from fleetctl.reconcile import agent_client, facts, jetstream
-from fleetctl.reconcile.desired import FleetState, desired_state
+from fleetctl.reconcile.desired.build import desired_state
+from fleetctl.reconcile.desired.state import FleetState
 from fleetctl.reconcile.facts import ObservedBus
 from fleetctl.reconcile.inputs import Inputs
-from fleetctl.reconcile.plan import Plan, Selection, make_plan, planned_hosts
+from fleetctl.reconcile.plan.fleet import make_plan, planned_hosts
+from fleetctl.reconcile.plan.selection import Selection
+from fleetctl.reconcile.plan.types import Plan
 from fleetctl.reconcile.sessions import (
     Options,
     Session,

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetctl import layout
-from fleetctl.reconcile.desired import (
+from fleetctl.reconcile.facts import JOURNAL, MANIFEST, ObservedHost
+from fleetctl.reconcile.plan.types import Change, HostPlan
+from fleetctl.reconcile.resources.dirs import DirSpec
+from fleetctl.reconcile.resources.files import FileSpec
+from fleetctl.reconcile.resources.packages import (
     LLM_CLI_PREFIX,
     NATS_PACKAGE,
     POLLER_PACKAGE,
-    DirSpec,
-    FileSpec,
     PackageSpec,
-    UserSpec,
 )
-from fleetctl.reconcile.facts import JOURNAL, MANIFEST, ObservedHost
-from fleetctl.reconcile.plan import Change, HostPlan
+from fleetctl.reconcile.resources.users import UserSpec
 from poller.backends import CliPackage
 
 MANIFEST_FORMAT = 1

@@ -20,9 +20,9 @@ from fleetctl.bus.names import NatsNames
 from fleetctl.identity import credentials
 from fleetctl.identity.natsaccess import worker_user
 from fleetctl.reconcile import agent_client, facts, jetstream
-from fleetctl.reconcile.desired import PackageSpec
 from fleetctl.reconcile.observation import LiveView
-from fleetctl.reconcile.plan import BusPlan, HostPlan, Plan, diff_bus, human_size
+from fleetctl.reconcile.plan.bus import diff_bus
+from fleetctl.reconcile.plan.types import BusPlan, HostPlan, Plan
 from fleetctl.reconcile.program import (
     STAGED_NATS,
     HostProgram,
@@ -30,6 +30,8 @@ from fleetctl.reconcile.program import (
     staged_cli,
     staging_wheelhouse,
 )
+from fleetctl.reconcile.resources.files import human_size
+from fleetctl.reconcile.resources.packages import PackageSpec
 from fleetctl.reconcile.sessions import Session, for_each_host
 from fleetctl.transport.base import TransportError
 

@@ -349,7 +349,7 @@ def observe_hosts(fleet: Fleet, options: Any) -> list[HostStatus]:
     """Each host reachable or not, and its units, from a read-only live plan's observation."""
     from fleetctl.reconcile.inputs import gather
     from fleetctl.reconcile.observation import live_plan
-    from fleetctl.reconcile.plan import Selection
+    from fleetctl.reconcile.plan.selection import Selection
 
     view = live_plan(fleet, gather(fleet), Selection(), options, lock=False)
     view.close()

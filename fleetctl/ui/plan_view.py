@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.text import Text
 
 from fleetctl.reconcile.departed import DepartedHost, what_is_there
-from fleetctl.reconcile.plan import BusPlan, Change, HostPlan, Plan
+from fleetctl.reconcile.plan.types import BusPlan, Change, HostPlan, Plan
 
 _STYLE = {"create": "green", "update": "yellow", "delete": "red"}
 

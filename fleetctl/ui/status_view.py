@@ -8,7 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from fleetctl.reconcile.plan import human_size
+from fleetctl.reconcile.resources.files import human_size
 
 STATE_STYLES = {
     "idle": "green",

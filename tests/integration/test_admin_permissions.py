@@ -21,8 +21,10 @@ from fleetctl.bus.client import Endpoint, Identity, at
 from fleetctl.bus.resources import ConsumerSpec, StreamSpec
 from fleetctl.identity import natsaccess as na
 from fleetctl.reconcile import jetstream
-from fleetctl.reconcile.desired import BusState
-from fleetctl.reconcile.plan import Action, Change, Selection, diff_bus
+from fleetctl.reconcile.desired.state import BusState
+from fleetctl.reconcile.plan.bus import diff_bus
+from fleetctl.reconcile.plan.selection import Selection
+from fleetctl.reconcile.plan.types import Action, Change
 from tests.support.example import example_fleet
 from tests.support.nscfleet import DENIED_TIMEOUT, Conn, Fleet, connect, fleet_server, make_fleet
 

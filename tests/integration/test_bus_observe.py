@@ -12,8 +12,8 @@ import pytest
 from fleetctl.bus.client import Identity, at
 from fleetctl.identity import natsaccess as na
 from fleetctl.reconcile import jetstream
-from fleetctl.reconcile.desired import BusState
-from fleetctl.reconcile.plan import Change
+from fleetctl.reconcile.desired.state import BusState
+from fleetctl.reconcile.plan.types import Change
 from tests.support.nscfleet import fleet_server, make_fleet
 
 pytestmark = pytest.mark.integration

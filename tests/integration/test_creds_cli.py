@@ -22,7 +22,7 @@ from fleetctl.bus.resources import streams, worker_consumer
 from fleetctl.cli.main import cli
 from fleetctl.config.loader import load_fleet
 from fleetctl.identity import credentials, natsaccess
-from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.reconcile.inputs import gather
 from tests.support.example import EXAMPLE_FLEET, EXAMPLE_SERVERS
 from tests.support.natsserver import free_port, nats_server_binary

@@ -16,8 +16,9 @@ from fleetctl.bus.client import Identity, at
 from fleetctl.bus.resources import StreamSpec
 from fleetctl.identity import natsaccess as na
 from fleetctl.reconcile import jetstream
-from fleetctl.reconcile.desired import BusState
-from fleetctl.reconcile.plan import Selection, diff_bus
+from fleetctl.reconcile.desired.state import BusState
+from fleetctl.reconcile.plan.bus import diff_bus
+from fleetctl.reconcile.plan.selection import Selection
 from poller import config
 from poller.budget import Budget, Limits, today
 from poller.lease import Lease, Leases

@@ -16,7 +16,7 @@ import nats
 import pytest
 
 from fleetctl.config.model import Fleet
-from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.desired.build import desired_state
 from tests.support.example import example_fleet
 from tests.support.natsserver import free_port, listening_tcp, nats_server_binary
 

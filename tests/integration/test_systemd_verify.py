@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl.reconcile.desired import FileSpec, desired_state
+from fleetctl.reconcile.desired.build import desired_state
+from fleetctl.reconcile.resources.files import FileSpec
 from tests.support.example import example_fleet
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")

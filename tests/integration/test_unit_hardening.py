@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.render.engine import render_unit
 from tests.support.example import example_fleet
 

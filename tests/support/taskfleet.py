@@ -24,7 +24,8 @@ from fleetctl.bus import resources as natsresources
 from fleetctl.config.loader import load_fleet
 from fleetctl.config.model import Fleet as FleetModel
 from fleetctl.identity import natsaccess as na
-from fleetctl.reconcile import desired
+from fleetctl.reconcile.desired.bus import bus_state
+from fleetctl.reconcile.desired.poller_env import poller_unit_environment
 from fleetctl.tasks import targets
 from tests.support.nscfleet import (
     Fleet,
@@ -125,7 +126,7 @@ BUDGET_VARIABLES = (
 def _budget_environment(model: FleetModel, worker_id: str) -> dict[str, str]:
     """fleet.yaml's budgets, as fleetctl renders them into the worker's unit."""
     worker = next(w for w in model.workers if w.id == worker_id)
-    rendered = dict(desired.poller_unit_environment(model, worker))
+    rendered = dict(poller_unit_environment(model, worker))
     return {k: v for k, v in rendered.items() if k in BUDGET_VARIABLES}
 
 
@@ -172,7 +173,7 @@ def task_fleet(
                         c = natsresources.worker_consumer(model.nats, w.id, w.concurrency)
                         body = {"stream_name": c.stream, "config": c.api_config()}
                         await js_api(admin, f"$JS.API.CONSUMER.CREATE.{c.stream}.{c.durable}", body)
-                for c in desired.bus_state(model).route_consumers:
+                for c in bus_state(model).route_consumers:
                     body = {"stream_name": c.stream, "config": c.api_config()}
                     await js_api(admin, f"$JS.API.CONSUMER.CREATE.{c.stream}.{c.durable}", body)
 

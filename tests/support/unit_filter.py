@@ -119,7 +119,7 @@ def wrap(directory: Path, unit: str, program: str | Path) -> Path:
 
 def unit_text(unit_suffix: str) -> str:
     """A rendered unit of the example fleet, by the end of its path."""
-    from fleetctl.reconcile.desired import desired_state
+    from fleetctl.reconcile.desired.build import desired_state
     from tests.support.example import example_fleet
 
     for state in desired_state(example_fleet()).hosts.values():

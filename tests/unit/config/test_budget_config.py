@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fleetctl.config.loader import load_fleet
-from fleetctl.reconcile.desired import poller_unit_environment
+from fleetctl.reconcile.desired.poller_env import poller_unit_environment
 from tests.support.example import EXAMPLE_FLEET, EXAMPLE_SERVERS
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from fleetctl.config.errors import ConfigError
 from fleetctl.config.loader import load_fleet
-from fleetctl.reconcile.desired import poller_environment
+from fleetctl.reconcile.desired.poller_env import poller_environment
 from poller import config, pricing
 from poller.outputs import Parsed
 from tests.support.example import EXAMPLE_SERVERS, example_fleet

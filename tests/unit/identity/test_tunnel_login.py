@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fleetctl import layout
 from fleetctl.identity.tunnelkeys import TunnelKey
-from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.reconcile.inputs import Inputs
 from tests.support.example import example_fleet
 

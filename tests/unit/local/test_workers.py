@@ -14,7 +14,7 @@ from fleetctl.local.children import CRASH_LOOP_EXITS, Child
 from fleetctl.local.server import local_fleet
 from fleetctl.local.state import StateDir
 from fleetctl.local.workers import SYSTEMD_PATH, Launch, launch, missing
-from fleetctl.reconcile.desired import poller_unit_environment
+from fleetctl.reconcile.desired.poller_env import poller_unit_environment
 from tests.support.example import example_fleet
 
 

@@ -4,10 +4,12 @@ it could not see the bus. Pure: desired state against observed data."""
 from __future__ import annotations
 
 from fleetctl.reconcile import jetstream
-from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.reconcile.facts import ObservedBus, ObservedHost
-from fleetctl.reconcile.plan import Plan, Selection, make_plan
-from fleetctl.reconcile.plan_json import plan_to_json
+from fleetctl.reconcile.plan.fleet import make_plan
+from fleetctl.reconcile.plan.selection import Selection
+from fleetctl.reconcile.plan.to_json import plan_to_json
+from fleetctl.reconcile.plan.types import Plan
 from tests.support.example import example_fleet
 
 BROKER = "broker-host"

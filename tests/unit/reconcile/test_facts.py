@@ -7,7 +7,7 @@ import base64
 
 from fleetctl.artifacts import brokerbinary
 from fleetctl.reconcile import agent_client, facts
-from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.reconcile.inputs import Inputs, Versions
 from tests.support.example import example_fleet
 

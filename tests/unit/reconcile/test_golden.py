@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.reconcile.inputs import gather
 from tests.support.example import example_fleet
 

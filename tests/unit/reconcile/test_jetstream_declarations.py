@@ -11,7 +11,7 @@ from fleetctl.bus.client import BusError
 from fleetctl.bus.resources import DeclarationError, declarable, fleet_resources
 from fleetctl.config.schema import NatsSettings
 from fleetctl.reconcile import jetstream
-from fleetctl.reconcile.plan import Change
+from fleetctl.reconcile.plan.types import Change
 
 COPYING: dict[str, Any] = {
     "republish": {"src": ">", "dest": "_INBOX_ADMIN.x"},

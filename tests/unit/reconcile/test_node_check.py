@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.reconcile.facts import ObservedHost
-from fleetctl.reconcile.plan import Selection, diff_host
+from fleetctl.reconcile.plan.hosts import diff_host
+from fleetctl.reconcile.plan.selection import Selection
 from tests.support.example import example_fleet
 
 GEMINI = "@google/gemini-cli 0.61.0 runs on Node.js >= 20, and "

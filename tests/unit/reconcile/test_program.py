@@ -16,11 +16,16 @@ import pytest
 from fleetctl import layout
 from fleetctl.config.model import Fleet
 from fleetctl.identity.tunnelkeys import TunnelKey
-from fleetctl.reconcile.desired import NATS_STARTUP, HostState, UnitSpec, desired_state
+from fleetctl.reconcile.desired.broker import NATS_STARTUP
+from fleetctl.reconcile.desired.build import desired_state
+from fleetctl.reconcile.desired.state import HostState
 from fleetctl.reconcile.facts import ObservedHost
 from fleetctl.reconcile.inputs import Inputs, Versions
-from fleetctl.reconcile.plan import Selection, diff_host, fingerprint, unit_inputs
+from fleetctl.reconcile.plan.changes import fingerprint
+from fleetctl.reconcile.plan.hosts import diff_host, unit_inputs
+from fleetctl.reconcile.plan.selection import Selection
 from fleetctl.reconcile.program import HostProgram, program, teardown
+from fleetctl.reconcile.resources.units import UnitSpec
 from tests.support.example import example_fleet
 
 NODE = "worker-node-1"

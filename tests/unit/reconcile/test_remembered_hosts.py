@@ -20,7 +20,7 @@ from fleetctl.config.model import Fleet
 from fleetctl.reconcile import apply as use_case
 from fleetctl.reconcile import remembered
 from fleetctl.reconcile.departed import as_last_applied, what_is_there
-from fleetctl.reconcile.plan import Plan
+from fleetctl.reconcile.plan.types import Plan
 from fleetctl.reconcile.remembered import RememberedHost
 from fleetctl.reconcile.rollout import HostResult
 from fleetctl.ui.plan_view import summary_line

@@ -9,10 +9,12 @@ from dataclasses import replace
 
 from rich.console import Console
 
-from fleetctl.reconcile.desired import FileSpec, FleetState, desired_state
+from fleetctl.reconcile.desired.build import desired_state
+from fleetctl.reconcile.desired.state import FleetState
 from fleetctl.reconcile.facts import ObservedHost
-from fleetctl.reconcile.plan import make_plan
-from fleetctl.reconcile.plan_json import plan_to_json
+from fleetctl.reconcile.plan.fleet import make_plan
+from fleetctl.reconcile.plan.to_json import plan_to_json
+from fleetctl.reconcile.resources.files import FileSpec
 from fleetctl.ui.plan_view import print_plan
 from tests.support.example import example_fleet
 

@@ -12,7 +12,7 @@ import pytest
 
 from fleetctl.bus.names import NatsNames
 from fleetctl.config.model import Worker
-from fleetctl.reconcile.desired import desired_state
+from fleetctl.reconcile.desired.build import desired_state
 from poller import backends
 from poller import config as poller_config
 from poller.backends import BACKENDS

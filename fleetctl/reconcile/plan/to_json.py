@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetctl.reconcile.plan import Change, Plan
+from fleetctl.reconcile.plan.types import Change, Plan
 
 FORMAT_VERSION = 2  # 2: the bus's changes moved from the broker host to "bus"
 

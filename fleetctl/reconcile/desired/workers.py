@@ -1,0 +1,63 @@
+"""A worker host's resources: the poller package, the workers' LLM CLIs, and per worker
+its user, home, unit and credentials."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fleetctl import layout
+from fleetctl.config.model import Fleet, Worker
+from fleetctl.reconcile import backend_units as backends
+from fleetctl.reconcile.desired.context import Context, Parts
+from fleetctl.reconcile.desired.poller_env import poller_unit_environment
+from fleetctl.reconcile.resources.dirs import DirSpec
+from fleetctl.reconcile.resources.files import FileSpec
+from fleetctl.reconcile.resources.packages import POLLER_PACKAGE, PackageSpec, llm_cli_package
+from fleetctl.reconcile.resources.units import UnitSpec
+from fleetctl.reconcile.resources.users import UserSpec
+from fleetctl.render.engine import render_unit
+
+# How long systemd waits after SIGTERM before killing a poller: its grace to finish tasks.
+POLLER_STOP_TIMEOUT = 90
+
+
+def add_packages(ctx: Context, workers: list[Worker], parts: Parts) -> None:
+    """The poller, and each LLM CLI the workers run (a CLI only one worker runs is that
+    worker's, so `--worker` plans it)."""
+    if ctx.versions.poller:
+        parts.packages.append(PackageSpec(POLLER_PACKAGE, ctx.versions.poller))
+    for cli in dict.fromkeys(w.cli for w in workers if w.cli is not None):
+        runners = [w.id for w in workers if w.cli == cli]
+        owner = runners[0] if len(runners) == 1 else None
+        parts.packages.append(dataclasses.replace(llm_cli_package(cli), worker=owner))
+
+
+def add_worker(ctx: Context, worker: Worker, tunnel_unit: str | None, parts: Parts) -> None:
+    """A worker's user, home, unit (and what restarts it), and its creds when there are any."""
+    user = worker.service_user
+    parts.users.append(UserSpec(user, worker.work_base, worker.id))
+    parts.dirs.append(DirSpec(worker.work_base, user, user, 0o750, worker.id))
+    path = layout.unit_path(worker.unit)
+    unit = render_poller_unit(ctx.fleet, worker, tunnel_unit)
+    parts.files.append(FileSpec(path, unit.encode(), worker=worker.id))
+    restart_on = [path, layout.creds_path(worker.id), f"package {POLLER_PACKAGE}"]
+    if worker.env_file:
+        restart_on.append(worker.env_file)
+    if worker.cli is not None:
+        restart_on.append(llm_cli_package(worker.cli).key)
+    parts.units.append(UnitSpec(worker.unit, path, worker=worker.id, restart_on=tuple(restart_on)))
+    creds = ctx.inputs.creds.get(worker.id)
+    if creds is not None:
+        creds_path = layout.creds_path(worker.id)
+        parts.files.append(FileSpec(creds_path, creds, user, user, 0o600, True, worker.id))
+
+
+def render_poller_unit(fleet: Fleet, worker: Worker, tunnel_unit: str | None) -> str:
+    return render_unit(
+        backends.unit_template(worker),
+        worker=worker,
+        common_env=poller_unit_environment(fleet, worker),
+        tunnel_unit=tunnel_unit,
+        poller_bin=layout.POLLER_BIN,
+        stop_timeout=POLLER_STOP_TIMEOUT,
+    )

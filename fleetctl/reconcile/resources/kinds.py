@@ -1,0 +1,15 @@
+"""Every resource kind, host and bus."""
+
+from __future__ import annotations
+
+from fleetctl.bus.resources import ConsumerSpec, StreamSpec
+from fleetctl.reconcile.resources.dirs import DirSpec
+from fleetctl.reconcile.resources.files import FileSpec
+from fleetctl.reconcile.resources.packages import PackageSpec
+from fleetctl.reconcile.resources.revocations import RevocationSpec
+from fleetctl.reconcile.resources.units import UnitSpec
+from fleetctl.reconcile.resources.users import UserSpec
+
+HostResource = UserSpec | DirSpec | FileSpec | UnitSpec | PackageSpec
+BusResource = StreamSpec | ConsumerSpec | RevocationSpec
+Resource = HostResource | BusResource
