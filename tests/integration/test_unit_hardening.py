@@ -17,12 +17,21 @@ from fleetctl.render.engine import render_unit
 from tests.support.example import example_fleet
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-pytestmark = pytest.mark.skipif(
+needs_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None, reason="systemd-analyze is needed (apt-get install systemd)"
 )
 SCORE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
 LIMITS = {"fleet-tunnel.service": 2.0, "nats-server.service": 2.0}
 POLLER_LIMIT = 1.5
+POLLERS = [  # the example fleet's enabled workers, by host
+    "worker-node-1/cc-go-dev-01-poller.service",
+    "worker-node-1/cmd-docs-01-poller.service",
+    "worker-node-1/cmd-wordcount-01-poller.service",
+    "worker-node-1/codex-py-dev-01-poller.service",
+    "worker-node-2/cc-zai-high-dev-01-poller.service",
+    "worker-node-2/cmd-keywords-01-poller.service",
+    "worker-node-2/gemini-ts-rev-01-poller.service",
+]
 # What the CLIs need (Node's JIT writes and runs code; os.cpus() reads /proc/cpuinfo; the
 # APIs are on the internet): these must stay out of a poller unit.
 NOT_FOR_POLLERS = ("MemoryDenyWriteExecute=", "ProcSubset=", "PrivateNetwork=", "IPAddressDeny=")
@@ -53,6 +62,7 @@ def rendered_units(tmp_path: Path) -> dict[str, Path]:
     return units
 
 
+@needs_analyze
 def test_every_rendered_unit_is_within_its_exposure_limit(tmp_path: Path) -> None:
     units = rendered_units(tmp_path)
     pollers = [k for k in units if k.endswith("-poller.service")]
@@ -63,13 +73,15 @@ def test_every_rendered_unit_is_within_its_exposure_limit(tmp_path: Path) -> Non
 
 
 def test_poller_units_keep_what_the_llm_clis_need(tmp_path: Path) -> None:
-    for name, path in rendered_units(tmp_path).items():
-        if name.endswith("-poller.service"):
-            text = path.read_text()
-            assert not [d for d in NOT_FOR_POLLERS if d in text], name
-            assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in text
+    units = rendered_units(tmp_path)
+    pollers = {k: p.read_text() for k, p in units.items() if k.endswith("-poller.service")}
+    assert sorted(pollers) == POLLERS  # every enabled worker's unit, each checked below
+    for name, text in pollers.items():
+        assert [d for d in NOT_FOR_POLLERS if d in text] == [], name
+        assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in text.splitlines(), name
 
 
+@needs_analyze
 def test_a_tunnel_to_a_broker_named_by_host_name_is_within_its_limit_too(
     tmp_path: Path,
 ) -> None:

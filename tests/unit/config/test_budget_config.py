@@ -47,13 +47,22 @@ def test_the_fleet_budget_and_the_lowest_per_task_limit(tmp_path: Path) -> None:
     assert "BUDGET_DAILY_USD" not in env["cmd-wordcount-01"]
 
 
-def test_no_budget_renders_nothing() -> None:
+def test_no_budget_renders_nothing(tmp_path: Path) -> None:
+    """Without a budget each worker's environment is the budgeted one less exactly the
+    budget's variables: nothing budget-related under any name, nothing else lost."""
     from tests.support.example import example_fleet
 
     fleet = example_fleet()
-    for w in fleet.workers:
-        env = dict(poller_unit_environment(fleet, w))
-        assert not {k for k in env if k.startswith("BUDGET_") or k == "NATS_SPEND_BUCKET"}
+    plain = {w.id: dict(poller_unit_environment(fleet, w)) for w in fleet.workers}
+    budgeted = _env(tmp_path, "  budget: {daily_usd: 10, per_task_usd: 2}\n")
+    daily = {"NATS_SPEND_BUCKET", "BUDGET_DAILY_USD"}
+    per_task = {"CLAUDE_MAX_BUDGET_USD"}  # kept only by the claude CLI (claude-code, zai)
+    claude = {"cc-go-dev-01", "cc-zai-high-dev-01", "cc-haiku-multi-01"}
+    assert plain.keys() == budgeted.keys()
+    for worker, env in plain.items():
+        added = budgeted[worker].keys() - env.keys()
+        assert added == (daily | per_task if worker in claude else daily), worker
+        assert env == {k: v for k, v in budgeted[worker].items() if k not in added}, worker
 
 
 def test_a_per_task_limit_on_a_worker_that_cannot_keep_it_is_refused(tmp_path: Path) -> None:
