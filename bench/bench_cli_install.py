@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe
 from fleetctl.artifacts import clibundle, clicache
+from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.reconcile import agent_client
 from fleetctl.reconcile.program import install_cli, staged_cli
 from poller.backends import BACKENDS, CliPackage
@@ -102,7 +103,7 @@ def main() -> None:
     try:
         for cli in CLIS:
             clicache.install(cli)
-    except clicache.CliInstallError as e:
+    except ArtifactError as e:
         print(f"skipped: {e}")
         return
     print(describe())

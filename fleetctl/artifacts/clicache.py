@@ -32,9 +32,8 @@ import subprocess
 from pathlib import Path
 
 from fleetctl.artifacts import clilock
-from fleetctl.artifacts.clilock import CliInstallError as CliInstallError
 from fleetctl.artifacts.clilock import CliLock
-from fleetctl.artifacts.clilock import CliTampered as CliTampered
+from fleetctl.artifacts.errors import ArtifactError
 from poller.backends import CliPackage
 
 NPM_TIMEOUT = 600
@@ -72,7 +71,7 @@ def command(cli: CliPackage, root: Path) -> str:
     only a CLI the registry says runs on Node (`CliPackage.node`) may be."""
     launcher = (root / "node_modules" / ".bin" / cli.bin).resolve()
     if not launcher.is_relative_to(root.resolve()):
-        raise CliInstallError(f"{cli.package}'s {cli.bin} points outside its install")
+        raise ArtifactError(f"{cli.package}'s {cli.bin} points outside its install")
     if _is_elf(launcher):
         return str(launcher.relative_to(root.resolve()))
     modules = root / "node_modules"
@@ -81,7 +80,7 @@ def command(cli: CliPackage, root: Path) -> str:
         if natives:
             return str(natives[0].relative_to(root))
     if cli.node is None:
-        raise CliInstallError(
+        raise ArtifactError(
             f"{cli.package} {cli.version}: {cli.bin} is a script with no native binary "
             "beside it, but the backend registry says it needs no Node.js: set its `node`"
         )
@@ -98,7 +97,7 @@ def _is_elf(path: Path) -> bool:
 
 def installed(cli: CliPackage, cache: Path | None = None, locks: Path | None = None) -> Path | None:
     """The CLI's command in the cache, checked against its lock; None when the lock's
-    install is not there (`install` makes it). Raises CliTampered when it differs."""
+    install is not there (`install` makes it). Raises Tampered when it differs."""
     lock = clilock.load(cli, locks)
     root = package_dir(cli, cache or default_cache_dir(), locks)
     if not (root / MARKER).exists():
@@ -108,7 +107,7 @@ def installed(cli: CliPackage, cache: Path | None = None, locks: Path | None = N
 
 
 def verify(lock: CliLock, root: Path) -> None:
-    """The entry in `root` is exactly what npm installed from `lock`, or CliTampered."""
+    """The entry in `root` is exactly what npm installed from `lock`, or Tampered."""
     try:
         signature = _signature(root)
         if _checked.get(root) == (lock.sha256, signature):
@@ -140,7 +139,7 @@ def fetch(cli: CliPackage, cache: Path | None = None, locks: Path | None = None)
         return root
     npm = shutil.which("npm")
     if npm is None:
-        raise CliInstallError(f"npm is not on PATH: install Node.js and npm to get {cli.package}")
+        raise ArtifactError(f"npm is not on PATH: install Node.js and npm to get {cli.package}")
     cache.mkdir(parents=True, exist_ok=True)
     with (cache / ".lock").open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -167,13 +166,13 @@ def _install(npm: str, lock: CliLock, final: Path) -> None:
     if done.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
         tail = done.stderr.strip().splitlines()[-3:]
-        raise CliInstallError(f"npm ci of {cli.package}@{cli.version} failed: {tail}")
+        raise ArtifactError(f"npm ci of {cli.package}@{cli.version} failed: {tail}")
     # npm's own cache of the lock, with this directory's name in it: npm ci does not need it.
     (partial / "node_modules" / ".package-lock.json").unlink(missing_ok=True)
     problems = clilock.check_dir(partial).compare(lock)
     if problems:
         shutil.rmtree(partial, ignore_errors=True)
-        raise CliInstallError(
+        raise ArtifactError(
             f"npm ci installed {cli.package}@{cli.version} differently from the lock's "
             f"records ({lock.dir}): {'; '.join(problems[:5])}. An npm older than 7 or a "
             "platform the records do not cover? (`./dev lock-clis` records more)"
@@ -187,7 +186,7 @@ def _install(npm: str, lock: CliLock, final: Path) -> None:
 
 def install(cli: CliPackage, cache: Path | None = None, locks: Path | None = None) -> Path:
     """The path of the pinned CLI's command, checked against its lock; installed from the
-    lock first if needed. Raises CliTampered when the entry differs from the lock."""
+    lock first if needed. Raises Tampered when the entry differs from the lock."""
     fetch(cli, cache, locks)
     found = installed(cli, cache, locks)
     assert found is not None

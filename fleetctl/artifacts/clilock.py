@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetctl.artifacts.digest import sha256_file
+from fleetctl.artifacts.errors import ArtifactError, Tampered
 from fleetctl.layout import cli_dir_name
 from poller.backends import BACKENDS, CliPackage
 
@@ -63,14 +65,6 @@ PLATFORMS: tuple[tuple[str, str, str | None], ...] = (
 )
 NPM_TIMEOUT = 900
 _SHOWN_PROBLEMS = 5
-
-
-class CliInstallError(RuntimeError):
-    """npm is missing, the install failed, or a lock is wrong; the message says how to fix it."""
-
-
-class CliTampered(CliInstallError):
-    """A cache entry or bundle differs from its lock's records: never used."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +100,7 @@ def lock_dir(cli: CliPackage, locks: Path | None = None) -> Path:
 
 
 def load(cli: CliPackage, locks: Path | None = None) -> CliLock:
-    """The CLI's lock, or CliInstallError when it is missing or is not for this version."""
+    """The CLI's lock, or ArtifactError when it is missing or is not for this version."""
     where = lock_dir(cli, locks)
     pinned = any(b.cli == cli for b in BACKENDS.values())
     fix = (
@@ -117,14 +111,14 @@ def load(cli: CliPackage, locks: Path | None = None) -> CliLock:
     )
     if not where.is_dir():
         shown = LOCKS_DIR / where.name if pinned and locks is None else where
-        raise CliInstallError(f"no lock for {cli.package} {cli.version} in {shown}: {fix}")
+        raise ArtifactError(f"no lock for {cli.package} {cli.version} in {shown}: {fix}")
     try:
         manifest = json.loads((where / "package.json").read_text())
         raw = (where / "package-lock.json").read_bytes()
         lock = json.loads(raw)
         trees = json.loads((where / TREES).read_text())
     except (OSError, ValueError) as e:
-        raise CliInstallError(
+        raise ArtifactError(
             f"no usable lock for {cli.package} {cli.version} in {where} ({e}): {fix}"
         ) from None
     problems = _lock_problems(cli, manifest, lock)
@@ -132,7 +126,7 @@ def load(cli: CliPackage, locks: Path | None = None) -> CliLock:
     if not isinstance(trees, dict) or trees.get("lock_sha256") != digest:
         problems.append(f"{TREES} was not made from this package-lock.json")
     if problems:
-        raise CliInstallError(
+        raise ArtifactError(
             f"the lock in {where} is not one for {cli.package} {cli.version}: "
             f"{'; '.join(problems)}: {fix}"
         )
@@ -236,7 +230,7 @@ class TreeCheck:
         elif stat.S_ISDIR(st.st_mode):
             self.add(rel, "d")
         elif stat.S_ISREG(st.st_mode):
-            self.add(rel, "f", file_sha256(path))
+            self.add(rel, "f", sha256_file(path))
         else:
             self.problems.append(f"{rel} is not a file, directory or link")
 
@@ -270,14 +264,6 @@ class TreeCheck:
         return problems
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_dir(root: Path) -> TreeCheck:
     """The entries of the install in `root` (a cache entry), every file hashed."""
     check = TreeCheck()
@@ -286,12 +272,12 @@ def check_dir(root: Path) -> TreeCheck:
     return check
 
 
-def tampered(cli: CliPackage, where: Path, lock: CliLock, problems: list[str]) -> CliTampered:
+def tampered(cli: CliPackage, where: Path, lock: CliLock, problems: list[str]) -> Tampered:
     """The error for an install that differs from its lock: what, and how to recover."""
     shown = "; ".join(problems[:_SHOWN_PROBLEMS])
     hidden = len(problems) - _SHOWN_PROBLEMS
     more = f" (and {hidden} more)" if hidden > 0 else ""
-    return CliTampered(
+    return Tampered(
         f"{cli.package} {cli.version} in the CLI cache ({where}) is not what npm installed "
         f"from its lock ({lock.dir}): {shown}{more}. Something changed it after the install, "
         f"so it is not used. Look at what changed, then remove {where} and run "
@@ -305,7 +291,7 @@ def tampered(cli: CliPackage, where: Path, lock: CliLock, problems: list[str]) -
 def _npm(args: list[str], cwd: Path) -> None:
     npm = shutil.which("npm")
     if npm is None:
-        raise CliInstallError("npm is not on PATH: install Node.js and npm")
+        raise ArtifactError("npm is not on PATH: install Node.js and npm")
     done = subprocess.run(
         [npm, *args, "--no-audit", "--no-fund", "--loglevel=error"],
         cwd=cwd,
@@ -316,7 +302,7 @@ def _npm(args: list[str], cwd: Path) -> None:
     )
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-3:]
-        raise CliInstallError(f"npm {' '.join(args)} failed: {tail}")
+        raise ArtifactError(f"npm {' '.join(args)} failed: {tail}")
 
 
 def write_lock(
@@ -349,12 +335,12 @@ def write_lock(
             (work / "node_modules" / ".package-lock.json").unlink(missing_ok=True)
             check = check_dir(work)
             if check.problems:
-                raise CliInstallError(f"npm installed {cli.package} oddly: {check.problems}")
+                raise ArtifactError(f"npm installed {cli.package} oddly: {check.problems}")
             for package, digest in check.digests().items():
                 if trees.setdefault(package, digest) != digest:
-                    raise CliInstallError(f"{package} differs between platforms: not recorded")
+                    raise ArtifactError(f"{package} differs between platforms: not recorded")
         if (work / "package-lock.json").read_bytes() != raw:
-            raise CliInstallError(f"npm ci changed the lock of {cli.package}: not recorded")
+            raise ArtifactError(f"npm ci changed the lock of {cli.package}: not recorded")
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(work / "package.json", out / "package.json")
         (out / "package-lock.json").write_bytes(raw)
@@ -394,7 +380,7 @@ def main(argv: list[str]) -> int:
         print(f"locking {cli.package} {cli.version} in {where}", file=sys.stderr)
         try:
             print(write_lock(cli, where))
-        except CliInstallError as e:
+        except ArtifactError as e:
             print(str(e), file=sys.stderr)
             return 1
     keep = {cli_dir_name(c.package, c.version) for c in pinned}
@@ -408,7 +394,7 @@ def main(argv: list[str]) -> int:
 def _fits(cli: CliPackage) -> bool:
     try:
         load(cli, LOCKS_DIR)
-    except CliInstallError:
+    except ArtifactError:
         return False
     return True
 

@@ -12,14 +12,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetctl.artifacts.errors import ArtifactError
+
 LOCK_FILE = Path(__file__).with_name("poller-lock.txt")
 
 _PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?")
 _HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
-
-
-class LockError(Exception):
-    """The lock file is missing or not what `./dev lock` writes."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,7 @@ class Locked:
 
 
 def canonical(name: str) -> str:
+    """A distribution name as the lock and wheel files compare it (PEP 503)."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -52,7 +51,7 @@ def parse(text: str, source: str = "poller-lock.txt") -> dict[str, Locked]:
         if current is not None:
             name, version, marker = current
             if not hashes:
-                raise LockError(f"{source}: {name}=={version} has no --hash: run ./dev lock")
+                raise ArtifactError(f"{source}: {name}=={version} has no --hash: run ./dev lock")
             found[name] = Locked(name, version, frozenset(hashes), marker)
 
     for number, raw in enumerate(text.splitlines(), 1):
@@ -62,12 +61,12 @@ def parse(text: str, source: str = "poller-lock.txt") -> dict[str, Locked]:
         if line.startswith("--hash="):
             digest = _HASH.match(line)
             if current is None or digest is None:
-                raise LockError(f"{source}:{number}: unexpected {line[:80]!r}: run ./dev lock")
+                raise ArtifactError(f"{source}:{number}: unexpected {line[:80]!r}: run ./dev lock")
             hashes.add(digest.group(1))
             continue
         pin = _PIN.fullmatch(line)
         if pin is None:
-            raise LockError(f"{source}:{number}: not a pinned requirement: {line[:80]!r}")
+            raise ArtifactError(f"{source}:{number}: not a pinned requirement: {line[:80]!r}")
         close()
         current, hashes = (canonical(pin.group(1)), pin.group(2), pin.group(3)), set()
     close()
@@ -80,5 +79,5 @@ def poller_lock() -> dict[str, Locked]:
     try:
         text = LOCK_FILE.read_text()
     except OSError as e:
-        raise LockError(f"cannot read {LOCK_FILE} ({e.strerror}): reinstall fleetctl") from None
+        raise ArtifactError(f"cannot read {LOCK_FILE} ({e.strerror}): reinstall fleetctl") from None
     return parse(text, str(LOCK_FILE))

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from fleetctl import __version__
+from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.cli.context import AppContext, fail
 from fleetctl.errors import LocalFileError
 from nsc.errors import NscError
@@ -57,16 +58,12 @@ def _errors_exit_1() -> Iterator[None]:
         )
     except LocalFileError as exc:
         fail(str(exc), exc.fix)
+    except ArtifactError as exc:  # the poller's wheelhouse, an LLM CLI, the broker binary
+        fail(str(exc))
     except OSError as exc:
         if exc.errno == errno.EPIPE:
             raise  # click's own handling: the reader went away
         fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
-    except Exception as exc:
-        from fleetctl.artifacts.wheelhouse import WheelhouseError  # imported on this path only
-
-        if not isinstance(exc, WheelhouseError):  # the poller's wheelhouse, the broker binary
-            raise
-        fail(str(exc))
 
 
 class _LazyGroup(click.Group):

@@ -116,6 +116,7 @@ def _install_clis(fleet: Fleet, only: tuple[str, ...]) -> None:
     """The pinned CLIs of the workers that would start, from their locks into this machine's
     cache (what `apply` uploads to hosts); a CLI already there is checked, not fetched again."""
     from fleetctl.artifacts import clicache
+    from fleetctl.artifacts.errors import ArtifactError
 
     wanted = {
         (w.cli.package, w.cli.version): w.cli
@@ -127,7 +128,7 @@ def _install_clis(fleet: Fleet, only: tuple[str, ...]) -> None:
             if clicache.installed(cli) is None:
                 _say(f"fetching {cli.package}@{cli.version} with npm (npm ci, from its lock)")
                 clicache.install(cli)
-        except clicache.CliInstallError as e:
+        except ArtifactError as e:
             fail(str(e))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from fleetctl.artifacts import wheelhouse as wh
+from fleetctl.artifacts import hostpython, wheelcache
 from fleetctl.cli.context import fail
 
 
@@ -47,10 +47,11 @@ def build(out: Path, pythons: tuple[str, ...], platforms: tuple[str, ...]) -> No
         )
     pairs = list(zip(pythons, platforms, strict=True)) or [_here()]
     for python, plat in pairs:
-        target = wh.baseline(python, plat)
-        files = wh.export_dependencies(target, out)
+        target = hostpython.baseline(python, plat)
+        files = wheelcache.export(target, out)
         click.echo(f"{target.key}: {len(files)} wheels in {files[0].parent}")
-    click.echo(f"Use it where the index is out of reach: {wh.BROUGHT_ENV}={out} fleetctl apply ...")
+    brought = f"{wheelcache.BROUGHT_ENV}={out}"
+    click.echo(f"Use it where the index is out of reach: {brought} fleetctl apply ...")
 
 
 def _here() -> tuple[str, str]:

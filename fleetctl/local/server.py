@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from fleetctl.artifacts import brokerbinary
+from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.bus import client as bus_client
 from fleetctl.bus.names import NatsNames
 from fleetctl.config.model import CredsConfig, Fleet
@@ -109,11 +110,9 @@ def server_config(fleet: Fleet, auth_config: str) -> str:
 
 def server_argv(fleet: Fleet, conf: Path) -> list[str]:
     """The pinned nats-server (or fleet.yaml's checked binary) with the local config."""
-    from fleetctl.artifacts.wheelhouse import WheelhouseError
-
     try:
         binary = brokerbinary.resolve(fleet.nats.server_binary).checked()
-    except WheelhouseError as e:
+    except ArtifactError as e:
         raise LocalServerError(str(e)) from None
     return [str(binary), "-c", str(conf)]
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetctl.artifacts import clicache
+from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.config.model import Fleet, Worker
 from fleetctl.layout import creds_path
 from fleetctl.reconcile.desired.poller_env import poller_unit_environment
@@ -56,7 +57,7 @@ def cli_of(worker: Worker) -> str | None:
     if worker.cli is not None:
         try:
             found = clicache.installed(worker.cli)  # checked against its lock
-        except clicache.CliInstallError:
+        except ArtifactError:
             return None  # missing() says why
         return str(found) if found is not None else None
     return worker.bin
@@ -70,7 +71,7 @@ def missing(worker: Worker, path: str = SYSTEMD_PATH) -> str | None:
             if clicache.installed(worker.cli) is None:
                 fix = "`fleetctl up --install-clis` fetches it with npm, or set bin:"
                 return f"{pinned} not found in the CLI cache ({fix})"
-        except clicache.CliInstallError as e:
+        except ArtifactError as e:
             return str(e)
     cli = cli_of(worker)
     if cli is not None:

@@ -59,7 +59,7 @@ def tunnel_hosts(fleet: Fleet) -> list[str]:
 
 def gather(fleet: Fleet, *, broker_key: str | None = None) -> Inputs:
     """Read the store, the tunnel keys and the local versions; write nothing."""
-    from fleetctl.artifacts import brokerbinary, wheelhouse
+    from fleetctl.artifacts import brokerbinary, pollerwheel
     from fleetctl.identity import credentials, tunnelkeys
 
     store = credentials.plan_inputs(fleet)
@@ -69,7 +69,7 @@ def gather(fleet: Fleet, *, broker_key: str | None = None) -> Inputs:
     return Inputs(
         auth_config=store.auth_config,
         creds=store.creds,
-        versions=Versions(wheelhouse.poller_version(), nats),
+        versions=Versions(pollerwheel.poller_version(), nats),
         tunnel_keys=keys,
         pending_tunnel_keys=tuple(h for h in hosts if h not in keys),
         broker_key=broker_key or fleet.broker.host_key,

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fleetctl.artifacts import brokerbinary, clibundle, clicache, wheelhouse
+from fleetctl.artifacts import brokerbinary, clibundle, wheelhouse
+from fleetctl.artifacts.errors import ArtifactError
+from fleetctl.artifacts.hostpython import Target
 from fleetctl.bus import client as bus_client
 from fleetctl.bus.names import NatsNames
 from fleetctl.identity import credentials
@@ -137,7 +139,7 @@ def _apply_host(
             run_program(session, prog, report)
             _check_started(session, started_units(host_plan), view.options.settle, report)
         result.steps = len(prog.steps)
-    except (TransportError, wheelhouse.WheelhouseError, clicache.CliInstallError) as e:
+    except (TransportError, ArtifactError) as e:
         result.ok = False
         result.failed_step = e.step if isinstance(e, _StepFailed) else "upload"
         result.error = str(e).removeprefix(f"{name}: ")
@@ -292,7 +294,7 @@ def _upload(
     if prog.poller_version:
         report.step(name, "build and upload the poller wheelhouse", 0, len(prog.steps))
         py = facts.python_facts(session.raw)
-        house = houses.get(wheelhouse.Target(py.version, py.platform, py.libc))
+        house = houses.get(Target(py.version, py.platform, py.libc))
         remote = staging_wheelhouse(prog.poller_version)
         for f in house.contents:
             session.transport.put(f, f"{remote}/{f.name}")
@@ -302,7 +304,7 @@ def _upload(
         session.transport.put(binary, STAGED_NATS)
     foreign = clibundle.foreign_host(facts.python_facts(session.raw).platform)
     if prog.llm_clis and foreign is not None:
-        raise clicache.CliInstallError(foreign)
+        raise ArtifactError(foreign)
     for cli in prog.llm_clis:
         bundle = clis[cli.package]
         size = human_size(bundle.size)

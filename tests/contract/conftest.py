@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetctl.artifacts import clicache
+from fleetctl.artifacts.errors import ArtifactError
 from poller.backends import BACKENDS
 from tests.integration.conftest import server  # noqa: F401 - a nats-server per test
 from tests.support.provider_mock import ProviderMock
@@ -23,7 +24,7 @@ def real_cli() -> dict[str, Path]:
     with a Node.js older than a CLI needs."""
     try:
         clis = {name: clicache.install(b.cli) for name, b in BACKENDS.items() if b.cli}
-    except clicache.CliInstallError as e:
+    except ArtifactError as e:
         pytest.skip(f"the real LLM CLIs cannot be installed: {e}")
     node = _node_major()
     for b in BACKENDS.values():

@@ -218,6 +218,7 @@ def install_standins(net: SimNet, nodes: tuple[str, ...] = NODES) -> None:
 def prepare_wheelhouse() -> None:
     """Build the wheelhouse the hosts need (their python3 is this machine's /usr/bin/python3)."""
     from fleetctl.artifacts import wheelhouse
+    from fleetctl.artifacts.hostpython import Target
 
     probe = (
         "import json, platform, sys, sysconfig; print(json.dumps(["
@@ -226,7 +227,7 @@ def prepare_wheelhouse() -> None:
     )
     out = subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True, check=True)
     version, plat, libc = json.loads(out.stdout)
-    wheelhouse.build(wheelhouse.Target(version, plat, libc), CACHE / "fleetctl" / "wheelhouse")
+    wheelhouse.build(Target(version, plat, libc), CACHE / "fleetctl" / "wheelhouse")
 
 
 @contextmanager

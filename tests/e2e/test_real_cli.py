@@ -21,6 +21,7 @@ import pytest
 
 from fleetctl import layout
 from fleetctl.artifacts import clicache
+from fleetctl.artifacts.errors import ArtifactError
 from poller.backends import BACKENDS, CliPackage
 from tests.e2e.fleet_env import CACHE, NODES, REPO, FleetEnv, simulated_fleet
 from tests.support.simhosts import LAN_ADDRESS
@@ -50,7 +51,7 @@ def seed_cli_cache() -> None:
     for cli in (CLAUDE, CODEX, GEMINI):
         try:
             clicache.install(cli)
-        except clicache.CliInstallError as e:
+        except ArtifactError as e:
             pytest.skip(f"{cli.package} cannot be installed: {e}")
         link = clicache.package_dir(cli, CACHE / "fleetctl" / "llm-clis")
         if link.is_symlink() and not link.exists():  # the cache it pointed to was cleared

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl.artifacts import wheelhouse
+from fleetctl.artifacts import pollerwheel
 from fleetctl.hostside import lock_program
 from fleetctl.reconcile.sessions import LOCK_FILE
 from tests.e2e.fleet_env import (
@@ -71,7 +71,7 @@ def test_first_apply_brings_up_the_broker_tunnels_and_every_poller(fleet_env: Fl
     for wid, result in results.items():
         assert result["worker_id"] == wid
         assert result["status"] == "completed", result
-        assert result["poller_version"] == wheelhouse.poller_version()  # the plan's build
+        assert result["poller_version"] == pollerwheel.poller_version()  # the plan's build
 
 
 def test_task_send_waits_for_results_through_an_ssh_forward_to_the_broker(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetctl.artifacts import clicache, clilock
+from fleetctl.artifacts.errors import ArtifactError
 from tests.support.fakecli import CLI
 from tests.support.npm_registry import Registry, running_registry
 
@@ -69,7 +70,7 @@ def test_a_tarball_that_differs_from_the_lock_is_refused_and_nothing_is_cached(
     clilock.write_lock(CLI, tmp_path / "locks", platforms=(("linux", "x64", "glibc"),))
     publish(registry, tmp_path / POSTINSTALL_RAN, says="pwned")  # same version, other bytes
     npm_cache(monkeypatch, tmp_path / "npm-cache-2")
-    with pytest.raises(clicache.CliInstallError, match="EINTEGRITY"):
+    with pytest.raises(ArtifactError, match="EINTEGRITY"):
         clicache.install(CLI, tmp_path / "cache", tmp_path / "locks")
     assert list((tmp_path / "cache").iterdir()) == [tmp_path / "cache" / ".lock"]
     assert not (tmp_path / POSTINSTALL_RAN).exists()

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from fleetctl.artifacts import clibundle, clicache
+from fleetctl.artifacts import clibundle
+from fleetctl.artifacts.errors import ArtifactError, Tampered
 from fleetctl.reconcile import agent_client
 from poller.backends import CliPackage
 from tests.support.fakecli import CLI, cached_cli
@@ -123,7 +124,7 @@ def test_a_tampered_cache_entry_is_not_bundled(tmp_path: Path) -> None:
     script.write_text("#!/bin/sh\necho pwned\n")  # the hard link beside it changes too
     with (
         clibundle.Bundles(tmp_path / "cache", tmp_path / "locks") as bundles,
-        pytest.raises(clicache.CliTampered) as caught,
+        pytest.raises(Tampered) as caught,
     ):
         bundles.get(CLI)
     assert "node_modules/@scope/fake-cli differs from its recorded contents" in str(caught.value)
@@ -163,7 +164,7 @@ def test_a_script_without_node_in_the_registry_is_refused(tmp_path: Path) -> Non
     native_only = CliPackage(CLI.package, CLI.version, CLI.bin, node=None)
     cached_cli(tmp_path / "cache", tmp_path / "locks", cli=native_only)
     (tmp_path / "out").mkdir()
-    with pytest.raises(clicache.CliInstallError, match=r"needs no Node\.js"):
+    with pytest.raises(ArtifactError, match=r"needs no Node\.js"):
         clibundle.build(native_only, tmp_path / "out", tmp_path / "cache", tmp_path / "locks")
 
 

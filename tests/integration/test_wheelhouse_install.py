@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from fleetctl.artifacts import wheelhouse
-from fleetctl.artifacts.wheelhouse import Target, Wheelhouse, WheelhouseError
+from fleetctl.artifacts import pollerwheel, wheelhouse
+from fleetctl.artifacts.errors import ArtifactError
+from fleetctl.artifacts.hostpython import Target
+from fleetctl.artifacts.wheelhouse import Wheelhouse
 from fleetctl.reconcile import agent_client
 from tests.support.natsserver import free_port
 
@@ -52,7 +54,7 @@ def host_env() -> dict[str, str]:
 def build_or_skip(target: Target, cache: Path) -> Wheelhouse:
     try:
         return wheelhouse.build(target, cache)
-    except WheelhouseError as e:
+    except ArtifactError as e:
         if "cannot reach the package index" in str(e):
             pytest.skip(f"no network to fetch the dependency wheels: {e}")
         raise
@@ -87,7 +89,7 @@ def test_the_wheelhouse_installs_offline_and_runs(
     target = probe(python)
     cache = tmp_path / "cache"
     house = build_or_skip(target, cache)
-    assert house.version == wheelhouse.poller_version()
+    assert house.version == pollerwheel.poller_version()
     pips = [w for w in house.files if w.name.startswith("pip-")]
     assert len(pips) == 1 and pips[0].name.endswith("-py3-none-any.whl")
 
@@ -190,7 +192,7 @@ def test_an_unreachable_index_fails_every_host_at_once_after_one_attempt(
     def visit(_: int) -> str:
         try:
             builds.get(target)
-        except WheelhouseError as e:
+        except ArtifactError as e:
             return str(e)
         return "built"
 

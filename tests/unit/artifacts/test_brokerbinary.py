@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetctl.artifacts import brokerbinary
-from fleetctl.artifacts.wheelhouse import WheelhouseError
+from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.config.schema import ServerBinary
 from tests.support.example import EXAMPLE_FLEET, EXAMPLE_SERVERS, example_fleet_dir
 
@@ -48,14 +48,14 @@ def test_any_other_nats_server_is_refused(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("PATH", str(other.parent))
     found = brokerbinary.resolve(None)
     assert found.path is None and found.sha256 is None
-    with pytest.raises(WheelhouseError) as e:
+    with pytest.raises(ArtifactError) as e:
         found.checked()
     assert str(e.value).startswith(
         f"{other} (sha256 {_digest(other)}) is not the pinned nats-server 2.15.1: "
     )
     assert "server_binary" in str(e.value)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(WheelhouseError, match=r"^no nats-server binary here to deploy: install"):
+    with pytest.raises(ArtifactError, match=r"^no nats-server binary here to deploy: install"):
         brokerbinary.resolve(None).checked()
     assert not (tmp_path / "count").exists()  # neither was ever run
 
@@ -68,7 +68,7 @@ def test_the_operators_binary_is_taken_only_with_its_sha256(tmp_path: Path) -> N
     assert brokerbinary.desired_version(right) == f"sha256:{_digest(own)}"  # not its --version
 
     wrong = ServerBinary(path=str(own), sha256="0" * 64)
-    with pytest.raises(WheelhouseError) as e:
+    with pytest.raises(ArtifactError) as e:
         brokerbinary.desired_version(wrong)
     assert str(e.value) == (
         f"nats.server_binary: {own} has sha256 {_digest(own)}, fleet.yaml says {'0' * 64}: "
@@ -76,7 +76,7 @@ def test_the_operators_binary_is_taken_only_with_its_sha256(tmp_path: Path) -> N
     )
     assert not counter.exists()  # never run, neither the right one nor the wrong one
     missing = ServerBinary(path=str(tmp_path / "nope"), sha256="0" * 64)
-    with pytest.raises(WheelhouseError, match=r"cannot read .*nope \(No such file"):
+    with pytest.raises(ArtifactError, match=r"cannot read .*nope \(No such file"):
         brokerbinary.resolve(missing).checked()
 
 
@@ -175,3 +175,33 @@ def test_no_review_command_runs_the_binary_fleet_yaml_names(tmp_path: Path) -> N
         assert not marker.exists(), f"`fleetctl {' '.join(args)}` ran it"
         assert done.returncode == 0, (args, done.stderr)
         assert f"sha256:{_digest(own)}" in done.stdout, args  # the plan names it by its hash
+
+
+# --- where nats-server is found here ---------------------------------------------------------
+
+
+def _fake_nats_server(directory: Path, counter: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = directory / "nats-server"
+    binary.write_text(f"#!/bin/sh\necho x >> {counter}\necho 'nats-server: v9.9.9'\n")
+    binary.chmod(0o755)
+    return binary
+
+
+def test_nats_server_binary_prefers_the_one_beside_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    binary = _fake_nats_server(tmp_path / "venv" / "bin", tmp_path / "count")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
+    assert brokerbinary.nats_server_binary() == binary
+
+
+def test_nats_server_binary_falls_back_to_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "nowhere" / "python"))
+    on_path = _fake_nats_server(tmp_path / "path", tmp_path / "count")
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert brokerbinary.nats_server_binary() == on_path
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert brokerbinary.nats_server_binary() is None

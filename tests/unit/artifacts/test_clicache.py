@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fleetctl.artifacts import clicache
+from fleetctl.artifacts.errors import ArtifactError, Tampered
 from tests.support.fakecli import CLI, cached_cli, fake_tree
 
 
@@ -39,12 +40,12 @@ def test_a_planted_package_with_a_complete_marker_is_refused(tmp_path: Path) -> 
     evil = root / "node_modules" / "evil"
     evil.mkdir()
     (evil / "index.js").write_text("steal()\n")
-    with pytest.raises(clicache.CliTampered) as caught:
+    with pytest.raises(Tampered) as caught:
         clicache.installed(CLI, cache, locks)
     message = str(caught.value)
     assert "node_modules/@scope/fake-cli differs from its recorded contents" in message
     assert "node_modules/evil is not a package the lock records" in message
-    with pytest.raises(clicache.CliTampered):
+    with pytest.raises(Tampered):
         clicache.install(CLI, cache, locks)  # not installed over, not used
 
 
@@ -56,7 +57,7 @@ def test_a_tampered_file_in_a_cache_entry_is_refused_with_how_to_recover(tmp_pat
     stat = package_json.stat()
     package_json.write_text(package_json.read_text().replace("1.2.3", "6.6.6"))
     os.utime(package_json, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime put back
-    with pytest.raises(clicache.CliTampered) as caught:
+    with pytest.raises(Tampered) as caught:
         clicache.installed(CLI, cache, locks)
     assert str(caught.value) == (
         f"@scope/fake-cli 1.2.3 in the CLI cache ({root}) is not what npm installed from its "
@@ -72,7 +73,7 @@ def test_a_bin_link_out_of_the_packages_is_refused(tmp_path: Path) -> None:
     root = cached_cli(cache, locks)
     (root / "node_modules" / ".bin" / "fake").unlink()
     (root / "node_modules" / ".bin" / "fake").symlink_to("/usr/bin/env")
-    with pytest.raises(clicache.CliTampered, match=r"\.bin/fake is not a link to a file"):
+    with pytest.raises(Tampered, match=r"\.bin/fake is not a link to a file"):
         clicache.installed(CLI, cache, locks)
 
 
@@ -83,7 +84,7 @@ def test_an_entry_without_its_packages_is_refused(tmp_path: Path) -> None:
     for p in sorted(planted.rglob("*"), reverse=True):
         p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
     (planted / clicache.MARKER).write_text("{}\n")
-    with pytest.raises(clicache.CliTampered, match="node_modules/@scope/fake-cli is missing"):
+    with pytest.raises(Tampered, match="node_modules/@scope/fake-cli is missing"):
         clicache.installed(CLI, cache, locks)
 
 
@@ -98,7 +99,7 @@ def test_an_install_from_another_lock_is_not_this_one(tmp_path: Path) -> None:
 
 
 def test_no_lock_for_a_version_says_how_to_write_one(tmp_path: Path) -> None:
-    with pytest.raises(clicache.CliInstallError) as caught:
+    with pytest.raises(ArtifactError) as caught:
         clicache.installed(CLI, tmp_path / "cache", tmp_path / "locks")
     assert str(caught.value) == (
         f"no lock for @scope/fake-cli 1.2.3 in {tmp_path / 'locks' / '@scope+fake-cli@1.2.3'}: "
@@ -112,7 +113,7 @@ def test_without_npm_the_error_says_what_to_install(
 ) -> None:
     cached_cli(tmp_path / "elsewhere", tmp_path / "locks")  # the lock; not in this cache
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(clicache.CliInstallError, match="npm is not on PATH"):
+    with pytest.raises(ArtifactError, match="npm is not on PATH"):
         clicache.install(CLI, tmp_path / "cache", tmp_path / "locks")
 
 

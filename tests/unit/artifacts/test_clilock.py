@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetctl.artifacts import clilock
+from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.layout import cli_dir_name
 from poller.backends import BACKENDS, CliPackage
 
@@ -55,7 +56,7 @@ def test_a_version_without_a_lock_is_refused_and_the_message_says_how_to_add_one
     codex = BACKENDS["codex"].cli
     assert codex is not None
     other = dataclasses.replace(codex, version="0.172.0")
-    with pytest.raises(clilock.CliInstallError) as caught:
+    with pytest.raises(ArtifactError) as caught:
         clilock.load(other)
     assert str(caught.value) == (
         f"no lock for @openai/codex 0.172.0 in "
@@ -67,7 +68,7 @@ def test_a_version_without_a_lock_is_refused_and_the_message_says_how_to_add_one
     shutil.copytree(
         clilock.lock_dir(codex), tmp_path / "fleetctl" / "llm-cli-locks" / "@openai+codex@0.172.0"
     )
-    with pytest.raises(clilock.CliInstallError, match=r"package\.json must depend on exactly"):
+    with pytest.raises(ArtifactError, match=r"package\.json must depend on exactly"):
         clilock.load(other)
 
 
@@ -88,7 +89,7 @@ def test_a_lock_entry_without_integrity_is_refused(tmp_path: Path) -> None:
     trees = json.loads((where / clilock.TREES).read_text())
     trees["lock_sha256"] = hashlib.sha256(raw).hexdigest()
     (where / clilock.TREES).write_text(json.dumps(trees))
-    with pytest.raises(clilock.CliInstallError, match=f"node_modules/{cli.package} has no sha512"):
+    with pytest.raises(ArtifactError, match=f"node_modules/{cli.package} has no sha512"):
         clilock.load(cli, tmp_path)
 
 
@@ -96,7 +97,7 @@ def test_records_not_made_from_this_lock_are_refused(tmp_path: Path) -> None:
     cli, where = _copy(tmp_path)
     raw = (where / "package-lock.json").read_text()
     (where / "package-lock.json").write_text(raw.replace('"requires": true', '"requires": false'))
-    with pytest.raises(clilock.CliInstallError, match=r"trees\.json was not made from this"):
+    with pytest.raises(ArtifactError, match=r"trees\.json was not made from this"):
         clilock.load(cli, tmp_path)
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import poller
-from fleetctl.artifacts import wheelhouse
+from fleetctl.artifacts import pollerwheel
 
 REPORT = """
 import sys
@@ -23,7 +23,7 @@ print(stats.snapshot()["poller_version"])  # what every heartbeat and ping reply
 
 
 def test_an_installed_poller_reports_the_version_the_plan_shows(tmp_path: Path) -> None:
-    wheel = wheelhouse.build_poller_wheel(tmp_path / "dist")
+    wheel = pollerwheel.build_poller_wheel(tmp_path / "dist")
     target = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run(
@@ -40,7 +40,7 @@ def test_an_installed_poller_reports_the_version_the_plan_shows(tmp_path: Path) 
     )
     where, *versions = done.stdout.split()
     assert Path(where).is_relative_to(target)
-    assert versions == [wheelhouse.poller_version()] * 3
+    assert versions == [pollerwheel.poller_version()] * 3
     assert "+" in versions[0]
 
 
