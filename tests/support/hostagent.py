@@ -31,9 +31,10 @@ def agent_namespace() -> dict[str, Any]:
 class FakeSpawn:
     """Stands in for the agent's `spawn`: records each argv (and env, when one is given)
     and answers (exit code, output) from `answers`, keyed by the argv's first words (the
-    longest key that matches wins); anything else exits 0 with no output."""
+    longest key that matches wins; None: it ran past its timeout); anything else exits 0
+    with no output."""
 
-    answers: Mapping[tuple[str, ...], tuple[int, bytes]] = field(default_factory=dict)
+    answers: Mapping[tuple[str, ...], tuple[int, bytes] | None] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
     envs: list[dict[str, str] | None] = field(default_factory=list)
     timeouts: list[float] = field(default_factory=list)
@@ -69,7 +70,9 @@ class Agent:
         return self.ns[f"op_{name}"]
 
 
-def fake_agent(answers: Mapping[tuple[str, ...], tuple[int, bytes]] | None = None) -> Agent:
+def fake_agent(
+    answers: Mapping[tuple[str, ...], tuple[int, bytes] | None] | None = None,
+) -> Agent:
     ns = agent_namespace()
     spawn = FakeSpawn(dict(answers or {}))
     events: list[dict[str, Any]] = []
