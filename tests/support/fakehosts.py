@@ -77,6 +77,7 @@ class FakeHost(Transport):
     fail_step: int | None = None
     fail_error: str = "stand-in failure"
     unreachable: bool = False
+    holder: Mapping[str, str] | None = None  # another apply's, holding the lock
     bus_port: int | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)  # the agent's, in order
     closed: bool = False
@@ -129,7 +130,11 @@ class FakeHost(Transport):
         self.log.add(self.name, "put", remote)
 
     def hold(self, argv: Sequence[str]) -> Held:
-        raise AssertionError(f"{self.name}: no lock in these tests")
+        """The host's apply lock (fleetctl/hostside/lock.py): granted unless `holder` says
+        who holds it; observe requests sent through it are answered with `facts`."""
+        self._check()
+        self.log.add(self.name, "lock")
+        return FakeLock(self)
 
     @contextlib.contextmanager
     def forward(self, host: str, port: int) -> Iterator[int]:
@@ -141,6 +146,29 @@ class FakeHost(Transport):
 
     def close(self) -> None:
         self.closed = True
+
+
+class FakeLock(Held):
+    """The lock process's side of its protocol: one line saying whether the lock was
+    taken, then one answer line per observe request."""
+
+    def __init__(self, host: FakeHost) -> None:
+        self._host = host
+        self._sending = threading.Lock()
+        answer = {"locked": False, "holder": dict(host.holder)} if host.holder else {"locked": True}
+        self._lines = [json.dumps(answer)]
+
+    def readline(self) -> bytes:
+        return (self._lines.pop(0) + "\n").encode() if self._lines else b""
+
+    def _send(self, data: bytes) -> None:
+        if data.strip():  # not a heartbeat
+            self._host.requests.append(json.loads(data))
+            self._host.log.add(self._host.name, "observe under the lock")
+            self._lines.append(json.dumps(dict(self._host.facts)))
+
+    def _close(self) -> None:
+        self._host.log.add(self._host.name, "unlock")
 
 
 def _lines(items: Sequence[str]) -> bytes:
