@@ -12,9 +12,10 @@ import time
 import pytest
 
 from fleetctl import layout
+from fleetctl.bus.names import NatsNames
 from fleetctl.reconcile import rollout
 from fleetctl.reconcile.facts import ObservedBus
-from fleetctl.reconcile.rollout import CHECK_STEP, HostResult
+from fleetctl.reconcile.rollout import CHECK_STEP, DRAIN_STEP, HostResult
 from tests.support.driftedfleet import (
     BROKER,
     BROKER_PROGRAM,
@@ -23,6 +24,7 @@ from tests.support.driftedfleet import (
     NODE2,
     NODE_PROGRAM,
     TUNNEL,
+    converged_bus,
     live_view,
     stand_ins,
 )
@@ -158,3 +160,41 @@ def test_the_reporter_hears_each_step_and_each_host_once_done(slept: Log) -> Non
         (BROKER, CHECK_STEP, "0/0"),
         (BROKER, "finished", "True"),
     ]
+
+
+def with_departed_consumer(queued: int) -> ObservedBus:
+    """The converged bus plus the consumer of a worker that left fleet.yaml."""
+    bus = converged_bus(live_view(stand_ins(Log())).desired)
+    key = f"consumer AF_TASKS/{NatsNames.consumer('old')}"
+    return dataclasses.replace(
+        bus,
+        resources={**bus.resources, key: {"durable_name": "worker-old"}},
+        managed=bus.managed | {key},
+        queued={key: queued},
+    )
+
+
+def test_a_departing_worker_with_queued_tasks_is_drained_before_the_broker_is_touched(
+    slept: Log,
+) -> None:
+    view = live_view(stand_ins(slept), bus=with_departed_consumer(queued=2))
+    assert view.plan.bus is not None
+    assert [(c.action, c.name) for c in view.plan.bus.changes] == [
+        ("delete", "AF_TASKS/worker-old")
+    ]
+    assert rollout.departing(view) == ["old"]
+    # No store here, so no creds to read its tasks as: the broker's wave (whose config
+    # would revoke the worker) waits for the next run; the other hosts go on.
+    results = rollout.apply(view)
+    assert [(r.name, r.ok, r.steps, r.failed_step, r.error) for r in results] == [
+        (BROKER, False, 0, DRAIN_STEP, "no credentials left for old to read its queued tasks with"),
+        (NODE1, True, len(NODE_PROGRAM) - 1, None, None),
+        (NODE2, True, len(NODE_PROGRAM) - 1, None, None),
+    ]
+    assert slept.of(BROKER) == []
+
+
+def test_a_departing_worker_with_nothing_queued_needs_no_drain() -> None:
+    view = live_view(stand_ins(Log()), bus=with_departed_consumer(queued=0))
+    assert view.plan.bus is not None and len(view.plan.bus.changes) == 1
+    assert rollout.departing(view) == []
