@@ -95,7 +95,7 @@ class Config:
     max_task_bytes: int = 1024 * 1024
     output_cap: int = 256 * 1024
     result_store_retry: float = 30.0
-    # Seconds a task's lease lives without a refresh; None: LEASE_TTL_ACK_WAITS x ack_wait.
+    # Seconds a task's lease lives without a refresh; None: lease.TTL_ACK_WAITS x ack_wait.
     lease_ttl: int | None = None
     log_level: str = "info"
     spend_bucket: str = "AF_SPEND"

@@ -21,6 +21,7 @@ once each: the worker id in the key scopes the lease to one worker.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -41,6 +42,9 @@ REMOVED = ("DEL", "PURGE")
 TIMEOUT = 5.0
 # A released key (a delete marker) need not stay: the next take handles a marker or nothing.
 MARKER_TTL = 60
+# A lease outlives this many ack waits without a refresh: a poller frozen for less than that
+# keeps its task; a dead one's task runs again after at most that long.
+TTL_ACK_WAITS = 3
 
 
 @dataclass
@@ -60,6 +64,11 @@ class Held:
     ttl: float
     revision: int = 0
     value: dict[str, Any] | None = None
+
+
+def ttl_for(cfg: Config, ack_wait: float) -> int:
+    """Whole seconds (what `Nats-TTL` takes): LEASE_TTL, else TTL_ACK_WAITS ack waits."""
+    return cfg.lease_ttl or max(math.ceil(TTL_ACK_WAITS * ack_wait), 1)
 
 
 def holder_id() -> str:

@@ -64,6 +64,19 @@ class Rejection:
     task_id: str | None = None  # set only when it is a valid subject token
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """One delivery of a task message, as the delivery flow sees it: which stream message
+    (`seq`), its delivery count (`attempt`), and what was published. `msg` is the bus's own
+    handle on it, for acks; only poller/jetstream.py touches it."""
+
+    seq: int
+    attempt: int
+    subject: str
+    data: bytes
+    msg: Any = field(default=None, compare=False, repr=False)
+
+
 def _recover_id(obj: dict[str, Any]) -> str | None:
     tid = obj.get("task_id")
     return tid if isinstance(tid, str) and is_token(tid) else None

@@ -14,11 +14,12 @@ from typing import Any
 
 import nats
 
-from poller import runner
+from poller import lease, runner
 from poller.config import Config
 from poller.delivery import Delivery
 from poller.heartbeat import Stats, beat
 from poller.inboxes import unpredictable_inboxes
+from poller.jetstream import JetStreamBus, delivered
 from poller.logs import Logger
 from poller.pull import Puller, Pullers
 
@@ -126,6 +127,20 @@ class Worker:
             pause = min(pause * 2, MAX_BACKOFF)
         return None
 
+    def _delivery(self, js: Any, ack_wait: float, max_deliver: int | None) -> Delivery:
+        """The delivery flow, on this connection's JetStream."""
+        ttl = lease.ttl_for(self.cfg, ack_wait)
+        bus = JetStreamBus(self.cfg, js, self.log, ttl)
+        return Delivery(
+            self.cfg,
+            bus,
+            self.log,
+            self.stats,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            lease_ttl=ttl,
+        )
+
     async def _on_ping(self, msg: Any) -> None:
         if msg.reply:
             with contextlib.suppress(Exception):
@@ -151,7 +166,7 @@ class Worker:
             bound = await self._bind(js)
             if bound is None:
                 return
-            self.delivery = Delivery(self.cfg, self.nc, js, self.log, self.stats, *bound)
+            self.delivery = self._delivery(js, *bound)
             self.stats.state = "running"
             running = await self._loop(self.delivery)
             await self._drain(running, self.delivery)
@@ -198,14 +213,15 @@ class Worker:
                     slots.release()
                     break
                 try:
-                    joined = delivery.join_if_running(msg)
+                    d = delivered(msg)
+                    joined = delivery.join_if_running(d)
                 except Exception as e:  # the puller hands on only tasks: never die of one
                     self.log.error("unexpected_message", error=repr(e), why="not a task")
                     joined = True
                 if joined:
                     slots.release()
                     continue
-                task = asyncio.create_task(delivery.handle(msg))
+                task = asyncio.create_task(delivery.handle(d))
                 running.add(task)
                 task.add_done_callback(running.discard)
                 task.add_done_callback(lambda _t: slots.release())

@@ -267,7 +267,7 @@ def test_fuzzed_tasks_end_once_on_their_first_delivery(
             assert attempts <= {1}
             assert consumer.num_redelivered == 0
             assert poller.proc is not None and poller.proc.poll() is None, "the poller died"
-            errors = {"task_error", "result_error", "not_a_task_delivery"}
+            errors = {"task_error", "result_error", "unexpected_message"}
             assert [e for e in poller.events() if e.get("event") in errors] == []
             # Not vacuous: plenty of both, every kind of ending.
             assert kinds["dead"] >= 100 and kinds["ran"] >= 40, kinds

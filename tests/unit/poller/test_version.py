@@ -13,11 +13,11 @@ from fleetctl.artifacts import pollerwheel
 REPORT = """
 import sys
 sys.path.insert(0, sys.argv[1])
-import poller, poller.delivery, poller.heartbeat
+import poller, poller.records, poller.heartbeat
 stats = poller.heartbeat.Stats(worker_id="w1", backend="command", llm="command", concurrency=1)
 print(poller.__file__)
 print(poller.__version__)
-print(poller.delivery.__version__)  # what every result carries
+print(poller.records.__version__)  # what every result carries
 print(stats.snapshot()["poller_version"])  # what every heartbeat and ping reply carries
 """
 

@@ -1,0 +1,139 @@
+"""What the poller stores on the bus, built in one place: a task's result and a dead letter.
+
+A result is made three ways: from the CLI's run (`ran`), from a run whose output could not
+be read (`unread`: a poller bug still ends in a result, never in a rerun), and for a task
+refused before anything ran (`rejected`). All three start from `_base`, which fills in what
+the worker and this host say about themselves. Schemas: docs/messages.md. Pure: no bus, no
+process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from poller import __version__, backends, pricing
+from poller.config import Config
+from poller.messages import Delivered, Result, Task
+from poller.runner import RunOutcome
+
+DEAD_TASK_KEEP = 512 * 1024  # the original task is embedded in a dead letter up to this size
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+
+
+def _base(
+    cfg: Config,
+    host: str,
+    task_id: str,
+    attempt: int,
+    status: str,
+    started: float,
+    ended: float,
+    duration: float,
+) -> Result:
+    """A result with no output, no exit code and nothing from the task."""
+    return Result(
+        task_id=task_id,
+        worker_id=cfg.worker_id,
+        backend=cfg.backend,
+        llm=cfg.llm,
+        model=cfg.model,
+        status=status,
+        exit_code=None,
+        output="",
+        output_truncated=False,
+        output_bytes=0,
+        stderr_tail="",
+        started_at=iso(started),
+        ended_at=iso(ended),
+        duration_s=round(duration, 3),
+        attempt=attempt,
+        host=host,
+        poller_version=__version__,
+    )
+
+
+def ran(cfg: Config, host: str, task: Task, out: RunOutcome, attempt: int) -> Result:
+    """The result of a CLI that ran: its answer, usage and cost read from its output."""
+    text = out.stdout.decode(errors="replace")
+    stderr = out.stderr_tail.decode(errors="replace")
+    parsed = backends.parse_output(cfg.backend, text, not out.stdout_truncated, stderr)
+    if out.timed_out:
+        status = "timeout"
+    elif out.returncode == 0 and not parsed.is_error:
+        status = "completed"
+    else:
+        status = "failed"
+    cost_usd, cost_source = pricing.cost(parsed, cfg.price, cfg.trust_reported_cost)
+    base = _base(cfg, host, task.task_id, attempt, status, out.started, out.ended, out.duration)
+    return replace(
+        base,
+        exit_code=out.returncode,
+        output=parsed.output,
+        output_truncated=out.stdout_truncated,
+        output_bytes=out.stdout_bytes,
+        stderr_tail=stderr,
+        usage=parsed.usage,
+        cost_usd=cost_usd,
+        cost_source=cost_source,
+        task_type=task.task_type,
+        reply_to=task.reply_to,
+        sender=task.sender,
+        metadata=task.metadata,
+        labels=dict(cfg.labels),
+    )
+
+
+def unread(cfg: Config, host: str, task: Task, out: RunOutcome, attempt: int, error: str) -> Result:
+    """A `failed` result with nothing read from the CLI's output, and the reason."""
+    base = _base(cfg, host, task.task_id, attempt, "failed", out.started, out.ended, out.duration)
+    return replace(
+        base,
+        exit_code=out.returncode,
+        output_truncated=out.stdout_bytes > 0,
+        output_bytes=out.stdout_bytes,
+        error=error,
+        cost_source="unknown",
+    )
+
+
+def rejected(cfg: Config, host: str, task_id: str, attempt: int, reason: str, now: float) -> Result:
+    """A task refused before anything ran (bad input, over budget): why, and nothing else."""
+    base = _base(cfg, host, task_id, attempt, "rejected", now, now, 0.0)
+    return replace(base, labels=dict(cfg.labels), error=reason)
+
+
+def status_of(data: bytes) -> str | None:
+    """The `status` of a stored result (our own subject: our own JSON), None if unreadable."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    status = obj.get("status") if isinstance(obj, dict) else None
+    return status if isinstance(status, str) else None
+
+
+def dead_letter(cfg: Config, d: Delivered, task_id: str | None, reason: str, now: float) -> bytes:
+    """The dead letter of a delivery: why, which attempt, and the task as received (up to
+    DEAD_TASK_KEEP bytes) so that `fleetctl dead replay` can send it again."""
+    record: dict[str, Any] = {
+        "version": 1,
+        "worker_id": cfg.worker_id,
+        "task_id": task_id,
+        "reason": reason,
+        "attempt": d.attempt,
+        "stream": cfg.task_stream,
+        "stream_seq": d.seq,
+        "subject": d.subject,
+        "at": iso(now),
+        "task_bytes": len(d.data),
+    }
+    if len(d.data) <= DEAD_TASK_KEEP:
+        record["task_b64"] = base64.b64encode(d.data).decode()
+    return json.dumps(record).encode()

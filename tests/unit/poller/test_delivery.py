@@ -1,0 +1,436 @@
+"""The delivery flow against a bus in memory: exactly which bus operations each way a task
+can end produces, in order, as data. The CLI is the real runner with the STAND-IN claude CLI
+(tests/support/standin_cli: not the real one); only the bus is a fake, since the flow's
+decisions are pure logic. The same flow on a real nats-server: tests/integration/
+test_poller_delivery.py, test_poller_lease.py, test_budgets.py."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from poller import config, delivery, records
+from poller.delivery import Delivery
+from poller.heartbeat import Stats
+from poller.lease import Held, Lease
+from poller.logs import Logger
+from poller.messages import Delivered
+from tests.support.poller_harness import STANDIN, directive, standin_records
+
+T = TypeVar("T")
+SEQ = 7
+COST = 0.0123  # what the stand-in claude CLI reports by default
+
+
+class FakeBus:
+    """The bus as the flow sees it (`delivery.Bus`), in memory. Every request is recorded as
+    a tuple; a request named in `fail` raises, as one to a bus that is away would. `held`:
+    another poller holds every lease. `stored`: results already on the bus, by task id."""
+
+    def __init__(
+        self,
+        *,
+        fail: tuple[str, ...] = (),
+        over: str | None = None,
+        held: Held | None = None,
+        stored: dict[str, bytes] | None = None,
+    ) -> None:
+        self.ops: list[tuple[Any, ...]] = []
+        self.fail, self.over, self.held = fail, over, held
+        self.stored = dict(stored or {})
+        self.dead: list[dict[str, Any]] = []
+
+    def _request(self, *op: Any) -> None:
+        self.ops.append(op)
+        if op[0] in self.fail:
+            raise ConnectionError(f"{op[0]}: no responders")
+
+    async def last_result(self, task_id: str) -> bytes | None:
+        self._request("last_result", task_id)
+        return self.stored.get(task_id)
+
+    async def publish_result(self, task_id: str, data: bytes) -> None:
+        self._request("publish_result", task_id, json.loads(data)["status"])
+        self.stored[task_id] = data
+
+    async def publish_dead_letter(self, data: bytes) -> None:
+        letter = json.loads(data)
+        self._request("publish_dead_letter", letter["reason"])
+        self.dead.append(letter)
+
+    async def ack(self, d: Delivered) -> None:
+        self._request("ack", d.seq)
+
+    async def nak(self, d: Delivered, delay: float | None) -> None:
+        self._request("nak", d.seq, delay)
+
+    async def term(self, d: Delivered) -> None:
+        self._request("term", d.seq)
+
+    async def in_progress(self, d: Delivered) -> None:
+        self._request("in_progress", d.seq)
+
+    async def take_lease(self, task_id: str, stream_seq: int) -> Lease | Held:
+        self._request("take_lease", task_id, stream_seq)
+        return self.held or Lease(task_id, 1)
+
+    def lease_holder_gone(self, held: Held) -> bool:
+        return False
+
+    async def take_over_lease(self, task_id: str, stream_seq: int, held: Held) -> Lease | Held:
+        self._request("take_over_lease", task_id, stream_seq)
+        return Lease(task_id, 2)
+
+    async def refresh_lease(self, lease: Lease, stream_seq: int) -> bool:
+        self._request("refresh_lease", lease.task_id)
+        return True
+
+    async def release_lease(self, lease: Lease) -> None:
+        self._request("release_lease", lease.task_id)
+
+    async def over_budget(self) -> str | None:
+        self._request("over_budget")
+        return self.over
+
+    async def add_spend(self, cost_usd: float) -> None:
+        self._request("add_spend", cost_usd)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def flow(work: Path, bus: FakeBus, max_deliver: int = 3, **env: str) -> Delivery:
+    """The flow of worker w1 with the stand-in claude CLI; ack_wait long enough that no
+    progress signal falls within a test unless a reconnect asks for one."""
+    (work / "repo").mkdir(exist_ok=True)
+    cfg = config.load(
+        {
+            "WORKER_ID": "w1",
+            "NATS_URL": "nats://127.0.0.1:4222",
+            "MODEL_BACKEND": "claude",
+            "CLAUDE_BIN": str(STANDIN / "fake-claude"),
+            "WORK_BASE": str(work),
+            "WORK_DIR": str(work / "repo"),
+            "HOME": str(work),
+            "WORKER_LABELS": '{"team": "core"}',
+            **env,
+        }
+    )
+    stats = Stats("w1", cfg.backend, cfg.llm, 1)
+    log = Logger("error", stream=(work / "poller.log").open("a"))
+    return Delivery(cfg, bus, log, stats, ack_wait=600, max_deliver=max_deliver, lease_ttl=1800)
+
+
+def task(task_id: str = "t1", attempt: int = 1, seq: int = SEQ, **fields: Any) -> Delivered:
+    body = {"task_id": task_id, "instructions": "say hi", **fields}
+    data = json.dumps(body).encode()
+    return Delivered(seq, attempt, "af.task.w1", data)
+
+
+def raw(data: bytes, attempt: int = 1) -> Delivered:
+    return Delivered(SEQ, attempt, "af.task.w1", data)
+
+
+def result(bus: FakeBus, task_id: str = "t1") -> dict[str, Any]:
+    return dict(json.loads(bus.stored[task_id]))
+
+
+@pytest.fixture(autouse=True)
+def _standin_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STANDIN_LOG", str(tmp_path / "standin.jsonl"))
+
+
+LEASED = [("take_lease", "t1", SEQ), ("last_result", "t1"), ("over_budget",)]
+
+
+def test_a_completed_task_counts_its_spend_stores_its_result_then_acks(tmp_path: Path) -> None:
+    bus = FakeBus()
+    run(flow(tmp_path, bus).handle(task()))
+    assert bus.ops == [
+        *LEASED,
+        ("add_spend", COST),
+        ("publish_result", "t1", "completed"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+    r = result(bus)
+    assert (r["status"], r["exit_code"], r["attempt"], r["cost_usd"]) == ("completed", 0, 1, COST)
+    assert (r["cost_source"], r["labels"], r["worker_id"]) == ("reported", {"team": "core"}, "w1")
+    assert len(standin_records(tmp_path, "start")) == 1
+
+
+def test_a_failed_cli_is_paid_for_stored_and_acked_like_a_completed_one(tmp_path: Path) -> None:
+    bus = FakeBus()
+    run(flow(tmp_path, bus).handle(task(instructions=directive(exit=3))))
+    assert bus.ops == [
+        *LEASED,
+        ("add_spend", COST),
+        ("publish_result", "t1", "failed"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+    assert result(bus)["exit_code"] == 3
+
+
+def test_a_timed_out_cli_without_a_cost_adds_no_spend(tmp_path: Path) -> None:
+    bus = FakeBus()
+    d = task(instructions=directive(sleep=20), timeout=0.3)
+    run(flow(tmp_path, bus, KILL_GRACE="1").handle(d))
+    assert bus.ops == [
+        *LEASED,
+        ("publish_result", "t1", "timeout"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+
+
+def test_a_result_that_cannot_be_stored_is_paid_for_and_nakd(tmp_path: Path) -> None:
+    bus = FakeBus(fail=("publish_result",))
+    run(flow(tmp_path, bus, RESULT_STORE_RETRY="0.1").handle(task()))
+    assert bus.ops == [
+        *LEASED,
+        ("add_spend", COST),
+        ("publish_result", "t1", "completed"),
+        ("nak", SEQ, 10.0),
+        ("release_lease", "t1"),
+    ]
+
+
+def test_a_result_is_retried_until_the_bus_takes_it(tmp_path: Path) -> None:
+    bus = FakeBus(fail=("publish_result",))
+    d = flow(tmp_path, bus, RESULT_STORE_RETRY="5")
+    stored = ("publish_result", "t1", "completed")
+
+    async def go() -> None:
+        handling = asyncio.create_task(d.handle(task()))
+        while bus.ops.count(stored) < 2:  # tried at once, then 0.25 s later
+            await asyncio.sleep(0.01)
+        bus.fail = ()  # the bus is back before the third try, 0.5 s later
+        await handling
+
+    run(go())
+    assert bus.ops == [
+        *LEASED,
+        ("add_spend", COST),
+        stored,
+        stored,
+        stored,
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+
+
+def test_a_result_not_stored_on_the_last_delivery_is_dead_lettered(tmp_path: Path) -> None:
+    bus = FakeBus(fail=("publish_result",))
+    run(flow(tmp_path, bus, RESULT_STORE_RETRY="0.1").handle(task(attempt=3)))
+    assert bus.ops == [
+        *LEASED,
+        ("add_spend", COST),
+        ("publish_result", "t1", "completed"),
+        ("publish_dead_letter", "cannot store the result"),
+        ("term", SEQ),
+        ("release_lease", "t1"),
+    ]
+    [letter] = bus.dead
+    assert (letter["task_id"], letter["attempt"], letter["stream_seq"]) == ("t1", 3, SEQ)
+    assert base64.b64decode(letter["task_b64"]) == task(attempt=3).data
+
+
+def test_undecodable_input_is_dead_lettered_without_a_lease_or_a_result(tmp_path: Path) -> None:
+    bus = FakeBus()
+    run(flow(tmp_path, bus).handle(raw(b"{not json")))
+    assert bus.ops == [
+        ("publish_dead_letter", "not JSON: Expecting property name enclosed in double quotes"),
+        ("term", SEQ),
+    ]
+    assert bus.dead[0]["task_id"] is None
+
+
+def test_bad_input_with_a_usable_id_gets_a_rejected_result_too(tmp_path: Path) -> None:
+    bus = FakeBus()
+    run(flow(tmp_path, bus).handle(task(instructions=5)))
+    why = "instructions must be a non-empty string"
+    assert bus.ops == [
+        ("publish_result", "t1", "rejected"),
+        ("publish_dead_letter", why),
+        ("term", SEQ),
+    ]
+    r = result(bus)
+    assert (r["error"], r["duration_s"], r["labels"]) == (why, 0.0, {"team": "core"})
+    assert "exit_code" not in r and r["output"] == "" and r["attempt"] == 1
+    assert not standin_records(tmp_path)
+
+
+def test_no_budget_left_is_a_rejection_under_the_lease(tmp_path: Path) -> None:
+    over = "over budget: worker w1 spent 1.00 of its daily_usd 1.00"
+    bus = FakeBus(over=over)
+    run(flow(tmp_path, bus).handle(task()))
+    assert bus.ops == [
+        *LEASED,
+        ("publish_result", "t1", "rejected"),
+        ("publish_dead_letter", over),
+        ("term", SEQ),
+        ("release_lease", "t1"),
+    ]
+    assert not standin_records(tmp_path)
+
+
+def test_a_budget_that_cannot_be_read_gives_the_task_back(tmp_path: Path) -> None:
+    bus = FakeBus(fail=("over_budget",))
+    run(flow(tmp_path, bus).handle(task()))
+    assert bus.ops == [*LEASED, ("nak", SEQ, 10.0), ("release_lease", "t1")]
+    assert not standin_records(tmp_path)
+
+
+def test_a_task_already_done_is_acked_without_running(tmp_path: Path) -> None:
+    bus = FakeBus(stored={"t1": b'{"status": "failed"}'})
+    run(flow(tmp_path, bus).handle(task()))
+    assert bus.ops == [
+        ("take_lease", "t1", SEQ),
+        ("last_result", "t1"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+    assert not standin_records(tmp_path)
+
+
+def test_a_rejection_stored_earlier_does_not_count_as_done(tmp_path: Path) -> None:
+    bus = FakeBus(stored={"t1": b'{"status": "rejected"}'})
+    run(flow(tmp_path, bus).handle(task()))
+    assert ("publish_result", "t1", "completed") in bus.ops
+    assert len(standin_records(tmp_path, "start")) == 1
+
+
+def test_a_task_leased_elsewhere_waits_out_the_holders_ttl(tmp_path: Path) -> None:
+    bus = FakeBus(held=Held("host-b/42/abc", 7.0))
+    run(flow(tmp_path, bus).handle(task()))
+    assert bus.ops == [("take_lease", "t1", SEQ), ("nak", SEQ, 7.5)]
+    assert not standin_records(tmp_path)
+
+
+def test_a_lease_that_cannot_be_taken_gives_the_task_back(tmp_path: Path) -> None:
+    bus = FakeBus(fail=("take_lease",))
+    run(flow(tmp_path, bus).handle(task(attempt=3)))
+    assert bus.ops == [
+        ("take_lease", "t1", SEQ),
+        ("publish_dead_letter", "lease: ConnectionError('take_lease: no responders')"),
+        ("term", SEQ),
+    ]
+
+
+def test_a_cli_that_cannot_start_gives_the_task_back(tmp_path: Path) -> None:
+    bus = FakeBus()
+    run(flow(tmp_path, bus, CLAUDE_BIN=str(tmp_path / "no-such-cli")).handle(task()))
+    assert bus.ops == [*LEASED, ("nak", SEQ, 10.0), ("release_lease", "t1")]
+
+
+def test_output_that_cannot_be_read_still_ends_in_a_result_and_an_ack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(*_: Any) -> None:
+        raise KeyError("a bug reading the output")
+
+    monkeypatch.setattr(records, "ran", bug)
+    bus = FakeBus()
+    run(flow(tmp_path, bus).handle(task()))
+    assert bus.ops == [
+        *LEASED,
+        ("publish_result", "t1", "failed"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+    r = result(bus)
+    assert r["error"] == "poller error: KeyError('a bug reading the output')"
+    assert (r["cost_source"], r["output"], r["exit_code"]) == ("unknown", "", 0)
+
+
+async def started(work: Path, n: int = 1) -> None:
+    while len(standin_records(work, "start")) < n:
+        await asyncio.sleep(0.01)
+
+
+def test_a_shutdown_releases_the_lease_before_giving_the_task_back(tmp_path: Path) -> None:
+    """So the next delivery, at once, finds the lease free (not nak'd for its TTL)."""
+    bus = FakeBus()
+    d = flow(tmp_path, bus)
+
+    async def go() -> None:
+        handling = asyncio.create_task(d.handle(task(instructions=directive(sleep=30))))
+        await started(tmp_path)
+        handling.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await handling
+
+    run(go())
+    assert bus.ops == [*LEASED, ("release_lease", "t1"), ("nak", SEQ, None)]
+
+
+def test_a_second_message_of_a_running_task_is_settled_with_it(tmp_path: Path) -> None:
+    bus = FakeBus()
+    d = flow(tmp_path, bus)
+
+    async def go() -> None:
+        first = asyncio.create_task(d.handle(task(instructions=directive(sleep=0.5))))
+        await started(tmp_path)
+        await d.handle(task(seq=SEQ + 1))  # the same id again: joins, runs nothing
+        assert d.join_if_running(task(attempt=2))  # a redelivery of the first: joins too
+        await first
+
+    run(go())
+    assert bus.ops == [
+        *LEASED,
+        ("add_spend", COST),
+        ("publish_result", "t1", "completed"),
+        ("ack", SEQ),
+        ("ack", SEQ + 1),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+    assert len(standin_records(tmp_path, "start")) == 1
+
+
+def test_a_reconnect_signals_progress_and_refreshes_the_lease_at_once(tmp_path: Path) -> None:
+    bus = FakeBus()
+    d = flow(tmp_path, bus)
+
+    async def go() -> None:
+        handling = asyncio.create_task(d.handle(task(instructions=directive(sleep=1))))
+        await started(tmp_path)
+        d.reconnected()
+        deadline = time.monotonic() + 0.9
+        while ("refresh_lease", "t1") not in bus.ops and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await handling
+
+    run(go())
+    assert bus.ops == [
+        *LEASED,
+        ("in_progress", SEQ),
+        ("refresh_lease", "t1"),
+        ("add_spend", COST),
+        ("publish_result", "t1", "completed"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+
+
+def test_the_flow_makes_no_bus_call_of_its_own() -> None:
+    """Everything on the bus goes through `Bus`: the flow imports no NATS client."""
+    tree = ast.parse(Path(delivery.__file__).read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+    assert not {n for n in names if n.split(".")[0] == "nats" or n == "poller.jetstream"}
+    assert "nats" not in {a.id for a in ast.walk(tree) if isinstance(a, ast.Name)}
