@@ -202,9 +202,9 @@ class Delivery:
         if self._join_same_task(held):
             return
         self.stats.running[held.seq] = (task.task_id, time.monotonic())
-        refused = await self._take_lease(held, task)
-        if refused is not None:
-            await self._end(held, refused)
+        not_ours = await self._take_lease(held, task)
+        if not_ours is not None:
+            await self._end(held, not_ours)
             return
         try:
             await self._end(held, await self._leased(held, task))
@@ -280,10 +280,10 @@ class Delivery:
         run, and its result then replaces the rejection on the subject."""
         try:
             stored = await self.bus.last_result(task.task_id)
+            if stored is None or records.status_of(stored) == "rejected":
+                return None
         except Exception as e:
             return Retry(f"result lookup: {e!r}")
-        if stored is None or records.status_of(stored) == "rejected":
-            return None
         self.log.info("already_done", task_id=task.task_id, attempt=held.attempt)
         self.stats.count("already_done")
         return DONE
