@@ -49,11 +49,11 @@ def measure(url: str, fleet_path: str, task_id: str, looks: int) -> dict[str, An
         look_once(client, task_id)  # connections and imports warmed up
         times, msgs = [], []
         for _ in range(looks):
-            before = client._nc.stats["out_msgs"]
+            before = client._conn.nc.stats["out_msgs"]
             t0 = time.perf_counter()
             found = look_once(client, task_id)
             times.append(time.perf_counter() - t0)
-            msgs.append(client._nc.stats["out_msgs"] - before)
+            msgs.append(client._conn.nc.stats["out_msgs"] - before)
     return {
         "fleetctl": str(Path(fleetctl.__file__).resolve().parents[1]),
         "states": ", ".join(sorted(f"{r.worker_id} {r.status}" for r in found)),

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The JetStream API's subject prefix: every request to it (streams, consumers, message gets,
+# the account's info) is a subject under this, and permissions name them the same way.
+JS_API = "$JS.API"
+
 
 @dataclass(frozen=True)
 class NatsNames:
@@ -78,6 +82,10 @@ class NatsNames:
     def record(self, task_id: str) -> str:
         """One task's record key (`task_id` is one subject token; `*` for every task)."""
         return f"$KV.{self.record_bucket}.{task_id}"
+
+    def spend(self, key: str) -> str:
+        """One spend counter (`worker.<id>.<day>`, `fleet.<day>`; poller/budget.py)."""
+        return f"$KV.{self.spend_bucket}.{key}"
 
     def spend_of(self, worker_id: str) -> str:
         """One worker's daily spend keys (`worker.<worker_id>.<day>`)."""

@@ -1,6 +1,7 @@
 """The publisher's few conversations with JetStream: publish a task, read stored messages by
-subject or sequence, look at a worker's consumer. Raw API requests, as the publisher's
-permissions name them (fleetctl/identity/natsaccess.py `publisher_permissions`)."""
+subject or sequence, look at a worker's consumer, purge dead letters. Raw API requests, as
+the publisher's permissions name them (fleetctl/identity/natsaccess.py
+`publisher_permissions`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetctl.bus.client import TIMEOUT, BusError
+from fleetctl.bus.names import JS_API
 
-API = "$JS.API"
 BATCH = 256  # messages per batched direct get
 
 
@@ -68,7 +69,7 @@ async def direct_batch(nc: Any, stream: str, body: dict[str, Any]) -> list[Store
     sub = await nc.subscribe(inbox)
     found: list[Stored] = []
     try:
-        await nc.publish(f"{API}.DIRECT.GET.{stream}", json.dumps(body).encode(), reply=inbox)
+        await nc.publish(f"{JS_API}.DIRECT.GET.{stream}", json.dumps(body).encode(), reply=inbox)
         while True:
             try:
                 msg = await sub.next_msg(timeout=TIMEOUT)
@@ -99,7 +100,7 @@ async def direct_get(nc: Any, stream: str, subject: str) -> Stored | None:
     """The last message on one subject, named in the request subject (what a permission
     can restrict to one key); None when there is none, or a KV key's last write deleted it."""
     try:
-        msg = await nc.request(f"{API}.DIRECT.GET.{stream}.{subject}", b"", timeout=TIMEOUT)
+        msg = await nc.request(f"{JS_API}.DIRECT.GET.{stream}.{subject}", b"", timeout=TIMEOUT)
     except Exception as e:
         raise _failed(f"reading {subject} from {stream}", e) from None
     headers = msg.headers or {}
@@ -142,7 +143,7 @@ async def msg_get(nc: Any, stream: str, body: dict[str, Any]) -> Stored | None:
     without direct gets); None when there is none."""
     try:
         reply = await nc.request(
-            f"{API}.STREAM.MSG.GET.{stream}", json.dumps(body).encode(), timeout=TIMEOUT
+            f"{JS_API}.STREAM.MSG.GET.{stream}", json.dumps(body).encode(), timeout=TIMEOUT
         )
     except Exception as e:
         raise BusError(f"reading {stream}: {type(e).__name__}") from None
@@ -175,7 +176,7 @@ async def last_seq(nc: Any, stream: str, subjects: str) -> int:
 async def consumer_info(nc: Any, stream: str, durable: str) -> dict[str, Any] | None:
     """A worker's consumer as the server sees it; None if it does not exist."""
     try:
-        reply = await nc.request(f"{API}.CONSUMER.INFO.{stream}.{durable}", b"", timeout=TIMEOUT)
+        reply = await nc.request(f"{JS_API}.CONSUMER.INFO.{stream}.{durable}", b"", timeout=TIMEOUT)
     except Exception as e:
         raise BusError(f"looking up consumer {durable}: {type(e).__name__}") from None
     info: dict[str, Any] = json.loads(reply.data or b"{}")
@@ -184,3 +185,19 @@ async def consumer_info(nc: Any, stream: str, durable: str) -> dict[str, Any] | 
             return None
         raise BusError(f"looking up consumer {durable}: {info['error'].get('description')}")
     return info
+
+
+async def purge(nc: Any, stream: str, subjects: str | None = None) -> int:
+    """Remove every message of `stream` (only those on `subjects`, when given); how many
+    were removed."""
+    body: dict[str, Any] = {"filter": subjects} if subjects else {}
+    try:
+        reply = await nc.request(
+            f"{JS_API}.STREAM.PURGE.{stream}", json.dumps(body).encode(), timeout=TIMEOUT
+        )
+    except Exception as e:
+        raise BusError(f"purging {stream}: {type(e).__name__}") from None
+    answer = json.loads(reply.data or b"{}")
+    if "error" in answer:
+        raise BusError(f"purging {stream}: {answer['error'].get('description')}")
+    return int(answer.get("purged", 0))

@@ -15,6 +15,7 @@ from fleetctl.config.errors import ConfigError, Problem
 from fleetctl.config.llms import known_llms
 from fleetctl.config.model import CredsConfig, Fleet, Host, Route, Worker
 from fleetctl.config.pydantic_errors import error_paths, problems_from
+from fleetctl.config.routes import FIELDS, route_problems
 from fleetctl.config.schema import FleetFile, NatsSettings, PriceSpec, ServersFile, WorkerEntry
 from fleetctl.config.yamlsource import SourceMap, load_yaml
 from poller.backends import BACKENDS, CliPackage
@@ -69,22 +70,20 @@ def load_fleet(
         fleet_path.read_bytes() + b"\0" + servers_path.read_bytes()
     ).hexdigest()
     resolved = _resolve(servers, s_map, fleet, f_map, revision, fleet_path.parent)
-    route_problems = _check_routes(resolved)
-    if route_problems:
-        raise ConfigError(route_problems)
+    wrong_routes = _check_routes(resolved)
+    if wrong_routes:
+        raise ConfigError(wrong_routes)
     return resolved
 
 
 def _check_routes(fleet: Fleet) -> list[Problem]:
     """Each route names known labels or fields and matches at least one enabled worker
     (checked on the resolved workers: their labels include the defaults')."""
-    from fleetctl.tasks import targets
-
-    fix = "name labels or fields (" + ", ".join(targets.FIELDS) + ") the workers have"
+    fix = "name labels or fields (" + ", ".join(FIELDS) + ") the workers have"
     return [
         Problem(route.origin, f"routes.{name}.select", what, fix)
         for name, route in fleet.routes.items()
-        for what in targets.route_problems(fleet, route)
+        for what in route_problems(fleet, route)
     ]
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from fleetctl.bus.names import NatsNames
 from fleetctl.bus.resources import account_limits
 from fleetctl.config.model import Fleet
+from fleetctl.config.routes import queues_of
 from fleetctl.identity import natsaccess
 from nsc import hygiene
 from nsc.authority import Authority, IssuedUser
@@ -65,8 +66,6 @@ def _names(fleet: Fleet) -> NatsNames:
 
 def _queues(fleet: Fleet) -> dict[str, tuple[str, ...]]:
     """Each worker's shared queues (`pick: any` routes): its credentials name them."""
-    from fleetctl.tasks.targets import queues_of
-
     return queues_of(fleet)
 
 

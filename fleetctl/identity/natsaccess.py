@@ -13,12 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetctl.bus.names import NatsNames
+from fleetctl.bus.names import JS_API, NatsNames
 from nsc import jwt
 from nsc.authority import Authority, IssuedUser
 from nsc.permissions import Permission, Permissions, ResponsePermission
 
-JS_API = "$JS.API"
 # Users other than workers. Worker ids are [a-z0-9-] only, so these inbox prefixes (with
 # upper case) and user names (workers are `worker-<id>`) can never collide with a worker's.
 ADMIN_USER = "fleet-admin"

@@ -19,6 +19,7 @@ from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.bus import client as bus_client
 from fleetctl.bus.names import NatsNames
 from fleetctl.config.model import CredsConfig, Fleet
+from fleetctl.config.routes import queues_of
 from fleetctl.identity import credentials, natsaccess
 from fleetctl.local.children import spawn_logged
 from fleetctl.local.state import StateDir
@@ -28,7 +29,6 @@ from fleetctl.reconcile.desired.bus import bus_state
 from fleetctl.reconcile.plan.bus import diff_bus
 from fleetctl.reconcile.plan.selection import Selection
 from fleetctl.reconcile.plan.types import Change
-from fleetctl.tasks.targets import queues_of
 
 LOCAL_SERVER_NAME = "fleetctl-local"
 STOP_GRACE = 10.0

@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from fleetctl.bus.client import BusError, BusUnreachable, Endpoint, connect, pause, request, run
-from fleetctl.bus.names import NatsNames
+from fleetctl.bus.names import JS_API, NatsNames
 from fleetctl.bus.resources import (
     COPYING_STREAM_KEYS,
     PUSH_CONSUMER_KEYS,
@@ -27,7 +27,6 @@ from fleetctl.reconcile.desired.state import BusState
 from fleetctl.reconcile.facts import ObservedBus
 from fleetctl.reconcile.plan.types import Change
 
-API = "$JS.API"
 KINDS = ("stream", "consumer")
 # Consumers fleetctl makes on the task stream (and removes when nothing needs them).
 OWNED_CONSUMERS = (
@@ -87,7 +86,7 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
         warnings: list[str] = []
         queued: dict[str, int] = {}
         for spec in bus.streams:
-            info = await request(nc, f"{API}.STREAM.INFO.{spec.name}")
+            info = await request(nc, f"{JS_API}.STREAM.INFO.{spec.name}")
             if _api_error(info) is None:
                 resources[spec.key] = fingerprint_of(info["config"], spec.api_config())
                 managed.add(spec.key)
@@ -110,7 +109,7 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
 async def _consumers(nc: Any, stream: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     while True:
-        page = await request(nc, f"{API}.CONSUMER.LIST.{stream}", {"offset": len(found)})
+        page = await request(nc, f"{JS_API}.CONSUMER.LIST.{stream}", {"offset": len(found)})
         if (err := _api_error(page)) is not None:
             raise BusError(f"listing consumers of {stream}: {err}")
         batch = page.get("consumers") or []
@@ -157,17 +156,17 @@ def request_for(change: Change) -> tuple[str, dict[str, Any] | None]:
     spec = change.resource
     if change.action == "delete":
         if change.kind == "stream":
-            return f"{API}.STREAM.DELETE.{change.name}", None
+            return f"{JS_API}.STREAM.DELETE.{change.name}", None
         stream, _, durable = change.name.partition("/")
-        return f"{API}.CONSUMER.DELETE.{stream}.{durable}", None
+        return f"{JS_API}.CONSUMER.DELETE.{stream}.{durable}", None
     if isinstance(spec, StreamSpec):
         verb = "CREATE" if change.action == "create" else "UPDATE"
-        return f"{API}.STREAM.{verb}.{spec.name}", _declared("stream", spec.api_config())
+        return f"{JS_API}.STREAM.{verb}.{spec.name}", _declared("stream", spec.api_config())
     if isinstance(spec, ConsumerSpec):
         body = {"stream_name": spec.stream, "config": _declared("consumer", spec.api_config())}
         if change.action == "update":
             body["action"] = "update"
-        return f"{API}.CONSUMER.CREATE.{spec.stream}.{spec.durable}", body
+        return f"{JS_API}.CONSUMER.CREATE.{spec.stream}.{spec.durable}", body
     raise BusError(f"cannot {change.action} {change.kind} {change.name}")
 
 
@@ -206,7 +205,7 @@ async def _wait_ready(endpoint: Endpoint, seconds: float) -> bool:
             await pause()
             continue
         try:
-            reply = await request(nc, f"{API}.INFO")
+            reply = await request(nc, f"{JS_API}.INFO")
             if _api_error(reply) is None:
                 return True
         except BusError:

@@ -1,5 +1,6 @@
 """Which workers a task goes to: `--to`, `--select`, `--route`, `--any`, checked against the
-fleet before anything is published.
+fleet before anything is published. Which workers a selector or a route matches is the
+fleet's own (fleetctl/config/routes.py).
 
 Every problem is collected (an unknown id with a did-you-mean, a disabled worker, a selector
 that matches nothing) so one run shows them all; then nothing is sent.
@@ -11,12 +12,10 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from fleetctl.config import routes
 from fleetctl.config.errors import shown
-from fleetctl.config.model import Fleet, Route, Worker
+from fleetctl.config.model import Fleet, Worker
 from fleetctl.config.pydantic_errors import did_you_mean
-
-# Worker fields a selector may name besides labels.
-FIELDS = ("lang", "role", "llm", "model", "host")
 
 
 class TargetError(ValueError):
@@ -49,48 +48,6 @@ def parse_pairs(pairs: Sequence[str], option: str) -> dict[str, str]:
     return out
 
 
-def attributes(worker: Worker) -> dict[str, str]:
-    """What a selector can match on a worker: its labels, then its fields."""
-    values = dict(worker.labels)
-    for name in FIELDS:
-        value = getattr(worker, name)
-        if value is not None:
-            values[name] = str(value)
-    return values
-
-
-def matches(worker: Worker, select: Mapping[str, str]) -> bool:
-    have = attributes(worker)
-    return all(have.get(k) == v for k, v in select.items())
-
-
-def _select(
-    fleet: Fleet,
-    select: Mapping[str, str],
-    problems: list[str],
-    where: str = "--select",
-    *,
-    need_enabled: bool = True,
-) -> list[Worker]:
-    known = set(FIELDS) | {k for w in fleet.workers for k in w.labels}
-    for key in select:
-        if key not in known:
-            hint = did_you_mean(key, known)
-            problems.append(
-                f"{where} {shown(key)}: no worker has this label or field"
-                + (f" ({hint})" if hint else f" (fields: {', '.join(FIELDS)})")
-            )
-    found = [w for w in fleet.workers if matches(w, select)]
-    enabled = [w for w in found if w.enabled]
-    if not found and not problems:
-        wanted = ", ".join(f"{k}={v}" for k, v in select.items())
-        problems.append(f"{where} {shown(wanted)} matches no worker of the fleet")
-    elif found and not enabled and need_enabled:
-        ids = ", ".join(w.id for w in found)
-        problems.append(f"{where} matches only disabled workers ({ids}): nothing would run it")
-    return enabled
-
-
 def _named(fleet: Fleet, ids: Sequence[str], problems: list[str]) -> list[Worker]:
     out: list[Worker] = []
     all_ids = [w.id for w in fleet.workers]
@@ -109,34 +66,6 @@ def _named(fleet: Fleet, ids: Sequence[str], problems: list[str]) -> list[Worker
         elif worker not in out:
             out.append(worker)
     return out
-
-
-def queues(fleet: Fleet) -> dict[str, tuple[str, ...]]:
-    """Each `pick: any` route (a shared queue on the bus) with its enabled members."""
-    return {
-        name: tuple(w.id for w in fleet.workers if w.enabled and matches(w, route.select))
-        for name, route in fleet.routes.items()
-        if route.pick == "any"
-    }
-
-
-def queues_of(fleet: Fleet) -> dict[str, tuple[str, ...]]:
-    """Each enabled worker's shared queues: what it pulls from besides its own inbox (and
-    may pull from: its credentials name them)."""
-    member: dict[str, tuple[str, ...]] = {w.id: () for w in fleet.workers if w.enabled}
-    for route, ids in queues(fleet).items():
-        for wid in ids:
-            member[wid] = (*member[wid], route)
-    return member
-
-
-def route_problems(fleet: Fleet, route: Route) -> list[str]:
-    """What is wrong with a route of fleet.yaml (checked when the fleet is loaded). One
-    whose workers are all disabled is valid (disabling a worker must not break the file);
-    sending on it is refused."""
-    problems: list[str] = []
-    _select(fleet, route.select, problems, "select", need_enabled=False)
-    return problems
 
 
 def resolve(
@@ -161,12 +90,12 @@ def resolve(
                 + (f" ({hint})" if hint else f" (routes: {names})")
             )
         else:
-            chosen += _select(fleet, route.select, problems, f"route {shown(route.name)}:")
+            chosen += routes.select(fleet, route.select, problems, f"route {shown(route.name)}:")
             any_ = any_ or route.pick == "any"
     if ask.to:
         chosen += [w for w in _named(fleet, ask.to, problems) if w not in chosen]
     if ask.select:
-        picked = _select(fleet, ask.select, problems)
+        picked = routes.select(fleet, ask.select, problems)
         # --to and --select together: the named workers that also match
         chosen = [w for w in chosen if w in picked] if ask.to or ask.route else picked
         if not chosen and not problems:

@@ -144,9 +144,9 @@ def test_one_task_is_read_by_subject_whatever_else_the_window_holds(tf: TaskFlee
         assert [r.status for r in done] == ["completed", "completed"]
 
         def asked(task_id: str) -> int:
-            before = client._nc.stats["out_msgs"]
+            before = client._conn.nc.stats["out_msgs"]
             client.answers(task_id)
-            return int(client._nc.stats["out_msgs"] - before)
+            return int(client._conn.nc.stats["out_msgs"] - before)
 
         alone = asked("one")
         others = [client.send(directive(), to=["w1", "w2", "w3"]) for _ in range(60)]

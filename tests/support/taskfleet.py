@@ -23,10 +23,10 @@ import yaml
 from fleetctl.bus import resources as natsresources
 from fleetctl.config.loader import load_fleet
 from fleetctl.config.model import Fleet as FleetModel
+from fleetctl.config.routes import queues_of
 from fleetctl.identity import natsaccess as na
 from fleetctl.reconcile.desired.bus import bus_state
 from fleetctl.reconcile.desired.poller_env import poller_unit_environment
-from fleetctl.tasks import targets
 from tests.support.nscfleet import (
     Fleet,
     connect,
@@ -160,7 +160,7 @@ def task_fleet(
     body = _fleet_yaml(workers, routes or {}, ack_wait, top or {})
     (root / "fleet.yaml").write_text(yaml.safe_dump(body))
     model = load_fleet(root / "fleet.yaml", root / "servers.yaml")
-    queues = targets.queues_of(model)
+    queues = queues_of(model)
     fleet = make_fleet(root, enabled, settings=model.nats, queues=queues)
     with ExitStack() as stack:
         server = stack.enter_context(fleet_server(fleet, broker_config))

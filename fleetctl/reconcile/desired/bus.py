@@ -6,15 +6,15 @@ from __future__ import annotations
 from fleetctl.bus.names import NatsNames
 from fleetctl.bus.resources import ConsumerSpec, StreamSpec, fleet_resources, route_consumer
 from fleetctl.config.model import Fleet
+from fleetctl.config.routes import queues as route_queues
 from fleetctl.reconcile.desired.state import BusState
 from fleetctl.reconcile.inputs import NO_INPUTS, Inputs
 from fleetctl.reconcile.resources.revocations import RevocationSpec
-from fleetctl.tasks import targets
 
 
 def bus_state(fleet: Fleet, inputs: Inputs = NO_INPUTS) -> BusState:
     enabled = [w for w in fleet.workers if w.enabled]
-    queues = {name: members for name, members in targets.queues(fleet).items() if members}
+    queues = {name: members for name, members in route_queues(fleet).items() if members}
     pairs = [(w.id, w.concurrency) for w in enabled]
     resources = fleet_resources(fleet.nats, pairs, queues)
     streams = tuple(r for r in resources if isinstance(r, StreamSpec))

@@ -8,8 +8,8 @@ import json
 from fleetctl import layout
 from fleetctl.bus.names import NatsNames
 from fleetctl.config.model import Fleet, Worker
+from fleetctl.config.routes import queues_of
 from fleetctl.reconcile import backend_units as backends
-from fleetctl.tasks import targets
 
 
 def poller_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
@@ -48,7 +48,7 @@ def poller_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
 
 def _queues_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
     """The shared queues (`pick: any` routes) the poller pulls from besides its inbox."""
-    routes = targets.queues_of(fleet).get(worker.id, ())
+    routes = queues_of(fleet).get(worker.id, ())
     if not routes:
         return []
     names = NatsNames(fleet.nats.subject_prefix)

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from fleetctl.tasks import record as taskrecord
-from fleetctl.tasks.client import _allows
 from fleetctl.tasks.record import Sender, Target, TaskRecord
+from fleetctl.tasks.sender import allows
 
 SENDER = Sender("fleet-publisher", "UABC", "alice@laptop")
 
@@ -120,10 +120,10 @@ def test_unknown_fields_are_ignored_and_missing_optional_ones_defaulted() -> Non
 
 
 def test_subject_patterns_match_as_nats_does() -> None:
-    assert _allows(["$KV.AF_RECORDS.*"], "$KV.AF_RECORDS.t")
-    assert _allows(["$KV.>"], "$KV.AF_RECORDS.t")
-    assert _allows([">"], "$KV.AF_RECORDS.t")
-    assert not _allows(["$KV.AF_RECORDS.*"], "$KV.AF_RECORDS.t.x")
-    assert not _allows(["$KV.AF_RECORDS"], "$KV.AF_RECORDS.t")
-    assert not _allows(["$KV.AF_RECORDS.t.>"], "$KV.AF_RECORDS.t")
-    assert not _allows(["af.worker.*.inbox", "$KV.AF_SPEND.>"], "$KV.AF_RECORDS.t")
+    assert allows(["$KV.AF_RECORDS.*"], "$KV.AF_RECORDS.t")
+    assert allows(["$KV.>"], "$KV.AF_RECORDS.t")
+    assert allows([">"], "$KV.AF_RECORDS.t")
+    assert not allows(["$KV.AF_RECORDS.*"], "$KV.AF_RECORDS.t.x")
+    assert not allows(["$KV.AF_RECORDS"], "$KV.AF_RECORDS.t")
+    assert not allows(["$KV.AF_RECORDS.t.>"], "$KV.AF_RECORDS.t")
+    assert not allows(["af.worker.*.inbox", "$KV.AF_SPEND.>"], "$KV.AF_RECORDS.t")

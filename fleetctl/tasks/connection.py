@@ -1,0 +1,29 @@
+"""One client's connection to the bus and what every conversation over it needs: the fleet
+(its workers and routes), its names, who sends, and when each copy was first seen running."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetctl.bus.names import NatsNames
+from fleetctl.config.model import Fleet
+from fleetctl.tasks.record import Sender
+
+
+@dataclass
+class Connection:
+    nc: Any
+    fleet: Fleet
+    names: NatsNames
+    sender: Sender
+    unrecordable: str | None  # why these creds may not write task records (None: they may)
+    # (target key, task id) -> when its copy was first seen running (time.monotonic())
+    running_since: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    @property
+    def unreadable(self) -> str | None:
+        """Why these creds may not read task records (None: they may)."""
+        if self.unrecordable is None:
+            return None
+        return self.unrecordable.replace("may not write", "may not read")

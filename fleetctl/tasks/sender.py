@@ -1,0 +1,62 @@
+"""Who sends: the sender a task record names, from the creds the client connects with, and
+whether those creds may write records at all."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fleetctl.bus.client import Identity
+from fleetctl.bus.names import NatsNames
+from fleetctl.tasks.record import Sender
+
+
+def allows(patterns: Sequence[str], subject: str) -> bool:
+    """Does any NATS subject pattern (`*` one token, `>` the rest) match `subject`?"""
+    want = subject.split(".")
+    for pattern in patterns:
+        parts = pattern.split(".")
+        for i, part in enumerate(parts):
+            if part == ">" and i < len(want):
+                return True
+            if i >= len(want) or part not in ("*", want[i]):
+                break
+        else:
+            if len(parts) == len(want):
+                return True
+    return False
+
+
+def identity_of(who: Identity, names: NatsNames) -> tuple[Sender, str | None]:
+    """The sender a record names, from the creds this client connects with, and why these
+    creds cannot write records (None: they can, or there are no creds to tell). Checked
+    here because a publish the server refuses is only a timeout to the publisher."""
+    import getpass
+    import socket
+
+    try:
+        login: str | None = f"{getpass.getuser()}@{socket.gethostname()}"
+    except (KeyError, OSError):
+        login = None
+    if who.creds is None:
+        return Sender(None, None, login), None
+    from nsc import jwt
+    from nsc.creds import parse_creds
+
+    try:
+        token, _ = parse_creds(who.creds.read_text())
+        claims = jwt.decode(token).claims
+    except (OSError, ValueError, UnicodeDecodeError):
+        return Sender(None, None, login), None  # the connection already used them
+    user, key = claims.get("name"), claims.get("sub")
+    sender = Sender(
+        user if isinstance(user, str) else None, key if isinstance(key, str) else None, login
+    )
+    pub = (claims.get("nats") or {}).get("pub") or {}
+    allow, deny = list(pub.get("allow") or []), list(pub.get("deny") or [])
+    subject = names.record("t")
+    if (allow and not allows(allow, subject)) or allows(deny, subject):
+        return sender, (
+            f"the credentials of {user or who.user} predate task records and may not write "
+            "them: `fleetctl apply` (or `fleetctl creds init`) issues new ones"
+        )
+    return sender, None
