@@ -18,7 +18,11 @@ from fleetctl.cli.options import bus_options, json_option, watch_option
 from fleetctl.config.model import Fleet
 from fleetctl.identity.natsaccess import ADMIN_USER
 from fleetctl.local.state import default_state_dir
-from fleetctl.status import fleet as fs
+from fleetctl.status.busview import follow, look_once
+from fleetctl.status.expiry import creds_expiry
+from fleetctl.status.hosts import observe_hosts
+from fleetctl.status.lastlook import count_new_dead, last_dead_seq, remember_look
+from fleetctl.status.report import BrokerStatus, FleetStatus, HostStatus, workers_of
 from fleetctl.transport.base import TransportError
 from fleetctl.ui.status_view import render
 from fleetctl.ui.terminal import out
@@ -54,17 +58,17 @@ def status(
     running_here = None if bus.server else local_fleet(app.fleet_path)
     local = running_here is not None
     state_dir = default_state_dir(app.fleet_path)
-    status = fs.FleetStatus(fs.workers_of(fleet), [], fs.BrokerStatus(), local=local)
+    status = FleetStatus(workers_of(fleet), [], BrokerStatus(), local=local)
     status.hosts_observed = not (local or no_hosts)
-    expiry = fs.creds_expiry(fleet)
+    expiry = creds_expiry(fleet)
     for w in status.workers:
         w.creds_expires_at = expiry.get(w.worker_id)
         w.started_here = running_here is None or w.worker_id in running_here.workers
-    before = fs.last_dead_seq(state_dir)
+    before = last_dead_seq(state_dir)
     hosts = None if local or no_hosts else _hosts_meanwhile(fleet, bus, status)
 
     def body() -> dict[str, object]:
-        fs.count_new_dead(status.broker, before)
+        count_new_dead(status.broker, before)
         return status.as_json(fleet, time.time())
 
     try:
@@ -74,13 +78,13 @@ def status(
                     hosts.join()
                 _watch(endpoint, status, fleet, body, as_json)
             else:
-                asyncio.run(fs.look_once(endpoint, status, fleet))
+                asyncio.run(look_once(endpoint, status, fleet))
     except BusError as e:
         status.broker.reachable, status.broker.error = False, str(e)
     if hosts is not None:
         hosts.join()
     if status.broker.reachable:
-        fs.remember_look(state_dir, status.broker)
+        remember_look(state_dir, status.broker)
     if not watch:
         shown = body()
         if as_json:
@@ -91,16 +95,16 @@ def status(
         sys.exit(1)
 
 
-def _hosts_meanwhile(fleet: Fleet, bus: BusOptions, status: fs.FleetStatus) -> threading.Thread:
+def _hosts_meanwhile(fleet: Fleet, bus: BusOptions, status: FleetStatus) -> threading.Thread:
     """Observe the hosts over SSH in a thread while the bus is read."""
 
     def observe() -> None:
         try:
-            status.hosts = fs.observe_hosts(fleet, bus.ssh)
+            status.hosts = observe_hosts(fleet, bus.ssh)
         except (TransportError, BusError) as e:
-            status.hosts = [fs.HostStatus("(hosts)", False, str(e))]
+            status.hosts = [HostStatus("(hosts)", False, str(e))]
         except Exception as e:  # in a thread: otherwise a traceback and no hosts shown
-            status.hosts = [fs.HostStatus("(hosts)", False, f"not observed: {e}")]
+            status.hosts = [HostStatus("(hosts)", False, f"not observed: {e}")]
 
     thread = threading.Thread(target=observe, name="status-hosts", daemon=True)
     thread.start()
@@ -109,7 +113,7 @@ def _hosts_meanwhile(fleet: Fleet, bus: BusOptions, status: fs.FleetStatus) -> t
 
 def _watch(
     endpoint: Endpoint,
-    status: fs.FleetStatus,
+    status: FleetStatus,
     fleet: Fleet,
     body: Callable[[], dict[str, object]],
     as_json: bool,
@@ -124,13 +128,13 @@ def _watch(
                 click.echo(json.dumps(body()))
                 sys.stdout.flush()
 
-            asyncio.run(fs.follow(endpoint, status, fleet, line))
+            asyncio.run(follow(endpoint, status, fleet, line))
             return
         with Live(console=out(), auto_refresh=False) as live:
 
             def update() -> None:
                 live.update(render(body()), refresh=True)
 
-            asyncio.run(fs.follow(endpoint, status, fleet, update))
+            asyncio.run(follow(endpoint, status, fleet, update))
     except KeyboardInterrupt:
         return

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fleetctl.identity.natsaccess import PUBLISHER_INBOX_PREFIX
-from fleetctl.status.fleet import HEARTBEAT_INTERVAL
+from fleetctl.status.busview import HEARTBEAT_INTERVAL
 from tests.support.nscfleet import connect
 from tests.support.poller_harness import directive
 from tests.support.taskfleet import FLEETCTL, TaskFleet, task_fleet

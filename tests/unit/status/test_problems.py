@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from fleetctl.status import fleet as fs
+from fleetctl.status import report as fs
+from fleetctl.status.lastlook import count_new_dead
 from poller import spend
 from tests.support.example import example_fleet
 
@@ -23,7 +24,7 @@ def _status() -> fs.FleetStatus:
 
 def test_a_healthy_fleet_has_no_problems() -> None:
     status = _status()
-    fs.count_new_dead(status.broker, 7)
+    count_new_dead(status.broker, 7)
     assert status.problems(example_fleet(), NOW) == []
 
 
@@ -39,7 +40,7 @@ def test_each_kind_of_trouble_is_one_line() -> None:
         fs.HostStatus("worker-node-1", True, units={"a-poller.service": "failed: boom"}),
         fs.HostStatus("worker-node-2", False, "unreachable: timed out"),
     ]
-    fs.count_new_dead(status.broker, 5)
+    count_new_dead(status.broker, 5)
     assert status.problems(fleet, NOW) == [
         "host worker-node-1: a-poller.service failed: boom",
         "host worker-node-2: not reachable (unreachable: timed out)",
@@ -52,13 +53,13 @@ def test_each_kind_of_trouble_is_one_line() -> None:
 
 def test_the_first_look_counts_every_dead_letter_kept() -> None:
     broker = dataclasses.replace(_status().broker)
-    fs.count_new_dead(broker, None)
+    count_new_dead(broker, None)
     assert broker.new_dead_letters == 3
 
 
 def test_a_corrupt_or_reset_spend_counter_needs_a_human() -> None:
     status = _status()
-    fs.count_new_dead(status.broker, 7)
+    count_new_dead(status.broker, 7)
     worker = status.workers[0]
     worker.spend_problem = spend.parse(b'{"usd": NaN}').problem
     status.broker.fleet_spend_problem = spend.parse(

@@ -1,0 +1,186 @@
+"""The bus as `fleetctl status` sees it, as fleet-admin, with what it may already do
+(docs/security.md): ping each worker (the reply is its status heartbeat), subscribe to the
+heartbeats, look up the workers' consumers on the task stream, the fleet's streams, the
+account's JetStream use and the spend counters. Nothing here reads a task or a result.
+One look, or a live view that follows the heartbeats and looks again now and then."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+from fleetctl.bus import client as bus_client
+from fleetctl.bus import statusbus
+from fleetctl.bus.names import NatsNames
+from fleetctl.config.model import Fleet
+from fleetctl.status.report import BrokerStatus, FleetStatus, WorkerStatus
+from poller import spend
+
+PING_TIMEOUT = 2.0  # a live poller answers in milliseconds
+SPEND_TIMEOUT = 2.0
+HEARTBEAT_INTERVAL = 5.0  # the poller's default (docs/poller.md); fleetctl does not change it
+STALE_AFTER = 2 * HEARTBEAT_INTERVAL  # --watch: two heartbeats missed
+
+
+class BusView:
+    """One admin connection: the heartbeats as they arrive, and looks at the bus on demand."""
+
+    def __init__(self, nc: Any, fleet: Fleet, workers: list[WorkerStatus]) -> None:
+        self.nc = nc
+        self.fleet = fleet
+        self.names = NatsNames(fleet.nats.subject_prefix)
+        self.workers = {w.worker_id: w for w in workers}
+        self.changed = asyncio.Event()
+
+    async def listen(self) -> None:
+        """Heartbeats, attributed by subject (only that worker may publish there)."""
+
+        async def on_status(msg: Any) -> None:
+            self._note(msg.subject.split(".")[-2], msg.data)
+
+        await self.nc.subscribe(self.names.status("*"), cb=on_status)
+
+    async def _spend(self, broker: BrokerStatus) -> None:
+        """Today's spend (UTC) against each daily budget, from the poller's counters."""
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        for w in self.workers.values():
+            if w.daily_usd is not None:
+                w.spent_today_usd, w.spend_problem = await self._counter(
+                    f"worker.{w.worker_id}.{day}"
+                )
+        broker.fleet_daily_usd = next(
+            (w.fleet_daily_usd for w in self.fleet.workers if w.fleet_daily_usd is not None), None
+        )
+        if broker.fleet_daily_usd is not None:
+            broker.fleet_spent_today_usd, broker.fleet_spend_problem = await self._counter(
+                f"fleet.{day}"
+            )
+
+    async def _counter(self, key: str) -> tuple[float | None, str | None]:
+        """(USD spent, what is wrong with the counter), read with the poller's own rules:
+        any worker may write the fleet's counter. Spent is None when it cannot be read
+        (admin creds issued before status could read them: `fleetctl apply` re-issues
+        them; the rest of the status does not depend on it) or is corrupt."""
+        n = self.names
+        try:
+            last = await statusbus.kv_last(self.nc, n.spend_stream, n.spend(key), SPEND_TIMEOUT)
+        except bus_client.BusError:  # no answer, or an error rather than a message
+            return None, None
+        if last is None:
+            return 0.0, None
+        counter = spend.parse(last.data, last.headers)
+        return (None if counter.corrupt else round(counter.usd, 6)), counter.problem
+
+    def _note(self, worker_id: str, data: bytes) -> None:
+        worker = self.workers.get(worker_id)
+        with contextlib.suppress(ValueError):
+            body = json.loads(data)
+            if worker is not None and isinstance(body, dict):
+                worker.beat, worker.beat_at = body, time.time()
+                self.changed.set()
+
+    async def ping_all(self, timeout: float = PING_TIMEOUT) -> None:
+        async def one(w: WorkerStatus) -> None:
+            with contextlib.suppress(Exception):  # no answer: not heartbeating
+                reply = await self.nc.request(self.names.ping(w.worker_id), b"", timeout=timeout)
+                self._note(w.worker_id, reply.data)
+
+        await asyncio.gather(*(one(w) for w in self.workers.values() if w.enabled))
+
+    async def look(self, broker: BrokerStatus) -> None:
+        """Consumers, streams, the account's JetStream use and the server's version."""
+        n = self.names
+        for w in self.workers.values():
+            w.consumer = await statusbus.consumer_info(
+                self.nc, n.task_stream, n.consumer(w.worker_id)
+            )
+            w.deployed = w.consumer is not None and w.started_here
+        account = await statusbus.account_info(self.nc) or {}
+        limits = account.get("limits") or {}
+        broker.jetstream = {
+            "memory_bytes": account.get("memory", 0),
+            "storage_bytes": account.get("storage", 0),
+            "max_memory_bytes": limits.get("max_memory"),
+            "max_storage_bytes": limits.get("max_storage"),
+        }
+        for stream in (
+            n.task_stream,
+            n.results_stream,
+            n.dead_stream,
+            n.lease_stream,
+            n.spend_stream,
+            n.record_stream,
+        ):
+            info = await statusbus.stream_info(self.nc, stream)
+            if info is None:
+                continue
+            state, config = info.get("state") or {}, info.get("config") or {}
+            broker.streams[stream] = {
+                "messages": state.get("messages", 0),
+                "bytes": state.get("bytes", 0),
+                "max_bytes": config.get("max_bytes"),
+            }
+            if stream == n.dead_stream:
+                broker.dead_letters = int(state.get("messages", 0))
+                broker.dead_last_seq = int(state.get("last_seq", 0))
+        await self._spend(broker)
+        server = getattr(self.nc, "_server_info", None) or {}
+        broker.server_version = str(server.get("version", ""))
+        broker.reachable = True
+
+
+# ---- one look, or a live view ---------------------------------------------------------------
+
+
+async def _open(endpoint: bus_client.Endpoint, status: FleetStatus, fleet: Fleet) -> BusView:
+    nc = await bus_client.connect(endpoint)
+    view = BusView(nc, fleet, status.workers)
+    try:
+        await view.listen()
+        await view.ping_all()
+        await view.look(status.broker)
+    except BaseException:
+        await nc.close()
+        raise
+    return view
+
+
+async def look_once(endpoint: bus_client.Endpoint, status: FleetStatus, fleet: Fleet) -> None:
+    view = await _open(endpoint, status, fleet)
+    await view.nc.close()
+
+
+async def follow(
+    endpoint: bus_client.Endpoint,
+    status: FleetStatus,
+    fleet: Fleet,
+    show: Any,
+    *,
+    every: float = 2.0,
+    until: float | None = None,
+) -> None:
+    """Show the status, then again on each heartbeat and after each look at the bus (every
+    `every` seconds: consumers and streams are not pushed). A worker not heard from for two
+    heartbeats turns `not heartbeating`. Runs until cancelled (or `until`, monotonic)."""
+    view = await _open(endpoint, status, fleet)
+    try:
+        show()
+        last_look = time.monotonic()
+        while until is None or time.monotonic() < until:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(view.changed.wait(), timeout=min(every, 1.0))
+            view.changed.clear()
+            now = time.time()
+            for w in status.workers:
+                if w.beat_at is not None and now - w.beat_at > STALE_AFTER:
+                    w.beat = {**(w.beat or {}), "state": "stopped", "current_tasks": []}
+                    w.beat_at = None
+            if time.monotonic() - last_look >= every:
+                await view.look(status.broker)
+                last_look = time.monotonic()
+            show()
+    finally:
+        await view.nc.close()

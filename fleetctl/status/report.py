@@ -1,0 +1,199 @@
+"""What `fleetctl status` shows, as data: each worker, host and the broker, the JSON
+document (`VERSION`), and the problems `status --check` exits 1 on: a deployed worker not
+heartbeating, a unit down, a backlog over `status.max_lag`, dead letters since the last look,
+credentials expiring within `creds.expiry_warning`, a spend counter that is corrupt or was
+reset today because it was (poller/spend.py). Pure."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetctl.config.model import Fleet
+
+VERSION = 1
+NO_TASKS_TODAY = "the budget counts as spent for the rest of the UTC day (docs/security.md)"
+
+
+@dataclass
+class WorkerStatus:
+    worker_id: str
+    host: str
+    enabled: bool
+    labels: Mapping[str, str]
+    beat: Mapping[str, Any] | None = None  # the newest heartbeat or ping reply
+    beat_at: float | None = None  # when it arrived (time.time())
+    consumer: Mapping[str, Any] | None = None
+    deployed: bool = False
+    creds_expires_at: int | None = None
+    started_here: bool = True  # False: a local fleet that could not start it (no CLI here)
+    daily_usd: float | None = None  # its budget, and what it spent today (UTC), if it has one
+    spent_today_usd: float | None = None
+    spend_problem: str | None = None  # its counter is corrupt, or was reset today
+
+    @property
+    def state(self) -> str:
+        if not self.enabled:
+            return "disabled"
+        if self.beat is None or self.beat.get("state") == "stopped":
+            return "not heartbeating" if self.deployed else "not deployed"
+        return "busy" if self.beat.get("current_tasks") else "idle"
+
+    def heartbeat_age(self, now: float) -> float | None:
+        if self.beat is None:
+            return None
+        sent = self.beat.get("ts")
+        at = float(sent) if isinstance(sent, int | float) else (self.beat_at or now)
+        return round(max(0.0, now - at), 1)
+
+    def count(self, key: str) -> int:
+        value = (self.consumer or {}).get(key)
+        return value if isinstance(value, int) else 0
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        beat = self.beat or {}
+        found, running = beat.get("counts"), beat.get("current_tasks")
+        counts: Mapping[str, int] = found if isinstance(found, dict) else {}
+        tasks: list[Any] = running if isinstance(running, list) else []
+        return {
+            "worker_id": self.worker_id,
+            "state": self.state,
+            "host": self.host,
+            "heartbeat_age_s": self.heartbeat_age(now),
+            "current_tasks": tasks,
+            "version": beat.get("poller_version"),
+            "uptime_s": beat.get("uptime_s"),
+            "pending": self.count("num_pending"),
+            "ack_pending": self.count("num_ack_pending"),
+            "redelivered": self.count("num_redelivered"),
+            "completed": counts.get("completed", 0),
+            "failed": sum(v for k, v in counts.items() if k != "completed" and isinstance(v, int)),
+            "labels": dict(self.labels),
+            "creds_expires_at": self.creds_expires_at,
+            "daily_usd": self.daily_usd,
+            "spent_today_usd": self.spent_today_usd,
+            "spend_problem": self.spend_problem,
+        }
+
+
+@dataclass
+class HostStatus:
+    name: str
+    reachable: bool
+    error: str = ""
+    units: dict[str, str] = field(default_factory=dict)  # unit -> "active" or why it is not
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "reachable": self.reachable, "error": self.error} | {
+            "units": [{"unit": u, "state": s} for u, s in sorted(self.units.items())]
+        }
+
+
+@dataclass
+class BrokerStatus:
+    reachable: bool = False
+    error: str = ""
+    server_version: str = ""
+    jetstream: Mapping[str, Any] = field(default_factory=dict)
+    streams: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    dead_letters: int = 0
+    dead_last_seq: int = 0
+    new_dead_letters: int = 0
+    fleet_daily_usd: float | None = None
+    fleet_spent_today_usd: float | None = None
+    fleet_spend_problem: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "reachable": self.reachable,
+            "error": self.error,
+            "server_version": self.server_version,
+            "jetstream": dict(self.jetstream),
+            "streams": [{"name": n} | dict(s) for n, s in sorted(self.streams.items())],
+            "dead_letters": self.dead_letters,
+            "new_dead_letters": self.new_dead_letters,
+            "fleet_daily_usd": self.fleet_daily_usd,
+            "fleet_spent_today_usd": self.fleet_spent_today_usd,
+            "fleet_spend_problem": self.fleet_spend_problem,
+        }
+
+
+@dataclass
+class FleetStatus:
+    workers: list[WorkerStatus]
+    hosts: list[HostStatus]
+    broker: BrokerStatus
+    local: bool = False
+    hosts_observed: bool = True
+
+    def problems(self, fleet: Fleet, now: float) -> list[str]:
+        return problems(self, fleet, now)
+
+    def as_json(self, fleet: Fleet, now: float) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "at": round(now, 3),
+            "local": self.local,
+            "hosts_observed": self.hosts_observed,
+            "workers": [w.as_json(now) for w in self.workers],
+            "hosts": [h.as_json() for h in self.hosts],
+            "broker": self.broker.as_json(),
+            "problems": self.problems(fleet, now),
+        }
+
+
+def problems(status: FleetStatus, fleet: Fleet, now: float) -> list[str]:
+    """Everything that needs a human, one line each, in a stable order."""
+    found: list[str] = []
+    if not status.broker.reachable:
+        found.append(f"broker: not reachable ({status.broker.error})")
+    for h in status.hosts:
+        if not h.reachable:
+            found.append(f"host {h.name}: not reachable ({h.error})")
+        found += [f"host {h.name}: {u} {s}" for u, s in sorted(h.units.items()) if s != "active"]
+    max_lag = fleet.status.max_lag
+    for w in status.workers:
+        if w.state == "not heartbeating":
+            age = w.heartbeat_age(now)
+            since = f" (last heard {age:.0f}s ago)" if age is not None else ""
+            found.append(f"worker {w.worker_id}: not heartbeating{since}")
+        if w.enabled and w.count("num_pending") > max_lag:
+            found.append(
+                f"worker {w.worker_id}: {w.count('num_pending')} tasks queued"
+                f" (status.max_lag {max_lag})"
+            )
+        expires = w.creds_expires_at
+        if w.enabled and expires is not None and expires - now < fleet.creds.expiry_warning:
+            left = (expires - now) / 86400
+            found.append(
+                f"worker {w.worker_id}: credentials "
+                + ("expired" if left <= 0 else f"expire in {left:.1f} days")
+                + " (fleetctl creds rotate)"
+            )
+    day = time.strftime("%Y-%m-%d", time.gmtime(now))
+    for w in status.workers:
+        if w.spend_problem:
+            found.append(
+                f"worker {w.worker_id}: spend counter worker.{w.worker_id}.{day} "
+                f"{w.spend_problem}: {NO_TASKS_TODAY}"
+            )
+    if status.broker.fleet_spend_problem:
+        found.append(
+            f"broker: the fleet's spend counter fleet.{day} {status.broker.fleet_spend_problem}:"
+            f" {NO_TASKS_TODAY}"
+        )
+    if status.broker.new_dead_letters:
+        found.append(
+            f"broker: {status.broker.new_dead_letters} new dead letter(s) since the last look"
+            " (fleetctl dead list)"
+        )
+    return found
+
+
+def workers_of(fleet: Fleet) -> list[WorkerStatus]:
+    return [
+        WorkerStatus(w.id, w.host, w.enabled, w.labels, daily_usd=w.daily_usd)
+        for w in fleet.workers
+    ]
