@@ -12,7 +12,7 @@ from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import bus_options, json_option, since_option
-from fleetctl.cli.task import duration
+from fleetctl.cli.params import duration
 from fleetctl.tasks.ledger import BY, ledger
 from fleetctl.ui.terminal import out
 

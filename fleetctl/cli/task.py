@@ -12,8 +12,7 @@ from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options, json_option, to_option
-from fleetctl.config.errors import BadValue
-from fleetctl.config.values import parse_duration
+from fleetctl.cli.params import duration
 from fleetctl.tasks import targets
 from fleetctl.tasks.client import Client, Sent
 from fleetctl.tasks.messages import Result, TaskError, check_task_id, results_json
@@ -23,18 +22,6 @@ from fleetctl.ui.terminal import err, out
 @click.group()
 def task() -> None:
     """Send tasks to the fleet's workers."""
-
-
-def duration(value: str | None, option: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except BadValue as e:
-        fail(f"{option} {e.what}", e.fix)
-    if seconds <= 0:
-        fail(f"{option} must be longer than 0s")
-    return float(seconds)
 
 
 def _prompt(text: str | None, file: str | None) -> str:
