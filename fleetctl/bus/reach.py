@@ -11,12 +11,10 @@ In this order:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fleetctl.bus.client import (
     INBOX_PREFIXES,
@@ -27,9 +25,9 @@ from fleetctl.bus.client import (
     identity,
     through,
 )
+from fleetctl.bus.localfleet import local_fleet
 from fleetctl.config.model import Fleet
 from fleetctl.identity.natsaccess import PUBLISHER_USER
-from fleetctl.local.state import StateDir, default_state_dir, pid_alive
 from fleetctl.reconcile.sessions import Options
 
 
@@ -40,45 +38,6 @@ class BusOptions:
     server: str | None = None
     creds: Path | None = None
     ssh: Options = field(default_factory=Options)
-
-
-@dataclass(frozen=True)
-class LocalFleet:
-    """A running local fleet, as `fleetctl up` describes it in up.json."""
-
-    nats_url: str
-    creds: dict[str, Path]
-    workers: tuple[str, ...]
-    pid: int
-
-
-def up_file(fleet_path: Path) -> Path:
-    """Where `fleetctl up` describes the local fleet of this fleet file (its default state
-    directory: an `up --state-dir` elsewhere is not looked for)."""
-    return StateDir(default_state_dir(fleet_path)).up_json
-
-
-def local_fleet(fleet_path: Path) -> LocalFleet | None:
-    """The local fleet running for this fleet file, if its up.json is there, names this
-    file and its supervisor is alive; None otherwise (a stale file is ignored)."""
-    path = up_file(fleet_path)
-    try:
-        data: Any = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("version") != 1:
-        return None
-    if data.get("fleet") != str(fleet_path.resolve()):
-        return None
-    pid, url, creds = data.get("pid"), data.get("nats_url"), data.get("creds") or {}
-    if not isinstance(pid, int) or not isinstance(url, str) or not pid_alive(pid):
-        return None
-    return LocalFleet(
-        nats_url=url,
-        creds={str(k): Path(v) for k, v in creds.items() if isinstance(v, str)},
-        workers=tuple(str(w) for w in data.get("workers") or ()),
-        pid=pid,
-    )
 
 
 def how(fleet_path: Path, options: BusOptions) -> str:

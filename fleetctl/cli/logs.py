@@ -8,11 +8,10 @@ from pathlib import Path
 
 import click
 
-from fleetctl.bus.reach import local_fleet
+from fleetctl.bus.localfleet import default_state_dir, local_fleet
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import known_hosts_option, since_option, ssh_config_option
 from fleetctl.cli.params import duration
-from fleetctl.local.state import default_state_dir
 from fleetctl.status import logview
 
 

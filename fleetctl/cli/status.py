@@ -12,12 +12,12 @@ from collections.abc import Callable
 import click
 
 from fleetctl.bus.client import BusError, Endpoint
-from fleetctl.bus.reach import BusOptions, local_fleet, reach
+from fleetctl.bus.localfleet import default_state_dir, local_fleet
+from fleetctl.bus.reach import BusOptions, reach
 from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import bus_options, json_option, watch_option
 from fleetctl.config.model import Fleet
 from fleetctl.identity.natsaccess import ADMIN_USER
-from fleetctl.local.state import default_state_dir
 from fleetctl.status.busview import follow, look_once
 from fleetctl.status.expiry import creds_expiry
 from fleetctl.status.hosts import observe_hosts

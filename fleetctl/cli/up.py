@@ -10,11 +10,12 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from fleetctl.bus.localfleet import default_state_dir
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import json_option
 from fleetctl.config.model import Fleet
 from fleetctl.local import control
-from fleetctl.local.state import StateDir, default_state_dir, read_json, running_pid
+from fleetctl.local.state import StateDir, read_json, running_pid
 from fleetctl.local.supervisor import READY_TIMEOUT, Options, Supervisor
 from fleetctl.ui.terminal import err, out
 

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fleetctl.bus.localfleet import pid_alive
 from fleetctl.local.children import spawn_logged
-from fleetctl.local.state import StateDir, pid_alive, read_json, running_pid
+from fleetctl.local.state import StateDir, read_json, running_pid
 
 
 class ControlError(Exception):

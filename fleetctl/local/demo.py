@@ -17,9 +17,10 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from fleetctl.bus.localfleet import default_state_dir
 from fleetctl.config.loader import load_fleet
 from fleetctl.config.model import Fleet
-from fleetctl.local.state import StateDir, default_state_dir, running_pid
+from fleetctl.local.state import StateDir, running_pid
 from fleetctl.tasks.client import Client
 from fleetctl.ui.terminal import err, out
 

@@ -1,7 +1,8 @@
 """Where a local fleet keeps everything (`.fleetctl/` beside fleet.yaml by default), and the
 files that describe a running one.
 
-`up.json` is the public record (the task commands read it to find the bus): written once the
+`up.json` is the public record (the task commands read it to find the bus; its contract,
+with the default place of this directory, is fleetctl/bus/localfleet.py): written once the
 fleet is ready, removed when it stops. `supervisor.json` is the supervisor's own progress
 (pid while it starts, each reload's outcome), read by `up` and `down`.
 """
@@ -16,12 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-UP_VERSION = 1
-STATE_DIR_NAME = ".fleetctl"
-
-
-def default_state_dir(fleet_path: Path) -> Path:
-    return fleet_path.resolve().parent / STATE_DIR_NAME
+from fleetctl.bus.localfleet import UP_JSON, pid_alive
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class StateDir:
 
     @property
     def up_json(self) -> Path:
-        return self.root / "up.json"
+        return self.root / UP_JSON
 
     @property
     def supervisor_json(self) -> Path:
@@ -93,37 +89,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def up_record(
-    fleet_path: Path, pid: int, nats_url: str, creds: dict[str, str], workers: list[str]
-) -> dict[str, Any]:
-    """The up.json contract (read by `fleetctl.bus.reach`)."""
-    return {
-        "version": UP_VERSION,
-        "fleet": str(fleet_path.resolve()),
-        "pid": pid,
-        "nats_url": nats_url,
-        "creds": creds,
-        "workers": workers,
-    }
-
-
-def pid_alive(pid: int) -> bool:
-    """Is `pid` a live process (a zombie, exited but not yet reaped, is not)?"""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: trust kill(0)
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 @contextlib.contextmanager

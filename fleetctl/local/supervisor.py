@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetctl.bus.client import BusError
+from fleetctl.bus.localfleet import up_record
 from fleetctl.config.errors import ConfigError
 from fleetctl.config.loader import load_fleet
 from fleetctl.config.model import Fleet
@@ -30,7 +31,7 @@ from fleetctl.identity import natsaccess
 from fleetctl.local import server
 from fleetctl.local.children import Child
 from fleetctl.local.heartbeats import Heartbeats
-from fleetctl.local.state import StateDir, held_lock, up_record, write_json
+from fleetctl.local.state import StateDir, held_lock, write_json
 from fleetctl.local.workers import Launch, launch, missing
 from fleetctl.reconcile.desired.workers import POLLER_STOP_TIMEOUT
 from nsc.errors import NscError

@@ -1,15 +1,13 @@
-"""Target resolution and the reach order: pure logic on a loaded fleet and files."""
+"""Target resolution: pure logic on a loaded fleet."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fleetctl.bus.reach import BusOptions, how, local_fleet, up_file
 from fleetctl.config.loader import load_fleet
 from fleetctl.config.model import Fleet
 from fleetctl.tasks.messages import MAX_TASK_BYTES, TaskError, build, check_task_id, dedup_id
@@ -140,34 +138,6 @@ def test_tasks_carry_one_dedup_id_per_target_and_are_held_to_the_size_limit() ->
             check_task_id(bad)
     with pytest.raises(TaskError, match="the prompt is empty"):
         build("t1", "  \n")
-
-
-def test_a_local_fleet_is_used_only_while_its_supervisor_lives(
-    fleet: Fleet, tmp_path: Path
-) -> None:
-    path = tmp_path / "fleet.yaml"
-    assert local_fleet(path) is None
-    up = up_file(path)
-    up.parent.mkdir()
-    body = {
-        "version": 1,
-        "fleet": str(path.resolve()),
-        "pid": os.getpid(),
-        "nats_url": "nats://127.0.0.1:4999",
-        "creds": {"fleet-publisher": "/x/pub.creds"},
-        "workers": ["a"],
-    }
-    up.write_text(json.dumps(body))
-    local = local_fleet(path)
-    assert local is not None and local.nats_url == "nats://127.0.0.1:4999"
-    assert local.creds["fleet-publisher"] == Path("/x/pub.creds")
-    assert how(path, BusOptions()) == "the local fleet"
-    assert how(path, BusOptions(server="nats://h:1")) == "the bus at nats://h:1"
-    up.write_text(json.dumps(body | {"fleet": "/elsewhere/fleet.yaml"}))
-    assert local_fleet(path) is None
-    up.write_text(json.dumps(body | {"pid": 2**22 + 12345}))  # beyond pid_max: not alive
-    assert local_fleet(path) is None
-    assert how(path, BusOptions()) == "an SSH forward to the broker"
 
 
 @pytest.mark.parametrize(
