@@ -84,6 +84,7 @@ def _remote(
     known_hosts: tuple[str, ...],
 ) -> None:
     from fleetctl.config.model import Fleet
+    from fleetctl.hostside.agent import journal_argv
     from fleetctl.reconcile import sessions
     from fleetctl.transport.base import TransportError
 
@@ -94,7 +95,7 @@ def _remote(
         transport = sessions.connect(host, options)
     except TransportError as e:
         fail(f"cannot reach {host.name} over SSH: {e.message}")
-    argv = logview.journal_argv(unit, lines, follow, since)
+    argv = journal_argv(unit, lines, follow, since)  # `since` is filtered here too (by `ts`)
 
     def on_line(raw: bytes) -> None:
         line = raw.decode(errors="replace")

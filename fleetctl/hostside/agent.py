@@ -249,9 +249,24 @@ def _states(units: List[str]) -> Dict[str, str]:
     return states
 
 
+def journal_argv(
+    unit: str, lines: int, follow: bool = False, since: Optional[float] = None
+) -> List[str]:
+    """The one journalctl command that reads a unit's last `lines` log lines, as the unit
+    wrote them: here (why a unit failed), and run by fleetctl over SSH (apply's check of
+    the units it started, `fleetctl logs`), which imports it from this file. `since`: Unix
+    seconds; `follow`: then every new line."""
+    argv = ["journalctl", "-u", unit, "-o", "cat", "--no-pager", "-n", str(lines)]
+    if since is not None:
+        argv.append("--since=@{}".format(int(since)))
+    if follow:
+        argv.append("-f")
+    return argv
+
+
 def _last_log_line(unit: str) -> str:
     """Why an enabled unit is not running, as its journal's last line says (or "")."""
-    argv = ["journalctl", "-u", unit, "-n", "1", "--no-pager", "-o", "cat"]
+    argv = journal_argv(unit, 1)
     try:
         done = spawn(argv, timeout=10, merge_stderr=True)
     except OSError:

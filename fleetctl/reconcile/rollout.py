@@ -19,6 +19,7 @@ from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.artifacts.hostpython import Target
 from fleetctl.bus import client as bus_client
 from fleetctl.bus.names import NatsNames
+from fleetctl.hostside.agent import journal_argv
 from fleetctl.identity import credentials
 from fleetctl.identity.natsaccess import worker_user
 from fleetctl.reconcile import agent_client, facts, jetstream
@@ -207,7 +208,7 @@ def _check_started(session: Session, units: list[str], settle: float, report: Re
     lines = []
     for unit, state in dead:
         log = session.transport.run(
-            ["journalctl", "-u", unit, "-n", str(LOG_LINES), "--no-pager", "-o", "cat"],
+            journal_argv(unit, LOG_LINES),
             timeout=30,
         )
         tail = log.stdout.decode("utf-8", "replace").strip() or "(no log lines)"

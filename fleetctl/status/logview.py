@@ -61,16 +61,6 @@ def since_ok(line: str, since: float | None) -> bool:
     return not isinstance(ts, int | float) or ts >= since
 
 
-def journal_argv(unit: str, lines: int, follow: bool, since: float | None) -> list[str]:
-    """What runs on the worker's host; `--since` is filtered here too (by `ts`)."""
-    argv = ["journalctl", "-u", unit, "-o", "cat", "--no-pager", "-n", str(lines)]
-    if since is not None:
-        argv.append(f"--since=@{int(since)}")
-    if follow:
-        argv.append("-f")
-    return argv
-
-
 def tail_file(
     path: Path,
     lines: int,

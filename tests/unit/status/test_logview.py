@@ -1,4 +1,4 @@
-"""Poller log lines made readable, and the journalctl command run on a worker's host."""
+"""Poller log lines made readable (the journalctl command: tests/unit/hostside/test_journal.py)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,3 @@ def test_other_lines_pass_through_with_control_characters_escaped() -> None:
 def test_since_keeps_newer_lines_and_lines_without_a_time() -> None:
     old, new = json.dumps({"ts": 10, "event": "a"}), json.dumps({"ts": 20, "event": "b"})
     assert [logview.since_ok(x, 15) for x in (old, new, "plain")] == [False, True, True]
-
-
-def test_the_journal_command_on_the_host() -> None:
-    assert logview.journal_argv("w1-poller.service", 50, True, 1700000000.5) == [
-        "journalctl", "-u", "w1-poller.service", "-o", "cat", "--no-pager", "-n", "50",
-        "--since=@1700000000", "-f",
-    ]  # fmt: skip
-    assert logview.journal_argv("w1-poller.service", 5, False, None)[-2:] == ["-n", "5"]
