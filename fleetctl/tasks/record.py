@@ -6,7 +6,7 @@ writes it into the KV bucket `<PREFIX>_RECORDS` (key: the task id) when it sends
 and no worker may read or write that bucket (docs/security.md). `results` and `tasks` take a
 task's targets from it, mark any other worker's answer as unsolicited, and read one task's
 state by subject instead of scanning the window. Pure: the bus calls are in
-fleetctl/tasks/client.py.
+fleetctl/tasks/sending.py (writing) and answers.py, listing.py (reading).
 """
 
 from __future__ import annotations
