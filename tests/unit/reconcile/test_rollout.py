@@ -118,7 +118,7 @@ def test_a_unit_that_does_not_stay_up_fails_its_host_with_its_last_log_lines(
     assert slept.of(NODE1) == [
         NODE_PROGRAM,
         ("run", "systemctl", "is-active", TUNNEL),
-        ("run", "journalctl", "-u", TUNNEL, "-n", "10", "--no-pager", "-o", "cat"),
+        ("run", "journalctl", "-u", TUNNEL, "-o", "cat", "--no-pager", "-n", "10"),
     ]
 
 
