@@ -167,3 +167,22 @@ def test_a_bus_that_predates_the_task_records_says_so(tmp_path: Path) -> None:
                 await taskbus.put(nc, n.record("t1"), b"{}", 0)
 
     on_a_bus(tmp_path, talk, without=NatsNames("af").record_stream)
+
+
+def test_dead_letters_are_purged_by_worker_or_all_and_only_there(tmp_path: Path) -> None:
+    async def talk(fleet: Fleet, url: str) -> None:
+        n = fleet.names
+        for worker, count in (("w1", 2), ("w2", 1)):
+            async with as_user(url, fleet.workers[worker], n.inbox_prefix(worker)) as w:
+                for i in range(count):
+                    await w.jetstream().publish(n.dead(worker), f"dead {i}".encode())
+        async with as_user(url, fleet.publisher, na.PUBLISHER_INBOX_PREFIX) as nc:
+            await taskbus.publish(nc, n.inbox("w1"), b"{}", "queued")
+            assert await taskbus.purge(nc, n.dead_stream, n.dead("w1")) == 2
+            left = await taskbus.scan(nc, n.dead_stream, "af.dead.>")
+            assert [(m.subject, m.data) for m in left] == [(n.dead("w2"), b"dead 0")]
+            assert await taskbus.purge(nc, n.dead_stream) == 1
+            assert await taskbus.scan(nc, n.dead_stream, "af.dead.>") == []
+            assert await taskbus.last_seq(nc, n.task_stream, n.inbox("w1")) == 1  # untouched
+
+    on_a_bus(tmp_path, talk)
