@@ -27,7 +27,7 @@ from bench.machine import describe
 from fleetctl.artifacts import clibundle, clicache
 from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.reconcile import agent_client
-from fleetctl.reconcile.program import install_cli, staged_cli
+from fleetctl.reconcile.resources.packages import install_cli, staged_cli
 from poller.backends import BACKENDS, CliPackage
 from tests.support.simhosts import SimNet, skip_reason
 

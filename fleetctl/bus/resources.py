@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from fleetctl.bus.names import NatsNames
 from fleetctl.config.schema import MAX_PAYLOAD, NatsSettings
@@ -70,6 +70,11 @@ def is_kv_bucket(config: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class StreamSpec:
+    """A stream (a KV bucket is one too: `kv_bucket`). The plan's `stream` kind
+    (fleetctl/reconcile/resources/base.py, `BusKind`)."""
+
+    kind: ClassVar[str] = "stream"
+
     name: str
     subjects: tuple[str, ...]
     retention: str
@@ -89,6 +94,14 @@ class StreamSpec:
     @property
     def key(self) -> str:
         return f"stream {self.name}"
+
+    def fingerprint(self) -> dict[str, object]:
+        return self.api_config()
+
+    def describe(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        many = len(self.subjects) > 2  # the task stream: one inbox per worker
+        subjects = f"{len(self.subjects)} subjects" if many else " ".join(self.subjects)
+        return self.name, (("subjects", subjects), ("retention", self.retention))
 
     def api_config(self) -> dict[str, Any]:
         return {
@@ -126,6 +139,10 @@ KV_GUARDS = ("allow_rollup_hdrs", "deny_delete", "deny_purge")
 
 @dataclass(frozen=True)
 class ConsumerSpec:
+    """A durable pull consumer on the task stream. The plan's `consumer` kind."""
+
+    kind: ClassVar[str] = "consumer"
+
     stream: str
     durable: str
     filter_subject: str
@@ -136,6 +153,13 @@ class ConsumerSpec:
     @property
     def key(self) -> str:
         return f"consumer {self.stream}/{self.durable}"
+
+    def fingerprint(self) -> dict[str, object]:
+        return self.api_config()
+
+    def describe(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        name = f"{self.stream}/{self.durable}"
+        return name, (("filter", self.filter_subject), ("ack_wait", f"{self.ack_wait}s"))
 
     def api_config(self) -> dict[str, Any]:
         return {

@@ -360,16 +360,33 @@ def _python_facts() -> Dict[str, str]:
     }
 
 
+def _each(stat: Callable[[str], Any]) -> Callable[[List[str]], Dict[str, Any]]:
+    return lambda names: {name: stat(name) for name in names}
+
+
+# What the agent reports of each kind of resource it is asked about by name, by the request's
+# field (and the kind its manifest keys start with): the host half of fleetctl's resource
+# kinds (fleetctl/reconcile/resources/ builds the request and reads the answer).
+STATS: Dict[str, Tuple[str, Callable[[List[str]], Dict[str, Any]]]] = {
+    "files": ("file", _each(_stat_file)),
+    "dirs": ("dir", _each(_stat_dir)),
+    "users": ("user", _each(_user)),
+    "units": ("unit", _units),
+}
+
+
 def observe(req: Dict[str, Any]) -> Dict[str, Any]:
     state_dir = req["state_dir"]
     manifest = _read_json(os.path.join(state_dir, "manifest.json"))
     journal = _read_json(os.path.join(state_dir, "journal.json"))
     owned = (manifest or {}).get("resources") or {}
-    files, dirs, users, units = (set(req.get(k) or ()) for k in ("files", "dirs", "users", "units"))
+    asked = {field: set(req.get(field) or ()) for field in STATS}
+    by_kind = {kind: asked[field] for field, (kind, _) in STATS.items()}
     hashed = set(req.get("hashed") or ())
     for key in owned:
         kind, _, name = key.partition(" ")
-        {"file": files, "dir": dirs, "user": users, "unit": units}.get(kind, set()).add(name)
+        if kind in by_kind:
+            by_kind[kind].add(name)
     contents = {}
     for path in req.get("contents") or ():
         try:
@@ -378,25 +395,25 @@ def observe(req: Dict[str, Any]) -> Dict[str, Any]:
                     contents[path] = binascii.b2a_base64(f.read(), newline=False).decode("ascii")
         except OSError:
             pass
-    return {
-        "hostname": os.uname().nodename,
-        "python": _python_facts(),
-        "manifest": manifest,
-        "journal": journal,
-        "files": {p: _stat_file(p) for p in sorted(files)},
-        "dirs": {p: _stat_dir(p) for p in sorted(dirs)},
-        "users": {u: _user(u) for u in sorted(users)},
-        "units": _units(sorted(units)),
-        "env_files": {
-            p: (_sha256(p) if os.path.isfile(p) else None) for p in req.get("env_files") or ()
-        },
-        "contents": contents,
-        "versions": {
-            name: _installed(path, name in hashed)
-            for name, path in (req.get("versions") or {}).items()
-        },
-        "node": _node_version() if req.get("node") else None,
-    }
+    facts: Dict[str, Any] = {f: stat(sorted(asked[f])) for f, (_, stat) in STATS.items()}
+    facts.update(
+        {
+            "hostname": os.uname().nodename,
+            "python": _python_facts(),
+            "manifest": manifest,
+            "journal": journal,
+            "env_files": {
+                p: (_sha256(p) if os.path.isfile(p) else None) for p in req.get("env_files") or ()
+            },
+            "contents": contents,
+            "versions": {
+                name: _installed(path, name in hashed)
+                for name, path in (req.get("versions") or {}).items()
+            },
+            "node": _node_version() if req.get("node") else None,
+        }
+    )
+    return facts
 
 
 # Operations by request "op": `observe` here; `apply` is in steps.py, which fleetctl sends

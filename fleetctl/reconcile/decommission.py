@@ -22,6 +22,7 @@ from fleetctl.reconcile.plan.selection import Selection
 from fleetctl.reconcile.plan.types import HostPlan
 from fleetctl.reconcile.program import teardown
 from fleetctl.reconcile.remembered import RememberedHost
+from fleetctl.reconcile.resources.kinds import HOST_KINDS
 from fleetctl.reconcile.rollout import HostResult, Reporter, run_program
 from fleetctl.reconcile.sessions import Options, Session, connect, for_each_host, take_lock
 from fleetctl.transport.base import TransportError
@@ -52,17 +53,14 @@ def reach(fleet: Fleet, entry: RememberedHost, options: Options, *, lock: bool) 
 
 def _request(entry: RememberedHost, nothing: HostState) -> dict[str, Any]:
     """The agent adds what the host's manifest lists; this adds what was last applied."""
-    by_kind: dict[str, list[str]] = {"file": [], "dir": [], "user": [], "unit": []}
+    by_kind: dict[str, list[str]] = {kind: [] for kind in HOST_KINDS}
     for key in entry.resources:
         kind, _, name = key.partition(" ")
         by_kind.get(kind, []).append(name)
-    return facts.request(nothing, with_contents=False) | {
-        "files": by_kind["file"],
-        "dirs": by_kind["dir"],
-        "users": by_kind["user"],
-        "units": by_kind["unit"],
-        "versions": dict(facts.VERSION_PROBES),
-    }
+    req = facts.request(nothing, with_contents=False)
+    for kind, cls in HOST_KINDS.items():
+        req |= cls.recall(by_kind[kind])
+    return req
 
 
 def has_manifest(session: Session) -> bool:

@@ -1,7 +1,8 @@
 """One host's part of a plan -> the agent's steps, in the order that keeps the host sound.
 
-Pure: a HostPlan (and what was observed) in, data out. Tests assert the exact steps, the
-way Kamal's tests assert command lines.
+Pure: a HostPlan (and what was observed) in, data out. Each resource kind gives its own steps
+(fleetctl/reconcile/resources/); this module puts them in order. Tests assert the exact
+steps, the way Kamal's tests assert command lines.
 
 Order: journal of pending restarts first; stop orphan units; users, dirs, packages, files;
 remove orphans; one daemon-reload; start, restart, reload units; the manifest last, then
@@ -11,33 +12,22 @@ renamed into place whole, and the units still to restart are in the journal.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fleetctl import layout
 from fleetctl.reconcile.facts import JOURNAL, MANIFEST, ObservedHost
 from fleetctl.reconcile.plan.types import Change, HostPlan
-from fleetctl.reconcile.resources.dirs import DirSpec
+from fleetctl.reconcile.resources.base import HostKind, Staged, Step
 from fleetctl.reconcile.resources.files import FileSpec
-from fleetctl.reconcile.resources.packages import (
-    LLM_CLI_PREFIX,
-    NATS_PACKAGE,
-    POLLER_PACKAGE,
-    PackageSpec,
-)
-from fleetctl.reconcile.resources.users import UserSpec
+from fleetctl.reconcile.resources.kinds import HOST_KINDS
+from fleetctl.reconcile.resources.packages import PackageSpec, uploads
+from fleetctl.reconcile.resources.units import UnitSpec, systemctl
 from poller.backends import CliPackage
 
 MANIFEST_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Step:
-    label: str  # what the progress display shows; never a secret
-    op: dict[str, Any] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -50,18 +40,6 @@ class HostProgram:
     @property
     def empty(self) -> bool:
         return not self.steps
-
-
-def staging_wheelhouse(version: str) -> str:
-    return f"{layout.STAGING_DIR}/wheelhouse-{version.replace('+', '_')}"
-
-
-STAGED_NATS = f"{layout.STAGING_DIR}/nats-server"
-CLI_VERSION_TIMEOUT = 60  # seconds `<cli> --version` may take on the host
-
-
-def staged_cli(cli: CliPackage) -> str:
-    return f"{layout.STAGING_DIR}/{layout.cli_dir_name(cli.package, cli.version)}.tar"
 
 
 def program(
@@ -79,64 +57,28 @@ def program(
     host_changes = list(plan.changes)
     if not host_changes:
         return HostProgram(())
+    staged = Staged(nats_sha256, cli_sha256 or {})
     steps: list[Step] = []
     creates = [c for c in host_changes if c.action != "delete"]
     deletes = [c for c in host_changes if c.action == "delete"]
-    unit_changes = [c for c in creates if c.kind == "unit"]
+    unit_changes = [c for c in creates if c.kind == UnitSpec.kind]
     pending = sorted({c.name for c in unit_changes})
     if pending:
         steps.append(_write("record pending restarts", JOURNAL, _json({"restart": pending}), 0o600))
-    for c in deletes:
-        if c.unit_action == "stop":
-            steps.append(Step(f"stop {c.name}", _systemctl("disable", "--now", c.name)))
-    poller_version = None
-    nats_server = False
-    llm_clis: list[CliPackage] = []
-    for kind in ("user", "dir", "package", "file"):
-        for c in creates:
-            if c.kind != kind:
-                continue
-            match c.resource:
-                case UserSpec() as r:
-                    steps.append(
-                        Step(f"user {r.name}", {"op": "user", "name": r.name, "home": r.home})
-                    )
-                case DirSpec() as r:
-                    op = {
-                        "op": "dir",
-                        "path": r.path,
-                        "owner": r.owner,
-                        "group": r.group,
-                        "mode": r.mode,
-                    }
-                    steps.append(Step(f"dir {r.path}", op))
-                case PackageSpec(name=name, version=version) if name == POLLER_PACKAGE:
-                    poller_version = version
-                    steps.append(Step(f"install the poller {version}", _install_poller(version)))
-                case PackageSpec(name=name, version=version) if name == NATS_PACKAGE:
-                    nats_server = True
-                    op = {"op": "install_binary", "src": STAGED_NATS, "dest": layout.NATS_BIN}
-                    op["sha256"] = nats_sha256
-                    steps.append(Step(f"install {version}", op))
-                case PackageSpec(cli=CliPackage() as cli):
-                    llm_clis.append(cli)
-                    sha256 = (cli_sha256 or {}).get(cli.package)
-                    op = install_cli(cli, sha256)
-                    steps.append(Step(f"install {cli.package} {cli.version}", op))
-                case FileSpec(generated=True) as r:
-                    raise ValueError(f"{r.path} is generated by apply before it plans")
-                case FileSpec() as r:
-                    steps.append(Step(f"file {r.path}", _file_op(r)))
-                case _:
-                    raise ValueError(f"cannot apply {c.kind} {c.name}")
-    # An LLM CLI a worker may still run during its graceful stop goes after the restarts.
-    old_clis = [c for c in deletes if c.kind == "package" and c.name.startswith(LLM_CLI_PREFIX)]
-    steps += _removals([c for c in deletes if c not in old_clis])
+    steps += _stops(deletes)
+    made = sorted((c for c in creates if c.kind != UnitSpec.kind), key=lambda c: _kind(c).order)
+    for c in made:
+        if not isinstance(c.resource, HostKind) or c.resource.kind != c.kind:
+            raise ValueError(f"cannot apply {c.kind} {c.name}")
+        steps += c.resource.steps(staged)
+    # What a worker may still run during its graceful stop goes after the restarts.
+    late = [c for c in deletes if _known(c) and _kind(c).removed_late(c.name)]
+    steps += _removals([c for c in deletes if c not in late])
     if _touches_unit_files(host_changes):
-        steps.append(Step("systemctl daemon-reload", _systemctl("daemon-reload")))
+        steps.append(Step("systemctl daemon-reload", systemctl("daemon-reload")))
     for c in sorted(unit_changes, key=_start_order):
-        steps.append(_unit_step(c))
-    steps += _removals(old_clis)
+        steps.append(UnitSpec.action_step(c.name, c.unit_action))
+    steps += _removals(late)
     steps.append(
         _write(
             "write the manifest",
@@ -147,7 +89,8 @@ def program(
     )
     if pending:
         steps.append(Step("clear the journal", {"op": "remove_file", "path": JOURNAL}))
-    return HostProgram(tuple(steps), poller_version, nats_server, tuple(llm_clis))
+    needs = uploads(c.resource for c in made if isinstance(c.resource, PackageSpec))
+    return HostProgram(tuple(steps), needs.poller_version, needs.nats_server, needs.llm_clis)
 
 
 def teardown(plan: HostPlan) -> HostProgram:
@@ -155,20 +98,30 @@ def teardown(plan: HostPlan) -> HostProgram:
     manifest, the journal, the lock file, the staging area): `fleetctl decommission`. Units
     are stopped and disabled first, so no process holds a user or file being removed."""
     deletes = [c for c in plan.changes if c.action == "delete"]
-    steps = [
-        Step(f"stop {c.name}", _systemctl("disable", "--now", c.name))
-        for c in deletes
-        if c.unit_action == "stop"
-    ]
+    steps = _stops(deletes)
     steps += _removals(deletes)
     steps += [
         Step(f"remove {d} if empty", {"op": "remove_empty_dir", "path": d})
         for d in _emptied_roots(deletes)
     ]
     if _touches_unit_files(deletes):
-        steps.append(Step("systemctl daemon-reload", _systemctl("daemon-reload")))
+        steps.append(Step("systemctl daemon-reload", systemctl("daemon-reload")))
     steps.append(Step(f"remove {layout.STATE_DIR}", {"op": "remove_dir", "path": layout.STATE_DIR}))
     return HostProgram(tuple(steps))
+
+
+def _kind(change: Change) -> type[HostKind]:
+    return HOST_KINDS[change.kind]
+
+
+def _known(change: Change) -> bool:
+    """A kind this fleetctl knows (a manifest may list a kind an older one made)."""
+    return change.kind in HOST_KINDS
+
+
+def _stops(deletes: list[Change]) -> list[Step]:
+    """The units that go, stopped and disabled before anything else changes."""
+    return [s for c in deletes if c.unit_action == "stop" for s in UnitSpec.removal_steps(c.name)]
 
 
 # Directories fleetctl's layout makes as parents of what it writes (not in any manifest).
@@ -181,11 +134,8 @@ def _emptied_roots(deletes: list[Change]) -> list[str]:
     found: set[str] = set()
     removed = {c.name for c in deletes if c.kind == "dir"}
     for c in deletes:
-        if c.kind == "package" and c.name.startswith(LLM_CLI_PREFIX):
-            path = _remove_package(c.name)["path"]  # an LLM CLI's directory under /opt/fleet
-        elif c.kind in ("file", "dir"):
-            path = c.name
-        else:
+        path = _kind(c).removed_path(c.name) if _known(c) else None
+        if path is None:
             continue
         for root in _OWN_ROOTS:
             parent = path.rsplit("/", 1)[0]
@@ -196,40 +146,18 @@ def _emptied_roots(deletes: list[Change]) -> list[str]:
 
 
 def _removals(deletes: list[Change]) -> list[Step]:
-    """Files, packages, dirs, users, in that order: a user goes once nothing of it is left."""
+    """Each kind's removal steps, kinds in the reverse of the order they are made in (files,
+    packages, dirs, users): a user goes once nothing of it is left. Units are stopped first
+    (`_stops`) and need no removal of their own."""
+    gone = [c for c in deletes if _known(c) and c.kind != UnitSpec.kind]
     steps = []
-    for kind, op_name in (
-        ("file", "remove_file"),
-        ("package", "remove_package"),
-        ("dir", "remove_dir"),
-        ("user", "remove_user"),
-    ):
-        for c in deletes:
-            if c.kind != kind:
-                continue
-            if kind == "package":
-                steps.append(Step(f"remove package {c.name}", _remove_package(c.name)))
-                continue
-            target = "name" if kind == "user" else "path"
-            steps.append(Step(f"remove {kind} {c.name}", {"op": op_name, target: c.name}))
+    for c in sorted(gone, key=lambda c: -_kind(c).order):
+        steps += _kind(c).removal_steps(c.name)
     return steps
 
 
-def _remove_package(name: str) -> dict[str, Any]:
-    """The poller: its symlink and every virtual environment beside it (`venv-<version>`);
-    nats-server: its binary."""
-    if name == POLLER_PACKAGE:
-        return {"op": "remove_package", "package": name, "venv": layout.POLLER_VENV}
-    if name == NATS_PACKAGE:
-        return {"op": "remove_package", "package": name, "binary": layout.NATS_BIN}
-    if name.startswith(LLM_CLI_PREFIX):
-        package, _, version = name.removeprefix(LLM_CLI_PREFIX).rpartition("@")
-        return {"op": "remove_dir", "path": layout.llm_cli_dir(package, version)}
-    raise ValueError(f"cannot remove package {name}")
-
-
 def _touches_unit_files(changes: list[Change]) -> bool:
-    return any(c.kind == "file" and c.name.startswith(layout.SYSTEMD_DIR + "/") for c in changes)
+    return any(_known(c) and _kind(c).reloads_systemd(c.name) for c in changes)
 
 
 def _start_order(change: Change) -> tuple[int, str]:
@@ -237,56 +165,8 @@ def _start_order(change: Change) -> tuple[int, str]:
     return (0 if change.worker is None else 1, change.name)
 
 
-def _unit_step(change: Change) -> Step:
-    verb = change.unit_action
-    if verb is None or verb == "start":
-        return Step(f"enable --now {change.name}", _systemctl("enable", "--now", change.name))
-    return Step(f"{verb} {change.name}", _systemctl(verb, change.name))
-
-
-def _systemctl(*args: str) -> dict[str, Any]:
-    return {"op": "systemctl", "args": list(args)}
-
-
-def _install_poller(version: str) -> dict[str, Any]:
-    return {
-        "op": "install_poller",
-        "link": layout.POLLER_VENV,
-        "version": version,
-        "wheelhouse": staging_wheelhouse(version),
-    }
-
-
-def install_cli(cli: CliPackage, sha256: str | None) -> dict[str, Any]:
-    """The agent's install_tree step for a CLI's bundle (staged by rollout) of this sha256."""
-    if sha256 is None:
-        raise ValueError(f"no bundle of {cli.package} {cli.version} to install")
-    return {
-        "op": "install_tree",
-        "src": staged_cli(cli),
-        "sha256": sha256,
-        "dest": layout.llm_cli_dir(cli.package, cli.version),
-        "check": [f"bin/{cli.bin}", "--version"],
-        "expect": cli.version,
-        "timeout": CLI_VERSION_TIMEOUT,
-        "version_file": layout.LLM_CLI_VERSION_FILE,
-    }
-
-
-def _file_op(spec: FileSpec) -> dict[str, Any]:
-    return {
-        "op": "file",
-        "path": spec.path,
-        "content": base64.b64encode(spec.content).decode("ascii"),
-        "sha256": spec.sha256,
-        "owner": spec.owner,
-        "group": spec.group,
-        "mode": spec.mode,
-    }
-
-
 def _write(label: str, path: str, content: bytes, mode: int) -> Step:
-    return Step(label, _file_op(FileSpec(path, content, mode=mode)))
+    return Step(label, FileSpec(path, content, mode=mode).write_op())
 
 
 def _json(data: Mapping[str, Any]) -> bytes:

@@ -26,15 +26,14 @@ from fleetctl.reconcile import agent_client, facts, jetstream
 from fleetctl.reconcile.observation import LiveView
 from fleetctl.reconcile.plan.bus import diff_bus
 from fleetctl.reconcile.plan.types import BusPlan, HostPlan, Plan
-from fleetctl.reconcile.program import (
+from fleetctl.reconcile.program import HostProgram, program
+from fleetctl.reconcile.resources.files import human_size
+from fleetctl.reconcile.resources.packages import (
     STAGED_NATS,
-    HostProgram,
-    program,
+    PackageSpec,
     staged_cli,
     staging_wheelhouse,
 )
-from fleetctl.reconcile.resources.files import human_size
-from fleetctl.reconcile.resources.packages import PackageSpec
 from fleetctl.reconcile.sessions import Session, for_each_host
 from fleetctl.transport.base import TransportError
 

@@ -11,7 +11,8 @@ from fleetctl.reconcile.desired.state import HostState
 from fleetctl.reconcile.facts import ObservedHost
 from fleetctl.reconcile.plan.changes import diff, orphans
 from fleetctl.reconcile.plan.selection import Selection
-from fleetctl.reconcile.plan.types import Change, HostPlan, UnitAction
+from fleetctl.reconcile.plan.types import Change, HostPlan
+from fleetctl.reconcile.resources.base import UnitAction
 from fleetctl.reconcile.resources.kinds import HostResource
 from fleetctl.reconcile.resources.units import UnitSpec
 

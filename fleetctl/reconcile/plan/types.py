@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from fleetctl.reconcile.departed import DepartedHost
+from fleetctl.reconcile.resources.base import UnitAction
 from fleetctl.reconcile.resources.kinds import Resource
 
 Action = Literal["create", "update", "delete"]
-# What systemctl does to a unit: start (enable --now), restart, reload, stop (disable --now).
-UnitAction = Literal["start", "restart", "reload", "stop"]
 SYMBOL: dict[str, str] = {"create": "+", "update": "~", "delete": "-"}
 
 

@@ -1,8 +1,9 @@
-"""Every resource kind, host and bus."""
+"""Every resource kind, host and bus: a new kind is its class plus a line here."""
 
 from __future__ import annotations
 
 from fleetctl.bus.resources import ConsumerSpec, StreamSpec
+from fleetctl.reconcile.resources.base import HostKind
 from fleetctl.reconcile.resources.dirs import DirSpec
 from fleetctl.reconcile.resources.files import FileSpec
 from fleetctl.reconcile.resources.packages import PackageSpec
@@ -13,3 +14,12 @@ from fleetctl.reconcile.resources.users import UserSpec
 HostResource = UserSpec | DirSpec | FileSpec | UnitSpec | PackageSpec
 BusResource = StreamSpec | ConsumerSpec | RevocationSpec
 Resource = HostResource | BusResource
+
+# By the first word of their keys, in the order a host program makes them (`order`).
+HOST_KINDS: dict[str, type[HostKind]] = {
+    UserSpec.kind: UserSpec,
+    DirSpec.kind: DirSpec,
+    PackageSpec.kind: PackageSpec,
+    FileSpec.kind: FileSpec,
+    UnitSpec.kind: UnitSpec,
+}
