@@ -1,7 +1,11 @@
 """The JetStream streams and consumers a fleet needs, as pure data.
 
 `api_config()` gives the exact JSON the JetStream API takes (durations in nanoseconds), so
-fleetctl can create and diff them and tests can declare them the same way.
+fleetctl can create and diff them and tests can declare them the same way. Each is a bus
+resource kind of the plan (fleetctl/reconcile/resources/base.py, `BusKind`): besides its key,
+fingerprint and description, it says which API request observes it, how the reply reads as
+its fingerprint, and which request makes, updates or deletes it (reconcile/jetstream.py
+sends them).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from fleetctl.bus.names import NatsNames
+from fleetctl.bus.names import JS_API, NatsNames
 from fleetctl.config.schema import MAX_PAYLOAD, NatsSettings
 from nsc.claims import JetStreamLimits
 
@@ -36,6 +40,26 @@ RECORD_AGE_FACTOR = 2
 COPYING_STREAM_KEYS = ("republish", "sources", "mirror")
 # A push consumer delivers to any subject its config names, past subscribe permissions.
 PUSH_CONSUMER_KEYS = ("deliver_subject",)
+# Settings fleetctl never declares but whoever holds the admin's creds can set with an update
+# (permissions cannot see a request's body): copies of a stream's messages elsewhere
+# (republish to the admin's inbox, a source transformed into a worker's inbox), subjects
+# rewritten, headers that purge or rewrite messages; a push consumer's deliver subject.
+UNDECLARED = {
+    "stream": (
+        *COPYING_STREAM_KEYS,
+        "subject_transform",
+        "allow_rollup_hdrs",
+        "allow_msg_ttl",
+        "allow_msg_counter",
+        "allow_atomic",
+        "allow_msg_schedules",
+    ),
+    "consumer": PUSH_CONSUMER_KEYS,
+}
+# Consumers fleetctl makes on the task stream (and removes when nothing needs them).
+OWNED_CONSUMERS = (NatsNames.consumer(""), NatsNames.route_consumer(""))
+# An API request: its subject, and its JSON body (None: empty).
+Request = tuple[str, dict[str, Any] | None]
 
 
 class DeclarationError(ValueError):
@@ -58,6 +82,19 @@ def declarable(kind: str, config: dict[str, Any]) -> dict[str, Any]:
                 + ", ".join(f"{k}: {str(KV_BUCKET[k]).lower()}" for k in loose)
             )
     return config
+
+
+def fingerprint_of(
+    server_config: dict[str, Any], wanted: dict[str, Any], kind: str = "stream"
+) -> dict[str, object]:
+    """The server's config restricted to the keys fleetctl sets (it fills in many defaults),
+    and any setting fleetctl never declares that is on: the plan shows that as an update,
+    and apply, sending only the declared config, turns it off (docs/security.md)."""
+    found = {k: server_config.get(k) for k in wanted}
+    found |= {
+        k: server_config[k] for k in UNDECLARED[kind] if server_config.get(k) and k not in wanted
+    }
+    return found
 
 
 def is_kv_bucket(config: dict[str, Any]) -> bool:
@@ -102,6 +139,29 @@ class StreamSpec:
         many = len(self.subjects) > 2  # the task stream: one inbox per worker
         subjects = f"{len(self.subjects)} subjects" if many else " ".join(self.subjects)
         return self.name, (("subjects", subjects), ("retention", self.retention))
+
+    def info_request(self) -> Request:
+        """What observes it: its info (an error reply: there is no such stream)."""
+        return f"{JS_API}.STREAM.INFO.{self.name}", None
+
+    def read(self, info: dict[str, Any]) -> dict[str, object]:
+        """Its fingerprint on the server, from the info reply."""
+        return fingerprint_of(info["config"], self.api_config(), self.kind)
+
+    def write_request(self, action: str, config: dict[str, Any]) -> Request:
+        """What creates it, or updates it (`action`: create, update), to `config`: its
+        `api_config()` once checked `declarable`."""
+        verb = "CREATE" if action == "create" else "UPDATE"
+        return f"{JS_API}.STREAM.{verb}.{self.name}", config
+
+    @staticmethod
+    def delete_request(name: str) -> Request:
+        return f"{JS_API}.STREAM.DELETE.{name}", None
+
+    @staticmethod
+    def apply_rank(action: str) -> int:
+        """Made before the consumers it holds, deleted after every other bus change."""
+        return 3 if action == "delete" else 1
 
     def api_config(self) -> dict[str, Any]:
         return {
@@ -160,6 +220,48 @@ class ConsumerSpec:
     def describe(self) -> tuple[str, tuple[tuple[str, str], ...]]:
         name = f"{self.stream}/{self.durable}"
         return name, (("filter", self.filter_subject), ("ack_wait", f"{self.ack_wait}s"))
+
+    @staticmethod
+    def list_request(stream: str, offset: int) -> Request:
+        """What observes them: a page of every consumer on `stream` (fleetctl's, and any
+        other, which is how orphans are found)."""
+        return f"{JS_API}.CONSUMER.LIST.{stream}", {"offset": offset}
+
+    @staticmethod
+    def key_of(stream: str, durable: str) -> str:
+        return f"consumer {stream}/{durable}"
+
+    @staticmethod
+    def read(config: dict[str, Any], wanted: ConsumerSpec | None) -> dict[str, object]:
+        """A listed consumer's fingerprint: in the terms of the one fleetctl wants under its
+        name, if any (else its whole config)."""
+        declared = wanted.api_config() if wanted is not None else config
+        return fingerprint_of(config, declared, ConsumerSpec.kind)
+
+    @staticmethod
+    def owned(durable: str) -> bool:
+        """One fleetctl made (a worker's or a route's), so removed once nothing needs it."""
+        return durable.startswith(OWNED_CONSUMERS)
+
+    def write_request(self, action: str, config: dict[str, Any]) -> Request:
+        """What creates it, or updates it (`action`: create, update), to `config`: its
+        `api_config()` once checked `declarable`."""
+        body = {"stream_name": self.stream, "config": config}
+        if action == "update":
+            body["action"] = "update"
+        return f"{JS_API}.CONSUMER.CREATE.{self.stream}.{self.durable}", body
+
+    @staticmethod
+    def delete_request(name: str) -> Request:
+        """`name` as the plan shows it: `<stream>/<durable>`."""
+        stream, _, durable = name.partition("/")
+        return f"{JS_API}.CONSUMER.DELETE.{stream}.{durable}", None
+
+    @staticmethod
+    def apply_rank(action: str) -> int:
+        """A departed consumer goes first (the task stream then stops taking its inbox); the
+        others are made once their stream is."""
+        return 0 if action == "delete" else 2
 
     def api_config(self) -> dict[str, Any]:
         return {

@@ -1,8 +1,9 @@
 """The bus's streams and consumers through the JetStream API: observe them, apply changes.
 
 Raw API requests (`$JS.API.*`), not nats.py's typed wrappers, so what is compared and sent
-is exactly `api_config()`: no unit conversions in between. This is the NATS edge; the
-decisions are in plan/.
+is exactly `api_config()`: no unit conversions in between. Each kind says which request
+observes or makes it and how a reply reads (fleetctl/bus/resources.py); this module sends
+them. This is the NATS edge; the decisions are in plan/.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from dataclasses import replace
 from typing import Any
 
 from fleetctl.bus.client import BusError, BusUnreachable, Endpoint, connect, pause, request, run
-from fleetctl.bus.names import JS_API, NatsNames
+from fleetctl.bus.names import JS_API
 from fleetctl.bus.resources import (
-    COPYING_STREAM_KEYS,
-    PUSH_CONSUMER_KEYS,
     ConsumerSpec,
     DeclarationError,
+    Request,
     StreamSpec,
     declarable,
     near_limit_warning,
@@ -26,44 +26,7 @@ from fleetctl.bus.resources import (
 from fleetctl.reconcile.desired.state import BusState
 from fleetctl.reconcile.facts import ObservedBus
 from fleetctl.reconcile.plan.types import Change
-
-KINDS = ("stream", "consumer")
-# Consumers fleetctl makes on the task stream (and removes when nothing needs them).
-OWNED_CONSUMERS = (
-    NatsNames.consumer(""),
-    NatsNames.route_consumer(""),
-)  # the bus changes made through this API; credentials are not
-
-
-# Settings fleetctl never declares but whoever holds the admin's creds can set with an update
-# (permissions cannot see a request's body): copies of a stream's messages elsewhere
-# (republish to the admin's inbox, a source transformed into a worker's inbox), subjects
-# rewritten, headers that purge or rewrite messages; a push consumer's deliver subject.
-UNDECLARED = {
-    "stream": (
-        *COPYING_STREAM_KEYS,
-        "subject_transform",
-        "allow_rollup_hdrs",
-        "allow_msg_ttl",
-        "allow_msg_counter",
-        "allow_atomic",
-        "allow_msg_schedules",
-    ),
-    "consumer": PUSH_CONSUMER_KEYS,
-}
-
-
-def fingerprint_of(
-    server_config: dict[str, Any], wanted: dict[str, Any], kind: str = "stream"
-) -> dict[str, object]:
-    """The server's config restricted to the keys fleetctl sets (it fills in many defaults),
-    and any setting fleetctl never declares that is on: the plan shows that as an update,
-    and apply, sending only the declared config, turns it off (docs/security.md)."""
-    found = {k: server_config.get(k) for k in wanted}
-    found |= {
-        k: server_config[k] for k in UNDECLARED[kind] if server_config.get(k) and k not in wanted
-    }
-    return found
+from fleetctl.reconcile.resources.kinds import JETSTREAM_KINDS
 
 
 def _api_error(reply: dict[str, Any]) -> str | None:
@@ -72,8 +35,8 @@ def _api_error(reply: dict[str, Any]) -> str | None:
 
 
 async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
-    wanted = {c.key: c.api_config() for c, _ in bus.consumers}
-    wanted |= {c.key: c.api_config() for c in bus.route_consumers}
+    wanted = {c.key: c for c, _ in bus.consumers}
+    wanted |= {c.key: c for c in bus.route_consumers}
     try:
         nc = await connect(endpoint)
     except BusUnreachable as e:
@@ -86,19 +49,18 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
         warnings: list[str] = []
         queued: dict[str, int] = {}
         for spec in bus.streams:
-            info = await request(nc, f"{JS_API}.STREAM.INFO.{spec.name}")
+            info = await request(nc, *spec.info_request())
             if _api_error(info) is None:
-                resources[spec.key] = fingerprint_of(info["config"], spec.api_config())
+                resources[spec.key] = spec.read(info)
                 managed.add(spec.key)
                 if (warning := near_limit_warning(info)) is not None:
                     warnings.append(warning)
         stream = bus.consumer_stream
         if f"stream {stream}" in managed:
             for info in await _consumers(nc, stream):
-                key = f"consumer {stream}/{info['name']}"
-                config = info["config"]
-                resources[key] = fingerprint_of(config, wanted.get(key, config), "consumer")
-                if info["name"].startswith(OWNED_CONSUMERS):
+                key = ConsumerSpec.key_of(stream, info["name"])
+                resources[key] = ConsumerSpec.read(info["config"], wanted.get(key))
+                if ConsumerSpec.owned(info["name"]):
                     managed.add(key)
                 queued[key] = int(info.get("num_pending") or 0)
         return ObservedBus(resources, frozenset(managed), warnings=tuple(warnings), queued=queued)
@@ -109,7 +71,7 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
 async def _consumers(nc: Any, stream: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     while True:
-        page = await request(nc, f"{JS_API}.CONSUMER.LIST.{stream}", {"offset": len(found)})
+        page = await request(nc, *ConsumerSpec.list_request(stream, len(found)))
         if (err := _api_error(page)) is not None:
             raise BusError(f"listing consumers of {stream}: {err}")
         batch = page.get("consumers") or []
@@ -151,26 +113,19 @@ def _pushes(reply: dict[str, Any], change: Change) -> bool:
     return change.kind == "consumer" and err.get("err_code") == PUSH_TO_PULL
 
 
-def request_for(change: Change) -> tuple[str, dict[str, Any] | None]:
+def request_for(change: Change) -> Request:
     """The JetStream API request (subject, body) that makes one change."""
+    kind = JETSTREAM_KINDS.get(change.kind)
+    if kind is not None and change.action == "delete":
+        return kind.delete_request(change.name)
     spec = change.resource
-    if change.action == "delete":
-        if change.kind == "stream":
-            return f"{JS_API}.STREAM.DELETE.{change.name}", None
-        stream, _, durable = change.name.partition("/")
-        return f"{JS_API}.CONSUMER.DELETE.{stream}.{durable}", None
-    if isinstance(spec, StreamSpec):
-        verb = "CREATE" if change.action == "create" else "UPDATE"
-        return f"{JS_API}.STREAM.{verb}.{spec.name}", _declared("stream", spec.api_config())
-    if isinstance(spec, ConsumerSpec):
-        body = {"stream_name": spec.stream, "config": _declared("consumer", spec.api_config())}
-        if change.action == "update":
-            body["action"] = "update"
-        return f"{JS_API}.CONSUMER.CREATE.{spec.stream}.{spec.durable}", body
+    if isinstance(spec, StreamSpec | ConsumerSpec):
+        return spec.write_request(change.action, _declared(spec.kind, spec.api_config()))
     raise BusError(f"cannot {change.action} {change.kind} {change.name}")
 
 
 def _declared(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Every declaration sent passes here: one fleetctl refuses is a bus error."""
     try:
         return declarable(kind, config)
     except DeclarationError as e:
@@ -178,18 +133,11 @@ def _declared(kind: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def ordered(changes: Sequence[Change]) -> list[Change]:
-    """The JetStream changes among `changes`, in an order the server accepts: departed
-    consumers first (the task stream then stops taking their inbox), streams before the
-    consumers they hold, deleted streams last."""
-
-    def rank(c: Change) -> int:
-        if c.kind == "consumer" and c.action == "delete":
-            return 0
-        if c.kind == "stream":
-            return 3 if c.action == "delete" else 1
-        return 2
-
-    return sorted((c for c in changes if c.kind in KINDS), key=rank)
+    """The JetStream changes among `changes`, in an order the server accepts (each kind's
+    `apply_rank`): departed consumers first (the task stream then stops taking their inbox),
+    streams before the consumers they hold, deleted streams last."""
+    api = [c for c in changes if c.kind in JETSTREAM_KINDS]
+    return sorted(api, key=lambda c: JETSTREAM_KINDS[c.kind].apply_rank(c.action))
 
 
 def apply(endpoint: Endpoint, changes: Sequence[Change]) -> None:

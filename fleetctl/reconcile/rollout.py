@@ -34,6 +34,7 @@ from fleetctl.reconcile.resources.packages import (
     staged_cli,
     staging_wheelhouse,
 )
+from fleetctl.reconcile.resources.revocations import RevocationSpec
 from fleetctl.reconcile.sessions import Session, for_each_host
 from fleetctl.transport.base import TransportError
 
@@ -378,7 +379,7 @@ def _apply_bus(
                 seen = jetstream.observe(endpoint, view.desired.bus)
                 fresh = diff_bus(view.desired.bus, seen, view.selection, session.host)
                 changes = fresh.changes if fresh else ()
-            if any(c.kind == "credentials" for c in changes):
+            if any(c.kind == RevocationSpec.kind for c in changes):
                 inputs = view.inputs
                 credentials.commit_revocations(view.fleet, inputs.revocations, inputs.revoked_at)
             api_changes = jetstream.ordered(changes)

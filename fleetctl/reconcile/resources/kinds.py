@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleetctl.bus.resources import ConsumerSpec, StreamSpec
-from fleetctl.reconcile.resources.base import HostKind
+from fleetctl.reconcile.resources.base import BusKind, HostKind
 from fleetctl.reconcile.resources.dirs import DirSpec
 from fleetctl.reconcile.resources.files import FileSpec
 from fleetctl.reconcile.resources.packages import PackageSpec
@@ -23,3 +23,11 @@ HOST_KINDS: dict[str, type[HostKind]] = {
     FileSpec.kind: FileSpec,
     UnitSpec.kind: UnitSpec,
 }
+
+# The bus's kinds made through the JetStream API (fleetctl/reconcile/jetstream.py); the
+# plan's other bus kind, credentials, is revoked in the local store.
+JETSTREAM_KINDS: dict[str, type[StreamSpec] | type[ConsumerSpec]] = {
+    StreamSpec.kind: StreamSpec,
+    ConsumerSpec.kind: ConsumerSpec,
+}
+BUS_KINDS: dict[str, type[BusKind]] = {**JETSTREAM_KINDS, RevocationSpec.kind: RevocationSpec}
