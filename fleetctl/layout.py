@@ -26,8 +26,9 @@ LLM_CLI_VERSION_FILE = "fleet-llm-cli.version"  # in each CLI's directory, writt
 TUNNEL_UNIT = "fleet-tunnel.service"
 TUNNEL_USER = "fleet-tunnel"
 TUNNEL_HOME = "/var/lib/fleet-tunnel"
+SSHD_CONFIG_DIR = "/etc/ssh/sshd_config.d"  # sshd's drop-ins: sshd checks them, then reloads
 # The broker sshd's drop-in that limits the tunnel user (fleetctl/identity/tunnellogin.py).
-SSHD_TUNNEL_CONF = "/etc/ssh/sshd_config.d/fleet-tunnel.conf"
+SSHD_TUNNEL_CONF = f"{SSHD_CONFIG_DIR}/fleet-tunnel.conf"
 
 NATS_UNIT = "nats-server.service"
 NATS_USER = "nats"
@@ -49,8 +50,7 @@ OWN_DIRS = {
     OPT_FLEET: "the poller and the LLM CLIs fleetctl installs",
     TUNNEL_HOME: "the tunnel user's files (its authorized key on the broker)",
     SYSTEMD_DIR: "the units fleetctl writes",
-    posixpath.dirname(posixpath.dirname(SSHD_TUNNEL_CONF)): "sshd's configuration (the "
-    "tunnel's limits on the broker)",
+    posixpath.dirname(SSHD_CONFIG_DIR): "sshd's configuration (the tunnel's limits on the broker)",
     NATS_CONF_DIR: "nats-server's configuration",
     NATS_HOME: "nats-server's home and JetStream store",
     posixpath.dirname(NATS_BIN): "the nats-server binary fleetctl installs",

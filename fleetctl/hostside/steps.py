@@ -140,38 +140,33 @@ def op_dir(step: Dict[str, Any]) -> None:
     os.chmod(path, step["mode"])
 
 
-def op_file(step: Dict[str, Any]) -> None:
+def _content(step: Dict[str, Any]) -> bytes:
     data = binascii.a2b_base64(step["content"])
     if new_sha256(data).hexdigest() != step["sha256"]:
         raise StepError("content of {} arrived damaged".format(step["path"]))
-    if step["path"] == SSHD_TUNNEL_CONF:
-        _replace_sshd_dropin(step, data)
-        return
-    write_file(step["path"], data, step["owner"], step["group"], step["mode"])
+    return data
+
+
+def op_file(step: Dict[str, Any]) -> None:
+    write_file(step["path"], _content(step), step["owner"], step["group"], step["mode"])
 
 
 def op_remove_file(step: Dict[str, Any]) -> None:
     try:
         os.unlink(step["path"])
     except FileNotFoundError:
-        return
-    if step["path"] == SSHD_TUNNEL_CONF:
-        _reload_sshd(_sshd_effective())
+        pass
 
 
-# The broker's sshd drop-in for the tunnel user (fleetctl/layout.py,
-# fleetctl/identity/tunnellogin.py).
-SSHD_TUNNEL_CONF = "/etc/ssh/sshd_config.d/fleet-tunnel.conf"
 SSHD = "/usr/sbin/sshd"
-# What `sshd -T` must say for the tunnel user once the drop-in counts.
-SSHD_TUNNEL_EFFECTIVE = ("allowstreamlocalforwarding no", "permitlisten none")
 
 
-def _replace_sshd_dropin(step: Dict[str, Any], data: bytes) -> None:
-    """sshd reads its config only at start and reload: write the drop-in, have sshd check the
-    whole config and show that it applies the drop-in to the tunnel user, then reload it.
-    If sshd refuses it, or never reads it, the previous file is put back (sshd must keep
-    accepting logins) and the step fails saying why."""
+def op_sshd_config(step: Dict[str, Any]) -> None:
+    """A file sshd reads, which it reads only at start and reload: write it, have sshd check
+    the whole config and, for `user`, show the `expect`ed settings (else it never reads the
+    file), then reload it. If sshd refuses it, or never reads it, the previous file is put
+    back (sshd must keep accepting logins) and the step fails saying why."""
+    data = _content(step)
     path = step["path"]
     previous: Optional[bytes] = None
     if os.path.exists(path):
@@ -180,8 +175,8 @@ def _replace_sshd_dropin(step: Dict[str, Any], data: bytes) -> None:
     write_file(path, data, step["owner"], step["group"], step["mode"])
     try:
         _run([SSHD, "-t"])
-        effective = _sshd_effective("fleet-tunnel")
-        missing = [want for want in SSHD_TUNNEL_EFFECTIVE if want not in effective]
+        effective = _sshd_effective(step.get("user") or "root")
+        missing = [want for want in step.get("expect") or () if want not in effective]
         if missing:
             raise StepError(
                 "sshd does not apply {}: add `Include /etc/ssh/sshd_config.d/*.conf` at the "
@@ -194,6 +189,15 @@ def _replace_sshd_dropin(step: Dict[str, Any], data: bytes) -> None:
             write_file(path, previous, step["owner"], step["group"], step["mode"])
         raise
     _reload_sshd(effective)
+
+
+def op_remove_sshd_config(step: Dict[str, Any]) -> None:
+    """Remove a file sshd reads, then have sshd reload without it."""
+    try:
+        os.unlink(step["path"])
+    except FileNotFoundError:
+        return
+    _reload_sshd(_sshd_effective())
 
 
 def _sshd_effective(user: str = "root") -> List[str]:
@@ -414,6 +418,8 @@ OPS: Dict[str, Callable[[Dict[str, Any]], None]] = {
     "dir": op_dir,
     "file": op_file,
     "remove_file": op_remove_file,
+    "sshd_config": op_sshd_config,
+    "remove_sshd_config": op_remove_sshd_config,
     "remove_dir": op_remove_dir,
     "remove_user": op_remove_user,
     "remove_package": op_remove_package,

@@ -11,12 +11,15 @@ the key's authorized_keys options alone cannot:
   refuse those;
 - an sshd drop-in with a `Match User` block: TCP forwarding local only, no stream-local
   forwarding, no listening, one permitted target, no TTY, no tunnel device, no shell.
-  The host agent checks that sshd accepts and applies it before reloading sshd
-  (fleetctl/hostside/steps.py).
+  The host agent checks that sshd accepts and applies it before reloading sshd (the host
+  program's `sshd_config` step, fleetctl/reconcile/resources/files.py).
 """
 
 from __future__ import annotations
 
+# What `sshd -T -C user=<tunnel user>,...` reports once sshd applies the drop-in: the host
+# agent checks it before it reloads sshd.
+SSHD_EFFECTIVE = ("allowstreamlocalforwarding no", "permitlisten none")
 # A privileged port on loopback: sshd binds remote forwards as the (unprivileged) login user
 # and, with GatewayPorts no, only on loopback, so the one listen the key line allows fails.
 UNBINDABLE_LISTEN = "127.0.0.1:1"

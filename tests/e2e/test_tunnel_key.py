@@ -8,8 +8,6 @@ attacker aims at always send a line, so a refused forward is one that yields not
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import socket
 import subprocess
@@ -20,7 +18,10 @@ from pathlib import Path
 import pytest
 
 from fleetctl import layout
+from fleetctl.identity.tunnellogin import SSHD_EFFECTIVE
 from fleetctl.reconcile import agent_client
+from fleetctl.reconcile.resources.base import Staged
+from fleetctl.reconcile.resources.files import SshdConfigSpec
 from tests.e2e.fleet_env import (
     BROKER,
     NODES,
@@ -218,11 +219,11 @@ def test_the_broker_sshd_applies_the_tunnel_drop_in(fleet: FleetEnv) -> None:
 
 
 def agent_writes_drop_in(fleet: FleetEnv, content: bytes) -> tuple[int, str]:
-    """The host agent's file step for the sshd drop-in, run on the broker as apply runs it."""
-    step: dict[str, object] = {"op": "file", "path": layout.SSHD_TUNNEL_CONF}
-    step |= {"owner": "root", "group": "root"}
-    step |= {"mode": 0o644, "content": base64.b64encode(content).decode()}
-    step["sha256"] = hashlib.sha256(content).hexdigest()
+    """The host program's step for the sshd drop-in, run on the broker as apply runs it."""
+    spec = SshdConfigSpec(
+        layout.SSHD_TUNNEL_CONF, content, user=layout.TUNNEL_USER, expect=SSHD_EFFECTIVE
+    )
+    [step] = [s.op for s in spec.steps(Staged())]
     program = agent_client.agent_program({"op": "apply", "steps": [step]})
     done = fleet.net.hosts[BROKER].run(["python3", "-I", "-S", "-"], input=program)
     events = [json.loads(line) for line in done.stdout.decode().splitlines()]

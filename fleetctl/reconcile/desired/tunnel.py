@@ -9,7 +9,7 @@ from fleetctl.identity import tunnellogin
 from fleetctl.reconcile.desired.context import Context, Parts
 from fleetctl.reconcile.inputs import tunnel_hosts
 from fleetctl.reconcile.resources.dirs import DirSpec
-from fleetctl.reconcile.resources.files import FileSpec
+from fleetctl.reconcile.resources.files import FileSpec, SshdConfigSpec
 from fleetctl.reconcile.resources.units import UnitSpec
 from fleetctl.reconcile.resources.users import UserSpec
 from fleetctl.render.engine import render_unit
@@ -39,8 +39,9 @@ def add_tunnel_login(ctx: Context, parts: Parts) -> None:
     waits = any(h not in keys for h in hosts)
     path = f"{home}/.ssh/authorized_keys"
     parts.files.append(FileSpec(path, lines.encode(), user, user, 0o600, generated=waits))
-    match_block = tunnellogin.sshd_match_block(user, s.listen, s.port)
-    parts.files.append(FileSpec(layout.SSHD_TUNNEL_CONF, match_block.encode(), mode=0o644))
+    block = tunnellogin.sshd_match_block(user, s.listen, s.port).encode()
+    expect = tunnellogin.SSHD_EFFECTIVE
+    parts.files.append(SshdConfigSpec(layout.SSHD_TUNNEL_CONF, block, user=user, expect=expect))
 
 
 def add_tunnel(ctx: Context, host: Host, parts: Parts) -> None:

@@ -98,7 +98,9 @@ class FileSpec(HostKind):
 
     @classmethod
     def removal_steps(cls, name: str) -> list[Step]:
-        return [Step(f"remove file {name}", {"op": "remove_file", "path": name})]
+        """A file in sshd's drop-in directory: removed, then sshd reloads without it."""
+        op = "remove_sshd_config" if is_sshd_config(name) else "remove_file"
+        return [Step(f"remove file {name}", {"op": op, "path": name})]
 
     @classmethod
     def removed_path(cls, name: str) -> str | None:
@@ -107,6 +109,25 @@ class FileSpec(HostKind):
     @classmethod
     def reloads_systemd(cls, name: str) -> bool:
         return name.startswith(layout.SYSTEMD_DIR + "/")
+
+
+@dataclass(frozen=True)
+class SshdConfigSpec(FileSpec):
+    """A file sshd reads (a drop-in in sshd_config.d): still a `file` to the plan and the
+    manifest, but written through sshd's own check and followed by sshd's reload. sshd must
+    accept the whole config, and `sshd -T` for `user` must show `expect` (else sshd does not
+    read the drop-in); otherwise the previous file is put back and the step fails."""
+
+    user: str | None = None
+    expect: tuple[str, ...] = ()
+
+    def steps(self, staged: Staged) -> list[Step]:
+        op = self.write_op() | {"op": "sshd_config", "user": self.user, "expect": list(self.expect)}
+        return [Step(f"file {self.path}", op)]
+
+
+def is_sshd_config(path: str) -> bool:
+    return path.startswith(layout.SSHD_CONFIG_DIR + "/")
 
 
 def human_size(n: int) -> str:

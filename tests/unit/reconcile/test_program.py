@@ -573,3 +573,51 @@ def test_teardown_removes_the_llm_clis_and_then_their_emptied_directories() -> N
     assert claude_dir in removed and CODEX_OLD in removed
     assert removed.index(claude_dir) < removed.index("/opt/fleet/llm")
     assert removed.index("/opt/fleet/llm") < removed.index("/opt/fleet")
+
+
+def test_the_sshd_drop_in_is_written_through_sshd_s_check_and_removed_with_its_reload() -> None:
+    """The broker's sshd drop-in is the one file the program writes through the agent's
+    `sshd_config` step (sshd -t, `sshd -T` for the tunnel user shows the drop-in's settings,
+    then a reload); removing it is `remove_sshd_config` (sshd reloads without it). Every
+    other file is a plain `file` step."""
+    broker = host_state(example_fleet(), node="broker-host")
+    bare, _ = host_program(broker, ObservedHost())
+    sshd_steps = [s for s in bare.steps if s.op["op"].startswith("sshd")]
+    assert [s.label for s in sshd_steps] == [f"file {layout.SSHD_TUNNEL_CONF}"]
+    dropin = next(f for f in broker.files if f.path == layout.SSHD_TUNNEL_CONF)
+    changed = dataclasses.replace(dropin, content=dropin.content + b"# changed\n")
+    after = dataclasses.replace(
+        broker, files=tuple(changed if f is dropin else f for f in broker.files)
+    )
+    prog, _ = host_program(after, converged(broker))
+    [write, manifest] = [s.op for s in prog.steps]
+    assert {k: v for k, v in write.items() if k != "content"} == {
+        "op": "sshd_config",
+        "path": "/etc/ssh/sshd_config.d/fleet-tunnel.conf",
+        "sha256": hashlib.sha256(changed.content).hexdigest(),
+        "owner": "root",
+        "group": "root",
+        "mode": 0o644,
+        "user": "fleet-tunnel",
+        "expect": ["allowstreamlocalforwarding no", "permitlisten none"],
+    }
+    assert manifest["path"] == "/var/lib/fleetctl/manifest.json"
+    no_tunnels = dataclasses.replace(
+        broker,
+        users=tuple(u for u in broker.users if u.name != "fleet-tunnel"),
+        dirs=tuple(d for d in broker.dirs if not d.path.startswith("/var/lib/fleet-tunnel")),
+        files=tuple(f for f in broker.files if f.owner != "fleet-tunnel" and f is not dropin),
+    )
+    prog, _ = host_program(no_tunnels, converged(broker))
+    assert ops(prog) == [
+        ("remove_sshd_config",),
+        ("remove_file", "/var/lib/fleet-tunnel/.ssh/authorized_keys"),
+        ("remove_dir", "/var/lib/fleet-tunnel"),
+        ("remove_dir", "/var/lib/fleet-tunnel/.ssh"),
+        ("remove_user", "fleet-tunnel"),
+        MANIFEST_OP,
+    ]
+    assert prog.steps[0].op == {
+        "op": "remove_sshd_config",
+        "path": "/etc/ssh/sshd_config.d/fleet-tunnel.conf",
+    }
