@@ -20,7 +20,7 @@ from fleetctl.reconcile.plan.fleet import make_plan
 from fleetctl.reconcile.plan.selection import Selection
 from fleetctl.reconcile.sessions import Options, Session
 from tests.support.example import example_fleet
-from tests.support.fakehosts import PYTHON, FakeHost, Log, converged
+from tests.support.fakehosts import PYTHON, FakeHost, Log, agent_answer, converged
 
 BROKER, NODE1, NODE2 = "broker-host", "worker-node-1", "worker-node-2"
 INPUTS = Inputs(
@@ -106,3 +106,16 @@ def live_view(
 def stand_ins(log: Log, **each: dict[str, Any]) -> dict[str, FakeHost]:
     names = {"broker": BROKER, "node1": NODE1, "node2": NODE2}
     return {names[k]: FakeHost(names[k], log, **each.get(k, {})) for k in names}
+
+
+def observed_stand_ins(log: Log, bus_port: int | None = None) -> dict[str, FakeHost]:
+    """Every host of the example fleet, its agent answering as right after an apply (for
+    live plans: fleetctl/reconcile/observation.py); the broker's bus forward leads to
+    `bus_port` (None: the forward fails)."""
+    desired = desired_state(example_fleet(), INPUTS)
+    hosts = {
+        name: FakeHost(name, log, facts=agent_answer(converged(state)))
+        for name, state in desired.hosts.items()
+    }
+    hosts[BROKER].bus_port = bus_port
+    return hosts

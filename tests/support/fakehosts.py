@@ -189,3 +189,29 @@ def converged(state: HostState) -> ObservedHost:
     bare = ObservedHost(resources=resources, managed=frozenset(resources))
     inputs = {u.name: unit_inputs(state, u, bare) for u in state.units}
     return ObservedHost(resources=resources, managed=frozenset(resources), unit_inputs=inputs)
+
+
+def agent_answer(observed: ObservedHost) -> dict[str, Any]:
+    """What a host's agent answers to `observe` on a host that has `observed` (the inverse
+    of fleetctl/reconcile/facts.py `parse`, for the fields a converged host has)."""
+    answer: dict[str, Any] = {
+        "python": PYTHON,
+        "files": {},
+        "dirs": {},
+        "users": {},
+        "units": {},
+        "versions": {},
+        "manifest": {
+            "resources": {k: None for k in sorted(observed.managed)},
+            "units": {k: dict(v) for k, v in observed.unit_inputs.items()},
+        },
+    }
+    for key, fp in observed.resources.items():
+        kind, _, name = key.partition(" ")
+        if kind == "dir":
+            answer["dirs"][name] = {**fp, "is_dir": True}
+        elif kind == "package":
+            answer["versions"][name] = fp["version"]
+        else:
+            answer[f"{kind}s"][name] = dict(fp)
+    return answer
