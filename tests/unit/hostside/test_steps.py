@@ -13,8 +13,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import signal
 import stat
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +370,102 @@ def test_a_binary_is_installed_checked_and_its_upload_removed(tmp_path: Path) ->
     assert stat.S_IMODE(dest.stat().st_mode) == 0o755
     assert asked == [(str(dest), "root", "root")]
     assert not src.exists()
+
+
+EXPECT = ["allowstreamlocalforwarding no", "permitlisten none"]
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], bytes]]:
+    """A stand-in for the listening sshd (a process a SIGHUP ends) and what `sshd -T`
+    says: the expected settings and where its pid file is."""
+    proc = subprocess.Popen(["sleep", "60"])
+    (tmp_path / "sshd.pid").write_text(f"{proc.pid}\n")
+    said = "\n".join([*EXPECT, f"pidfile {tmp_path / 'sshd.pid'}", ""]).encode()
+    try:
+        yield proc, said
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def hung_up(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the stand-in sshd got its SIGHUP (the agent sent it before returning)."""
+    try:
+        return proc.wait(timeout=5) == -signal.SIGHUP
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def sshd_step(path: Path, data: bytes) -> dict[str, Any]:
+    return file_step(path, data, 0o644) | {
+        "op": "sshd_config",
+        "user": "fleet-tunnel",
+        "expect": EXPECT,
+    }
+
+
+def test_an_sshd_drop_in_is_checked_by_sshd_then_sshd_reloads(
+    tmp_path: Path, sshd: tuple[subprocess.Popen[bytes], bytes]
+) -> None:
+    proc, said = sshd
+    dropin = tmp_path / "sshd_config.d" / "fleet-tunnel.conf"
+    agent = fake_agent({("/usr/sbin/sshd", "-T"): (0, said)})
+    assert agent.apply(sshd_step(dropin, b"Match User fleet-tunnel\n")) == 0
+    assert dropin.read_bytes() == b"Match User fleet-tunnel\n"
+    assert agent.spawn.calls == [
+        ["/usr/sbin/sshd", "-t"],
+        ["/usr/sbin/sshd", "-T", "-C", "user=fleet-tunnel,host=fleetctl,addr=127.0.0.1"],
+    ]
+    assert hung_up(proc)
+
+
+@pytest.mark.parametrize("before", [None, b"Match User fleet-tunnel\n\tPermitListen none\n"])
+def test_a_drop_in_sshd_refuses_is_put_back_as_it_was_and_sshd_not_reloaded(
+    tmp_path: Path, sshd: tuple[subprocess.Popen[bytes], bytes], before: bytes | None
+) -> None:
+    proc, _ = sshd
+    dropin = tmp_path / "fleet-tunnel.conf"
+    if before is not None:
+        dropin.write_bytes(before)
+    agent = fake_agent({("/usr/sbin/sshd", "-t"): (255, b"line 2: Bad option\n")})
+    assert agent.apply(sshd_step(dropin, b"\tNoSuchOption yes\n")) == 1
+    assert events(agent) == [(0, False, "/usr/sbin/sshd -t exited 255: line 2: Bad option")]
+    assert (dropin.read_bytes() if dropin.exists() else None) == before
+    assert proc.poll() is None  # not reloaded
+
+
+def test_a_drop_in_sshd_would_not_read_is_refused_with_the_fix(
+    tmp_path: Path, sshd: tuple[subprocess.Popen[bytes], bytes]
+) -> None:
+    proc, _ = sshd
+    dropin = tmp_path / "fleet-tunnel.conf"
+    unread = b"allowstreamlocalforwarding yes\npermitlisten any\n"  # sshd -T without the drop-in
+    agent = fake_agent({("/usr/sbin/sshd", "-T"): (0, unread)})
+    assert agent.apply(sshd_step(dropin, b"Match User fleet-tunnel\n")) == 1
+    assert events(agent) == [
+        (
+            0,
+            False,
+            f"sshd does not apply {dropin}: add `Include /etc/ssh/sshd_config.d/*.conf` at the "
+            "top of /etc/ssh/sshd_config",
+        )
+    ]
+    assert not dropin.exists() and proc.poll() is None
+
+
+def test_removing_a_drop_in_reloads_sshd_without_it_and_a_missing_one_runs_nothing(
+    tmp_path: Path, sshd: tuple[subprocess.Popen[bytes], bytes]
+) -> None:
+    proc, said = sshd
+    dropin = tmp_path / "fleet-tunnel.conf"
+    agent = fake_agent({("/usr/sbin/sshd", "-T"): (0, said)})
+    assert agent.apply({"op": "remove_sshd_config", "path": str(dropin)}) == 0
+    assert agent.spawn.calls == [] and proc.poll() is None
+    dropin.write_text("Match User fleet-tunnel\n")
+    assert agent.apply({"op": "remove_sshd_config", "path": str(dropin)}) == 0
+    assert not dropin.exists()
+    assert agent.spawn.calls == [
+        ["/usr/sbin/sshd", "-T", "-C", "user=root,host=fleetctl,addr=127.0.0.1"]
+    ]
+    assert hung_up(proc)
