@@ -133,8 +133,16 @@ class Fleet:
         return self._hosts_by_name[name]
 
     @property
+    def brokers(self) -> tuple[Host, ...]:
+        """The hosts the bus lives on, in servers.yaml order (config/checks.py allows one
+        today; a NATS cluster lists several)."""
+        return tuple(h for h in self.hosts if h.is_broker)
+
+    @property
     def broker(self) -> Host:
-        return next(h for h in self.hosts if h.is_broker)
+        """The broker the worker hosts' tunnels lead to (and whose SSH key their known_hosts
+        pins): the first of `brokers`. Where any of the bus's hosts will do, use `brokers`."""
+        return self.brokers[0]
 
     def workers_on(self, host: str, *, enabled_only: bool = True) -> list[Worker]:
         return [w for w in self.workers if w.host == host and (w.enabled or not enabled_only)]

@@ -52,6 +52,7 @@ class ObservedBus:
     error: str = ""
     warnings: tuple[str, ...] = ()  # streams near their limits, from what the server said
     queued: Mapping[str, int] = field(default_factory=dict)  # consumer key -> tasks waiting
+    via: str = ""  # the home it was read through ("": not read through a host)
 
 
 @dataclass(frozen=True)

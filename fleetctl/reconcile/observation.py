@@ -1,5 +1,6 @@
 """A live plan: connect to, lock and observe every planned host, each in a thread of its
-own, read the bus through the broker's connection meanwhile, then diff.
+own, read the bus through its first home's connection meanwhile (through the next home's
+when that one does not answer), then diff.
 
 What to observe on a host does not depend on the broker's SSH key (which the tunnels'
 known_hosts holds), only on whether it is known, so hosts are observed as soon as they are
@@ -61,16 +62,17 @@ def live_plan(
     fleet: Fleet, inputs: Inputs, selection: Selection, options: Options, *, lock: bool
 ) -> LiveView:
     """Connect, lock (apply) and observe every planned host and the bus; then diff."""
-    broker = fleet.broker
+    broker = fleet.broker  # the tunnels': its SSH key goes in their known_hosts
     expected = inputs.broker_key or sole_accepted_key(broker, options)
     shape = desired_state(
         fleet, dataclasses.replace(inputs, broker_key=expected or SOME_BROKER_KEY)
     )
     names = planned_hosts(shape, selection)
-    via = shape.bus.homes[0] if shape.bus.homes else None
+    homes = [h for h in shape.bus.homes if h in names]  # the ways to the bus, in order
+    first = homes[0] if homes else None
     sessions: dict[str, Session] = {}
     errors: dict[str, str] = {}
-    seen_bus: list[ObservedBus] = []
+    seen_bus: dict[str, ObservedBus] = {}
     guard = threading.Lock()
 
     def visit(name: str) -> None:
@@ -87,14 +89,14 @@ def live_plan(
                 session.lock = take_lock(transport, options)
             req = facts.request(shape.hosts[name], with_contents=options.with_contents)
             with ThreadPoolExecutor(max_workers=1) as beside:  # a thread only if submitted
-                # The bus is read over the same connection meanwhile.
+                # The bus is read through its first home's connection meanwhile.
                 bus: Future[ObservedBus] | None = (
-                    beside.submit(_observe_bus, fleet, shape, session) if name == via else None
+                    beside.submit(_observe_bus, fleet, shape, session) if name == first else None
                 )
                 session.raw = _observe_host(session, req)
                 session.observed = facts.parse(session.raw)
                 if bus is not None:
-                    seen_bus.append(bus.result())
+                    seen_bus[name] = bus.result()
         except (TransportError, bus_client.BusError) as e:
             session.close()
             with guard:
@@ -118,7 +120,7 @@ def live_plan(
     warnings = list(inputs.warnings)
     if broker_key is None:
         warnings.append("the broker was not reached, so the tunnels' known_hosts is not planned")
-    bus = seen_bus[0] if seen_bus else ObservedBus()
+    bus = _through_homes(fleet, shape, homes, sessions, errors, seen_bus)
     warnings += bus.warnings
     plan = make_plan(
         desired,
@@ -151,6 +153,37 @@ def _observe_host(session: Session, req: dict[str, object]) -> dict[str, object]
     if session.lock is not None:
         return agent_client.observe_under_lock(session.lock, session.host.name, req)
     return agent_client.observe(session.transport, req)
+
+
+def _through_homes(
+    fleet: Fleet,
+    shape: FleetState,
+    homes: list[str],
+    sessions: dict[str, Session],
+    errors: dict[str, str],
+    seen: dict[str, ObservedBus],
+) -> ObservedBus:
+    """The bus as the first of its homes that answers sees it: the first home's reading
+    (taken beside its host's observation), else each next home's in turn, read now over
+    its session. When none answers, the first reading, which says why; nothing read (no
+    home could be observed): an empty reading, and the plan leaves the bus out."""
+    readings: list[ObservedBus] = []
+    for name in homes:
+        reading = seen.get(name)
+        if reading is None and name in sessions:  # not the first home: read it now
+            try:
+                reading = _observe_bus(fleet, shape, sessions[name])
+            except (TransportError, bus_client.BusError) as e:
+                sessions.pop(name).close()
+                errors[name] = str(e).removeprefix(f"{name}: ")
+                continue
+        if reading is None:
+            continue
+        reading = dataclasses.replace(reading, via=name)
+        if reading.reachable:
+            return reading
+        readings.append(reading)
+    return readings[0] if readings else ObservedBus()
 
 
 def _observe_bus(fleet: Fleet, shape: FleetState, session: Session) -> ObservedBus:

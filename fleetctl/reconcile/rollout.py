@@ -1,8 +1,8 @@
 """Apply a live plan: host programs in waves, and the bus in its own place.
 
-Today's waves are the broker (every poller needs it), then every other host in parallel;
-the bus's changes are made once the hosts it lives on have been applied. A host that fails
-is reported and the others go on; a failed wave's bus is not touched.
+Today's waves are the bus's hosts (every poller needs it), then every other host in
+parallel; the bus's changes are made once the host it is reached through has been applied.
+A host that fails is reported and the others go on; a failed wave's bus is not touched.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Reporter:
 
 def waves(plan: Plan) -> list[list[str]]:
     """The hosts to apply, in order: the bus's hosts first, then the rest at once."""
-    homes = [plan.bus.via] if plan.bus else []
+    homes = plan.bus.homes if plan.bus else ()
     names = [h.name for h in plan.hosts if not h.error]
     first = [n for n in names if n in homes]
     return [w for w in (first, [n for n in names if n not in first]) if w]

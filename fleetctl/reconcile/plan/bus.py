@@ -31,7 +31,7 @@ def diff_bus(
             _left_behind(c, observed.queued) for c in orphans(observed.managed - wanted, {})
         ]
         changes += [change("delete", r, r.worker, None) for r in bus.revocations]
-    return BusPlan(via.name, tuple(changes), unchanged)
+    return BusPlan(via.name, tuple(changes), unchanged, homes=bus.homes)
 
 
 def _left_behind(change: Change, queued: Mapping[str, int]) -> Change:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from fleetctl.layout import NATS_UNIT
@@ -15,18 +15,29 @@ from fleetctl.reconcile.plan.types import BusPlan, HostPlan, Plan
 
 
 def planned_hosts(desired: FleetState, selection: Selection) -> list[str]:
-    """The hosts a plan covers, in servers.yaml order: the selected ones, and the host the
-    bus is reached through whenever the bus is part of the plan."""
+    """The hosts a plan covers, in servers.yaml order: the selected ones, and the hosts the
+    bus lives on (any of them may be the way to it) whenever the bus is part of the plan."""
     bus = desired.bus
-    via = bus.homes[0] if bus.homes else None
-    with_bus = via is not None and (
-        diff_bus(bus, ObservedBus(), selection, desired.hosts[via].host) is not None
+    first = bus.homes[0] if bus.homes else None
+    with_bus = first is not None and (
+        diff_bus(bus, ObservedBus(), selection, desired.hosts[first].host) is not None
     )
     return [
         name
         for name, state in desired.hosts.items()
-        if selection.includes_host(name, state) or (with_bus and name == via)
+        if selection.includes_host(name, state) or (with_bus and name in bus.homes)
     ]
+
+
+def way_in(
+    homes: Sequence[str], planned: Sequence[str], errors: Mapping[str, str], bus: ObservedBus
+) -> str | None:
+    """The home the bus is reached through: the one it was read through, else the first
+    planned home that could be observed (None: no way in, so the bus is not planned)."""
+    usable = [h for h in homes if h in planned and h not in errors]
+    if bus.via:
+        return bus.via if bus.via in usable else None
+    return usable[0] if usable else None
 
 
 def make_plan(
@@ -41,7 +52,7 @@ def make_plan(
 ) -> Plan:
     """Diff every planned host and the bus; `observed=None` is the offline plan (nothing
     known). The bus is diffed against `bus`, or against nothing when it was not observed;
-    it is not planned when the host it is reached through could not be observed."""
+    it is not planned when none of its hosts could be observed (`way_in`)."""
     plans = []
     errors = errors or {}
     names = planned_hosts(desired, selection)
@@ -55,15 +66,15 @@ def make_plan(
         seen = (observed or {}).get(name, ObservedHost())
         plans.append(diff_host(state, seen, selection, live=observed is not None))
     bus_plan = None
-    homes = desired.bus.homes
-    if homes and homes[0] in names and homes[0] not in errors:
-        via = desired.hosts[homes[0]].host
-        on_bus = bus or ObservedBus()
+    on_bus = bus or ObservedBus()
+    home = way_in(desired.bus.homes, names, errors, on_bus)
+    if home is not None:
+        via = desired.hosts[home].host
         bus_plan = diff_bus(desired.bus, on_bus, selection, via)
         installed = (observed or {}).get(via.name, ObservedHost()).resources
         if bus_plan is not None and not on_bus.reachable and f"unit {NATS_UNIT}" in installed:
             # nats-server is installed but does not answer: what the bus holds is unknown.
             why = f"{NATS_UNIT} is installed on {via.name} but {on_bus.error or 'does not answer'}"
-            bus_plan = BusPlan(via.name, (), 0, error=why)
+            bus_plan = BusPlan(via.name, (), 0, error=why, homes=desired.bus.homes)
     mode: Literal["offline", "live"] = "offline" if observed is None else "live"
     return Plan(mode, revision, tuple(plans), warnings, bus_plan)

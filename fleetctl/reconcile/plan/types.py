@@ -50,12 +50,14 @@ class HostPlan:
 @dataclass(frozen=True)
 class BusPlan:
     """The bus's changes: streams, consumers, credentials to revoke. `via` is the host it is
-    reached through (and shown with): the broker today, one of several brokers later."""
+    reached through (and shown with): the first of its `homes` (the broker hosts) that
+    answered."""
 
     via: str
     changes: tuple[Change, ...]
     unchanged: int
     error: str | None = None  # why the bus could not be observed: nothing is planned for it
+    homes: tuple[str, ...] = ()  # every host the bus lives on (BusState.homes)
 
 
 @dataclass(frozen=True)
