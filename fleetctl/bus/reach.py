@@ -6,7 +6,8 @@ In this order:
 2. a local fleet running for this fleet file (`fleetctl up` writes `<state dir>/up.json`
    once it is ready and `down` removes it; its supervisor must still be alive);
 3. an SSH forward to the broker's NATS port (NATS listens only on the broker's loopback),
-   as `fleet-publisher` with the creds from the fleet's store.
+   as `fleet-publisher` with the creds from the fleet's store, through the first of the
+   bus's hosts (`Fleet.brokers`) that answers.
 """
 
 from __future__ import annotations
@@ -79,12 +80,16 @@ def _through_broker(fleet: Fleet, options: BusOptions, user: str) -> Iterator[En
     from fleetctl.transport.base import TransportError
 
     who = identity(fleet, user)
-    broker = fleet.broker
-    with ExitStack() as stack:
-        try:
-            transport = sessions.connect(broker, options.ssh)
-            stack.callback(transport.close)
-            endpoint = stack.enter_context(through(transport, fleet, who))
-        except TransportError as e:
-            raise BusError(f"cannot reach the broker {broker.name} over SSH: {e}") from None
-        yield endpoint
+    failed = []
+    for broker in fleet.brokers:  # any of the bus's hosts will do: the first that answers
+        with ExitStack() as stack:
+            try:
+                transport = sessions.connect(broker, options.ssh)
+                stack.callback(transport.close)
+                endpoint = stack.enter_context(through(transport, fleet, who))
+            except TransportError as e:
+                failed.append(f"cannot reach the broker {broker.name} over SSH: {e}")
+                continue
+            yield endpoint
+            return
+    raise BusError("; ".join(failed))
