@@ -19,7 +19,6 @@ from fleetctl.bus.resources import (
     ConsumerSpec,
     DeclarationError,
     Request,
-    StreamSpec,
     declarable,
     near_limit_warning,
 )
@@ -119,7 +118,7 @@ def request_for(change: Change) -> Request:
     if kind is not None and change.action == "delete":
         return kind.delete_request(change.name)
     spec = change.resource
-    if isinstance(spec, StreamSpec | ConsumerSpec):
+    if kind is not None and isinstance(spec, kind):
         return spec.write_request(change.action, _declared(spec.kind, spec.api_config()))
     raise BusError(f"cannot {change.action} {change.kind} {change.name}")
 

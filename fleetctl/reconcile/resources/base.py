@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, Self
 
+from fleetctl.bus.resources import Request
+
 Attrs = tuple[tuple[str, str], ...]
 # What systemctl does to a unit: start (enable --now), restart, reload, stop (disable --now).
 UnitAction = Literal["start", "restart", "reload", "stop"]
@@ -119,8 +121,7 @@ class HostKind(ABC):
 
 
 class BusKind(Protocol):
-    """A kind of resource the bus holds: what the plan needs of it. The JetStream kinds
-    (fleetctl/bus/resources.py) also say how they are observed and made through the API."""
+    """A kind of resource the bus holds: what the plan needs of it."""
 
     kind: ClassVar[str]
 
@@ -130,3 +131,19 @@ class BusKind(Protocol):
     def fingerprint(self) -> dict[str, object]: ...
 
     def describe(self) -> tuple[str, Attrs]: ...
+
+
+class JetStreamKind(BusKind, Protocol):
+    """A bus kind made through the JetStream API (fleetctl/bus/resources.py): its declared
+    config, and the requests that make, update and delete it, in apply's order. How it is
+    observed (`info_request` and `read` for a stream) is fleetctl/reconcile/jetstream.py's."""
+
+    def api_config(self) -> dict[str, Any]: ...
+
+    def write_request(self, action: str, config: dict[str, Any]) -> Request: ...
+
+    @staticmethod
+    def delete_request(name: str) -> Request: ...
+
+    @staticmethod
+    def apply_rank(action: str) -> int: ...

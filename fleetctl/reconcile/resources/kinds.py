@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleetctl.bus.resources import ConsumerSpec, StreamSpec
-from fleetctl.reconcile.resources.base import BusKind, HostKind
+from fleetctl.reconcile.resources.base import BusKind, HostKind, JetStreamKind
 from fleetctl.reconcile.resources.dirs import DirSpec
 from fleetctl.reconcile.resources.files import FileSpec
 from fleetctl.reconcile.resources.packages import PackageSpec
@@ -26,7 +26,7 @@ HOST_KINDS: dict[str, type[HostKind]] = {
 
 # The bus's kinds made through the JetStream API (fleetctl/reconcile/jetstream.py); the
 # plan's other bus kind, credentials, is revoked in the local store.
-JETSTREAM_KINDS: dict[str, type[StreamSpec] | type[ConsumerSpec]] = {
+JETSTREAM_KINDS: dict[str, type[JetStreamKind]] = {
     StreamSpec.kind: StreamSpec,
     ConsumerSpec.kind: ConsumerSpec,
 }
