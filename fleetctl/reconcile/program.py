@@ -21,6 +21,7 @@ from fleetctl import layout
 from fleetctl.reconcile.facts import JOURNAL, MANIFEST, ObservedHost
 from fleetctl.reconcile.plan.types import Change, HostPlan
 from fleetctl.reconcile.resources.base import HostKind, Staged, Step
+from fleetctl.reconcile.resources.dirs import DirSpec
 from fleetctl.reconcile.resources.files import FileSpec
 from fleetctl.reconcile.resources.kinds import HOST_KINDS
 from fleetctl.reconcile.resources.packages import PackageSpec, uploads
@@ -132,7 +133,7 @@ def _emptied_roots(deletes: list[Change]) -> list[str]:
     """The parents of removed files and dirs inside fleetctl's own roots, deepest first: they
     go if nothing else is in them."""
     found: set[str] = set()
-    removed = {c.name for c in deletes if c.kind == "dir"}
+    removed = {c.name for c in deletes if c.kind == DirSpec.kind}
     for c in deletes:
         path = _kind(c).removed_path(c.name) if _known(c) else None
         if path is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
+from fleetctl.bus.resources import ConsumerSpec
 from fleetctl.config.model import Host
 from fleetctl.reconcile.desired.state import BusState
 from fleetctl.reconcile.facts import ObservedBus
@@ -38,7 +39,7 @@ def _left_behind(change: Change, queued: Mapping[str, int]) -> Change:
     """A departing worker's consumer with tasks still queued: the plan says how many, and
     that no worker will run them (they stay in the task stream until its max_age)."""
     n = queued.get(f"{change.kind} {change.name}", 0)
-    if change.kind != "consumer" or not n:
+    if change.kind != ConsumerSpec.kind or not n:
         return change
     note = f"{n} queued task{'s' if n != 1 else ''} left unrun (kept until max_age)"
     return replace(change, attrs=(*change.attrs, ("queued", note)))

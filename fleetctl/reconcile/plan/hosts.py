@@ -88,7 +88,7 @@ def _node_major(version: str) -> int | None:
 
 def _say_why_dead(change: Change, dead: Mapping[str, str]) -> Change:
     """An enabled unit that is not running is started: the plan says what it is now."""
-    if change.kind != "unit" or change.action != "update" or change.name not in dead:
+    if change.kind != UnitSpec.kind or change.action != "update" or change.name not in dead:
         return change
     return replace(change, attrs=(("state", f"start ({dead[change.name]})"),))
 
@@ -123,7 +123,7 @@ def _restarts(
 ) -> tuple[list[Change], int, dict[str, dict[str, str]]]:
     """Running units whose inputs changed since they were last started: restart or reload.
     Units that are being created or started anyway pick up the new inputs by themselves."""
-    touched = {c.name for c in changes if c.kind == "unit"}
+    touched = {c.name for c in changes if c.kind == UnitSpec.kind}
     inputs: dict[str, dict[str, str]] = {}
     out = list(changes)
     for resource, worker in kept:
@@ -150,7 +150,7 @@ def _restarts(
         out.append(
             Change(
                 "update",
-                "unit",
+                UnitSpec.kind,
                 resource.name,
                 worker,
                 (("action", f"{action}: {reason}"),),
