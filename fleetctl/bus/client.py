@@ -20,16 +20,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fleetctl.config.model import Fleet
-from fleetctl.identity.natsaccess import (
-    ADMIN_INBOX_PREFIX,
-    ADMIN_USER,
-    PUBLISHER_INBOX_PREFIX,
-    PUBLISHER_USER,
-)
 from fleetctl.transport.base import Transport
 
 TIMEOUT = 5.0
-INBOX_PREFIXES = {ADMIN_USER: ADMIN_INBOX_PREFIX, PUBLISHER_USER: PUBLISHER_INBOX_PREFIX}
 
 T = TypeVar("T")
 
@@ -50,17 +43,6 @@ class Identity:
     user: str
     creds: Path | None
     inbox_prefix: str
-
-
-def identity(fleet: Fleet, user: str = ADMIN_USER) -> Identity:
-    """A fleet user with its creds from the fleet's store."""
-    from fleetctl.identity import credentials
-
-    authority = credentials.load(fleet)
-    path = authority.creds_path(user) if authority is not None else None
-    return Identity(
-        user, path if path is not None and path.exists() else None, INBOX_PREFIXES[user]
-    )
 
 
 @dataclass(frozen=True)

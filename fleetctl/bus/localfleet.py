@@ -3,7 +3,7 @@ fleet.yaml, the `up.json` its supervisor writes there once the fleet is ready (r
 it stops), and whether that supervisor still lives.
 
 The contract between the writer (fleetctl/local/supervisor.py) and the reader
-(fleetctl/bus/reach.py), kept below both so that reaching the bus needs nothing of how a
+(fleetctl/tasks/reach.py), kept below both so that reaching the bus needs nothing of how a
 local fleet is run.
 """
 

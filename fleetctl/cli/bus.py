@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fleetctl.bus.client import BusError
-from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.context import AppContext, fail
 from fleetctl.tasks.client import Client
 from fleetctl.tasks.messages import TaskError
+from fleetctl.tasks.reach import BusOptions
 from fleetctl.tasks.targets import TargetError
 from fleetctl.ui.terminal import err
 

@@ -8,10 +8,10 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options, json_option, to_option
+from fleetctl.tasks.reach import BusOptions
 from fleetctl.ui.terminal import out
 
 

@@ -70,7 +70,7 @@ creds_option = click.option(
 
 
 def bus_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """How a task command reaches the bus (fleetctl/bus/reach.py): --server/--creds, else a
+    """How a task command reaches the bus (fleetctl/tasks/reach.py): --server/--creds, else a
     running local fleet, else SSH to the broker (--ssh-config/--known-hosts). The command
     gets them as one `bus: BusOptions` argument."""
 
@@ -83,8 +83,8 @@ def bus_options(command: Callable[..., Any]) -> Callable[..., Any]:
         known_hosts: tuple[str, ...],
         **kwargs: Any,
     ) -> Any:
-        from fleetctl.bus.reach import BusOptions
         from fleetctl.reconcile.sessions import Options
+        from fleetctl.tasks.reach import BusOptions
 
         ssh = Options(ssh_config=ssh_config, known_hosts=known_hosts)
         return command(*args, bus=BusOptions(server, creds, ssh), **kwargs)

@@ -7,13 +7,13 @@ import time
 
 import click
 
-from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options, json_option, watch_option
 from fleetctl.cli.task import show
 from fleetctl.tasks.client import Answers, Client, NoSuchTask
 from fleetctl.tasks.messages import TaskError, check_task_id, results_json
+from fleetctl.tasks.reach import BusOptions
 from fleetctl.ui.terminal import err, out
 
 WATCH_EVERY = 0.5

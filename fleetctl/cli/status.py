@@ -13,7 +13,6 @@ import click
 
 from fleetctl.bus.client import BusError, Endpoint
 from fleetctl.bus.localfleet import default_state_dir, local_fleet
-from fleetctl.bus.reach import BusOptions, reach
 from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import bus_options, json_option, watch_option
 from fleetctl.config.model import Fleet
@@ -23,6 +22,7 @@ from fleetctl.status.expiry import creds_expiry
 from fleetctl.status.hosts import observe_hosts
 from fleetctl.status.lastlook import count_new_dead, last_dead_seq, remember_look
 from fleetctl.status.report import BrokerStatus, FleetStatus, HostStatus, workers_of
+from fleetctl.tasks.reach import BusOptions, reach
 from fleetctl.transport.base import TransportError
 from fleetctl.ui.status_view import render
 from fleetctl.ui.terminal import out

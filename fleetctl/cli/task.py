@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options, json_option, to_option
@@ -16,6 +15,7 @@ from fleetctl.cli.params import duration
 from fleetctl.tasks import targets
 from fleetctl.tasks.client import Client, Sent
 from fleetctl.tasks.messages import Result, TaskError, check_task_id, results_json
+from fleetctl.tasks.reach import BusOptions
 from fleetctl.ui.terminal import err, out
 
 

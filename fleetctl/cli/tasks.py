@@ -8,11 +8,11 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from fleetctl.bus.reach import BusOptions
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import bus_options, json_option, since_option
 from fleetctl.cli.params import duration
+from fleetctl.tasks.reach import BusOptions
 from fleetctl.ui.results_view import STYLES
 from fleetctl.ui.terminal import out
 

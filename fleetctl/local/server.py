@@ -20,7 +20,7 @@ from fleetctl.bus import client as bus_client
 from fleetctl.bus.names import NatsNames
 from fleetctl.config.model import CredsConfig, Fleet
 from fleetctl.config.routes import queues_of
-from fleetctl.identity import credentials, natsaccess
+from fleetctl.identity import credentials, fleetusers, natsaccess
 from fleetctl.local.children import spawn_logged
 from fleetctl.local.state import StateDir
 from fleetctl.reconcile import jetstream
@@ -165,7 +165,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def admin_endpoint(fleet: Fleet, creds: LocalCreds) -> bus_client.Endpoint:
     who = bus_client.Identity(
-        natsaccess.ADMIN_USER, creds.admin, bus_client.INBOX_PREFIXES[natsaccess.ADMIN_USER]
+        natsaccess.ADMIN_USER, creds.admin, fleetusers.INBOX_PREFIXES[natsaccess.ADMIN_USER]
     )
     return bus_client.at(f"nats://127.0.0.1:{fleet.nats.port}", who)
 

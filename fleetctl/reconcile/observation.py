@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from fleetctl.bus import client as bus_client
 from fleetctl.config.model import Fleet, Host
+from fleetctl.identity import fleetusers
 from fleetctl.reconcile import agent_client, facts, jetstream
 from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.reconcile.desired.state import FleetState
@@ -188,6 +189,6 @@ def _through_homes(
 
 def _observe_bus(fleet: Fleet, shape: FleetState, session: Session) -> ObservedBus:
     """The bus's streams and consumers, through a forward over the broker's connection."""
-    who = bus_client.identity(fleet)
+    who = fleetusers.identity(fleet)
     with bus_client.through(session.transport, fleet, who) as endpoint:
         return jetstream.observe(endpoint, shape.bus)

@@ -20,7 +20,7 @@ from fleetctl.artifacts.hostpython import Target
 from fleetctl.bus import client as bus_client
 from fleetctl.bus.names import NatsNames
 from fleetctl.hostside.agent import journal_argv
-from fleetctl.identity import credentials
+from fleetctl.identity import credentials, fleetusers
 from fleetctl.identity.natsaccess import worker_user
 from fleetctl.reconcile import agent_client, facts, jetstream
 from fleetctl.reconcile.observation import LiveView
@@ -234,7 +234,7 @@ def _check_pings(view: LiveView, results: dict[str, HostResult], report: Reporte
     prefix = view.fleet.nats.subject_prefix
     try:
         with bus_client.through(
-            via.transport, view.fleet, bus_client.identity(view.fleet)
+            via.transport, view.fleet, fleetusers.identity(view.fleet)
         ) as endpoint:
             silent = bus_client.run(ping_all(endpoint, prefix, sorted(waiting), PING_WAIT))
     except (TransportError, bus_client.BusError) as e:
@@ -366,7 +366,7 @@ def _apply_bus(
     is created is decided against what the server really holds."""
     name = session.host.name
     try:
-        who = bus_client.identity(view.fleet)
+        who = fleetusers.identity(view.fleet)
         with bus_client.through(session.transport, view.fleet, who) as endpoint:
             changes = bus.changes
             if bus.error is not None or jetstream.ordered(changes):

@@ -31,7 +31,6 @@ from typing import Any
 from fleetctl.bus.client import Endpoint, connect
 from fleetctl.bus.loop import Loop
 from fleetctl.bus.names import NatsNames
-from fleetctl.bus.reach import BusOptions, reach
 from fleetctl.config.model import Fleet
 from fleetctl.tasks import answers as task_answers
 from fleetctl.tasks import deadletters, listing, sending, targets, waiting, whereabouts
@@ -42,6 +41,7 @@ from fleetctl.tasks.deadletters import DeadLetter
 from fleetctl.tasks.ledger import StoredResult
 from fleetctl.tasks.listing import TaskRow
 from fleetctl.tasks.messages import Result
+from fleetctl.tasks.reach import BusOptions, reach
 from fleetctl.tasks.record import Sent, Target, TaskRecord
 from fleetctl.tasks.sender import identity_of
 

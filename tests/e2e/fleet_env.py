@@ -153,7 +153,7 @@ class FleetEnv:
 
     def drift_consumer(self, consumer: str, ack_wait: int) -> None:
         """Change a consumer's ack_wait on the broker, as an operator's manual edit would."""
-        from fleetctl.bus.client import identity
+        from fleetctl.identity.fleetusers import identity
 
         admin = identity(load_fleet(self.fleet_path, self.servers_path)).creds
         assert admin is not None

@@ -19,9 +19,10 @@ import nats.js.errors
 import pytest
 
 from fleetctl.bus import client as bus_client
-from fleetctl.bus.client import INBOX_PREFIXES, Identity, at
+from fleetctl.bus.client import Identity, at
 from fleetctl.config.schema import NatsSettings
 from fleetctl.identity import natsaccess as na
+from fleetctl.identity.fleetusers import INBOX_PREFIXES
 from poller.budget import today
 from tests.support.natsserver import free_port
 from tests.support.nscfleet import (

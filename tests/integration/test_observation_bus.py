@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleetctl.bus.client import at, identity
+from fleetctl.bus.client import at
 from fleetctl.config.model import Host
+from fleetctl.identity.fleetusers import identity
 from fleetctl.reconcile import jetstream, observation
 from fleetctl.reconcile.observation import live_plan
 from fleetctl.reconcile.plan.selection import Selection

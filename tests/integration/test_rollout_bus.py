@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from fleetctl import layout
-from fleetctl.bus.client import at, identity
+from fleetctl.bus.client import at
+from fleetctl.identity.fleetusers import identity
 from fleetctl.reconcile import jetstream, rollout
 from fleetctl.reconcile.facts import ObservedBus
 from fleetctl.reconcile.plan.bus import diff_bus

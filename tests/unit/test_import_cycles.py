@@ -105,3 +105,20 @@ def test_the_checker_sees_a_cycle_hidden_in_a_function_and_under_type_checking()
     graph_now = graph()
     # the walker reads imports inside functions and TYPE_CHECKING blocks: a known lazy one
     assert "fleetctl.cli.main" in graph_now["fleetctl.cli.entry"]
+
+
+def test_no_cycle_between_fleetctls_packages() -> None:
+    """The layout reads top-down (docs/architecture.md): cli over local, status and ui, over
+    reconcile and tasks, over identity, bus and artifacts, over config, transport, hostside,
+    render. Two packages that import each other would make that picture a lie."""
+    packages: dict[str, set[str]] = {}
+    for module, imports in graph().items():
+        parts = module.split(".")
+        if parts[0] != "fleetctl" or len(parts) < 2:
+            continue
+        mine = packages.setdefault(parts[1], set())
+        mine.update(i.split(".")[1] for i in imports if i.startswith("fleetctl.") and i.count("."))
+    for name, imports in packages.items():
+        imports.discard(name)
+    found = cycles(packages)
+    assert not found, "packages importing each other:\n" + "\n".join(" <-> ".join(c) for c in found)

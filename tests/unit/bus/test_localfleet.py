@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from fleetctl.bus.localfleet import local_fleet, up_file, up_record
-from fleetctl.bus.reach import BusOptions, how
+from fleetctl.tasks.reach import BusOptions, how
 
 
 def test_a_local_fleet_is_used_only_while_its_supervisor_lives(tmp_path: Path) -> None:

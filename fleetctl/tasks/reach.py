@@ -17,17 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleetctl.bus.client import (
-    INBOX_PREFIXES,
-    BusError,
-    Endpoint,
-    Identity,
-    at,
-    identity,
-    through,
-)
+from fleetctl.bus.client import BusError, Endpoint, Identity, at, through
 from fleetctl.bus.localfleet import local_fleet
 from fleetctl.config.model import Fleet
+from fleetctl.identity.fleetusers import INBOX_PREFIXES, identity
 from fleetctl.identity.natsaccess import PUBLISHER_USER
 from fleetctl.reconcile.sessions import Options
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from fleetctl.bus.client import BusError
-from fleetctl.bus.reach import BusOptions, reach
 from fleetctl.config.model import Fleet, Host
 from fleetctl.reconcile import sessions
+from fleetctl.tasks.reach import BusOptions, reach
 from fleetctl.transport.base import TransportError
 from tests.support.example import example_fleet
 from tests.support.fakehosts import FakeHost, Log
