@@ -108,9 +108,10 @@ def test_the_checker_sees_a_cycle_hidden_in_a_function_and_under_type_checking()
 
 
 def test_no_cycle_between_fleetctls_packages() -> None:
-    """The layout reads top-down (docs/architecture.md): cli over local, status and ui, over
-    reconcile and tasks, over identity, bus and artifacts, over config, transport, hostside,
-    render. Two packages that import each other would make that picture a lie."""
+    """The layout reads top-down (docs/architecture.md, "The packages, top to bottom"): cli,
+    local, ui and status, tasks, reconcile, identity, bus and artifacts, config, then
+    transport, hostside and render. Two packages that import each other would make that
+    picture a lie."""
     packages: dict[str, set[str]] = {}
     for module, imports in graph().items():
         parts = module.split(".")
