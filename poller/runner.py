@@ -3,11 +3,12 @@
 The CLI is started in a new session so its whole process group can be signalled: SIGTERM at
 the timeout, SIGKILL after the grace period, and SIGKILL to whatever is left of the group once
 the leader is gone, so no process of the task survives and a grandchild holding stdout open
-cannot keep us reading. A SIGKILLed poller cannot clean up: each running group is recorded in a
-state directory, with the poller that runs it, and `kill_orphans()` kills what a poller now
-gone left behind when a poller starts (PR_SET_PDEATHSIG would need a preexec hook, which
-costs ~2 ms per spawn by forcing fork instead of vfork; systemd's control-group kill covers
-the gap on a real host).
+cannot keep us reading. A cancel (the poller shutting down) kills the group as well, even
+one that arrives while the CLI is still being started. A SIGKILLed poller cannot clean up:
+each running group is recorded in a state directory, with the poller that runs it, and
+`kill_orphans()` kills what a poller now gone left behind when a poller starts
+(PR_SET_PDEATHSIG would need a preexec hook, which costs ~2 ms per spawn by forcing fork
+instead of vfork; systemd's control-group kill covers the gap on a real host).
 """
 
 from __future__ import annotations
@@ -175,6 +176,45 @@ def _record(state_dir: Path | None, pgid: int) -> Path | None:
     return None
 
 
+_Spawn = tuple[asyncio.SubprocessTransport, _Capture]
+
+
+async def _spawned(
+    spawn: asyncio.Task[_Spawn], name: str
+) -> tuple[asyncio.SubprocessTransport, _Capture, asyncio.CancelledError | None]:
+    """The started CLI, and the cancellation that arrived while it was being started.
+
+    A cancel must not reach the spawn itself: asyncio's clean-up of a cancelled spawn kills
+    the leader only and then waits for every pipe to close, so a grandchild that holds
+    stdout keeps it (and the poller's shutdown) waiting and survives. The spawn is shielded
+    and awaited to its end however often we are cancelled; the caller then kills the group."""
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            transport, capture = await asyncio.shield(spawn)
+        except asyncio.CancelledError as e:
+            if spawn.cancelled():  # the spawn itself was cancelled (the loop is closing)
+                raise
+            cancelled = e
+            continue
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            if cancelled is not None:
+                raise cancelled from None
+            raise SpawnError(f"cannot start {name!r}: {e}") from e
+        return transport, capture, cancelled
+
+
+async def _kill_and_reap(pgid: int, capture: _Capture) -> None:
+    """SIGKILL the whole group (the leader with it) and wait for the leader's exit.
+
+    Not `transport.kill()` as well: Popen polls before it signals, and that reaps a leader
+    already dead behind the child watcher's back, which then reports exit code 255 (with a
+    warning) instead of -9."""
+    _killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        await asyncio.shield(capture.exited)
+
+
 async def run(
     argv: list[str],
     stdin: bytes,
@@ -190,8 +230,8 @@ async def run(
     """Run `argv` to completion or until `timeout`; returns within timeout + grace (+0.5 s)."""
     started, t0 = time.time(), time.monotonic()
     loop = asyncio.get_running_loop()
-    try:
-        transport, cap_ = await loop.subprocess_exec(
+    spawn = loop.create_task(
+        loop.subprocess_exec(
             lambda: _Capture(cap, stderr_keep),
             *argv,
             stdin=subprocess.PIPE,
@@ -201,9 +241,15 @@ async def run(
             env=dict(env) if env is not None else None,
             start_new_session=True,
         )
-    except (OSError, ValueError, subprocess.SubprocessError) as e:
-        raise SpawnError(f"cannot start {argv[0]!r}: {e}") from e
+    )
+    transport, cap_, cancelled = await _spawned(spawn, argv[0])
     pgid = transport.get_pid()  # leader of its own session and group
+    if cancelled is not None:  # a shutdown while it started: nothing of it may stay
+        try:
+            await _kill_and_reap(pgid, cap_)
+        finally:
+            transport.close()
+        raise cancelled
     marker = _record(state_dir, pgid)
     stdin_pipe = transport.get_pipe_transport(0)
     if stdin_pipe is not None:
@@ -228,11 +274,7 @@ async def run(
         await asyncio.wait(set(cap_.eof.values()), timeout=DRAIN_AFTER_EXIT)
     finally:
         if not cap_.exited.done():  # cancelled (shutdown) or an unexpected error
-            _killpg(pgid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                transport.kill()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(cap_.exited)
+            await _kill_and_reap(pgid, cap_)
         returncode = transport.get_returncode()
         transport.close()
         if marker is not None:

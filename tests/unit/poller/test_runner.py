@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from poller import runner
 from tests.support.poller_harness import alive
+
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
 
 
 def gone(pid: int, within: float = 1.0) -> bool:
@@ -89,6 +94,55 @@ def test_cancel_kills_the_group(tmp_path: Path) -> None:
             await t
 
     asyncio.run(go())
+    assert gone(int(pidfile.read_text()))
+
+
+class _SlowPipesLoop(asyncio.SelectorEventLoop):
+    """An event loop that connects a child's output pipes only once `go_on` is set: under
+    load, the window in which the CLI already runs (and may have forked) while the spawn
+    that started it has not returned yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connecting = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def connect_read_pipe(
+        self, protocol_factory: Callable[[], _P], pipe: Any
+    ) -> tuple[asyncio.ReadTransport, _P]:
+        self.connecting.set()
+        await self.go_on.wait()
+        return await super().connect_read_pipe(protocol_factory, pipe)
+
+
+def test_cancel_during_the_spawn_kills_the_group_and_returns(tmp_path: Path) -> None:
+    """A shutdown that cancels the run while the spawn still connects its pipes: the run
+    waits for the spawn, kills the whole group (the grandchild holding stdout too) and
+    re-raises at once, instead of waiting for every pipe to close (asyncio's own clean-up
+    of a cancelled spawn kills the leader only, then waits for the grandchild's 300 s)."""
+    pidfile = tmp_path / "pid"
+    script = f"sleep 300 & echo $! > {pidfile}; sleep 300"
+
+    async def go() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, _SlowPipesLoop)
+        t = asyncio.create_task(runner.run(["sh", "-c", script], b"", timeout=60, grace=1, cap=10))
+        await loop.connecting.wait()
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            await asyncio.sleep(0.02)
+        t.cancel()
+        await asyncio.sleep(0)  # the cancellation lands inside the spawn
+        loop.go_on.set()
+        done, _ = await asyncio.wait({t}, timeout=10)
+        if not done:  # the bug: clean up what it left, then say so
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            await asyncio.wait({t}, timeout=10)
+        return bool(done), t.cancelled()
+
+    with asyncio.Runner(loop_factory=_SlowPipesLoop) as r:
+        returned, cancelled = r.run(go())
+    assert returned, "run() did not return within 10 s of a cancel during the spawn"
+    assert cancelled
     assert gone(int(pidfile.read_text()))
 
 
