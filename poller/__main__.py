@@ -17,14 +17,20 @@ from poller.worker import Worker
 async def _serve(cfg: config.Config, log: Logger) -> None:
     worker = Worker(cfg, log)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         loop.add_signal_handler(sig, _stop, worker, log, sig)
     await worker.run()
 
 
 def _stop(worker: Worker, log: Logger, sig: signal.Signals) -> None:
-    log.info("signal", signal=sig.name)
-    worker.stop.set()
+    """SIGTERM, SIGINT: drain (stop fetching, let running tasks finish for DRAIN_TIMEOUT).
+    SIGUSR1, or a second SIGTERM or SIGINT: hand running tasks back now (docs/poller.md)."""
+    now = sig == signal.SIGUSR1 or worker.stop.is_set()
+    log.info("signal", signal=sig.name, then="hand back now" if now else "drain")
+    if now:
+        worker.hand_back_now()
+    else:
+        worker.drain()
 
 
 def main() -> int:

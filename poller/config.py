@@ -89,7 +89,9 @@ class Config:
     home: str
     # Tunables with defaults (optional variables, documented in docs/poller.md).
     kill_grace: float = 10.0
-    shutdown_grace: float = 30.0
+    # Seconds running tasks get to finish after SIGTERM before they are handed back
+    # (DRAIN_TIMEOUT, default the task timeout).
+    drain_timeout: float = 3600.0
     heartbeat_interval: float = 5.0
     nak_delay: float = 10.0
     max_task_bytes: int = 1024 * 1024
@@ -244,6 +246,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
     reported = env.get("REPORTED_COST", "").strip().lower() or "trust"
     if reported not in ("trust", "ignore"):
         raise ConfigError(f"REPORTED_COST={reported!r} must be trust or ignore")
+    task_timeout = _number(env, "TASK_TIMEOUT", 3600)
     return Config(
         worker_id=worker_id,
         nats_url=url,
@@ -259,14 +262,14 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         llm=env.get("LLM", "").strip() or backend,
         settings=_backend_settings(env, backend),
         concurrency=int(_number(env, "CONCURRENCY", 1, integer=True)),
-        task_timeout=_number(env, "TASK_TIMEOUT", 3600),
+        task_timeout=task_timeout,
         work_base=work_base,
         work_dir=Path(_get(env, "WORK_DIR", str(work_base / "repo"))),
         create_pr=create_pr,
         github_remote=remote,
         home=home,
         kill_grace=_number(env, "KILL_GRACE", 10),
-        shutdown_grace=_number(env, "SHUTDOWN_GRACE", 30),
+        drain_timeout=_number(env, "DRAIN_TIMEOUT", task_timeout),
         heartbeat_interval=_number(env, "HEARTBEAT_INTERVAL", 5),
         nak_delay=_number(env, "NAK_DELAY", 10),
         max_task_bytes=int(_number(env, "MAX_TASK_BYTES", 1024 * 1024, integer=True)),

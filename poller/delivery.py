@@ -26,12 +26,13 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from poller import backends, gitpr, records, runner
+from poller.activity import Activity
 from poller.backends import BACKENDS
 from poller.config import Config
 from poller.heartbeat import Stats
@@ -43,6 +44,8 @@ from poller.messages import STDERR_TAIL, Delivered, Rejection, Task, parse_task
 LEASE_MARGIN = 0.5
 # A `rejected` result is tried this long: the dead letter that follows says it all anyway.
 REJECTED_STORE_RETRY = 5.0
+HANDED_BACK = "handed back: the poller was stopping"
+T = TypeVar("T")
 
 
 class Bus(Protocol):
@@ -96,7 +99,17 @@ class Dead:
     reason: str
 
 
-End = Done | Retry | Refused | Dead
+@dataclass(frozen=True)
+class HandBack:
+    """Not run to its end here, through no fault of the task (the poller is stopping): nak
+    with no delay, so that another poller takes it at once. Not a failure: never dead-lettered
+    for it, but on the last allowed delivery, where the server would not deliver it again:
+    there a dead letter (`fleetctl dead replay` sends it again) and term."""
+
+    reason: str
+
+
+End = Done | Retry | Refused | Dead | HandBack
 DONE = Done()
 Settle = Literal["ack", "nak", "term"]
 
@@ -112,6 +125,7 @@ class _InFlight:
     # A refresh and the release never overlap (each expects the other's last write).
     lease_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     reconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    activity: Activity | None = None  # what it is doing now, once described
 
     @property
     def seq(self) -> int:
@@ -135,8 +149,11 @@ class Delivery:
         ack_wait: float,
         max_deliver: int | None,
         lease_ttl: int,
+        hand_back: asyncio.Event | None = None,
     ) -> None:
         self.cfg, self.bus, self.log, self.stats = cfg, bus, log, stats
+        # Set when the poller is stopping and its running tasks are to be handed back now.
+        self.hand_back = hand_back if hand_back is not None else asyncio.Event()
         self.ack_wait, self.lease_ttl = ack_wait, lease_ttl
         self.max_deliver = max_deliver if max_deliver and max_deliver > 0 else None
         self.host = socket.gethostname()
@@ -173,9 +190,10 @@ class Delivery:
         try:
             await self._deliver(held)
         except asyncio.CancelledError:
-            # Shutdown ran out of grace: give the task back now rather than after ack_wait.
+            # A shutdown that could not wait any longer (the hand-back did not end it in
+            # time): give the task back now rather than after ack_wait.
             self.log.warning("task_abandoned", task_id=held.task_id, stream_seq=d.seq)
-            await asyncio.shield(self._settle(held, "nak"))
+            await asyncio.shield(self._hand_back(held, HANDED_BACK))
             raise
         except Exception as e:  # a bug must not kill the loop
             self.log.error("task_error", task_id=held.task_id, error=repr(e))
@@ -186,7 +204,8 @@ class Delivery:
         finally:
             keep_alive.cancel()
             self.inflight.pop(d.seq, None)
-            self.stats.running.pop(d.seq, None)
+            if self.stats.running.pop(d.seq, None) is not None:
+                self.stats.touch()
             if self.by_task.get(held.task_id) is held:
                 del self.by_task[held.task_id]
 
@@ -201,7 +220,8 @@ class Delivery:
         held.task_id = task.task_id
         if self._join_same_task(held):
             return
-        self.stats.running[held.seq] = (task.task_id, time.monotonic())
+        self.stats.running[held.seq] = held.activity = Activity(task.task_id)
+        self.stats.touch()
         not_ours = await self._take_lease(held, task)
         if not_ours is not None:
             await self._end(held, not_ours)
@@ -217,10 +237,14 @@ class Delivery:
             end = await check(held, task)
             if end is not None:
                 return end
+        if self.hand_back.is_set():
+            return HandBack(HANDED_BACK)
         try:
             outcome = await self._run(held, task)
         except runner.SpawnError as e:
             return Retry(str(e))
+        if outcome is None:
+            return HandBack(HANDED_BACK)
         return await self._after_cli(held, task, outcome)
 
     # -- the steps ------------------------------------------------------------------------
@@ -296,8 +320,9 @@ class Delivery:
             return Retry(f"budget lookup: {e!r}")
         return None if over is None else Refused(Rejection(over, task.task_id))
 
-    async def _run(self, held: _InFlight, task: Task) -> runner.RunOutcome:
-        """The CLI, with the prompt on stdin; raises SpawnError if it cannot start."""
+    async def _run(self, held: _InFlight, task: Task) -> runner.RunOutcome | None:
+        """The CLI, with the prompt on stdin; raises SpawnError if it cannot start. None:
+        stopped half-way because the poller hands its tasks back (its processes killed)."""
         prompt = task.prompt_bytes()
         timeout = min(task.timeout or self.cfg.task_timeout, self.cfg.task_timeout)
         self.log.info(
@@ -308,7 +333,7 @@ class Delivery:
             timeout_s=timeout,
         )
         self.log.debug("task_prompt", task_id=task.task_id, prompt=task.prompt())
-        return await runner.run(
+        run = runner.run(
             backends.task_argv(self.cfg.backend, self.cfg.settings, self._budget(task)),
             prompt,
             timeout=timeout,
@@ -319,6 +344,7 @@ class Delivery:
             env={**self.child_env, "FLEET_TASK_ID": task.task_id},
             state_dir=self.state_dir,
         )
+        return await unless_set(run, self.hand_back)
 
     def _budget(self, task: Task) -> float | None:
         """The task's own budget, capped by the worker's daily budgets (`task_argv` caps it by
@@ -402,6 +428,28 @@ class Delivery:
                 await self._refuse(held, rejection)
             case Dead(reason):
                 await self._dead(held, held.task_id or None, reason)
+            case HandBack(reason):
+                # Free first: another instance of this worker may be delivered it at once.
+                await self._release_lease(held)
+                await self._hand_back(held, reason)
+
+    async def _hand_back(self, held: _InFlight, reason: str) -> None:
+        """Nak now, or on the last allowed delivery (a nak would leave it undelivered for
+        good) a dead letter that says so, then term."""
+        last = self.max_deliver is not None and held.attempt >= self.max_deliver
+        self.log.warning(
+            "task_handed_back",
+            task_id=held.task_id,
+            stream_seq=held.seq,
+            attempt=held.attempt,
+            dead_letter=last,
+        )
+        self.stats.count("handed_back")
+        if last:
+            why = f"{reason} on its last allowed delivery ({held.attempt} of {self.max_deliver})"
+            await self._dead(held, held.task_id or None, why)
+        else:
+            await self._settle(held, "nak")
 
     async def _refuse(self, held: _InFlight, why: Rejection) -> None:
         """A `rejected` result (only to a validated id's subject), dead letter, term."""
@@ -500,6 +548,24 @@ class Delivery:
             except Exception as e:  # it expires by itself
                 self.log.warning("lease_release_failed", task_id=held.task_id, error=repr(e))
             held.lease = None
+
+
+async def unless_set(aw: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """`aw`'s result, or None once `stop` is set first (`aw` is then cancelled: a CLI's run
+    kills its process group when cancelled)."""
+    job = asyncio.ensure_future(aw)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({job, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not job.done():
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+    if job.cancelled():
+        return None
+    return job.result()
 
 
 def _child_env(env: Mapping[str, str], cfg: Config) -> dict[str, str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from poller import __version__
+from poller.activity import Activity
 
 
 @dataclass
@@ -27,11 +28,24 @@ class Stats:
     llm: str
     concurrency: int
     started: float = field(default_factory=time.monotonic)
-    # stream sequence -> (task id, monotonic start)
-    running: dict[int, tuple[str, float]] = field(default_factory=dict)
+    # stream sequence -> what that task is doing now
+    running: dict[int, Activity] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
-    state: str = "starting"  # starting | running | stopping
+    state: str = "starting"  # starting | running | stopping | stopped
     labels: Mapping[str, str] = field(default_factory=dict)
+    # SIGTERM received: no new task is fetched; running ones have until `drain_until`
+    # (Unix seconds) to finish.
+    draining: bool = False
+    drain_until: float | None = None
+    # Not fetching until then (Unix seconds), and why (a rate limit, an overloaded provider).
+    paused_until: float | None = None
+    pause_reason: str | None = None
+    # Set when something a reader cares about changed (a task started or ended, the drain
+    # began): the next heartbeat goes out at once instead of at the next interval.
+    changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def touch(self) -> None:
+        self.changed.set()
 
     def count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -44,8 +58,14 @@ class Stats:
             "state": self.state,
             "status": "busy" if self.running else "idle",
             "current_tasks": [
-                {"task_id": t, "running_s": round(now - s, 1)} for t, s in self.running.values()
+                {"task_id": a.task_id, "running_s": round(now - a.since, 1)}
+                for a in self.running.values()
             ],
+            "in_flight": [a.as_json(now) for a in self.running.values()],
+            "draining": self.draining,
+            "drain_until": self.drain_until,
+            "paused_until": self.paused_until,
+            "pause_reason": self.pause_reason,
             "concurrency": self.concurrency,
             "counts": dict(self.counts),
             "backend": self.backend,
@@ -62,9 +82,17 @@ class _Publisher(Protocol):
     async def publish(self, subject: str, payload: bytes = b"") -> None: ...
 
 
+# A change is published at most this often (a burst of them makes one heartbeat).
+CHANGE_SETTLE = 0.05
+
+
 async def beat(nc: _Publisher, subject: str, stats: Stats, interval: float) -> None:
-    """Publish the status every `interval` seconds until cancelled; errors are skipped."""
+    """Publish the status every `interval` seconds, and soon after a change, until
+    cancelled; errors are skipped."""
     while True:
+        stats.changed.clear()
         with contextlib.suppress(Exception):  # disconnected: the next beat tries again
             await nc.publish(subject, json.dumps(stats.snapshot()).encode())
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stats.changed.wait(), interval)
+            await asyncio.sleep(CHANGE_SETTLE)

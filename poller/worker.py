@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
 import nats
@@ -24,13 +25,20 @@ from poller.logs import Logger
 from poller.pull import Puller, Pullers
 
 MAX_BACKOFF = 10.0
+# After the hand-back is asked, running tasks kill their CLI and nak at once; a task still
+# not settled this much later is cancelled (and nak'd all the same).
+HAND_BACK_WAIT = 15.0
 
 
-async def _wait_or_stop(aw: Any, stop: asyncio.Event) -> tuple[bool, Any]:
-    """Await `aw` unless `stop` is set first; returns (finished, result)."""
+async def _wait_or_stop(
+    aw: Any, stop: asyncio.Event, timeout: float | None = None
+) -> tuple[bool, Any]:
+    """Await `aw` unless `stop` is set (or `timeout` passes) first; (finished, result)."""
     task = asyncio.ensure_future(aw)
     stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {task, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+    )
     stopper.cancel()
     if task in done:
         return True, task.result()
@@ -43,7 +51,8 @@ async def _wait_or_stop(aw: Any, stop: asyncio.Event) -> tuple[bool, Any]:
 class Worker:
     def __init__(self, cfg: Config, log: Logger) -> None:
         self.cfg, self.log = cfg, log
-        self.stop = asyncio.Event()
+        self.stop = asyncio.Event()  # stop fetching, let running tasks finish (drain)
+        self.now = asyncio.Event()  # hand running tasks back now
         self.stats = Stats(cfg.worker_id, cfg.backend, cfg.llm, cfg.concurrency, labels=cfg.labels)
         self.nc: Any = None
         self.delivery: Delivery | None = None
@@ -139,7 +148,24 @@ class Worker:
             ack_wait=ack_wait,
             max_deliver=max_deliver,
             lease_ttl=ttl,
+            hand_back=self.now,
         )
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop fetching; running tasks have DRAIN_TIMEOUT seconds to finish (SIGTERM)."""
+        if self.stop.is_set():
+            return
+        self.stats.draining = True
+        self.stats.drain_until = round(time.time() + self.cfg.drain_timeout, 3)
+        self.stats.touch()
+        self.stop.set()
+
+    def hand_back_now(self) -> None:
+        """Stop fetching and hand running tasks back at once (SIGUSR1, a second SIGTERM)."""
+        self.drain()
+        self.now.set()
 
     async def _on_ping(self, msg: Any) -> None:
         if msg.reply:
@@ -169,7 +195,7 @@ class Worker:
             self.delivery = self._delivery(js, *bound)
             self.stats.state = "running"
             running = await self._loop(self.delivery)
-            await self._drain(running, self.delivery)
+            await self._drain(running)
         finally:
             self.stats.state = "stopped"
             beater.cancel()
@@ -229,13 +255,22 @@ class Worker:
             await puller.close()  # before waiting for running tasks: no request left waiting
         return running
 
-    async def _drain(self, running: set[asyncio.Task[None]], delivery: Delivery) -> None:
-        """Let running tasks finish within the shutdown grace; cancel (nak) what is left."""
+    async def _drain(self, running: set[asyncio.Task[None]]) -> None:
+        """Let running tasks finish until the drain's deadline (or a hand-back is asked),
+        then hand back what still runs; cancel what even that does not end."""
         if not running:
             return
         self.stats.state = "stopping"
-        self.log.info("waiting_for_tasks", count=len(running), grace_s=self.cfg.shutdown_grace)
-        _, pending = await asyncio.wait(set(running), timeout=self.cfg.shutdown_grace)
+        until = self.stats.drain_until or time.time()
+        self.log.info("draining", tasks=len(running), drain_timeout_s=self.cfg.drain_timeout)
+        ended = asyncio.ensure_future(asyncio.wait(set(running)))
+        await _wait_or_stop(ended, self.now, timeout=max(until - time.time(), 0.0))
+        pending = {t for t in running if not t.done()}
+        if not pending:
+            return
+        self.log.warning("handing_back", tasks=len(pending), asked=self.now.is_set())
+        self.now.set()
+        _, pending = await asyncio.wait(pending, timeout=HAND_BACK_WAIT)
         for t in pending:
             t.cancel()
         if pending:

@@ -35,6 +35,25 @@ def _say(message: str) -> None:
     err().print(message, markup=False)
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _say_draining(rows: list[dict[str, Any]]) -> None:
+    """`draining w1: 2 tasks, up to 30m`: what a stop or reload waits for."""
+    for row in rows:
+        tasks = row.get("tasks")
+        what = "" if not isinstance(tasks, int) else f"{tasks} task{'s' * (tasks != 1)}, "
+        until = row.get("until")
+        left = _duration(until - time.time()) if isinstance(until, int | float) else "?"
+        _say(f"draining {row.get('worker_id')}: {what}up to {left}")
+
+
 def _relative(path: str | Path) -> str:
     p = Path(path)
     try:
@@ -137,7 +156,7 @@ def _reload(state: StateDir, pid: int, as_json: bool) -> None:
     _say(f"The local fleet is already running (pid {pid}); applying fleet.yaml to it.")
     waits = float((read_json(state.supervisor_json) or {}).get("ready_timeout", READY_TIMEOUT))
     try:
-        status = control.reload(state, waits + 30)
+        status = control.reload(state, waits + 30, on_draining=_say_draining)
     except control.ControlError as e:
         fail(str(e))
     if status.get("error"):
@@ -231,13 +250,14 @@ def up(
 @state_dir_option
 @pass_app
 def down(app: AppContext, state_dir: Path | None) -> None:
-    """Stop the local fleet: running tasks finish within the grace period, then everything
-    stops. Its bus data stays for the next `fleetctl up`."""
+    """Stop the local fleet: each worker's running tasks finish within its drain_timeout
+    (then they are handed back), then everything stops. Its bus data stays for the next
+    `fleetctl up`."""
     if state_dir is None and not app.fleet_path.exists():
         fail(f"{app.fleet_path}: no such file", "pass -f FLEET, or --state-dir DIR")
     state = _state(app, state_dir)
     try:
-        pid = control.stop(state)
+        pid = control.stop(state, on_draining=_say_draining)
     except control.ControlError as e:
         fail(str(e))
     if pid is None:

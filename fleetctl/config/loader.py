@@ -178,6 +178,7 @@ def _worker(w: WorkerEntry, fleet: FleetFile, llms: dict[str, Any], origin: Any)
         create_pr=pick("create_pr"),
         concurrency=pick("concurrency"),
         task_timeout=pick("task_timeout"),
+        drain_timeout=pick("drain_timeout") or pick("task_timeout"),
         allowed_tools=tuple(pick("allowed_tools")),
         github_remote=pick("github_remote"),
         codex_sandbox=pick("codex_sandbox"),

@@ -59,6 +59,8 @@ class Worker:
     create_pr: bool
     concurrency: int
     task_timeout: int
+    # Seconds a stopping poller lets running tasks finish (its unit's TimeoutStopSec follows).
+    drain_timeout: int
     allowed_tools: tuple[str, ...]
     github_remote: str
     codex_sandbox: str

@@ -237,6 +237,12 @@ class WorkerDefaults(_Strict):
     create_pr: bool = Field(False, description="Push a branch and open a PR after a task.")
     concurrency: int = Field(1, ge=1, le=64, description="Tasks run at once.")
     task_timeout: Seconds = Field(1800, description="Longest a task may run before it is killed.")
+    drain_timeout: Seconds | None = Field(
+        None,
+        description="How long a stopping poller (apply's restart, `fleetctl down`, a host "
+        "shutdown) lets its running tasks finish before it hands them back to the queue; "
+        "unset: the task_timeout. The unit's TimeoutStopSec follows it.",
+    )
     allowed_tools: list[Tool] = Field(
         default_factory=lambda: ["Read", "Edit", "Write", "Glob", "Grep"],
         description="Claude Code tools the worker may use (`--allowedTools`).",
@@ -314,6 +320,7 @@ class WorkerEntry(_Strict):
     create_pr: bool | None = _override("create_pr")
     concurrency: int | None = _override("concurrency", ge=1, le=64)
     task_timeout: Seconds | None = _override("task_timeout")
+    drain_timeout: Seconds | None = _override("drain_timeout")
     allowed_tools: list[Tool] | None = _override("allowed_tools")
     github_remote: GitRemote | None = _override("github_remote")
     codex_sandbox: CodexSandbox | None = _override("codex_sandbox")

@@ -1,7 +1,8 @@
 """One supervised poller process, kept running the way a unit with `Restart=always` is:
 restarted after every exit with a growing delay, a crash loop reported rather than hidden,
-stopped like `KillMode=mixed` (SIGTERM to the poller, its grace to finish running tasks,
-then SIGKILL to whatever is left in its process group).
+stopped like `KillMode=mixed` (SIGTERM to the poller, which drains: its `TimeoutStopSec`,
+the worker's drain_timeout + 30 s, to finish running tasks and hand back the rest; then
+SIGKILL to whatever is left in its process group).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Child:
     delay: float = BACKOFF_FIRST
     next_start: float = 0.0
     in_crash_loop: bool = False
+    stop_deadline: float | None = None  # monotonic: SIGTERM sent, SIGKILL due then
     _reader: threading.Thread | None = None
 
     @property
@@ -155,20 +157,27 @@ class Child:
             self._reader.join(2)
         self.proc = None
 
-    def terminate(self) -> None:
-        """SIGTERM to the poller only: it stops fetching and lets running tasks finish."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-
-    def wait_stopped(self, deadline: float) -> None:
-        """Wait until the poller exits or `deadline` passes, then kill what is left."""
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(max(0.0, deadline - time.monotonic()))
-            self._reap()
+    def terminate(self, grace: float | None = None) -> None:
+        """SIGTERM to the poller only: it stops fetching and drains; SIGKILL is due `grace`
+        seconds later (default: its stop timeout). No restart after it."""
         self.next_start = float("inf")
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        wait = self.launch.stop_timeout if grace is None else grace
+        self.stop_deadline = time.monotonic() + wait
 
-    def stop(self, grace: float) -> None:
-        self.terminate()
-        self.wait_stopped(time.monotonic() + grace)
+    def stopped(self, now: float) -> bool:
+        """After `terminate`: has it exited (or been killed, its deadline passed)? Reaps it."""
+        if self.proc is None:
+            return True
+        if self.proc.poll() is None and now < (self.stop_deadline or now):
+            return False
+        self._reap()
+        return True
+
+    def stop(self, grace: float | None = None) -> None:
+        self.terminate(grace)
+        while not self.stopped(time.monotonic()):
+            time.sleep(0.05)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from typing import Any
@@ -22,6 +23,7 @@ class Heartbeats:
         self.endpoint = endpoint
         self.names = NatsNames(prefix)
         self._seen: dict[str, float] = {}
+        self._last: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeats", daemon=True)
@@ -38,11 +40,22 @@ class Heartbeats:
         with self._lock:
             return self._seen.get(worker_id, -1.0) > since
 
-    def _record(self, subject: str) -> None:
+    def last(self, worker_id: str) -> dict[str, Any] | None:
+        """The newest heartbeat of `worker_id`, as it sent it (None: none, or not JSON)."""
+        with self._lock:
+            return self._last.get(worker_id)
+
+    def _record(self, subject: str, data: bytes) -> None:
         parts = subject.split(".")
         if len(parts) >= 4:
+            try:
+                body = json.loads(data)
+            except ValueError:
+                body = None
             with self._lock:
                 self._seen[parts[-2]] = time.monotonic()
+                if isinstance(body, dict):
+                    self._last[parts[-2]] = body
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -54,7 +67,7 @@ class Heartbeats:
         nc = await bus_client.connect(self.endpoint)
 
         async def on_status(msg: Any) -> None:
-            self._record(msg.subject)
+            self._record(msg.subject, msg.data)
 
         try:
             await nc.subscribe(self.names.status("*"), cb=on_status)

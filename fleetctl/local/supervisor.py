@@ -3,7 +3,11 @@
 It starts the broker and the bus, then the workers that can run here, waits until each has
 sent a heartbeat, records the fleet in up.json, and keeps the pollers running. SIGHUP applies
 fleet.yaml again (start new workers, restart changed ones, stop removed ones); SIGTERM or
-SIGINT stops everything: running tasks get the unit's grace period to finish.
+SIGINT stops everything. A poller that stops (a reload that changes or removes its worker,
+or the end) drains as its unit would: SIGTERM, its worker's drain_timeout for the running
+tasks to finish, then they are handed back; SIGKILL 30 s after that. Pollers stop side by
+side, and the others keep running meanwhile; `draining` in supervisor.json says who, with
+how many tasks, until when.
 
 Run in the foreground by `fleetctl up`, or detached (`python -m fleetctl.local.supervisor`)
 by `fleetctl up --detach`.
@@ -33,7 +37,6 @@ from fleetctl.local.children import Child
 from fleetctl.local.heartbeats import Heartbeats
 from fleetctl.local.state import StateDir, held_lock, write_json
 from fleetctl.local.workers import Launch, launch, missing
-from fleetctl.reconcile.desired.workers import POLLER_STOP_TIMEOUT
 from nsc.errors import NscError
 
 READY_TIMEOUT = 60.0
@@ -54,7 +57,8 @@ class Options:
     servers_path: Path
     state: StateDir
     only: tuple[str, ...] = ()
-    grace: float = POLLER_STOP_TIMEOUT
+    # Seconds from SIGTERM to SIGKILL for every poller; None: each its unit's TimeoutStopSec.
+    grace: float | None = None
     ready_timeout: float = READY_TIMEOUT
 
 
@@ -185,29 +189,65 @@ class Supervisor:
         return wanted
 
     def _converge(self, local: Fleet) -> Outcome:
-        """Start, restart and stop pollers until they match the fleet; wait for heartbeats."""
+        """Start, restart and stop pollers until they match the fleet; wait for heartbeats.
+        New workers start at once; a changed one starts again once its old poller drained."""
         outcome = Outcome()
         wanted = self._wanted(local, outcome)
-        for wid in [w for w in self.children if w not in wanted]:
-            self.children.pop(wid).stop(self.o.grace)
-            outcome.stopped.append(wid)
-        fresh: list[Child] = []
-        for wid, spec in wanted.items():
-            old = self.children.get(wid)
-            if old is not None and old.launch.fingerprint == spec.fingerprint:
-                continue
-            if old is not None:
-                old.stop(self.o.grace)
-                outcome.restarted.append(wid)
-            else:
-                outcome.started.append(wid)
-            child = Child(spec, self.o.state.log(wid), self.console.say)
-            child.start()
-            self.children[wid] = child
-            fresh.append(child)
+        leaving = [w for w in self.children if w not in wanted]
+        outcome.stopped += leaving
+        changed = [
+            w
+            for w, spec in wanted.items()
+            if w in self.children and self.children[w].launch.fingerprint != spec.fingerprint
+        ]
+        outcome.restarted += changed
+        outcome.started += [w for w in wanted if w not in self.children]
+        fresh = [self._start(wanted[w]) for w in outcome.started]
+        self._drain([self.children.pop(w) for w in leaving + changed])
+        fresh += [self._start(wanted[w]) for w in changed]
         self._wait_ready(fresh, outcome)
         self.fleet = local
         return outcome
+
+    def _start(self, spec: Launch) -> Child:
+        child = Child(spec, self.o.state.log(spec.worker_id), self.console.say)
+        child.start()
+        self.children[spec.worker_id] = child
+        return child
+
+    def _drain(self, stopping: list[Child]) -> None:
+        """SIGTERM each, side by side; until every one has exited (or was killed at its
+        deadline), keep the other pollers running and say who drains what."""
+        if not stopping:
+            return
+        for child in stopping:
+            child.terminate(self.o.grace)
+        if self.failure is None:
+            self._status(state="draining", draining=self._draining(stopping))
+        while True:
+            now = time.monotonic()
+            stopping = [c for c in stopping if not c.stopped(now)]
+            if not stopping:
+                return
+            for child in self.children.values():
+                child.poll(now)
+            time.sleep(TICK)
+
+    def _draining(self, stopping: list[Child]) -> list[dict[str, Any]]:
+        """Who drains: each worker's running tasks (its last heartbeat) and its deadline."""
+        rows = []
+        for child in stopping:
+            beat = self.heartbeats.last(child.worker_id) if self.heartbeats else None
+            tasks = (beat or {}).get("current_tasks")
+            left = (child.stop_deadline or time.monotonic()) - time.monotonic()
+            rows.append(
+                {
+                    "worker_id": child.worker_id,
+                    "tasks": len(tasks) if isinstance(tasks, list) else None,
+                    "until": round(time.time() + max(left, 0.0), 3),
+                }
+            )
+        return rows
 
     def _wait_ready(self, fresh: list[Child], outcome: Outcome) -> None:
         assert self.heartbeats is not None
@@ -264,13 +304,20 @@ class Supervisor:
         write_json(self.o.state.up_json, record)
         return self._status(state="running", nats_url=url, outcome=outcome.as_json())
 
+    def _grace(self) -> float:
+        """The longest a stop may take: `down` waits this long (and a little more)."""
+        if self.o.grace is not None:
+            return self.o.grace
+        stops = [c.launch.stop_timeout for c in self.children.values()]
+        return max(stops, default=30.0)
+
     def _status(self, **fields: Any) -> dict[str, Any]:
         record = {
             "pid": os.getpid(),
             "generation": self.generation,
             "fleet": str(self.o.fleet_path.resolve()),
             "state_dir": str(self.o.state.root),
-            "grace": self.o.grace,
+            "grace": self._grace(),
             "ready_timeout": self.o.ready_timeout,
             **fields,
         }
@@ -279,11 +326,8 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         self.o.state.up_json.unlink(missing_ok=True)
-        deadline = time.monotonic() + self.o.grace
-        for child in self.children.values():
-            child.terminate()
-        for child in self.children.values():
-            child.wait_stopped(deadline)
+        children, self.children = list(self.children.values()), {}
+        self._drain(children)
         if self.heartbeats is not None:
             self.heartbeats.stop()
         if self.server_proc is not None:
@@ -298,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", type=Path, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--only", action="append", default=[])
-    parser.add_argument("--grace", type=float, default=POLLER_STOP_TIMEOUT)
+    parser.add_argument("--grace", type=float, default=None)
     parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT)
     args = parser.parse_args(argv)
     state = StateDir(args.state_dir)

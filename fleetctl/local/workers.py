@@ -19,6 +19,7 @@ from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.config.model import Fleet, Worker
 from fleetctl.layout import creds_path
 from fleetctl.reconcile.desired.poller_env import poller_unit_environment
+from fleetctl.reconcile.desired.workers import poller_stop_timeout
 
 # What systemd gives every service besides its Environment= lines (systemd.exec(5)).
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
@@ -40,6 +41,8 @@ class Launch:
     env: tuple[tuple[str, str], ...]
     cwd: Path
     creds_sha256: str = ""
+    # Seconds from SIGTERM until its process group is killed: its unit's TimeoutStopSec.
+    stop_timeout: float = 90.0
 
     @property
     def fingerprint(self) -> str:
@@ -130,4 +133,4 @@ def launch(fleet: Fleet, worker: Worker, work_base: Path, creds: Path) -> Launch
     # The unit's ExecStart is the poller venv's fleet-poller; locally, this Python's poller.
     argv = (sys.executable, "-m", "poller")
     digest = hashlib.sha256(creds.read_bytes()).hexdigest() if creds.exists() else ""
-    return Launch(worker.id, argv, tuple(env), work_base, digest)
+    return Launch(worker.id, argv, tuple(env), work_base, digest, poller_stop_timeout(worker))

@@ -325,7 +325,8 @@ def test_down_lets_a_running_task_finish_and_a_killed_supervisor_leaves_nothing(
     while not any("time.sleep" in p.cmdline for p in processes_under(fleet.root)):
         assert time.monotonic() < deadline, "the CLI never started"
         time.sleep(0.05)
-    fleet.fleetctl("down")  # the task has about 3 s to go: well within the grace period
+    down = fleet.fleetctl("down")  # the task has about 3 s to go: well within its drain
+    assert "draining w-slow: 1 task, up to 30m" in down.stderr
     assert processes_under(fleet.root) == []
     assert (fleet.state.work_base("w-slow") / "done").read_text() == "finish me\n"
 
@@ -341,6 +342,56 @@ def test_down_lets_a_running_task_finish_and_a_killed_supervisor_leaves_nothing(
     assert "No local fleet is running" in fleet.fleetctl("down").stderr
     again = fleet.up()
     assert again["started"] == ["w-slow"]  # a stale up.json does not block the next up
+
+
+# Long the first time a task runs on this worker, quick every time after: a handed-back
+# task's second run finishes.
+FIRST_RUN_LONG = (
+    "import os, sys, time; d = sys.stdin.read(); mark = os.environ['HOME'] + '/ran'; "
+    "first = not os.path.exists(mark); open(mark, 'a').write('x'); "
+    "time.sleep(60 if first else 0); print('runs:', open(mark).read().count('x'))"
+)
+
+
+def _cli_running(fleet: LocalFleet, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not any(what in p.cmdline for p in processes_under(fleet.root)):
+        assert time.monotonic() < deadline, "the CLI never started"
+        time.sleep(0.05)
+
+
+def test_up_reload_drains_a_changed_worker_then_hands_back_past_its_drain_timeout(
+    fleet: LocalFleet,
+) -> None:
+    fleet.write(worker("w-slow", ["python3", "-c", SLOW]))
+    fleet.up()
+    first = fleet.pollers()["w-slow"].pid
+    task = fleet.send(["w-slow"], "finish me")
+    _cli_running(fleet, "time.sleep")
+    fleet.write(worker("w-slow", ["python3", "-c", SLOW]) + "    labels: {v: two}\n")
+    reloaded = fleet.fleetctl("up", "--reload")
+    assert "draining w-slow: 1 task, up to 30m" in reloaded.stderr
+    assert "restarted: w-slow" in reloaded.stderr
+    # Waited for: the task finished under the old poller, once, on its first delivery.
+    result = fleet.results(task)["w-slow"]
+    assert (result["status"], result["attempt"]) == ("completed", 1)
+    assert (fleet.state.work_base("w-slow") / "done").read_text() == "finish me\n"
+    assert fleet.pollers()["w-slow"].pid != first
+
+    long = ["python3", "-c", FIRST_RUN_LONG]
+    fleet.write(worker("w-slow", long) + "    drain_timeout: 1s\n")
+    fleet.fleetctl("up", "--reload")
+    task = fleet.send(["w-slow"], "hand me back")
+    _cli_running(fleet, "time.sleep(60")
+    fleet.write(worker("w-slow", long) + "    drain_timeout: 1s\n    labels: {v: three}\n")
+    t0 = time.monotonic()
+    reloaded = fleet.fleetctl("up", "--reload")
+    assert "draining w-slow: 1 task, up to 31s" in reloaded.stderr
+    result = fleet.results(task)["w-slow"]
+    # Handed back after the 1 s drain and run again by the new poller at once (the ack wait
+    # is 60 s): its first run killed, its second one finished.
+    assert time.monotonic() - t0 < 20
+    assert (result["status"], result["attempt"], result["output"]) == ("completed", 2, "runs: 2\n")
 
 
 def test_a_worker_that_keeps_crashing_is_reported_and_the_others_run(fleet: LocalFleet) -> None:

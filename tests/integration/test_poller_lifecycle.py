@@ -145,7 +145,7 @@ def test_sigterm_past_grace_naks_and_the_next_poller_runs_it(
     async def go() -> None:
         # a nak, not the 30 s ack wait, returns the task
         async with running_poller(
-            server.url, work, ack_wait=30, env={"SHUTDOWN_GRACE": "0.5"}
+            server.url, work, ack_wait=30, env={"DRAIN_TIMEOUT": "0.5"}
         ) as bus:
             js, poller = bus.js, bus.poller
             task = {"task_id": "n1", "instructions": directive(sleep_first_run=60)}
@@ -156,7 +156,7 @@ def test_sigterm_past_grace_naks_and_the_next_poller_runs_it(
             assert poller.wait(10) == 0
             assert time.monotonic() - t0 < 4
             assert not alive(first["pid"])
-            assert poller.logged("task_abandoned")
+            assert poller.logged("task_handed_back")
             # the next poller gets it back at once (nak), not after the 30 s ack wait
             poller.start()
 

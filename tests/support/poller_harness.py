@@ -81,7 +81,7 @@ def poller_env(url: str, worker_id: str, work: Path, **extra: str) -> dict[str, 
         HEARTBEAT_INTERVAL="0.5",
         NAK_DELAY="0.5",
         KILL_GRACE="1",
-        SHUTDOWN_GRACE="5",
+        DRAIN_TIMEOUT="5",
     )
     env.update(extra)
     return env

@@ -17,8 +17,14 @@ from fleetctl.reconcile.resources.units import UnitSpec
 from fleetctl.reconcile.resources.users import UserSpec
 from fleetctl.render.engine import render_unit
 
-# How long systemd waits after SIGTERM before killing a poller: its grace to finish tasks.
-POLLER_STOP_TIMEOUT = 90
+# After its drain_timeout a stopping poller stops what still runs, hands it back, says it
+# stopped and exits: systemd waits this much longer before it kills what is left.
+POLLER_STOP_MARGIN = 30
+
+
+def poller_stop_timeout(worker: Worker) -> int:
+    """The unit's TimeoutStopSec: the worker's drain, then the poller's own way out."""
+    return worker.drain_timeout + POLLER_STOP_MARGIN
 
 
 def add_packages(ctx: Context, workers: list[Worker], parts: Parts) -> None:
@@ -59,5 +65,5 @@ def render_poller_unit(fleet: Fleet, worker: Worker, tunnel_unit: str | None) ->
         common_env=poller_unit_environment(fleet, worker),
         tunnel_unit=tunnel_unit,
         poller_bin=layout.POLLER_BIN,
-        stop_timeout=POLLER_STOP_TIMEOUT,
+        stop_timeout=poller_stop_timeout(worker),
     )

@@ -35,6 +35,11 @@ def test_defaults_follow_fleetctl_names() -> None:
     assert cfg.work_dir == Path("/home/w/repo")
 
 
+def test_the_drain_defaults_to_the_task_timeout() -> None:
+    assert config.load({**BASE, "TASK_TIMEOUT": "900"}).drain_timeout == 900
+    assert config.load({**BASE, "TASK_TIMEOUT": "900", "DRAIN_TIMEOUT": "60"}).drain_timeout == 60
+
+
 def test_prefix_with_dash_derives_streams_like_fleetctl() -> None:
     from fleetctl.bus.names import NatsNames
 

@@ -22,7 +22,7 @@ from poller.heartbeat import Stats
 from poller.lease import Held, Lease
 from poller.logs import Logger
 from poller.messages import Delivered
-from tests.support.poller_harness import STANDIN, directive, standin_records
+from tests.support.poller_harness import STANDIN, alive, directive, standin_records
 
 T = TypeVar("T")
 SEQ = 7
@@ -397,6 +397,59 @@ def test_a_shutdown_releases_the_lease_before_giving_the_task_back(tmp_path: Pat
 
     run(go())
     assert bus.ops == [*LEASED, ("release_lease", "t1"), ("nak", SEQ, None)]
+
+
+def _hand_back_while_running(tmp_path: Path, bus: FakeBus, attempt: int) -> dict[str, Any]:
+    """Run a long task, ask for the hand-back once its CLI runs; its stand-in's start."""
+    d = flow(tmp_path, bus)
+
+    async def go() -> None:
+        handling = asyncio.create_task(
+            d.handle(task(attempt=attempt, instructions=directive(sleep=30)))
+        )
+        await started(tmp_path)
+        d.hand_back.set()
+        await handling  # ends by itself: no cancellation
+
+    run(go())
+    [start] = standin_records(tmp_path, "start")
+    return start
+
+
+def test_a_hand_back_kills_the_cli_frees_the_lease_and_naks_without_delay(
+    tmp_path: Path,
+) -> None:
+    """Not a failure: no result, no dead letter, the lease free for the next delivery."""
+    bus = FakeBus()
+    start = _hand_back_while_running(tmp_path, bus, attempt=1)
+    assert bus.ops == [*LEASED, ("release_lease", "t1"), ("nak", SEQ, None)]
+    assert not alive(start["pid"])
+    assert not standin_records(tmp_path, "end")
+    assert bus.stored == {} and bus.dead == []
+
+
+def test_a_hand_back_on_the_last_delivery_is_a_dead_letter_not_a_stranded_task(
+    tmp_path: Path,
+) -> None:
+    """JetStream would not deliver it again after a nak: a dead letter keeps it for replay."""
+    bus = FakeBus()
+    _hand_back_while_running(tmp_path, bus, attempt=3)  # max_deliver 3
+    why = f"{delivery.HANDED_BACK} on its last allowed delivery (3 of 3)"
+    assert bus.ops == [
+        *LEASED,
+        ("release_lease", "t1"),
+        ("publish_dead_letter", why),
+        ("term", SEQ),
+    ]
+
+
+def test_a_task_described_after_the_hand_back_never_starts_its_cli(tmp_path: Path) -> None:
+    bus = FakeBus()
+    d = flow(tmp_path, bus)
+    d.hand_back.set()
+    run(d.handle(task()))
+    assert bus.ops == [*LEASED, ("release_lease", "t1"), ("nak", SEQ, None)]
+    assert not standin_records(tmp_path)
 
 
 def test_a_second_message_of_a_running_task_is_settled_with_it(tmp_path: Path) -> None:

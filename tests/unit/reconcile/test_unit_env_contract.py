@@ -59,6 +59,8 @@ def test_poller_reads_the_rendered_environment(worker: Worker, unit: str, tmp_pa
     assert cfg.subjects.status == names.status(worker.id)
     assert cfg.concurrency == worker.concurrency
     assert cfg.task_timeout == worker.task_timeout
+    assert cfg.drain_timeout == worker.drain_timeout
+    assert f"\nTimeoutStopSec={worker.drain_timeout + 30}\n" in unit
     assert str(cfg.work_base) == worker.work_base and cfg.home == worker.work_base
     assert cfg.create_pr is worker.create_pr
     backend = BACKENDS[worker.backend]
