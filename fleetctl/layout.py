@@ -37,6 +37,12 @@ NATS_CONF_DIR = "/etc/nats"
 NATS_CONF = f"{NATS_CONF_DIR}/nats-server.conf"
 NATS_HOME = "/var/lib/nats"
 DEFAULT_WORK_BASE = "/var/lib/fleet"  # each worker's directory is `<base>/<id>`
+# The repositories: one bare mirror per repository per host, shared by the workers that use
+# it; its credentials and files in /etc/fleet/repos/<name>/; each worker's list of them in
+# /etc/fleet/workers/<id>/repos.json (the poller's REPOS_FILE).
+REPOS_DIR = f"{DEFAULT_WORK_BASE}/repos"
+REPOS_ETC = f"{FLEET_ETC}/repos"
+WORKERS_ETC = f"{FLEET_ETC}/workers"
 
 # The directories fleetctl keeps its own things in on a host: "the directory of <what>". A worker
 # owns its directory and may write everything below it (`ReadWritePaths=`), so no worker's
@@ -54,6 +60,7 @@ OWN_DIRS = {
     NATS_CONF_DIR: "nats-server's configuration",
     NATS_HOME: "nats-server's home and JetStream store",
     posixpath.dirname(NATS_BIN): "the nats-server binary fleetctl installs",
+    REPOS_DIR: "the repositories' mirrors",
 }
 
 
@@ -78,3 +85,22 @@ def llm_cli_bin(package: str, version: str, command: str) -> str:
     """The command the poller runs: `bin/<command>` in the CLI's directory, a link the
     bundle makes to the CLI's native binary when it ships one (fleetctl/artifacts/clicache.py)."""
     return f"{llm_cli_dir(package, version)}/bin/{command}"
+
+
+def repo_mirror(name: str) -> str:
+    return f"{REPOS_DIR}/{name}.git"
+
+
+def repo_etc(name: str) -> str:
+    """A repository's credentials, pinned host key and copied files on a host."""
+    return f"{REPOS_ETC}/{name}"
+
+
+def repos_file(worker_id: str) -> str:
+    """The worker's repositories, as its poller reads them (REPOS_FILE)."""
+    return f"{WORKERS_ETC}/{worker_id}/repos.json"
+
+
+def worktrees(work_base: str) -> str:
+    """Where a worker's task worktrees go: its own directory."""
+    return f"{work_base}/worktrees"

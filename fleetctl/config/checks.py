@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetctl.config import natslimits, paths
+from fleetctl.config import natslimits, paths, repochecks
 from fleetctl.config.errors import BadValue, Mark, Problem
 from fleetctl.config.llms import BUILTIN_LLMS
 from fleetctl.config.pydantic_errors import did_you_mean
@@ -73,6 +73,7 @@ def check(
         _check_workers(c, fleet, fleet_map, hosts)
         _check_nats(c, fleet, fleet_map)
         c.problems += paths.problems(fleet, fleet_map, c.ok)
+        c.problems += repochecks.problems(fleet, fleet_map, c.ok)
     return c.problems
 
 

@@ -12,16 +12,35 @@ from pydantic import BaseModel, ValidationError
 from fleetctl import layout
 from fleetctl.config import checks
 from fleetctl.config.errors import ConfigError, Problem
+from fleetctl.config.gitvalues import github_repo, parse_url
 from fleetctl.config.llms import known_llms
-from fleetctl.config.model import CredsConfig, Fleet, Host, Route, Worker
+from fleetctl.config.model import (
+    CredsConfig,
+    Fleet,
+    Host,
+    PullRequest,
+    Repo,
+    RepoCopy,
+    Route,
+    Worker,
+)
 from fleetctl.config.pydantic_errors import error_paths, problems_from
 from fleetctl.config.routes import FIELDS, route_problems
-from fleetctl.config.schema import FleetFile, NatsSettings, PriceSpec, ServersFile, WorkerEntry
+from fleetctl.config.schema import (
+    FleetFile,
+    NatsSettings,
+    PriceSpec,
+    RepoCredentials,
+    RepoSpec,
+    ServersFile,
+    WorkerEntry,
+)
 from fleetctl.config.yamlsource import SourceMap, load_yaml
 from poller.backends import BACKENDS, CliPackage
 from poller.pricing import Price
 
 M = TypeVar("M", bound=BaseModel)
+GITHUB_API = "https://api.github.com"
 
 
 def _parse(
@@ -130,7 +149,53 @@ def _resolve(
             for name, r in fleet.routes.items()
         },
         status=fleet.status,
+        repos={
+            name: _repo(name, spec, f_map.value(("repos", name)), base)
+            for name, spec in fleet.repos.items()
+        },
     )
+
+
+def _repo(name: str, spec: RepoSpec, origin: Any, base: Path) -> Repo:
+    """A repository with its local files made absolute; a bare `credentials:` path is the
+    deploy key of an ssh remote and the token file of an https one (checks.py refuses the
+    rest before this runs)."""
+    url = parse_url(spec.url)
+    creds = spec.credentials
+    if isinstance(creds, str):
+        creds = (
+            RepoCredentials(deploy_key=creds)
+            if url.scheme == "ssh"
+            else RepoCredentials(token=creds)
+        )
+    pull = spec.pull_request
+    if isinstance(pull, bool):
+        on_github = github_repo(url)
+        forge = PullRequest(GITHUB_API, on_github) if on_github else None
+    else:
+        forge = PullRequest(pull.api, pull.repo, pull.base)
+    return Repo(
+        name=name,
+        url=spec.url,
+        origin=origin,
+        ref=spec.ref,
+        deploy_key=_local(base, creds.deploy_key if creds else None),
+        token=_local(base, creds.token if creds else None),
+        host_key=spec.host_key,
+        setup=tuple(spec.setup or ()),
+        check=tuple(spec.check or ()),
+        copy=tuple(RepoCopy(_path(base, c.from_), c.to) for c in spec.copy_),
+        push=bool(spec.push) or pull is not False,
+        pull_request=pull is not False,
+        forge=forge,
+        retain=spec.retain,
+    )
+
+
+def _path(base: Path, value: str) -> Path:
+    path = _local(base, value)
+    assert path is not None
+    return path
 
 
 def _nats(nats: NatsSettings, base: Path) -> NatsSettings:
@@ -197,6 +262,8 @@ def _worker(w: WorkerEntry, fleet: FleetFile, llms: dict[str, Any], origin: Any)
         daily_usd=own_budget.daily_usd,
         fleet_daily_usd=fleet.budget.daily_usd,
         env_file_outside_fleet=w.env_file_outside_fleet,
+        repo=pick("repo"),
+        repos=tuple(dict.fromkeys([*filter(None, [pick("repo")]), *(pick("repos") or [])])),
     )
 
 

@@ -44,6 +44,70 @@ def service_user(worker_id: str) -> str:
     return f"fleet-{worker_id}"
 
 
+@dataclass(frozen=True)
+class RepoCopy:
+    """A file of the machine running fleetctl put into each worktree at `to`."""
+
+    source: Path
+    to: str
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """Where pull requests for a repository's task branches are opened (GitHub's API)."""
+
+    api: str
+    repo: str  # OWNER/NAME on the forge
+    base: str | None = None  # the branch they target; None: the repository's ref
+
+
+@dataclass(frozen=True)
+class Repo:
+    """A repository of fleet.yaml `repos:`, its files' paths made absolute (they are on the
+    machine running fleetctl; apply ships their contents)."""
+
+    name: str
+    url: str
+    origin: Mark
+    ref: str | None = None
+    deploy_key: Path | None = None
+    token: Path | None = None
+    host_key: str | None = None
+    setup: tuple[str, ...] = ()
+    check: tuple[str, ...] = ()
+    copy: tuple[RepoCopy, ...] = ()
+    push: bool = False
+    pull_request: bool = False  # for every task (a worker's create_pr: for its tasks)
+    forge: PullRequest | None = None  # where pull requests go (None: nowhere it knows)
+    retain: int = 86400
+
+    @property
+    def user(self) -> str:
+        """The user and group that own the repository's mirror on a host; the workers that
+        use it get the group (their units' SupplementaryGroups=)."""
+        return repo_user(self.name)
+
+
+def repo_user(name: str) -> str:
+    return f"fleet-repo-{name}"
+
+
+@dataclass(frozen=True)
+class WorkerRepo:
+    """A repository as one worker uses it: its `create_pr` pushes and opens pull requests
+    for its own tasks whatever the repository says."""
+
+    repo: Repo
+    push: bool
+    pull_request: PullRequest | None
+
+
+def worker_repo(worker: Worker, repo: Repo) -> WorkerRepo:
+    opens = repo.pull_request or worker.create_pr
+    pull_request = repo.forge if opens else None
+    return WorkerRepo(repo, repo.push or pull_request is not None, pull_request)
+
+
 @dataclass(frozen=True, slots=True)
 class Worker:
     id: str
@@ -80,6 +144,10 @@ class Worker:
     fleet_daily_usd: float | None = None
     # env_file may lie outside /etc/fleet/env/ (fleet.yaml says so for this worker).
     env_file_outside_fleet: bool = False
+    # The repository a task works on unless it names another (`repo:`), and every one its
+    # tasks may name, the default first (`repo:` and `repos:`).
+    repo: str | None = None
+    repos: tuple[str, ...] = ()
 
     @property
     def trusts_reported_cost(self) -> bool:
@@ -126,6 +194,7 @@ class Fleet:
     sources: Mapping[str, SourceMap] = field(default_factory=dict, compare=False)
     routes: Mapping[str, Route] = field(default_factory=dict)
     status: StatusSettings = field(default_factory=StatusSettings)
+    repos: Mapping[str, Repo] = field(default_factory=dict)
 
     @cached_property
     def _hosts_by_name(self) -> dict[str, Host]:
@@ -151,3 +220,9 @@ class Fleet:
 
     def worker(self, worker_id: str) -> Worker | None:
         return next((w for w in self.workers if w.id == worker_id), None)
+
+    def repos_on(self, host: str) -> list[Repo]:
+        """The repositories the enabled workers on `host` use, in `repos:` order: each has
+        a mirror there."""
+        used = {name for w in self.workers_on(host) for name in w.repos}
+        return [r for name, r in self.repos.items() if name in used]

@@ -10,6 +10,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleetctl.config.gitvalues import (
+    ForgeApi,
+    ForgeRepo,
+    GitRef,
+    GitUrlText,
+    RepoName,
+    WorktreePath,
+)
 from fleetctl.config.values import (
     AbsPath,
     Address,
@@ -230,11 +238,99 @@ class BudgetSpec(_Strict):
     )
 
 
+class RepoCredentials(_Strict):
+    """A repository's credentials, both kinds: an ssh remote's deploy key and a forge token
+    (for pull requests)."""
+
+    deploy_key: LocalPath | None = Field(
+        None,
+        description="The deploy key's private key file (OpenSSH, no passphrase) on the machine "
+        "running fleetctl; relative to fleet.yaml.",
+    )
+    token: LocalPath | None = Field(
+        None,
+        description="An env file holding the forge token (`GITHUB_TOKEN=...`) on the machine "
+        "running fleetctl; relative to fleet.yaml.",
+    )
+
+
+class PullRequestSpec(_Strict):
+    """Where pull requests are opened: GitHub's API (or a GitHub Enterprise server's)."""
+
+    api: ForgeApi = Field(
+        "https://api.github.com",
+        description="The forge's API (GitHub Enterprise: https://HOST/api/v3).",
+    )
+    repo: ForgeRepo = Field(description="OWNER/NAME of the repository on the forge.")
+    base: GitRef | None = Field(
+        None, description="The branch pull requests target; unset: the repository's `ref`."
+    )
+
+
+class CopySpec(_Strict):
+    """A file put into each new worktree (an `.env`, a local config): never committed."""
+
+    from_: LocalPath = Field(
+        alias="from",
+        description="The file on the machine running fleetctl; relative to fleet.yaml. "
+        "Shipped to the hosts like a credential.",
+    )
+    to: WorktreePath = Field(description="Where it goes, relative to the worktree's top.")
+
+
+class RepoSpec(_Strict):
+    """A git repository tasks work on: each task gets its own worktree of the host's mirror."""
+
+    url: GitUrlText = Field(
+        description="ssh (ssh://git@HOST/PATH or git@HOST:PATH), https or file:///PATH URL."
+    )
+    ref: GitRef | None = Field(
+        None, description="Default branch tasks start from; unset: the remote's HEAD."
+    )
+    credentials: LocalPath | RepoCredentials | None = Field(
+        None,
+        description="A file on the machine running fleetctl: the deploy key of an ssh remote, "
+        "or the token env file of an https one; or both as `{deploy_key, token}`. Shipped to "
+        "the hosts readable only by the workers that use the repository.",
+    )
+    host_key: HostKey | None = Field(
+        None,
+        description="An ssh remote's pinned host key ('ssh-ed25519 AAAA...'); required for ssh.",
+    )
+    setup: list[ArgvItem] | None = Field(
+        None, min_length=1, description="argv run in each new worktree before the agent."
+    )
+    check: list[ArgvItem] | None = Field(
+        None, min_length=1, description="argv run after the agent; exit 0 is a pass."
+    )
+    copy_: list[CopySpec] = Field(
+        default_factory=list, alias="copy", description="Files put into each new worktree."
+    )
+    push: bool | None = Field(
+        None, description="Push each task's branch (`af/<task_id>/<worker_id>`) to the remote."
+    )
+    pull_request: bool | PullRequestSpec = Field(
+        False,
+        description="Open a pull request for each task's branch (needs a token): true for a "
+        "github.com URL, or `{api, repo}` for another GitHub server.",
+    )
+    retain: Seconds = Field(86400, description="How long a finished task's worktree is kept.")
+
+
 class WorkerDefaults(_Strict):
     """Values every worker gets unless it sets its own."""
 
     enabled: bool = Field(True, description="Deploy and run the worker.")
-    create_pr: bool = Field(False, description="Push a branch and open a PR after a task.")
+    repo: RepoName | None = Field(
+        None, description="The repository (in `repos:`) a task works on unless it names another."
+    )
+    repos: list[RepoName] | None = Field(
+        None, description="Further repositories (in `repos:`) tasks may name with `--repo`."
+    )
+    create_pr: bool = Field(
+        False,
+        description="Push each task's branch and open a pull request (a worker with a `repo`).",
+    )
     concurrency: int = Field(1, ge=1, le=64, description="Tasks run at once.")
     task_timeout: Seconds = Field(1800, description="Longest a task may run before it is killed.")
     drain_timeout: Seconds | None = Field(
@@ -247,7 +343,11 @@ class WorkerDefaults(_Strict):
         default_factory=lambda: ["Read", "Edit", "Write", "Glob", "Grep"],
         description="Claude Code tools the worker may use (`--allowedTools`).",
     )
-    github_remote: GitRemote = Field("origin", description="Remote that create_pr pushes to.")
+    github_remote: GitRemote = Field(
+        "origin",
+        description="No longer used: a worker's branches go to its repository's `url` "
+        "(accepted as `origin` so older files load).",
+    )
     codex_sandbox: CodexSandbox = Field("read-only", description="Codex `--sandbox` mode.")
     permission_mode: PermissionMode = Field(
         "default",
@@ -317,6 +417,8 @@ class WorkerEntry(_Strict):
     )
     bin: AbsPath | None = Field(None, description="Overrides the LLM's CLI path for this worker.")
     enabled: bool | None = _override("enabled")
+    repo: RepoName | None = _override("repo")
+    repos: list[RepoName] | None = _override("repos")
     create_pr: bool | None = _override("create_pr")
     concurrency: int | None = _override("concurrency", ge=1, le=64)
     task_timeout: Seconds | None = _override("task_timeout")
@@ -394,6 +496,10 @@ class FleetFile(_Strict):
     )
     defaults: WorkerDefaults = Field(default_factory=WorkerDefaults)
     workers: list[WorkerEntry] = Field(description="The workers.")
+    repos: dict[RepoName, RepoSpec] = Field(
+        default_factory=dict,
+        description="Git repositories the workers' tasks work on, by name.",
+    )
     routes: dict[RouteName, RouteSpec] = Field(
         default_factory=dict,
         description="Named selectors for sending tasks (`--route NAME`); a name is a NATS "
