@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # `typing` costs the agent more start-up time than all of its
     from typing import Any, Callable, Dict, List, Optional, Tuple
 
 SYSTEMD_DIR = "/etc/systemd/system"
+REPOS_DIR = "/var/lib/fleet/repos"  # fleetctl/layout.py REPOS_DIR: each repository's mirror
 CONTENT_LIMIT = 256 * 1024
 TMP_MARK = ".fleetctl-tmp-"
 
@@ -360,6 +361,83 @@ def _python_facts() -> Dict[str, str]:
     }
 
 
+def _origin_url(config: str) -> Optional[str]:
+    """The `url` of `[remote "origin"]` in a git config file, as fleetctl writes it (plain
+    values, no quoting: the URL was checked by `validate`); None when there is none."""
+    try:
+        with open(config, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    section = ""
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith("["):
+            section = line.replace(" ", "").lower()
+            continue
+        key, eq, value = line.partition("=")
+        if eq and section == '[remote"origin"]' and key.strip().lower() == "url":
+            return value.strip()
+    return None
+
+
+def _stat_repo(name: str) -> Optional[Dict[str, Any]]:
+    """A repository's mirror: its directory's owner and mode, and its origin's URL."""
+    path = os.path.join(REPOS_DIR, name + ".git")
+    st = _stat_dir(path)
+    if st is None:
+        return None
+    url = _origin_url(os.path.join(path, "config")) if st["is_dir"] else None
+    return {"url": url, "mode": st["mode"], "owner": st["owner"], "group": st["group"]}
+
+
+def _which(command: str) -> Optional[str]:
+    """Where a unit (systemd's PATH) finds `command`, or None."""
+    for directory in UNIT_PATH.split(":"):
+        path = os.path.join(directory, command)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _usage(paths: List[str]) -> Dict[str, Any]:
+    """Bytes used under each path (files and directories, links not followed; None: not
+    there) and, for the first, the free bytes of its file system: `fleetctl status`."""
+    out: Dict[str, Any] = {"bytes": {}, "free": None}
+    for path in paths:
+        out["bytes"][path] = _tree_bytes(path)
+    for path in paths:
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            continue
+        out["free"] = st.f_bavail * st.f_frsize
+        break
+    return out
+
+
+def _tree_bytes(top: str) -> Optional[int]:
+    try:
+        total = os.lstat(top).st_blocks * 512
+    except OSError:
+        return None
+    stack = [top]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += st.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+    return total
+
+
 def _each(stat: Callable[[str], Any]) -> Callable[[List[str]], Dict[str, Any]]:
     return lambda names: {name: stat(name) for name in names}
 
@@ -371,6 +449,7 @@ STATS: Dict[str, Tuple[str, Callable[[List[str]], Dict[str, Any]]]] = {
     "files": ("file", _each(_stat_file)),
     "dirs": ("dir", _each(_stat_dir)),
     "users": ("user", _each(_user)),
+    "repos": ("repo", _each(_stat_repo)),
     "units": ("unit", _units),
 }
 
@@ -411,8 +490,11 @@ def observe(req: Dict[str, Any]) -> Dict[str, Any]:
                 for name, path in (req.get("versions") or {}).items()
             },
             "node": _node_version() if req.get("node") else None,
+            "commands": {name: _which(name) for name in req.get("commands") or ()},
         }
     )
+    if req.get("usage"):
+        facts["usage"] = _usage(req["usage"])
     return facts
 
 

@@ -7,6 +7,7 @@ fleetctl can show progress and knows which step failed.
 """
 
 import binascii
+import fcntl
 import grp
 import os
 import pwd
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # defined by agent.py, which precedes this file on the host
         _emit,
         _sha256,
         _user,
+        _which,
         new_sha256,
         spawn,
     )
@@ -95,17 +97,24 @@ def write_file(
     _fsync_dir(directory)
 
 
-def _run(argv: List[str], timeout: float = 300, env: Optional[Dict[str, str]] = None) -> bytes:
+def _run(
+    argv: List[str],
+    timeout: float = 300,
+    env: Optional[Dict[str, str]] = None,
+    what: Optional[str] = None,
+) -> bytes:
+    """`what`: how the failure names the command (default: its first words)."""
     try:
         done = spawn(argv, timeout, merge_stderr=True, env=env)
     except OSError as e:
         raise StepError("cannot run {}: {}".format(argv[0], e.strerror)) from None
     if done is None:
-        raise StepError("{} timed out after {}s".format(argv[0], timeout))
+        raise StepError("{} timed out after {}s".format(what or argv[0], timeout))
     code, output = done
     if code != 0:
         tail = output.decode("utf-8", "replace").strip().splitlines()[-5:]
-        raise StepError("{} exited {}: {}".format(" ".join(argv[:3]), code, " / ".join(tail)))
+        said = what or " ".join(argv[:3])
+        raise StepError("{} exited {}: {}".format(said, code, " / ".join(tail)))
     return output
 
 
@@ -413,6 +422,123 @@ def op_install_tree(step: Dict[str, Any]) -> None:
     os.unlink(src)
 
 
+# Only these transports, for every git this agent runs: never ext::, fd:: or git://.
+GIT_PROTOCOLS = "ssh:https:file"
+
+
+def _git_env(step: Dict[str, Any]) -> Dict[str, str]:
+    """What git runs with for a repository: no terminal prompt, no config but the
+    repository's own (and its safe.directory file), the pinned host key and deploy key for
+    ssh, the token for https in an HTTP header (in the environment, never on a command line).
+    """
+    env = {
+        "PATH": UNIT_PATH,
+        "HOME": step["path"],
+        "LANG": "C.UTF-8",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": step.get("gitconfig") or os.devnull,
+    }
+    if step.get("ssh_key"):
+        env["GIT_SSH_COMMAND"] = " ".join(
+            [
+                "ssh",
+                "-F",
+                os.devnull,
+                "-i",
+                step["ssh_key"],
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "IdentityAgent=none",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "UpdateHostKeys=no",
+                "-o",
+                "GlobalKnownHostsFile=" + os.devnull,
+                "-o",
+                "UserKnownHostsFile=" + (step.get("known_hosts") or os.devnull),
+            ]
+        )
+    if step.get("token_file"):
+        with open(step["token_file"], "rb") as f:
+            token = f.read().strip()
+        basic = binascii.b2a_base64(b"x-access-token:" + token, newline=False).decode()
+        env["GIT_CONFIG_COUNT"] = "1"
+        env["GIT_CONFIG_KEY_0"] = "http.extraHeader"
+        env["GIT_CONFIG_VALUE_0"] = "Authorization: Basic " + basic
+    return env
+
+
+def op_repo(step: Dict[str, Any]) -> None:
+    """A repository's bare mirror: made (or repaired) as its own user, its origin set to the
+    URL, then fetched under the mirror's fetch lock, as the pollers fetch it."""
+    path, user = step["path"], step["user"]
+    uid, gid = _ids(user, user)
+    _makedirs(os.path.dirname(path))
+    if not os.path.isdir(path):
+        os.mkdir(path, 0o700)
+    os.chown(path, uid, gid)
+    os.chmod(path, step["mode"])
+    env = _git_env(step)
+    as_user = ["setpriv", "--reuid", user, "--regid", user, "--clear-groups", "--"]
+    git = as_user + ["git", "--git-dir=" + path]
+    # 0660: the group reads and writes every file git makes, nobody else reads any.
+    init = ["git", "init", "--quiet", "--bare", "--template=", "--shared=0660", path]
+    _run(as_user + init, env=env, what="git init")
+    _run(git + ["config", "remote.origin.url", step["url"]], env=env, what="git config")
+    refspec = ["config", "--replace-all", "remote.origin.fetch", step["refspec"]]
+    _run(git + refspec, env=env, what="git config")
+    fd = os.open(os.path.join(path, step["lock"]), os.O_RDWR | os.O_CREAT, 0o660)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, 0o660)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        fetch = ["fetch", "--quiet", "--prune", "--no-write-fetch-head", "origin"]
+        _run(git + fetch, timeout=step["timeout"], env=env, what="git fetch " + step["url"])
+    finally:
+        os.close(fd)
+
+
+# The package managers a system package is installed with, the first found on the PATH.
+PACKAGE_MANAGERS = (
+    ("apt-get", ["apt-get", "install", "-y", "-q", "--no-install-recommends"]),
+    ("dnf", ["dnf", "install", "-y", "-q"]),
+    ("yum", ["yum", "install", "-y", "-q"]),
+    ("zypper", ["zypper", "--non-interactive", "--quiet", "install"]),
+    ("apk", ["apk", "add", "--no-cache", "--quiet"]),
+)
+
+
+def op_system_package(step: Dict[str, Any]) -> None:
+    """A program the host's own package manager provides (git): installed when missing,
+    then run once (`--version`) to prove it works."""
+    name, command = step["package"], step["command"]
+    if _which(command) is None:
+        found = [argv for tool, argv in PACKAGE_MANAGERS if _which(tool)]
+        if not found:
+            raise StepError(
+                "{} is not installed and no package manager was found (apt-get, dnf, yum, "
+                "zypper, apk): install {} on the host".format(command, name)
+            )
+        env = {"PATH": UNIT_PATH, "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+        try:
+            _run(found[0] + [name], timeout=step["timeout"], env=env)
+        except StepError:
+            if found[0][0] != "apt-get":
+                raise
+            _run(["apt-get", "update", "-q"], timeout=step["timeout"], env=env)
+            _run(found[0] + [name], timeout=step["timeout"], env=env)
+    where = _which(command)
+    if where is None:
+        raise StepError("{} was installed but {} is not on the PATH".format(name, command))
+    _run([where, "--version"], timeout=60)
+
+
 OPS: Dict[str, Callable[[Dict[str, Any]], None]] = {
     "user": op_user,
     "dir": op_dir,
@@ -428,6 +554,8 @@ OPS: Dict[str, Callable[[Dict[str, Any]], None]] = {
     "install_poller": op_install_poller,
     "install_binary": op_install_binary,
     "install_tree": op_install_tree,
+    "repo": op_repo,
+    "system_package": op_system_package,
 }
 
 

@@ -38,6 +38,10 @@ class ObservedHost:
     dead_units: Mapping[str, str] = field(default_factory=dict)
     # `node --version` on the PATH the units run with, when a CLI there needs Node ("": none).
     node: str | None = None
+    # `status`: bytes used under each of HostState.usage_paths (None: not there), and the free
+    # bytes where the first of them is (None: not asked, or none there).
+    usage: Mapping[str, int | None] = field(default_factory=dict)
+    free_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,10 @@ class PythonFacts:
     libc: str
 
 
-def request(state: HostState, *, with_contents: bool) -> dict[str, Any]:
+def request(state: HostState, *, with_contents: bool, with_usage: bool = False) -> dict[str, Any]:
     """What to ask the agent: each kind's part for what the fleet wants here (the agent adds
-    what the manifest lists), and the inputs of units that are not fleetctl's files."""
+    what the manifest lists), the inputs of units that are not fleetctl's files, and (for
+    `status`) the disk the repositories use and the space left."""
     wanted: dict[str, list[HostKind]] = {kind: [] for kind in HOST_KINDS}
     for resource, _ in state.resources():
         wanted[resource.kind].append(resource)
@@ -74,6 +79,8 @@ def request(state: HostState, *, with_contents: bool) -> dict[str, Any]:
     files = [r.path for r in state.files]
     env_files = sorted({t for u in state.units for t in (*u.restart_on, *u.reload_on)} - set(files))
     req["env_files"] = [t for t in env_files if t.startswith("/")]
+    if with_usage and state.usage_paths:
+        req["usage"] = list(state.usage_paths)
     return req
 
 
@@ -95,7 +102,20 @@ def parse(facts: Mapping[str, Any]) -> ObservedHost:
         corrupt_manifest=bool(manifest.get("_corrupt")),
         dead_units=UnitSpec.read_dead(facts),
         node=facts.get("node") if isinstance(facts.get("node"), str) else None,
+        **_usage(facts.get("usage")),
     )
+
+
+def _usage(answer: Any) -> dict[str, Any]:
+    if not isinstance(answer, dict):
+        return {}
+    raw = answer.get("bytes")
+    used: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    free = answer.get("free")
+    return {
+        "usage": {str(k): v if isinstance(v, int) else None for k, v in used.items()},
+        "free_bytes": free if isinstance(free, int) else None,
+    }
 
 
 def python_facts(facts: Mapping[str, Any]) -> PythonFacts:

@@ -16,6 +16,7 @@ from fleetctl.config.model import Fleet
 
 if TYPE_CHECKING:
     from fleetctl.identity.credentials import Revocation
+    from fleetctl.identity.repocreds import RepoSecrets
     from fleetctl.identity.tunnelkeys import TunnelKey
 
 
@@ -43,6 +44,8 @@ class Inputs:
     revoked_at: int = 0
     missing_creds: tuple[str, ...] = ()  # enabled workers without valid creds
     warnings: tuple[str, ...] = ()
+    # Each used repository's deploy key, token and copied files, read from this machine.
+    repo_secrets: Mapping[str, RepoSecrets] = field(default_factory=dict, repr=False)
 
 
 NO_INPUTS = Inputs()  # tests and golden files: no creds, tunnel keys or versions
@@ -60,7 +63,7 @@ def tunnel_hosts(fleet: Fleet) -> list[str]:
 def gather(fleet: Fleet, *, broker_key: str | None = None) -> Inputs:
     """Read the store, the tunnel keys and the local versions; write nothing."""
     from fleetctl.artifacts import brokerbinary, pollerwheel
-    from fleetctl.identity import credentials, tunnelkeys
+    from fleetctl.identity import credentials, repocreds, tunnelkeys
 
     store = credentials.plan_inputs(fleet)
     hosts = tunnel_hosts(fleet)
@@ -77,4 +80,5 @@ def gather(fleet: Fleet, *, broker_key: str | None = None) -> Inputs:
         revoked_at=store.revoked_at,
         missing_creds=store.missing,
         warnings=store.warnings,
+        repo_secrets=repocreds.gather(fleet),
     )

@@ -88,7 +88,11 @@ def live_plan(
         try:
             if lock:
                 session.lock = take_lock(transport, options)
-            req = facts.request(shape.hosts[name], with_contents=options.with_contents)
+            req = facts.request(
+                shape.hosts[name],
+                with_contents=options.with_contents,
+                with_usage=options.with_usage,
+            )
             with ThreadPoolExecutor(max_workers=1) as beside:  # a thread only if submitted
                 # The bus is read through its first home's connection meanwhile.
                 bus: Future[ObservedBus] | None = (

@@ -38,6 +38,7 @@ class Options:
     lock_wait: float = 0.0
     command: str = "fleetctl"
     with_contents: bool = False
+    with_usage: bool = False  # the repositories' disk use and free space (status)
     connect_timeout: float = 10.0
     settle: float = 2.0  # seconds a started unit must stay up before apply calls it done
 

@@ -1,12 +1,15 @@
-"""Each host's units for `fleetctl status`, from the same observation as a live plan (read
-only, no lock). A local fleet (`fleetctl up`) has no hosts to reach over SSH."""
+"""Each host's units and its repositories' disk use for `fleetctl status`, from the same
+observation as a live plan (read only, no lock). A local fleet (`fleetctl up`) has no hosts to
+reach over SSH."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fleetctl.config.model import Fleet
-from fleetctl.status.report import HostStatus
+from fleetctl.reconcile.desired.repos import MIN_FREE_BYTES
+from fleetctl.status.report import HostStatus, RepoDisk
 
 
 def observe_hosts(fleet: Fleet, options: Any) -> list[HostStatus]:
@@ -15,6 +18,7 @@ def observe_hosts(fleet: Fleet, options: Any) -> list[HostStatus]:
     from fleetctl.reconcile.observation import live_plan
     from fleetctl.reconcile.plan.selection import Selection
 
+    options = dataclasses.replace(options, with_usage=True)
     view = live_plan(fleet, gather(fleet), Selection(), options, lock=False)
     view.close()
     hosts = []
@@ -33,5 +37,9 @@ def observe_hosts(fleet: Fleet, options: Any) -> list[HostStatus]:
                 units[unit.name] = "active"
             else:
                 units[unit.name] = "not installed"
-        hosts.append(HostStatus(name, True, units=units))
+        disk = None
+        if state.usage_paths:
+            used = {p: seen.usage.get(p) for p in state.usage_paths}
+            disk = RepoDisk(used, seen.free_bytes, MIN_FREE_BYTES)
+        hosts.append(HostStatus(name, True, units=units, repos=disk))
     return hosts

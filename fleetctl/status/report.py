@@ -2,7 +2,8 @@
 document (`VERSION`), and the problems `status --check` exits 1 on: a deployed worker not
 heartbeating, a unit down, a backlog over `status.max_lag`, dead letters since the last look,
 credentials expiring within `creds.expiry_warning`, a spend counter that is corrupt or was
-reset today because it was (poller/spend.py). Pure."""
+reset today because it was (poller/spend.py), a host whose repositories' disk is below the
+free-space floor the pollers refuse new worktrees under. Pure."""
 
 from __future__ import annotations
 
@@ -78,16 +79,44 @@ class WorkerStatus:
         }
 
 
+@dataclass(frozen=True)
+class RepoDisk:
+    """The disk a host's repositories use: bytes under each path (its mirrors' directory,
+    each worker's worktrees; None: not there yet), and the free bytes where they are."""
+
+    used: Mapping[str, int | None]
+    free_bytes: int | None
+    floor_bytes: int  # below it, the pollers refuse new worktrees
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(v for v in self.used.values() if v is not None)
+
+    @property
+    def low(self) -> bool:
+        return self.free_bytes is not None and self.free_bytes < self.floor_bytes
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "used_bytes": self.used_bytes,
+            "free_bytes": self.free_bytes,
+            "floor_bytes": self.floor_bytes,
+            "paths": [{"path": p, "bytes": b} for p, b in self.used.items()],
+        }
+
+
 @dataclass
 class HostStatus:
     name: str
     reachable: bool
     error: str = ""
     units: dict[str, str] = field(default_factory=dict)  # unit -> "active" or why it is not
+    repos: RepoDisk | None = None  # None: no repository here (or not observed)
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "reachable": self.reachable, "error": self.error} | {
-            "units": [{"unit": u, "state": s} for u, s in sorted(self.units.items())]
+            "units": [{"unit": u, "state": s} for u, s in sorted(self.units.items())],
+            "repos": self.repos.as_json() if self.repos else None,
         }
 
 
@@ -153,6 +182,12 @@ def problems(status: FleetStatus, fleet: Fleet, now: float) -> list[str]:
         if not h.reachable:
             found.append(f"host {h.name}: not reachable ({h.error})")
         found += [f"host {h.name}: {u} {s}" for u, s in sorted(h.units.items()) if s != "active"]
+        if h.repos is not None and h.repos.low:
+            found.append(
+                f"host {h.name}: {_gib(h.repos.free_bytes)} free for the repositories, below "
+                f"the {_gib(h.repos.floor_bytes)} floor: its workers refuse new worktrees "
+                "(free disk space; finished worktrees go after `retain`)"
+            )
     max_lag = fleet.status.max_lag
     for w in status.workers:
         if w.state == "not heartbeating":
@@ -190,6 +225,10 @@ def problems(status: FleetStatus, fleet: Fleet, now: float) -> list[str]:
             " (fleetctl dead list)"
         )
     return found
+
+
+def _gib(n: int | None) -> str:
+    return f"{(n or 0) / 1024**3:.2f} GiB"
 
 
 def workers_of(fleet: Fleet) -> list[WorkerStatus]:

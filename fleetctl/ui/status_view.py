@@ -83,7 +83,7 @@ def _workers(rows: list[dict[str, Any]], now: float) -> Table:
 
 def _hosts(rows: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False, title="hosts", title_justify="left")
-    for name in ("HOST", "REACHABLE", "UNITS"):
+    for name in ("HOST", "REACHABLE", "REPOS", "UNITS"):
         table.add_column(name)
     for h in rows:
         units = Text()
@@ -92,8 +92,19 @@ def _hosts(rows: list[dict[str, Any]]) -> Table:
             units.append(u["state"], "green" if u["state"] == "active" else "bold red")
             units.append("  ")
         reach = Text("yes", "green") if h["reachable"] else Text(f"no: {h['error']}", "bold red")
-        table.add_row(Text(h["name"]), reach, units)
+        table.add_row(Text(h["name"]), reach, _repos(h.get("repos")), units)
     return table
+
+
+def _repos(disk: dict[str, Any] | None) -> Text:
+    """The repositories' disk use, and the free space (red below the pollers' floor)."""
+    if not disk:
+        return Text("-", "dim")
+    text = Text(f"{_size(disk['used_bytes'])} used, ")
+    free = disk["free_bytes"]
+    low = isinstance(free, int) and free < disk["floor_bytes"]
+    text.append(f"{_size(free)} free", "bold red" if low else "")
+    return text
 
 
 def _broker(b: dict[str, Any]) -> RenderableType:

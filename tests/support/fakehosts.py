@@ -25,6 +25,7 @@ from fleetctl.reconcile.desired.state import HostState
 from fleetctl.reconcile.facts import ObservedHost
 from fleetctl.reconcile.plan.changes import fingerprint
 from fleetctl.reconcile.plan.hosts import unit_inputs
+from fleetctl.reconcile.resources.packages import SYSTEM_PACKAGES, SYSTEM_VERSION
 from fleetctl.transport.base import Completed, Held, LineHandler, Transport, TransportError
 
 # This machine's platform as the agent reports it: bundles built here fit such a host.
@@ -200,7 +201,9 @@ def agent_answer(observed: ObservedHost) -> dict[str, Any]:
         "dirs": {},
         "users": {},
         "units": {},
+        "repos": {},
         "versions": {},
+        "commands": {},
         "manifest": {
             "resources": {k: None for k in sorted(observed.managed)},
             "units": {k: dict(v) for k, v in observed.unit_inputs.items()},
@@ -210,6 +213,8 @@ def agent_answer(observed: ObservedHost) -> dict[str, Any]:
         kind, _, name = key.partition(" ")
         if kind == "dir":
             answer["dirs"][name] = {**fp, "is_dir": True}
+        elif kind == "package" and fp["version"] == SYSTEM_VERSION:
+            answer["commands"][SYSTEM_PACKAGES[name]] = f"/usr/bin/{SYSTEM_PACKAGES[name]}"
         elif kind == "package":
             answer["versions"][name] = fp["version"]
         else:

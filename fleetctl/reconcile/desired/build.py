@@ -7,6 +7,7 @@ from fleetctl.config.model import Fleet, Host
 from fleetctl.reconcile.desired.broker import NATS_STARTUP, add_broker, broker_startup_digest
 from fleetctl.reconcile.desired.bus import bus_state
 from fleetctl.reconcile.desired.context import Context, Parts
+from fleetctl.reconcile.desired.repos import add_repos
 from fleetctl.reconcile.desired.state import FleetState, HostState
 from fleetctl.reconcile.desired.tunnel import add_tunnel
 from fleetctl.reconcile.desired.workers import add_packages, add_worker
@@ -38,6 +39,7 @@ def _host_state(ctx: Context, host: Host) -> HostState:
             unknown = (layout.TUNNEL_KNOWN_HOSTS,)
     if workers:
         add_packages(ctx, workers, parts)
+        add_repos(ctx, host, workers, parts)
     for worker in workers:
         add_worker(ctx, worker, tunnel, parts)
     disabled = tuple(w.id for w in fleet.workers if w.host == host.name and not w.enabled)
@@ -51,4 +53,6 @@ def _host_state(ctx: Context, host: Host) -> HostState:
         tuple(parts.packages),
         unknown,
         settings,
+        tuple(parts.mirrors),
+        tuple(parts.usage_paths),
     )

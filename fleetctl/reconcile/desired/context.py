@@ -8,6 +8,7 @@ from fleetctl.config.model import Fleet, Host
 from fleetctl.reconcile.inputs import Inputs, Versions
 from fleetctl.reconcile.resources.dirs import DirSpec
 from fleetctl.reconcile.resources.files import FileSpec
+from fleetctl.reconcile.resources.mirrors import MirrorSpec
 from fleetctl.reconcile.resources.packages import PackageSpec
 from fleetctl.reconcile.resources.units import UnitSpec
 from fleetctl.reconcile.resources.users import UserSpec
@@ -34,3 +35,5 @@ class Parts:
     files: list[FileSpec] = field(default_factory=list)
     units: list[UnitSpec] = field(default_factory=list)
     packages: list[PackageSpec] = field(default_factory=list)
+    mirrors: list[MirrorSpec] = field(default_factory=list)
+    usage_paths: list[str] = field(default_factory=list)

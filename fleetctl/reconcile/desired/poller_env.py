@@ -39,6 +39,7 @@ def poller_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
         ("WORK_DIR", f"{worker.work_base}/repo"),
         ("CREATE_PR", "true" if worker.create_pr else "false"),
         ("GITHUB_REMOTE", worker.github_remote),
+        *([("REPOS_FILE", layout.repos_file(worker.id))] if worker.repos else []),
         *([("PRICE_USD_PER_MTOK", worker.price.render())] if worker.price else []),
         *([] if worker.trusts_reported_cost else [("REPORTED_COST", "ignore")]),
         *_budget_environment(names, worker),

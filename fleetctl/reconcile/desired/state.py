@@ -10,6 +10,7 @@ from fleetctl.config.model import Host
 from fleetctl.reconcile.resources.dirs import DirSpec
 from fleetctl.reconcile.resources.files import FileSpec
 from fleetctl.reconcile.resources.kinds import HostResource
+from fleetctl.reconcile.resources.mirrors import MirrorSpec
 from fleetctl.reconcile.resources.packages import PackageSpec
 from fleetctl.reconcile.resources.revocations import RevocationSpec
 from fleetctl.reconcile.resources.units import UnitSpec
@@ -33,6 +34,10 @@ class HostState:
     # Inputs of a unit that are neither files nor packages, by trigger name (a digest of
     # settings a program reads only at start: a unit lists the trigger in `restart_on`).
     settings: Mapping[str, str] = field(default_factory=dict)
+    mirrors: tuple[MirrorSpec, ...] = ()  # one per repository its workers use
+    # Where the repositories take disk space here (the mirrors' directory first, then each
+    # worker's worktrees): what `status` sums and checks the free space of.
+    usage_paths: tuple[str, ...] = ()
 
     def resources(self) -> Iterable[tuple[HostResource, str | None]]:
         """Every resource with the worker it belongs to (None: shared by the host)."""
@@ -41,6 +46,7 @@ class HostState:
             *self.dirs,
             *self.packages,
             *self.files,
+            *self.mirrors,
             *self.units,
         )
         for r in host_resources:

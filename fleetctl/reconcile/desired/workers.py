@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 
 from fleetctl import layout
-from fleetctl.config.model import Fleet, Worker
+from fleetctl.config.model import Fleet, Worker, repo_user
 from fleetctl.reconcile import backend_units as backends
 from fleetctl.reconcile.desired.context import Context, Parts
 from fleetctl.reconcile.desired.poller_env import poller_unit_environment
+from fleetctl.reconcile.desired.repos import add_repos_file
 from fleetctl.reconcile.resources.dirs import DirSpec
 from fleetctl.reconcile.resources.files import FileSpec
 from fleetctl.reconcile.resources.packages import POLLER_PACKAGE, PackageSpec, llm_cli_package
@@ -51,6 +52,9 @@ def add_worker(ctx: Context, worker: Worker, tunnel_unit: str | None, parts: Par
         restart_on.append(worker.env_file)
     if worker.cli is not None:
         restart_on.append(llm_cli_package(worker.cli).key)
+    if worker.repos:
+        restart_on.append(layout.repos_file(worker.id))
+        add_repos_file(ctx.fleet, worker, parts)
     parts.units.append(UnitSpec(worker.unit, path, worker=worker.id, restart_on=tuple(restart_on)))
     creds = ctx.inputs.creds.get(worker.id)
     if creds is not None:
@@ -66,4 +70,6 @@ def render_poller_unit(fleet: Fleet, worker: Worker, tunnel_unit: str | None) ->
         tunnel_unit=tunnel_unit,
         poller_bin=layout.POLLER_BIN,
         stop_timeout=poller_stop_timeout(worker),
+        repo_groups=[repo_user(name) for name in worker.repos],
+        repo_mirrors=[layout.repo_mirror(name) for name in worker.repos],
     )

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 
 from fleetctl.reconcile.plan.types import Action, Change
 from fleetctl.reconcile.resources.base import HostKind, Shown, UnitAction
-from fleetctl.reconcile.resources.kinds import Resource
+from fleetctl.reconcile.resources.kinds import HOST_KINDS, Resource
 from fleetctl.reconcile.resources.units import UnitSpec
 
 
@@ -64,7 +64,8 @@ def orphans(keys: Iterable[str], contents: Mapping[str, bytes]) -> list[Change]:
     for key in sorted(keys):
         kind, _, name = key.partition(" ")
         unit = kind == UnitSpec.kind
-        attrs = (("state", "stop, disable"),) if unit else ()
+        known = HOST_KINDS.get(kind)
+        attrs = known.removal_attrs(name) if known is not None else ()
         unit_action: UnitAction | None = "stop" if unit else None
         out.append(
             Change("delete", kind, name, None, attrs, contents.get(key), unit_action=unit_action)

@@ -105,6 +105,11 @@ class HostKind(ABC):
         """The steps that remove one of this kind known only by name."""
 
     @classmethod
+    def removal_attrs(cls, name: str) -> Attrs:
+        """What the plan shows beside the removal of one known only by name."""
+        return ()
+
+    @classmethod
     def removed_path(cls, name: str) -> str | None:
         """Where a removed one lived, if on disk (its emptied parents go on teardown)."""
         return None

@@ -6,12 +6,13 @@ from fleetctl.bus.resources import ConsumerSpec, StreamSpec
 from fleetctl.reconcile.resources.base import BusKind, HostKind, JetStreamKind
 from fleetctl.reconcile.resources.dirs import DirSpec
 from fleetctl.reconcile.resources.files import FileSpec
+from fleetctl.reconcile.resources.mirrors import MirrorSpec
 from fleetctl.reconcile.resources.packages import PackageSpec
 from fleetctl.reconcile.resources.revocations import RevocationSpec
 from fleetctl.reconcile.resources.units import UnitSpec
 from fleetctl.reconcile.resources.users import UserSpec
 
-HostResource = UserSpec | DirSpec | FileSpec | UnitSpec | PackageSpec
+HostResource = UserSpec | DirSpec | FileSpec | UnitSpec | PackageSpec | MirrorSpec
 BusResource = StreamSpec | ConsumerSpec | RevocationSpec
 Resource = HostResource | BusResource
 
@@ -21,6 +22,7 @@ HOST_KINDS: dict[str, type[HostKind]] = {
     DirSpec.kind: DirSpec,
     PackageSpec.kind: PackageSpec,
     FileSpec.kind: FileSpec,
+    MirrorSpec.kind: MirrorSpec,
     UnitSpec.kind: UnitSpec,
 }
 

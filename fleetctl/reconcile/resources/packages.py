@@ -22,6 +22,12 @@ VERSION_PROBES = {POLLER_PACKAGE: layout.POLLER_VERSION_FILE, NATS_PACKAGE: layo
 HASHED_PACKAGES = (NATS_PACKAGE,)
 STAGED_NATS = f"{layout.STAGING_DIR}/nats-server"
 CLI_VERSION_TIMEOUT = 60  # seconds `<cli> --version` may take on the host
+# Programs the host's own package manager installs (git, for the repositories' mirrors), by
+# package: the command that shows it is there. Any version will do, so their version is
+# `system`; removing one from the fleet leaves it installed (other software may use it).
+SYSTEM_PACKAGES = {"git": "git"}
+SYSTEM_VERSION = "system"
+SYSTEM_INSTALL_TIMEOUT = 900
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,14 @@ class PackageSpec(HostKind):
 
     @classmethod
     def ask(cls, wanted: Sequence[PackageSpec], *, with_contents: bool) -> dict[str, Any]:
-        """Each package's version, and `node --version` when a CLI here runs on Node."""
+        """Each package's version (a system package: whether its command is on the PATH),
+        and `node --version` when a CLI here runs on Node."""
+        system = [p.name for p in wanted if p.name in SYSTEM_PACKAGES]
         return {
-            "versions": {p.name: p.version_probe() for p in wanted},
+            "versions": {p.name: p.version_probe() for p in wanted if p.name not in system},
             "hashed": list(HASHED_PACKAGES),
             "node": any(p.cli is not None and p.cli.node is not None for p in wanted),
+            "commands": [SYSTEM_PACKAGES[name] for name in system],
         }
 
     def version_probe(self) -> str:
@@ -77,6 +86,10 @@ class PackageSpec(HostKind):
                 version = brokerbinary.identify(version)
             if version:
                 out[f"package {name}"] = {"version": version}
+        found = answer.get("commands") or {}
+        for name, command in SYSTEM_PACKAGES.items():
+            if found.get(command):
+                out[f"package {name}"] = {"version": SYSTEM_VERSION}
         return out
 
     def steps(self, staged: Staged) -> list[Step]:
@@ -90,11 +103,27 @@ class PackageSpec(HostKind):
             cli = self.cli
             op = install_cli(cli, staged.cli_sha256.get(cli.package))
             return [Step(f"install {cli.package} {cli.version}", op)]
+        if self.name in SYSTEM_PACKAGES:
+            op = {
+                "op": "system_package",
+                "package": self.name,
+                "command": SYSTEM_PACKAGES[self.name],
+                "timeout": SYSTEM_INSTALL_TIMEOUT,
+            }
+            return [Step(f"install {self.name} (the host's package manager)", op)]
         raise ValueError(f"cannot apply package {self.name}")
 
     @classmethod
     def removal_steps(cls, name: str) -> list[Step]:
+        if name in SYSTEM_PACKAGES:
+            return []  # the system's package manager owns it; fleetctl only stops needing it
         return [Step(f"remove package {name}", _remove_package(name))]
+
+    @classmethod
+    def removal_attrs(cls, name: str) -> Attrs:
+        if name in SYSTEM_PACKAGES:
+            return (("left", "left installed: the host's package manager owns it"),)
+        return ()
 
     @classmethod
     def removed_path(cls, name: str) -> str | None:
@@ -106,6 +135,11 @@ class PackageSpec(HostKind):
     @classmethod
     def removed_late(cls, name: str) -> bool:
         return name.startswith(LLM_CLI_PREFIX)
+
+
+def system_package(name: str) -> PackageSpec:
+    """A package of `SYSTEM_PACKAGES`, installed by the host's package manager if missing."""
+    return PackageSpec(name, SYSTEM_VERSION)
 
 
 def llm_cli_package(cli: CliPackage) -> PackageSpec:

@@ -18,7 +18,7 @@ class UnitSpec(HostKind):
     else and starts, restarts or reloads the others after every other kind is in place."""
 
     kind: ClassVar[str] = "unit"
-    order: ClassVar[int] = 5
+    order: ClassVar[int] = 6
 
     name: str
     file: str
@@ -80,6 +80,10 @@ class UnitSpec(HostKind):
     @classmethod
     def removal_steps(cls, name: str) -> list[Step]:
         return [Step(f"stop {name}", systemctl("disable", "--now", name))]
+
+    @classmethod
+    def removal_attrs(cls, name: str) -> Attrs:
+        return (("state", "stop, disable"),)
 
 
 def systemctl(*args: str) -> dict[str, Any]:

@@ -129,6 +129,8 @@ def test_reach_asks_for_the_manifest_and_everything_last_applied(
         "versions": {"fleet-poller": layout.POLLER_VERSION_FILE, "nats-server": layout.NATS_BIN},
         "hashed": ["nats-server"],
         "node": False,
+        "repos": [],
+        "commands": [],
     }
     assert session.observed == parse(FACTS)
     assert decommission.has_manifest(session)

@@ -553,7 +553,7 @@ def test_a_lost_cli_is_installed_again_without_restarting_anything() -> None:
 
 def test_a_host_provided_cli_is_not_installed() -> None:
     s = host_state(fleet_where(codex_py_dev_01={"cli": None, "bin": "/usr/bin/codex"}))
-    assert [p.name for p in s.packages] == ["fleet-poller", f"llm-cli {CLAUDE}@2.1.197"]
+    assert [p.name for p in s.packages] == ["fleet-poller", f"llm-cli {CLAUDE}@2.1.197", "git"]
     codex_unit = next(u for u in s.units if u.name == "codex-py-dev-01-poller.service")
     assert not any(t.startswith("package llm-cli") for t in codex_unit.restart_on)
 

@@ -74,3 +74,27 @@ def test_a_corrupt_or_reset_spend_counter_needs_a_human() -> None:
         "after it was found corrupt (usd is negative): the budget counts as spent for the rest "
         "of the UTC day (docs/security.md)",
     ]
+
+
+def test_a_host_below_the_free_space_floor_needs_a_human_and_shows_its_disk_use() -> None:
+    status = _status()
+    count_new_dead(status.broker, 7)
+    used = {"/var/lib/fleet/repos": 300 * 1024**2, "/var/lib/fleet/w1/worktrees": None}
+    plenty = fs.RepoDisk(used, 5 * 1024**3, 1024**3)
+    status.hosts = [fs.HostStatus("worker-node-1", True, repos=plenty)]
+    assert status.problems(example_fleet(), NOW) == []
+    assert status.hosts[0].as_json()["repos"] == {
+        "used_bytes": 300 * 1024**2,
+        "free_bytes": 5 * 1024**3,
+        "floor_bytes": 1024**3,
+        "paths": [
+            {"path": "/var/lib/fleet/repos", "bytes": 300 * 1024**2},
+            {"path": "/var/lib/fleet/w1/worktrees", "bytes": None},
+        ],
+    }
+    low = fs.RepoDisk(used, 512 * 1024**2, 1024**3)
+    status.hosts = [fs.HostStatus("worker-node-1", True, repos=low)]
+    assert status.problems(example_fleet(), NOW) == [
+        "host worker-node-1: 0.50 GiB free for the repositories, below the 1.00 GiB floor: its "
+        "workers refuse new worktrees (free disk space; finished worktrees go after `retain`)"
+    ]

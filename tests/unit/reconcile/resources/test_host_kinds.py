@@ -8,6 +8,7 @@ import getpass
 import hashlib
 import os
 import pwd
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,12 @@ from fleetctl.reconcile.resources.base import HostKind, Shown, Staged
 from fleetctl.reconcile.resources.dirs import DirSpec
 from fleetctl.reconcile.resources.files import FileSpec
 from fleetctl.reconcile.resources.kinds import HOST_KINDS
+from fleetctl.reconcile.resources.mirrors import MirrorSpec
 from fleetctl.reconcile.resources.packages import (
     PackageSpec,
     Uploads,
     llm_cli_package,
+    system_package,
     uploads,
 )
 from fleetctl.reconcile.resources.units import UnitSpec
@@ -225,6 +228,7 @@ def test_packages_ask_for_their_versions_and_for_node_only_when_a_cli_needs_it()
         },
         "hashed": ["nats-server"],
         "node": False,
+        "commands": [],
     }
     assert PackageSpec.ask([llm_cli_package(GEMINI)], with_contents=False)["node"] is True
     assert PackageSpec.read({"versions": {"fleet-poller": "1+a", "gone": None}}) == {
@@ -233,7 +237,7 @@ def test_packages_ask_for_their_versions_and_for_node_only_when_a_cli_needs_it()
 
 
 def test_the_registry_lists_each_kind_by_its_key_in_the_order_programs_make_them() -> None:
-    assert list(HOST_KINDS) == ["user", "dir", "package", "file", "unit"]
+    assert list(HOST_KINDS) == ["user", "dir", "package", "file", "repo", "unit"]
     assert [k.order for k in HOST_KINDS.values()] == sorted(k.order for k in HOST_KINDS.values())
     for kind, cls in HOST_KINDS.items():
         assert cls.kind == kind
@@ -282,3 +286,127 @@ def test_what_the_agent_sees_of_a_resource_as_desired_is_its_fingerprint(tmp_pat
         assert seen[resource.key] == resource.fingerprint(), resource.key
     assert "unit fleetctl-test-no-such.service" not in seen  # neither enabled nor running
     assert FileSpec.read_contents(answer) == {f"file {tmp_path}/a.conf": b"a = 1\n"}
+
+
+def test_git_is_the_hosts_own_package_installed_when_missing_and_left_when_unused() -> None:
+    git = system_package("git")
+    assert (git.key, git.fingerprint(), git.describe()) == (
+        "package git",
+        {"version": "system"},
+        ("git", (("version", "system"),)),
+    )
+    # asked by the command it provides (on the units' PATH), never by running it
+    assert PackageSpec.ask([git], with_contents=False)["commands"] == ["git"]
+    assert PackageSpec.ask([git], with_contents=False)["versions"] == {}
+    assert PackageSpec.read({"commands": {"git": "/usr/bin/git"}}) == {
+        "package git": {"version": "system"}
+    }
+    assert PackageSpec.read({"commands": {"git": None}}) == {}
+    assert ops(git) == [
+        (
+            "install git (the host's package manager)",
+            {"op": "system_package", "package": "git", "command": "git", "timeout": 900},
+        )
+    ]
+    assert PackageSpec.removal_steps("git") == []
+    assert PackageSpec.removal_attrs("git") == (
+        ("left", "left installed: the host's package manager owns it"),
+    )
+
+
+def test_a_mirror_is_made_and_fetched_as_its_user_and_removed_whole() -> None:
+    mirror = MirrorSpec(
+        "app",
+        "git@github.com:team/app.git",
+        "fleet-repo-app",
+        "/etc/fleet/repos/app/deploy_key",
+        "/etc/fleet/repos/app/known_hosts",
+        None,
+        "/etc/fleet/repos/app/gitconfig",
+    )
+    assert (mirror.key, mirror.path) == ("repo app", "/var/lib/fleet/repos/app.git")
+    assert mirror.fingerprint() == {
+        "url": "git@github.com:team/app.git",
+        "owner": "fleet-repo-app",
+        "group": "fleet-repo-app",
+        "mode": 0o2770,
+    }
+    assert mirror.describe() == (
+        "app",
+        (("url", "git@github.com:team/app.git"), ("mirror", "/var/lib/fleet/repos/app.git")),
+    )
+    assert ops(mirror) == [
+        (
+            "repo app: fetch git@github.com:team/app.git",
+            {
+                "op": "repo",
+                "path": "/var/lib/fleet/repos/app.git",
+                "url": "git@github.com:team/app.git",
+                "user": "fleet-repo-app",
+                "mode": 0o2770,
+                "refspec": "+refs/heads/*:refs/remotes/origin/*",
+                "lock": "fleet-fetch.lock",
+                "ssh_key": "/etc/fleet/repos/app/deploy_key",
+                "known_hosts": "/etc/fleet/repos/app/known_hosts",
+                "token_file": None,
+                "gitconfig": "/etc/fleet/repos/app/gitconfig",
+                "timeout": 900,
+            },
+        )
+    ]
+    assert [(s.label, s.op) for s in MirrorSpec.removal_steps("app")] == [
+        ("remove repo app", {"op": "remove_dir", "path": "/var/lib/fleet/repos/app.git"})
+    ]
+    assert MirrorSpec.removed_late("app")  # a stopping worker may still be in a worktree
+    assert MirrorSpec.ask([mirror], with_contents=False) == {"repos": ["app"]}
+
+
+def test_the_agent_reads_a_mirror_by_its_origin_and_its_owner(tmp_path: Path) -> None:
+    """The round trip a converged host makes for a mirror: git's own config file, read by the
+    agent without running git."""
+    me, group = getpass.getuser(), tmp_path.group()
+    mirror = tmp_path / "app.git"
+    mirror.mkdir()
+    os.chmod(mirror, 0o2770)
+    (mirror / "config").write_text(
+        '[core]\n\tbare = true\n[remote "upstream"]\n\turl = file:///elsewhere\n'
+        '[remote "origin"]\n\turl = git@github.com:team/app.git\n'
+        "\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
+    )
+    namespace = agent()
+    namespace["REPOS_DIR"] = str(tmp_path)
+    answer = namespace["observe"](
+        {
+            "op": "observe",
+            "state_dir": str(tmp_path / "s"),
+            "repos": ["app", "gone"],
+            "commands": ["sh", "no-such-cmd"],
+        }
+    )
+    seen = MirrorSpec.read(answer)
+    wanted = MirrorSpec("app", "git@github.com:team/app.git", me)
+    assert seen == {"repo app": wanted.fingerprint() | {"group": group}}
+    unit_path = namespace["UNIT_PATH"]
+    assert answer["commands"] == {"sh": shutil.which("sh", path=unit_path), "no-such-cmd": None}
+    (mirror / "config").write_text("[core]\n\tbare = true\n")  # not configured by fleetctl
+    answer = namespace["observe"](
+        {"op": "observe", "state_dir": str(tmp_path / "s"), "repos": ["app"]}
+    )
+    assert MirrorSpec.read(answer)["repo app"]["url"] is None
+
+
+def test_the_agent_reports_disk_use_under_paths_and_the_free_space(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_bytes(b"x" * 10000)
+    answer = agent()["observe"](
+        {
+            "op": "observe",
+            "state_dir": str(tmp_path / "s"),
+            "usage": [str(tmp_path / "a"), str(tmp_path / "gone")],
+        }
+    )
+    used = answer["usage"]["bytes"]
+    assert used[str(tmp_path / "gone")] is None
+    assert 10000 <= used[str(tmp_path / "a")] <= 10000 + 3 * 4096
+    st = os.statvfs(tmp_path)
+    assert abs(answer["usage"]["free"] - st.f_bavail * st.f_frsize) < 64 * 1024**2
