@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # `typing` costs the agent more start-up time than all of its
 
 SYSTEMD_DIR = "/etc/systemd/system"
 REPOS_DIR = "/var/lib/fleet/repos"  # fleetctl/layout.py REPOS_DIR: each repository's mirror
+REPO_MARKER = "fleet-fetched"  # in a mirror: the URL apply last fetched it from
 CONTENT_LIMIT = 256 * 1024
 TMP_MARK = ".fleetctl-tmp-"
 
@@ -361,34 +362,15 @@ def _python_facts() -> Dict[str, str]:
     }
 
 
-def _origin_url(config: str) -> Optional[str]:
-    """The `url` of `[remote "origin"]` in a git config file, as fleetctl writes it (plain
-    values, no quoting: the URL was checked by `validate`); None when there is none."""
-    try:
-        with open(config, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    section = ""
-    for raw in lines:
-        line = raw.strip()
-        if line.startswith("["):
-            section = line.replace(" ", "").lower()
-            continue
-        key, eq, value = line.partition("=")
-        if eq and section == '[remote"origin"]' and key.strip().lower() == "url":
-            return value.strip()
-    return None
-
-
 def _stat_repo(name: str) -> Optional[Dict[str, Any]]:
-    """A repository's mirror: its directory's owner and mode, and its origin's URL."""
+    """A repository's mirror: its directory's owner and mode, and the URL apply last fetched
+    it from (its marker file, written after the fetch: None until one has succeeded)."""
     path = os.path.join(REPOS_DIR, name + ".git")
     st = _stat_dir(path)
     if st is None:
         return None
-    url = _origin_url(os.path.join(path, "config")) if st["is_dir"] else None
-    return {"url": url, "mode": st["mode"], "owner": st["owner"], "group": st["group"]}
+    url = _read_text(os.path.join(path, REPO_MARKER)) if st["is_dir"] else None
+    return {"url": url or None, "mode": st["mode"], "owner": st["owner"], "group": st["group"]}
 
 
 def _which(command: str) -> Optional[str]:

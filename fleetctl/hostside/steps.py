@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # defined by agent.py, which precedes this file on the host
 
     from fleetctl.hostside.agent import (
         OPERATIONS,
+        REPO_MARKER,
         TMP_MARK,
         UNIT_PATH,
         _emit,
@@ -102,8 +103,10 @@ def _run(
     timeout: float = 300,
     env: Optional[Dict[str, str]] = None,
     what: Optional[str] = None,
+    ok: Tuple[int, ...] = (0,),
 ) -> bytes:
-    """`what`: how the failure names the command (default: its first words)."""
+    """`what`: how the failure names the command (default: its first words); `ok`: the exit
+    codes that are not a failure."""
     try:
         done = spawn(argv, timeout, merge_stderr=True, env=env)
     except OSError as e:
@@ -111,7 +114,7 @@ def _run(
     if done is None:
         raise StepError("{} timed out after {}s".format(what or argv[0], timeout))
     code, output = done
-    if code != 0:
+    if code not in ok:
         tail = output.decode("utf-8", "replace").strip().splitlines()[-5:]
         said = what or " ".join(argv[:3])
         raise StepError("{} exited {}: {}".format(said, code, " / ".join(tail)))
@@ -491,17 +494,30 @@ def op_repo(step: Dict[str, Any]) -> None:
     init = ["git", "init", "--quiet", "--bare", "--template=", "--shared=0660", path]
     _run(as_user + init, env=env, what="git init")
     _run(git + ["config", "remote.origin.url", step["url"]], env=env, what="git config")
-    refspec = ["config", "--replace-all", "remote.origin.fetch", step["refspec"]]
-    _run(git + refspec, env=env, what="git config")
+    _run(
+        git + ["config", "--unset-all", "remote.origin.fetch"],
+        env=env,
+        what="git config",
+        ok=(0, 5),
+    )
+    for refspec in step["refspecs"]:
+        add = ["config", "--add", "remote.origin.fetch", refspec]
+        _run(git + add, env=env, what="git config")
+    # Hooks never run from the mirror (a worker could put one there for another to run), and
+    # its config is not the group's to change.
+    _run(git + ["config", "core.hooksPath", os.devnull], env=env, what="git config")
+    os.chmod(os.path.join(path, "config"), 0o640)
     fd = os.open(os.path.join(path, step["lock"]), os.O_RDWR | os.O_CREAT, 0o660)
     try:
         os.fchown(fd, uid, gid)
         os.fchmod(fd, 0o660)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        fetch = ["fetch", "--quiet", "--prune", "--no-write-fetch-head", "origin"]
+        fetch = ["fetch", "--quiet", "--no-tags", "--prune", "--no-write-fetch-head", "origin"]
         _run(git + fetch, timeout=step["timeout"], env=env, what="git fetch " + step["url"])
     finally:
         os.close(fd)
+    # What observing reads: the mirror was fetched from this URL (until then, it is planned).
+    write_file(os.path.join(path, REPO_MARKER), (step["url"] + "\n").encode(), user, user, 0o640)
 
 
 # The package managers a system package is installed with, the first found on the PATH.

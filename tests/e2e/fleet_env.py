@@ -232,10 +232,14 @@ def prepare_wheelhouse() -> None:
 
 @contextmanager
 def simulated_fleet(
-    base: Path, workers: list[dict[str, Any]], nodes: tuple[str, ...] = NODES
+    base: Path,
+    workers: list[dict[str, Any]],
+    nodes: tuple[str, ...] = NODES,
+    others: tuple[str, ...] = (),
 ) -> Iterator[FleetEnv]:
     """The broker and `nodes` on a simulated LAN, stand-ins installed, the YAML written;
-    skips when this machine cannot simulate hosts."""
+    `others`: more hosts on the LAN that are not the fleet's (a git server). Skips when this
+    machine cannot simulate hosts."""
     import pytest
 
     from tests.support.simhosts import skip_reason
@@ -244,7 +248,7 @@ def simulated_fleet(
     if reason is not None:
         pytest.skip(reason)
     prepare_wheelhouse()
-    with SimNet(base / "net", [BROKER, *nodes]) as net:
+    with SimNet(base / "net", [BROKER, *nodes, *others]) as net:
         install_standins(net, nodes)
         env = FleetEnv(net, base, workers=workers, nodes=nodes)
         env.write()

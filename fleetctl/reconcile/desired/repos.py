@@ -11,6 +11,7 @@ Who may read what: the repository's files are root's, readable by its group
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -19,6 +20,7 @@ from fleetctl import layout
 from fleetctl.config.gitvalues import parse_url
 from fleetctl.config.model import Fleet, Host, Repo, Worker, worker_repo
 from fleetctl.reconcile.desired.context import Context, Parts
+from fleetctl.reconcile.resources.dirs import DirSpec
 from fleetctl.reconcile.resources.files import FileSpec
 from fleetctl.reconcile.resources.mirrors import MirrorSpec
 from fleetctl.reconcile.resources.packages import system_package
@@ -66,6 +68,7 @@ def add_repos(ctx: Context, host: Host, workers: list[Worker], parts: Parts) -> 
 def _add_repo(ctx: Context, repo: Repo, owner: str | None, parts: Parts) -> None:
     user, paths = repo.user, HOST_PATHS
     parts.users.append(UserSpec(user, paths.mirror(repo.name), owner))
+    parts.dirs.append(DirSpec(layout.repo_etc(repo.name), "root", user, 0o750, owner))
     secrets = ctx.inputs.repo_secrets.get(repo.name)
 
     def secret(what: str, content: bytes) -> str:
@@ -115,6 +118,8 @@ def add_repos_file(fleet: Fleet, worker: Worker, parts: Parts) -> None:
         return
     content = repos_file(fleet, worker, HOST_PATHS, layout.worktrees(worker.work_base))
     path = layout.repos_file(worker.id)
+    user = worker.service_user
+    parts.dirs.append(DirSpec(posixpath.dirname(path), "root", user, 0o750, worker.id))
     parts.files.append(
         FileSpec(path, content, "root", worker.service_user, 0o640, False, worker.id)
     )

@@ -19,9 +19,10 @@ from fleetctl import layout
 from fleetctl.reconcile.resources.base import Attrs, HostKind, Staged, Step
 
 MIRROR_MODE = 0o2770
-# What the mirror fetches: the remote's branches as remote-tracking refs, so the tasks'
-# own branches (refs/heads/af/...) are never overwritten or pruned by a fetch.
-FETCH_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
+# What the mirror fetches, as the pollers fetch it (docs/poller.md, "The host's mirror"): the
+# remote's branches as remote-tracking refs, so the tasks' own branches (refs/heads/af/...)
+# are never overwritten or pruned by a fetch, and its tags.
+FETCH_REFSPECS = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
 # The file the pollers and apply hold an flock on while they fetch: one fetch at a time.
 FETCH_LOCK = "fleet-fetch.lock"
 FETCH_TIMEOUT = 900  # seconds apply's first fetch may take
@@ -87,7 +88,7 @@ class MirrorSpec(HostKind):
             "url": self.url,
             "user": self.user,
             "mode": MIRROR_MODE,
-            "refspec": FETCH_REFSPEC,
+            "refspecs": list(FETCH_REFSPECS),
             "lock": FETCH_LOCK,
             "ssh_key": self.ssh_key,
             "known_hosts": self.known_hosts,

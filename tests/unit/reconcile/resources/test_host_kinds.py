@@ -344,7 +344,7 @@ def test_a_mirror_is_made_and_fetched_as_its_user_and_removed_whole() -> None:
                 "url": "git@github.com:team/app.git",
                 "user": "fleet-repo-app",
                 "mode": 0o2770,
-                "refspec": "+refs/heads/*:refs/remotes/origin/*",
+                "refspecs": ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"],
                 "lock": "fleet-fetch.lock",
                 "ssh_key": "/etc/fleet/repos/app/deploy_key",
                 "known_hosts": "/etc/fleet/repos/app/known_hosts",
@@ -361,38 +361,24 @@ def test_a_mirror_is_made_and_fetched_as_its_user_and_removed_whole() -> None:
     assert MirrorSpec.ask([mirror], with_contents=False) == {"repos": ["app"]}
 
 
-def test_the_agent_reads_a_mirror_by_its_origin_and_its_owner(tmp_path: Path) -> None:
-    """The round trip a converged host makes for a mirror: git's own config file, read by the
-    agent without running git."""
+def test_the_agent_reads_a_mirror_by_the_url_it_was_fetched_from(tmp_path: Path) -> None:
+    """The round trip a converged host makes for a mirror: the marker apply writes once a
+    fetch succeeded, read without running git (a mirror made but never fetched is planned)."""
     me, group = getpass.getuser(), tmp_path.group()
     mirror = tmp_path / "app.git"
     mirror.mkdir()
     os.chmod(mirror, 0o2770)
-    (mirror / "config").write_text(
-        '[core]\n\tbare = true\n[remote "upstream"]\n\turl = file:///elsewhere\n'
-        '[remote "origin"]\n\turl = git@github.com:team/app.git\n'
-        "\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
-    )
     namespace = agent()
     namespace["REPOS_DIR"] = str(tmp_path)
-    answer = namespace["observe"](
-        {
-            "op": "observe",
-            "state_dir": str(tmp_path / "s"),
-            "repos": ["app", "gone"],
-            "commands": ["sh", "no-such-cmd"],
-        }
-    )
-    seen = MirrorSpec.read(answer)
+    req = {"op": "observe", "state_dir": str(tmp_path / "s"), "repos": ["app", "gone"]}
     wanted = MirrorSpec("app", "git@github.com:team/app.git", me)
-    assert seen == {"repo app": wanted.fingerprint() | {"group": group}}
+    unfetched = MirrorSpec.read(namespace["observe"](req))
+    assert unfetched == {"repo app": wanted.fingerprint() | {"group": group, "url": None}}
+    (mirror / "fleet-fetched").write_text("git@github.com:team/app.git\n")
+    answer = namespace["observe"](req | {"commands": ["sh", "no-such-cmd"]})
+    assert MirrorSpec.read(answer) == {"repo app": wanted.fingerprint() | {"group": group}}
     unit_path = namespace["UNIT_PATH"]
     assert answer["commands"] == {"sh": shutil.which("sh", path=unit_path), "no-such-cmd": None}
-    (mirror / "config").write_text("[core]\n\tbare = true\n")  # not configured by fleetctl
-    answer = namespace["observe"](
-        {"op": "observe", "state_dir": str(tmp_path / "s"), "repos": ["app"]}
-    )
-    assert MirrorSpec.read(answer)["repo app"]["url"] is None
 
 
 def test_the_agent_reports_disk_use_under_paths_and_the_free_space(tmp_path: Path) -> None:

@@ -1,0 +1,206 @@
+"""Repositories on simulated hosts: a git server on the LAN serves a bare repository over SSH
+to a deploy key; `apply` gives each worker host git, the repository's mirror (fetched once, as
+the repository's own user, through the pinned host key), its credential readable by the
+workers that use it only, and each worker's REPOS_FILE; a second apply changes nothing;
+`status` shows the repositories' disk use. The hosts are shared by the whole module."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.fleet_env import BROKER, NODES, FleetEnv, simulated_fleet, worker
+from tests.e2e.git_host import GitHost
+
+pytestmark = pytest.mark.e2e
+
+GIT = "git-host"
+MIRROR = "/var/lib/fleet/repos/app.git"
+KEY = "/etc/fleet/repos/app/deploy_key"
+
+
+class Env:
+    def __init__(self, fleet: FleetEnv, server: GitHost, key: Path, first_apply: str) -> None:
+        self.fleet, self.server, self.key, self.first_apply = fleet, server, key, first_apply
+
+    def repos(self, **more: dict[str, Any]) -> dict[str, Any]:
+        app = {
+            "url": self.server.url("app"),
+            "host_key": self.server.host_key,
+            "credentials": str(self.key),
+            "ref": "main",
+            "check": ["test", "-f", "README.md"],
+            "push": True,
+        }
+        return {"repos": {"app": app, **more}}
+
+    def apply(self) -> str:
+        done = self.fleet.fleetctl("apply", "--all", "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    def sh(self, host: str, script: str) -> str:
+        return self.fleet.sh(host, script).strip()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    base = tmp_path_factory.mktemp("e2e-repos")
+    workers = [
+        worker("cmd-a", NODES[0], repo="app"),
+        worker("cmd-b", NODES[0], repo="app"),
+        worker("cmd-c", NODES[1], repo="app"),
+        worker("cmd-d", NODES[1]),
+    ]
+    with simulated_fleet(base, workers, others=(GIT,)) as fleet:
+        server = GitHost(fleet.net.hosts[GIT])
+        key = server.add_deploy_key(base / "keys" / "app-deploy")
+        server.create("app", {"README.md": "hello\n", "src/app.py": "print('app')\n"})
+        e = Env(fleet, server, key, "")
+        fleet.extra = e.repos()
+        fleet.write()
+        done = fleet.fleetctl("apply", "--all", "--issue-creds", "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr
+        e.first_apply = done.stdout + done.stderr
+        yield e
+
+
+def test_apply_shows_and_makes_the_mirror_fetched_through_the_pinned_host_key(env: Env) -> None:
+    url = env.server.url("app")
+    plan_lines = [" ".join(line.split()) for line in env.first_apply.splitlines()]
+    assert f"+ repo app {url} {MIRROR}" in plan_lines
+    # git is there already (the hosts are this machine's image): nothing to install
+    assert not any(line.startswith("+ package git") for line in plan_lines)
+    head = env.server.head("app")
+    for node in NODES:
+        assert env.sh(node, f"stat -c '%a %U %G' {MIRROR}") == "2770 fleet-repo-app fleet-repo-app"
+        assert env.sh(node, f"git --git-dir={MIRROR} rev-parse refs/remotes/origin/main") == head
+        assert env.sh(node, f"git --git-dir={MIRROR} config core.sharedRepository") == "0660"
+        assert env.sh(node, f"stat -c '%a %U %G' {KEY}") == "640 root fleet-repo-app"
+    assert env.sh(BROKER, f"test -e {MIRROR} || echo none") == "none"
+    assert env.sh(NODES[0], "stat -c '%a %U %G' /etc/fleet/workers/cmd-a/repos.json") == (
+        "640 root fleet-cmd-a"
+    )
+    assert env.sh(NODES[0], "stat -c '%a %U %G' /etc/fleet/repos/app") == (
+        "750 root fleet-repo-app"
+    )
+    # the running poller has the repository's group, from its unit
+    pid = env.fleet.main_pid(NODES[1], "cmd-c-poller.service").removeprefix("MainPID=")
+    gid = env.sh(NODES[1], "getent group fleet-repo-app | cut -d: -f3")
+    groups = env.sh(NODES[1], f"grep '^Groups:' /proc/{pid}/status").split()[1:]
+    assert gid in groups, (pid, gid, groups)
+    unit = env.sh(NODES[1], "cat /etc/systemd/system/cmd-c-poller.service")
+    assert "SupplementaryGroups=fleet-repo-app" in unit
+    assert f"ReadWritePaths={MIRROR}" in unit
+    other = env.sh(NODES[1], "cat /etc/systemd/system/cmd-d-poller.service")
+    assert "SupplementaryGroups" not in other and "REPOS_FILE" not in other
+    doc = json.loads(env.sh(NODES[0], "cat /etc/fleet/workers/cmd-a/repos.json"))
+    assert doc["default"] == "app"
+    assert doc["repos"]["app"]["ssh_key"] == KEY and doc["repos"]["app"]["mirror"] == MIRROR
+
+
+def test_a_second_apply_changes_nothing(env: Env) -> None:
+    done = env.fleet.fleetctl("plan", "--detailed-exitcode")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No changes. The fleet matches its configuration." in done.stdout
+
+
+def worker_sh(env: Env, host: str, wid: str, groups: list[str], script: str) -> tuple[int, str]:
+    """`script` as the worker's user with the groups its unit gives it (SupplementaryGroups=)."""
+    user = f"fleet-{wid}"
+    argv = ["setpriv", "--reuid", user, "--regid", user]
+    argv += ["--groups", ",".join(groups)] if groups else ["--clear-groups"]
+    done = env.fleet.net.hosts[host].run([*argv, "--", "sh", "-c", script])
+    return done.returncode, (done.stdout + done.stderr).decode()
+
+
+def test_the_mirror_and_its_key_serve_the_repositorys_workers_only(env: Env) -> None:
+    """A worker of the repository fetches into the shared mirror with its credential, as its
+    poller does; a worker on the same host without the repository can read neither."""
+    fetch = (
+        "GIT_CONFIG_GLOBAL=/etc/fleet/repos/app/gitconfig GIT_CONFIG_NOSYSTEM=1 "
+        f"GIT_SSH_COMMAND='ssh -F /dev/null -i {KEY} -o IdentitiesOnly=yes -o BatchMode=yes "
+        "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/fleet/repos/app/known_hosts' "
+        f"git --git-dir={MIRROR} fetch --quiet --no-write-fetch-head origin"
+    )
+    code, out = worker_sh(env, NODES[1], "cmd-c", ["fleet-repo-app"], fetch)
+    assert code == 0, out
+    code, out = worker_sh(env, NODES[1], "cmd-d", [], f"cat {KEY}")
+    assert code != 0 and "Permission denied" in out
+    code, out = worker_sh(env, NODES[1], "cmd-d", [], f"ls {MIRROR}")
+    assert code != 0 and "Permission denied" in out
+
+
+def test_the_deploy_key_is_in_no_plan_or_output(env: Env) -> None:
+    secret = env.key.read_text().splitlines()[1]  # a line of the key's base64
+    diff = env.fleet.fleetctl("plan", "--diff", "--json")
+    assert diff.returncode == 0, diff.stderr
+    for text in (env.first_apply, diff.stdout + diff.stderr):
+        assert secret not in text
+    shown = [c for h in json.loads(diff.stdout)["hosts"] for c in h["changes"] if c["name"] == KEY]
+    assert shown == []  # nothing to change: and when there is, it is `sensitive`
+
+
+def test_a_wrong_host_key_fails_the_apply_at_the_repository(env: Env) -> None:
+    other = env.fleet.net.hosts[BROKER].host_key_line  # a real key, not the git host's
+    bad = dict(env.repos()["repos"]["app"], host_key=other)
+    env.fleet.extra = env.repos(bad=bad)
+    env.fleet.set_worker("cmd-d", repo="bad")
+    done = env.fleet.fleetctl("apply", "--all", "--yes")
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = done.stdout + done.stderr
+    assert "repo bad: fetch" in out and "Host key verification failed" in out, out
+    env.fleet.extra = env.repos(bad=dict(bad, host_key=env.server.host_key))
+    env.fleet.write()
+    env.apply()
+    assert env.sh(
+        NODES[1], "git --git-dir=/var/lib/fleet/repos/bad.git rev-parse refs/remotes/origin/main"
+    ) == env.server.head("app")
+
+
+def test_a_repository_no_worker_uses_leaves_the_host_but_git_stays(env: Env) -> None:
+    env.fleet.set_worker("cmd-d", repo=None)
+    env.fleet.workers = [{k: v for k, v in w.items() if v is not None} for w in env.fleet.workers]
+    env.fleet.extra = env.repos()
+    env.fleet.write()
+    out = env.apply()
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert "- repo bad" in lines
+    assert "- file /etc/fleet/repos/bad/deploy_key" in " ".join(lines)
+    assert env.sh(NODES[1], "test -e /var/lib/fleet/repos/bad.git || echo gone") == "gone"
+    assert env.sh(NODES[1], "id fleet-repo-bad 2>/dev/null || echo gone") == "gone"
+    assert env.sh(NODES[1], "test -d /etc/fleet/repos/bad || echo gone") == "gone"
+    assert env.sh(NODES[1], "command -v git") == "/usr/bin/git"
+    assert env.sh(NODES[1], f"test -d {MIRROR} && echo kept") == "kept"
+
+
+def test_status_shows_each_hosts_repository_disk_and_checks_its_floor(env: Env) -> None:
+    done = env.fleet.fleetctl("status", "--json", "--check")
+    body = json.loads(done.stdout)
+    assert done.returncode == 0, body["problems"]
+    hosts = {h["name"]: h for h in body["hosts"]}
+    assert hosts[BROKER]["repos"] is None
+    for node in NODES:
+        disk = hosts[node]["repos"]
+        assert disk["used_bytes"] > 10_000 and disk["free_bytes"] > disk["floor_bytes"], disk
+        assert disk["paths"][0] == {
+            "path": "/var/lib/fleet/repos",
+            "bytes": disk["paths"][0]["bytes"],
+        }
+    # A host whose repositories' disk is nearly full: a small file system over the mirrors.
+    host = env.fleet.net.hosts[NODES[1]]
+    host.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", "/var/lib/fleet/repos"], check=True
+    )
+    try:
+        done = env.fleet.fleetctl("status", "--json", "--check")
+        body = json.loads(done.stdout)
+        assert done.returncode == 1
+        low = [p for p in body["problems"] if p.startswith(f"host {NODES[1]}:")]
+        assert len(low) == 1 and "below the 1.00 GiB floor" in low[0], body["problems"]
+    finally:
+        host.run(["umount", "/var/lib/fleet/repos"], check=True)
