@@ -56,6 +56,16 @@ class StateDir:
         return self.root / "workers" / worker_id
 
     @property
+    def repos(self) -> Path:
+        """The repositories' mirrors and files, as /var/lib/fleet/repos and /etc/fleet/repos
+        are on a host."""
+        return self.root / "repos"
+
+    def repos_file(self, worker_id: str) -> Path:
+        """The worker's REPOS_FILE, beside (not in) its directory, as in /etc on a host."""
+        return self.root / "workers" / f"{worker_id}.repos.json"
+
+    @property
     def up_json(self) -> Path:
         return self.root / UP_JSON
 

@@ -32,7 +32,7 @@ from fleetctl.config.errors import ConfigError
 from fleetctl.config.loader import load_fleet
 from fleetctl.config.model import Fleet
 from fleetctl.identity import natsaccess
-from fleetctl.local import server
+from fleetctl.local import repos, server
 from fleetctl.local.children import Child
 from fleetctl.local.heartbeats import Heartbeats
 from fleetctl.local.state import StateDir, held_lock, write_json
@@ -176,7 +176,7 @@ class Supervisor:
     # ---- converging on the fleet ----------------------------------------------------------
     def _wanted(self, local: Fleet, outcome: Outcome) -> dict[str, Launch]:
         assert self.creds is not None
-        wanted = {}
+        ready = []
         for worker in local.workers:
             if not worker.enabled or (self.o.only and worker.id not in self.o.only):
                 continue
@@ -184,8 +184,20 @@ class Supervisor:
             if reason is not None:
                 outcome.not_started.append({"worker_id": worker.id, "reason": reason})
                 continue
-            base = self.o.state.work_base(worker.id)
-            wanted[worker.id] = launch(local, worker, base, self.creds.workers[worker.id])
+            ready.append(worker)
+        state = self.o.state
+        failed = repos.prepare(local, {n for w in ready for n in w.repos}, state)
+        wanted = {}
+        for worker in ready:
+            broken = [n for n in worker.repos if n in failed]
+            if broken:
+                why = "; ".join(f"repository {n}: {failed[n]}" for n in broken)
+                outcome.not_started.append({"worker_id": worker.id, "reason": why})
+                continue
+            file = repos.write_repos_file(local, worker, state) if worker.repos else None
+            base = state.work_base(worker.id)
+            creds = self.creds.workers[worker.id]
+            wanted[worker.id] = launch(local, worker, base, creds, file)
         return wanted
 
     def _converge(self, local: Fleet) -> Outcome:

@@ -17,7 +17,7 @@ from pathlib import Path
 from fleetctl.artifacts import clicache
 from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.config.model import Fleet, Worker
-from fleetctl.layout import creds_path
+from fleetctl.layout import creds_path, repos_file
 from fleetctl.reconcile.desired.poller_env import poller_unit_environment
 from fleetctl.reconcile.desired.workers import poller_stop_timeout
 
@@ -112,14 +112,20 @@ def _identity() -> list[tuple[str, str]]:
     return [("USER", name), ("LOGNAME", name)]
 
 
-def launch(fleet: Fleet, worker: Worker, work_base: Path, creds: Path) -> Launch:
+def launch(
+    fleet: Fleet, worker: Worker, work_base: Path, creds: Path, repos: Path | None = None
+) -> Launch:
     """The poller of `worker` as its unit runs it, remapped: its creds file, home and work
-    directories become the local ones (`fleet` is the local fleet: its bus URL is local)."""
+    directories, and its repositories' file (`repos`) become the local ones (`fleet` is the
+    local fleet: its bus URL is local)."""
     remote_creds = creds_path(worker.id)
+    remote_repos = repos_file(worker.id)
 
     def remap(value: str) -> str:
         if value == remote_creds:
             return str(creds)
+        if value == remote_repos and repos is not None:
+            return str(repos)
         if worker.cli is not None and value == worker.bin:
             return cli_of(worker) or value
         if value == worker.work_base or value.startswith(worker.work_base + "/"):

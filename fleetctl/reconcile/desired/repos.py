@@ -34,8 +34,10 @@ MIN_FREE_BYTES = 1024**3
 
 @dataclass(frozen=True)
 class RepoPaths:
-    """Where a repository's things are: on a host (this layout), or under `fleetctl up`'s
-    state dir (fleetctl/local/repos.py)."""
+    """Where a repository's things are, as its workers' REPOS_FILE names them: on a host
+    (this layout: everything apply ships, in /etc/fleet/repos/<name>/), or for `fleetctl up`
+    (fleetctl/local/repos.py: the mirrors and written files under the state dir, the deploy
+    key and copied files where fleet.yaml has them)."""
 
     mirrors: str = layout.REPOS_DIR
     etc: str = layout.REPOS_ETC
@@ -46,6 +48,12 @@ class RepoPaths:
     def file(self, name: str, what: str) -> str:
         """deploy_key, token, known_hosts, gitconfig, copy/<n>."""
         return f"{self.etc}/{name}/{what}"
+
+    def ssh_key(self, repo: Repo) -> str | None:
+        return self.file(repo.name, "deploy_key") if repo.deploy_key else None
+
+    def copy_from(self, repo: Repo, index: int) -> str:
+        return self.file(repo.name, f"copy/{index}")
 
 
 HOST_PATHS = RepoPaths()
@@ -156,14 +164,14 @@ def _entry(worker: Worker, repo: Repo, paths: RepoPaths) -> dict[str, Any]:
         "url": repo.url,
         "mirror": paths.mirror(name),
         "ref": repo.ref,
-        "ssh_key": optional(repo.deploy_key, "deploy_key"),
+        "ssh_key": paths.ssh_key(repo),
         "known_hosts": optional(repo.host_key, "known_hosts"),
         "token_file": optional(repo.token, "token"),
         "gitconfig": paths.file(name, "gitconfig"),
         "setup": list(repo.setup),
         "check": list(repo.check),
         "copy": [
-            {"from": paths.file(name, f"copy/{i}"), "to": str(PurePosixPath(c.to))}
+            {"from": paths.copy_from(repo, i), "to": str(PurePosixPath(c.to))}
             for i, c in enumerate(repo.copy)
         ],
         "push": used.push,
