@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,13 @@ from pathlib import Path
 from fleetctl.config.model import Fleet, Repo, Worker
 from fleetctl.errors import LocalFileError
 from fleetctl.identity import repocreds
+from fleetctl.identity.repoaccess import git_env
 from fleetctl.local.state import StateDir
 from fleetctl.reconcile.desired.repos import RepoPaths, git_config, known_hosts_line, repos_file
 from fleetctl.reconcile.resources.mirrors import FETCH_LOCK, FETCH_REFSPECS
 
 GIT_TIMEOUT = 900.0  # seconds the first fetch of a repository may take
 MARKER = "fleet-fetched"  # the URL the mirror was last fetched from, as on a host
-PROTOCOLS = "ssh:https:file"
 
 
 class RepoSetupError(Exception):
@@ -75,17 +74,22 @@ def _mirror(repo: Repo, state: StateDir) -> None:
     where = paths(state)
     etc = Path(where.file(repo.name, ""))
     etc.mkdir(mode=0o700, parents=True, exist_ok=True)
-    known_hosts = token = None
+    known_hosts = None
     if repo.host_key:
         known_hosts = etc / "known_hosts"
         _write(known_hosts, known_hosts_line(repo))
-    if secrets.token is not None:
-        token = etc / "token"
-        _write(token, secrets.token)
+    if secrets.token is not None:  # the pollers read it from here
+        _write(etc / "token", secrets.token)
     gitconfig = etc / "gitconfig"
     _write(gitconfig, git_config(repo, where))
     mirror = Path(where.mirror(repo.name))
-    env = git_env(mirror, where.ssh_key(repo), known_hosts, token, gitconfig)
+    env = git_env(
+        home=mirror.parent,
+        ssh_key=where.ssh_key(repo),
+        known_hosts=known_hosts,
+        token=secrets.token,
+        gitconfig=gitconfig,
+    )
     git = ["git", f"--git-dir={mirror}"]
     _git(["git", "init", "--quiet", "--bare", "--template=", str(mirror)], env)
     _git([*git, "config", "remote.origin.url", repo.url], env)
@@ -101,44 +105,6 @@ def _mirror(repo: Repo, state: StateDir) -> None:
         fetch = ["fetch", "--quiet", "--no-tags", "--prune", "--no-write-fetch-head", "origin"]
         _git([*git, *fetch], env, what=f"git fetch {repo.url}")
     _write(marker, (repo.url + "\n").encode())
-
-
-def git_env(
-    mirror: Path,
-    ssh_key: str | None,
-    known_hosts: Path | None,
-    token: Path | None,
-    gitconfig: Path,
-) -> dict[str, str]:
-    """As apply's host step runs git: no prompt, no config but the repository's, only the
-    ssh, https and file transports, the pinned host key and the credential (the token in an
-    HTTP header, in the environment only)."""
-    import base64
-
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(mirror.parent),
-        "LANG": "C.UTF-8",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ALLOW_PROTOCOL": PROTOCOLS,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": str(gitconfig),
-    }
-    if ssh_key:
-        ssh = ["ssh", "-F", os.devnull, "-i", ssh_key, "-o", "IdentitiesOnly=yes"]
-        ssh += ["-o", "IdentityAgent=none", "-o", "BatchMode=yes"]
-        ssh += ["-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no"]
-        ssh += ["-o", f"GlobalKnownHostsFile={os.devnull}"]
-        ssh += ["-o", f"UserKnownHostsFile={known_hosts or os.devnull}"]
-        env["GIT_SSH_COMMAND"] = shlex.join(ssh)
-    if token is not None:
-        basic = base64.b64encode(b"x-access-token:" + token.read_bytes().strip()).decode()
-        env |= {
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "http.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
-        }
-    return env
 
 
 def _git(
