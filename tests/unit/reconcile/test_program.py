@@ -621,3 +621,22 @@ def test_the_sshd_drop_in_is_written_through_sshd_s_check_and_removed_with_its_r
         "op": "remove_sshd_config",
         "path": "/etc/ssh/sshd_config.d/fleet-tunnel.conf",
     }
+
+
+def test_teardown_removes_the_repository_mirror_and_files_and_leaves_git() -> None:
+    """A host whose worker used a repository: its mirror, files, directories and user go
+    (the mirror before its user), git stays, /etc/fleet/repos goes once empty."""
+    alone = host_state(fleet_where(codex_py_dev_01=None, cmd_docs_01=None, cmd_wordcount_01=None))
+    host_plan = diff_host(HostState(alone.host), converged(alone), Selection(), live=True)
+    git = next(c for c in host_plan.changes if c.name == "git")
+    assert git.attrs == (("left", "left installed: the host's package manager owns it"),)
+    steps = [s.op for s in teardown(host_plan).steps]
+    mirror = {"op": "remove_dir", "path": "/var/lib/fleet/repos/app.git"}
+    assert mirror in steps
+    assert not any(s.get("package") == "git" for s in steps)
+    assert steps.index(mirror) < steps.index({"op": "remove_user", "name": "fleet-repo-app"})
+    assert {"op": "remove_dir", "path": "/etc/fleet/repos/app"} in steps
+    assert {"op": "remove_dir", "path": "/etc/fleet/workers/cc-go-dev-01"} in steps
+    assert {"op": "remove_file", "path": "/etc/fleet/workers/cc-go-dev-01/repos.json"} in steps
+    assert {"op": "remove_empty_dir", "path": "/etc/fleet/repos"} in steps
+    assert {"op": "remove_empty_dir", "path": "/etc/fleet/workers"} in steps
