@@ -204,3 +204,43 @@ def test_status_shows_each_hosts_repository_disk_and_checks_its_floor(env: Env) 
         assert len(low) == 1 and "below the 1.00 GiB floor" in low[0], body["problems"]
     finally:
         host.run(["umount", "/var/lib/fleet/repos"], check=True)
+
+
+# Run inside a worker host: git is packed into a .deb from the files dpkg says it installed,
+# served by a local apt repository (the only one the host knows), and removed; so apply's
+# install through the host's package manager is the real apt-get, offline.
+WITHOUT_GIT = r"""
+set -e
+root=$(mktemp -d)/git
+mkdir -p "$root/DEBIAN" /srv/apt
+while read -r path; do
+    if [ -f "$path" ] || [ -L "$path" ]; then
+        mkdir -p "$root$(dirname "$path")" && cp -a "$path" "$root$path"
+    fi
+done < /var/lib/dpkg/info/git.list
+for field in Package Version Architecture Maintainer Depends Description; do
+    printf '%s: %s\n' "$field" "$(dpkg-query -W -f="\${$field}" git | head -1)"
+done > "$root/DEBIAN/control"
+cp /var/lib/dpkg/info/git.conffiles "$root/DEBIAN/conffiles"
+dpkg-deb -Znone --root-owner-group -b "$root" /srv/apt/git.deb >/dev/null
+cd /srv/apt && dpkg-scanpackages . /dev/null > Packages 2>/dev/null
+rm -rf /etc/apt/sources.list.d/* /var/lib/apt/lists/*
+echo 'deb [trusted=yes] file:/srv/apt ./' > /etc/apt/sources.list
+dpkg --remove --force-depends git >/dev/null 2>&1
+"""
+
+
+def test_a_host_without_git_gets_it_from_its_package_manager(env: Env) -> None:
+    node = NODES[1]
+    host = env.fleet.net.hosts[node]
+    done = host.run(["sh", "-c", WITHOUT_GIT], timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert env.sh(node, "command -v git || echo none") == "none"
+    plan = env.fleet.fleetctl("plan", "--host", node)
+    lines = [" ".join(line.split()) for line in plan.stdout.splitlines()]
+    assert "+ package git system" in lines, plan.stdout + plan.stderr
+    env.apply()
+    assert env.sh(node, "command -v git") == "/usr/bin/git"
+    assert env.sh(node, "dpkg-query -W -f='${Status}' git") == "install ok installed"
+    again = env.fleet.fleetctl("plan", "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout + again.stderr
