@@ -19,8 +19,13 @@ from poller.backends import BACKENDS, SettingError
 from poller.budget import NO_LIMITS, Limits
 from poller.pricing import Price, PriceError
 from poller.pricing import parse as parse_price
+from poller.repos import NO_REPOS, FileError, Repos
+from poller.repos import load as load_repos
 
 MAX_OUTPUT_CAP = 512 * 1024
+# The shared work dir and its CREATE_PR step of older units: each task now gets a directory of
+# its own, and a repository's `push` / `pull_request` (REPOS_FILE) replace CREATE_PR.
+IGNORED = ("WORK_DIR", "CREATE_PR")
 # A subject token we are willing to build subjects from: no `.`, `*`, `>`, whitespace.
 # Always used with `fullmatch`: `$` would also match before a trailing newline.
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -83,9 +88,6 @@ class Config:
     concurrency: int
     task_timeout: float
     work_base: Path
-    work_dir: Path
-    create_pr: bool
-    github_remote: str
     home: str
     # Tunables with defaults (optional variables, documented in docs/poller.md).
     kill_grace: float = 10.0
@@ -109,11 +111,20 @@ class Config:
     labels: Mapping[str, str] = field(default_factory=dict)
     # The shared queues (consumers of `pick: any` routes) pulled from besides `consumer`.
     route_consumers: tuple[str, ...] = ()
+    # REPOS_FILE: the repositories this worker's tasks may work on (poller/repos.py).
+    repos: Repos = NO_REPOS
+    # Variables of older units that no longer mean anything (logged once at start).
+    ignored: tuple[str, ...] = ()
 
     @property
     def state_dir(self) -> Path:
         """Where this poller records its running CLIs (for orphan cleanup after a crash)."""
         return self.work_base / ".fleet-poller" / self.worker_id
+
+    @property
+    def worktrees(self) -> Path:
+        """Where each task gets its own directory (a worktree, or an empty directory)."""
+        return self.repos.worktrees or self.work_base / "worktrees"
 
     @property
     def model(self) -> str:
@@ -149,15 +160,6 @@ def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool 
     if value <= 0:
         raise ConfigError(f"{name}={raw!r} must be greater than 0")
     return value
-
-
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigError(f"{name}={raw!r} must be true or false")
 
 
 def _optional(env: Mapping[str, str], name: str) -> float | None:
@@ -198,6 +200,16 @@ def _route_consumers(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
+def _repos(env: Mapping[str, str]) -> Repos:
+    raw = env.get("REPOS_FILE", "").strip()
+    if not raw:
+        return NO_REPOS
+    try:
+        return load_repos(Path(raw))
+    except FileError as e:
+        raise ConfigError(f"REPOS_FILE={e}") from None
+
+
 def _backend_settings(env: Mapping[str, str], backend: str) -> dict[str, str]:
     values = {}
     for setting in BACKENDS[backend].settings:
@@ -229,10 +241,9 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"MODEL_BACKEND={backend!r} must be one of {', '.join(BACKENDS)}")
     home = env.get("HOME", "").strip() or str(Path.home())
     work_base = Path(_get(env, "WORK_BASE", home))
-    create_pr = _bool(env, "CREATE_PR")
-    remote = env.get("GITHUB_REMOTE", "").strip()
-    if create_pr and not remote:
-        raise ConfigError("GITHUB_REMOTE is required when CREATE_PR=true")
+    ignored = tuple(
+        n for n in IGNORED if env.get(n, "").strip().lower() not in ("", "0", "false", "no", "off")
+    )
     output_cap = int(_number(env, "OUTPUT_CAP", 256 * 1024, integer=True))
     if output_cap > MAX_OUTPUT_CAP:
         raise ConfigError(f"OUTPUT_CAP={output_cap} must be at most {MAX_OUTPUT_CAP}")
@@ -264,9 +275,6 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         concurrency=int(_number(env, "CONCURRENCY", 1, integer=True)),
         task_timeout=task_timeout,
         work_base=work_base,
-        work_dir=Path(_get(env, "WORK_DIR", str(work_base / "repo"))),
-        create_pr=create_pr,
-        github_remote=remote,
         home=home,
         kill_grace=_number(env, "KILL_GRACE", 10),
         drain_timeout=_number(env, "DRAIN_TIMEOUT", task_timeout),
@@ -283,4 +291,6 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         trust_reported_cost=reported == "trust",
         labels=_labels(env),
         route_consumers=_route_consumers(env),
+        repos=_repos(env),
+        ignored=ignored,
     )

@@ -29,16 +29,18 @@ import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
-from poller import backends, gitpr, records, runner
+from poller import backends, records, runner
 from poller.activity import Activity
 from poller.backends import BACKENDS
 from poller.config import Config
 from poller.heartbeat import Stats
 from poller.lease import Held, Lease
 from poller.logs import Logger
-from poller.messages import STDERR_TAIL, Delivered, Rejection, Task, parse_task
+from poller.messages import STDERR_TAIL, Delivered, Rejection, Result, Task, parse_task
+from poller.repos import RepoError
+from poller.workspace import Later, Refuse, Unusable, Workspace, Workspaces, repo_of
 
 # Asked again this long after a lease's TTL: the server has removed an expired key by then.
 LEASE_MARGIN = 0.5
@@ -165,6 +167,7 @@ class Delivery:
         except OSError:  # no orphan records then; systemd still cleans up the cgroup
             self.state_dir = None
         self.child_env = _child_env(os.environ, cfg)
+        self.workspaces = Workspaces(cfg, log, os.environ, self.child_env, self.state_dir)
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -239,13 +242,25 @@ class Delivery:
                 return end
         if self.hand_back.is_set():
             return HandBack(HANDED_BACK)
+        ws = await self._workspace(held, task)
+        if not isinstance(ws, Workspace):
+            return ws
+        stored = False
         try:
-            outcome = await self._run(held, task)
-        except runner.SpawnError as e:
-            return Retry(str(e))
-        if outcome is None:
-            return HandBack(HANDED_BACK)
-        return await self._after_cli(held, task, outcome)
+            if self.hand_back.is_set():  # asked while the worktree was being set up
+                return HandBack(HANDED_BACK)
+            try:
+                outcome = await self._run(held, task, ws.dir)
+            except runner.SpawnError as e:
+                return Retry(str(e))
+            if outcome is None:
+                return HandBack(HANDED_BACK)
+            end = await self._after_cli(held, task, outcome, ws)
+            stored = end is DONE
+            return end
+        finally:
+            # Kept for `retain` once its result is stored; otherwise a redelivery starts afresh.
+            await asyncio.shield(self.workspaces.leave(ws, self.by_task, keep=stored))
 
     # -- the steps ------------------------------------------------------------------------
 
@@ -254,6 +269,10 @@ class Delivery:
         task = parse_task(d.data, self.cfg.max_task_bytes)
         if isinstance(task, Rejection):
             return task
+        try:
+            repo_of(self.cfg, task)
+        except RepoError as e:
+            return Rejection(str(e), task.task_id)
         if task.max_budget_usd is None or BACKENDS[self.cfg.backend].budget:
             return task
         why = f"max_budget_usd: the {self.cfg.backend} backend cannot bound a task's cost"
@@ -320,9 +339,33 @@ class Delivery:
             return Retry(f"budget lookup: {e!r}")
         return None if over is None else Refused(Rejection(over, task.task_id))
 
-    async def _run(self, held: _InFlight, task: Task) -> runner.RunOutcome | None:
-        """The CLI, with the prompt on stdin; raises SpawnError if it cannot start. None:
-        stopped half-way because the poller hands its tasks back (its processes killed)."""
+    async def _workspace(self, held: _InFlight, task: Task) -> Workspace | End:
+        """The task's own directory: a fresh worktree of its repository at its base, set
+        up, or an empty one (poller/workspace.py); or how the delivery ends without the CLI."""
+        got = await self.workspaces.open(task, self.by_task)
+        match got:
+            case Workspace():
+                return got
+            case Refuse(reason):
+                return Refused(Rejection(reason, task.task_id))
+            case Later(reason):
+                return Retry(reason)
+            case Unusable(reason, code):
+                result = records.not_run(
+                    self.cfg, self.host, task, held.attempt, reason, code, time.time()
+                )
+                if not await self._store(
+                    task.task_id, result.encode(), self.cfg.result_store_retry
+                ):
+                    return Retry("cannot store the result")
+                self.stats.count(result.status)
+                self.log.warning("task_not_run", task_id=task.task_id, reason=reason)
+                return DONE
+
+    async def _run(self, held: _InFlight, task: Task, cwd: Path) -> runner.RunOutcome | None:
+        """The CLI, with the prompt on stdin, in the task's own directory; raises SpawnError
+        if it cannot start. None: stopped half-way because the poller hands its tasks back
+        (its processes killed)."""
         prompt = task.prompt_bytes()
         timeout = min(task.timeout or self.cfg.task_timeout, self.cfg.task_timeout)
         self.log.info(
@@ -340,7 +383,7 @@ class Delivery:
             grace=self.cfg.kill_grace,
             cap=self.cfg.output_cap,
             stderr_keep=STDERR_TAIL,
-            cwd=self.cfg.work_dir,
+            cwd=cwd,
             env={**self.child_env, "FLEET_TASK_ID": task.task_id},
             state_dir=self.state_dir,
         )
@@ -352,7 +395,9 @@ class Delivery:
         asked = task.max_budget_usd
         return None if asked is None else self.cfg.budget.cap(asked)
 
-    async def _after_cli(self, held: _InFlight, task: Task, outcome: runner.RunOutcome) -> End:
+    async def _after_cli(
+        self, held: _InFlight, task: Task, outcome: runner.RunOutcome, ws: Workspace
+    ) -> End:
         """The CLI ran, and was paid for: whatever goes wrong from here, its spend is
         counted and a result is stored and acked, so it never runs again. Only a bus that
         cannot store the result gives the task back (docs/poller.md)."""
@@ -363,8 +408,7 @@ class Delivery:
             why = f"poller error: {e!r}"[:2000]
             result = records.unread(self.cfg, self.host, task, outcome, held.attempt, why)
         await self._count_spend(task.task_id, result.cost_usd)
-        if self.cfg.create_pr and result.status == "completed":
-            result.git = await self._git(task)
+        await self._code(task, result, ws)
         if not await self._store(task.task_id, result.encode(), self.cfg.result_store_retry):
             return Retry("cannot store the result")
         self.stats.count(result.status)
@@ -388,17 +432,18 @@ class Delivery:
         except Exception as e:  # the task is done either way; the error is logged
             self.log.error("spend_not_counted", task_id=task_id, error=repr(e))
 
-    async def _git(self, task: Task) -> dict[str, Any] | None:
-        """CREATE_PR: commit and push what the CLI changed (the result's `git`, None when
-        nothing changed); never raises."""
+    async def _code(self, task: Task, result: Result, ws: Workspace) -> None:
+        """The change: checked, committed, pushed (the result's `code`); a change that
+        could not be committed fails the task. Never raises."""
         try:
-            if not await gitpr.is_repo_with_changes(self.cfg.work_dir):
-                return None
-            return await gitpr.commit_and_push(
-                self.cfg.work_dir, task.task_id, self.cfg.github_remote, task.instructions
-            )
-        except Exception as e:  # gitpr catches its own; this is a last resort
-            return {"error": f"poller error: {e!r}"[:2000]}
+            closed = await self.workspaces.close(ws, task, result.status)
+        except Exception as e:  # each step catches its own; this is a last resort
+            self.log.error("code_error", task_id=task.task_id, error=repr(e))
+            result.status, result.error = "failed", f"poller error: {e!r}"[:2000]
+            return
+        result.code = closed.code
+        if closed.failed is not None:
+            result.status, result.error = "failed", closed.failed
 
     async def _store(self, task_id: str, data: bytes, retry_for: float) -> bool:
         """Publish the result until the bus says it is stored, for up to `retry_for` s."""

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from poller import repos
 from poller.config import is_token
 
 VERSION = 1
@@ -46,6 +47,11 @@ class Task:
     timeout: float | None = None
     max_budget_usd: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The code it works on (docs/messages.md): a repository of the worker's REPOS_FILE (None:
+    # the worker's default), the ref the publisher asked for, the commit it resolved it to.
+    repo: str | None = None
+    ref: str | None = None
+    base: str | None = None
 
     def prompt(self) -> str:
         """What goes to the CLI's stdin: the instructions, then the payload as JSON if any."""
@@ -153,6 +159,9 @@ def parse_task(data: bytes, max_bytes: int) -> Task | Rejection:
         timeout=_positive(timeout),
         max_budget_usd=_positive(budget),
         metadata=obj.get("metadata") or {},
+        repo=obj.get("repo"),
+        ref=obj.get("ref"),
+        base=obj.get("base"),
     )
     try:
         task.prompt_bytes()
@@ -197,6 +206,22 @@ def _check_fields(obj: dict[str, Any]) -> str | None:
     meta = obj.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         return "metadata must be an object"
+    return _code_problem(obj)
+
+
+def _code_problem(obj: dict[str, Any]) -> str | None:
+    """`repo`, `ref`, `base`: text that git can only read as a name, ref or commit."""
+    checks = (("repo", repos.check_name), ("ref", repos.check_ref), ("base", repos.check_base))
+    for name, check in checks:
+        value = obj.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return f"{name} must be a string"
+        try:
+            check(value)
+        except repos.RepoError as e:
+            return str(e)
     return None
 
 
@@ -225,7 +250,7 @@ class Result:
     usage: dict[str, int] | None = None
     cost_usd: float | None = None
     cost_source: str | None = None  # reported, priced or unknown (docs/messages.md)
-    git: dict[str, Any] | None = None
+    code: dict[str, Any] | None = None  # the task's change (docs/messages.md), with a repository
     task_type: str | None = None
     reply_to: str | None = None
     sender: str | None = None
@@ -259,6 +284,9 @@ class Result:
             self.output = self.output[:keep]
             self.output_truncated = True
             data = _dumps(self.to_dict())
+        if len(data) > MAX_RESULT_BYTES and self.code:  # the change is whole on its branch
+            self.code = _smaller_code(self.code)
+            data = _dumps(self.to_dict())
         if len(data) > MAX_RESULT_BYTES:  # huge metadata: drop it rather than fail to publish
             self.metadata = {"dropped": "metadata too large for a result"}
             data = _dumps(self.to_dict())
@@ -279,6 +307,21 @@ class Result:
         if isinstance(self.cost_usd, float | int) and math.isfinite(self.cost_usd):
             d |= {"cost_usd": self.cost_usd, "cost_source": self.cost_source}
         return json.dumps(d, default=repr).encode("ascii", "backslashreplace")
+
+
+def _smaller_code(code: dict[str, Any]) -> dict[str, Any]:
+    """`code` without its patch, and with its file list and tails cut (the branch has it all)."""
+    smaller = dict(code, patch="", patch_truncated=True)
+    smaller.pop("patch_encoding", None)
+    files = smaller.get("files")
+    if isinstance(files, list) and len(files) > 100:
+        smaller["files"], smaller["files_truncated"] = files[:100], True
+    for step in ("setup", "check"):
+        if isinstance(smaller.get(step), dict):
+            smaller[step] = dict(
+                smaller[step], output_tail=smaller[step].get("output_tail", "")[-1024:]
+            )
+    return smaller
 
 
 def _dumps(d: dict[str, Any]) -> bytes:

@@ -109,6 +109,30 @@ def rejected(cfg: Config, host: str, task_id: str, attempt: int, reason: str, no
     return replace(base, labels=dict(cfg.labels), error=reason)
 
 
+def not_run(
+    cfg: Config,
+    host: str,
+    task: Task,
+    attempt: int,
+    reason: str,
+    code: dict[str, Any] | None,
+    now: float,
+) -> Result:
+    """A `failed` task whose CLI never ran: its workspace could not be made (setup failed,
+    no disk), `code` says where (`code.phase`)."""
+    base = _base(cfg, host, task.task_id, attempt, "failed", now, now, 0.0)
+    return replace(
+        base,
+        error=reason,
+        code=code,
+        task_type=task.task_type,
+        reply_to=task.reply_to,
+        sender=task.sender,
+        metadata=task.metadata,
+        labels=dict(cfg.labels),
+    )
+
+
 def status_of(data: bytes) -> str | None:
     """The `status` of a stored result (our own subject: our own JSON), None if unreadable."""
     try:

@@ -134,17 +134,17 @@ class _Capture(asyncio.SubprocessProtocol):
     stdout would hide the leader's exit; the protocol's process_exited does not wait.)
     """
 
-    def __init__(self, cap: int, keep: int) -> None:
+    def __init__(self, cap: int, keep: int, merged: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        self.cap, self.keep = cap, keep
+        self.cap, self.keep, self.merged = cap, keep, merged
         self.out, self.err = bytearray(), bytearray()
         self.out_total = 0
         self.exited: asyncio.Future[None] = loop.create_future()
-        self.eof = {1: loop.create_future(), 2: loop.create_future()}
+        self.eof = {fd: loop.create_future() for fd in ((1,) if merged else (1, 2))}
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         chunk = data.encode() if isinstance(data, str) else data
-        if fd == 1:
+        if fd == 1 and not self.merged:
             self.out_total += len(chunk)
             if len(self.out) < self.cap:
                 self.out += chunk[: self.cap - len(self.out)]
@@ -226,17 +226,20 @@ async def run(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     state_dir: Path | None = None,
+    merged: bool = False,
 ) -> RunOutcome:
-    """Run `argv` to completion or until `timeout`; returns within timeout + grace (+0.5 s)."""
+    """Run `argv` to completion or until `timeout`; returns within timeout + grace (+0.5 s).
+    `merged`: stderr goes to stdout, and the tail of both is kept as `stderr_tail` (a
+    setup or check step, whose last lines say what went wrong)."""
     started, t0 = time.time(), time.monotonic()
     loop = asyncio.get_running_loop()
     spawn = loop.create_task(
         loop.subprocess_exec(
-            lambda: _Capture(cap, stderr_keep),
+            lambda: _Capture(cap, stderr_keep, merged),
             *argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merged else subprocess.PIPE,
             cwd=cwd,
             env=dict(env) if env is not None else None,
             start_new_session=True,

@@ -178,8 +178,8 @@ class Worker:
         killed = runner.kill_orphans(self.cfg.state_dir)
         if killed:
             self.log.warning("killed_orphans", pgids=killed)
-        with contextlib.suppress(OSError):
-            self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.cfg.ignored:
+            self.log.warning("setting_ignored", variable=name, why="replaced by REPOS_FILE")
         if not await self._connect():
             self.log.info("stopped", counts=self.stats.counts)
             return
@@ -193,6 +193,7 @@ class Worker:
             if bound is None:
                 return
             self.delivery = self._delivery(js, *bound)
+            await self.delivery.workspaces.sweep((), force=True)
             self.stats.state = "running"
             running = await self._loop(self.delivery)
             await self._drain(running)

@@ -121,7 +121,7 @@ class Result:
         out: dict[str, Any] = {"worker_id": self.worker_id, "status": self.status}
         out |= {k: self.body.get(k) for k in keys}
         out["cost_usd"] = self.body.get("cost_usd")
-        for extra in ("llm", "backend", "labels", "git", "error", "output_truncated"):
+        for extra in ("llm", "backend", "labels", "code", "error", "output_truncated"):
             if extra in self.body:
                 out[extra] = self.body[extra]
         if self.body.get("reason"):  # a dead letter

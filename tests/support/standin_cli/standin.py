@@ -8,6 +8,8 @@ followed by a JSON object (anything after the object is ignored):
   err (text on stderr), grandchild (s: fork a child that holds stdout and sleeps),
   sleep_first_run (s: only when no earlier start of this task id is logged),
   ignore_term (true: ignore SIGTERM), write_file (name: create it in cwd),
+  files ({path: text}: write each, relative to cwd, directories made), append ({path: text}),
+  delete ([path, ...]), append_by_worker ({worker id: {path: text}}),
   is_error (claude: success with is_error), fail (text: the CLI's own error shape, exit 1;
   for claude `fail` is the subtype, e.g. error_max_turns),
   by_worker ({worker id: text}: print this instead, on that worker).
@@ -30,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 
 def record(**fields: object) -> None:
@@ -133,6 +136,21 @@ def gemini(text: str, fail: str | None, is_error: bool) -> str:
     return json.dumps(answer, indent=2)
 
 
+def edit(ask: "dict[str, Any]") -> None:
+    """The file edits a directive asks for, in the working directory (an agent's tools)."""
+    append = dict(ask.get("append") or {})
+    append.update((ask.get("append_by_worker") or {}).get(os.environ.get("FLEET_WORKER_ID")) or {})
+    for path, text in (ask.get("files") or {}).items():
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    for path, text in append.items():
+        with open(path, "a") as f:
+            f.write(text)
+    for path in ask.get("delete") or []:
+        os.remove(path)
+
+
 SHAPES = {"claude": claude, "codex": codex, "gemini": gemini}
 
 
@@ -164,6 +182,7 @@ def main(flavour: str) -> int:
     if ask.get("write_file"):
         with open(ask["write_file"], "w") as f:
             f.write("written by the stand-in\n")
+    edit(ask)
     if ask.get("err"):
         sys.stderr.write(ask["err"])
         sys.stderr.flush()

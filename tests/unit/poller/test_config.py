@@ -31,8 +31,8 @@ def test_defaults_follow_fleetctl_names() -> None:
     assert cfg.consumer == n.consumer("w1")
     assert cfg.inbox_prefix == n.inbox_prefix("w1")
     assert cfg.lease_bucket == n.lease_bucket and cfg.lease_ttl is None
-    assert cfg.concurrency == 1 and cfg.create_pr is False
-    assert cfg.work_dir == Path("/home/w/repo")
+    assert cfg.concurrency == 1 and cfg.repos.repos == {} and cfg.ignored == ()
+    assert cfg.worktrees == Path("/home/w/worktrees")
 
 
 def test_the_drain_defaults_to_the_task_timeout() -> None:
@@ -59,8 +59,7 @@ def test_prefix_with_dash_derives_streams_like_fleetctl() -> None:
         ({"CONCURRENCY": "two"}, "CONCURRENCY='two' must be an integer"),
         ({"CONCURRENCY": "0"}, "CONCURRENCY='0' must be greater than 0"),
         ({"TASK_TIMEOUT": "-1"}, "TASK_TIMEOUT='-1' must be greater than 0"),
-        ({"CREATE_PR": "maybe"}, "CREATE_PR='maybe' must be true or false"),
-        ({"CREATE_PR": "true"}, "GITHUB_REMOTE is required"),
+        ({"REPOS_FILE": "/nonexistent/repos.json"}, "REPOS_FILE=/nonexistent/repos.json: cannot"),
         ({"MODEL_BACKEND": "command"}, "COMMAND_ARGV is required"),
         ({"MODEL_BACKEND": "command", "COMMAND_ARGV": "x y"}, "COMMAND_ARGV='x y' must be a JSON"),
         ({"MODEL_BACKEND": "command", "COMMAND_ARGV": "[]"}, "COMMAND_ARGV='[]' must be a non-"),

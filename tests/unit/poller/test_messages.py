@@ -227,7 +227,7 @@ def test_documented_schemas_match_the_code() -> None:
     budget = task["properties"]["max_budget_usd"]
     assert (budget["minimum"], budget["maximum"]) == (MIN_TASK_BUDGET_USD, MAX_TASK_BUDGET_USD)
     full = _result("x")
-    full.usage, full.cost_usd, full.git, full.error = {}, 0.1, {}, "e"
+    full.usage, full.cost_usd, full.code, full.error = {}, 0.1, {}, "e"
     full.task_type, full.reply_to, full.sender, full.metadata = "t", "r", "f", {"k": 1}
     produced = set(full.to_dict())
     assert produced <= set(result["properties"])

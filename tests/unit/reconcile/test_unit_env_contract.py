@@ -62,7 +62,7 @@ def test_poller_reads_the_rendered_environment(worker: Worker, unit: str, tmp_pa
     assert cfg.drain_timeout == worker.drain_timeout
     assert f"\nTimeoutStopSec={worker.drain_timeout + 30}\n" in unit
     assert str(cfg.work_base) == worker.work_base and cfg.home == worker.work_base
-    assert cfg.create_pr is worker.create_pr
+    assert cfg.worktrees == Path(worker.work_base) / "worktrees"
     backend = BACKENDS[worker.backend]
     for setting in backend.settings:  # every field the backend uses arrives as it was set
         value = getattr(worker, setting.field)
