@@ -15,6 +15,7 @@ from fleetctl.artifacts import clicache
 from fleetctl.artifacts.errors import ArtifactError
 from poller.backends import BACKENDS
 from tests.integration.conftest import server  # noqa: F401 - a nats-server per test
+from tests.support import gitrepos
 from tests.support.provider_mock import ProviderMock
 
 
@@ -45,10 +46,19 @@ def _node_major() -> int | None:
         return None
 
 
+UPSTREAM_FILES = {"a.txt": "one\n", "b.txt": "bee\n"}
+
+
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
+    """The worker's home and work base, with a repository `app` (a local upstream of
+    UPSTREAM_FILES and the host's mirror) that every task works on: `work/repos.json`, each
+    task's worktree at `work/worktrees/<task_id>` (kept after the task, for `retain_s`)."""
     d = tmp_path / "work"
-    (d / "repo").mkdir(parents=True)
+    d.mkdir()
+    up = gitrepos.upstream(tmp_path, UPSTREAM_FILES)
+    entry = gitrepos.repo_entry(up, gitrepos.mirror(tmp_path))
+    gitrepos.repos_file(d / "repos.json", {"app": entry}, worktrees=d / "worktrees", default="app")
     return d
 
 

@@ -3,8 +3,8 @@
 The hosts run the poller under systemd; this machine has no systemd as PID 1 and the simulated
 hosts' systemctl ignores sandboxing. So the settings a CLI could break on at random (a system
 call it makes that the list leaves out, a namespace it wants) are applied here by hand
-(tests/support/unit_filter.py) in front of each CLI, which then does one real task that
-writes a file through the real poller.
+(tests/support/unit_filter.py) in front of each CLI, which then edits code in its task's worktree
+through the real poller, its own tools doing the editing; the diff comes back in the result.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.contract.test_real_clis import Task, _claude_env, _codex_home, _tasks
+from tests.contract.test_real_clis import _claude_env, _codex_home, _tasks, added, worktree
 from tests.support import unit_filter
 from tests.support.natsserver import NatsServer
 from tests.support.provider_mock import ProviderMock, Turn
@@ -51,38 +52,53 @@ def test_the_filter_is_in_force(filtered: dict[str, Path], tmp_path: Path) -> No
     assert done.stdout.split() == ["EPERM", "EPERM", "0"], done
 
 
-def test_claude_code_writes_a_file(
+def test_claude_code_edits_code_and_the_diff_comes_back(
     filtered: dict[str, Path], server: NatsServer, work: Path, mock: ProviderMock
 ) -> None:
-    out_file = work / "repo" / "out.txt"
-    write = Turn(tool="Write", args={"file_path": str(out_file), "content": "filtered\n"})
-    env = _claude_env(filtered["claude"], mock.url)
-    [(result, _)] = _tasks(server, work, mock, env, [(write, Turn(text="wrote it"))])
-    assert (result["status"], result["output"]) == ("completed", "wrote it"), result
-    assert out_file.read_text() == "filtered\n"
-
-
-@pytest.mark.parametrize(
-    "sandbox",
-    [
-        "danger-full-access",  # the unit is the sandbox
-        pytest.param(
-            "workspace-write",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="codex's own sandbox is bubblewrap, which needs namespaces "
-                "(RestrictNamespaces=yes) and mount calls (not in @system-service): "
-                "docs/security.md",
-            ),
+    """Claude Code's own Read, Edit and Write tools change its worktree of `app`; the
+    poller commits that on the task's branch and the result carries the diff."""
+    wt = worktree(work, "w1", 0)
+    turns = (
+        Turn(tool="Read", args={"file_path": str(wt / "a.txt")}),
+        Turn(
+            tool="Edit",
+            args={"file_path": str(wt / "a.txt"), "old_string": "one", "new_string": "ONE"},
         ),
-    ],
-)
-def test_codex_patches_a_file(
+        Turn(tool="Write", args={"file_path": str(wt / "new.txt"), "content": "filtered\n"}),
+        Turn(text="edited"),
+    )
+    env = _claude_env(filtered["claude"], mock.url, CLAUDE_MAX_TURNS="5")
+    [(result, _)] = _tasks(server, work, mock, env, [turns])
+    assert (result["status"], result["output"]) == ("completed", "edited"), result
+    _assert_change(result["code"], {"a.txt": (["ONE"], 1), "new.txt": (["filtered"], 0)})
+
+
+def _assert_change(code: dict[str, Any], files: dict[str, tuple[list[str], int]]) -> None:
+    """The change is exactly `files`: each path with the lines it adds and how many it
+    deletes; committed on the task's branch."""
+    assert code["branch"] == "af/w1-t0/w1" and code["head"] != code["base"], code
+    assert {f["path"]: f["deletions"] for f in code["files"]} == {
+        path: deletions for path, (_, deletions) in files.items()
+    }
+    assert added(code) == [line for lines, _ in files.values() for line in lines]
+
+
+@pytest.mark.parametrize("sandbox", ["danger-full-access", "workspace-write", "read-only"])
+def test_codex_edits_code_only_with_the_unit_as_its_sandbox(
     sandbox: str, filtered: dict[str, Path], server: NatsServer, work: Path, mock: ProviderMock
 ) -> None:
+    """Codex's patch tool and its shell change its worktree, with `danger-full-access`:
+    the unit is the sandbox. Its own sandboxes are bubblewrap, which cannot make its
+    namespaces under the unit (RestrictNamespaces=yes, no `mount` in the filter): with
+    `workspace-write` or `read-only` every command it runs fails and nothing changes
+    (docs/security.md, "Unit hardening")."""
     _codex_home(work, mock.url)
-    patch = "*** Begin Patch\n*** Add File: out.txt\n+filtered\n*** End Patch\n"
-    tasks: list[Task] = [(Turn(tool="apply_patch", freeform=patch), Turn(text="patched"))]
+    patch = "*** Begin Patch\n*** Update File: a.txt\n@@\n-one\n+patched\n*** End Patch\n"
+    turns = (
+        Turn(tool="apply_patch", freeform=patch),
+        Turn(tool="exec_command", args={"cmd": "printf 'by shell\\n' >> b.txt"}),
+        Turn(text="done"),
+    )
     env = {
         "MODEL_BACKEND": "codex",
         "LLM": "codex",
@@ -91,19 +107,34 @@ def test_codex_patches_a_file(
         "CODEX_SANDBOX": sandbox,
         "OPENAI_API_KEY": "dummy",
     }
-    [(result, _)] = _tasks(server, work, mock, env, tasks)
-    assert (result["status"], result["output"]) == ("completed", "patched"), result
-    assert (work / "repo" / "out.txt").is_file()  # the patch tool wrote it
+    [(result, _)] = _tasks(server, work, mock, env, [turns])
+    assert (result["status"], result["output"]) == ("completed", "done"), result
+    code = result["code"]
+    if sandbox == "danger-full-access":
+        _assert_change(code, {"a.txt": (["patched"], 1), "b.txt": (["by shell"], 0)})
+        return
+    assert (code["files"], code["branch"]) == ([], None)
+    outputs = [
+        str(item.get("output"))
+        for seen in mock.seen
+        for item in (seen.body.get("input") or [])
+        if isinstance(item, dict) and item.get("type") == "function_call_output"
+    ]
+    assert any("bwrap: No permissions to create a new namespace" in o for o in outputs), outputs
 
 
-def test_gemini_writes_a_file(
+def test_gemini_edits_code_and_the_diff_comes_back(
     filtered: dict[str, Path], server: NatsServer, work: Path, mock: ProviderMock
 ) -> None:
     (work / ".gemini").mkdir()
     settings = {"security": {"auth": {"selectedType": "gemini-api-key"}}}
     (work / ".gemini" / "settings.json").write_text(json.dumps(settings))
-    out_file = work / "repo" / "out.txt"
-    write = Turn(tool="write_file", args={"file_path": str(out_file), "content": "filtered\n"})
+    wt = worktree(work, "w1", 0)
+    turns = (
+        Turn(tool="write_file", args={"file_path": str(wt / "a.txt"), "content": "rewritten\n"}),
+        Turn(tool="write_file", args={"file_path": str(wt / "new.txt"), "content": "filtered\n"}),
+        Turn(text="wrote it"),
+    )
     env = {
         "MODEL_BACKEND": "gemini",
         "LLM": "gemini",
@@ -113,6 +144,6 @@ def test_gemini_writes_a_file(
         "GOOGLE_GEMINI_BASE_URL": mock.url,
         "GEMINI_APPROVAL_MODE": "auto_edit",
     }
-    [(result, _)] = _tasks(server, work, mock, env, [(write, Turn(text="wrote it"))])
+    [(result, _)] = _tasks(server, work, mock, env, [turns])
     assert (result["status"], result["output"]) == ("completed", "wrote it"), result
-    assert out_file.read_text() == "filtered\n"
+    _assert_change(result["code"], {"a.txt": (["rewritten"], 1), "new.txt": (["filtered"], 0)})

@@ -5,7 +5,8 @@ builds, against a local mock of its provider's API (tests/support/provider_mock.
 through the CLI's own documented base-URL setting, with dummy keys: the way a host points it
 elsewhere (zai does it for real). A test scripts the model's answers and reads the result the
 poller stored: its status, output, tokens and cost as the CLI reported them, and what the CLI did
-in the work dir. The CLIs start slowly, so each test runs one poller through several tasks.
+in its task's worktree (a repository `app`, tests/contract/conftest.py), as the result's `code`
+says. The CLIs start slowly, so each test runs one poller through several tasks.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def _tasks(
 
     async def go() -> list[tuple[dict[str, Any], Usage]]:
         await setup_bus(server.url, worker, ack_wait=30)
-        poller = Poller(poller_env(server.url, worker, work, **env), work / f"{worker}.log")
+        repos = {"REPOS_FILE": str(work / "repos.json")} if (work / "repos.json").exists() else {}
+        poller = Poller(
+            poller_env(server.url, worker, work, **repos, **env), work / f"{worker}.log"
+        )
         poller.start()
         nc = await nats.connect(server.url)
         js = nc.jetstream()
@@ -78,6 +82,17 @@ def _tasks(
         return out
 
     return run(go())
+
+
+def worktree(work: Path, worker: str, i: int) -> Path:
+    """Where `_tasks` runs its task number `i` for `worker`."""
+    return work / "worktrees" / f"{worker}-t{i}"
+
+
+def added(code: dict[str, Any]) -> list[str]:
+    """The lines the change adds, from the result's patch."""
+    lines = code["patch"].splitlines()
+    return [x[1:] for x in lines if x.startswith("+") and not x.startswith("+++")]
 
 
 async def _result_of(js: Any, task_id: str, timeout: float = 90) -> dict[str, Any] | None:
@@ -121,8 +136,8 @@ def _claude_tokens(u: Usage) -> dict[str, int]:
 def test_claude_code(
     real_cli: dict[str, Path], server: NatsServer, work: Path, mock: ProviderMock
 ) -> None:
-    out_file = work / "repo" / "out.txt"
-    read = Turn(tool="Read", args={"file_path": str(work / "repo" / "missing.txt")})
+    out_file = worktree(work, "w1", 1) / "out.txt"
+    read = Turn(tool="Read", args={"file_path": str(worktree(work, "w1", 2) / "missing.txt")})
     tasks: list[Task] = [
         (Turn(text="the answer", usage=PLAIN),),
         (
@@ -145,6 +160,10 @@ def test_claude_code(
 
     assert (edit["status"], edit["output"]) == ("completed", "wrote it")
     assert out_file.read_text() == "by claude\n"
+    assert edit["code"]["files"] == [
+        {"path": "out.txt", "status": "added", "insertions": 1, "deletions": 0}
+    ]
+    assert added(edit["code"]) == ["by claude"] and plain["code"]["files"] == []
 
     assert (turns["status"], turns["exit_code"]) == ("failed", 1)
     assert turns["output"] == "error_max_turns:\nReached maximum number of turns (3)"
@@ -236,7 +255,8 @@ def test_codex(
     assert "cost_usd" not in plain and plain["cost_source"] == "unknown"
 
     assert (edit["status"], edit["output"]) == ("completed", "patched")
-    assert (work / "repo" / "out.txt").read_text() == "by codex\n"
+    assert (worktree(work, "w1", 1) / "out.txt").read_text() == "by codex\n"
+    assert added(edit["code"]) == ["by codex"]
 
     assert (error["status"], error["exit_code"]) == ("failed", 1)
     assert "400" in error["output"], error
@@ -259,7 +279,7 @@ def test_gemini(
     (work / ".gemini").mkdir()
     settings: dict[str, Any] = {"security": {"auth": {"selectedType": "gemini-api-key"}}}
     (work / ".gemini" / "settings.json").write_text(json.dumps(settings))
-    out_file = work / "repo" / "out.txt"
+    out_file = worktree(work, "w1", 1) / "out.txt"
     write = Turn(tool="write_file", args={"file_path": str(out_file), "content": "by gemini\n"})
     base = {
         "MODEL_BACKEND": "gemini",
@@ -289,17 +309,20 @@ def test_gemini(
 
     assert (edit["status"], edit["output"]) == ("completed", "wrote it")
     assert out_file.read_text() == "by gemini\n"
+    assert added(edit["code"]) == ["by gemini"]
 
     assert error["status"] == "failed" and error["exit_code"] != 0, error
     assert "400" in error["output"], error
 
     # A reviewer (approval_mode default) is asked to write: nothing is written.
-    out_file.unlink()
+    review_file = worktree(work, "w2", 0) / "out.txt"
     reviewer = {**base, "GEMINI_APPROVAL_MODE": "default"}
+    ask = Turn(tool="write_file", args={"file_path": str(review_file), "content": "no\n"})
     [(review, _)] = _tasks(
-        server, work, mock, reviewer, [(write, Turn(text="could not"))], worker="w2"
+        server, work, mock, reviewer, [(ask, Turn(text="could not"))], worker="w2"
     )
-    assert review["status"] == "completed" and not out_file.exists()
+    assert review["status"] == "completed" and not review_file.exists()
+    assert review["code"]["files"] == [] and review["code"]["branch"] is None
 
     # Provider down: Gemini CLI's retries are bounded (the host's settings.json may lower
     # general.maxAttempts from 10; here 2) and the run fails with the reason on stderr.

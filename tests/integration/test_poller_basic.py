@@ -56,9 +56,11 @@ async def _one_task(server: NatsServer, work: Path, backend: str, extra: dict[st
         assert "Do the thing" not in " ".join(rec["argv"])  # the prompt never goes in argv
         assert rec["nats_env"] == []  # the CLI does not see the bus settings
         assert rec["task_id"] == "t-1"
-        assert rec["cwd"] == str(work / "repo")
+        # A task without a repository: a fresh empty directory of its own, gone afterwards.
+        assert rec["cwd"] == str(work / "worktrees" / "t-1")
         # the task is acked: the work-queue stream is empty
         assert await wait_until(lambda: _empty(js), 5)
+        assert not (work / "worktrees" / "t-1").exists()  # removed before the ack
         await nc.close()
         # the CLI got the registry's argv unchanged (its exact words: tests/unit/poller)
         cfg = poller_config.load(env)

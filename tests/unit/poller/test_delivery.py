@@ -10,6 +10,7 @@ import ast
 import asyncio
 import base64
 import json
+import shutil
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from poller.heartbeat import Stats
 from poller.lease import Held, Lease
 from poller.logs import Logger
 from poller.messages import Delivered
+from tests.support import gitrepos
 from tests.support.poller_harness import STANDIN, alive, directive, standin_records
 
 T = TypeVar("T")
@@ -110,7 +112,6 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 def flow(work: Path, bus: FakeBus, max_deliver: int = 3, **env: str) -> Delivery:
     """The flow of worker w1 with the stand-in claude CLI; ack_wait long enough that no
     progress signal falls within a test unless a reconnect asks for one."""
-    (work / "repo").mkdir(exist_ok=True)
     cfg = config.load(
         {
             "WORKER_ID": "w1",
@@ -118,7 +119,6 @@ def flow(work: Path, bus: FakeBus, max_deliver: int = 3, **env: str) -> Delivery
             "MODEL_BACKEND": "claude",
             "CLAUDE_BIN": str(STANDIN / "fake-claude"),
             "WORK_BASE": str(work),
-            "WORK_DIR": str(work / "repo"),
             "HOME": str(work),
             "WORKER_LABELS": '{"team": "core"}',
             **env,
@@ -511,3 +511,78 @@ def test_the_flow_makes_no_bus_call_of_its_own() -> None:
             names.add(node.module or "")
     assert not {n for n in names if n.split(".")[0] == "nats" or n == "poller.jetstream"}
     assert "nats" not in {a.id for a in ast.walk(tree) if isinstance(a, ast.Name)}
+
+
+# -- code tasks: a worktree of a repository (poller/workspace.py) ----------------------------
+
+
+def _repos(tmp_path: Path, **fields: Any) -> tuple[str, gitrepos.Upstream]:
+    """A repository `app` (a local upstream and an empty mirror) and the worker's file."""
+    up = gitrepos.upstream(tmp_path, {"a.txt": "one\n"})
+    entry = gitrepos.repo_entry(up, gitrepos.mirror(tmp_path), **fields)
+    path = gitrepos.repos_file(tmp_path / "repos.json", {"app": entry}, worktrees=tmp_path / "wt")
+    return str(path), up
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_code_task_is_paid_for_and_stored_with_its_change(tmp_path: Path) -> None:
+    repos, up = _repos(tmp_path)
+    bus = FakeBus()
+    ask = directive(append={"a.txt": "two\n"})
+    run(flow(tmp_path, bus, REPOS_FILE=repos).handle(task(instructions=ask, repo="app")))
+    assert bus.ops == [
+        *LEASED,
+        ("add_spend", COST),
+        ("publish_result", "t1", "completed"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+    code = result(bus)["code"]
+    assert (code["base"], code["branch"], code["insertions"]) == (up.head(), "af/t1/w1", 1)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_code_tasks_that_cannot_start_end_without_the_cli(tmp_path: Path) -> None:
+    repos, up = _repos(tmp_path, setup=["false"])
+    # A repository this worker does not have: refused before the lease, like bad input.
+    bus = FakeBus()
+    run(flow(tmp_path, bus, REPOS_FILE=repos).handle(task(repo="other")))
+    why = "repository 'other' is not declared for this worker (it has: app)"
+    assert bus.ops == [
+        ("publish_result", "t1", "rejected"),
+        ("publish_dead_letter", why),
+        ("term", SEQ),
+    ]
+    # A commit the remote does not have: rejected under the lease, nothing run.
+    bus = FakeBus()
+    run(flow(tmp_path, bus, REPOS_FILE=repos).handle(task(repo="app", base="f" * 40)))
+    why = f"commit {'f' * 40} is not in app ({up.url})"
+    assert bus.ops == [
+        *LEASED,
+        ("publish_result", "t1", "rejected"),
+        ("publish_dead_letter", why),
+        ("term", SEQ),
+        ("release_lease", "t1"),
+    ]
+    # Setup fails: a failed result, acked; nothing was spent.
+    bus = FakeBus()
+    run(flow(tmp_path, bus, REPOS_FILE=repos).handle(task(repo="app")))
+    assert bus.ops == [
+        *LEASED,
+        ("publish_result", "t1", "failed"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+    assert result(bus)["code"]["phase"] == "setup"
+    # The remote is away: given back for a later delivery.
+    shutil.rmtree(up.bare)
+    bus = FakeBus()
+    run(flow(tmp_path, bus, REPOS_FILE=repos).handle(task("t2", repo="app")))
+    assert [op[0] for op in bus.ops] == [
+        "take_lease",
+        "last_result",
+        "over_budget",
+        "nak",
+        "release_lease",
+    ]
+    assert standin_records(tmp_path, "start") == []
