@@ -2,7 +2,8 @@
 
 Every command gets a timeout (its process group is killed after it), no terminal prompt, no
 system or user configuration (the agent runs as the same user and could write
-`~/.gitconfig`: a hook path or `core.fsmonitor` there would run in these steps), no hooks,
+`~/.gitconfig`: a hook path or `core.fsmonitor` there would run in these steps; the
+repository's own `gitconfig` from REPOS_FILE, the operator's, is read instead), no hooks,
 only the ssh, https and file transports (never `ext::` or `fd::`), and the mirror named as a
 safe directory (it belongs to the repository's group, not to the worker). Credentials reach
 git through its environment, never its argv: the ssh key and pinned host keys as
@@ -20,6 +21,7 @@ import shlex
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from poller.repos import ALLOWED_PROTOCOLS, Repo
 
@@ -53,7 +55,7 @@ def environment(
     env |= {
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_GLOBAL": str(repo.gitconfig) if repo and repo.gitconfig else os.devnull,
         "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS,
         "GIT_OPTIONAL_LOCKS": "0",
         "GIT_ASKPASS": "/bin/false",
@@ -69,6 +71,8 @@ def environment(
     ]
     if repo is not None:
         pairs.append(("safe.directory", str(repo.mirror)))
+        if repo.url.startswith("file://"):  # its upload-pack runs in a repository of another
+            pairs.append(("safe.directory", urlsplit(repo.url).path))
     if repo is not None and remote:
         env["GIT_SSH_COMMAND"] = ssh_command(repo)
         token = _token(repo)

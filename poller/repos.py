@@ -125,6 +125,7 @@ class Repo:
     ssh_key: Path | None = None
     known_hosts: Path | None = None
     token_file: Path | None = None
+    gitconfig: Path | None = None  # git's global config for this repository (the operator's)
     setup: tuple[str, ...] = ()
     check: tuple[str, ...] = ()
     copy: tuple[Copy, ...] = ()
@@ -232,6 +233,7 @@ def _repo(name: str, r: _Reader) -> Repo:
         ssh_key=_abs(r, "ssh_key", required=False),
         known_hosts=_abs(r, "known_hosts", required=False),
         token_file=_abs(r, "token_file", required=False),
+        gitconfig=_abs(r, "gitconfig", required=False),
         setup=_argv(r, "setup"),
         check=_argv(r, "check"),
         copy=_copies(r),

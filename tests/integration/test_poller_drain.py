@@ -90,12 +90,12 @@ def test_past_the_drain_timeout_a_task_is_handed_back_and_runs_once_elsewhere_at
 
     def poller(name: str) -> Poller:
         work = tmp_path / name
-        (work / "repo").mkdir(parents=True)
+        work.mkdir(parents=True)
         env = poller_env(server.url, "w1", work, DRAIN_TIMEOUT="1", STANDIN_LOG=str(log))
         return Poller(env, work / "poller.log")
 
     async def go() -> None:
-        (tmp_path / "a" / "repo").mkdir(parents=True)
+        (tmp_path / "a").mkdir(parents=True)
         env = {"DRAIN_TIMEOUT": "1", "STANDIN_LOG": str(log)}
         async with running_poller(server.url, tmp_path / "a", ack_wait=30, env=env) as bus:
             js, first = bus.js, bus.poller
@@ -119,7 +119,7 @@ def test_past_the_drain_timeout_a_task_is_handed_back_and_runs_once_elsewhere_at
 
                 assert await wait_until(one, 10)
                 [b] = standin_records(tmp_path, "start")[1:]
-                assert b["cwd"] == str(tmp_path / "b" / "repo")  # the other poller ran it
+                assert b["cwd"] == str(tmp_path / "b" / "worktrees" / "h1")  # the other poller
                 assert b["at"] - a["at"] < 8  # at once, not after the 30 s ack wait
                 [r] = await results(js)
                 assert (r["status"], r["attempt"]) == ("completed", 2)

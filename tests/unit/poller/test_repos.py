@@ -211,3 +211,34 @@ def test_a_task_naming_code_badly_is_rejected_with_its_id(
     task = parse_task(json.dumps({"task_id": "t1", "instructions": "x", **fields}).encode(), 10**6)
     assert isinstance(task, Rejection) and task.task_id == "t1"
     assert reason in task.reason
+
+
+def test_the_file_apply_renders_is_the_file_the_poller_reads() -> None:
+    """Every REPOS_FILE of the example fleet, as fleetctl renders it (the golden files),
+    parses, and says what fleet.yaml says."""
+    from fleetctl.reconcile.desired.build import desired_state
+    from fleetctl.reconcile.inputs import gather
+    from tests.support.example import example_fleet
+
+    fleet = example_fleet()
+    rendered = {
+        spec.path: spec.content
+        for state in desired_state(fleet, gather(fleet)).hosts.values()
+        for spec in state.files
+        if spec.path.endswith("/repos.json")
+    }
+    assert rendered, "the example fleet has a worker with a repository"
+    for path, content in rendered.items():
+        got = repos.parse(json.loads(content))
+        worker = next(w for w in fleet.workers if f"/{w.id}/" in path)
+        assert got.default == worker.repo
+        for name, repo in got.repos.items():
+            declared = fleet.repos[name]
+            assert (repo.url, repo.ref, repo.setup, repo.check) == (
+                declared.url,
+                declared.ref,
+                declared.setup,
+                declared.check,
+            )
+            assert repo.mirror == Path(f"/var/lib/fleet/repos/{name}.git")
+            assert repo.gitconfig == Path(f"/etc/fleet/repos/{name}/gitconfig")

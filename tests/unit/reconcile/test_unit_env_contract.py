@@ -29,7 +29,8 @@ def _environment(unit: str) -> dict[str, str]:
     return env
 
 
-def _units() -> list[tuple[Worker, str]]:
+def _units() -> list[tuple[Worker, str, bytes | None]]:
+    """Each enabled worker, its unit, and its REPOS_FILE's content (None: it has none)."""
     fleet = example_fleet()
     desired = desired_state(fleet).hosts
     out = []
@@ -37,13 +38,22 @@ def _units() -> list[tuple[Worker, str]]:
         if worker.enabled:
             state = desired[worker.host]
             unit = next(f for f in state.files if f.path.endswith(worker.unit))
-            out.append((worker, unit.content.decode()))
+            repos = next(
+                (f for f in state.files if f.path.endswith(f"/{worker.id}/repos.json")), None
+            )
+            out.append((worker, unit.content.decode(), repos.content if repos else None))
     return out
 
 
-@pytest.mark.parametrize(("worker", "unit"), _units(), ids=lambda v: getattr(v, "id", ""))
-def test_poller_reads_the_rendered_environment(worker: Worker, unit: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("worker", "unit", "repos"), _units(), ids=lambda v: getattr(v, "id", ""))
+def test_poller_reads_the_rendered_environment(
+    worker: Worker, unit: str, repos: bytes | None, tmp_path: Path
+) -> None:
     env = _environment(unit)
+    assert ("REPOS_FILE" in env) is (repos is not None)
+    if repos is not None:  # the file apply writes beside the unit, here where it can be read
+        (tmp_path / "repos.json").write_bytes(repos)
+        env["REPOS_FILE"] = str(tmp_path / "repos.json")
     assert env["NATS_CREDS"] == f"/etc/fleet/creds/{worker.id}.creds"
     env["NATS_CREDS"] = str(tmp_path / "stand-in.creds")  # the poller checks it is readable
     (tmp_path / "stand-in.creds").write_text("not read by config.load")
@@ -63,6 +73,7 @@ def test_poller_reads_the_rendered_environment(worker: Worker, unit: str, tmp_pa
     assert f"\nTimeoutStopSec={worker.drain_timeout + 30}\n" in unit
     assert str(cfg.work_base) == worker.work_base and cfg.home == worker.work_base
     assert cfg.worktrees == Path(worker.work_base) / "worktrees"
+    assert cfg.repos.default == worker.repo and set(cfg.repos.repos) == set(worker.repos)
     backend = BACKENDS[worker.backend]
     for setting in backend.settings:  # every field the backend uses arrives as it was set
         value = getattr(worker, setting.field)
