@@ -11,6 +11,20 @@ def source(name: str) -> str:
     return files(__package__).joinpath(f"{name}.py").read_text(encoding="utf-8")
 
 
+APPLY_SOURCES = ("agent", "steps", "previous")  # what an apply request runs, in this order
+
+
+def apply_program() -> str:
+    """The agent with its apply steps and the kept previous version (steps.py, previous.py)."""
+    return "\n".join(source(name) for name in APPLY_SOURCES)
+
+
+def watchdog_program() -> str:
+    """What a host runs to roll back by itself when no apply confirms it (previous.py's
+    `watch`): the apply program, started with its arguments on the command line."""
+    return apply_program() + "\nimport sys\nwatch_main(sys.argv)\n"
+
+
 def lock_program() -> str:
     """The lock program: the agent first (the lock observes and encodes JSON with it)."""
     return source("agent") + "\n" + source("lock")

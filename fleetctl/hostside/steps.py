@@ -8,11 +8,13 @@ fleetctl can show progress and knows which step failed.
 
 import binascii
 import fcntl
+import functools
 import grp
 import os
 import pwd
 import signal
 import sys
+import threading
 import time
 
 TYPE_CHECKING = False
@@ -30,6 +32,14 @@ if TYPE_CHECKING:  # defined by agent.py, which precedes this file on the host
         _which,
         new_sha256,
         spawn,
+    )
+    from fleetctl.hostside.previous import (
+        keep_dir,
+        keep_path,
+        keep_unit,
+        keep_user,
+        kept_targets,
+        remove_tree,
     )
 
 
@@ -123,6 +133,7 @@ def _run(
 
 def op_user(step: Dict[str, Any]) -> None:
     name, home = step["name"], step["home"]
+    keep_user(name)
     found = _user(name)
     if found is None:
         _run(
@@ -146,6 +157,7 @@ def op_user(step: Dict[str, Any]) -> None:
 
 def op_dir(step: Dict[str, Any]) -> None:
     path = step["path"]
+    keep_dir(path)
     _makedirs(path)
     uid, gid = _ids(step["owner"], step["group"])
     os.chown(path, uid, gid)
@@ -160,10 +172,12 @@ def _content(step: Dict[str, Any]) -> bytes:
 
 
 def op_file(step: Dict[str, Any]) -> None:
+    keep_path(step["path"])
     write_file(step["path"], _content(step), step["owner"], step["group"], step["mode"])
 
 
 def op_remove_file(step: Dict[str, Any]) -> None:
+    keep_path(step["path"])
     try:
         os.unlink(step["path"])
     except FileNotFoundError:
@@ -180,6 +194,7 @@ def op_sshd_config(step: Dict[str, Any]) -> None:
     back (sshd must keep accepting logins) and the step fails saying why."""
     data = _content(step)
     path = step["path"]
+    keep_path(path)
     previous: Optional[bytes] = None
     if os.path.exists(path):
         with open(path, "rb") as f:
@@ -205,6 +220,7 @@ def op_sshd_config(step: Dict[str, Any]) -> None:
 
 def op_remove_sshd_config(step: Dict[str, Any]) -> None:
     """Remove a file sshd reads, then have sshd reload without it."""
+    keep_path(step["path"])
     try:
         os.unlink(step["path"])
     except FileNotFoundError:
@@ -238,10 +254,11 @@ def _reload_sshd(effective: List[str]) -> None:
 
 
 def op_remove_dir(step: Dict[str, Any]) -> None:
-    _shutil().rmtree(step["path"], ignore_errors=True)
+    remove_tree(step["path"])
 
 
 def op_remove_user(step: Dict[str, Any]) -> None:
+    keep_user(step["name"])
     if _user(step["name"]) is not None:
         _run(["userdel", step["name"]])
 
@@ -251,6 +268,7 @@ def op_remove_package(step: Dict[str, Any]) -> None:
     nothing else is left in it; nats-server: its binary."""
     binary = step.get("binary")
     if binary:
+        keep_path(binary)
         try:
             os.unlink(binary)
         except FileNotFoundError:
@@ -259,16 +277,17 @@ def op_remove_package(step: Dict[str, Any]) -> None:
     link = step["venv"]
     parent, prefix = os.path.dirname(link), os.path.basename(link) + "-"
     if os.path.islink(link):
+        keep_path(link)
         os.unlink(link)
     elif os.path.exists(link):
-        _shutil().rmtree(link)
+        remove_tree(link)
     try:
         entries = os.listdir(parent)
     except FileNotFoundError:
         return
     for entry in entries:
         if entry.startswith(prefix):
-            _shutil().rmtree(os.path.join(parent, entry), ignore_errors=True)
+            remove_tree(os.path.join(parent, entry))
     op_remove_empty_dir({"path": parent})
 
 
@@ -279,8 +298,101 @@ def op_remove_empty_dir(step: Dict[str, Any]) -> None:
         pass  # gone already, or something else lives there: not ours to remove
 
 
+# The poller hands back the tasks it runs at once and exits (docs/poller.md): what
+# `apply --no-drain` sends first, and `--drain-timeout` once the drain has lasted that long.
+HANDBACK = signal.SIGUSR1
+UNIT_VERBS = ("enable", "disable", "start", "stop", "restart", "reload")
+
+
 def op_systemctl(step: Dict[str, Any]) -> None:
-    _run(["systemctl"] + step["args"], timeout=step.get("timeout", 300))
+    """systemctl, its unit's state kept first. With `drain` (a poller that stops): the
+    poller is told to hand its tasks back after `drain.seconds` (0: at once); without,
+    it drains for as long as its unit's TimeoutStopSec lets it."""
+    args = step["args"]
+    unit = args[-1] if args and args[0] in UNIT_VERBS else None
+    if unit is not None:
+        keep_unit(unit, args[0])
+    drain = step.get("drain")
+    if drain is None or unit is None:
+        _run(["systemctl"] + args, timeout=step.get("timeout", 300))
+        return
+    systemctl_drained(args, unit, drain.get("seconds"), step.get("timeout", 300))
+
+
+def systemctl_drained(args: List[str], unit: str, seconds: Optional[float], timeout: float) -> None:
+    """`systemctl ARGS` on a poller that stops: after `seconds` (0: at once; None: never)
+    its main process gets HANDBACK."""
+    if seconds is None:
+        _run(["systemctl"] + args, timeout=timeout)
+        return
+    process = _main_process(unit)
+    if process is not None and seconds <= 0:
+        _signal(process, HANDBACK)
+    timer = None
+    if process is not None and seconds > 0:
+        timer = threading.Timer(seconds, _signal, (process, HANDBACK))
+        timer.daemon = True
+        timer.start()
+    try:
+        _run(["systemctl"] + args, timeout=timeout)
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _main_process(unit: str) -> Optional[Tuple[int, str]]:
+    """The unit's main process: (pid, its start time), so a reused pid is never signalled."""
+    done = spawn(["systemctl", "show", "-p", "MainPID", unit], timeout=30, merge_stderr=False)
+    text = done[1].decode("utf-8", "replace").strip() if done else ""
+    try:
+        pid = int(text.rpartition("=")[2] or 0)
+    except ValueError:
+        return None
+    started = _start_time(pid) if pid > 0 else None
+    return (pid, started) if started is not None else None
+
+
+def _start_time(pid: int) -> Optional[str]:
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            return f.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _signal(process: Tuple[int, str], sig: int) -> None:
+    pid, started = process
+    if _start_time(pid) != started:
+        return  # it exited already (and the pid may be another process's now)
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def units_in_parallel(actions: List[Callable[[], None]]) -> None:
+    """Run each action in a thread of its own (pollers drain at the same time, not one after
+    another); the first failure is raised once all are done."""
+    errors: List[BaseException] = []
+
+    def run(action: Callable[[], None]) -> None:
+        try:
+            action()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(a,)) for a in actions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def op_parallel(step: Dict[str, Any]) -> None:
+    """Several steps at once (the pollers' restarts)."""
+    units_in_parallel([functools.partial(OPS[s["op"]], s) for s in step["steps"]])
 
 
 def op_install_poller(step: Dict[str, Any]) -> None:
@@ -315,9 +427,11 @@ def op_install_poller(step: Dict[str, Any]) -> None:
     if os.path.lexists(tmp_link):
         os.unlink(tmp_link)
     os.symlink(os.path.basename(target), tmp_link)
+    keep_path(link)
     os.rename(tmp_link, link)
     _fsync_dir(os.path.dirname(link))
     keep = {os.path.basename(target), os.path.basename(step.get("previous") or "")}
+    keep.update(kept_targets(link))
     prefix = os.path.basename(link) + "-"
     for entry in os.listdir(os.path.dirname(link)):
         if entry.startswith(prefix) and entry not in keep:
@@ -346,6 +460,7 @@ def op_install_binary(step: Dict[str, Any]) -> None:
         data = f.read()
     if new_sha256(data).hexdigest() != step["sha256"]:
         raise StepError("{} arrived damaged".format(src))
+    keep_path(dest)
     write_file(dest, data, "root", "root", 0o755)
     os.unlink(src)
 
@@ -418,7 +533,10 @@ def op_install_tree(step: Dict[str, Any]) -> None:
     except BaseException:
         _shutil().rmtree(partial, ignore_errors=True)  # a failed install leaves nothing
         raise
-    _shutil().rmtree(dest, ignore_errors=True)
+    if os.path.lexists(dest):
+        remove_tree(dest)
+    else:
+        keep_path(dest)  # absent: a rollback removes it
     os.rename(partial, dest)
     write_file(os.path.join(dest, step["version_file"]), (step["expect"] + "\n").encode())
     _fsync_dir(os.path.dirname(dest))
@@ -482,6 +600,7 @@ def op_repo(step: Dict[str, Any]) -> None:
     URL, then fetched under the mirror's fetch lock, as the pollers fetch it."""
     path, user = step["path"], step["user"]
     uid, gid = _ids(user, user)
+    keep_dir(path)  # a mirror this program makes goes with a rollback; a fetch stays
     _makedirs(os.path.dirname(path))
     if not os.path.isdir(path):
         os.mkdir(path, 0o700)
@@ -555,7 +674,7 @@ def op_system_package(step: Dict[str, Any]) -> None:
     _run([where, "--version"], timeout=60)
 
 
-OPS: Dict[str, Callable[[Dict[str, Any]], None]] = {
+OPS: Dict[str, Callable[[Dict[str, Any]], Any]] = {
     "user": op_user,
     "dir": op_dir,
     "file": op_file,
@@ -572,6 +691,7 @@ OPS: Dict[str, Callable[[Dict[str, Any]], None]] = {
     "install_tree": op_install_tree,
     "repo": op_repo,
     "system_package": op_system_package,
+    "parallel": op_parallel,
 }
 
 
@@ -579,7 +699,7 @@ def apply(req: Dict[str, Any]) -> int:
     for i, step in enumerate(req["steps"]):
         started = time.monotonic()
         try:
-            OPS[step["op"]](step)
+            said = OPS[step["op"]](step)
         except StepError as e:
             _emit({"i": i, "ok": False, "error": str(e)})
             return 1
@@ -587,7 +707,11 @@ def apply(req: Dict[str, Any]) -> int:
             where = e.filename or step.get("path") or step["op"]
             _emit({"i": i, "ok": False, "error": "{}: {}".format(where, e.strerror)})
             return 1
-        _emit({"i": i, "ok": True, "seconds": round(time.monotonic() - started, 3)})
+        event: Dict[str, Any] = {"i": i, "ok": True}
+        event["seconds"] = round(time.monotonic() - started, 3)
+        if isinstance(said, dict):  # what an operation reports (a restore: the units it started)
+            event["said"] = said
+        _emit(event)
     return 0
 
 

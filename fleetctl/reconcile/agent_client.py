@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from fleetctl.hostside import source
+from fleetctl.hostside import apply_program, source
 from fleetctl.transport.base import Held, Transport, TransportError
 
 
@@ -19,9 +19,8 @@ def agent_program(req: Mapping[str, Any]) -> bytes:
     """The agent's source plus the call, sent on stdin: nothing secret on a command line.
     The request (JSON data: dicts, lists, strings, numbers, booleans, None) is written as a
     Python literal, which the host's interpreter reads without a JSON parser."""
-    names = ["agent"] if req.get("op") == "observe" else ["agent", "steps"]
-    sources = [source(name) for name in names]
-    return ("\n".join(sources) + f"\nmain({dict(req)!r})\n").encode()
+    text = source("agent") if req.get("op") == "observe" else apply_program()
+    return (text + f"\nmain({dict(req)!r})\n").encode()
 
 
 AGENT_ARGV = ("python3", "-I", "-S", "-")  # isolated, no site: the stdlib is all it needs

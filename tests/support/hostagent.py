@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetctl.hostside import source
+from fleetctl.hostside import apply_program
 
 # Who runs the tests: files the agent writes in a test are owned by them (no root needed).
 OWNER = pwd.getpwuid(os.getuid()).pw_name
@@ -20,10 +20,10 @@ GROUP = grp.getgrgid(os.getgid()).gr_name
 
 
 def agent_namespace() -> dict[str, Any]:
-    """agent.py and steps.py as the agent program runs them (agent_client.agent_program)."""
+    """agent.py, steps.py and previous.py as the agent program runs them
+    (agent_client.agent_program)."""
     namespace: dict[str, Any] = {"__name__": "agent"}
-    code = source("agent") + "\n" + source("steps")
-    exec(compile(code, "agent.py", "exec"), namespace)
+    exec(compile(apply_program(), "agent.py", "exec"), namespace)
     return namespace
 
 
