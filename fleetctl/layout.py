@@ -64,6 +64,18 @@ OWN_DIRS = {
 }
 
 
+POLLER_UNIT_SUFFIX = "-poller.service"  # a worker's unit: `<worker_id>-poller.service`
+
+
+def poller_unit(worker_id: str) -> str:
+    return f"{worker_id}{POLLER_UNIT_SUFFIX}"
+
+
+def is_poller_unit(unit: str) -> bool:
+    """A worker's poller (also one a removed worker left: its change names no worker)."""
+    return unit.endswith(POLLER_UNIT_SUFFIX)
+
+
 def creds_path(worker_id: str) -> str:
     return f"{CREDS_DIR}/{worker_id}.creds"
 

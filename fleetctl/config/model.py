@@ -10,6 +10,7 @@ from pathlib import Path
 from fleetctl.config.errors import Mark
 from fleetctl.config.schema import NatsSettings, StatusSettings
 from fleetctl.config.yamlsource import SourceMap
+from fleetctl.layout import poller_unit
 from poller.backends import CliPackage
 from poller.pricing import Price
 
@@ -156,7 +157,7 @@ class Worker:
 
     @property
     def unit(self) -> str:
-        return f"{self.id}-poller.service"
+        return poller_unit(self.id)
 
     @property
     def service_user(self) -> str:

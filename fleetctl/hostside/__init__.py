@@ -11,11 +11,13 @@ def source(name: str) -> str:
     return files(__package__).joinpath(f"{name}.py").read_text(encoding="utf-8")
 
 
-APPLY_SOURCES = ("agent", "steps", "previous")  # what an apply request runs, in this order
+# What an apply request runs, in this order.
+APPLY_SOURCES = ("agent", "keeping", "steps", "previous")
 
 
 def apply_program() -> str:
-    """The agent with its apply steps and the kept previous version (steps.py, previous.py)."""
+    """The agent with its apply steps and the kept previous version (keeping.py, steps.py,
+    previous.py)."""
     return "\n".join(source(name) for name in APPLY_SOURCES)
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # defined by agent.py, which precedes this file on the host
         new_sha256,
         spawn,
     )
-    from fleetctl.hostside.previous import (
+    from fleetctl.hostside.keeping import (
         keep_dir,
         keep_path,
         keep_unit,

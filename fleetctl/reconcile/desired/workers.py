@@ -55,7 +55,15 @@ def add_worker(ctx: Context, worker: Worker, tunnel_unit: str | None, parts: Par
     if worker.repos:
         restart_on.append(layout.repos_file(worker.id))
         add_repos_file(ctx.fleet, worker, parts)
-    parts.units.append(UnitSpec(worker.unit, path, worker=worker.id, restart_on=tuple(restart_on)))
+    parts.units.append(
+        UnitSpec(
+            worker.unit,
+            path,
+            worker=worker.id,
+            restart_on=tuple(restart_on),
+            stop_timeout=POLLER_STOP_TIMEOUT,
+        )
+    )
     creds = ctx.inputs.creds.get(worker.id)
     if creds is not None:
         creds_path = layout.creds_path(worker.id)

@@ -26,6 +26,7 @@ class UnitSpec(HostKind):
     worker: str | None = None
     restart_on: tuple[str, ...] = ()
     reload_on: tuple[str, ...] = ()
+    stop_timeout: int | None = None  # its TimeoutStopSec (a poller's drain), when it has one
 
     @property
     def key(self) -> str:

@@ -15,6 +15,7 @@ import pytest
 
 from fleetctl import layout
 from fleetctl.config.model import Fleet
+from fleetctl.hostside import watchdog_program
 from fleetctl.identity.tunnelkeys import TunnelKey
 from fleetctl.reconcile.desired.broker import NATS_STARTUP
 from fleetctl.reconcile.desired.build import desired_state
@@ -24,7 +25,16 @@ from fleetctl.reconcile.inputs import Inputs, Versions
 from fleetctl.reconcile.plan.changes import fingerprint
 from fleetctl.reconcile.plan.hosts import diff_host, unit_inputs
 from fleetctl.reconcile.plan.selection import Selection
-from fleetctl.reconcile.program import HostProgram, program, teardown
+from fleetctl.reconcile.program import (
+    Drain,
+    HostProgram,
+    Keep,
+    confirm_step,
+    program,
+    restore_step,
+    teardown,
+)
+from fleetctl.reconcile.resources.base import Step
 from fleetctl.reconcile.resources.units import UnitSpec
 from tests.support.example import example_fleet
 
@@ -73,6 +83,11 @@ def labels(prog: HostProgram) -> list[str]:
     return [s.label for s in prog.steps]
 
 
+def at(steps: list[str], label: str) -> int:
+    """The index of the step with `label`, alone or among the pollers' steps run at once."""
+    return next(i for i, s in enumerate(steps) if label in s.split(", "))
+
+
 def test_a_bare_host_gets_everything_in_a_safe_order() -> None:
     prog, _ = host_program(state(), ObservedHost())
     steps = labels(prog)
@@ -87,7 +102,7 @@ def test_a_bare_host_gets_everything_in_a_safe_order() -> None:
         "enable --now fleet-tunnel.service",
         "enable --now cc-go-dev-01-poller.service",
     ]
-    assert [steps.index(s) for s in order] == sorted(steps.index(s) for s in order)
+    assert [at(steps, s) for s in order] == sorted(at(steps, s) for s in order)
     assert steps.count("systemctl daemon-reload") == 1
     assert prog.poller_version == "0.1.0+aaa" and not prog.nats_server
 
@@ -122,13 +137,19 @@ def test_a_new_poller_version_restarts_every_poller_but_not_the_tunnel() -> None
     prog, _ = host_program(state(poller="0.1.0+bbb"), converged(before))
     steps = labels(prog)
     assert "install the poller 0.1.0+bbb" in steps
-    restarts = sorted(s for s in steps if s.startswith("restart "))
-    assert restarts == [
-        "restart cc-go-dev-01-poller.service",
-        "restart cmd-docs-01-poller.service",
-        "restart cmd-wordcount-01-poller.service",
-        "restart codex-py-dev-01-poller.service",
-    ]
+    restarts = [s for s in steps if s.startswith("restart ")]
+    pollers = ["cc-go-dev-01", "cmd-docs-01", "cmd-wordcount-01", "codex-py-dev-01"]
+    assert restarts == [", ".join(f"restart {w}-poller.service" for w in pollers)]
+    # at once, each allowed its unit's TimeoutStopSec (its drain) and a minute more
+    [step] = [s for s in prog.steps if s.label == restarts[0]]
+    assert step.op == {
+        "op": "parallel",
+        "steps": [
+            {"op": "systemctl", "args": ["restart", f"{w}-poller.service"], "timeout": 150}
+            for w in pollers
+        ],
+    }
+    assert prog.timeout == 1800 + 150
 
 
 def test_an_orphan_is_stopped_before_and_removed_after_the_new_files() -> None:
@@ -222,6 +243,8 @@ def ops(prog: HostProgram) -> list[tuple[object, ...]]:
     for step in prog.steps:
         op = step.op
         match op["op"]:
+            case "parallel":
+                out.append(("parallel", *(("systemctl", *s["args"]) for s in op["steps"])))
             case "systemctl":
                 out.append(("systemctl", *op["args"]))
             case "file" | "dir":
@@ -412,7 +435,7 @@ def test_a_package_no_longer_wanted_is_removed_after_its_units_stop() -> None:
     )
     prog, _ = host_program(broker, observed)
     assert [s.op for s in prog.steps][:2] == [
-        {"op": "systemctl", "args": ["disable", "--now", "old-poller.service"]},
+        {"op": "systemctl", "args": ["disable", "--now", "old-poller.service"], "timeout": 21600},
         {"op": "remove_package", "package": "fleet-poller", "venv": "/opt/fleet/venv"},
     ]
     manifest = json.loads(_file_content(prog, "/var/lib/fleetctl/manifest.json"))
@@ -424,8 +447,12 @@ def test_teardown_stops_units_then_removes_everything_and_the_state_dir() -> Non
     alone = host_state(fleet_where(cc_go_dev_01=None, codex_py_dev_01=None, cmd_wordcount_01=None))
     host_plan = diff_host(HostState(alone.host), converged(alone), Selection(), live=True)
     assert [s.op for s in teardown(host_plan).steps] == [
-        {"op": "systemctl", "args": ["disable", "--now", "cmd-docs-01-poller.service"]},
         {"op": "systemctl", "args": ["disable", "--now", "fleet-tunnel.service"]},
+        {
+            "op": "systemctl",
+            "args": ["disable", "--now", "cmd-docs-01-poller.service"],
+            "timeout": 6 * 3600,  # its unit's TimeoutStopSec bounds it: not known here
+        },
         {"op": "remove_file", "path": DOCS_CREDS},
         {"op": "remove_file", "path": "/etc/fleet/tunnel/id_ed25519"},
         {"op": "remove_file", "path": "/etc/fleet/tunnel/known_hosts"},
@@ -640,3 +667,106 @@ def test_teardown_removes_the_repository_mirror_and_files_and_leaves_git() -> No
     assert {"op": "remove_file", "path": "/etc/fleet/workers/cc-go-dev-01/repos.json"} in steps
     assert {"op": "remove_empty_dir", "path": "/etc/fleet/repos"} in steps
     assert {"op": "remove_empty_dir", "path": "/etc/fleet/workers"} in steps
+
+
+# ---- the kept previous version, draining pollers, confirming, restoring --------------------
+
+
+def test_a_kept_program_starts_a_generation_naming_each_workers_part() -> None:
+    before = host_state(example_fleet())
+    after = host_state(fleet_where(cmd_docs_01={"task_timeout": 60}))
+    host_plan = diff_host(after, converged(before), Selection(), live=True)
+    prog = program(
+        host_plan, converged(before), revision="r2", applied_by="fleetctl apply", now=7,
+        keep=Keep("a1b2"),
+    )  # fmt: skip
+    assert prog.generation == "a1b2"
+    assert prog.steps[0] == Step(
+        "keep the previous version",
+        {
+            "op": "begin_previous",
+            "log": "/var/lib/fleetctl/previous.json",
+            "id": "a1b2",
+            "revision": "r2",
+            "applied_at": 7,
+            "applied_by": "fleetctl apply",
+            "owners": {
+                f"path {DOCS_UNIT}": "cmd-docs-01",
+                "unit cmd-docs-01-poller.service": "cmd-docs-01",
+            },
+        },
+    )
+    assert ops(prog)[1:] == [
+        JOURNAL_OP,
+        ("file", DOCS_UNIT, "0644", "root:root"),
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "restart", "cmd-docs-01-poller.service"),
+        MANIFEST_OP,
+        CLEAR_JOURNAL,
+    ]
+
+
+def test_with_a_confirm_timeout_the_host_arms_its_watchdog() -> None:
+    prog, _ = host_program(state(), ObservedHost())
+    host_plan = diff_host(state(), ObservedHost(), Selection(), live=True)
+    prog = program(
+        host_plan, ObservedHost(), revision="r", applied_by="t", now=1, cli_sha256=CLI_SHA256,
+        keep=Keep("g", confirm_timeout=120),
+    )  # fmt: skip
+    assert prog.steps[0].op["confirm"] == {
+        "timeout": 120,
+        "lock": "/var/lib/fleetctl/apply.lock",
+        "program": "/var/lib/fleetctl/watchdog.py",
+        "source": watchdog_program(),
+        "journal": "/var/lib/fleetctl/watchdog.log",
+    }
+    owners = prog.steps[0].op["owners"]
+    assert owners["user fleet-cc-go-dev-01"] == "cc-go-dev-01"
+    assert owners["path /var/lib/fleet/cc-go-dev-01"] == "cc-go-dev-01"
+    assert owners["path /etc/fleet/creds/cc-go-dev-01.creds"] == "cc-go-dev-01"
+    assert "path /etc/fleet/tunnel/id_ed25519" not in owners  # the host's, no worker's
+
+
+@pytest.mark.parametrize("seconds", [0.0, 300.0])
+def test_a_drain_limit_reaches_every_stopping_poller_and_nothing_else(seconds: float) -> None:
+    """`--no-drain` (0) and `--drain-timeout`: restarts and removals of pollers alike; the
+    tunnel and starting pollers have nothing to drain."""
+    before = host_state(example_fleet())
+    after = host_state(fleet_where(cmd_docs_01=None), creds=dict(CREDS, **{"cc-go-dev-01": b"r"}))
+    host_plan = diff_host(after, converged(before), Selection(), live=True)
+    prog = program(
+        host_plan, converged(before), revision="r", applied_by="t", now=1, drain=Drain(seconds)
+    )
+    drained = {"seconds": seconds}
+    assert labels(prog)[:2] == ["record pending restarts", "stop cmd-docs-01-poller.service"]
+    assert prog.steps[1].op == {
+        "op": "systemctl",
+        "args": ["disable", "--now", "cmd-docs-01-poller.service"],
+        "timeout": 6 * 3600,
+        "drain": drained,
+    }
+    restart = next(s.op for s in prog.steps if s.label == "restart cc-go-dev-01-poller.service")
+    assert restart == {
+        "op": "systemctl",
+        "args": ["restart", "cc-go-dev-01-poller.service"],
+        "timeout": 150,
+        "drain": drained,
+    }
+
+
+def test_confirming_and_restoring_are_one_step_each() -> None:
+    assert confirm_step("g7") == Step(
+        "confirm the new version",
+        {"op": "confirm_previous", "log": "/var/lib/fleetctl/previous.json", "id": "g7"},
+    )
+    assert restore_step() == Step(
+        "restore the previous version",
+        {"op": "restore_previous", "log": "/var/lib/fleetctl/previous.json", "id": None},
+    )
+    assert restore_step("g7", ["cc-b", "cc-a"], Drain(0)).op == {
+        "op": "restore_previous",
+        "log": "/var/lib/fleetctl/previous.json",
+        "id": "g7",
+        "workers": ["cc-a", "cc-b"],
+        "drain": {"seconds": 0},
+    }
