@@ -21,7 +21,9 @@ from fleetctl.config.model import (
     PullRequest,
     Repo,
     RepoCopy,
+    Rollout,
     Route,
+    Share,
     Worker,
 )
 from fleetctl.config.pydantic_errors import error_paths, problems_from
@@ -32,6 +34,7 @@ from fleetctl.config.schema import (
     PriceSpec,
     RepoCredentials,
     RepoSpec,
+    RolloutSettings,
     ServersFile,
     WorkerEntry,
 )
@@ -153,6 +156,16 @@ def _resolve(
             name: _repo(name, spec, f_map.value(("repos", name)), base)
             for name, spec in fleet.repos.items()
         },
+        rollout=_rollout(fleet.rollout),
+    )
+
+
+def _rollout(r: RolloutSettings) -> Rollout:
+    return Rollout(
+        batch=Share.of_value(r.batch) if r.batch is not None else None,
+        max_failed=Share.of_value(r.max_failed),
+        pause=r.pause or 0,
+        confirm_timeout=r.confirm_timeout,
     )
 
 

@@ -186,6 +186,40 @@ class CredsConfig:
 
 
 @dataclass(frozen=True)
+class Share:
+    """A number of hosts, or a share of them in percent (`rollout:`, `apply --batch`)."""
+
+    count: int | None = None
+    percent: int | None = None
+
+    @classmethod
+    def of_value(cls, value: int | str) -> Share:
+        """From a checked value (config/values.py): 2 or "25%"."""
+        if isinstance(value, str) and value.endswith("%"):
+            return cls(percent=int(value[:-1]))
+        return cls(count=int(value))
+
+    def hosts(self, total: int, *, at_least: int = 0) -> int:
+        """How many of `total` hosts: a share rounded up (at least `at_least`)."""
+        if self.percent is not None:
+            return max(at_least, -(-total * self.percent // 100))
+        return max(at_least, self.count or 0)
+
+    def __str__(self) -> str:
+        return f"{self.percent}%" if self.percent is not None else str(self.count)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """fleet.yaml `rollout:` (config/schema.py RolloutSettings), in seconds."""
+
+    batch: Share | None = None  # None: every worker host at once
+    max_failed: Share = field(default_factory=lambda: Share(count=0))
+    pause: int = 0
+    confirm_timeout: int = 120
+
+
+@dataclass(frozen=True)
 class Fleet:
     hosts: tuple[Host, ...]
     workers: tuple[Worker, ...]
@@ -196,6 +230,7 @@ class Fleet:
     routes: Mapping[str, Route] = field(default_factory=dict)
     status: StatusSettings = field(default_factory=StatusSettings)
     repos: Mapping[str, Repo] = field(default_factory=dict)
+    rollout: Rollout = field(default_factory=Rollout)
 
     @cached_property
     def _hosts_by_name(self) -> dict[str, Host]:

@@ -22,9 +22,11 @@ from fleetctl.config.values import (
     AbsPath,
     Address,
     ArgvItem,
+    BatchSize,
     Bytes,
     CliVersion,
     GitRemote,
+    HostCount,
     HostKey,
     HostName,
     LabelKey,
@@ -485,6 +487,29 @@ class StatusSettings(_Strict):
     )
 
 
+class RolloutSettings(_Strict):
+    """How `fleetctl apply` rolls changes out: the broker hosts first, on their own; then
+    the worker hosts in batches, each checked before the next starts."""
+
+    batch: BatchSize | None = Field(
+        None,
+        description="Worker hosts changed at once: a number (2) or a share of the hosts the "
+        "apply changes (25%). Unset: all at once. `apply --batch` overrides it.",
+    )
+    max_failed: HostCount = Field(
+        0,
+        description="How many worker hosts may fail their checks (each rolled back to its "
+        "previous version) before the rollout stops: a number or a share (10%).",
+    )
+    pause: Seconds | None = Field(None, description="Wait this long between two batches.")
+    confirm_timeout: Seconds = Field(
+        120,
+        description="A host that apply has not confirmed within this time after its changes "
+        "(the control machine died, the SSH link broke) restores its previous version by "
+        "itself.",
+    )
+
+
 class FleetFile(_Strict):
     """fleet.yaml: the workers, their defaults and the task bus."""
 
@@ -506,6 +531,7 @@ class FleetFile(_Strict):
         "subject token, like a worker id.",
     )
     status: StatusSettings = Field(default_factory=StatusSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     budget: BudgetSpec = Field(
         default_factory=BudgetSpec,
         description="The whole fleet's limits: daily_usd over every worker's spend together; "

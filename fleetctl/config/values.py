@@ -395,3 +395,47 @@ Bytes = Annotated[
     ),
 ]
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _share(least: int) -> Callable[[object], int | str]:
+    """A number of hosts (2, at least `least`) or a share of them ('25%', 1 to 100)."""
+
+    fix = 'write a number of hosts like 2, or a share of them like "25%"'
+
+    def parse(value: object) -> int | str:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise BadValue(f"{_written(value)} is not a number of hosts or a share", fix)
+        text = str(value).strip()
+        match = re.fullmatch(r"([0-9]{1,9})(%?)", text)
+        if match is None:
+            raise BadValue(f"{_written(value)} is not a number of hosts or a share", fix)
+        number, percent = int(match.group(1)), bool(match.group(2))
+        if percent and not 1 <= number <= 100:
+            raise BadValue(f"{_written(value)} is not a share from 1% to 100%", fix)
+        if not percent and number < least:
+            raise BadValue(f"{_written(value)} is less than {least}", fix)
+        return f"{number}%" if percent else number
+
+    return parse
+
+
+def _share_schema(least: int) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": least},
+                {"type": "string", "pattern": r"^[0-9]+%$"},
+            ],
+            "examples": [2, "25%"],
+        }
+    )
+
+
+# `rollout.batch`, `apply --batch`: at least one host; `rollout.max_failed`: none or more.
+BatchSize = Annotated[int | str, BeforeValidator(_share(1)), _share_schema(1)]
+HostCount = Annotated[int | str, BeforeValidator(_share(0)), _share_schema(0)]
+
+
+def parse_batch(value: object) -> int | str:
+    """`apply --batch N|P%`, checked as fleet.yaml's `rollout.batch` is."""
+    return _share(1)(value)
