@@ -323,6 +323,18 @@ def parse_duration(value: object) -> int:
     return _at_most(value, seconds, MAX_SECONDS, limit, "write a shorter duration")
 
 
+def written_duration(seconds: float) -> str:
+    """Seconds as fleet.yaml writes them: 1800 -> 30m, 5400 -> 1h30m, 45 -> 45s, 2.5 -> 2.5s."""
+    if seconds != int(seconds) or seconds < 1:
+        return f"{seconds:g}s"
+    left, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts)
+
+
 def _at_most(value: object, parsed: int, most: int, limit: str, fix: str) -> int:
     if parsed > most:
         raise BadValue(f"{_written(value)} is too {limit} nats-server takes", fix)

@@ -440,6 +440,7 @@ def observe(req: Dict[str, Any]) -> Dict[str, Any]:
     state_dir = req["state_dir"]
     manifest = _read_json(os.path.join(state_dir, "manifest.json"))
     journal = _read_json(os.path.join(state_dir, "journal.json"))
+    previous = _read_json(os.path.join(state_dir, "previous.json"))  # hostside/previous.py
     owned = (manifest or {}).get("resources") or {}
     asked = {field: set(req.get(field) or ()) for field in STATS}
     by_kind = {kind: asked[field] for field, (kind, _) in STATS.items()}
@@ -463,6 +464,7 @@ def observe(req: Dict[str, Any]) -> Dict[str, Any]:
             "python": _python_facts(),
             "manifest": manifest,
             "journal": journal,
+            "previous": previous,
             "env_files": {
                 p: (_sha256(p) if os.path.isfile(p) else None) for p in req.get("env_files") or ()
             },

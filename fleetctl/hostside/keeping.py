@@ -96,7 +96,7 @@ def keep_dir(path: str) -> None:
         if os.path.isdir(path):
             _record(dict({"path": path, "was": "meta"}, **_meta(path)))
         else:
-            _record({"path": path, "was": "absent"})
+            _record({"path": path, "was": "absent", "dir": True})
 
 
 def remove_tree(path: str) -> None:

@@ -17,13 +17,13 @@ from fleetctl.reconcile import agent_client, facts, remembered
 from fleetctl.reconcile.departed import DepartedHost, as_last_applied, as_observed, departed
 from fleetctl.reconcile.desired.state import HostState
 from fleetctl.reconcile.facts import ObservedHost
+from fleetctl.reconcile.hostapply import HostResult, Reporter, run_program
 from fleetctl.reconcile.plan.hosts import diff_host
 from fleetctl.reconcile.plan.selection import Selection
 from fleetctl.reconcile.plan.types import HostPlan
 from fleetctl.reconcile.program import teardown
 from fleetctl.reconcile.remembered import RememberedHost
 from fleetctl.reconcile.resources.kinds import HOST_KINDS
-from fleetctl.reconcile.rollout import HostResult, Reporter, run_program
 from fleetctl.reconcile.sessions import Options, Session, connect, for_each_host, take_lock
 from fleetctl.transport.base import TransportError
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from fleetctl import layout
 from fleetctl.reconcile.desired.state import HostState
+from fleetctl.reconcile.kept import Kept, parse_kept
 from fleetctl.reconcile.resources.base import HostKind
 from fleetctl.reconcile.resources.files import FileSpec
 from fleetctl.reconcile.resources.kinds import HOST_KINDS
@@ -42,6 +43,8 @@ class ObservedHost:
     # bytes where the first of them is (None: not asked, or none there).
     usage: Mapping[str, int | None] = field(default_factory=dict)
     free_bytes: int | None = None
+    # The previous versions the host keeps (rollback), and its own last rollback.
+    kept: Kept = field(default_factory=Kept)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ def parse(facts: Mapping[str, Any]) -> ObservedHost:
         dead_units=UnitSpec.read_dead(facts),
         node=facts.get("node") if isinstance(facts.get("node"), str) else None,
         **_usage(facts.get("usage")),
+        kept=parse_kept(facts.get("previous")),
     )
 
 

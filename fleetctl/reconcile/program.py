@@ -242,10 +242,12 @@ def _at_once(steps: list[Step]) -> list[Step]:
 
 def teardown(plan: HostPlan) -> HostProgram:
     """Remove everything a host's plan deletes, and then fleetctl's state there (the
-    manifest, the journal, the lock file, the staging area): `fleetctl decommission`. Units
-    are stopped and disabled first, so no process holds a user or file being removed."""
+    manifest, the journal, the lock file, the staging area): `fleetctl decommission`. The
+    previous versions the host kept go first (they live beside what they replaced), then the
+    units are stopped and disabled, so no process holds a user or file being removed."""
     deletes = [c for c in plan.changes if c.action == "delete"]
-    steps = _stops(deletes)
+    forget = Step("forget the previous versions", {"op": "purge_previous", "log": PREVIOUS_LOG})
+    steps = [forget, *_stops(deletes)]
     steps += _removals(deletes)
     steps += [
         Step(f"remove {d} if empty", {"op": "remove_empty_dir", "path": d})

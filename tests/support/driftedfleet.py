@@ -31,8 +31,12 @@ NATS_UNIT_FILE = layout.unit_path(layout.NATS_UNIT)
 KNOWN_HOSTS = "/etc/fleet/tunnel/known_hosts"
 TUNNEL = layout.TUNNEL_UNIT
 # What each host's program does, as the stand-in agent saw it (fakehosts._said).
+KEEP = "begin_previous"  # every program keeps the previous version first
+CONFIRM = ("apply", "confirm_previous")  # and is confirmed once its host passed its checks
+RESTORE = ("apply", "restore_previous")  # or rolled back
 BROKER_PROGRAM = (
     "apply",
+    KEEP,
     f"file {JOURNAL}",
     f"file {NATS_UNIT_FILE}",
     "systemctl daemon-reload",
@@ -42,6 +46,7 @@ BROKER_PROGRAM = (
 )
 NODE_PROGRAM = (
     "apply",
+    KEEP,
     f"file {JOURNAL}",
     f"file {KNOWN_HOSTS}",
     f"systemctl restart {TUNNEL}",

@@ -66,9 +66,14 @@ def agent_request(program: bytes) -> dict[str, Any]:
 class FakeHost(Transport):
     """One host. `facts` is the agent's answer to `observe`; `active` the state
     `systemctl is-active` reports per unit (default: active); `logs` each unit's journal;
-    `fail_step` the index of the apply step the agent fails (with `fail_error`);
+    `fail_step` the index of the apply step the agent fails (with `fail_error`) in a
+    program of several steps (not in a one-step confirmation or restore);
     `unreachable` makes every operation raise as a lost connection does; `bus_port` is where
-    a forward to the bus leads (a real nats-server in integration tests)."""
+    a forward to the bus leads (a real nats-server in integration tests). `fail_ops` fails
+    any step of that op with that error (the confirmation, the restore); `said` is what a
+    step of that op reports (a restore: `{"restored": ..., "started": [...]}`, by default
+    the generation asked for and no unit); `lost_after`
+    makes the connection drop once that many agent programs have run."""
 
     name: str
     log: Log
@@ -82,6 +87,9 @@ class FakeHost(Transport):
     bus_port: int | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)  # the agent's, in order
     closed: bool = False
+    fail_ops: Mapping[str, str] = field(default_factory=dict)
+    said: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    lost_after: int | None = None
 
     def _check(self) -> None:
         if self.unreachable:
@@ -115,14 +123,27 @@ class FakeHost(Transport):
             return Completed(0, json.dumps(dict(self.facts)).encode(), b"")
         assert op == "apply", op
         self.log.add(self.name, "apply", *(_said(s) for s in request["steps"]))
+        programs = sum(r["op"] == "apply" for r in self.requests)
+        if self.lost_after is not None and programs > self.lost_after:
+            self.unreachable = True
+            raise TransportError(self.name, "connection lost")
         out = []
-        for i, _ in enumerate(request["steps"]):
-            ok = i != self.fail_step
-            event = {"i": i, "ok": ok} if ok else {"i": i, "ok": False, "error": self.fail_error}
+        is_program = len(request["steps"]) > 1  # not a one-step confirmation or restore
+        for i, step in enumerate(request["steps"]):
+            error = self.fail_ops.get(step["op"])
+            if error is None and is_program and i == self.fail_step:
+                error = self.fail_error
+            event: dict[str, Any] = {"i": i, "ok": True} if error is None else {}
+            if error is not None:
+                event = {"i": i, "ok": False, "error": error}
+            elif step["op"] in self.said:
+                event["said"] = dict(self.said[step["op"]])
+            elif step["op"] == "restore_previous":  # by default, the version asked for
+                event["said"] = {"restored": step.get("id") or "kept", "started": []}
             out.append(json.dumps(event))
             if on_line is not None:
                 on_line(out[-1].encode())
-            if not ok:
+            if error is not None:
                 return Completed(1, _lines(out), b"")
         return Completed(0, _lines(out), b"")
 

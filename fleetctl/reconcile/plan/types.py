@@ -61,6 +61,20 @@ class BusPlan:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """The order apply changes hosts in (fleetctl/reconcile/plan/schedule.py): the bus's
+    hosts first, on their own; then the worker hosts that have changes, batch by batch; the
+    rollout stops once more than `max_failed` of them failed. `batch` is the batch size as
+    asked (`2`, `25%`; None: all at once)."""
+
+    first: tuple[str, ...]
+    batches: tuple[tuple[str, ...], ...]
+    batch: str | None = None
+    max_failed: int = 0
+    pause: int = 0
+
+
+@dataclass(frozen=True)
 class Summary:
     add: int
     change: int
@@ -79,6 +93,7 @@ class Plan:
     warnings: tuple[str, ...] = ()
     bus: BusPlan | None = None  # None: the selection leaves the bus out
     departed: tuple[DepartedHost, ...] = ()  # hosts that left servers.yaml (fleetctl/departed)
+    schedule: Schedule | None = None  # how apply rolls it out (None: not worked out)
 
     @property
     def pending(self) -> bool:

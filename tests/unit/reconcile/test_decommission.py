@@ -63,6 +63,7 @@ FACTS: dict[str, Any] = {
 }
 TEARDOWN = (
     "apply",
+    "purge_previous",  # the versions it kept live beside what they replaced: they go first
     "systemctl disable --now old-a-poller.service",
     f"remove_file {CREDS}",
     f"remove_file {UNIT_FILE}",
@@ -202,7 +203,7 @@ def test_the_teardown_removes_all_it_owns_then_the_state_dir(
 def test_a_failed_teardown_step_is_the_result_with_its_label(
     fleet: Fleet, hosts: dict[str, FakeHost]
 ) -> None:
-    hosts[GONE.name].fail_step = 5
+    hosts[GONE.name].fail_step = 6
     hosts[GONE.name].fail_error = "userdel exited 8: user fleet-old-a is currently used"
     session = decommission.reach(fleet, GONE, Options(), lock=False)
     result = decommission.run(session, decommission.teardown_plan(GONE, session), Reporter())

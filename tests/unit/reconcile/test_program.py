@@ -447,6 +447,7 @@ def test_teardown_stops_units_then_removes_everything_and_the_state_dir() -> Non
     alone = host_state(fleet_where(cc_go_dev_01=None, codex_py_dev_01=None, cmd_wordcount_01=None))
     host_plan = diff_host(HostState(alone.host), converged(alone), Selection(), live=True)
     assert [s.op for s in teardown(host_plan).steps] == [
+        {"op": "purge_previous", "log": "/var/lib/fleetctl/previous.json"},
         {"op": "systemctl", "args": ["disable", "--now", "fleet-tunnel.service"]},
         {
             "op": "systemctl",
@@ -479,7 +480,7 @@ def test_teardown_of_a_broker_removes_the_nats_server_binary() -> None:
         "package": "nats-server",
         "binary": "/usr/local/bin/nats-server",
     }
-    assert steps[0] == {"op": "systemctl", "args": ["disable", "--now", "nats-server.service"]}
+    assert steps[1] == {"op": "systemctl", "args": ["disable", "--now", "nats-server.service"]}
     assert remove in steps
     assert steps.index(remove) < steps.index({"op": "remove_user", "name": "nats"})
     assert {"op": "remove_empty_dir", "path": "/etc/nats"} in steps
