@@ -17,12 +17,16 @@ from fleetctl.cli.options import (
     worker_option,
     yes_option,
 )
+from fleetctl.cli.params import duration
 from fleetctl.cli.selection import select
-from fleetctl.config.model import Fleet
+from fleetctl.config.errors import BadValue
+from fleetctl.config.model import Fleet, Share
+from fleetctl.config.values import parse_batch
 from fleetctl.identity.credentials import enabled_ids
 from fleetctl.reconcile import apply as use_case
+from fleetctl.reconcile.program import Drain
 from fleetctl.reconcile.sessions import Options
-from fleetctl.ui.apply_view import ProgressReporter, results_table
+from fleetctl.ui.apply_view import ProgressReporter, failure_summary, results_table
 from fleetctl.ui.plan_view import print_plan
 from fleetctl.ui.terminal import err, out
 
@@ -50,6 +54,23 @@ from fleetctl.ui.terminal import err, out
     metavar="SECONDS",
     help="How long a started unit must stay up (then its poller must answer a ping).",
 )
+@click.option(
+    "--batch",
+    metavar="N|P%",
+    help="Worker hosts changed at once (a number, or a share of those with changes); "
+    "overrides fleet.yaml's rollout.batch.",
+)
+@click.option(
+    "--drain-timeout",
+    metavar="DURATION",
+    help="Hand a stopping poller's tasks back after this long (30s, 5m) instead of "
+    "letting them finish for the worker's drain_timeout.",
+)
+@click.option(
+    "--no-drain",
+    is_flag=True,
+    help="Restart pollers at once: their running tasks go back to the queue for another run.",
+)
 @ssh_config_option
 @known_hosts_option
 @pass_app
@@ -63,12 +84,22 @@ def apply(
     parallel: int,
     lock_wait: float,
     settle: float,
+    batch: str | None,
+    drain_timeout: str | None,
+    no_drain: bool,
     ssh_config: Path | None,
     known_hosts: tuple[str, ...],
 ) -> None:
-    """Show the plan, ask, then change the hosts. A second apply changes nothing."""
+    """Show the plan, ask, then change the hosts. A second apply changes nothing.
+
+    The broker hosts go first, then the worker hosts in batches (fleet.yaml `rollout:`);
+    each host is checked, then confirmed, or rolled back to its previous version."""
     if everything == bool(workers):
         fail("say what to apply", "use --all, or --worker ID (repeatable)")
+    if no_drain and drain_timeout is not None:
+        fail("--no-drain and --drain-timeout contradict each other", "use one of them")
+    drain = Drain(0.0 if no_drain else duration(drain_timeout, "--drain-timeout"))
+    size = _batch(batch)
     fleet = app.fleet()
     selection = select(fleet, workers, ())
     if not yes and not sys.stdin.isatty():
@@ -85,7 +116,10 @@ def apply(
         settle=settle,
     )
     try:
-        pending = use_case.plan(fleet, selection, options, workers=workers, everything=everything)
+        how = use_case.settings(fleet, options, drain)
+        pending = use_case.plan(
+            fleet, selection, options, workers=workers, everything=everything, batch=size
+        )
     except use_case.Refused as refused:
         fail(refused.what, refused.fix)
     try:
@@ -97,19 +131,23 @@ def apply(
             err().print("Nothing applied.")
             sys.exit(1)
         with ProgressReporter(err(), [h.name for h in pending.view.plan.hosts]) as reporter:
-            results = use_case.apply(pending.view, reporter)
+            results = use_case.apply(pending.view, reporter, how=how)
     finally:
         pending.close()
     err().print(results_table(results))
-    failed = [r for r in results if not r.ok]
-    if failed:
-        err().print(
-            f"{len(failed)} host(s) failed. Fix the cause and run apply again: "
-            "it finishes what is left.",
-            markup=False,
-        )
+    if any(not r.ok for r in results):
+        err().print(failure_summary(results), markup=False)
         sys.exit(1)
     out().print("Apply complete.")
+
+
+def _batch(value: str | None) -> Share | None:
+    if value is None:
+        return None
+    try:
+        return Share.of_value(parse_batch(value))
+    except BadValue as e:
+        fail(f"--batch {e.what}", e.fix)
 
 
 def _report_issued(fleet: Fleet, done: use_case.Issued) -> None:

@@ -27,6 +27,7 @@ from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.reconcile.inputs import Inputs, gather
 from fleetctl.reconcile.observation import live_plan
 from fleetctl.reconcile.plan.fleet import make_plan
+from fleetctl.reconcile.plan.schedule import scheduled
 from fleetctl.reconcile.plan.selection import Selection
 from fleetctl.reconcile.plan.to_json import plan_to_json
 from fleetctl.reconcile.plan.types import Plan
@@ -87,7 +88,7 @@ def plan(
     )
     if _whole(selection):
         result = dataclasses.replace(result, departed=offline(fleet, remembered.load(fleet)))
-    _show(result, show_diff, as_json)
+    _show(scheduled(result, fleet.rollout), show_diff, as_json)
     if detailed and result.pending:
         sys.exit(2)
 
@@ -122,7 +123,7 @@ def _live(
         from fleetctl.reconcile import decommission
 
         result = dataclasses.replace(result, departed=decommission.live(fleet, options))
-    _show(result, show_diff, as_json)
+    _show(scheduled(result, fleet.rollout), show_diff, as_json)
     if view.errors or (result.bus and result.bus.error):
         sys.exit(1)  # a partial view is not "no changes", whatever the flags
     if detailed and result.pending:

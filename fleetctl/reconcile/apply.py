@@ -16,15 +16,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from fleetctl.config.model import Fleet
+from fleetctl.config.model import Fleet, Share
 from fleetctl.identity import credentials, tunnelkeys
 from fleetctl.reconcile import departed, remembered, rollout
+from fleetctl.reconcile.hostapply import PING_WAIT, HostResult, Reporter, Settings
 from fleetctl.reconcile.inputs import gather, tunnel_hosts
 from fleetctl.reconcile.observation import LiveView, live_plan
+from fleetctl.reconcile.plan.schedule import scheduled
 from fleetctl.reconcile.plan.selection import Selection
-from fleetctl.reconcile.plan.types import Plan
-from fleetctl.reconcile.program import owned_after
-from fleetctl.reconcile.rollout import HostResult, Reporter
+from fleetctl.reconcile.plan.types import HostPlan, Plan
+from fleetctl.reconcile.program import Drain, owned_after
 from fleetctl.reconcile.sessions import Options, presented_key
 
 
@@ -55,9 +56,11 @@ class Pending:
 
     @property
     def converged(self) -> bool:
-        """Nothing to do: every host reached is as applied, and the bus was seen."""
+        """Nothing to do: every host reached is as applied (and confirmed), and the bus was
+        seen."""
         unseen = bool(self.view.plan.bus and self.view.plan.bus.error)  # applied once it answers
-        return self.view.plan.summary.empty and not unseen
+        left = any(s.observed.kept.unconfirmed for s in self.view.sessions.values())
+        return self.view.plan.summary.empty and not unseen and not left
 
     def close(self) -> None:
         self.view.close()
@@ -81,8 +84,10 @@ def plan(
     *,
     workers: Sequence[str] = (),
     everything: bool = False,
+    batch: Share | None = None,
 ) -> Pending:
-    """Gather, connect, lock and observe every planned host; the plan to show and apply.
+    """Gather, connect, lock and observe every planned host; the plan to show and apply,
+    with its schedule (`batch`: `apply --batch`, else fleet.yaml's `rollout.batch`).
 
     Refuses up front to start a worker without credentials. The only write here: tunnel keys
     that do not exist yet are generated (the plan needs their public halves)."""
@@ -103,7 +108,43 @@ def plan(
     except BaseException:
         view.close()
         raise
+    view.plan = scheduled(_with_unconfirmed(view), fleet.rollout, batch)
     return Pending(view, dataclasses.replace(view.plan, departed=gone))
+
+
+UNCONFIRMED = (
+    "an earlier apply left its version unconfirmed: this apply confirms it, or the host "
+    "rolls back to the version before by itself"
+)
+
+
+def _with_unconfirmed(view: LiveView) -> Plan:
+    """The plan with a note on each host an earlier apply (that died) left unconfirmed."""
+
+    def noted(host: HostPlan) -> HostPlan:
+        session = view.sessions.get(host.name)
+        if session is None or session.observed.kept.unconfirmed is None:
+            return host
+        return dataclasses.replace(host, notes=(*host.notes, UNCONFIRMED))
+
+    return dataclasses.replace(view.plan, hosts=tuple(noted(h) for h in view.plan.hosts))
+
+
+def settings(fleet: Fleet, options: Options, drain: Drain) -> Settings:
+    """How this apply changes each host; refused when the hosts could roll back by
+    themselves before apply has checked them."""
+    timeout = fleet.rollout.confirm_timeout
+    needed = options.settle + PING_WAIT + CONFIRM_MARGIN
+    if timeout <= needed:
+        raise Refused(
+            f"rollout.confirm_timeout ({timeout} s) is too short for --settle "
+            f"{options.settle:g}: a host would roll back before apply confirmed it",
+            f"set rollout.confirm_timeout above {needed:g} s, or a shorter --settle",
+        )
+    return Settings(confirm_timeout=float(timeout), drain=drain)
+
+
+CONFIRM_MARGIN = 30  # seconds for the confirmation's own round trip, on a slow link
 
 
 def remember_converged(pending: Pending) -> None:
@@ -116,6 +157,7 @@ def apply(
     view: LiveView,
     reporter: Reporter | None = None,
     on_applied: Callable[[HostResult], None] | None = None,
+    how: Settings | None = None,
 ) -> list[HostResult]:
     """Run the rollout; each host that succeeds is remembered as it finishes."""
     record = Recorder(view)
@@ -126,7 +168,7 @@ def apply(
             on_applied(result)
 
     try:
-        return rollout.apply(view, reporter, on_applied=applied)
+        return rollout.apply(view, reporter, on_applied=applied, settings=how)
     finally:
         record.flush()
 

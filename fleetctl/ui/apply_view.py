@@ -49,17 +49,44 @@ class ProgressReporter(Reporter):
             if task is not None:
                 self._progress.update(task, description=label, completed=done, total=total or None)
 
+    def note(self, host: str, text: str) -> None:
+        """A line of its own: what a restart waits for, a batch, a rollback."""
+        with self._lock:
+            self._console.print(f"{host}: {text}", markup=False, highlight=False)
+
     def finished(self, result: HostResult) -> None:
         with self._lock:
             task = self._tasks.get(result.name)
             if task is not None:
-                text = "done" if result.ok else f"[red]failed at {result.failed_step}[/]"
+                text = "done" if result.ok else f"[red]{_state(result)}[/]"
                 self._progress.update(
                     task, description=text, completed=result.steps, total=result.steps or 1
                 )
             if not self._console.is_terminal:
                 state = "ok" if result.ok else f"FAILED at {result.failed_step}: {result.error}"
+                if result.skipped:
+                    state = f"NOT STARTED: {result.error}"
                 self._console.print(f"{result.name}: {state}", markup=False, highlight=False)
+
+
+def _state(result: HostResult) -> str:
+    if result.skipped:
+        return "not started"
+    back = ", rolled back" if result.rolled_back else ""
+    return f"failed at {result.failed_step}{back}"
+
+
+def failure_summary(results: Sequence[HostResult]) -> str:
+    """What went wrong, in one line, and what to do about it."""
+    failed = [r for r in results if not r.ok and not r.skipped]
+    back = [r for r in failed if r.rolled_back]
+    skipped = [r for r in results if r.skipped]
+    parts = [f"{len(failed)} host(s) failed"]
+    if back:
+        parts.append(f"{len(back)} of them rolled back to their previous version")
+    if skipped:
+        parts.append(f"{len(skipped)} not started (the rollout stopped)")
+    return "; ".join(parts) + ". Fix the cause and run apply again: it finishes what is left."
 
 
 def results_table(results: Sequence[HostResult], title: str = "Apply") -> Table:
@@ -71,6 +98,12 @@ def results_table(results: Sequence[HostResult], title: str = "Apply") -> Table:
     table.add_column("error")
     for r in results:
         status = "[green]ok[/]" if r.ok else "[red]failed[/]"
+        if r.rolled_back:
+            status = "[red]failed, rolled back[/]"
+        if r.skipped:
+            status = "[yellow]not started[/]"
         error = "" if r.ok else f"{r.failed_step}: {r.error}"
+        if r.skipped:
+            error = str(r.error)
         table.add_row(r.name, status, str(r.steps), f"{r.seconds:.1f}s", error)
     return table

@@ -7,8 +7,9 @@ import difflib
 from rich.console import Console
 from rich.text import Text
 
+from fleetctl.config.values import written_duration
 from fleetctl.reconcile.departed import DepartedHost, what_is_there
-from fleetctl.reconcile.plan.types import BusPlan, Change, HostPlan, Plan
+from fleetctl.reconcile.plan.types import BusPlan, Change, HostPlan, Plan, Schedule
 
 _STYLE = {"create": "green", "update": "yellow", "delete": "red"}
 
@@ -53,8 +54,30 @@ def print_plan(console: Console, plan: Plan, *, show_diff: bool = False) -> None
     for gone in plan.departed:
         console.print()
         console.print(_departed_block(gone))
+    rollout = _schedule_block(plan.schedule)
+    if rollout is not None:
+        console.print()
+        console.print(rollout)
     console.print()
     console.print(Text(summary_line(plan), style="bold"))
+
+
+def _schedule_block(schedule: Schedule | None) -> Text | None:
+    """The rollout's order, when fleet.yaml or `--batch` asks for batches: the bus's hosts
+    first, then each batch of worker hosts."""
+    if schedule is None or schedule.batch is None or not schedule.batches:
+        return None
+    hosts = sum(len(b) for b in schedule.batches)
+    count = len(schedule.batches)
+    head = f"Rollout: {hosts} worker host(s) in {count} batch(es) of {schedule.batch}"
+    if schedule.first:
+        head = f"Rollout: {', '.join(schedule.first)} first; then {head.removeprefix('Rollout: ')}"
+    rules = f"; stops once more than {schedule.max_failed} fail"
+    pause = f", {written_duration(schedule.pause)} apart" if schedule.pause else ""
+    text = Text(f"{head}{pause}{rules}:", style="bold")
+    for i, batch in enumerate(schedule.batches, 1):
+        text.append(f"\n  batch {i}: {', '.join(batch)}", style="")
+    return text
 
 
 def _host_block(host: HostPlan, bus: BusPlan | None, show_diff: bool) -> Text:

@@ -48,6 +48,15 @@ def plan_to_json(plan: Plan, *, with_content: bool = False) -> dict[str, Any]:
             }
             for d in plan.departed
         ],
+        "rollout": None
+        if plan.schedule is None
+        else {
+            "first": list(plan.schedule.first),
+            "batches": [list(b) for b in plan.schedule.batches],
+            "batch": plan.schedule.batch,
+            "max_failed": plan.schedule.max_failed,
+            "pause": plan.schedule.pause,
+        },
         "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
     }
 
