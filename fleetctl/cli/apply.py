@@ -11,8 +11,11 @@ import click
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import (
     diff_option,
+    drain_timeout_option,
     known_hosts_option,
+    no_drain_option,
     parallel_option,
+    settle_option,
     ssh_config_option,
     worker_option,
     yes_option,
@@ -46,31 +49,15 @@ from fleetctl.ui.terminal import err, out
     metavar="SECONDS",
     help="Wait this long for another apply's host lock.",
 )
-@click.option(
-    "--settle",
-    type=click.FloatRange(0, 600),
-    default=2.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long a started unit must stay up (then its poller must answer a ping).",
-)
+@settle_option
 @click.option(
     "--batch",
     metavar="N|P%",
     help="Worker hosts changed at once (a number, or a share of those with changes); "
     "overrides fleet.yaml's rollout.batch.",
 )
-@click.option(
-    "--drain-timeout",
-    metavar="DURATION",
-    help="Hand a stopping poller's tasks back after this long (30s, 5m) instead of "
-    "letting them finish for the worker's drain_timeout.",
-)
-@click.option(
-    "--no-drain",
-    is_flag=True,
-    help="Restart pollers at once: their running tasks go back to the queue for another run.",
-)
+@drain_timeout_option
+@no_drain_option
 @ssh_config_option
 @known_hosts_option
 @pass_app

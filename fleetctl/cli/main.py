@@ -23,6 +23,7 @@ COMMANDS = {
     "validate": "fleetctl.cli.validate",
     "plan": "fleetctl.cli.plan",
     "apply": "fleetctl.cli.apply",
+    "rollback": "fleetctl.cli.rollback",
     "decommission": "fleetctl.cli.decommission",
     "render": "fleetctl.cli.render",
     "schema": "fleetctl.cli.schema",

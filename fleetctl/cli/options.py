@@ -51,6 +51,26 @@ parallel_option = click.option(
     show_default=True,
     help="Hosts worked on at once.",
 )
+settle_option = click.option(
+    "--settle",
+    type=click.FloatRange(0, 600),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a started unit must stay up (then its poller must answer a ping from a "
+    "process up that long).",
+)
+drain_timeout_option = click.option(
+    "--drain-timeout",
+    metavar="DURATION",
+    help="Hand a stopping poller's tasks back after this long (30s, 5m) instead of "
+    "letting them finish for the worker's drain_timeout.",
+)
+no_drain_option = click.option(
+    "--no-drain",
+    is_flag=True,
+    help="Restart pollers at once: their running tasks go back to the queue for another run.",
+)
 yes_option = click.option(
     "--yes", "-y", is_flag=True, help="Do not ask before changing hosts (for scripts and CI)."
 )

@@ -144,7 +144,7 @@ def settings(fleet: Fleet, options: Options, drain: Drain) -> Settings:
     return Settings(confirm_timeout=float(timeout), drain=drain)
 
 
-CONFIRM_MARGIN = 30  # seconds for the confirmation's own round trip, on a slow link
+CONFIRM_MARGIN = 5  # seconds for the confirmation's own round trip
 
 
 def remember_converged(pending: Pending) -> None:

@@ -322,24 +322,35 @@ def _confirm_left_over(session: Session, report: Reporter) -> None:
         _confirm(session, pending.generation, report, 0)
 
 
-def roll_back(
-    run: Apply,
-    session: Session,
-    result: HostResult,
-    generation: str | None = None,
-    workers: list[str] | None = None,
-) -> None:
-    """Restore the host's previous version (`generation`'s, when given; only `workers`'
-    part when given), then check that the units it restarted stay up. The result says how
-    that went; a host that cannot be reached restores itself once its confirm timeout ends."""
+def restore(
+    run: Apply, session: Session, generation: str | None, workers: list[str] | None = None
+) -> dict[str, Any]:
+    """Put the host's previous version back (`generation`'s, when given; only `workers'`
+    part, when given) and check it: the units it restarted stay up, and the pollers among
+    them answer their ping from a process that stayed up. What the host said it restored."""
     name = session.host.name
     run.report.step(name, ROLLBACK_STEP, 0, 0)
     step = restore_step(generation, workers, run.settings.drain)
+    said = run_program(session, HostProgram((step,)), run.report)
+    restored = said[0] if said else {}
+    started = [str(u) for u in restored.get("started") or ()]
+    _check_started(session, started, run.view.options.settle, run.report)
+    pollers = [
+        u.removesuffix(layout.POLLER_UNIT_SUFFIX) for u in started if layout.is_poller_unit(u)
+    ]
+    failing = run.workers.settled(pollers, None, run.view.options.settle, PING_WAIT)
+    if failing:
+        lines = [f"{w}: {why}" for w, why in sorted(failing.items())]
+        raise StepFailed(name, PING_STEP, "\n".join(lines))
+    return restored
+
+
+def roll_back(run: Apply, session: Session, result: HostResult, generation: str | None) -> None:
+    """After a failure: back to the previous version, and `result` says how that went. A
+    host that cannot be reached restores itself once its confirm timeout has passed."""
+    name = session.host.name
     try:
-        said = run_program(session, HostProgram((step,)), run.report)
-        restored = said[0] if said else {}
-        started = [str(u) for u in restored.get("started") or ()]
-        _check_started(session, started, run.view.options.settle, run.report)
+        restored = restore(run, session, generation)
     except TransportError as e:
         why = str(e).removeprefix(f"{name}: ")
         timeout = run.settings.confirm_timeout
@@ -356,8 +367,7 @@ def roll_back(
         return
     result.rolled_back = True
     run.report.note(name, "rolled back to its previous version")
-    if result.error is not None:
-        result.error = f"{result.error}\nrolled back to its previous version"
+    result.error = f"{result.error}\nrolled back to its previous version"
 
 
 def _upload(

@@ -58,12 +58,12 @@ def test_a_rollout_option_that_makes_no_sense_is_refused(
 
 def test_a_confirm_timeout_shorter_than_the_checks_is_refused(fleet_dir: Path) -> None:
     fleet = fleet_dir / "fleet.yaml"
-    fleet.write_text(fleet.read_text() + "\nrollout: {confirm_timeout: 40s}\n")
+    fleet.write_text(fleet.read_text() + "\nrollout: {confirm_timeout: 30s}\n")
     code, output = run("apply", "--all", "--yes", "--settle", "5")
     assert code == 1
     assert (
-        "error: rollout.confirm_timeout (40 s) is too short for --settle 5: a host would roll "
-        "back before apply confirmed it (set rollout.confirm_timeout above 55 s, or a shorter "
+        "error: rollout.confirm_timeout (30 s) is too short for --settle 5: a host would roll "
+        "back before apply confirmed it (set rollout.confirm_timeout above 30 s, or a shorter "
         "--settle)"
     ) in output
 

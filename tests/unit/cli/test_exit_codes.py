@@ -67,6 +67,11 @@ ROWS: dict[tuple[str, ...], Row] = {
         error=("apply", "--all"),
         ok_elsewhere=E2E + "test_first_apply_brings_up_the_broker_tunnels_and_every_poller",
     ),
+    ("rollback",): Row(
+        error=("rollback", "--worker", "no-such-worker"),
+        ok_elsewhere="tests/e2e/test_rollout.py::"
+        "test_rollback_shows_its_plan_then_takes_the_host_back",
+    ),
     ("decommission",): Row(
         # A host fleetctl does not remember: nothing to do. One still in servers.yaml: refused.
         ok=("decommission", "no-such-host"),
