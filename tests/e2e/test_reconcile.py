@@ -354,7 +354,7 @@ def test_narrowing_the_plan_to_a_worker_host_invents_no_change(fleet_env: FleetE
         assert code == 0, text
 
 
-def test_a_unit_that_cannot_start_fails_the_apply_and_the_plan_says_why(
+def test_a_unit_that_cannot_start_fails_the_apply_which_says_why_and_rolls_back(
     fleet_env: FleetEnv,
 ) -> None:
     # An operator's env file that points the poller at creds it cannot read: the unit
@@ -380,9 +380,12 @@ def test_a_unit_that_cannot_start_fails_the_apply_and_the_plan_says_why(
     assert f"{NODES[0]}: FAILED at check the started units stay up" in text
     assert "cmd-x-poller.service is" in text and "NATS_CREDS" in text, text
     assert "Apply complete" not in text
+    assert "rolled back to its previous version" in text
+    # The host went back to what it had: the worker is still to be created.
+    assert not fleet_env.exists(NODES[0], "/etc/systemd/system/cmd-x-poller.service")
     code, text = plan_lines(fleet_env, "--detailed-exitcode")
     assert code == 2, text
-    assert "~ unit cmd-x-poller.service" in text and "start (failed: " in text, text
+    assert "+ unit cmd-x-poller.service" in text, text
     fleet_env.sh(NODES[0], f"rm -f {env_file}")
     fleet_env.delete_worker("cmd-x")
     done = fleet_env.fleetctl("apply", "--all", "--yes")
