@@ -249,7 +249,7 @@ def _drain_limit(view: LiveView, worker: str) -> float | None:
     """How long the worker's poller lets its tasks finish when stopped: its drain_timeout
     (None: a worker no longer in fleet.yaml, whose old unit says)."""
     found = view.fleet.worker(worker)
-    return float(found.task_timeout) if found is not None else None
+    return float(found.drain_timeout) if found is not None else None
 
 
 def _check_started(session: Session, units: list[str], settle: float, report: Reporter) -> None:

@@ -61,7 +61,7 @@ def add_worker(ctx: Context, worker: Worker, tunnel_unit: str | None, parts: Par
             path,
             worker=worker.id,
             restart_on=tuple(restart_on),
-            stop_timeout=POLLER_STOP_TIMEOUT,
+            stop_timeout=poller_stop_timeout(worker),
         )
     )
     creds = ctx.inputs.creds.get(worker.id)

@@ -1,5 +1,5 @@
 """fleet.yaml `rollout:`: loaded into the fleet in seconds and shares, its defaults, and how a
-share of hosts is counted (bad values: tests/corpus/105-rollout-bad-values)."""
+share of hosts is counted (bad values: tests/corpus/107-rollout-bad-values)."""
 
 from __future__ import annotations
 

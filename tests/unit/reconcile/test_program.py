@@ -83,6 +83,13 @@ def labels(prog: HostProgram) -> list[str]:
     return [s.label for s in prog.steps]
 
 
+def stop_bound(worker: str) -> int:
+    """What the agent allows a poller's stop: its drain_timeout, the unit's 30 s, a minute."""
+    found = example_fleet().worker(worker)
+    assert found is not None
+    return found.drain_timeout + 30 + 60
+
+
 def at(steps: list[str], label: str) -> int:
     """The index of the step with `label`, alone or among the pollers' steps run at once."""
     return next(i for i, s in enumerate(steps) if label in s.split(", "))
@@ -140,16 +147,17 @@ def test_a_new_poller_version_restarts_every_poller_but_not_the_tunnel() -> None
     restarts = [s for s in steps if s.startswith("restart ")]
     pollers = ["cc-go-dev-01", "cmd-docs-01", "cmd-wordcount-01", "codex-py-dev-01"]
     assert restarts == [", ".join(f"restart {w}-poller.service" for w in pollers)]
-    # at once, each allowed its unit's TimeoutStopSec (its drain) and a minute more
+    # at once, each allowed its unit's TimeoutStopSec (its drain and 30 s) and a minute more
     [step] = [s for s in prog.steps if s.label == restarts[0]]
+    bound = {w: stop_bound(w) for w in pollers}
     assert step.op == {
         "op": "parallel",
         "steps": [
-            {"op": "systemctl", "args": ["restart", f"{w}-poller.service"], "timeout": 150}
+            {"op": "systemctl", "args": ["restart", f"{w}-poller.service"], "timeout": bound[w]}
             for w in pollers
         ],
     }
-    assert prog.timeout == 1800 + 150
+    assert prog.timeout == 1800 + max(bound.values())
 
 
 def test_an_orphan_is_stopped_before_and_removed_after_the_new_files() -> None:
@@ -750,7 +758,7 @@ def test_a_drain_limit_reaches_every_stopping_poller_and_nothing_else(seconds: f
     assert restart == {
         "op": "systemctl",
         "args": ["restart", "cc-go-dev-01-poller.service"],
-        "timeout": 150,
+        "timeout": stop_bound("cc-go-dev-01"),
         "drain": drained,
     }
 
