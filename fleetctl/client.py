@@ -5,6 +5,26 @@ The public face of `fleetctl.tasks.client`, where it is built; scripts import it
 
 from __future__ import annotations
 
-from fleetctl.tasks.client import Client, DeadLetter, Sent, Target, TaskRow
+from fleetctl.tasks.client import (
+    Change,
+    ChangeError,
+    Client,
+    Code,
+    CodeError,
+    DeadLetter,
+    Sent,
+    Target,
+    TaskRow,
+)
 
-__all__ = ["Client", "DeadLetter", "Sent", "Target", "TaskRow"]
+__all__ = [
+    "Change",
+    "ChangeError",
+    "Client",
+    "Code",
+    "CodeError",
+    "DeadLetter",
+    "Sent",
+    "Target",
+    "TaskRow",
+]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -11,8 +13,9 @@ from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options, json_option, watch_option
 from fleetctl.cli.task import show
+from fleetctl.tasks import changes
 from fleetctl.tasks.client import Answers, Client, NoSuchTask
-from fleetctl.tasks.messages import TaskError, check_task_id, results_json
+from fleetctl.tasks.messages import Result, TaskError, check_task_id, results_json
 from fleetctl.tasks.reach import BusOptions
 from fleetctl.ui.terminal import err, out
 
@@ -28,28 +31,55 @@ def _answers(client: Client, task_id: str) -> Answers:
 
 @click.command()
 @click.argument("task_id")
+@click.argument("workers", nargs=-1, metavar="[A B]")
 @watch_option
 @click.option("--full", is_flag=True, help="Whole outputs, not their first lines.")
-@click.option("--diff", "outputs_diff", is_flag=True, help="How the workers' outputs differ.")
+@click.option(
+    "--diff",
+    "outputs_diff",
+    is_flag=True,
+    help="Each worker's patch, coloured (for a task without code: how the outputs differ); "
+    "with two workers A B, their changes compared.",
+)
+@click.option("--patch", "patch_of", metavar="WORKER", help="Print WORKER's patch, for git apply.")
+@click.option(
+    "--apply",
+    "apply_of",
+    metavar="WORKER",
+    help="Apply WORKER's change to a local checkout (--to, default .) at the change's base.",
+)
+@click.option(
+    "--to",
+    "to_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --apply: the checkout.",
+)
 @json_option
 @bus_options
 @pass_app
 def results(
     app: AppContext,
     task_id: str,
+    workers: tuple[str, ...],
     watch: bool,
     full: bool,
     outputs_diff: bool,
+    patch_of: str | None,
+    apply_of: str | None,
+    to_dir: Path | None,
     as_json: bool,
     bus: BusOptions,
 ) -> None:
     """Each target's result of TASK_ID (status, model, host, attempt, duration, tokens,
-    cost, exit code and output, one column per worker), from the task's record; an answer
-    from a worker the task was not sent to is marked unsolicited. Exit 1 for an unknown id."""
+    cost, exit code and output, and for a task on a repository its diffstat, check and
+    branch; one column per worker), from the task's record; an answer from a worker the task
+    was not sent to is marked unsolicited. Exit 1 for an unknown id."""
     try:
         check_task_id(task_id)
     except TaskError as e:
         fail(str(e))
+    _check_views(workers, outputs_diff, patch_of, apply_of, to_dir, as_json, watch)
     with task_client(app, bus) as client:
         answers = _answers(client, task_id)
         if watch:
@@ -65,6 +95,9 @@ def results(
             except KeyboardInterrupt:
                 pass
     found = answers.results
+    if patch_of is not None or apply_of is not None or (outputs_diff and workers):
+        _change_views(app, found, workers, patch_of, apply_of, to_dir)
+        return
     if as_json:
         record = answers.record.as_json() if answers.record is not None else None
         listed = results_json(task_id, found)
@@ -79,8 +112,76 @@ def results(
             markup=False,
         )
     if outputs_diff:
-        from fleetctl.ui.results_view import diff
+        from fleetctl.ui.results_view import diff, patches
 
-        diff(out(), found)
+        if any(isinstance(r.body.get("code"), dict) for r in found):
+            patches(out(), found)
+        else:
+            diff(out(), found)
     else:
         show(task_id, found, as_json=False, full=full)
+
+
+def _check_views(
+    workers: tuple[str, ...],
+    outputs_diff: bool,
+    patch_of: str | None,
+    apply_of: str | None,
+    to_dir: Path | None,
+    as_json: bool,
+    watch: bool,
+) -> None:
+    """One view at a time, each with only the arguments it takes."""
+    views = [
+        n
+        for n, on in (("--diff", outputs_diff), ("--patch", patch_of), ("--apply", apply_of))
+        if on
+    ]
+    if len(views) > 1:
+        fail(f"{' and '.join(views)} are different views: give one")
+    if workers and not (outputs_diff and len(workers) == 2):
+        fail("workers after the task id compare two changes: results TASK --diff A B")
+    if to_dir is not None and apply_of is None:
+        fail("--to goes with --apply WORKER")
+    if views and (as_json or watch) and not (outputs_diff and not workers):
+        fail(f"{views[0]} does not go with --json or --watch")
+
+
+def _change_views(
+    app: AppContext,
+    found: list[Result],
+    workers: tuple[str, ...],
+    patch_of: str | None,
+    apply_of: str | None,
+    to_dir: Path | None,
+) -> None:
+    """--patch WORKER, --apply WORKER, --diff A B."""
+    try:
+        if workers:
+            a, b = (changes.of(found, w) for w in workers)
+            from fleetctl.ui.results_view import compared
+
+            compared(out(), a.worker_id, b.worker_id, changes.compare(a, b))
+            return
+        worker = patch_of or apply_of
+        assert worker is not None
+        change = changes.of(found, worker)
+        url = _url(app, change)
+        if patch_of is not None:
+            sys.stdout.buffer.write(changes.whole_patch(change, url))
+            sys.stdout.buffer.flush()
+            return
+        to = to_dir or Path.cwd()
+        changes.apply(change, to, url)
+    except changes.ChangeError as e:
+        fail(str(e), e.fix)
+    files = change.code.get("files") or []
+    err().print(
+        f"applied {worker}'s change ({len(files)} files) to {to}: staged, not committed",
+        markup=False,
+    )
+
+
+def _url(app: AppContext, change: changes.Change) -> str | None:
+    repo = app.fleet().repos.get(str(change.code.get("repo")))
+    return repo.url if repo is not None else None

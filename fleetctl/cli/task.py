@@ -12,7 +12,7 @@ from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options, json_option, to_option
 from fleetctl.cli.params import duration
-from fleetctl.tasks import targets
+from fleetctl.tasks import code, targets
 from fleetctl.tasks.client import Client, Sent
 from fleetctl.tasks.messages import Result, TaskError, check_task_id, results_json
 from fleetctl.tasks.reach import BusOptions
@@ -63,6 +63,17 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--timeout", metavar="DURATION", help="Longest the task may run, e.g. 10m.")
 @click.option("--type", "task_type", metavar="TYPE", help="task_type, copied into results.")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="metadata (repeatable).")
+@click.option(
+    "--repo",
+    metavar="NAME",
+    help="The repository (fleet.yaml repos:) the task works on; default: the targets' `repo:`.",
+)
+@click.option(
+    "--ref",
+    metavar="REF",
+    help="Branch, tag or commit to start from (default: the repository's ref), resolved once "
+    "here so every target starts from the same commit.",
+)
 @click.option("--wait", is_flag=True, help="Follow the targets, then show the results.")
 @click.option("--wait-timeout", metavar="DURATION", help="With --wait: give up after this long.")
 @json_option
@@ -80,6 +91,8 @@ def send(
     timeout: str | None,
     task_type: str | None,
     meta: tuple[str, ...],
+    repo: str | None,
+    ref: str | None,
     wait: bool,
     wait_timeout: str | None,
     as_json: bool,
@@ -100,23 +113,31 @@ def send(
     wait_for = duration(wait_timeout, "--wait-timeout")
     fleet = app.fleet()
     try:  # before reaching the bus: a wrong target needs no connection to be refused
-        targets.resolve(fleet, targets.Ask(to, chosen or None, route, any_))
+        workers = targets.resolve(fleet, targets.Ask(to, chosen or None, route, any_))
+        code.choose(fleet, workers, repo, ref)
     except targets.TargetError as e:
         for problem in e.problems:
             err().print(f"error: {problem}", markup=False)
         fail("nothing was sent")
+    except code.CodeError as e:
+        fail(str(e), "nothing was sent")
     with task_client(app, bus) as client:
-        sent = client.send(
-            prompt,
-            to=to,
-            select=chosen or None,
-            route=route,
-            any=any_,
-            task_id=task_id,
-            timeout=seconds,
-            task_type=task_type,
-            metadata=metadata or None,
-        )
+        try:
+            sent = client.send(
+                prompt,
+                to=to,
+                select=chosen or None,
+                route=route,
+                any=any_,
+                task_id=task_id,
+                timeout=seconds,
+                task_type=task_type,
+                metadata=metadata or None,
+                repo=repo,
+                ref=ref,
+            )
+        except code.CodeError as e:
+            fail(str(e), "nothing was sent")
         if sent.record_error is not None:
             err().print(
                 f"warning: {sent.task_id} was sent but not recorded ({sent.record_error}): "

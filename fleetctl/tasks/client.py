@@ -33,9 +33,12 @@ from fleetctl.bus.loop import Loop
 from fleetctl.bus.names import NatsNames
 from fleetctl.config.model import Fleet
 from fleetctl.tasks import answers as task_answers
-from fleetctl.tasks import deadletters, listing, sending, targets, waiting, whereabouts
+from fleetctl.tasks import changes, deadletters, listing, sending, targets, waiting, whereabouts
+from fleetctl.tasks import code as task_code
 from fleetctl.tasks import messages as taskmsg
 from fleetctl.tasks.answers import Answers, NoSuchTask
+from fleetctl.tasks.changes import Change, ChangeError
+from fleetctl.tasks.code import Code, CodeError
 from fleetctl.tasks.connection import Connection
 from fleetctl.tasks.deadletters import DeadLetter
 from fleetctl.tasks.ledger import StoredResult
@@ -45,7 +48,19 @@ from fleetctl.tasks.reach import BusOptions, reach
 from fleetctl.tasks.record import Sent, Target, TaskRecord
 from fleetctl.tasks.sender import identity_of
 
-__all__ = ["Answers", "Client", "DeadLetter", "NoSuchTask", "Sent", "Target", "TaskRow"]
+__all__ = [
+    "Answers",
+    "Change",
+    "ChangeError",
+    "Client",
+    "Code",
+    "CodeError",
+    "DeadLetter",
+    "NoSuchTask",
+    "Sent",
+    "Target",
+    "TaskRow",
+]
 
 
 class Client:
@@ -141,10 +156,17 @@ class Client:
         task_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
         payload: Any = None,
+        repo: str | None = None,
+        ref: str | None = None,
     ) -> Sent:
-        """Publish one copy of the task per target; TargetError or TaskError (nothing
-        published) when a target or the task is not acceptable."""
+        """Publish one copy of the task per target; TargetError, TaskError or CodeError
+        (nothing published) when a target, the task or its code is not acceptable.
+        `repo`, `ref`: the repository and ref it works on, resolved here to the commit every
+        target starts from (fleetctl/tasks/code.py); `code(...)` does that alone."""
         task_id = task_id or taskmsg.new_task_id()
+        taskmsg.check_task_id(task_id)
+        workers = self.resolve(to, select, route, any)
+        pinned = self.code(workers, repo, ref)
         data = taskmsg.build(
             task_id,
             prompt,
@@ -152,12 +174,24 @@ class Client:
             task_type=task_type,
             metadata=metadata,
             payload=payload,
+            code=pinned.fields() if pinned else None,
         )
-        workers = self.resolve(to, select, route, any)
+        named = (pinned.repo, pinned.ref) if pinned else (None, None)
         queue = self.fleet.routes.get(route) if route is not None else None
         if queue is not None and queue.pick == "any" and not (to or select or any):
-            return self._loop.call(sending.enqueue(self._conn, task_id, data, queue.name))
-        return self.publish(task_id, data, workers, route=route)
+            return self._loop.call(sending.enqueue(self._conn, task_id, data, queue.name, *named))
+        return self._loop.call(
+            sending.publish(self._conn, task_id, data, workers, "", route, *named)
+        )
+
+    def code(
+        self, workers: Sequence[str], repo: str | None = None, ref: str | None = None
+    ) -> Code | None:
+        """The repository, ref and commit a task for `workers` works on: `repo` (checked
+        against each of them) at `ref`, or their shared default repository; None when the
+        task names none and they share none. CodeError when it cannot be resolved."""
+        chosen = task_code.choose(self.fleet, workers, repo, ref)
+        return None if chosen is None else task_code.resolve(*chosen)
 
     def publish(
         self,
@@ -183,6 +217,35 @@ class Client:
     def answers(self, task_id: str) -> Answers:
         """The task's record and `results`: by subject, whatever else the window holds."""
         return self._loop.call(task_answers.answers(self._conn, task_id))
+
+    # ---- changes (a task on a repository) ------------------------------------------------
+
+    def change(self, task_id: str, worker: str) -> Change:
+        """`worker`'s change: its result's `code` (ChangeError when it has none)."""
+        return changes.of(self.results(task_id), worker)
+
+    def patch(self, task_id: str, worker: str) -> bytes:
+        """`worker`'s patch, for `git apply` (ChangeError when the worker had to cut it:
+        the message says where the whole change is)."""
+        change = self.change(task_id, worker)
+        return changes.whole_patch(change, self._url(change))
+
+    def compare(self, task_id: str, a: str, b: str) -> list[str]:
+        """How two workers' changes differ, as unified diff lines ([]: the same change)."""
+        found = self.results(task_id)
+        return changes.compare(changes.of(found, a), changes.of(found, b))
+
+    def apply(self, task_id: str, worker: str, to: str | Path = ".") -> Change:
+        """Apply `worker`'s change to the checkout at `to` (staged, not committed); a
+        checkout with uncommitted changes or at another commit is refused (ChangeError,
+        whose `fix` is the command that fixes it) and left as it was."""
+        change = self.change(task_id, worker)
+        changes.apply(change, Path(to), self._url(change))
+        return change
+
+    def _url(self, change: Change) -> str | None:
+        repo = self.fleet.repos.get(str(change.code.get("repo")))
+        return repo.url if repo is not None else None
 
     def record(self, task_id: str) -> TaskRecord | None:
         """Whom the task was sent to, when and by whom; None when the bus has no record."""

@@ -59,8 +59,10 @@ def build(
     metadata: Mapping[str, str] | None = None,
     payload: Any = None,
     sender: str = "fleetctl",
+    code: Mapping[str, str] | None = None,
 ) -> bytes:
-    """The task as published (version 1), checked against the size limit."""
+    """The task as published (version 1), checked against the size limit. `code`: its
+    `repo`, `ref` and `base` (fleetctl/tasks/code.py)."""
     check_task_id(task_id)
     if not instructions.strip():
         raise TaskError("the prompt is empty: give TEXT, --file PATH or --file - (stdin)")
@@ -78,6 +80,8 @@ def build(
         task["metadata"] = dict(metadata)
     if payload is not None:
         task["payload"] = payload
+    if code:
+        task.update(code)
     data = json.dumps(task, ensure_ascii=False).encode()
     if len(data) > MAX_TASK_BYTES:
         raise TaskError(

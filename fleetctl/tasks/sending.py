@@ -17,13 +17,20 @@ from fleetctl.tasks.record import Sent, Target
 RECORD_TRIES = 20  # compare-and-set writes of one record before giving up (concurrent sends)
 
 
-async def enqueue(conn: Connection, task_id: str, data: bytes, route: str) -> Sent:
+async def enqueue(
+    conn: Connection,
+    task_id: str,
+    data: bytes,
+    route: str,
+    repo: str | None = None,
+    ref: str | None = None,
+) -> Sent:
     """One copy on the route's shared queue: the first free member takes it."""
     members = queues(conn.fleet)[route]
     msg_id = taskmsg.dedup_id(task_id, conn.names.route_consumer(route))
     ack = await taskbus.publish(conn.nc, conn.names.route_inbox(route), data, msg_id)
     copy = Target("", msg_id, ack.seq, ack.duplicate, route, members)
-    why = await record(conn, task_id, data, (copy,), route)
+    why = await record(conn, task_id, data, (copy,), route, repo, ref)
     return Sent(task_id, (copy,), record_error=why)
 
 
@@ -34,6 +41,8 @@ async def publish(
     workers: Sequence[str],
     tag: str = "",
     route: str | None = None,
+    repo: str | None = None,
+    ref: str | None = None,
 ) -> Sent:
     """Publish an encoded task to each of `workers` (already checked), then record the
     copies the bus stored (also when another copy failed: that error is raised after the
@@ -46,7 +55,7 @@ async def publish(
 
     copies = await asyncio.gather(*(one(w) for w in workers), return_exceptions=True)
     stored = tuple(c for c in copies if isinstance(c, Target))
-    why = await record(conn, task_id, data, stored, route) if stored else None
+    why = await record(conn, task_id, data, stored, route, repo, ref) if stored else None
     failed = next((c for c in copies if isinstance(c, BaseException)), None)
     if failed is not None:
         raise failed
@@ -54,7 +63,13 @@ async def publish(
 
 
 async def record(
-    conn: Connection, task_id: str, data: bytes, copies: Sequence[Target], route: str | None
+    conn: Connection,
+    task_id: str,
+    data: bytes,
+    copies: Sequence[Target],
+    route: str | None,
+    repo: str | None = None,
+    ref: str | None = None,
 ) -> str | None:
     """Write the task's record, or extend the one an earlier send of the same id wrote
     (compare-and-set, so concurrent sends lose no target). Why it could not be written,
@@ -62,7 +77,7 @@ async def record(
     if conn.unrecordable is not None:
         return conn.unrecordable
     n = conn.names
-    new = taskrecord.new(task_id, data, copies, conn.sender, route=route)
+    new = taskrecord.new(task_id, data, copies, conn.sender, route=route, repo=repo, ref=ref)
     subject, seq, merged = n.record(task_id), 0, new
     try:
         for _ in range(RECORD_TRIES):

@@ -19,6 +19,7 @@ MIN_COLUMN = 38  # narrower than this per worker: stack instead
 MAX_COLUMN = 64
 STYLES = {"completed": "green", "failed": "red", "timeout": "red", "rejected": "red"}
 STYLES |= {"dead-lettered": "red", "lost": "red", "running": "yellow", "queued": "dim"}
+STYLES |= {"passed": "green"}
 UNSOLICITED = "NO: never sent this task"
 
 
@@ -53,9 +54,45 @@ def facts(r: Result) -> list[tuple[str, str]]:
     ]
     if b.get("error") or b.get("reason"):
         rows.append(("error", str(b.get("error") or b.get("reason"))))
-    git = b.get("git")
-    if isinstance(git, dict) and (git.get("branch") or git.get("commit")):
-        rows.append(("git", f"{git.get('branch', '')} {str(git.get('commit', ''))[:12]}"))
+    code = b.get("code")
+    if isinstance(code, dict):
+        rows += code_facts(code)
+    return rows
+
+
+def diffstat(code: dict[str, Any]) -> str:
+    """`3 files +12 -4`, or `no change`."""
+    files = code.get("files")
+    count = len(files) if isinstance(files, list) else 0
+    if not count:
+        return "no change"
+    more = "+" if code.get("files_truncated") else ""
+    lines = f"+{code.get('insertions', 0)} -{code.get('deletions', 0)}"
+    return f"{count}{more} file{'s' if count != 1 else ''} {lines}"
+
+
+def check_state(step: Any) -> str:
+    """`passed`, `failed (exit 1)`, or `-` when none ran."""
+    if not isinstance(step, dict):
+        return "-"
+    if step.get("passed"):
+        return "passed"
+    code = step.get("exit_code")
+    return "failed" + (f" (exit {code})" if code is not None else " (did not start)")
+
+
+def code_facts(code: dict[str, Any]) -> list[tuple[str, str]]:
+    """A code task's lines: what changed, whether its check passed, where its change is."""
+    rows = [("change", diffstat(code)), ("check", check_state(code.get("check")))]
+    if isinstance(code.get("setup"), dict) and not code["setup"].get("passed"):
+        rows.append(("setup", check_state(code["setup"])))
+    branch = code.get("branch")
+    if branch:
+        rows.append(("branch", f"{branch}{' (pushed)' if code.get('pushed') else ''}"))
+    if code.get("pull_request_url"):
+        rows.append(("pr", str(code["pull_request_url"])))
+    if code.get("phase") and code.get("error"):
+        rows.append((str(code["phase"]), str(code["error"])))
     return rows
 
 
@@ -80,7 +117,8 @@ def _title(r: Result) -> Text:
 def _cell(r: Result, full: bool) -> RenderableType:
     head = Text()
     for label, value in facts(r):
-        style = STYLES.get(value.split(" ")[0], "") if label == "status" else ""
+        first = value.split(" ")[0]
+        style = STYLES.get(first, "") if label in ("status", "check", "setup") else ""
         style = "bold red" if label == "sent to" else style
         head.append(f"{label:<9} ", "bold")
         head.append(value + "\n", style)
@@ -105,6 +143,54 @@ def side_by_side(
         console.print(Panel(_cell(r, full), title=_title(r), title_align="left"))
 
 
+def _patch_line(line: str) -> Text:
+    if line.startswith(("+++", "---")):
+        return Text(line, "bold")
+    if line.startswith("+"):
+        return Text(line, "green")
+    if line.startswith("-"):
+        return Text(line, "red")
+    if line.startswith("@@"):
+        return Text(line, "cyan")
+    if line.startswith("diff --git "):
+        return Text(line, "bold yellow")
+    return Text(line)
+
+
+def patches(console: Console, results: Sequence[Result]) -> None:
+    """Each worker's change: a heading with its diffstat and check, then its patch, coloured."""
+    from fleetctl.tasks.changes import Change
+
+    for r in results:
+        code = r.body.get("code")
+        head = Text(f"== {r.worker_id}: ", "bold")
+        if not isinstance(code, dict):
+            head.append(f"{r.status}, no change to show")
+            console.print(head)
+            continue
+        head.append(f"{diffstat(code)}, check {check_state(code.get('check'))}")
+        console.print(head)
+        text = Change(r.worker_id, code).patch.decode(errors="replace")
+        for line in text.splitlines():
+            console.print(_patch_line(line))
+        if code.get("patch_truncated"):
+            console.print(
+                Text(
+                    "[the patch was cut to fit the result: --patch says where the rest is]",
+                    "yellow",
+                )
+            )
+
+
+def compared(console: Console, a: str, b: str, lines: Sequence[str]) -> None:
+    """Two workers' changes compared (`-` only A's, `+` only B's)."""
+    if not lines:
+        console.print(Text(f"{a} and {b} made the same change"))
+        return
+    for line in lines:
+        console.print(_patch_line(line))
+
+
 def diff(console: Console, results: Sequence[Result]) -> None:
     """Each output against the first one's, as a unified diff; identical ones say so."""
     done = [r for r in results if r.final]
@@ -127,11 +213,6 @@ def diff(console: Console, results: Sequence[Result]) -> None:
         for line in lines:
             style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
             console.print(Text(line, style))
-    for r in done:
-        git = r.body.get("git")
-        if isinstance(git, dict) and git:
-            branch, commit = git.get("branch", "-"), str(git.get("commit", "-"))[:12]
-            console.print(Text(f"{r.worker_id}: branch {branch} commit {commit}"))
 
 
 class Progress:

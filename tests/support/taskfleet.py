@@ -115,6 +115,32 @@ def _fleet_yaml(
     return body | top
 
 
+def _repos_environment(model: FleetModel, worker_id: str, root: Path, work: Path) -> dict[str, str]:
+    """The worker's REPOS_FILE as fleetctl renders it, its paths under `root` (the mirrors
+    made as provisioning makes them, once)."""
+    from fleetctl.reconcile.desired.repos import RepoPaths, git_config, repos_file
+
+    worker = next(w for w in model.workers if w.id == worker_id)
+    if not worker.repos:
+        return {}
+    paths = RepoPaths(mirrors=str(root / "mirrors"), etc=str(root / "etc"))
+    for name in worker.repos:
+        mirror = Path(paths.mirror(name))
+        if not mirror.exists():
+            mirror.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["git", "init", "-q", "--bare", str(mirror)], check=True)
+            subprocess.run(
+                ["git", "-C", str(mirror), "config", "core.sharedRepository", "group"], check=True
+            )
+            config = Path(paths.file(name, "gitconfig"))
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_bytes(git_config(model.repos[name], paths))
+    path = work / "repos.json"
+    path.write_bytes(repos_file(model, worker, paths, str(work / "worktrees")))
+    path.chmod(0o600)
+    return {"REPOS_FILE": str(path)}
+
+
 BUDGET_VARIABLES = (
     "NATS_SPEND_BUCKET",
     "BUDGET_DAILY_USD",
@@ -139,12 +165,15 @@ def task_fleet(
     ack_wait: int = 60,
     top: dict[str, Any] | None = None,
     broker_config: str = "",
+    repos: Path | None = None,
     **poller_extra: str,
 ) -> Iterator[TaskFleet]:
     """`workers`: id -> extra fleet.yaml fields (labels, lang, enabled: false...), and `env`:
-    the poller's own extra variables; `top`: more fleet.yaml keys (status:, prices:...);
-    `broker_config`: more nats-server settings. Enabled workers get creds, a consumer and a
-    running poller."""
+    the poller's own extra variables; `top`: more fleet.yaml keys (status:, prices:, repos:
+    ...); `broker_config`: more nats-server settings. Enabled workers get creds, a consumer
+    and a running poller; with `repos` (a directory), each repository of fleet.yaml gets a
+    mirror and git config there, made as apply makes them, and each worker with a repository
+    the REPOS_FILE fleetctl renders for it."""
     enabled = tuple(w for w, extra in workers.items() if extra.get("enabled", True))
     (root / "servers.yaml").write_text(
         yaml.safe_dump(
@@ -191,6 +220,8 @@ def task_fleet(
             if labels:  # as fleetctl renders them into the unit
                 env["WORKER_LABELS"] = json.dumps(labels)
             env |= _budget_environment(model, wid)
+            if repos is not None:
+                env |= _repos_environment(model, wid, repos, work)
             env |= poller_extra | workers[wid].get("env", {})
             tf.pollers[wid] = Poller(env, work / "poller.log").start()
             stack.callback(tf.pollers[wid].stop)
