@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import time
 import urllib.request
@@ -298,9 +299,16 @@ def test_a_flood_of_its_own_keys_pushes_out_other_workers_leases_spend_and_dead_
     frozen poller's CLI still runs, is then possible again), w2's own spend counter and the
     fleet's (read as 0 spent), and w2's dead letters. It takes at defaults 64 MiB of lease
     keys and 16 MiB of spend keys (0.4 s here), or a dead_max_bytes of dead letters.
-    If this ever fails, the residual is closed: update docs/security.md."""
+    If this ever fails, the residual is closed: update docs/security.md.
+
+    The lease's 64 MiB must land between two of its holder's refreshes (every ack_wait/3):
+    a refresh in the middle of the flood writes the key again behind most of it, and on a
+    loaded machine the flood takes seconds. So w2's poller is frozen (SIGSTOP) during the
+    flood, as a poller is when its lease matters, for less than the ack wait (no second
+    delivery), and goes on long before its CLI ends, so its next refresh finds the key
+    gone."""
     mib = 1024 * 1024
-    settings = NatsSettings(ack_wait=3, duplicate_window=60, dead_max_bytes=8 * mib)
+    settings = NatsSettings(ack_wait=15, duplicate_window=60, dead_max_bytes=8 * mib)
     fleet = make_fleet(tmp_path, ("w1", "w2"), settings=settings)
     n = fleet.names
     spend = f"$KV.{n.spend_bucket}"
@@ -322,7 +330,7 @@ def test_a_flood_of_its_own_keys_pushes_out_other_workers_leases_spend_and_dead_
                 await jp.publish(n.inbox("w2"), b"not json")  # w2 dead-letters it
                 await j2.publish(f"{spend}.worker.w2.{day}", b'{"usd": 3.0}')
                 await j2.publish(f"{spend}.fleet.{day}", b'{"usd": 3.0}')
-                task = {"task_id": "long", "instructions": directive(sleep=6, print="done")}
+                task = {"task_id": "long", "instructions": directive(sleep=10, print="done")}
                 await jp.publish(n.inbox("w2"), json.dumps(task).encode())
                 lease = f"$KV.{n.lease_bucket}.w2.long"
                 keys = [
@@ -344,19 +352,25 @@ def test_a_flood_of_its_own_keys_pushes_out_other_workers_leases_spend_and_dead_
                 async def ready() -> bool:
                     return await present() == [True] * 3 and bool(poller.logged("task_rejected"))
 
+                async def pushed_out() -> bool:
+                    return await present() == [False, False, False]
+
                 assert await wait_until(ready, 20), poller.events()[-5:]
-                blob = b"x" * 4000
-                for prefix, count in (
-                    ("$KV.AF_LEASES.w1.f", 17000),
-                    (f"{spend}.worker.w1.f", 4300),
-                ):
-                    for i in range(count):
-                        await w1.nc.publish(f"{prefix}{i}", blob)
-                    await w1.nc.flush()
-                for _ in range(9):
-                    await w1.nc.jetstream().publish(n.dead("w1"), b"x" * (1000 * 1024))
-                await asyncio.sleep(0.5)
-                assert await present() == [False, False, False]
+                poller.signal(signal.SIGSTOP)
+                try:
+                    blob = b"x" * 4000
+                    for prefix, count in (
+                        ("$KV.AF_LEASES.w1.f", 17000),
+                        (f"{spend}.worker.w1.f", 4300),
+                    ):
+                        for i in range(count):
+                            await w1.nc.publish(f"{prefix}{i}", blob)
+                        await w1.nc.flush()  # the broker has them; its streams store them next
+                    for _ in range(9):
+                        await w1.nc.jetstream().publish(n.dead("w1"), b"x" * (1000 * 1024))
+                    assert await wait_until(pushed_out, 5), await present()
+                finally:
+                    poller.signal(signal.SIGCONT)
                 info = await admin.nc.request(
                     f"$JS.API.STREAM.INFO.{n.dead_stream}",
                     json.dumps({"subjects_filter": ">"}).encode(),
@@ -372,7 +386,7 @@ def test_a_flood_of_its_own_keys_pushes_out_other_workers_leases_spend_and_dead_
                         return False
                     return True
 
-                assert await wait_until(lambda: bool(poller.logged("lease_lost")), 10)
+                assert await wait_until(lambda: bool(poller.logged("lease_lost")), 15)
                 assert await wait_until(stored, 20), poller.events()[-5:]
                 msg = await jp.get_msg(n.results_stream, subject=n.result("w2", "long"))
                 result = json.loads(msg.data or b"")
