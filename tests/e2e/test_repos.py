@@ -7,6 +7,8 @@ workers that use it only, and each worker's REPOS_FILE; a second apply changes n
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ class Env:
         self.fleet, self.server, self.key, self.first_apply = fleet, server, key, first_apply
 
     def repos(self, **more: dict[str, Any]) -> dict[str, Any]:
+        """fleet.yaml's `repos:` (and a short ack_wait: a killed poller's task comes back
+        within seconds)."""
         app = {
             "url": self.server.url("app"),
             "host_key": self.server.host_key,
@@ -36,7 +40,7 @@ class Env:
             "check": ["test", "-f", "README.md"],
             "push": True,
         }
-        return {"repos": {"app": app, **more}}
+        return {"nats": {"ack_wait": "6s"}, "repos": {"app": app, **more}}
 
     def apply(self) -> str:
         done = self.fleet.fleetctl("apply", "--all", "--yes")
@@ -51,12 +55,17 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     base = tmp_path_factory.mktemp("e2e-repos")
     workers = [
-        worker("cmd-a", NODES[0], repo="app"),
+        worker("cmd-a", NODES[0], repo="app", concurrency=3, env_file="/etc/fleet/env/cmd-a.env"),
         worker("cmd-b", NODES[0], repo="app"),
-        worker("cmd-c", NODES[1], repo="app"),
+        # The stand-in logs its runs (STANDIN_LOG in their env files): when each ran, and
+        # `sleep_first_run` sleeps on the first run of a task only.
+        worker("cmd-c", NODES[1], repo="app", env_file="/etc/fleet/env/cmd-c.env"),
         worker("cmd-d", NODES[1]),
     ]
     with simulated_fleet(base, workers, others=(GIT,)) as fleet:
+        for node, wid in ((NODES[0], "cmd-a"), (NODES[1], "cmd-c")):
+            log = f"STANDIN_LOG=/var/lib/fleet/{wid}/standin.log\n"
+            fleet.net.hosts[node].write_file(f"/etc/fleet/env/{wid}.env", log, mode=0o600)
         server = GitHost(fleet.net.hosts[GIT])
         key = server.add_deploy_key(base / "keys" / "app-deploy")
         server.create("app", {"README.md": "hello\n", "src/app.py": "print('app')\n"})
@@ -143,6 +152,108 @@ def test_the_deploy_key_is_in_no_plan_or_output(env: Env) -> None:
         assert secret not in text
     shown = [c for h in json.loads(diff.stdout)["hosts"] for c in h["changes"] if c["name"] == KEY]
     assert shown == []  # nothing to change: and when there is, it is `sensitive`
+
+
+def send(env: Env, task_id: str, directive: dict[str, Any], *to: str) -> subprocess.Popen[str]:
+    """`fleetctl task send` to `to`, the stand-in CLI's directive as the prompt; running."""
+    targets = [arg for wid in to for arg in ("--to", wid)]
+    text = f"standin: {json.dumps(directive)}\nedit the code"
+    return env.fleet.popen("task", "send", text, "--id", task_id, *targets)
+
+
+def results(env: Env, task_id: str, count: int, timeout: float = 90) -> dict[str, Any]:
+    """Each worker's result of `task_id`, once `count` of them are in."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        done = env.fleet.fleetctl("results", task_id, "--json")
+        if done.returncode == 0:
+            found = {r["worker_id"]: r for r in json.loads(done.stdout)["results"]}
+            if len(found) >= count and all("code" in r for r in found.values()):
+                return found
+        time.sleep(0.5)
+    raise AssertionError(f"{task_id}: {len(found)} of {count} results: {found}")
+
+
+def branch_file(env: Env, branch: str, path: str) -> str:
+    return env.server._run(f"git --git-dir=/srv/git/app.git show {branch}:{path}", user="git")
+
+
+def test_one_task_fanned_out_to_three_workers_on_two_hosts(env: Env) -> None:
+    """Each worker gets its own worktree at the same base, commits its own change on its own
+    branch, pushes it, and runs the check; nothing of one reaches another."""
+    head = env.server.head("app")
+    lines = {wid: {"README.md": f"line of {wid}\n"} for wid in ("cmd-a", "cmd-b", "cmd-c")}
+    sending = send(env, "fan-1", {"append_by_worker": lines}, "cmd-a", "cmd-b", "cmd-c")
+    assert sending.wait(60) == 0, sending.communicate()
+    found = results(env, "fan-1", 3)
+    assert sorted(found) == ["cmd-a", "cmd-b", "cmd-c"]
+    for wid, result in found.items():
+        code = result["code"]
+        assert result["status"] == "completed", result
+        assert (code["repo"], code["base"]) == ("app", head)
+        assert code["branch"] == f"af/fan-1/{wid}" and code["pushed"] is True, code
+        assert [(f["path"], f["status"]) for f in code["files"]] == [("README.md", "modified")]
+        assert f"+line of {wid}" in code["patch"]
+        others = [w for w in lines if w != wid]
+        assert not any(f"line of {w}" in code["patch"] for w in others)
+        assert code["check"]["passed"] is True and code["check"]["exit_code"] == 0
+        assert branch_file(env, f"af/fan-1/{wid}", "README.md") == f"hello\nline of {wid}\n"
+    assert env.server.head("app") == head  # main untouched
+
+
+def test_three_tasks_editing_one_file_on_one_worker_at_once(env: Env) -> None:
+    """concurrency: 3 is three worktrees: three overlapping tasks appending to the same file
+    end on three clean branches, each with its own line only."""
+    sending = [
+        send(env, f"same-{i}", {"sleep": 2, "append": {"README.md": f"task {i}\n"}}, "cmd-a")
+        for i in range(3)
+    ]
+    for p in sending:
+        assert p.wait(60) == 0, p.communicate()
+    found = [results(env, f"same-{i}", 1)["cmd-a"] for i in range(3)]
+    runs = [
+        json.loads(line)
+        for line in env.sh(NODES[0], "cat /var/lib/fleet/cmd-a/standin.log").splitlines()
+    ]
+    at = {(r["task_id"], r["phase"]): r["at"] for r in runs if r["task_id"].startswith("same-")}
+    starts = [at[(f"same-{i}", "start")] for i in range(3)]
+    ends = [at[(f"same-{i}", "end")] for i in range(3)]
+    assert max(starts) < min(ends), (starts, ends)  # all three ran at the same time
+    for i, result in enumerate(found):
+        code = result["code"]
+        assert result["status"] == "completed" and code["branch"] == f"af/same-{i}/cmd-a"
+        assert branch_file(env, code["branch"], "README.md") == f"hello\ntask {i}\n"
+
+
+def test_a_worker_killed_mid_task_starts_again_from_a_fresh_worktree(env: Env) -> None:
+    """The poller dies (SIGKILL) while its CLI runs; the task comes back, starts from a fresh
+    worktree (what the first run wrote is not in it) and the killed run's worktree is gone."""
+    node, unit = NODES[1], "cmd-c-poller.service"
+    directive = {"append": {"notes.txt": "run\n"}, "sleep_first_run": 60}
+    sending = send(env, "killed-1", directive, "cmd-c")
+    assert sending.wait(60) == 0, sending.communicate()
+    worktree = "/var/lib/fleet/cmd-c/worktrees/killed-1"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and env.sh(node, f"cat {worktree}/notes.txt") != "run":
+        time.sleep(0.2)
+    assert env.sh(node, f"cat {worktree}/notes.txt") == "run"  # the first run is under way
+    pid = env.fleet.main_pid(node, unit).removeprefix("MainPID=")
+    env.sh(node, f"pkill -KILL -g $(ps -o pgid= {pid}); kill -KILL {pid}")
+    env.sh(node, f"systemctl stop {unit}; systemctl start {unit}")
+    result = results(env, "killed-1", 1, timeout=120)["cmd-c"]
+    code = result["code"]
+    runs = env.sh(node, "cat /var/lib/fleet/cmd-c/standin.log").splitlines()
+    starts = [json.loads(r) for r in runs if '"killed-1"' in r and '"start"' in r]
+    assert len(starts) == 2 and result["status"] == "completed", (starts, result)
+    assert branch_file(env, code["branch"], "notes.txt") == "run\n"  # one run's line, not two
+    # the killed run's worktree is gone: one worktree of the task, one entry in the mirror
+    listed = env.sh(node, f"git --git-dir={MIRROR} worktree list --porcelain")
+    assert [line for line in listed.splitlines() if line.startswith("worktree ")].count(
+        f"worktree {worktree}"
+    ) == 1, listed
+    assert env.sh(node, f"ls {MIRROR}/worktrees | grep -c '^killed-1'") == "1"
+    assert env.sh(node, "ls /var/lib/fleet/cmd-c/worktrees/.fleet/trash 2>/dev/null | wc -l") == "0"
 
 
 def test_a_wrong_host_key_fails_the_apply_at_the_repository(env: Env) -> None:
