@@ -74,3 +74,23 @@ def test_up_mirrors_each_repository_and_hands_its_workers_their_file(
         None,
     )
     assert app["gitconfig"] == str(fleet.state.repos / "app" / "gitconfig")
+
+
+def test_a_local_worker_works_on_its_repository_in_a_worktree(
+    fleet: LocalFleet,  # noqa: F811
+) -> None:
+    """With the poller's worktrees: a task on the repository runs in a worktree of the
+    state dir's mirror and its change comes back as a branch there and a patch."""
+    head = source_repo(fleet.root, fleet.uid)
+    repos = f"repos:\n  app:\n    url: file://{fleet.root}/src.git\n    ref: main\n"
+    edit = ["sh", "-c", "cat > task.txt; echo edited"]
+    fleet.write(worker("w-code", edit) + "    repo: app\n", nats=repos)
+    assert fleet.up()["started"] == ["w-code"]
+    sent = fleet.send(["w-code"], "the task's words")
+    code = fleet.results(sent)["w-code"]["code"]
+    assert (code["base"], code["branch"]) == (head, f"af/{sent.task_id}/w-code")
+    assert [(f["path"], f["status"]) for f in code["files"]] == [("task.txt", "added")]
+    assert "+the task's words" in code["patch"]
+    mirror = fleet.state.repos / "app.git"
+    show = ["git", f"--git-dir={mirror}", "show", f"{code['branch']}:task.txt"]
+    assert subprocess.run(show, capture_output=True, text=True).stdout == "the task's words"
