@@ -86,9 +86,12 @@ def test_a_local_worker_works_on_its_repository_in_a_worktree(
     edit = ["sh", "-c", "cat > task.txt; echo edited"]
     fleet.write(worker("w-code", edit) + "    repo: app\n", nats=repos)
     assert fleet.up()["started"] == ["w-code"]
-    sent = fleet.send(["w-code"], "the task's words")
-    code = fleet.results(sent)["w-code"]["code"]
-    assert (code["base"], code["branch"]) == (head, f"af/{sent.task_id}/w-code")
+    # As the fleet's user, who owns the repository (git refuses another user's).
+    args = ["task", "send", "--to", "w-code", "--wait", "--wait-timeout", "60s", "--json"]
+    done = json.loads(fleet.fleetctl(*args, "the task's words").stdout)
+    [result] = done["results"]
+    code = result["code"]
+    assert (code["base"], code["branch"]) == (head, f"af/{done['task_id']}/w-code")
     assert [(f["path"], f["status"]) for f in code["files"]] == [("task.txt", "added")]
     assert "+the task's words" in code["patch"]
     mirror = fleet.state.repos / "app.git"
