@@ -168,18 +168,34 @@ class FleetEnv:
         options: dict[str, int] = self._client("sockopts", Path("-"))
         return options
 
-    def _client(self, mode: str, creds: Path, *args: str, timeout: float = 60) -> Any:
-        """tests/support/e2e_client.py in the LAN, as a NATS client of the broker."""
+    def task_stream(self, plan: Path) -> subprocess.Popen[str]:
+        """tests/support/e2e_client.py's `stream` in the background, as fleet-publisher:
+        tasks until the plan's stop file exists, then their results on stdout (JSON)."""
+        return subprocess.Popen(
+            self.net.lan_argv([*self._client_argv("stream", self.publisher_creds()), str(plan)]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self._client_env(),
+        )
+
+    def _client_argv(self, mode: str, creds: Path) -> list[str]:
         client = REPO / "tests" / "support" / "e2e_client.py"
         address = self.net.hosts[BROKER].address
-        argv = [sys.executable, str(client), mode, address, str(self.net.ssh_config), str(creds)]
+        return [sys.executable, str(client), mode, address, str(self.net.ssh_config), str(creds)]
+
+    def _client_env(self) -> dict[str, str]:
         env = self.env()
         env["PYTHONPATH"] = str(REPO)
+        return env
+
+    def _client(self, mode: str, creds: Path, *args: str, timeout: float = 60) -> Any:
+        """tests/support/e2e_client.py in the LAN, as a NATS client of the broker."""
         done = subprocess.run(
-            self.net.lan_argv([*argv, *args]),
+            self.net.lan_argv([*self._client_argv(mode, creds), *args]),
             capture_output=True,
             text=True,
-            env=env,
+            env=self._client_env(),
             timeout=timeout,
         )
         assert done.returncode == 0, done.stderr

@@ -3,6 +3,7 @@ simulated LAN (SimNet.lan_argv) by e2e tests. Prints its answer as JSON.
 
 usage: e2e_client.py MODE BROKER_ADDRESS SSH_CONFIG CREDS ARG...
   tasks TIMEOUT WORKER...     publish one task to each worker, print their results
+  stream PLAN_FILE            a steady stream of tasks (see `stream`), then their results
   drift CONSUMER ACK_WAIT_S   change a consumer's ack_wait behind fleetctl's back
   connect                     print "accepted" or "refused" for a client presenting CREDS
   sockopts                    the TCP options of fleetctl's SSH connection to the broker
@@ -60,6 +61,47 @@ async def exchange(url: str, creds: str, workers: list[str], timeout: float) -> 
         await nc.close()
 
 
+async def stream(url: str, creds: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """Publish a task every `interval` seconds to the next of `workers` (their `prompts`,
+    else `prompt`) until `stop_file` exists; then wait up to `wait` seconds for every
+    task's result. Prints what was published and each result found (by task id)."""
+    nc = await nats.connect(url, user_credentials=creds, inbox_prefix=PUBLISHER_INBOX_PREFIX)
+    js = nc.jetstream()
+    published: list[dict[str, str]] = []
+    try:
+        i = 0
+        while not Path(plan["stop_file"]).exists():
+            worker = plan["workers"][i % len(plan["workers"])]
+            task_id = f"chaos-{i:04d}-{worker}"
+            prompt = plan["prompts"].get(worker, plan["prompt"])
+            task = {"version": 1, "task_id": task_id, "instructions": prompt}
+            await js.publish(
+                f"af.worker.{worker}.inbox",
+                json.dumps(task).encode(),
+                headers={"Nats-Msg-Id": task_id},
+            )
+            published.append({"task_id": task_id, "worker": worker, "at": str(time.time())})
+            i += 1
+            await asyncio.sleep(plan["interval"])
+        found: dict[str, Any] = {}
+        deadline = time.monotonic() + plan["wait"]
+        while len(found) < len(published) and time.monotonic() < deadline:
+            for p in published:
+                if p["task_id"] in found:
+                    continue
+                ask = {"last_by_subj": f"af.result.{p['worker']}.{p['task_id']}"}
+                msg = await nc.request(
+                    "$JS.API.STREAM.MSG.GET.AF_RESULTS", json.dumps(ask).encode(), timeout=5
+                )
+                reply = json.loads(msg.data)
+                if "message" in reply:
+                    found[p["task_id"]] = json.loads(base64.b64decode(reply["message"]["data"]))
+            await asyncio.sleep(0.5)
+        return {"published": published, "results": found}
+    finally:
+        await nc.close()
+
+
 async def drift(url: str, creds: str, consumer: str, ack_wait: int) -> None:
     nc = await nats.connect(url, user_credentials=creds, inbox_prefix=ADMIN_INBOX_PREFIX)
     try:
@@ -112,6 +154,9 @@ def main() -> None:
             url = f"nats://127.0.0.1:{port}"
             if mode == "tasks":
                 answer = asyncio.run(exchange(url, creds, args[1:], float(args[0])))
+            elif mode == "stream":
+                plan = json.loads(Path(args[0]).read_text())
+                answer = asyncio.run(stream(url, creds, plan))
             elif mode == "drift":
                 answer = asyncio.run(drift(url, creds, args[0], int(args[1])))
             else:
