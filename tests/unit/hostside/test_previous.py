@@ -346,3 +346,36 @@ def test_purging_forgets_every_kept_version(tmp_path: Path, agent: Agent) -> Non
     assert agent.apply({"op": "purge_previous", "log": str(log)}) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.conf", "previous.json"]
     assert log_of(log)["generations"] == []
+
+
+def test_under_systemd_the_watchdog_is_a_transient_service(tmp_path: Path, agent: Agent) -> None:
+    """Where systemd is PID 1, a session's processes may die at logout (KillUserProcesses):
+    the watchdog runs as a transient service instead, its pid read back from systemd."""
+    agent.ns["_systemd_is_init"] = lambda: True
+    agent.spawn.answers = {("systemctl", "show"): (0, b"MainPID=4321\n")}
+    log = tmp_path / "previous.json"
+    confirm = {
+        "timeout": 120,
+        "lock": str(tmp_path / "apply.lock"),
+        "program": str(tmp_path / "watchdog.py"),
+        "source": "print('the watchdog')\n",
+        "journal": str(tmp_path / "watchdog.log"),
+    }
+    as_tester = agent.ns["write_file"]
+    agent.ns["write_file"] = lambda path, data, owner, group, mode: as_tester(
+        path, data, OWNER, GROUP, mode
+    )
+    assert agent.apply(begin(log, "g5", confirm=confirm)) == 0, agent.events
+    python = agent.ns["sys"].executable
+    watch = [str(log), "g5", str(os.getpid()), "120", confirm["lock"], confirm["journal"]]
+    run = ["systemd-run", "--unit", "fleetctl-watchdog-g5", "--collect", "--quiet", "--"]
+    assert agent.spawn.calls == [
+        [*run, python, "-I", "-S", str(confirm["program"]), *watch],
+        ["systemctl", "show", "-p", "MainPID", "fleetctl-watchdog-g5"],
+    ]
+    [gen] = log_of(log)["generations"]
+    assert (gen["state"], gen["watchdog"]) == (
+        "armed",
+        {"unit": "fleetctl-watchdog-g5", "pid": 4321, "timeout": 120},
+    )
+    assert (tmp_path / "watchdog.py").read_text() == "print('the watchdog')\n"
