@@ -63,6 +63,21 @@ def unhealthy(status: Mapping[str, Any], version: str | None, settle: float) -> 
     return None
 
 
+class NoBus:
+    """`Workers` when the bus was not seen: nothing to say, no gate to pass."""
+
+    def now(self, workers: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        return {}
+
+    def settled(
+        self, workers: Sequence[str], version: str | None, settle: float, wait: float
+    ) -> dict[str, str]:
+        return {}
+
+    def close(self) -> None:
+        return None
+
+
 class BusWorkers:
     """`Workers` over the fleet's bus. Without a way to the bus (the plan leaves it out),
     nothing is asked and every worker passes: as apply did before it had a gate."""

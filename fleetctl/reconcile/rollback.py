@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fleetctl.config.model import Fleet
-from fleetctl.reconcile.gate import BusWorkers
+from fleetctl.reconcile.gate import BusWorkers, NoBus, Workers
 from fleetctl.reconcile.hostapply import Apply, HostResult, Reporter, Settings, restore
 from fleetctl.reconcile.inputs import gather
 from fleetctl.reconcile.kept import going_back
@@ -83,7 +83,8 @@ def roll_back(pending: Pending, reporter: Reporter, settings: Settings) -> list[
     todo = [h.name for h in pending.plan.hosts if h.changes and not h.error]
     first = [n for n in todo if n in homes]
     rest = [n for n in todo if n not in first]
-    probe = BusWorkers(view)
+    # A bus the plan could not see is not asked: the restored units' check is all there is.
+    probe: Workers = BusWorkers(view) if view.bus.reachable else NoBus()
     run = Apply(view, probe, settings, "", reporter)
     results: dict[str, HostResult] = {}
     workers = list(pending.workers) or None
