@@ -24,7 +24,7 @@ from fleetctl.reconcile.inputs import gather, tunnel_hosts
 from fleetctl.reconcile.observation import LiveView, live_plan
 from fleetctl.reconcile.plan.schedule import scheduled
 from fleetctl.reconcile.plan.selection import Selection
-from fleetctl.reconcile.plan.types import HostPlan, Plan
+from fleetctl.reconcile.plan.types import Plan
 from fleetctl.reconcile.program import Drain, owned_after
 from fleetctl.reconcile.sessions import Options, presented_key
 
@@ -108,26 +108,8 @@ def plan(
     except BaseException:
         view.close()
         raise
-    view.plan = scheduled(_with_unconfirmed(view), fleet.rollout, batch)
+    view.plan = scheduled(view.plan, fleet.rollout, batch)
     return Pending(view, dataclasses.replace(view.plan, departed=gone))
-
-
-UNCONFIRMED = (
-    "an earlier apply left its version unconfirmed: this apply confirms it, or the host "
-    "rolls back to the version before by itself"
-)
-
-
-def _with_unconfirmed(view: LiveView) -> Plan:
-    """The plan with a note on each host an earlier apply (that died) left unconfirmed."""
-
-    def noted(host: HostPlan) -> HostPlan:
-        session = view.sessions.get(host.name)
-        if session is None or session.observed.kept.unconfirmed is None:
-            return host
-        return dataclasses.replace(host, notes=(*host.notes, UNCONFIRMED))
-
-    return dataclasses.replace(view.plan, hosts=tuple(noted(h) for h in view.plan.hosts))
 
 
 def settings(fleet: Fleet, options: Options, drain: Drain) -> Settings:

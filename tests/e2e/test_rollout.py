@@ -183,6 +183,7 @@ def test_a_host_cut_off_after_its_change_rolls_back_by_itself(fleet_env: FleetEn
     assert "not confirmed within 30 s" in journal
     plan = fleet_env.fleetctl("plan", "--detailed-exitcode")
     assert plan.returncode == 2 and "cmd-d-poller.service" in plan.stdout, plan.stdout
+    assert "rolled back by itself at " in plan.stdout, plan.stdout
     fleet_env.set_worker("cmd-d", task_timeout="2m")
     del fleet_env.extra["rollout"]
     fleet_env.write()

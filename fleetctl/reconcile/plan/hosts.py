@@ -4,6 +4,7 @@ units to restart or reload, and what fleetctl owns there that is no longer wante
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -42,7 +43,7 @@ def diff_host(
         if selection.keeps_note(w)
     )
     if live:
-        notes += runtime_problems(state, observed)
+        notes += runtime_problems(state, observed) + kept_notes(observed)
     if observed.corrupt_manifest:
         notes += (
             "the host's manifest is unreadable: what fleetctl owned there cannot be found, so "
@@ -59,6 +60,28 @@ def diff_host(
         unit_inputs=inputs,
         wanted=frozenset(wanted),
     )
+
+
+UNCONFIRMED = (
+    "an earlier apply left this version unconfirmed: the next apply confirms it, or the host "
+    "rolls back to the version before by itself"
+)
+
+
+def kept_notes(observed: ObservedHost) -> tuple[str, ...]:
+    """What the host's kept versions say: a change no apply confirmed (its apply died), or
+    the host's own rollback of one (fleetctl/hostside/previous.py)."""
+    notes: tuple[str, ...] = ()
+    gone = observed.kept.rolled_back
+    if gone is not None:
+        when = gone.get("at")
+        at = (
+            time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when)) if isinstance(when, int) else "?"
+        )
+        notes += (f"rolled back by itself at {at}: {gone.get('why')}",)
+    if observed.kept.unconfirmed is not None:
+        notes += (UNCONFIRMED,)
+    return notes
 
 
 def runtime_problems(state: HostState, observed: ObservedHost) -> tuple[str, ...]:

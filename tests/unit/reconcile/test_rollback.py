@@ -6,6 +6,7 @@ asked of it."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -181,3 +182,23 @@ def test_a_unit_stopped_by_the_apply_starts_again_and_a_reloaded_one_reloads() -
         ("+", "a.service", "start"),
         ("~", "b.service", "reload"),
     ]
+
+
+def test_the_plan_says_when_a_host_rolled_back_by_itself_or_waits_for_a_confirmation() -> None:
+    from fleetctl.reconcile.desired.build import desired_state
+    from fleetctl.reconcile.plan.hosts import UNCONFIRMED, diff_host
+    from tests.support.driftedfleet import INPUTS
+    from tests.support.fakehosts import converged
+
+    state = desired_state(example_fleet(), INPUTS).hosts[NODE1]
+    gone = {"id": "g2", "at": 1_800_000_060, "why": "not confirmed within 120 s"}
+    armed = {**KEPT["generations"][0], "state": "armed"}
+    observed = converged(state)
+    itself = "rolled back by itself at 2027-01-15 08:01 UTC: not confirmed within 120 s"
+    for raw, note in [
+        ({"generations": [], "rolled_back": gone}, itself),
+        ({"generations": [armed]}, UNCONFIRMED),
+    ]:
+        seen = dataclasses.replace(observed, kept=parse_kept(raw))
+        assert diff_host(state, seen, Selection(), live=True).notes == (note,)
+    assert diff_host(state, observed, Selection(), live=True).notes == ()
