@@ -11,7 +11,7 @@ sends them).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from fleetctl.bus.names import JS_API, NatsNames
@@ -127,6 +127,8 @@ class StreamSpec:
     discard: str = "old"
     # A KV bucket: per-message TTLs; no rollups, no purges, no message deletes by API.
     kv_bucket: bool = False
+    # Copies on as many brokers (a cluster's `nats.replicas`): written while a majority is up.
+    replicas: int = 1
 
     @property
     def key(self) -> str:
@@ -176,7 +178,7 @@ class StreamSpec:
             "allow_direct": self.allow_direct,
             "max_bytes": self.max_bytes,
             "discard": self.discard,
-            "num_replicas": 1,
+            "num_replicas": self.replicas,
         } | (KV_BUCKET if self.kv_bucket else {})
 
 
@@ -276,7 +278,9 @@ class ConsumerSpec:
         }
 
 
-def streams(settings: NatsSettings, inboxes: Sequence[str] | None = None) -> list[StreamSpec]:
+def streams(
+    settings: NatsSettings, inboxes: Sequence[str] | None = None, replicas: int = 1
+) -> list[StreamSpec]:
     """Tasks (work queue: a task is gone once acked), results, dead letters, the KV
     bucket of task leases (one key per (worker, task), each write with its TTL), the KV
     bucket of spend counters for budgets (one key per worker and day, one per day for the
@@ -292,9 +296,25 @@ def streams(settings: NatsSettings, inboxes: Sequence[str] | None = None) -> lis
     Results: one per (worker, task) subject, the last one kept, so a retried publish or a
     corrected task replaces the earlier result and no Nats-Msg-Id (stream-wide, so
     forgeable) is needed; direct gets by subject, so a worker can be allowed to read
-    back only its own subjects (docs/messages.md)."""
+    back only its own subjects (docs/messages.md).
+
+    Each is kept on `replicas` brokers (`Fleet.replicas`), KV buckets included: a lease or a
+    spend counter lost with one broker would let a task run twice or a budget overrun."""
     n = NatsNames(settings.subject_prefix)
     age, window, size = settings.max_age, settings.duplicate_window, settings.max_msg_size
+    return [
+        replace(s, replicas=replicas) for s in _streams(n, settings, inboxes, age, window, size)
+    ]
+
+
+def _streams(
+    n: NatsNames,
+    settings: NatsSettings,
+    inboxes: Sequence[str] | None,
+    age: int,
+    window: int,
+    size: int,
+) -> list[StreamSpec]:
     return [
         StreamSpec(
             n.task_stream,
@@ -369,12 +389,15 @@ def streams(settings: NatsSettings, inboxes: Sequence[str] | None = None) -> lis
     ]
 
 
-def account_limits(settings: NatsSettings) -> JetStreamLimits:
+def account_limits(settings: NatsSettings, replicas: int = 1) -> JetStreamLimits:
     """The fleet account's JetStream limits (in its account JWT): the broker refuses a
-    stream whose max bytes no longer fit, so one stream cannot take the account's store."""
+    stream whose max bytes no longer fit, so one stream cannot take the account's store.
+    nats.account_max_*_store bound one copy of the data: a cluster counts a stream's max
+    bytes once per replica against the account's limit, so the JWT holds them times
+    `replicas`."""
     return JetStreamLimits(
-        mem_storage=settings.account_max_memory_store,
-        disk_storage=settings.account_max_file_store,
+        mem_storage=settings.account_max_memory_store * replicas,
+        disk_storage=settings.account_max_file_store * replicas,
     )
 
 
@@ -430,12 +453,13 @@ def fleet_resources(
     settings: NatsSettings,
     workers: Iterable[tuple[str, int]],
     queues: Iterable[str] = (),
+    replicas: int = 1,
 ) -> list[StreamSpec | ConsumerSpec]:
     """Everything the broker must have for these (worker_id, concurrency) pairs and these
     shared route queues; the task stream takes tasks for exactly them."""
     n = NatsNames(settings.subject_prefix)
     pairs = list(workers)
     inboxes = [n.inbox(wid) for wid, _ in pairs] + [n.route_inbox(q) for q in queues]
-    out: list[StreamSpec | ConsumerSpec] = list(streams(settings, inboxes or None))
+    out: list[StreamSpec | ConsumerSpec] = list(streams(settings, inboxes or None, replicas))
     out += [worker_consumer(settings, wid, conc) for wid, conc in pairs]
     return out

@@ -33,6 +33,7 @@ class _Checker:
     def __init__(self, bad_fields: set[str]) -> None:
         self.bad = bad_fields
         self.problems: list[Problem] = []
+        self.brokers: int | None = None  # broker hosts, once servers.yaml could be counted
 
     def ok(self, path: PathKey) -> bool:
         """A value that is present and passed its own check (and so did its parents)."""
@@ -118,14 +119,38 @@ def _check_servers(c: _Checker, data: Any, smap: SourceMap) -> dict[str, set[str
             "no host has the broker-host role",
             "add broker-host to the roles of the host that runs nats-server",
         )
-    for name, path in brokers[1:]:
-        c.add(
-            smap.value(path),
-            path,
-            f"{name!r} is a second broker-host (first: {brokers[0][0]!r}); one broker is supported",
-            "keep broker-host on one host",
-        )
+    if complete:
+        c.brokers = len(brokers)
+    _check_broker_count(c, smap, brokers)
     return hosts if hosts or complete else None
+
+
+# Broker counts that make a NATS cluster fleetctl runs: a quorum is a majority of them.
+CLUSTER_SIZES = (3, 5)
+
+
+def _check_broker_count(c: _Checker, smap: SourceMap, brokers: list[tuple[str, PathKey]]) -> None:
+    """One broker, or a cluster of three or five: JetStream keeps a stream writable while a
+    majority of its servers is up, so two brokers stop with either one down, and an even
+    count tolerates no more losses than the odd count below it."""
+    count = len(brokers)
+    if count <= 1 or count in CLUSTER_SIZES:
+        return
+    name, path = brokers[-1]
+    names = ", ".join(repr(n) for n, _ in brokers)
+    if count == 2:
+        what = (
+            f"{name!r} is a second broker-host ({names}): two brokers have no quorum, "
+            "JetStream needs a majority (2 of 2) up, so either one down stops the bus"
+        )
+        fix = "use three broker hosts (or five) for a cluster, or keep broker-host on one host"
+    elif count == 4:
+        what = f"four broker-hosts ({names}) tolerate one down, as three do (a majority is 3 of 4)"
+        fix = "use three or five broker hosts"
+    else:
+        what = f"{count} broker-hosts ({names}): a cluster has three or five"
+        fix = "use three or five broker hosts"
+    c.add(smap.value(path), path, what, fix)
 
 
 def _check_workers(
@@ -276,8 +301,61 @@ def _check_nats(c: _Checker, data: Any, fmap: SourceMap) -> None:
     path: PathKey = ("nats", "monitor_port")
     if port == monitor and c.ok(("nats", "port")) and c.ok(path):
         c.add(fmap.value(path), path, f"is the same as nats.port ({port})", "use another port")
+    if c.brokers is not None and c.brokers > 1:
+        _check_cluster_ports(c, nats, fmap, c.brokers)
+    _check_replicas(c, nats, fmap)
     _check_duplicate_window(c, nats, fmap)
     c.problems += natslimits.problems(nats, fmap, c.ok)
+
+
+def _check_cluster_ports(c: _Checker, nats: dict[str, Any], fmap: SourceMap, brokers: int) -> None:
+    """On a cluster the brokers listen on cluster_port for routes, and each worker host's
+    tunnels take 127.0.0.1:port+1 .. port+N (one per broker): none may be another's. The
+    problem is shown at a port that was written (defaults never collide)."""
+    defaults = NatsSettings.model_fields
+    keys = ("port", "monitor_port", "cluster_port")
+    if not all(c.ok(("nats", k)) for k in keys):
+        return
+    port = nats.get("port", defaults["port"].default)
+    monitor = nats.get("monitor_port")
+    cluster = nats.get("cluster_port", defaults["cluster_port"].default)
+    if not (isinstance(port, int) and isinstance(cluster, int)):
+        return
+    tunnels = range(port + 1, port + brokers + 1)
+    where = f"the tunnels' ports {tunnels.start}-{tunnels.stop - 1} (nats.port+1 to +{brokers})"
+
+    def add(keys: tuple[str, ...], what: str) -> None:
+        key = next(k for k in keys if k in nats)
+        path: PathKey = ("nats", key)
+        c.add(fmap.value(path), path, what, "use another port")
+
+    if cluster == port:
+        add(("cluster_port", "port"), f"nats.cluster_port and nats.port are both {port}")
+    elif cluster == monitor:
+        add(
+            ("cluster_port", "monitor_port"),
+            f"nats.cluster_port and nats.monitor_port are both {cluster}",
+        )
+    elif cluster in tunnels:
+        add(("cluster_port", "port"), f"nats.cluster_port ({cluster}) is one of {where}")
+    if isinstance(monitor, int) and monitor in tunnels:
+        add(("monitor_port",), f"nats.monitor_port ({monitor}) is one of {where}")
+
+
+def _check_replicas(c: _Checker, nats: dict[str, Any], fmap: SourceMap) -> None:
+    """Each copy of a stream lives on another broker."""
+    path: PathKey = ("nats", "replicas")
+    replicas = nats.get("replicas")
+    if not isinstance(replicas, int) or c.brokers is None or not c.ok(path):
+        return
+    if replicas > c.brokers:
+        c.add(
+            fmap.value(path),
+            path,
+            f"is {replicas}, but servers.yaml has {c.brokers} broker host(s): "
+            "each copy lives on another broker",
+            f"use at most {c.brokers}, or leave it unset",
+        )
 
 
 def _check_duplicate_window(c: _Checker, nats: dict[str, Any], fmap: SourceMap) -> None:

@@ -241,9 +241,22 @@ class Fleet:
 
     @property
     def brokers(self) -> tuple[Host, ...]:
-        """The hosts the bus lives on, in servers.yaml order (config/checks.py allows one
-        today; a NATS cluster lists several)."""
+        """The hosts the bus lives on, in servers.yaml order: one, or the three or five
+        brokers of a NATS cluster (config/checks.py)."""
         return tuple(h for h in self.hosts if h.is_broker)
+
+    @property
+    def is_cluster(self) -> bool:
+        """Several brokers: a NATS cluster (config/checks.py allows three or five)."""
+        return len(self.brokers) > 1
+
+    @property
+    def replicas(self) -> int:
+        """Copies of each stream and KV bucket: `nats.replicas`, else 3 on a cluster of three
+        or more brokers, else 1."""
+        if self.nats.replicas is not None:
+            return self.nats.replicas
+        return 3 if len(self.brokers) >= 3 else 1
 
     @property
     def broker(self) -> Host:

@@ -55,6 +55,9 @@ else:  # Literal[(a, b)] is Literal[a, b]
     PermissionMode = Literal[BACKENDS["claude"].setting("permission_mode").choices]
     ApprovalMode = Literal[BACKENDS["gemini"].setting("approval_mode").choices]
 Labels = dict[LabelKey, Token]
+# Stream replicas JetStream keeps a quorum of: an even count tolerates no more losses than
+# the odd count below it, and 5 is its most.
+Replicas = Literal[1, 3, 5]
 # The broker's max_payload (nats-server's default): no stream may take a larger message.
 MAX_PAYLOAD = 1024 * 1024
 
@@ -114,6 +117,18 @@ class NatsSettings(_Strict):
         None,
         description="nats-server's HTTP monitoring port on 127.0.0.1; off unless set. It has no "
         "authentication: any local user of the broker host reads every connection and stream.",
+    )
+    cluster_port: Port = Field(
+        6222,
+        description="With three or five broker hosts (a NATS cluster): the port each broker "
+        "listens on for routes from the others, over TLS with certificates fleetctl issues "
+        "(docs/operations.md). Unused with one broker.",
+    )
+    replicas: Replicas | None = Field(
+        None,
+        description="Copies of the task, result and dead-letter streams and of the leases, "
+        "spend and task records buckets, each on another broker: unset, 3 with three or more "
+        "broker hosts, else 1. At most the number of broker hosts.",
     )
     store_dir: AbsPath = Field(
         "/var/lib/nats/jetstream", description="JetStream store directory on the broker."

@@ -50,7 +50,7 @@ def services_account_jwt(fleet: Fleet, authority: Authority, base: str | None = 
     with the `nats:` block's JetStream limits. Derived, not stored, so it follows fleet.yaml
     and the same inputs always give the same JWT."""
     return authority.with_jetstream_limits(
-        authority.services_account, account_limits(fleet.nats), base=base
+        authority.services_account, account_limits(fleet.nats, fleet.replicas), base=base
     )
 
 

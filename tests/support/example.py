@@ -11,11 +11,19 @@ from fleetctl.config.model import Fleet
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_FLEET = ROOT / "fleet.yaml"
 EXAMPLE_SERVERS = ROOT / "servers.yaml"
+CLUSTER_SERVERS = ROOT / "examples" / "cluster" / "servers.yaml"
 
 
 def example_fleet() -> Fleet:
     return load_fleet(
         EXAMPLE_FLEET, EXAMPLE_SERVERS, fleet_name="fleet.yaml", servers_name="servers.yaml"
+    )
+
+
+def cluster_fleet() -> Fleet:
+    """The example fleet on three brokers (examples/cluster/servers.yaml)."""
+    return load_fleet(
+        EXAMPLE_FLEET, CLUSTER_SERVERS, fleet_name="fleet.yaml", servers_name="servers.yaml"
     )
 
 
