@@ -35,6 +35,11 @@ NATS_USER = "nats"
 NATS_BIN = "/usr/local/bin/nats-server"
 NATS_CONF_DIR = "/etc/nats"
 NATS_CONF = f"{NATS_CONF_DIR}/nats-server.conf"
+# A cluster's route TLS (fleetctl/identity/routetls.py): the CA bundle, the broker's own.
+NATS_TLS_DIR = f"{NATS_CONF_DIR}/tls"
+NATS_TLS_CA = f"{NATS_TLS_DIR}/ca.pem"
+NATS_TLS_CERT = f"{NATS_TLS_DIR}/route.pem"
+NATS_TLS_KEY = f"{NATS_TLS_DIR}/route.key"
 NATS_HOME = "/var/lib/nats"
 DEFAULT_WORK_BASE = "/var/lib/fleet"  # each worker's directory is `<base>/<id>`
 # The repositories: one bare mirror per repository per host, shared by the workers that use

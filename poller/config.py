@@ -72,7 +72,7 @@ class Subjects:
 @dataclass(frozen=True)
 class Config:
     worker_id: str
-    nats_url: str
+    nats_url: str  # as written: one URL, or a cluster's, comma-separated
     nats_creds: Path | None
     subjects: Subjects
     task_stream: str
@@ -115,6 +115,13 @@ class Config:
     repos: Repos = NO_REPOS
     # Variables of older units that no longer mean anything (logged once at start).
     ignored: tuple[str, ...] = ()
+    # NATS_URL's URLs: a cluster's brokers, one reached through each tunnel. nats-py picks
+    # one at random and, when it is lost, reconnects to the next.
+    nats_servers: tuple[str, ...] = ()
+
+    @property
+    def servers(self) -> list[str]:
+        return list(self.nats_servers or (self.nats_url,))
 
     @property
     def state_dir(self) -> Path:
@@ -189,6 +196,18 @@ def _labels(env: Mapping[str, str]) -> dict[str, str]:
     return value
 
 
+def _servers(raw: str) -> tuple[str, ...]:
+    """NATS_URL: one URL, or several separated by commas (a cluster's brokers)."""
+    urls = tuple(u.strip() for u in raw.split(","))
+    for url in urls:
+        if not re.match(r"^(nats|tls|ws|wss)://[^\s,]+$", url):
+            raise ConfigError(
+                f"NATS_URL={raw[:200]!r}: {url[:80]!r} must start with nats://, tls://, ws:// "
+                "or wss:// (several URLs: separated by commas)"
+            )
+    return urls
+
+
 def _route_consumers(env: Mapping[str, str]) -> tuple[str, ...]:
     raw = env.get("NATS_ROUTE_CONSUMERS", "").strip()
     names = tuple(n.strip() for n in raw.split(",") if n.strip())
@@ -229,8 +248,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
     worker_id = _token(env, "WORKER_ID")
     prefix = _token(env, "NATS_SUBJECT_PREFIX", "af")
     url = _get(env, "NATS_URL")
-    if not re.match(r"^(nats|tls|ws|wss)://", url):
-        raise ConfigError(f"NATS_URL={url!r} must start with nats://, tls://, ws:// or wss://")
+    servers = _servers(url)
     creds_raw = env.get("NATS_CREDS", "").strip()
     creds = Path(creds_raw) if creds_raw else None
     if creds is not None and not creds.is_file():
@@ -261,6 +279,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
     return Config(
         worker_id=worker_id,
         nats_url=url,
+        nats_servers=servers,
         nats_creds=creds,
         subjects=Subjects(prefix, worker_id),
         task_stream=_token(env, "NATS_TASK_STREAM", f"{base}_TASKS"),

@@ -48,6 +48,12 @@ async def _wait_or_stop(
     return False, None
 
 
+def _connected(nc: Any) -> str:
+    """The URL of the broker a connection reached (of several, on a cluster)."""
+    uri = getattr(nc, "connected_url", None)
+    return uri.geturl() if uri is not None else ""
+
+
 class Worker:
     def __init__(self, cfg: Config, log: Logger) -> None:
         self.cfg, self.log = cfg, log
@@ -67,7 +73,7 @@ class Worker:
         self.log.warning("nats_disconnected")
 
     async def _reconnected_cb(self) -> None:
-        self.log.info("nats_reconnected")
+        self.log.info("nats_reconnected", url=_connected(self.nc))
         if self.puller is not None:
             self.puller.ask_again()
         if self.delivery is not None:
@@ -77,7 +83,7 @@ class Worker:
         """Connect, retrying forever with backoff; False if asked to stop first."""
         pause = 0.5
         opts: dict[str, Any] = {
-            "servers": [self.cfg.nats_url],
+            "servers": self.cfg.servers,
             "name": f"fleet-poller {self.cfg.worker_id}",
             "inbox_prefix": self.cfg.inbox_prefix,
             "allow_reconnect": True,
@@ -100,7 +106,7 @@ class Worker:
                 self.nc = nc
                 if not unpredictable_inboxes(nc):
                     self.log.warning("predictable_inboxes", nats_py="no Client._nuid")
-                self.log.info("nats_connected", url=self.cfg.nats_url)
+                self.log.info("nats_connected", url=_connected(nc))
                 return True
             except Exception as e:
                 self.log.warning("nats_connect_failed", error=repr(e), retry_in_s=pause)

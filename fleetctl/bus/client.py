@@ -80,7 +80,8 @@ async def connect(endpoint: Endpoint) -> Any:
     """A nats.py client, connected once (no reconnects: a command fails, it does not wait)."""
     who = endpoint.identity
     opts: dict[str, Any] = {
-        "servers": [endpoint.url],
+        # A local cluster's brokers (`fleetctl up --brokers 3`): several URLs, comma-separated.
+        "servers": endpoint.url.split(","),
         "allow_reconnect": False,
         "connect_timeout": TIMEOUT,
         # nats.py reads 0 as "no limit" while making the first connection (it retried an

@@ -53,7 +53,7 @@ def render(app: AppContext, out_dir: Path) -> None:
             written += 1
     notes = [f"{skipped} sensitive files not written"] if skipped else []
     if waiting:
-        notes.append(f"{waiting} waiting for tunnel keys that apply generates")
+        notes.append(f"{waiting} waiting for keys or certificates that apply generates")
     note = f" ({'; '.join(notes)})" if notes else ""
     out().print(
         f"Wrote {written} files for {len(fleet.hosts)} hosts to {out_dir}{note}", markup=False

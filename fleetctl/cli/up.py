@@ -99,6 +99,7 @@ def report(
     creds = up.get("creds") or {}
     rows = [
         ("bus", f"{up.get('nats_url')}  (creds {_relative(creds.get('fleet-publisher', ''))})"),
+        *_broker_rows(status),
         ("logs", f"{_relative(state.logs)}/<worker>.log"),
         ("state", f"{_relative(state.root)}/up.json"),
     ]
@@ -109,6 +110,17 @@ def report(
     rows.append(("stop", f"Ctrl-C, or {down}" if foreground else down))
     for name, value in rows:
         console.print(f"  {name:<6} {escape(value)}", highlight=False)
+
+
+def _broker_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """A local cluster's brokers, with the pid to kill one by (it is started again)."""
+    brokers = status.get("brokers") or []
+    if len(brokers) < 2:
+        return []
+    return [
+        ("broker", f"{b.get('name')} on 127.0.0.1:{b.get('port')} (pid {b.get('pid')})")
+        for b in brokers
+    ]
 
 
 def _json_summary(status: dict[str, Any], state: StateDir) -> str:
@@ -192,6 +204,14 @@ def _reload(state: StateDir, pid: int, as_json: bool) -> None:
     is_flag=True,
     help="First fetch the pinned LLM CLIs the workers need into the CLI cache (npm).",
 )
+@click.option(
+    "--brokers",
+    type=click.Choice(["1", "3", "5"]),
+    default="1",
+    show_default=True,
+    help="Local nats-servers: 3 or 5 make a NATS cluster on loopback (routes over TLS, "
+    "streams kept on 3), so a broker can be killed to see the fleet go on.",
+)
 @state_dir_option
 @json_option
 @pass_app
@@ -202,10 +222,12 @@ def up(
     reload_only: bool,
     wait_timeout: float,
     install_clis: bool,
+    brokers: str,
     state_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Run every enabled worker of the fleet on this machine, with a local nats-server."""
+    """Run every enabled worker of the fleet on this machine, with a local nats-server (or a
+    local cluster of them: --brokers 3)."""
     fleet = app.fleet()
     _check_only(fleet, only)
     if install_clis:
@@ -215,15 +237,20 @@ def up(
     state = _state(app, state_dir)
     pid = running_pid(state)
     if pid is not None:
-        if only:
-            _say("--only applies when the local fleet starts: ignored (fleetctl down first)")
+        if only or brokers != "1":
+            _say(
+                "--only and --brokers apply when the local fleet starts: ignored "
+                "(fleetctl down first)"
+            )
         _reload(state, pid, as_json)
         return
     if reload_only:
         fail(f"no local fleet is running in {_relative(state.root)}", "start one: fleetctl up")
     began = time.monotonic()
     if detach:
-        argv = control.supervisor_argv(app.fleet_path, app.servers_path, state, only, wait_timeout)
+        argv = control.supervisor_argv(
+            app.fleet_path, app.servers_path, state, only, wait_timeout, int(brokers)
+        )
         try:
             status = control.start_detached(argv, state, wait_timeout + 60)
         except control.ControlError as e:
@@ -233,7 +260,14 @@ def up(
         else:
             report(status, state, time.monotonic() - began)
         return
-    options = Options(app.fleet_path, app.servers_path, state, only, ready_timeout=wait_timeout)
+    options = Options(
+        app.fleet_path,
+        app.servers_path,
+        state,
+        only,
+        ready_timeout=wait_timeout,
+        brokers=int(brokers),
+    )
 
     def ready(status: dict[str, Any]) -> None:
         report(status, state, time.monotonic() - began, foreground=True)
@@ -256,6 +290,7 @@ def down(app: AppContext, state_dir: Path | None) -> None:
     if state_dir is None and not app.fleet_path.exists():
         fail(f"{app.fleet_path}: no such file", "pass -f FLEET, or --state-dir DIR")
     state = _state(app, state_dir)
+    clustered = len((read_json(state.supervisor_json) or {}).get("brokers") or []) > 1
     try:
         pid = control.stop(state, on_draining=_say_draining)
     except control.ControlError as e:
@@ -263,5 +298,5 @@ def down(app: AppContext, state_dir: Path | None) -> None:
     if pid is None:
         _say(f"No local fleet is running in {_relative(state.root)}.")
         return
-    kept = _relative(state.jetstream)
+    kept = _relative(state.nats if clustered else state.jetstream)
     _say(f"Local fleet stopped (supervisor pid {pid}); its bus data is kept in {kept}.")

@@ -44,10 +44,13 @@ def supervisor_argv(
     state: StateDir,
     only: tuple[str, ...],
     ready_timeout: float,
+    brokers: int = 1,
 ) -> list[str]:
     argv = [sys.executable, "-m", "fleetctl.local.supervisor"]
     argv += ["--fleet", str(fleet_path.resolve()), "--servers", str(servers_path.resolve())]
     argv += ["--state-dir", str(state.root), "--ready-timeout", str(ready_timeout)]
+    if brokers != 1:
+        argv += ["--brokers", str(brokers)]
     for wid in only:
         argv += ["--only", wid]
     return argv

@@ -41,6 +41,7 @@ from nsc.errors import NscError
 
 READY_TIMEOUT = 60.0
 TICK = 0.2
+BROKER_RESTART_SEC = 5.0  # the broker unit's RestartSec=
 # What can go wrong setting up the local broker and bus, reported in one line each.
 FAILURES = (server.LocalServerError, BusError, NscError, OSError)
 
@@ -60,6 +61,7 @@ class Options:
     # Seconds from SIGTERM to SIGKILL for every poller; None: each its unit's TimeoutStopSec.
     grace: float | None = None
     ready_timeout: float = READY_TIMEOUT
+    brokers: int = 1  # `up --brokers 3`: a NATS cluster of three on loopback
 
 
 @dataclass
@@ -100,14 +102,22 @@ class Supervisor:
         self.console = Console()
         self.children: dict[str, Child] = {}
         self.fleet: Fleet | None = None
-        self.server_proc: Any = None
-        self.port = server.free_port()
+        self.procs: dict[str, Any] = {}  # each local nats-server, by name
+        self.port = (
+            server.free_ports(options.brokers) if options.brokers > 1 else server.free_port()
+        )
+        self.cluster_ports = (
+            [server.free_port() for _ in range(options.brokers)] if options.brokers > 1 else []
+        )
+        self.brokers: list[server.LocalBroker] = []
         self.generation = 0
         self.heartbeats: Heartbeats | None = None
         self.endpoint: Any = None
         self.creds: server.LocalCreds | None = None
         self._stop = False
         self._reload = False
+        self._dead_since: dict[str, float] = {}
+        self._published: dict[str, Any] = {}
         self.ready = False
         self.failure: str | None = None
 
@@ -143,9 +153,10 @@ class Supervisor:
         except ConfigError as e:
             return self._fail(f"{len(e.problems)} problems in fleet.yaml")
         try:
-            local = server.local_fleet(fleet, self.o.state, self.port)
+            local = self._local(fleet)
             self.creds = server.issue_creds(local, [w.id for w in local.workers if w.enabled])
-            self.server_proc = server.start(local, self.o.state, self.creds.auth_config)
+            self.brokers = server.local_brokers(local, self.o.state, self.cluster_ports)
+            self.procs = server.start(local, self.brokers, self.creds.auth_config)
             self.endpoint = server.admin_endpoint(local, self.creds)
             changes = server.apply_bus(local, self.endpoint)
         except FAILURES as e:
@@ -165,8 +176,31 @@ class Supervisor:
             now = time.monotonic()
             for child in list(self.children.values()):
                 child.poll(now)
+            self._restart_brokers(local)
             time.sleep(TICK)
         return 0
+
+    def _local(self, fleet: Fleet) -> Fleet:
+        return server.local_fleet(fleet, self.o.state, self.port, self.o.brokers)
+
+    def _restart_brokers(self, local: Fleet) -> None:
+        """A local nats-server that died (`kill -9` to try the cluster) is started again after
+        BROKER_RESTART_SEC, as systemd's Restart= would on a host."""
+        assert self.creds is not None
+        now = time.monotonic()
+        for name, proc in self.procs.items():
+            if proc.poll() is not None and name not in self._dead_since:
+                self._dead_since[name] = now
+                self.console.say(name, f"exited with {proc.returncode}; starting it again")
+        due = [n for n, t in self._dead_since.items() if now - t >= BROKER_RESTART_SEC]
+        if due:
+            fleet = self.fleet or local
+            brokers = [b for b in self.brokers if b.name in due]
+            server.restart_dead(fleet, brokers, self.procs, self.creds.auth_config)
+            for name in due:
+                del self._dead_since[name]
+            if self._published:
+                self._status(**{**self._published, "brokers": self._broker_pids()})
 
     def _load(self) -> Fleet:
         fleet = load_fleet(self.o.fleet_path, self.o.servers_path)
@@ -291,11 +325,11 @@ class Supervisor:
             )
             return
         assert self.creds is not None and self.endpoint is not None
-        local = server.local_fleet(fleet, self.o.state, self.port)
+        local = self._local(fleet)
         enabled = [w.id for w in local.workers if w.enabled]
         try:
             self.creds = server.issue_creds(local, enabled)
-            server.reload(local, self.o.state, self.server_proc, self.creds.auth_config)
+            server.reload(local, self.brokers, self.procs, self.creds.auth_config)
             changes = server.apply_bus(local, self.endpoint)
         except FAILURES as e:  # the fleet keeps running as it was
             self._status(state="running", error=f"fleet.yaml not applied: {_described(e)}")
@@ -307,14 +341,25 @@ class Supervisor:
     # ---- what others read -----------------------------------------------------------------
     def _publish(self, local: Fleet, outcome: Outcome) -> dict[str, Any]:
         assert self.creds is not None
-        url = f"nats://127.0.0.1:{local.nats.port}"
+        url = server.bus_url(local)
         creds = {
             natsaccess.PUBLISHER_USER: str(self.creds.publisher),
             natsaccess.ADMIN_USER: str(self.creds.admin),
         }
         record = up_record(self.o.fleet_path, os.getpid(), url, creds, sorted(self.children))
         write_json(self.o.state.up_json, record)
-        return self._status(state="running", nats_url=url, outcome=outcome.as_json())
+        self._published = {
+            "state": "running",
+            "nats_url": url,
+            "brokers": self._broker_pids(),
+            "outcome": outcome.as_json(),
+        }
+        return self._status(**self._published)
+
+    def _broker_pids(self) -> list[dict[str, Any]]:
+        return [
+            {"name": b.name, "port": b.port, "pid": self.procs[b.name].pid} for b in self.brokers
+        ]
 
     def _grace(self) -> float:
         """The longest a stop may take: `down` waits this long (and a little more)."""
@@ -342,8 +387,7 @@ class Supervisor:
         self._drain(children)
         if self.heartbeats is not None:
             self.heartbeats.stop()
-        if self.server_proc is not None:
-            server.stop(self.server_proc)
+        server.stop(self.procs)
         if self.failure is None:
             self._status(state="stopped")
 
@@ -356,10 +400,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--grace", type=float, default=None)
     parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT)
+    parser.add_argument("--brokers", type=int, default=1)
     args = parser.parse_args(argv)
     state = StateDir(args.state_dir)
     only = tuple(args.only)
-    options = Options(args.fleet, args.servers, state, only, args.grace, args.ready_timeout)
+    options = Options(
+        args.fleet, args.servers, state, only, args.grace, args.ready_timeout, args.brokers
+    )
     return Supervisor(options).run()
 
 

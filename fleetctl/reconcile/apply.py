@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fleetctl.config.model import Fleet, Share
-from fleetctl.identity import credentials, tunnelkeys
+from fleetctl.config.tunnels import tunnel_hosts
+from fleetctl.identity import credentials, routetls, tunnelkeys
 from fleetctl.reconcile import departed, remembered, rollout
 from fleetctl.reconcile.hostapply import PING_WAIT, HostResult, Reporter, Settings
-from fleetctl.reconcile.inputs import gather, tunnel_hosts
+from fleetctl.reconcile.inputs import gather
 from fleetctl.reconcile.observation import LiveView, live_plan
 from fleetctl.reconcile.plan.schedule import scheduled
 from fleetctl.reconcile.plan.selection import Selection
@@ -89,8 +90,9 @@ def plan(
     """Gather, connect, lock and observe every planned host; the plan to show and apply,
     with its schedule (`batch`: `apply --batch`, else fleet.yaml's `rollout.batch`).
 
-    Refuses up front to start a worker without credentials. The only write here: tunnel keys
-    that do not exist yet are generated (the plan needs their public halves)."""
+    Refuses up front to start a worker without credentials. The only writes here: tunnel
+    keys that do not exist yet are generated (the plan needs their public halves), and a
+    cluster's route certificates that are missing or stale are issued."""
     inputs = gather(fleet)
     lacking = [w for w in (workers or credentials.enabled_ids(fleet)) if w in inputs.missing_creds]
     if lacking:
@@ -98,8 +100,9 @@ def plan(
             f"no NATS credentials for {', '.join(lacking)}: their pollers could not start",
             "add --issue-creds, or run `fleetctl creds issue --all` first",
         )
-    if inputs.pending_tunnel_keys:
+    if inputs.pending_tunnel_keys or inputs.pending_route_tls:
         tunnelkeys.ensure(fleet, tunnel_hosts(fleet))
+        routetls.ensure(fleet)
         inputs = gather(fleet)
     known = remembered.load(fleet)  # a damaged file fails before any host is touched
     view = live_plan(fleet, inputs, selection, options, lock=True)

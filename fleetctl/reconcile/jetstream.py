@@ -19,6 +19,7 @@ from fleetctl.bus.resources import (
     ConsumerSpec,
     DeclarationError,
     Request,
+    StreamSpec,
     declarable,
     near_limit_warning,
 )
@@ -85,20 +86,94 @@ def observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
     return run(_observe(endpoint, bus))
 
 
-async def _apply(endpoint: Endpoint, changes: Sequence[Change]) -> None:
+async def _apply(endpoint: Endpoint, changes: Sequence[Change], settle: float) -> None:
     nc = await connect(endpoint)
     try:
         for change in changes:
             subject, body = request_for(change)
-            reply = await request(nc, subject, body)
+            reply = await _request(nc, subject, body, change)
             if _pushes(reply, change):  # made by someone else: replaced, never kept
                 gone = await request(nc, request_for(replace(change, action="delete"))[0])
                 if _api_error(gone) is None:
                     reply = await request(nc, *request_for(replace(change, action="create")))
             if (err := _api_error(reply)) is not None:
                 raise BusError(f"{change.action} {change.kind} {change.name}: {err}")
+        await _settle(nc, [c.resource for c in changes if _replicated(c)], settle)
     finally:
         await nc.close()
+
+
+# A cluster answers some requests with these while its leaders change (a broker restarting,
+# a stream just made): asked again until RETRY_FOR runs out.
+NOT_AVAILABLE, NOT_LEADER, STREAM_NOT_FOUND = 10008, 10009, 10059
+RETRY_FOR = 30.0
+
+
+async def _request(
+    nc: Any, subject: str, body: dict[str, Any] | None, change: Change
+) -> dict[str, Any]:
+    """The request, asked again while the cluster is between leaders: no answer, "temporarily
+    unavailable", "can not handle request", or (for what follows a stream's creation: its
+    update or its consumers) "stream not found" while the new stream's group forms."""
+    deadline = time.monotonic() + RETRY_FOR
+    while True:
+        try:
+            reply = await request(nc, subject, body)
+        except BusError:
+            if time.monotonic() >= deadline:
+                raise
+            continue
+        code = (reply.get("error") or {}).get("err_code")
+        transient = code in (NOT_AVAILABLE, NOT_LEADER) or (
+            code == STREAM_NOT_FOUND and (change.kind != "stream" or change.action == "update")
+        )
+        if not transient or time.monotonic() >= deadline:
+            return reply
+        await pause(0.25)
+
+
+def _replicated(change: Change) -> bool:
+    spec = change.resource
+    return isinstance(spec, StreamSpec) and change.action != "delete" and spec.replicas > 1
+
+
+async def _settle(nc: Any, streams: Sequence[Any], seconds: float) -> None:
+    """Wait until each replicated stream made or changed has every copy current (a change of
+    replicas copies the stream to its new brokers, and its consumers after it): apply does
+    not go on with copies still catching up. BusError when one has not within `seconds`."""
+    deadline = time.monotonic() + seconds
+    for spec in streams:
+        while True:
+            info = await request(nc, *spec.info_request())
+            lagging = replicas_behind(info, spec.replicas)
+            if lagging is None:
+                break
+            if time.monotonic() >= deadline:
+                raise BusError(
+                    f"stream {spec.name}: its {spec.replicas} copies are not current "
+                    f"after {seconds:.0f} s ({lagging})"
+                )
+            await pause(0.5)
+
+
+def replicas_behind(info: dict[str, Any], replicas: int) -> str | None:
+    """What keeps a stream from having `replicas` current copies (STREAM.INFO's `cluster`),
+    or None when it has them."""
+    if (err := _api_error(info)) is not None:
+        return err
+    cluster = info.get("cluster") or {}
+    if not cluster.get("leader"):
+        return "no leader"
+    peers = cluster.get("replicas") or []
+    if len(peers) < replicas - 1:
+        return f"{len(peers) + 1} of {replicas} copies"
+    behind = [p.get("name", "?") for p in peers if not p.get("current")]
+    if behind:
+        return f"not current on {', '.join(behind)}"
+    if cluster.get("desired"):  # nats-server still moving it to its new peers
+        status = (cluster["desired"].get("status") or {}).get("description") or "moving"
+        return str(status)
+    return None
 
 
 # "can not update push consumer to pull based": fleetctl never makes a push consumer.
@@ -139,8 +214,13 @@ def ordered(changes: Sequence[Change]) -> list[Change]:
     return sorted(api, key=lambda c: JETSTREAM_KINDS[c.kind].apply_rank(c.action))
 
 
-def apply(endpoint: Endpoint, changes: Sequence[Change]) -> None:
-    run(_apply(endpoint, ordered(changes)))
+# How long apply waits for a replicated stream's copies to be current (a stream of a few
+# GiB copied to two new brokers takes minutes).
+SETTLE = 300.0
+
+
+def apply(endpoint: Endpoint, changes: Sequence[Change], settle: float = SETTLE) -> None:
+    run(_apply(endpoint, ordered(changes), settle))
 
 
 async def _wait_ready(endpoint: Endpoint, seconds: float) -> bool:

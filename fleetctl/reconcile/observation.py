@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from fleetctl.bus import client as bus_client
 from fleetctl.config.model import Fleet, Host
+from fleetctl.config.tunnels import dialers_of
 from fleetctl.identity import fleetusers
 from fleetctl.reconcile import agent_client, facts, jetstream
 from fleetctl.reconcile.desired.build import desired_state
@@ -63,11 +64,12 @@ def live_plan(
     fleet: Fleet, inputs: Inputs, selection: Selection, options: Options, *, lock: bool
 ) -> LiveView:
     """Connect, lock (apply) and observe every planned host and the bus; then diff."""
-    broker = fleet.broker  # the tunnels': its SSH key goes in their known_hosts
-    expected = inputs.broker_key or sole_accepted_key(broker, options)
-    shape = desired_state(
-        fleet, dataclasses.replace(inputs, broker_key=expected or SOME_BROKER_KEY)
-    )
+    dialed = _dialed_brokers(fleet)  # the tunnels': their SSH keys go in known_hosts
+    expected = {
+        b.name: inputs.broker_keys.get(b.name) or sole_accepted_key(b, options) for b in dialed
+    }
+    guessed = {n: k or SOME_BROKER_KEY for n, k in expected.items()}
+    shape = desired_state(fleet, _with_keys(inputs, guessed))
     names = planned_hosts(shape, selection)
     homes = [h for h in shape.bus.homes if h in names]  # the ways to the bus, in order
     first = homes[0] if homes else None
@@ -111,20 +113,23 @@ def live_plan(
             sessions[name] = session
 
     for_each_host(names, visit, options.parallel)
-    broker_key = inputs.broker_key
-    if broker_key is None and broker.name in sessions:
-        broker_key = presented_key(sessions[broker.name])
-    elif broker_key is None and broker.name not in names:
-        # Narrowed to other hosts: the tunnels' known_hosts still needs the broker's key.
-        broker_key = expected or _peek_key(broker, options)
-    desired = (
-        shape
-        if broker_key is not None and broker_key == expected
-        else desired_state(fleet, dataclasses.replace(inputs, broker_key=broker_key))
-    )
+    keys: dict[str, str] = {}
+    for broker in dialed:
+        key = inputs.broker_keys.get(broker.name)
+        if key is None and broker.name in sessions:
+            key = presented_key(sessions[broker.name])
+        elif key is None and broker.name not in names:
+            # Narrowed to other hosts: the tunnels' known_hosts still needs the broker's key.
+            key = expected[broker.name] or _peek_key(broker, options)
+        if key is not None:
+            keys[broker.name] = key
+    as_guessed = all(k is not None and keys.get(n) == k for n, k in expected.items())
+    desired = shape if as_guessed else desired_state(fleet, _with_keys(inputs, keys))
     warnings = list(inputs.warnings)
-    if broker_key is None:
-        warnings.append("the broker was not reached, so the tunnels' known_hosts is not planned")
+    unreached = [b.name for b in dialed if b.name not in keys]
+    if unreached:
+        which = "the broker" if not fleet.is_cluster else f"the broker {', '.join(unreached)}"
+        warnings.append(f"{which} was not reached, so the tunnels' known_hosts is not planned")
     bus = _through_homes(fleet, shape, homes, sessions, errors, seen_bus)
     warnings += bus.warnings
     plan = make_plan(
@@ -137,6 +142,15 @@ def live_plan(
         errors=errors,
     )
     return LiveView(fleet, inputs, desired, sessions, errors, bus, plan, options, selection)
+
+
+def _dialed_brokers(fleet: Fleet) -> list[Host]:
+    """The brokers some host keeps a tunnel to."""
+    return [b for b in fleet.brokers if dialers_of(fleet, b.name)]
+
+
+def _with_keys(inputs: Inputs, keys: dict[str, str]) -> Inputs:
+    return dataclasses.replace(inputs, broker_keys={**inputs.broker_keys, **keys})
 
 
 def _peek_key(broker: Host, options: Options) -> str | None:

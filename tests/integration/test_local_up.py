@@ -202,7 +202,8 @@ def test_up_runs_every_worker_that_can_run_here(fleet: LocalFleet) -> None:
     ]
     assert summary["state_dir"] == str(fleet.state.root)
     record = json.loads(fleet.state.up_json.read_text())
-    assert set(record) == {"version", "fleet", "pid", "nats_url", "creds", "workers"}
+    assert set(record) == {"version", "fleet", "pid", "nats_url", "creds", "workers", "brokers"}
+    assert len(record["brokers"]) == 1  # one nats-server: no cluster without --brokers
     assert record["fleet"] == str(fleet.root / "fleet.yaml")
     assert record["nats_url"] == summary["nats_url"]
     assert record["workers"] == ["w-count", "w-echo"]

@@ -25,7 +25,7 @@ from tests.support.fakehosts import PYTHON, FakeHost, Log, agent_answer, converg
 BROKER, NODE1, NODE2 = "broker-host", "worker-node-1", "worker-node-2"
 INPUTS = Inputs(
     tunnel_keys={h: TunnelKey(h, b"key", f"ssh-ed25519 AAAA{h} x") for h in (NODE1, NODE2)},
-    broker_key="ssh-ed25519 AAAAbroker",
+    broker_keys={BROKER: "ssh-ed25519 AAAAbroker"},
 )
 NATS_UNIT_FILE = layout.unit_path(layout.NATS_UNIT)
 KNOWN_HOSTS = "/etc/fleet/tunnel/known_hosts"

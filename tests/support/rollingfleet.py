@@ -63,7 +63,7 @@ def inputs(fleet: Fleet, creds: str) -> Inputs:
         creds={w.id: f"{creds} creds of {w.id}".encode() for w in fleet.workers},
         versions=Versions(POLLER, "nats-server: v2.15.1"),
         tunnel_keys={h: TunnelKey(h, b"key", f"ssh-ed25519 AAAA{h} x") for h in nodes},
-        broker_key="ssh-ed25519 AAAAbroker",
+        broker_keys={fleet.broker.name: "ssh-ed25519 AAAAbroker"},
     )
 
 

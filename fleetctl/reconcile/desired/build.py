@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from fleetctl import layout
 from fleetctl.config.model import Fleet, Host
-from fleetctl.reconcile.desired.broker import NATS_STARTUP, add_broker, broker_startup_digest
+from fleetctl.config.tunnels import tunnels_of
+from fleetctl.reconcile.desired.broker import (
+    NATS_STARTUP,
+    add_broker,
+    broker_startup_digest,
+    cluster_conf,
+)
 from fleetctl.reconcile.desired.bus import bus_state
 from fleetctl.reconcile.desired.context import Context, Parts
 from fleetctl.reconcile.desired.repos import add_repos
 from fleetctl.reconcile.desired.state import FleetState, HostState
-from fleetctl.reconcile.desired.tunnel import add_tunnel
+from fleetctl.reconcile.desired.tunnel import add_tunnels, unknown_broker_keys
 from fleetctl.reconcile.desired.workers import add_packages, add_worker
 from fleetctl.reconcile.inputs import NO_INPUTS, Inputs
 
@@ -17,7 +23,7 @@ from fleetctl.reconcile.inputs import NO_INPUTS, Inputs
 def desired_state(fleet: Fleet, inputs: Inputs = NO_INPUTS) -> FleetState:
     """Hosts and bus from the fleet and what `inputs.gather` read. Without inputs (tests,
     golden files) there are no creds, tunnel keys or versions to plan."""
-    context = Context(fleet, fleet.broker, inputs, inputs.broker_key or fleet.broker.host_key)
+    context = Context(fleet, inputs)
     hosts = {host.name: _host_state(context, host) for host in fleet.hosts}
     return FleetState(hosts, bus_state(fleet, inputs))
 
@@ -28,20 +34,19 @@ def _host_state(ctx: Context, host: Host) -> HostState:
     settings: dict[str, str] = {}
     if host.is_broker:
         add_broker(ctx, host, parts)
-        settings[NATS_STARTUP] = broker_startup_digest(ctx.fleet.nats, host.name)
+        cluster = cluster_conf(fleet)
+        settings[NATS_STARTUP] = broker_startup_digest(fleet.nats, host.name, cluster)
     workers = fleet.workers_on(host.name) if host.is_worker_host else []
-    tunnel = None
+    tunnels: tuple[str, ...] = ()
     unknown: tuple[str, ...] = ()
-    if workers and not host.is_broker:
-        tunnel = layout.TUNNEL_UNIT
-        add_tunnel(ctx, host, parts)
-        if not ctx.broker_key:
-            unknown = (layout.TUNNEL_KNOWN_HOSTS,)
     if workers:
+        tunnels = add_tunnels(ctx, host, parts) if tunnels_of(fleet, host) else ()
+        if tunnels and unknown_broker_keys(ctx, host):
+            unknown = (layout.TUNNEL_KNOWN_HOSTS,)
         add_packages(ctx, workers, parts)
         add_repos(ctx, host, workers, parts)
     for worker in workers:
-        add_worker(ctx, worker, tunnel, parts)
+        add_worker(ctx, worker, tunnels, parts)
     disabled = tuple(w.id for w in fleet.workers if w.host == host.name and not w.enabled)
     return HostState(
         host,

@@ -17,9 +17,11 @@ from fleetctl.reconcile.resources.users import UserSpec
 @dataclass(frozen=True)
 class Context:
     fleet: Fleet
-    broker: Host  # the broker the worker hosts' tunnels lead to
     inputs: Inputs = field(repr=False)
-    broker_key: str | None
+
+    def broker_key(self, broker: Host) -> str | None:
+        """The broker's SSH key, as the tunnels' known_hosts pins it (None: not known)."""
+        return self.inputs.broker_keys.get(broker.name)
 
     @property
     def versions(self) -> Versions:

@@ -9,20 +9,20 @@ from fleetctl import layout
 from fleetctl.bus.names import NatsNames
 from fleetctl.config.model import Fleet, Worker
 from fleetctl.config.routes import queues_of
+from fleetctl.config.tunnels import nats_urls
 from fleetctl.reconcile import backend_units as backends
 
 
 def poller_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
     """What every poller reads, whatever its backend (docs/poller.md has the contract)."""
     names = NatsNames(fleet.nats.subject_prefix)
-    port = fleet.nats.port
-    host = fleet.host(worker.host)
-    nats_host = fleet.nats.listen if host.is_broker else "127.0.0.1"
+    urls = nats_urls(fleet, fleet.host(worker.host))
     return [
         ("WORKER_ID", worker.id),
         ("LLM", worker.llm),
         ("MODEL_BACKEND", worker.backend),
-        ("NATS_URL", f"nats://{nats_host}:{port}"),
+        # One URL per broker it reaches (a cluster's: its own, then its tunnels).
+        ("NATS_URL", ",".join(urls)),
         ("NATS_CREDS", layout.creds_path(worker.id)),
         ("NATS_SUBJECT_PREFIX", fleet.nats.subject_prefix),
         ("NATS_TASK_STREAM", names.task_stream),

@@ -39,13 +39,13 @@ def add_packages(ctx: Context, workers: list[Worker], parts: Parts) -> None:
         parts.packages.append(dataclasses.replace(llm_cli_package(cli), worker=owner))
 
 
-def add_worker(ctx: Context, worker: Worker, tunnel_unit: str | None, parts: Parts) -> None:
+def add_worker(ctx: Context, worker: Worker, tunnel_units: tuple[str, ...], parts: Parts) -> None:
     """A worker's user, home, unit (and what restarts it), and its creds when there are any."""
     user = worker.service_user
     parts.users.append(UserSpec(user, worker.work_base, worker.id))
     parts.dirs.append(DirSpec(worker.work_base, user, user, 0o750, worker.id))
     path = layout.unit_path(worker.unit)
-    unit = render_poller_unit(ctx.fleet, worker, tunnel_unit)
+    unit = render_poller_unit(ctx.fleet, worker, tunnel_units)
     parts.files.append(FileSpec(path, unit.encode(), worker=worker.id))
     restart_on = [path, layout.creds_path(worker.id), f"package {POLLER_PACKAGE}"]
     if worker.env_file:
@@ -70,12 +70,16 @@ def add_worker(ctx: Context, worker: Worker, tunnel_unit: str | None, parts: Par
         parts.files.append(FileSpec(creds_path, creds, user, user, 0o600, True, worker.id))
 
 
-def render_poller_unit(fleet: Fleet, worker: Worker, tunnel_unit: str | None) -> str:
+def render_poller_unit(fleet: Fleet, worker: Worker, tunnel_units: tuple[str, ...]) -> str:
+    """With one broker the poller needs its one tunnel (`Requires=`); on a cluster it only
+    wants them (`Wants=`): one tunnel down is a reconnect through another, and a tunnel's
+    restart must not stop the poller."""
     return render_unit(
         backends.unit_template(worker),
         worker=worker,
         common_env=poller_unit_environment(fleet, worker),
-        tunnel_unit=tunnel_unit,
+        tunnel_units=tunnel_units,
+        tunnels_required=not fleet.is_cluster,
         poller_bin=layout.POLLER_BIN,
         stop_timeout=poller_stop_timeout(worker),
         repo_groups=[repo_user(name) for name in worker.repos],

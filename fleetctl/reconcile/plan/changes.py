@@ -5,6 +5,7 @@ comes from its kind (fleetctl/reconcile/resources/)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from fleetctl.reconcile.plan.types import Action, Change
 from fleetctl.reconcile.resources.base import HostKind, Shown, UnitAction
@@ -51,10 +52,21 @@ def diff(
         if have is None:
             changes.append(change("create", resource, worker, None))
         elif dict(have) != resource.fingerprint():
-            changes.append(change("update", resource, worker, contents.get(resource.key)))
+            update = change("update", resource, worker, contents.get(resource.key))
+            changes.append(_with_replicas(update, have, resource.fingerprint()))
         else:
             unchanged += 1
     return changes, unchanged, wanted
+
+
+def _with_replicas(
+    update: Change, have: Mapping[str, object], want: Mapping[str, object]
+) -> Change:
+    """A stream's change of copies is said in the plan: `replicas 1 -> 3`."""
+    old, new = have.get("num_replicas"), want.get("num_replicas")
+    if old == new or new is None:
+        return update
+    return replace(update, attrs=(*update.attrs, ("replicas", f"replicas {old} -> {new}")))
 
 
 def orphans(keys: Iterable[str], contents: Mapping[str, bytes]) -> list[Change]:

@@ -55,6 +55,11 @@ def test_prefix_with_dash_derives_streams_like_fleetctl() -> None:
         ({"WORKER_ID": ""}, "WORKER_ID is required"),
         ({"WORKER_ID": "a.b"}, "WORKER_ID='a.b' must be"),
         ({"NATS_URL": "127.0.0.1:4222"}, "NATS_URL="),
+        (
+            {"NATS_URL": "nats://127.0.0.1:4223,127.0.0.1:4224"},
+            "NATS_URL='nats://127.0.0.1:4223,127.0.0.1:4224': '127",
+        ),
+        ({"NATS_URL": "nats://127.0.0.1:4223,"}, "NATS_URL='nats://127.0.0.1:4223,': ''"),
         ({"MODEL_BACKEND": "gpt"}, "MODEL_BACKEND='gpt' must be one of"),
         ({"CONCURRENCY": "two"}, "CONCURRENCY='two' must be an integer"),
         ({"CONCURRENCY": "0"}, "CONCURRENCY='0' must be greater than 0"),
@@ -125,3 +130,15 @@ def test_the_cli_gets_no_nats_setting(tmp_path: Path) -> None:
     child = _child_env(env, config.load(env))
     assert not [k for k in child if k.startswith("NATS_")]
     assert child["PATH"] == "/usr/bin" and child["FLEET_WORKER_ID"] == "w1"
+
+
+def test_a_clusters_urls_are_each_a_server_to_connect_to() -> None:
+    """NATS_URL of a cluster: one URL per broker (its tunnels), comma-separated."""
+    urls = "nats://127.0.0.1:4223,nats://127.0.0.1:4224, nats://127.0.0.1:4225"
+    cfg = config.load({**BASE, "NATS_URL": urls})
+    assert cfg.servers == [
+        "nats://127.0.0.1:4223",
+        "nats://127.0.0.1:4224",
+        "nats://127.0.0.1:4225",
+    ]
+    assert config.load(BASE).servers == ["nats://127.0.0.1:4222"]

@@ -24,7 +24,7 @@ from tests.support.example import example_fleet
 from tests.support.fakehosts import PYTHON, FakeHost, Log
 
 FIRST, SECOND = "broker-host", "broker-2"
-INPUTS = Inputs(broker_key="ssh-ed25519 AAAAbroker")
+INPUTS = Inputs(broker_keys={FIRST: "ssh-ed25519 AAAAbroker", SECOND: "ssh-ed25519 AAAAsecond"})
 DOWN = ObservedBus(reachable=False, error="nothing answers at nats://127.0.0.1:4222")
 NATS_INSTALLED = {"units": {"nats-server.service": {"enabled": True, "active": False}}}
 

@@ -49,7 +49,7 @@ def inputs(creds: dict[str, bytes] | None = None, poller: str = "0.1.0+aaa") -> 
         creds=CREDS if creds is None else creds,
         versions=Versions(poller, "nats-server: v2.15.1"),
         tunnel_keys={NODE: KEY},
-        broker_key="ssh-ed25519 AAAAbroker",
+        broker_keys={"broker-host": "ssh-ed25519 AAAAbroker"},
     )
 
 
@@ -515,7 +515,7 @@ def test_an_unknown_broker_key_leaves_the_tunnels_known_hosts_alone() -> None:
     fleet = example_fleet()
     unpinned = tuple(dataclasses.replace(h, host_key=None) for h in fleet.hosts)
     fleet = dataclasses.replace(fleet, hosts=unpinned)
-    unknown = desired_state(fleet, dataclasses.replace(inputs(), broker_key=None))
+    unknown = desired_state(fleet, dataclasses.replace(inputs(), broker_keys={}))
     node = unknown.hosts[NODE]
     assert node.unknown_files == ("/etc/fleet/tunnel/known_hosts",)
     assert "/etc/fleet/tunnel/known_hosts" not in [f.path for f in node.files]
