@@ -45,6 +45,17 @@ def init(fleet: Fleet) -> tuple[Authority, bool]:
     return authority, created
 
 
+def ensure_system_user(fleet: Fleet) -> bool:
+    """fleet-sys with this version's permissions (a cluster's rollout and status read each
+    broker's health through it): re-issued when outdated, the old key revoked. Whether it
+    was."""
+    authority = load(fleet)
+    if authority is None or not natsaccess.system_user_outdated(authority):
+        return False
+    natsaccess.ensure_fleet_users(authority, _names(fleet), [], ttl=None)
+    return True
+
+
 def services_account_jwt(fleet: Fleet, authority: Authority, base: str | None = None) -> str:
     """The services account JWT the broker should have: `base` (default the stored one)
     with the `nats:` block's JetStream limits. Derived, not stored, so it follows fleet.yaml
@@ -281,6 +292,11 @@ def plan_inputs(fleet: Fleet, *, now: float | None = None) -> PlanInputs:
     if missing:
         warnings.append(
             f"no valid credentials for {', '.join(missing)}: run `fleetctl creds issue --all`"
+        )
+    if fleet.is_cluster and natsaccess.system_user_outdated(authority):
+        warnings.append(
+            f"{natsaccess.SYSTEM_USER} was issued before it could read the brokers' health: "
+            "`fleetctl apply` re-issues it before it restarts any broker"
         )
     problems = hygiene.mode_problems([authority.dirs.stores, authority.keystore.root])
     warnings += [str(p) for p in problems + hygiene.signing_key_problems(authority)]

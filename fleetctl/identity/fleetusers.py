@@ -14,6 +14,8 @@ from fleetctl.identity.natsaccess import (
     ADMIN_USER,
     PUBLISHER_INBOX_PREFIX,
     PUBLISHER_USER,
+    SYSTEM_INBOX_PREFIX,
+    SYSTEM_USER,
 )
 
 INBOX_PREFIXES = {ADMIN_USER: ADMIN_INBOX_PREFIX, PUBLISHER_USER: PUBLISHER_INBOX_PREFIX}
@@ -25,4 +27,13 @@ def identity(fleet: Fleet, user: str = ADMIN_USER) -> Identity:
     path = authority.creds_path(user) if authority is not None else None
     return Identity(
         user, path if path is not None and path.exists() else None, INBOX_PREFIXES[user]
+    )
+
+
+def system_identity(fleet: Fleet) -> Identity:
+    """fleet-sys (account SYS): each broker's state and health, a departed broker's removal."""
+    authority = credentials.load(fleet)
+    path = authority.creds_path(SYSTEM_USER, authority.system_account) if authority else None
+    return Identity(
+        SYSTEM_USER, path if path is not None and path.exists() else None, SYSTEM_INBOX_PREFIX
     )

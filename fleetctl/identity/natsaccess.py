@@ -157,10 +157,24 @@ def admin_permissions(names: NatsNames) -> Permissions:
     )
 
 
+# What fleet-sys may ask every broker of a cluster (each answers for itself): its version
+# and uptime (VARZ), its routes (ROUTEZ), its JetStream and the meta group (JSZ), and its
+# health (HEALTHZ: JetStream current, which the rolling restart waits for).
+CLUSTER_PINGS = ("VARZ", "ROUTEZ", "JSZ", "HEALTHZ")
+
+
 def system_permissions() -> Permissions:
-    """A system-account user that may only push account JWT updates (revocations)."""
+    """A system-account user that may push account JWT updates (revocations), read each
+    broker's state and health (`CLUSTER_PINGS`: counts and names, never a message), and
+    remove a departed broker from the cluster's JetStream (`$JS.API.SERVER.REMOVE`)."""
     return Permissions(
-        pub=Permission.of(allow=["$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE"]),
+        pub=Permission.of(
+            allow=[
+                "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",
+                *(f"$SYS.REQ.SERVER.PING.{what}" for what in CLUSTER_PINGS),
+                "$JS.API.SERVER.REMOVE",
+            ]
+        ),
         sub=Permission.of(allow=[f"{SYSTEM_INBOX_PREFIX}.>"]),
     )
 
@@ -201,9 +215,17 @@ def _service_users(names: NatsNames) -> list[tuple[str, Permissions, str]]:
     ]
 
 
-def _issued_permissions(authority: Authority, user: str) -> Permissions:
-    token = authority.store.read_user(authority.services_account, user)
+def _issued_permissions(authority: Authority, user: str, account: str | None = None) -> Permissions:
+    token = authority.store.read_user(account or authority.services_account, user)
     return Permissions.from_jwt(jwt.decode(token).claims.get("nats", {}))
+
+
+def system_user_outdated(authority: Authority) -> bool:
+    """fleet-sys exists with other permissions than this version grants."""
+    sys_account = authority.system_account
+    if SYSTEM_USER not in authority.store.users(sys_account):
+        return False
+    return _issued_permissions(authority, SYSTEM_USER, sys_account) != system_permissions()
 
 
 def outdated_users(
@@ -258,6 +280,10 @@ def ensure_fleet_users(
     if SYSTEM_USER not in authority.store.users(sys_account):
         issued[SYSTEM_USER] = authority.issue_user(
             SYSTEM_USER, system_permissions(), account=sys_account, tags=[ROLE_SYSTEM]
+        )
+    elif system_user_outdated(authority):
+        issued[SYSTEM_USER], _ = authority.rotate_user(
+            SYSTEM_USER, system_permissions(), account=sys_account
         )
     return issued
 

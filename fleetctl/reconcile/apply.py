@@ -93,6 +93,8 @@ def plan(
     Refuses up front to start a worker without credentials. The only writes here: tunnel
     keys that do not exist yet are generated (the plan needs their public halves), and a
     cluster's route certificates that are missing or stale are issued."""
+    if fleet.is_cluster:
+        credentials.ensure_system_user(fleet)  # the rolling restart reads health through it
     inputs = gather(fleet)
     lacking = [w for w in (workers or credentials.enabled_ids(fleet)) if w in inputs.missing_creds]
     if lacking:

@@ -7,10 +7,11 @@ agent (`request`) and how to read its answer (`parse`), each resource kind for i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleetctl import layout
+from fleetctl.bus.clusterview import ClusterView
 from fleetctl.reconcile.desired.state import HostState
 from fleetctl.reconcile.kept import Kept, parse_kept
 from fleetctl.reconcile.resources.base import HostKind
@@ -60,6 +61,16 @@ class ObservedBus:
     warnings: tuple[str, ...] = ()  # streams near their limits, from what the server said
     queued: Mapping[str, int] = field(default_factory=dict)  # consumer key -> tasks waiting
     via: str = ""  # the home it was read through ("": not read through a host)
+    cluster: ClusterView | None = None  # a cluster's brokers as fleet-sys saw them
+
+
+def with_cluster(bus: ObservedBus, view: ClusterView) -> ObservedBus:
+    """The bus with its cluster's members as fleet-sys saw them (a standalone broker is the
+    only member of its own): each one fleetctl's, so one that left servers.yaml is planned
+    for removal."""
+    keys: dict[str, Mapping[str, object]] = {f"member {m}": {} for m in view.members}
+    resources: dict[str, Mapping[str, object]] = {**bus.resources, **keys}
+    return replace(bus, resources=resources, managed=bus.managed | set(keys), cluster=view)
 
 
 @dataclass(frozen=True)

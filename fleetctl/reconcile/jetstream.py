@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from fleetctl.bus import clusterview
 from fleetctl.bus.client import BusError, BusUnreachable, Endpoint, connect, pause, request, run
+from fleetctl.bus.clusterview import ClusterView
 from fleetctl.bus.names import JS_API
 from fleetctl.bus.resources import (
     ConsumerSpec,
@@ -78,6 +80,19 @@ async def _consumers(nc: Any, stream: str) -> list[dict[str, Any]]:
         found += batch
         if not batch or len(found) >= int(page.get("total", 0)):
             return found
+
+
+def observe_cluster(endpoint: Endpoint, brokers: int) -> ClusterView:
+    """Each broker of a cluster that answers, as fleet-sys (`endpoint`'s identity)."""
+
+    async def look() -> ClusterView:
+        nc = await connect(endpoint)
+        try:
+            return await clusterview.look(nc, endpoint.identity.inbox_prefix, brokers)
+        finally:
+            await nc.close()
+
+    return run(look())
 
 
 def observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:

@@ -206,7 +206,14 @@ def _through_homes(
 
 
 def _observe_bus(fleet: Fleet, shape: FleetState, session: Session) -> ObservedBus:
-    """The bus's streams and consumers, through a forward over the broker's connection."""
+    """The bus's streams and consumers, through a forward over the broker's connection; on a
+    cluster, each broker as fleet-sys sees it too (members, meta leader, health)."""
     who = fleetusers.identity(fleet)
     with bus_client.through(session.transport, fleet, who) as endpoint:
-        return jetstream.observe(endpoint, shape.bus)
+        seen = jetstream.observe(endpoint, shape.bus)
+    system = fleetusers.system_identity(fleet)
+    if not (fleet.is_cluster and seen.reachable and system.creds is not None):
+        return seen
+    with bus_client.through(session.transport, fleet, system) as endpoint:
+        view = jetstream.observe_cluster(endpoint, len(fleet.brokers))
+    return facts.with_cluster(seen, view)

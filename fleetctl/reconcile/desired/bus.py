@@ -9,6 +9,7 @@ from fleetctl.config.model import Fleet
 from fleetctl.config.routes import queues as route_queues
 from fleetctl.reconcile.desired.state import BusState
 from fleetctl.reconcile.inputs import NO_INPUTS, Inputs
+from fleetctl.reconcile.resources.members import MemberSpec
 from fleetctl.reconcile.resources.revocations import RevocationSpec
 
 
@@ -28,4 +29,5 @@ def bus_state(fleet: Fleet, inputs: Inputs = NO_INPUTS) -> BusState:
         route_consumer(fleet.nats, name, sum(concurrency[m] for m in members))
         for name, members in queues.items()
     )
-    return BusState(homes, streams, consumers, revocations, task_stream, routes)
+    members = tuple(MemberSpec(h) for h in homes) if fleet.is_cluster else ()
+    return BusState(homes, streams, consumers, revocations, task_stream, routes, members)

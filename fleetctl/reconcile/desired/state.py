@@ -10,6 +10,7 @@ from fleetctl.config.model import Host
 from fleetctl.reconcile.resources.dirs import DirSpec
 from fleetctl.reconcile.resources.files import FileSpec
 from fleetctl.reconcile.resources.kinds import HostResource
+from fleetctl.reconcile.resources.members import MemberSpec
 from fleetctl.reconcile.resources.mirrors import MirrorSpec
 from fleetctl.reconcile.resources.packages import PackageSpec
 from fleetctl.reconcile.resources.revocations import RevocationSpec
@@ -56,8 +57,8 @@ class HostState:
 @dataclass(frozen=True)
 class BusState:
     """What the task bus must hold: its streams, one consumer per enabled worker, and the
-    credentials to revoke. It lives on `homes`, the broker hosts (one today; a cluster later
-    lists several), and is reached through the first that answers."""
+    credentials to revoke. It lives on `homes`, the broker hosts (one, or a cluster's three
+    or five: its `members`), and is reached through the first that answers."""
 
     homes: tuple[str, ...]
     streams: tuple[StreamSpec, ...] = ()
@@ -65,9 +66,13 @@ class BusState:
     revocations: tuple[RevocationSpec, ...] = ()
     consumer_stream: str = ""  # where the workers' consumers are (and orphans are looked for)
     route_consumers: tuple[ConsumerSpec, ...] = ()  # the shared queues of `pick: any` routes
+    members: tuple[MemberSpec, ...] = ()  # a cluster's brokers (none with one broker)
 
-    def resources(self) -> Iterable[tuple[StreamSpec | ConsumerSpec, str | None]]:
-        """The JetStream resources with the worker each belongs to (None: shared)."""
+    def resources(self) -> Iterable[tuple[StreamSpec | ConsumerSpec | MemberSpec, str | None]]:
+        """The cluster's members and the JetStream resources, with the worker each belongs
+        to (None: shared)."""
+        for m in self.members:
+            yield m, None
         for s in self.streams:
             yield s, None
         yield from self.consumers

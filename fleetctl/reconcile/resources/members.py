@@ -1,0 +1,39 @@
+"""A broker as a member of the cluster's JetStream (its meta group): a bus kind. A new broker
+joins by itself once its host runs nats-server with the cluster's routes (apply waits until
+it is healthy); a departed one is removed from the meta group by fleet-sys
+(`$JS.API.SERVER.REMOVE`), once its host no longer runs it, so JetStream places its copies
+of each stream on the brokers that remain (fleetctl/reconcile/rollout.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+
+from fleetctl.reconcile.resources.base import Attrs
+
+REMOVE_SUBJECT = "$JS.API.SERVER.REMOVE"
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """A broker host of the cluster, by its server name (the host's name)."""
+
+    kind: ClassVar[str] = "member"
+
+    broker: str
+
+    @property
+    def key(self) -> str:
+        return f"member {self.broker}"
+
+    def fingerprint(self) -> dict[str, object]:
+        return {}
+
+    def describe(self) -> tuple[str, Attrs]:
+        return self.broker, (("role", "JetStream cluster member"),)
+
+    @staticmethod
+    def remove_request(broker: str) -> tuple[str, bytes]:
+        """What removes a departed broker from the meta group (fleet-sys only)."""
+        return REMOVE_SUBJECT, json.dumps({"peer": broker}).encode()
