@@ -117,7 +117,7 @@ def test_apply_order_comes_from_each_kind() -> None:
         ("create", "consumer"),
         ("delete", "stream"),
     ]
-    assert set(BUS_KINDS) == {"stream", "consumer", "credentials"}
+    assert set(BUS_KINDS) == {"stream", "consumer", "credentials", "member"}
     assert set(JETSTREAM_KINDS) == {"stream", "consumer"}
 
 
