@@ -31,9 +31,15 @@ def up_file(fleet_path: Path) -> Path:
 
 
 def up_record(
-    fleet_path: Path, pid: int, nats_url: str, creds: dict[str, str], workers: list[str]
+    fleet_path: Path,
+    pid: int,
+    nats_url: str,
+    creds: dict[str, str],
+    workers: list[str],
+    brokers: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The up.json contract (read by `local_fleet`)."""
+    """The up.json contract (read by `local_fleet`). `nats_url`: one URL, or a local
+    cluster's, comma-separated; `brokers`: the local nats-servers' names."""
     return {
         "version": UP_VERSION,
         "fleet": str(fleet_path.resolve()),
@@ -41,6 +47,7 @@ def up_record(
         "nats_url": nats_url,
         "creds": creds,
         "workers": workers,
+        "brokers": brokers or [],
     }
 
 
@@ -52,6 +59,7 @@ class LocalFleet:
     creds: dict[str, Path]
     workers: tuple[str, ...]
     pid: int
+    brokers: tuple[str, ...] = ()  # its nats-servers (several: a local cluster)
 
 
 def local_fleet(fleet_path: Path) -> LocalFleet | None:
@@ -74,6 +82,7 @@ def local_fleet(fleet_path: Path) -> LocalFleet | None:
         creds={str(k): Path(v) for k, v in creds.items() if isinstance(v, str)},
         workers=tuple(str(w) for w in data.get("workers") or ()),
         pid=pid,
+        brokers=tuple(str(b) for b in data.get("brokers") or ()),
     )
 
 

@@ -16,13 +16,13 @@ from fleetctl.bus.localfleet import default_state_dir, local_fleet
 from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import bus_options, json_option, watch_option
 from fleetctl.config.model import Fleet
-from fleetctl.identity.natsaccess import ADMIN_USER
-from fleetctl.status.busview import follow, look_once
+from fleetctl.identity.natsaccess import ADMIN_USER, SYSTEM_USER
+from fleetctl.status.busview import ClusterWay, follow, look_once
 from fleetctl.status.expiry import creds_expiry
 from fleetctl.status.hosts import observe_hosts
 from fleetctl.status.lastlook import count_new_dead, last_dead_seq, remember_look
 from fleetctl.status.report import BrokerStatus, FleetStatus, HostStatus, workers_of
-from fleetctl.tasks.reach import BusOptions, reach
+from fleetctl.tasks.reach import BusOptions, reach_as
 from fleetctl.transport.base import TransportError
 from fleetctl.ui.status_view import render
 from fleetctl.ui.terminal import out
@@ -34,7 +34,8 @@ from fleetctl.ui.terminal import out
     "--check",
     is_flag=True,
     help="Exit 1 when anything needs a human (a worker not heartbeating, a unit down, a "
-    "backlog over status.max_lag, new dead letters, credentials expiring).",
+    "backlog over status.max_lag, new dead letters, credentials expiring; on a cluster, a "
+    "broker down or a stream's copy lagging over status.max_replica_lag).",
 )
 @click.option(
     "--no-hosts",
@@ -71,14 +72,20 @@ def status(
         count_new_dead(status.broker, before)
         return status.as_json(fleet, time.time())
 
+    brokers = (
+        running_here.brokers if running_here is not None else tuple(h.name for h in fleet.brokers)
+    )
+    users = (ADMIN_USER, SYSTEM_USER) if len(brokers) > 1 else (ADMIN_USER,)
     try:
-        with reach(fleet, app.fleet_path, bus, user=ADMIN_USER) as endpoint:
+        with reach_as(fleet, app.fleet_path, bus, users) as endpoints:
+            endpoint = endpoints[ADMIN_USER]
+            cluster = ClusterWay(brokers, endpoints.get(SYSTEM_USER)) if len(brokers) > 1 else None
             if watch:
                 if hosts is not None:
                     hosts.join()
-                _watch(endpoint, status, fleet, body, as_json)
+                _watch(endpoint, status, fleet, body, as_json, cluster)
             else:
-                asyncio.run(look_once(endpoint, status, fleet))
+                asyncio.run(look_once(endpoint, status, fleet, cluster))
     except BusError as e:
         status.broker.reachable, status.broker.error = False, str(e)
     if hosts is not None:
@@ -117,6 +124,7 @@ def _watch(
     fleet: Fleet,
     body: Callable[[], dict[str, object]],
     as_json: bool,
+    cluster: ClusterWay | None,
 ) -> None:
     """Until Ctrl-C: a live screen, or one JSON line per update."""
     from rich.live import Live
@@ -128,13 +136,13 @@ def _watch(
                 click.echo(json.dumps(body()))
                 sys.stdout.flush()
 
-            asyncio.run(follow(endpoint, status, fleet, line))
+            asyncio.run(follow(endpoint, status, fleet, line, cluster=cluster))
             return
         with Live(console=out(), auto_refresh=False) as live:
 
             def update() -> None:
                 live.update(render(body()), refresh=True)
 
-            asyncio.run(follow(endpoint, status, fleet, update))
+            asyncio.run(follow(endpoint, status, fleet, update, cluster=cluster))
     except KeyboardInterrupt:
         return

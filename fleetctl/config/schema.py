@@ -500,6 +500,13 @@ class StatusSettings(_Strict):
         le=1_000_000,
         description="A worker with more tasks queued than this (not yet delivered) is a problem.",
     )
+    max_replica_lag: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000_000,
+        description="On a cluster: a stream's copy on a running broker more operations behind "
+        "its leader than this is a problem.",
+    )
 
 
 class RolloutSettings(_Strict):

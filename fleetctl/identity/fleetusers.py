@@ -18,11 +18,17 @@ from fleetctl.identity.natsaccess import (
     SYSTEM_USER,
 )
 
-INBOX_PREFIXES = {ADMIN_USER: ADMIN_INBOX_PREFIX, PUBLISHER_USER: PUBLISHER_INBOX_PREFIX}
+INBOX_PREFIXES = {
+    ADMIN_USER: ADMIN_INBOX_PREFIX,
+    PUBLISHER_USER: PUBLISHER_INBOX_PREFIX,
+    SYSTEM_USER: SYSTEM_INBOX_PREFIX,
+}
 
 
 def identity(fleet: Fleet, user: str = ADMIN_USER) -> Identity:
     """A fleet user with its creds from the fleet's store (None while there is no operator)."""
+    if user == SYSTEM_USER:
+        return system_identity(fleet)
     authority = credentials.load(fleet)
     path = authority.creds_path(user) if authority is not None else None
     return Identity(

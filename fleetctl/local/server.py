@@ -180,6 +180,7 @@ class LocalCreds:
     publisher: Path
     workers: dict[str, Path]
     auth_config: str
+    system: Path | None = None  # fleet-sys: a local cluster's brokers for `status`
 
 
 def issue_creds(fleet: Fleet, worker_ids: list[str]) -> LocalCreds:
@@ -204,6 +205,7 @@ def issue_creds(fleet: Fleet, worker_ids: list[str]) -> LocalCreds:
         authority.creds_path(natsaccess.PUBLISHER_USER),
         workers,
         authority.server_config(),
+        authority.creds_path(natsaccess.SYSTEM_USER, authority.system_account),
     )
 
 

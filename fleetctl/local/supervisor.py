@@ -346,7 +346,10 @@ class Supervisor:
             natsaccess.PUBLISHER_USER: str(self.creds.publisher),
             natsaccess.ADMIN_USER: str(self.creds.admin),
         }
-        record = up_record(self.o.fleet_path, os.getpid(), url, creds, sorted(self.children))
+        names = [b.name for b in self.brokers]
+        if len(names) > 1 and self.creds.system is not None:
+            creds[natsaccess.SYSTEM_USER] = str(self.creds.system)
+        record = up_record(self.o.fleet_path, os.getpid(), url, creds, sorted(self.children), names)
         write_json(self.o.state.up_json, record)
         self._published = {
             "state": "running",

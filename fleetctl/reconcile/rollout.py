@@ -2,6 +2,10 @@
 
 The plan's schedule (fleetctl/reconcile/plan/schedule.py) says the order: the bus's hosts
 first (every poller needs the bus), then the worker hosts that have changes, batch by batch.
+A cluster's brokers go in waves of their own (fleetctl/reconcile/brokerwaves.py): each one
+whose nats-server restarts alone, between health gates (fleetctl/reconcile/brokergate.py),
+the meta leader last; a broker that does not come back healthy stops the brokers after it,
+and the bus's changes wait until every broker is done.
 Each host is applied, checked and confirmed on its own (fleetctl/reconcile/hostapply.py); a
 host that fails is rolled back to its previous version. Once more worker hosts than the
 schedule's `max_failed` have failed, the rollout stops: the later batches are not touched.
@@ -21,7 +25,8 @@ from fleetctl.bus.names import NatsNames
 from fleetctl.config.values import written_duration
 from fleetctl.identity import credentials, fleetusers
 from fleetctl.identity.natsaccess import worker_user
-from fleetctl.reconcile import jetstream
+from fleetctl.reconcile import brokergate, jetstream
+from fleetctl.reconcile.brokerwaves import broker_waves, restarts_nats
 from fleetctl.reconcile.gate import BusWorkers, Workers
 from fleetctl.reconcile.hostapply import Apply, HostResult, Reporter, Settings, apply_host
 from fleetctl.reconcile.observation import LiveView
@@ -39,11 +44,14 @@ __all__ = ["HostResult", "Reporter", "Settings", "apply", "waves"]
 
 
 def waves(plan: Plan) -> list[list[str]]:
-    """The hosts to apply, in order: the bus's hosts first, then the rest at once."""
+    """The hosts to apply, in order, ignoring batches: the bus's hosts first (a cluster's
+    one at a time where nats-server restarts: fleetctl/reconcile/brokerwaves.py), then the
+    rest at once."""
     homes = plan.bus.homes if plan.bus else ()
     names = [h.name for h in plan.hosts if not h.error]
     first = [n for n in names if n in homes]
-    return [w for w in (first, [n for n in names if n not in first]) if w]
+    rest = [n for n in names if n not in first]
+    return [*broker_waves(plan, first), *([rest] if rest else [])]
 
 
 def apply(
@@ -65,11 +73,18 @@ def apply(
     results: dict[str, HostResult] = {}
     guard = threading.Lock()
     bus = plan.bus
+    cluster = bus is not None and len(bus.homes) > 1
 
     def one(name: str) -> None:
         started = time.monotonic()
         result = apply_host(run, name)
-        if bus is not None and name == bus.via and result.ok and (bus.changes or bus.error):
+        if (
+            not cluster
+            and bus is not None
+            and name == bus.via
+            and result.ok
+            and (bus.changes or bus.error)
+        ):
             _apply_bus(view, bus, view.sessions[name], result, report)
         result.seconds = time.monotonic() - started
         if on_applied is not None:
@@ -88,7 +103,9 @@ def apply(
     idle = [n for n in idle if n not in results]
     try:
         with run.bundles:  # built for this run, removed when its uploads are done
-            for_each_host(first, one, view.options.parallel)
+            _brokers(view, broker_waves(plan, first), one, results, report)
+            if cluster and bus is not None and (bus.changes or bus.error):
+                _bus_after_brokers(view, bus, results, report)
             for_each_host(idle, one, view.options.parallel)  # nothing to change there
             _batches(run, order.batches, order.max_failed, order.pause, one, results)
     finally:
@@ -100,6 +117,83 @@ def apply(
         report.finished(results[name])
     names = [h.name for h in plan.hosts]
     return [results[n] for n in names if n in results]
+
+
+def _brokers(
+    view: LiveView,
+    waves: list[list[str]],
+    one: Callable[[str], None],
+    results: dict[str, HostResult],
+    report: Reporter,
+) -> None:
+    """The bus's hosts, wave by wave. On a cluster each wave that restarts a broker waits
+    for the others to be healthy first, and for the wave's brokers to be healthy after;
+    once one is not, the brokers after it are left alone."""
+    bus = view.plan.bus
+    cluster = bus is not None and len(bus.homes) > 1
+    halted: str | None = None  # why the remaining brokers are left alone
+    for wave in waves:
+        wave = [n for n in wave if n not in results]  # a failed drain left it out
+        if cluster and halted is None and restarting(view.plan, wave):
+            halted = _precheck(view, wave[0], report)
+        if halted is not None:
+            for n in wave:
+                results[n] = HostResult(n, False, 0, brokergate.PRECHECK_STEP, halted)
+            continue
+        for_each_host(wave, one, view.options.parallel)
+        if not cluster:
+            continue
+        _gate(view, [n for n in wave if n in results and results[n].ok], results, report)
+        failed = [n for n in wave if n in results and not results[n].ok]
+        if failed:
+            halted = f"not restarted: {', '.join(failed)} did not come back healthy"
+
+
+def restarting(plan: Plan, brokers: list[str]) -> bool:
+    """A wave that restarts a broker's nats-server (one broker alone, by broker_waves)."""
+    by_name = {h.name: h for h in plan.hosts}
+    return any(restarts_nats(by_name[b]) for b in brokers if b in by_name)
+
+
+def _precheck(view: LiveView, broker: str, report: Reporter) -> str | None:
+    """Why `broker` must not restart now (another broker is down or behind), or None."""
+    report.step(broker, brokergate.PRECHECK_STEP, 0, 0)
+    others = brokergate.others_unhealthy(view, broker)
+    if not others:
+        return None
+    why = "; ".join(f"{b}: {e}" for b, e in sorted(others.items()))
+    return (
+        f"not restarted: restarting a broker now could leave streams without a majority of "
+        f"their copies ({why})"
+    )
+
+
+def _gate(
+    view: LiveView, brokers: list[str], results: dict[str, HostResult], report: Reporter
+) -> None:
+    """The brokers a wave applied are healthy again (a new cluster's: together), or each
+    that is not failed at the health gate."""
+    if not brokers:
+        return
+    for b in brokers:
+        report.step(b, brokergate.HEALTH_STEP, results[b].steps, results[b].steps)
+    for broker, why in brokergate.wait_healthy(view, brokers).items():
+        result = results[broker]
+        result.ok = False
+        result.failed_step = brokergate.HEALTH_STEP
+        result.error = why
+
+
+def _bus_after_brokers(
+    view: LiveView, bus: BusPlan, results: dict[str, HostResult], report: Reporter
+) -> None:
+    """The bus's changes, once every broker wave is done: through the host it was read
+    through, or another broker that was applied (a cluster's streams change copies only
+    once all their brokers run)."""
+    ways = [bus.via, *(h for h in bus.homes if h != bus.via)]
+    ok = [h for h in ways if h in results and results[h].ok and h in view.sessions]
+    if ok:
+        _apply_bus(view, bus, view.sessions[ok[0]], results[ok[0]], report)
 
 
 def _batches(

@@ -10,13 +10,16 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fleetctl.bus import client as bus_client
-from fleetctl.bus import statusbus
+from fleetctl.bus import clusterview, statusbus
 from fleetctl.bus.names import NatsNames
 from fleetctl.config.model import Fleet
-from fleetctl.status.report import BrokerStatus, FleetStatus, WorkerStatus
+from fleetctl.identity.natsaccess import SYSTEM_USER
+from fleetctl.status.report import BrokerStatus, FleetStatus, ServerStatus, WorkerStatus
 from poller import spend
 
 PING_TIMEOUT = 2.0  # a live poller answers in milliseconds
@@ -26,11 +29,23 @@ STALE_AFTER = 2 * HEARTBEAT_INTERVAL  # --watch: two heartbeats missed
 
 
 class BusView:
-    """One admin connection: the heartbeats as they arrive, and looks at the bus on demand."""
+    """One admin connection: the heartbeats as they arrive, and looks at the bus on demand.
+    On a cluster, a fleet-sys connection (`system`) reads each broker too."""
 
-    def __init__(self, nc: Any, fleet: Fleet, workers: list[WorkerStatus]) -> None:
+    def __init__(
+        self,
+        nc: Any,
+        fleet: Fleet,
+        workers: list[WorkerStatus],
+        brokers: Sequence[str] = (),
+        system: Any = None,
+        system_prefix: str = "",
+    ) -> None:
         self.nc = nc
         self.fleet = fleet
+        self.brokers = list(brokers)  # a cluster's brokers by name (none: one broker)
+        self.system = system
+        self.system_prefix = system_prefix
         self.names = NatsNames(fleet.nats.subject_prefix)
         self.workers = {w.worker_id: w for w in workers}
         self.changed = asyncio.Event()
@@ -122,7 +137,7 @@ class BusView:
                 "messages": state.get("messages", 0),
                 "bytes": state.get("bytes", 0),
                 "max_bytes": config.get("max_bytes"),
-            }
+            } | (copies(info) if self.brokers else {})
             if stream == n.dead_stream:
                 broker.dead_letters = int(state.get("messages", 0))
                 broker.dead_last_seq = int(state.get("last_seq", 0))
@@ -130,27 +145,100 @@ class BusView:
         server = getattr(self.nc, "_server_info", None) or {}
         broker.server_version = str(server.get("version", ""))
         broker.reachable = True
+        if self.brokers:
+            await self._cluster(broker)
+
+    async def _cluster(self, broker: BrokerStatus) -> None:
+        """Each broker: up (it answered), routes, version, health; the meta leader."""
+        if self.system is None:
+            broker.cluster_error = f"no {SYSTEM_USER} credentials here to read the brokers with"
+            return
+        try:
+            view = await clusterview.look(self.system, self.system_prefix, len(self.brokers))
+        except bus_client.BusError as e:
+            broker.cluster_error = str(e)
+            return
+        broker.cluster_error = ""
+        broker.meta_leader = view.meta_leader
+        broker.servers = [_server(name, view.brokers.get(name)) for name in self.brokers]
+
+
+def _server(name: str, seen: clusterview.BrokerView | None) -> ServerStatus:
+    if seen is None:
+        return ServerStatus(name)
+    return ServerStatus(name, True, seen.version, list(seen.routes), seen.healthy, seen.health)
+
+
+def copies(info: dict[str, Any]) -> dict[str, Any]:
+    """A replicated stream's leader and its other copies: each one's broker, whether it is
+    current, how many operations it lags and when the leader last heard from it."""
+    cluster = info.get("cluster") or {}
+    return {
+        "leader": cluster.get("leader"),
+        "replicas": [
+            {
+                "name": r.get("name"),
+                "current": bool(r.get("current")),
+                "lag": int(r.get("lag") or 0),
+                "active_s": round(int(r.get("active") or 0) / 1e9, 1),
+                "offline": bool(r.get("offline")),
+            }
+            for r in cluster.get("replicas") or []
+        ],
+    }
 
 
 # ---- one look, or a live view ---------------------------------------------------------------
 
 
-async def _open(endpoint: bus_client.Endpoint, status: FleetStatus, fleet: Fleet) -> BusView:
+@dataclass(frozen=True)
+class ClusterWay:
+    """How status reads a cluster's brokers: their names, and fleet-sys's endpoint (None:
+    no creds for it here, which the status says)."""
+
+    brokers: tuple[str, ...]
+    system: bus_client.Endpoint | None = None
+
+
+async def _open(
+    endpoint: bus_client.Endpoint, status: FleetStatus, fleet: Fleet, cluster: ClusterWay | None
+) -> BusView:
     nc = await bus_client.connect(endpoint)
-    view = BusView(nc, fleet, status.workers)
+    system = None
     try:
+        if cluster is not None and cluster.system is not None:
+            try:
+                system = await bus_client.connect(cluster.system)
+            except bus_client.BusError as e:
+                status.broker.cluster_error = str(e)
+        prefix = cluster.system.identity.inbox_prefix if cluster and cluster.system else ""
+        brokers = cluster.brokers if cluster is not None else ()
+        view = BusView(nc, fleet, status.workers, brokers, system, prefix)
         await view.listen()
         await view.ping_all()
         await view.look(status.broker)
     except BaseException:
         await nc.close()
+        if system is not None:
+            await system.close()
         raise
     return view
 
 
-async def look_once(endpoint: bus_client.Endpoint, status: FleetStatus, fleet: Fleet) -> None:
-    view = await _open(endpoint, status, fleet)
+async def _close(view: BusView) -> None:
     await view.nc.close()
+    if view.system is not None:
+        await view.system.close()
+
+
+async def look_once(
+    endpoint: bus_client.Endpoint,
+    status: FleetStatus,
+    fleet: Fleet,
+    cluster: ClusterWay | None = None,
+) -> None:
+    view = await _open(endpoint, status, fleet, cluster)
+    await _close(view)
 
 
 async def follow(
@@ -161,11 +249,12 @@ async def follow(
     *,
     every: float = 2.0,
     until: float | None = None,
+    cluster: ClusterWay | None = None,
 ) -> None:
     """Show the status, then again on each heartbeat and after each look at the bus (every
     `every` seconds: consumers and streams are not pushed). A worker not heard from for two
     heartbeats turns `not heartbeating`. Runs until cancelled (or `until`, monotonic)."""
-    view = await _open(endpoint, status, fleet)
+    view = await _open(endpoint, status, fleet, cluster)
     try:
         show()
         last_look = time.monotonic()
@@ -183,4 +272,4 @@ async def follow(
                 last_look = time.monotonic()
             show()
     finally:
-        await view.nc.close()
+        await _close(view)

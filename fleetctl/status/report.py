@@ -121,6 +121,21 @@ class HostStatus:
 
 
 @dataclass
+class ServerStatus:
+    """One broker of a cluster, as fleet-sys saw it (down: it did not answer)."""
+
+    name: str
+    up: bool = False
+    version: str = ""
+    routes: list[str] = field(default_factory=list)  # the brokers it has routes to
+    healthy: bool = False
+    health: str = ""  # why not, as nats-server says
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
 class BrokerStatus:
     reachable: bool = False
     error: str = ""
@@ -133,10 +148,17 @@ class BrokerStatus:
     fleet_daily_usd: float | None = None
     fleet_spent_today_usd: float | None = None
     fleet_spend_problem: str | None = None
+    # A cluster: each broker, the meta leader, and why they could not be read ("" if read).
+    servers: list[ServerStatus] = field(default_factory=list)
+    meta_leader: str | None = None
+    cluster_error: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
             "reachable": self.reachable,
+            "servers": [s.as_json() for s in self.servers],
+            "meta_leader": self.meta_leader,
+            "cluster_error": self.cluster_error,
             "error": self.error,
             "server_version": self.server_version,
             "jetstream": dict(self.jetstream),
@@ -178,6 +200,8 @@ def problems(status: FleetStatus, fleet: Fleet, now: float) -> list[str]:
     found: list[str] = []
     if not status.broker.reachable:
         found.append(f"broker: not reachable ({status.broker.error})")
+    elif status.broker.servers or status.broker.cluster_error:  # a cluster's brokers
+        found += cluster_problems(status.broker, fleet.status.max_replica_lag)
     for h in status.hosts:
         if not h.reachable:
             found.append(f"host {h.name}: not reachable ({h.error})")
@@ -229,6 +253,37 @@ def problems(status: FleetStatus, fleet: Fleet, now: float) -> list[str]:
 
 def _gib(n: int | None) -> str:
     return f"{(n or 0) / 1024**3:.2f} GiB"
+
+
+def cluster_problems(broker: BrokerStatus, max_lag: int) -> list[str]:
+    """A broker down or unhealthy, no meta leader, a stream without a leader, or a stream's
+    copy on a running broker lagging by more than `max_lag` operations (copies on a broker
+    that is down are that broker's problem, said once)."""
+    if broker.cluster_error:
+        return [f"cluster: not read ({broker.cluster_error})"]
+    found = []
+    up = {s.name for s in broker.servers if s.up}
+    for s in broker.servers:
+        if not s.up:
+            found.append(f"broker {s.name}: down (it does not answer)")
+        elif not s.healthy:
+            found.append(f"broker {s.name}: not healthy ({s.health})")
+    if up and not broker.meta_leader:
+        found.append("cluster: no JetStream meta leader (fewer than a majority of brokers up?)")
+    for name, stream in sorted(broker.streams.items()):
+        leader = stream.get("leader")
+        if not leader:
+            found.append(f"stream {name}: no leader")
+            continue
+        for copy in stream.get("replicas") or []:
+            lag, where = copy.get("lag") or 0, copy.get("name")
+            if where in up and (lag > max_lag or not copy.get("current")):
+                behind = f"{lag} operations behind" if lag else "not current"
+                found.append(
+                    f"stream {name}: its copy on {where} is {behind} its leader {leader} "
+                    f"(status.max_replica_lag {max_lag})"
+                )
+    return found
 
 
 def workers_of(fleet: Fleet) -> list[WorkerStatus]:

@@ -49,7 +49,18 @@ def reach(
 ) -> Iterator[Endpoint]:
     """The bus endpoint for `user`, by the first way that applies (module docstring).
     Raises BusError with what to do when none does."""
-    prefix = INBOX_PREFIXES[user]
+    with reach_as(fleet, fleet_path, options, (user,)) as endpoints:
+        yield endpoints[user]
+
+
+@contextmanager
+def reach_as(
+    fleet: Fleet, fleet_path: Path, options: BusOptions, users: tuple[str, ...]
+) -> Iterator[dict[str, Endpoint]]:
+    """Endpoints for each of `users` by the same way (one SSH connection, a forward each):
+    the first user's always; the others' where that way has their creds (`--creds` is one
+    user's, and a local fleet's up.json lists fleetctl's own)."""
+    first = users[0]
     if options.creds is not None and not options.server:
         raise BusError(
             "--creds (FLEETCTL_NATS_CREDS) needs --server URL (FLEETCTL_NATS_URL) as well"
@@ -57,32 +68,61 @@ def reach(
     if options.server:
         if options.creds is not None and not options.creds.is_file():
             raise BusError(f"the creds file {options.creds} does not exist")
-        yield at(options.server, Identity(user, options.creds, prefix))
+        yield {first: at(options.server, Identity(first, options.creds, INBOX_PREFIXES[first]))}
         return
     local = local_fleet(fleet_path)
     if local is not None:
-        yield at(local.nats_url, Identity(user, local.creds.get(user), prefix))
+        yield {
+            u: at(local.nats_url, Identity(u, local.creds.get(u), INBOX_PREFIXES[u]))
+            for u in users
+            if u == first or u in local.creds
+        }
         return
-    yield from _through_broker(fleet, options, user)
+    yield from _through_broker(fleet, options, users)
 
 
-def _through_broker(fleet: Fleet, options: BusOptions, user: str) -> Iterator[Endpoint]:
+def _through_broker(
+    fleet: Fleet, options: BusOptions, users: tuple[str, ...]
+) -> Iterator[dict[str, Endpoint]]:
+    """Through the first broker that answers over SSH and, on a cluster, whose nats-server
+    answers too (one broker down is then a way through the next, not an error)."""
     from contextlib import ExitStack
 
     from fleetctl.reconcile import sessions
     from fleetctl.transport.base import TransportError
 
-    who = identity(fleet, user)
+    who = {u: identity(fleet, u) for u in users}
     failed = []
     for broker in fleet.brokers:  # any of the bus's hosts will do: the first that answers
         with ExitStack() as stack:
             try:
                 transport = sessions.connect(broker, options.ssh)
                 stack.callback(transport.close)
-                endpoint = stack.enter_context(through(transport, fleet, who))
+                endpoints = {
+                    u: stack.enter_context(through(transport, fleet, who[u]))
+                    for u in users
+                    if u == users[0] or who[u].creds is not None
+                }
             except TransportError as e:
                 failed.append(f"cannot reach the broker {broker.name} over SSH: {e}")
                 continue
-            yield endpoint
+            if fleet.is_cluster and not greets(endpoints[users[0]].url):
+                failed.append(f"nats-server on the broker {broker.name} does not answer")
+                continue
+            yield endpoints
             return
     raise BusError("; ".join(failed))
+
+
+def greets(url: str, timeout: float = 2.0) -> bool:
+    """Does a NATS server answer at `url` (its INFO line, the first thing it sends)?"""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url.split(",")[0])
+    try:
+        with socket.create_connection((where.hostname or "", where.port or 4222), timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(4) == b"INFO"
+    except OSError:
+        return False

@@ -107,6 +107,41 @@ def _repos(disk: dict[str, Any] | None) -> Text:
     return text
 
 
+def _cluster(b: dict[str, Any]) -> list[Text]:
+    """A cluster's brokers: up or down, routes, version, health; the meta leader."""
+    servers = b.get("servers") or []
+    if b.get("cluster_error"):
+        return [Text(f"  brokers: not read ({b['cluster_error']})", "bold red")]
+    if not servers:
+        return []
+    leader = b.get("meta_leader")
+    lines = [Text(f"  cluster: {len(servers)} brokers, meta leader {leader or 'none'}")]
+    for srv in servers:
+        if not srv["up"]:
+            lines.append(Text(f"    {srv['name']}: down", "bold red"))
+            continue
+        routes = ", ".join(srv["routes"]) or "none"
+        health = "healthy" if srv["healthy"] else f"not healthy: {srv['health']}"
+        lines.append(
+            Text(
+                f"    {srv['name']}: up, nats-server {srv['version']}, routes to {routes}, "
+            ).append(health, "green" if srv["healthy"] else "bold red")
+        )
+    return lines
+
+
+def _copies(s: dict[str, Any]) -> Text:
+    """`leader broker-1, copies broker-2 current, broker-3 lags 12`."""
+    text = Text(f"leader {s.get('leader') or 'none'}", "" if s.get("leader") else "bold red")
+    for copy in s.get("replicas") or []:
+        if copy["current"] and not copy["lag"]:
+            text.append(f", {copy['name']} current")
+        else:
+            behind = f"lags {copy['lag']}" if copy["lag"] else "not current"
+            text.append(f", {copy['name']} {behind} (seen {copy['active_s']}s ago)", "yellow")
+    return text
+
+
 def _broker(b: dict[str, Any]) -> RenderableType:
     if not b["reachable"]:
         return Text(f"broker: not reachable ({b['error']})", "bold red")
@@ -119,13 +154,15 @@ def _broker(b: dict[str, Any]) -> RenderableType:
             f"{_size(js.get('max_memory_bytes'))}"
         ),
     ]
+    lines += _cluster(b)
     for s in b["streams"]:
-        lines.append(
-            Text(
-                f"  {s['name']}: {s['messages']} messages, "
-                f"{_size(s['bytes'])} of {_size(s['max_bytes'])}"
-            )
+        line = Text(
+            f"  {s['name']}: {s['messages']} messages, "
+            f"{_size(s['bytes'])} of {_size(s['max_bytes'])}"
         )
+        if "leader" in s:
+            line.append("  ").append(_copies(s))
+        lines.append(line)
     if b["fleet_daily_usd"] is not None:
         lines.append(
             Text("  fleet spend today: ").append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from fleetctl.layout import NATS_UNIT
@@ -71,6 +72,8 @@ def make_plan(
     if home is not None:
         via = desired.hosts[home].host
         bus_plan = diff_bus(desired.bus, on_bus, selection, via)
+        if bus_plan is not None and on_bus.cluster is not None:
+            bus_plan = replace(bus_plan, meta_leader=on_bus.cluster.meta_leader)
         installed = (observed or {}).get(via.name, ObservedHost()).resources
         if bus_plan is not None and not on_bus.reachable and f"unit {NATS_UNIT}" in installed:
             # nats-server is installed but does not answer: what the bus holds is unknown.

@@ -35,6 +35,8 @@ def plan_to_json(plan: Plan, *, with_content: bool = False) -> dict[str, Any]:
             "changes": [_change(c, with_content) for c in plan.bus.changes],
             "unchanged": plan.bus.unchanged,
             "error": plan.bus.error,
+            "homes": list(plan.bus.homes),
+            "meta_leader": plan.bus.meta_leader,
         },
         "departed": [
             {

@@ -58,6 +58,7 @@ class BusPlan:
     unchanged: int
     error: str | None = None  # why the bus could not be observed: nothing is planned for it
     homes: tuple[str, ...] = ()  # every host the bus lives on (BusState.homes)
+    meta_leader: str | None = None  # a cluster's JetStream meta leader when observed
 
 
 @dataclass(frozen=True)

@@ -98,3 +98,43 @@ def test_a_host_below_the_free_space_floor_needs_a_human_and_shows_its_disk_use(
         "host worker-node-1: 0.50 GiB free for the repositories, below the 1.00 GiB floor: its "
         "workers refuse new worktrees (free disk space; finished worktrees go after `retain`)"
     ]
+
+
+def test_a_cluster_broker_down_or_a_copy_lagging_needs_a_human() -> None:
+    """Each broker down once (not again for every copy it holds), one unhealthy, and a copy
+    on a running broker behind by more than status.max_replica_lag."""
+    status = _status()
+    count_new_dead(status.broker, 7)
+    status.broker.meta_leader = "broker-1"
+    status.broker.servers = [
+        fs.ServerStatus("broker-1", True, "2.15.1", ["broker-2"], True),
+        fs.ServerStatus("broker-2", True, "2.15.1", ["broker-1"], False, "JetStream not current"),
+        fs.ServerStatus("broker-3"),
+    ]
+
+    def copies(lag_on_2: int) -> dict[str, object]:
+        return {
+            "leader": "broker-1",
+            "replicas": [
+                {"name": "broker-2", "current": True, "lag": lag_on_2},
+                {"name": "broker-3", "current": False, "lag": 0},
+            ],
+        }
+
+    status.broker.streams = {"AF_TASKS": copies(1500), "AF_RESULTS": copies(3)}
+    assert status.problems(example_fleet(), NOW) == [
+        "broker broker-2: not healthy (JetStream not current)",
+        "broker broker-3: down (it does not answer)",
+        "stream AF_TASKS: its copy on broker-2 is 1500 operations behind its leader broker-1 "
+        "(status.max_replica_lag 1000)",
+    ]
+    status.broker.servers[1].healthy, status.broker.servers[2].up = True, True
+    status.broker.servers[2].healthy = True
+    healthy = copies(0)
+    healthy["replicas"] = [{"name": b, "current": True, "lag": 0} for b in ("broker-2", "broker-3")]
+    status.broker.streams = {"AF_TASKS": healthy}
+    assert status.problems(example_fleet(), NOW) == []
+    status.broker.meta_leader = None
+    assert status.problems(example_fleet(), NOW) == [
+        "cluster: no JetStream meta leader (fewer than a majority of brokers up?)"
+    ]

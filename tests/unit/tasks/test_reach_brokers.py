@@ -1,62 +1,101 @@
 """A task command reaches the bus through an SSH forward to the first of its hosts
-(`Fleet.brokers`) that answers; two brokers here, built past validation, as stand-in hosts
-(tests/support/fakehosts.py)."""
+(`Fleet.brokers`) that answers: the example fleet on three brokers (a cluster), as stand-in
+hosts (tests/support/fakehosts.py) whose forwards lead to a stand-in NATS greeting (a
+socket that sends `INFO`, as nats-server does first) or to a closed port (nats-server
+down: on a cluster, the next broker is tried)."""
 
 from __future__ import annotations
 
-import dataclasses
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fleetctl.bus.client import BusError
-from fleetctl.config.model import Fleet, Host
+from fleetctl.config.model import Host
+from fleetctl.identity.natsaccess import ADMIN_USER, PUBLISHER_USER
 from fleetctl.reconcile import sessions
-from fleetctl.tasks.reach import BusOptions, reach
+from fleetctl.tasks.reach import BusOptions, reach, reach_as
 from fleetctl.transport.base import TransportError
-from tests.support.example import example_fleet
+from tests.support.example import cluster_fleet
 from tests.support.fakehosts import FakeHost, Log
+from tests.support.natsserver import free_port
 
 
-def two_brokers() -> Fleet:
-    fleet = example_fleet()
-    first = fleet.host("broker-host")
-    second = dataclasses.replace(first, name="broker-2", address="192.0.2.20")
-    rest = tuple(h for h in fleet.hosts if h.name != first.name)
-    return dataclasses.replace(fleet, hosts=(first, second, *rest))
+@pytest.fixture
+def greeting() -> Iterator[int]:
+    """A port whose every connection is greeted with `INFO {}` (a stand-in nats-server)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"INFO {}\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
 
 
-def stand_in(monkeypatch: pytest.MonkeyPatch, refused: set[str]) -> Log:
+def stand_in(monkeypatch: pytest.MonkeyPatch, refused: set[str], ports: dict[str, int]) -> Log:
     log = Log()
 
     def connect(host: Host, options: sessions.Options) -> FakeHost:
         if host.name in refused:
             raise TransportError(host.name, "connection refused")
-        return FakeHost(host.name, log, bus_port=14222)
+        return FakeHost(host.name, log, bus_port=ports.get(host.name))
 
     monkeypatch.setattr(sessions, "connect", connect)
     return log
 
 
 def test_the_first_broker_unreachable_the_forward_goes_through_the_second(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, greeting: int
 ) -> None:
-    log = stand_in(monkeypatch, refused={"broker-host"})
-    with reach(two_brokers(), tmp_path / "fleet.yaml", BusOptions()) as endpoint:
-        assert endpoint.url == "nats://127.0.0.1:14222"
+    ports = dict.fromkeys(("broker-1", "broker-2", "broker-3"), greeting)
+    log = stand_in(monkeypatch, refused={"broker-1"}, ports=ports)
+    with reach(cluster_fleet(), tmp_path / "fleet.yaml", BusOptions()) as endpoint:
+        assert endpoint.url == f"nats://127.0.0.1:{greeting}"
     assert log.ops == [("broker-2", "forward", "127.0.0.1:4222")]
+
+
+def test_a_broker_whose_nats_server_is_down_is_passed_over_for_the_next(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, greeting: int
+) -> None:
+    """SSH answers, the forward opens, nothing greets behind it: the next broker."""
+    ports = {"broker-1": free_port(), "broker-2": greeting, "broker-3": greeting}
+    log = stand_in(monkeypatch, refused=set(), ports=ports)
+    users = (ADMIN_USER, PUBLISHER_USER)
+    with reach_as(cluster_fleet(), tmp_path / "fleet.yaml", BusOptions(), users) as endpoints:
+        assert endpoints[ADMIN_USER].url == f"nats://127.0.0.1:{greeting}"
+    assert [op for op in log.ops if op[1] == "forward"] == [
+        ("broker-1", "forward", "127.0.0.1:4222"),
+        ("broker-2", "forward", "127.0.0.1:4222"),
+    ]
 
 
 def test_no_broker_answering_says_so_for_each(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    stand_in(monkeypatch, refused={"broker-host", "broker-2"})
+    stand_in(monkeypatch, refused={"broker-1", "broker-2"}, ports={"broker-3": free_port()})
     with (
         pytest.raises(BusError) as e,
-        reach(two_brokers(), tmp_path / "fleet.yaml", BusOptions()),
+        reach(cluster_fleet(), tmp_path / "fleet.yaml", BusOptions()),
     ):
         pass
     assert str(e.value) == (
-        "cannot reach the broker broker-host over SSH: broker-host: connection refused; "
-        "cannot reach the broker broker-2 over SSH: broker-2: connection refused"
+        "cannot reach the broker broker-1 over SSH: broker-1: connection refused; "
+        "cannot reach the broker broker-2 over SSH: broker-2: connection refused; "
+        "nats-server on the broker broker-3 does not answer"
     )
