@@ -14,8 +14,11 @@ reasons:
   to the next pull with its delivery count untouched (tests/integration/test_poller_pull.py).
 
 A request that ends without a task (408: expired) is simply asked again. A request the
-server may have lost (a reconnect) is asked again at once, and one that goes unanswered for
-LOST_AFTER is asked again anyway. A task that arrives when none was asked for (the answer to
+server may have lost (a reconnect) is asked again at once. While a request waits, the server
+says so every HEARTBEAT (a `100 Idle Heartbeat` status on its reply subject); one not heard
+of for LOST_AFTER is asked again: on a cluster, the broker the poller is connected to can
+lose its routes to the consumer's leader (its link cut, then back) without the connection
+ever dropping, and the request with them. A task that arrives when none was asked for (the answer to
 a request given up for lost) is nak'd: holding it would run its ack_wait clock unwatched.
 
 **Anything else that lands in the inbox is logged and dropped, never handed on.** Another
@@ -42,7 +45,8 @@ from typing import Any
 from poller.logs import Logger
 
 PULL_EXPIRES = 30.0  # seconds a pull request may wait at the server
-LOST_AFTER = PULL_EXPIRES + 5.0  # unanswered this long: the request was lost, ask again
+HEARTBEAT = 5.0  # while it waits, the server says so this often
+LOST_AFTER = 3 * HEARTBEAT  # nothing heard of it this long: the request was lost, ask again
 CLOSE_TIMEOUT = 2.0  # the most a stop waits for the server's PONG
 
 
@@ -74,6 +78,7 @@ class Puller:
         self._token = ""  # the outstanding request's, in its reply subject
         self._arrived: asyncio.Queue[Any] = asyncio.Queue()
         self._asked_at: float | None = None  # when the outstanding request was sent
+        self._heard_at = 0.0  # when the server last said it waits (or it was sent)
         self._wake = asyncio.Event()
         self._sub: Any = None
         self._log = log
@@ -114,7 +119,9 @@ class Puller:
             return
         if self._asked_at is None or msg.subject != f"{self._inbox}.{self._token}":
             return  # the answer to a request given up (expired, or lost), or not ours
-        if status != "100":  # 100: a heartbeat or flow control, not an answer
+        if status == "100":  # a heartbeat: the request still waits at the server
+            self._heard_at = time.monotonic()
+        else:
             self._answered(msg if status not in ("404", "408") else None)
 
     def _answered(self, msg: Any | None) -> None:
@@ -137,11 +144,15 @@ class Puller:
             )
 
     async def _ask(self) -> None:
-        body = {"batch": 1, "expires": int(PULL_EXPIRES * 1e9)}
+        body = {
+            "batch": 1,
+            "expires": int(PULL_EXPIRES * 1e9),
+            "idle_heartbeat": int(HEARTBEAT * 1e9),
+        }
         self._token = secrets.token_hex(8)
         reply = f"{self._inbox}.{self._token}"
         await self._nc.publish(self._subject, json.dumps(body).encode(), reply=reply)
-        self._asked_at = time.monotonic()
+        self._asked_at = self._heard_at = time.monotonic()
         self.requests += 1
 
     async def next(self, stop: asyncio.Event) -> Any | None:
@@ -154,12 +165,12 @@ class Puller:
                     description = msg.headers.get("Description", "") if msg.headers else ""
                     raise PullError(f"{status} {description}".strip())
                 return msg
-            if self._asked_at is None or time.monotonic() - self._asked_at > LOST_AFTER:
+            if self._asked_at is None or time.monotonic() - self._heard_at > LOST_AFTER:
                 await self._ask()
             assert self._asked_at is not None
             self._wake.clear()
             waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
-            left = self._asked_at + LOST_AFTER - time.monotonic()
+            left = self._heard_at + LOST_AFTER - time.monotonic()
             try:
                 await asyncio.wait(waiters, timeout=max(left, 0), return_when="FIRST_COMPLETED")
             finally:

@@ -25,6 +25,8 @@ from poller.logs import Logger
 from poller.pull import Puller, Pullers
 
 MAX_BACKOFF = 10.0
+PING_INTERVAL = 10
+MAX_PINGS = 2
 # After the hand-back is asked, running tasks kill their CLI and nak at once; a task still
 # not settled this much later is cancelled (and nak'd all the same).
 HAND_BACK_WAIT = 15.0
@@ -90,6 +92,11 @@ class Worker:
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 1,
             "connect_timeout": 2,
+            # A connection that died without closing (a tunnel stuck while its broker's link
+            # is down) is noticed within PING_INTERVAL x (MAX_PINGS + 1), then left for
+            # another broker: nats.py's default would wait four minutes.
+            "ping_interval": PING_INTERVAL,
+            "max_outstanding_pings": MAX_PINGS,
             "error_cb": self._error_cb,
             "disconnected_cb": self._disconnected_cb,
             "reconnected_cb": self._reconnected_cb,

@@ -143,3 +143,37 @@ def test_a_deleted_consumer_ends_the_wait_with_an_error(server: NatsServer) -> N
         await nc.close()
 
     run(go())
+
+
+def test_a_waiting_request_the_server_still_holds_is_not_asked_again(
+    server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's idle heartbeats say the request waits: no second request, however long
+    it waits. A request nobody hears of for LOST_AFTER (its heartbeats gone, as when the
+    worker's broker lost its routes to the consumer's leader) is asked again."""
+    from poller import pull
+
+    monkeypatch.setattr(pull, "HEARTBEAT", 0.5)
+    monkeypatch.setattr(pull, "LOST_AFTER", 1.6)
+
+    async def go() -> None:
+        nc, js, puller = await _puller(server.url)
+        stop = asyncio.Event()
+        waiting = asyncio.ensure_future(puller.next(stop))
+        await asyncio.sleep(3.5)  # twice LOST_AFTER: the heartbeats kept it alive
+        assert puller.requests == 1
+        await publish_task(js, "w1", {"task_id": "t1", "instructions": "x"})
+        got = await asyncio.wait_for(waiting, 5)
+        assert got is not None and got.metadata.num_delivered == 1
+        await got.ack()
+        # Now the heartbeats of the next request never arrive (withdrawn behind its back).
+        monkeypatch.setattr(puller, "_sort", lambda msg: asyncio.sleep(0))
+        waiting = asyncio.ensure_future(puller.next(stop))
+        await asyncio.sleep(2.5)
+        assert puller.requests == 3  # the second, unheard of, then asked again
+        stop.set()
+        assert await waiting is None
+        await puller.close()
+        await nc.close()
+
+    run(go())
