@@ -108,10 +108,24 @@ class BusView:
     async def look(self, broker: BrokerStatus) -> None:
         """Consumers, streams, the account's JetStream use and the server's version."""
         n = self.names
-        for w in self.workers.values():
-            w.consumer = await statusbus.consumer_info(
-                self.nc, n.task_stream, n.consumer(w.worker_id)
-            )
+        workers = list(self.workers.values())
+        # At once, not one after another: on a cluster whose consumer leaders are moving
+        # (a broker just went away), each may take the whole timeout to say nothing.
+        infos = await asyncio.gather(
+            *(
+                statusbus.consumer_info(self.nc, n.task_stream, n.consumer(w.worker_id))
+                for w in workers
+            ),
+            return_exceptions=True,
+        )
+        for w, info in zip(workers, infos, strict=True):
+            if isinstance(info, bus_client.BusError) and self.brokers:
+                w.consumer_error = str(info)  # its leader moving: shown, not fatal
+                w.deployed = w.started_here
+                continue
+            if isinstance(info, BaseException):
+                raise info
+            w.consumer, w.consumer_error = info, None
             w.deployed = w.consumer is not None and w.started_here
         account = await statusbus.account_info(self.nc) or {}
         limits = account.get("limits") or {}
@@ -129,7 +143,13 @@ class BusView:
             n.spend_stream,
             n.record_stream,
         ):
-            info = await statusbus.stream_info(self.nc, stream)
+            try:
+                info = await statusbus.stream_info(self.nc, stream)
+            except bus_client.BusError as e:
+                if not self.brokers:
+                    raise
+                broker.streams[stream] = {"error": str(e)}  # its leader moving: shown
+                continue
             if info is None:
                 continue
             state, config = info.get("state") or {}, info.get("config") or {}

@@ -33,6 +33,7 @@ class WorkerStatus:
     daily_usd: float | None = None  # its budget, and what it spent today (UTC), if it has one
     spent_today_usd: float | None = None
     spend_problem: str | None = None  # its counter is corrupt, or was reset today
+    consumer_error: str | None = None  # a cluster's consumer that did not answer just now
 
     @property
     def state(self) -> str:
@@ -218,6 +219,8 @@ def problems(status: FleetStatus, fleet: Fleet, now: float) -> list[str]:
             age = w.heartbeat_age(now)
             since = f" (last heard {age:.0f}s ago)" if age is not None else ""
             found.append(f"worker {w.worker_id}: not heartbeating{since}")
+        if w.enabled and w.consumer_error:
+            found.append(f"worker {w.worker_id}: its consumer did not answer ({w.consumer_error})")
         if w.enabled and w.count("num_pending") > max_lag:
             found.append(
                 f"worker {w.worker_id}: {w.count('num_pending')} tasks queued"
@@ -272,6 +275,9 @@ def cluster_problems(broker: BrokerStatus, max_lag: int) -> list[str]:
         found.append("cluster: no JetStream meta leader (fewer than a majority of brokers up?)")
     for name, stream in sorted(broker.streams.items()):
         leader = stream.get("leader")
+        if stream.get("error"):
+            found.append(f"stream {name}: did not answer ({stream['error']})")
+            continue
         if not leader:
             found.append(f"stream {name}: no leader")
             continue

@@ -156,6 +156,9 @@ def _broker(b: dict[str, Any]) -> RenderableType:
     ]
     lines += _cluster(b)
     for s in b["streams"]:
+        if "error" in s:
+            lines.append(Text(f"  {s['name']}: did not answer ({s['error']})", "bold red"))
+            continue
         line = Text(
             f"  {s['name']}: {s['messages']} messages, "
             f"{_size(s['bytes'])} of {_size(s['max_bytes'])}"
