@@ -2,7 +2,7 @@
 
 `open` (before the CLI): the task's repository (or none: a fresh empty directory), the disk
 floor, its commit brought into the mirror, a fresh worktree detached there, the `copy` files,
-`setup`. `close` (after the CLI): `check`, commit, the change described, push, pull request:
+`setup`. `close` (after the CLI): commit, the change described, `check`, push, pull request:
 the result's `code` object (docs/messages.md). `leave` (after the result is stored): the
 place marked finished and kept for its repository's `retain` (an empty directory, or
 `retain: 0`, is removed at once), and now and then the retention sweep.
@@ -185,13 +185,13 @@ class Workspaces:
     # -- after the CLI --------------------------------------------------------------------
 
     async def close(self, ws: Workspace, task: Task, status: str) -> Closed:
-        """`check` (after a completed CLI), then commit, describe, push, pull request."""
+        """Commit and describe what the agent changed, `check` it (after a completed CLI),
+        then push and open the pull request. The commit comes before the check, so what the
+        check writes (caches, reports, a formatter's rewrite) is never taken for the agent's."""
         repo = ws.repo
         if repo is None or ws.base is None:
             return Closed(None)
         code = ws.code
-        if repo.check and status == "completed":
-            code["check"] = (await self._step(repo.check, ws.dir, repo.check_timeout_s)).as_json()
         env = git.environment(self.env, repo)
         try:
             done = await change.commit(
@@ -214,6 +214,8 @@ class Workspaces:
         except Exception as e:  # the change is on its branch; only its description is missing
             why = f"the change could not be described: {git.why(e)}"
             code |= {"phase": "describe", "error": why}
+        if repo.check and status == "completed":
+            code["check"] = (await self._step(repo.check, ws.dir, repo.check_timeout_s)).as_json()
         if done is not None and repo.push:
             await self._publish(ws, task, done)
         return Closed(code)

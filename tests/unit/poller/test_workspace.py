@@ -229,6 +229,28 @@ def test_check_runs_after_a_completed_agent_and_is_reported(tmp_path: Path) -> N
     assert rig.close(ws, task, "failed").code["check"] is None  # type: ignore[index]
 
 
+def test_what_the_check_writes_is_not_part_of_the_agents_change(tmp_path: Path) -> None:
+    """The branch holds what the agent changed: the check runs on that commit, and its own
+    files (caches, reports, a formatter's rewrite) are left out of it."""
+    check = ["sh", "-c", "echo report > check-report.txt && echo reformatted >> a.txt"]
+    rig = Rig(tmp_path, check=check)
+    task = rig.task(repo="app", base=rig.up.head())
+    ws = rig.opened(task)
+    (ws.dir / "fix.txt").write_text("the fix\n")
+    closed = rig.close(ws, task)
+    assert closed.failed is None and closed.code is not None
+    assert closed.code["check"]["passed"] is True
+    assert [(f["path"], f["status"]) for f in closed.code["files"]] == [("fix.txt", "added")]
+    assert git(rig.mirror, "ls-tree", "--name-only", "af/t1/w1").split() == [
+        ".gitignore",
+        "a.txt",
+        "fix.txt",
+        "old.txt",
+    ]
+    assert git(rig.mirror, "show", "af/t1/w1:a.txt") == FILES["a.txt"].rstrip("\n")
+    assert (ws.dir / "check-report.txt").exists()  # the check did run in the worktree
+
+
 def test_a_change_that_cannot_be_committed_fails_the_task_saying_why(rig: Rig) -> None:
     base = rig.up.head()
     task = rig.task("huge", repo="app", base=base)
