@@ -175,9 +175,10 @@ def _change_views(
         changes.apply(change, to, url)
     except changes.ChangeError as e:
         fail(str(e), e.fix)
-    files = change.code.get("files") or []
+    n = len(change.code.get("files") or [])
     err().print(
-        f"applied {worker}'s change ({len(files)} files) to {to}: staged, not committed",
+        f"applied {worker}'s change ({n} file{'' if n == 1 else 's'}) to {to}: staged, "
+        "not committed",
         markup=False,
     )
 
