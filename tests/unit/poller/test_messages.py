@@ -204,6 +204,41 @@ def test_encode_never_raises_and_always_fits() -> None:
     assert "even without output and metadata" in json.loads(data)["error"]
 
 
+def test_a_change_too_large_for_a_result_keeps_its_counts_and_branch_not_its_patch() -> None:
+    """The patch is cut at PATCH_CAP where it is made; a result still too large once its output
+    is cut (a base64 patch, 1,000 long paths) drops the patch and most of the file list, never
+    the counts, the branch or the result itself: the whole change is on the branch."""
+    files = [
+        {"path": f"{'d' * 600}/{i}.txt", "status": "added", "insertions": 1, "deletions": 0}
+        for i in range(1000)
+    ]
+    r = _result("o" * 600_000)
+    r.code = {
+        "repo": "app",
+        "base": "a" * 40,
+        "head": "b" * 40,
+        "branch": "af/t/w",
+        "pushed": True,
+        "pull_request_url": None,
+        "files": files,
+        "insertions": 1000,
+        "deletions": 0,
+        "patch": "P" * 340_000,
+        "patch_encoding": "base64",
+        "patch_truncated": False,
+        "check": {"passed": True, "exit_code": 0, "duration_s": 1.0, "output_tail": "c" * 8000},
+        "setup": None,
+    }
+    data = r.encode()
+    assert len(data) <= MAX_RESULT_BYTES
+    code = json.loads(data)["code"]
+    assert (code["patch"], code["patch_truncated"], "patch_encoding" in code) == ("", True, False)
+    assert (len(code["files"]), code["files_truncated"]) == (100, True)
+    assert (code["insertions"], code["branch"], code["head"]) == (1000, "af/t/w", "b" * 40)
+    assert code["check"]["output_tail"] == "c" * 1024
+    assert "error" not in json.loads(data)
+
+
 def test_small_result_untouched() -> None:
     back = json.loads(_result("hello").encode())
     assert back["output"] == "hello" and back["output_truncated"] is False
