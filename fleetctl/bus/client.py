@@ -77,11 +77,30 @@ async def pause(seconds: float = 0.2) -> None:
 
 
 async def connect(endpoint: Endpoint) -> Any:
-    """A nats.py client, connected once (no reconnects: a command fails, it does not wait)."""
+    """A nats.py client, connected once (no reconnects: a command fails, it does not wait).
+    Several URLs (a local cluster's brokers, `fleetctl up --brokers 3`, comma-separated)
+    are tried one after another, in random order: nats.py gives up at the first that
+    accepts the connection and then says nothing (a broker that hangs), where it should
+    try the next."""
+    import random
+
+    urls = endpoint.url.split(",")
+    random.shuffle(urls)
+    failures = []
+    for url in urls:
+        try:
+            return await _connect_one(url, endpoint)
+        except BusUnreachable as e:
+            failures.append(str(e))
+    if len(urls) == 1:
+        raise BusUnreachable(failures[0])
+    raise BusUnreachable(f"nothing answers at {endpoint.url} ({'; '.join(failures)})")
+
+
+async def _connect_one(url: str, endpoint: Endpoint) -> Any:
     who = endpoint.identity
     opts: dict[str, Any] = {
-        # A local cluster's brokers (`fleetctl up --brokers 3`): several URLs, comma-separated.
-        "servers": endpoint.url.split(","),
+        "servers": [url],
         "allow_reconnect": False,
         "connect_timeout": TIMEOUT,
         # nats.py reads 0 as "no limit" while making the first connection (it retried an
@@ -109,7 +128,7 @@ async def connect(endpoint: Endpoint) -> Any:
         raise BusError(f"the broker refused the credentials of {who.user}") from None
     except (NoServersError, OSError, TimeoutError, NatsError) as e:
         why = str(e).strip() or type(e).__name__
-        raise BusUnreachable(f"nothing answers at {endpoint.url} ({why})") from None
+        raise BusUnreachable(f"nothing answers at {url} ({why})") from None
     # Its inbox names, like the poller's, predict nothing: where the monitor shows one, a
     # worker could otherwise aim answers at the next (docs/security.md, "Attack replay").
     unpredictable_inboxes(nc)

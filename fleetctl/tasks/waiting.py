@@ -5,10 +5,13 @@ dead-lettered)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from fleetctl.bus import taskbus
+from fleetctl.bus.client import BusError
 from fleetctl.tasks.connection import Connection
 from fleetctl.tasks.messages import Result
 from fleetctl.tasks.record import Sent
@@ -19,6 +22,24 @@ from fleetctl.tasks.whereabouts import progress, whereabouts
 # long task costs ten small requests a second).
 POLL_FIRST, POLL_LAST = 0.002, 0.1
 PROGRESS_EVERY = 1.0  # seconds between looks at the consumers (queued / running)
+# A request to a cluster's stream goes unanswered while the stream elects a new leader (its
+# leader's broker died): asked again for this long before the wait gives up.
+LEADER_WAIT = 20.0
+
+T = TypeVar("T")
+
+
+async def _patiently(conn: Connection, ask: Callable[[], Awaitable[T]]) -> T:
+    """`ask()`, again while the bus errs with the connection still up (a stream without a
+    leader for a moment), for up to LEADER_WAIT."""
+    given_up = time.monotonic() + LEADER_WAIT
+    while True:
+        try:
+            return await ask()
+        except BusError:
+            if not conn.nc.is_connected or time.monotonic() > given_up:
+                raise
+        await asyncio.sleep(0.5)
 
 
 async def wait(
@@ -31,9 +52,12 @@ async def wait(
     known state when `timeout` seconds have passed; `on_update` sees every change."""
     n = conn.names
     deadline = None if timeout is None else time.monotonic() + timeout
-    cursor = await taskbus.last_seq(conn.nc, n.results_stream, n.all_results) + 1
+    cursor = await _patiently(
+        conn, lambda: taskbus.last_seq(conn.nc, n.results_stream, n.all_results)
+    )
+    cursor += 1
     keys = [(t.key, s.task_id) for s in sents for t in s.targets]
-    states = dict(zip(keys, await progress(conn, sents), strict=True))
+    states = dict(zip(keys, await _patiently(conn, lambda: progress(conn, sents)), strict=True))
     queued = {  # (worker, task id) of a route's member -> that route target's key
         (m, s.task_id): (t.key, s.task_id) for s in sents for t in s.targets for m in t.members
     }
@@ -44,10 +68,9 @@ async def wait(
     while any(not r.final for r in states.values()):
         if deadline is not None and time.monotonic() > deadline:
             break
-        batch = await taskbus.direct_batch(
-            conn.nc,
-            n.results_stream,
-            {"seq": cursor, "next_by_subj": n.all_results, "batch": taskbus.BATCH},
+        ask = {"seq": cursor, "next_by_subj": n.all_results, "batch": taskbus.BATCH}
+        batch = await _patiently(
+            conn, functools.partial(taskbus.direct_batch, conn.nc, n.results_stream, ask)
         )
         changed = False
         for m in batch:
@@ -63,7 +86,10 @@ async def wait(
         if not batch:
             if time.monotonic() - last_look >= PROGRESS_EVERY:
                 last_look = time.monotonic()
-                changed = await _look_again(conn, sents, states) or on_update is not None
+                changed = (
+                    await _patiently(conn, lambda: _look_again(conn, sents, states))
+                    or on_update is not None
+                )
             await asyncio.sleep(pause)
             pause = min(pause * 2, POLL_LAST)
         else:

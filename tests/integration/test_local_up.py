@@ -548,3 +548,69 @@ def test_another_local_user_reaches_nothing_of_the_local_fleet(fleet: LocalFleet
     found = json.loads(done.stdout)
     assert {found[str(p)] for p in paths} == {"PermissionError"}, found
     assert "authorization violation" in found["broker"].lower(), found["broker"]
+
+
+def _status(fleet: LocalFleet) -> tuple[int, dict[str, Any]]:
+    done = fleet.fleetctl("status", "--check", "--json", check=False)
+    return done.returncode, json.loads(done.stdout)
+
+
+def _until_healthy(fleet: LocalFleet, seconds: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        code, body = _status(fleet)
+        if code == 0:
+            return body
+        assert time.monotonic() < deadline, body["problems"]
+        time.sleep(0.5)
+
+
+def test_up_with_three_brokers_runs_a_cluster_that_outlives_a_broker(fleet: LocalFleet) -> None:
+    """`up --brokers 3`: three nats-servers on loopback, every stream on all three, pollers
+    with every URL; a frozen broker is a problem for `status --check` until it answers
+    again; a killed one (the task stream's leader, while a task runs) loses no task and is
+    started again by the supervisor."""
+    fleet.write(worker("w-slow", ["python3", "-c", SLOW]) + ECHO)
+    fleet.up("--brokers", "3")
+    record = json.loads(fleet.state.up_json.read_text())
+    assert len(record["brokers"]) == 3
+    urls = record["nats_url"].split(",")
+    assert len(urls) == 3
+    assert fleet.pollers()["w-echo"].env["NATS_URL"] == record["nats_url"]
+    assert len([p for p in processes_under(fleet.root) if "nats-server" in p.cmdline]) == 3
+
+    broker = _until_healthy(fleet)["broker"]
+    names = sorted(record["brokers"])
+    assert sorted(s["name"] for s in broker["servers"] if s["up"]) == names
+    assert broker["meta_leader"] in names
+    tasks = next(s for s in broker["streams"] if s["name"] == "AF_TASKS")
+    assert sorted([tasks["leader"], *(r["name"] for r in tasks["replicas"])]) == names
+
+    pids = {
+        b["name"]: b["pid"] for b in json.loads(fleet.state.supervisor_json.read_text())["brokers"]
+    }
+    follower = next(n for n in names if n != tasks["leader"])
+    os.kill(pids[follower], signal.SIGSTOP)  # frozen: up as a process, answering nothing
+    try:
+        code, body = _status(fleet)
+        assert code == 1
+        assert f"broker {follower}: down (it does not answer)" in body["problems"]
+    finally:
+        os.kill(pids[follower], signal.SIGCONT)
+    _until_healthy(fleet)
+
+    sent = fleet.send(["w-slow"], "through the cluster")
+    deadline = time.monotonic() + 30
+    while not any("time.sleep" in p.cmdline for p in processes_under(fleet.root)):
+        assert time.monotonic() < deadline, "the CLI never started"
+        time.sleep(0.05)
+    os.kill(pids[tasks["leader"]], signal.SIGKILL)
+    result = fleet.results(sent, timeout=60)["w-slow"]
+    assert result["status"] == "completed"
+    done = fleet.state.work_base("w-slow") / "done"
+    assert done.read_text() == "through the cluster\n"  # run once
+    body = _until_healthy(fleet)
+    assert sorted(s["name"] for s in body["broker"]["servers"] if s["up"]) == names
+    after = json.loads(fleet.state.supervisor_json.read_text())["brokers"]
+    restarted = next(b["pid"] for b in after if b["name"] == tasks["leader"])
+    assert restarted != pids[tasks["leader"]]
