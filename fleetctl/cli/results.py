@@ -39,7 +39,7 @@ def _answers(client: Client, task_id: str) -> Answers:
     "outputs_diff",
     is_flag=True,
     help="Each worker's patch, coloured (for a task without code: how the outputs differ); "
-    "with two workers A B, their changes compared.",
+    "with two workers A B, their changes compared (with --to DIR: the files they leave).",
 )
 @click.option("--patch", "patch_of", metavar="WORKER", help="Print WORKER's patch, for git apply.")
 @click.option(
@@ -53,7 +53,8 @@ def _answers(client: Client, task_id: str) -> Answers:
     "to_dir",
     metavar="DIR",
     type=click.Path(file_okay=False, path_type=Path),
-    help="With --apply: the checkout.",
+    help="With --apply: the checkout. With --diff A B: a checkout that has the base, to "
+    "compare the files A and B leave rather than their patches.",
 )
 @json_option
 @bus_options
@@ -141,8 +142,8 @@ def _check_views(
         fail(f"{' and '.join(views)} are different views: give one")
     if workers and not (outputs_diff and len(workers) == 2):
         fail("workers after the task id compare two changes: results TASK --diff A B")
-    if to_dir is not None and apply_of is None:
-        fail("--to goes with --apply WORKER")
+    if to_dir is not None and apply_of is None and not workers:
+        fail("--to goes with --apply WORKER or --diff A B")
     if views and (as_json or watch) and not (outputs_diff and not workers):
         fail(f"{views[0]} does not go with --json or --watch")
 
@@ -161,7 +162,11 @@ def _change_views(
             a, b = (changes.of(found, w) for w in workers)
             from fleetctl.ui.results_view import compared
 
-            compared(out(), a.worker_id, b.worker_id, changes.compare(a, b))
+            if to_dir is not None:
+                lines = changes.compare_in(a, b, to_dir)
+            else:
+                lines = changes.compare(a, b)
+            compared(out(), a.worker_id, b.worker_id, lines)
             return
         worker = patch_of or apply_of
         assert worker is not None

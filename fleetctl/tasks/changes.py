@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import base64
 import difflib
+import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,15 +125,82 @@ def compare(a: Change, b: Change) -> list[str]:
     return lines
 
 
+def compare_in(a: Change, b: Change, checkout: Path) -> list[str]:
+    """How two workers' changes differ, as the files they leave: `git diff` from A's result to
+    B's (`-` lines are A's, `+` lines B's; [] when they leave the same files). Each result is
+    built from its base and its patch in a throwaway index and object store beside the
+    checkout's, which must have the base; nothing in the checkout changes. ChangeError (with
+    the fix) when it cannot: not a checkout, a base it lacks, a cut patch, one that does not
+    apply."""
+    where = str(checkout)
+    if not checkout.is_dir() or _git(checkout, "rev-parse", "--is-inside-work-tree").returncode:
+        raise ChangeError(f"{where} is not a git checkout", "give one with --to DIR")
+    common = _git(checkout, "rev-parse", "--git-common-dir").stdout.decode().strip()
+    objects = (checkout / common).resolve() / "objects"  # relative to the checkout, or absolute
+    with tempfile.TemporaryDirectory(prefix="fleetctl-compare-") as tmp:
+        store = Path(tmp) / "objects"
+        store.mkdir()
+        env = {
+            **os.environ,
+            "GIT_OBJECT_DIRECTORY": str(store),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(objects),
+        }
+        trees = [
+            _result_tree(c, checkout, env, Path(tmp) / f"index-{i}") for i, c in enumerate((a, b))
+        ]
+        done = _git(
+            checkout,
+            *("diff", "--no-color", "--no-ext-diff", "--no-textconv", "-M"),
+            f"--src-prefix={a.worker_id}/",
+            f"--dst-prefix={b.worker_id}/",
+            *trees,
+            env=env,
+        )
+    if done.returncode != 0:
+        raise ChangeError(f"git diff failed: {_last(done)}")
+    return done.stdout.decode(errors="replace").splitlines()
+
+
+def _result_tree(change: Change, checkout: Path, env: dict[str, str], index: Path) -> str:
+    """The tree `change` leaves: its base read into `index`, its patch applied there."""
+    where, base = str(checkout), change.base
+    if _git(checkout, "cat-file", "-e", f"{base}^{{commit}}", env=env).returncode != 0:
+        raise ChangeError(
+            f"{where} does not have {change.worker_id}'s base {base[:12]}",
+            f"git -C {where} fetch",
+        )
+    patch = whole_patch(change)
+    env = {**env, "GIT_INDEX_FILE": str(index)}
+    steps: list[tuple[tuple[str, ...], bytes | None]] = [(("read-tree", base), None)]
+    if patch:  # an empty patch: the worker changed nothing
+        steps.append((("apply", "--cached", "--binary", "-"), patch))
+    for args, stdin in steps:
+        done = _git(checkout, *args, stdin=stdin, env=env)
+        if done.returncode != 0:
+            raise ChangeError(f"{change.worker_id}'s change: git {args[0]}: {_last(done)}")
+    tree = _git(checkout, "write-tree", env=env)
+    if tree.returncode != 0:
+        raise ChangeError(f"{change.worker_id}'s change: git write-tree: {_last(tree)}")
+    return tree.stdout.decode().strip()
+
+
+def _last(done: subprocess.CompletedProcess[bytes]) -> str:
+    lines = done.stderr.decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else f"exit {done.returncode}"
+
+
 def _hunks(section: list[str]) -> list[str]:
     """A file's patch without its header lines (the index line's ids differ by content)."""
     return [x for x in section if not x.startswith(("diff --git ", "index "))]
 
 
-def _git(cwd: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _git(
+    cwd: Path, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         ["git", *args],
         cwd=cwd,
+        env=env,
         input=stdin,
         capture_output=True,
         timeout=GIT_TIMEOUT,

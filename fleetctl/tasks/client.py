@@ -230,10 +230,16 @@ class Client:
         change = self.change(task_id, worker)
         return changes.whole_patch(change, self._url(change))
 
-    def compare(self, task_id: str, a: str, b: str) -> list[str]:
-        """How two workers' changes differ, as unified diff lines ([]: the same change)."""
+    def compare(
+        self, task_id: str, a: str, b: str, checkout: str | Path | None = None
+    ) -> list[str]:
+        """How two workers' changes differ, as unified diff lines ([]: the same change): their
+        patches compared, or with `checkout` (one that has the base) the files they leave."""
         found = self.results(task_id)
-        return changes.compare(changes.of(found, a), changes.of(found, b))
+        ca, cb = changes.of(found, a), changes.of(found, b)
+        if checkout is not None:
+            return changes.compare_in(ca, cb, Path(checkout))
+        return changes.compare(ca, cb)
 
     def apply(self, task_id: str, worker: str, to: str | Path = ".") -> Change:
         """Apply `worker`'s change to the checkout at `to` (staged, not committed); a

@@ -121,6 +121,20 @@ def test_one_base_for_every_target_and_the_changes_shown_compared_and_applied(
     patch = cf.results("t1", "--patch", "w1")
     assert patch.returncode == 0 and patch.stdout == results["w1"]["code"]["patch"]
     checkout = cf.clone("checkout")
+
+    # --diff A B --to DIR: the files they leave compared, in a checkout that has the base.
+    files = cf.results("t1", "--diff", "w1", "w2", "--to", str(checkout))
+    assert files.returncode == 0, files.stderr
+    assert [x for x in files.stdout.splitlines() if not x.startswith("index ")] == [
+        "diff --git w1/a.txt w2/a.txt",
+        "--- w1/a.txt",
+        "+++ w2/a.txt",
+        "@@ -1,2 +1,2 @@",
+        " one",
+        "-good by w1",
+        "+bad by w2",
+    ], files.stdout
+    assert git(checkout, "status", "--porcelain") == ""
     git(checkout, "apply", "--check", "-", input=patch.stdout)
 
     # --apply: into a clean checkout at the base; staged, not committed.
@@ -188,6 +202,8 @@ def test_the_python_client_sends_on_a_ref_and_returns_the_changes(cf: CodeFleet)
         assert patch == found["w1"].body["code"]["patch"].encode()
         assert client.compare("py1", "w2", "w1")[-2:] == ["-+bad by w2", "++good by w1"]
         assert client.compare("py1", "w1", "w1") == []
+        there = cf.clone("py-compare")
+        assert client.compare("py1", "w2", "w1", there)[-2:] == ["-bad by w2", "+good by w1"]
         checkout = cf.clone("py-checkout")
         git(checkout, "checkout", "-q", "--detach", first)
         change = client.apply("py1", "w1", checkout)

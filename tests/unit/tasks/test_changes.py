@@ -64,6 +64,50 @@ def test_compare_shows_only_where_two_changes_differ(up: Upstream, tmp_path: Pat
     assert changes.compare(a, a) == []
 
 
+def test_compare_in_a_checkout_shows_how_the_files_they_leave_differ(
+    up: Upstream, tmp_path: Path
+) -> None:
+    a = _change(up, tmp_path, "w1", {"a.txt": "one\nA\n", "b.txt": "same\n"})
+    b = _change(up, tmp_path, "w2", {"a.txt": "one\nB\n", "b.txt": "same\n", "c.txt": "new\n"})
+    checkout = tmp_path / "checkout"
+    git(tmp_path, "clone", "-q", up.url, str(checkout))
+    objects = sorted(p.name for p in (checkout / ".git" / "objects").rglob("*"))
+    lines = changes.compare_in(a, b, checkout)
+    assert [x for x in lines if not x.startswith("index ")] == [
+        "diff --git w1/a.txt w2/a.txt",
+        "--- w1/a.txt",
+        "+++ w2/a.txt",
+        "@@ -1,2 +1,2 @@",
+        " one",
+        "-A",
+        "+B",
+        "diff --git w1/c.txt w2/c.txt",
+        "new file mode 100644",
+        "--- /dev/null",
+        "+++ w2/c.txt",
+        "@@ -0,0 +1 @@",
+        "+new",
+    ]
+    assert changes.compare_in(a, a, checkout) == []
+    nothing = changes.Change("w3", {"base": up.head(), "branch": None, "patch": ""})
+    assert "+++ w1/a.txt" in changes.compare_in(nothing, a, checkout)
+    # Nothing in the checkout changed: no object written, no index touched.
+    assert sorted(p.name for p in (checkout / ".git" / "objects").rglob("*")) == objects
+    assert git(checkout, "status", "--porcelain") == ""
+
+    elsewhere = tmp_path / "elsewhere"
+    git(tmp_path, "init", "-q", str(elsewhere))
+    with pytest.raises(changes.ChangeError) as e:
+        changes.compare_in(a, b, elsewhere)
+    assert str(e.value) == f"{elsewhere} does not have w1's base {up.head()[:12]}"
+    assert e.value.fix == f"git -C {elsewhere} fetch"
+    with pytest.raises(changes.ChangeError, match="is not a git checkout"):
+        changes.compare_in(a, b, tmp_path / "nowhere")
+    cut = changes.Change("w2", dict(b.code, patch_truncated=True))
+    with pytest.raises(changes.ChangeError, match="w2's patch was cut to fit its result"):
+        changes.compare_in(a, cut, checkout)
+
+
 def test_apply_refuses_then_applies(up: Upstream, tmp_path: Path) -> None:
     change = _change(up, tmp_path, "w1", {"a.txt": "one\nmine\n"})
     checkout = tmp_path / "checkout"
