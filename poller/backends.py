@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Literal
 
-from poller import outputs
+from poller import outputs, streams
 from poller.outputs import Parsed
 
 Kind = Literal["text", "list", "argv", "int", "number"]
@@ -121,6 +121,9 @@ class Backend:
     settings: tuple[Setting, ...]
     build_argv: Callable[[Mapping[str, str]], list[str]]
     read_output: Callable[[str, str], Parsed]  # (stdout, stderr's tail)
+    # Reads its stdout as it streams: what the task is doing now, and what `read_output`
+    # gets at the end (poller/streams.py).
+    stream: streams.ReaderFactory = streams.Plain
     llms: tuple[BuiltinLlm, ...] = ()
     cli: CliPackage | None = None
     budget: str | None = None  # the setting a task's `max_budget_usd` may lower, if any
@@ -134,8 +137,10 @@ class Backend:
 
 
 def _claude_argv(v: Mapping[str, str]) -> list[str]:
-    """Print mode, JSON result; nothing unattended left to defaults (docs/poller.md)."""
-    cmd = [v["bin"], "--print", "--output-format", "json", "--no-session-persistence"]
+    """Print mode, its events streamed as JSON lines (stream-json needs --verbose there);
+    nothing unattended left to defaults (docs/poller.md)."""
+    cmd = [v["bin"], "--print", "--output-format", "stream-json", "--verbose"]
+    cmd += ["--no-session-persistence"]
     cmd += ["--permission-mode", v["permission_mode"]]
     if v["max_turns"]:
         cmd += ["--max-turns", v["max_turns"]]
@@ -158,8 +163,9 @@ def _codex_argv(v: Mapping[str, str]) -> list[str]:
 
 
 def _gemini_argv(v: Mapping[str, str]) -> list[str]:
-    """Trusts its work dir (else every run exits 55), JSON result, an explicit approval mode."""
-    cmd = [v["bin"], "--skip-trust", "--output-format", "json"]
+    """Trusts its work dir (else every run exits 55), JSON events streamed, an explicit
+    approval mode."""
+    cmd = [v["bin"], "--skip-trust", "--output-format", "stream-json"]
     cmd += ["--approval-mode", v["approval_mode"]]
     if v["model"]:
         cmd += ["--model", v["model"]]
@@ -202,6 +208,7 @@ BACKENDS: dict[str, Backend] = {
             ),
             _claude_argv,
             outputs.claude_json,
+            streams.ClaudeStream,
             # zai: the claude CLI pointed at Z.ai by the worker's env file.
             llms=(BuiltinLlm("claude-code"), BuiltinLlm("zai", requires_env_file=True)),
             cli=CliPackage("@anthropic-ai/claude-code", "2.1.197", "claude"),
@@ -221,6 +228,7 @@ BACKENDS: dict[str, Backend] = {
             ),
             _codex_argv,
             outputs.codex_events,
+            streams.CodexStream,
             llms=(BuiltinLlm("codex"),),
             cli=CliPackage("@openai/codex", "0.171.0", "codex"),
         ),
@@ -238,6 +246,7 @@ BACKENDS: dict[str, Backend] = {
             ),
             _gemini_argv,
             outputs.gemini_json,
+            streams.GeminiStream,
             llms=(BuiltinLlm("gemini"),),
             cli=CliPackage("@google/gemini-cli", "0.61.0", "gemini", node=20),
         ),

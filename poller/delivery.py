@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
-from poller import backends, records, runner
+from poller import backends, records, runner, streams
 from poller.activity import Activity
 from poller.backends import BACKENDS
 from poller.config import Config
@@ -128,6 +128,7 @@ class _InFlight:
     lease_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     reconnected: asyncio.Event = field(default_factory=asyncio.Event)
     activity: Activity | None = None  # what it is doing now, once described
+    reader: streams.Reader | None = None  # its CLI's stream, once started
 
     @property
     def seq(self) -> int:
@@ -376,6 +377,9 @@ class Delivery:
             timeout_s=timeout,
         )
         self.log.debug("task_prompt", task_id=task.task_id, prompt=task.prompt())
+        held.reader = BACKENDS[self.cfg.backend].stream(
+            held.activity or Activity(task.task_id), self.cfg.price
+        )
         run = runner.run(
             backends.task_argv(self.cfg.backend, self.cfg.settings, self._budget(task)),
             prompt,
@@ -386,6 +390,8 @@ class Delivery:
             cwd=cwd,
             env={**self.child_env, "FLEET_TASK_ID": task.task_id},
             state_dir=self.state_dir,
+            on_line=held.reader.feed,
+            stall=self.cfg.stall_timeout,
         )
         return await unless_set(run, self.hand_back)
 
@@ -402,7 +408,8 @@ class Delivery:
         counted and a result is stored and acked, so it never runs again. Only a bus that
         cannot store the result gives the task back (docs/poller.md)."""
         try:
-            result = records.ran(self.cfg, self.host, task, outcome, held.attempt)
+            final = held.reader.final() if held.reader is not None else None
+            result = records.ran(self.cfg, self.host, task, outcome, held.attempt, final)
         except Exception as e:  # a bug reading the output: still a result, never a rerun
             self.log.error("result_error", task_id=task.task_id, error=repr(e))
             why = f"poller error: {e!r}"[:2000]

@@ -59,11 +59,17 @@ def _base(
     )
 
 
-def ran(cfg: Config, host: str, task: Task, out: RunOutcome, attempt: int) -> Result:
-    """The result of a CLI that ran: its answer, usage and cost read from its output."""
-    text = out.stdout.decode(errors="replace")
+def ran(
+    cfg: Config, host: str, task: Task, out: RunOutcome, attempt: int, final: str | None = None
+) -> Result:
+    """The result of a CLI that ran: its answer, usage and cost read from its output:
+    `final`, what its stream reader kept of it (poller/streams.py), else its stdout."""
     stderr = out.stderr_tail.decode(errors="replace")
-    parsed = backends.parse_output(cfg.backend, text, not out.stdout_truncated, stderr)
+    if final is not None:
+        parsed = backends.parse_output(cfg.backend, final, True, stderr)
+    else:
+        text = out.stdout.decode(errors="replace")
+        parsed = backends.parse_output(cfg.backend, text, not out.stdout_truncated, stderr)
     if out.timed_out:
         status = "timeout"
     elif out.returncode == 0 and not parsed.is_error:
@@ -76,7 +82,8 @@ def ran(cfg: Config, host: str, task: Task, out: RunOutcome, attempt: int) -> Re
         base,
         exit_code=out.returncode,
         output=parsed.output,
-        output_truncated=out.stdout_truncated,
+        output_truncated=out.stdout_truncated and final is None,
+        error=None if out.stalled is None else stall_reason(out.stalled),
         output_bytes=out.stdout_bytes,
         stderr_tail=stderr,
         usage=parsed.usage,
@@ -88,6 +95,21 @@ def ran(cfg: Config, host: str, task: Task, out: RunOutcome, attempt: int) -> Re
         metadata=task.metadata,
         labels=dict(cfg.labels),
     )
+
+
+def stall_reason(seconds: float) -> str:
+    """`stalled: no output for 10m`: the error of a task whose CLI went silent."""
+    return f"stalled: no output for {duration(seconds)}"
+
+
+def duration(seconds: float) -> str:
+    """600 -> `10m`, 90 -> `1m30s`, 5400 -> `1h30m`, 0.5 -> `0.5s`."""
+    if seconds < 1:
+        return f"{seconds:g}s"
+    whole = round(seconds)
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((h, "h"), (m, "m"), (s, "s")) if n) or "0s"
 
 
 def unread(cfg: Config, host: str, task: Task, out: RunOutcome, attempt: int, error: str) -> Result:

@@ -20,12 +20,18 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 # After the group is killed the pipes close at once; this only bounds a pathological case.
 DRAIN_AFTER_EXIT = 0.5
+# A stdout line longer than this is not handed to `on_line` (it still counts as output):
+# a CLI's events are far smaller, but a tool's result echoed in one may not be.
+LINE_MAX = 4 * 1024 * 1024
+
+
+OnLine = Callable[[bytes], None]
 
 
 class SpawnError(Exception):
@@ -42,6 +48,8 @@ class RunOutcome:
     started: float  # time.time()
     ended: float
     duration: float
+    # The stall timeout that ended it (no output on stdout or stderr for that long), if any.
+    stalled: float | None = None
 
     @property
     def stdout_truncated(self) -> bool:
@@ -134,24 +142,55 @@ class _Capture(asyncio.SubprocessProtocol):
     stdout would hide the leader's exit; the protocol's process_exited does not wait.)
     """
 
-    def __init__(self, cap: int, keep: int, merged: bool = False) -> None:
+    def __init__(
+        self, cap: int, keep: int, merged: bool = False, on_line: OnLine | None = None
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.cap, self.keep, self.merged = cap, keep, merged
         self.out, self.err = bytearray(), bytearray()
         self.out_total = 0
         self.exited: asyncio.Future[None] = loop.create_future()
         self.eof = {fd: loop.create_future() for fd in ((1,) if merged else (1, 2))}
+        self.last_output = time.monotonic()  # the CLI's last sign of life
+        self.on_line = on_line
+        self._line = bytearray()
+        self._long = False  # inside a line longer than LINE_MAX: skipped to its end
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         chunk = data.encode() if isinstance(data, str) else data
+        self.last_output = time.monotonic()
         if fd == 1 and not self.merged:
             self.out_total += len(chunk)
             if len(self.out) < self.cap:
                 self.out += chunk[: self.cap - len(self.out)]
+            if self.on_line is not None:
+                self._lines(chunk)
         else:
             self.err += chunk
             if len(self.err) > self.keep:
                 del self.err[: len(self.err) - self.keep]
+
+    def _lines(self, chunk: bytes) -> None:
+        """Hand every complete stdout line to `on_line` (a reader's error stops the
+        reading, never the run)."""
+        *complete, rest = chunk.split(b"\n")
+        for part in complete:
+            too_long = self._long or len(self._line) + len(part) > LINE_MAX
+            line = b"" if too_long else bytes(self._line + part)
+            self._line.clear()
+            self._long = False
+            if too_long:
+                continue
+            try:
+                assert self.on_line is not None
+                self.on_line(line)
+            except Exception:
+                self.on_line = None
+                return
+        self._line += rest
+        if len(self._line) > LINE_MAX:
+            self._line.clear()
+            self._long = True
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         fut = self.eof.get(fd)
@@ -215,6 +254,26 @@ async def _kill_and_reap(pgid: int, capture: _Capture) -> None:
         await asyncio.shield(capture.exited)
 
 
+async def _watch(cap_: _Capture, deadline: float, stall: float | None) -> str:
+    """Wait for the leader's exit: `exited`, or `timeout` at `deadline`, or `stalled` once
+    `stall` seconds pass with no output (whichever comes first)."""
+    while True:
+        now = time.monotonic()
+        wait = deadline - now
+        if stall is not None:
+            quiet_until = cap_.last_output + stall
+            if quiet_until <= now and now < deadline:
+                return "stalled"
+            wait = min(wait, quiet_until - now)
+        if wait <= 0:
+            return "timeout"
+        try:
+            await asyncio.wait_for(asyncio.shield(cap_.exited), wait)
+            return "exited"
+        except TimeoutError:
+            continue
+
+
 async def run(
     argv: list[str],
     stdin: bytes,
@@ -227,15 +286,19 @@ async def run(
     env: Mapping[str, str] | None = None,
     state_dir: Path | None = None,
     merged: bool = False,
+    on_line: OnLine | None = None,
+    stall: float | None = None,
 ) -> RunOutcome:
-    """Run `argv` to completion or until `timeout`; returns within timeout + grace (+0.5 s).
-    `merged`: stderr goes to stdout, and the tail of both is kept as `stderr_tail` (a
-    setup or check step, whose last lines say what went wrong)."""
+    """Run `argv` to completion, or until `timeout`, or until it has shown no sign of life
+    (no output on stdout or stderr) for `stall` seconds; returns within timeout + grace
+    (+0.5 s). `on_line` gets every complete stdout line as it arrives. `merged`: stderr
+    goes to stdout, and the tail of both is kept as `stderr_tail` (a setup or check step,
+    whose last lines say what went wrong)."""
     started, t0 = time.time(), time.monotonic()
     loop = asyncio.get_running_loop()
     spawn = loop.create_task(
         loop.subprocess_exec(
-            lambda: _Capture(cap, stderr_keep, merged),
+            lambda: _Capture(cap, stderr_keep, merged, on_line),
             *argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -261,12 +324,12 @@ async def run(
         with contextlib.suppress(OSError):
             stdin_pipe.write(stdin)  # type: ignore[attr-defined]
             stdin_pipe.close()
-    timed_out = False
+    timed_out, stalled = False, None
     try:
-        try:
-            await asyncio.wait_for(asyncio.shield(cap_.exited), timeout)
-        except TimeoutError:
+        ended = await _watch(cap_, t0 + timeout, stall)
+        if ended != "exited":
             timed_out = True
+            stalled = stall if ended == "stalled" else None
             _killpg(pgid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(cap_.exited), grace)
@@ -282,7 +345,7 @@ async def run(
         transport.close()
         if marker is not None:
             marker.unlink(missing_ok=True)
-    ended = time.time()
+    ended_at = time.time()
     return RunOutcome(
         returncode=returncode,
         timed_out=timed_out,
@@ -290,6 +353,7 @@ async def run(
         stdout_bytes=cap_.out_total,
         stderr_tail=bytes(cap_.err),
         started=started,
-        ended=ended,
+        ended=ended_at,
         duration=time.monotonic() - t0,
+        stalled=stalled,
     )

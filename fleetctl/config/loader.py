@@ -257,6 +257,7 @@ def _worker(w: WorkerEntry, fleet: FleetFile, llms: dict[str, Any], origin: Any)
         concurrency=pick("concurrency"),
         task_timeout=pick("task_timeout"),
         drain_timeout=pick("drain_timeout") or pick("task_timeout"),
+        stall_timeout=pick("stall_timeout"),
         allowed_tools=tuple(pick("allowed_tools")),
         github_remote=pick("github_remote"),
         codex_sandbox=pick("codex_sandbox"),

@@ -124,8 +124,10 @@ class Worker:
     create_pr: bool
     concurrency: int
     task_timeout: int
-    # Seconds a stopping poller lets running tasks finish (its unit's TimeoutStopSec follows).
+    # Seconds a stopping poller lets running tasks finish (its unit's TimeoutStopSec follows),
+    # and seconds without a sign of life from the CLI before a task is ended as stalled.
     drain_timeout: int
+    stall_timeout: int
     allowed_tools: tuple[str, ...]
     github_remote: str
     codex_sandbox: str

@@ -356,6 +356,11 @@ class WorkerDefaults(_Strict):
         "shutdown) lets its running tasks finish before it hands them back to the queue; "
         "unset: the task_timeout. The unit's TimeoutStopSec follows it.",
     )
+    stall_timeout: Seconds = Field(
+        600,
+        description="A task whose CLI shows no sign of life (no event, no output) for this "
+        "long ends as `timeout` (`stalled: no output for 10m`), its processes killed.",
+    )
     allowed_tools: list[Tool] = Field(
         default_factory=lambda: ["Read", "Edit", "Write", "Glob", "Grep"],
         description="Claude Code tools the worker may use (`--allowedTools`).",
@@ -440,6 +445,7 @@ class WorkerEntry(_Strict):
     concurrency: int | None = _override("concurrency", ge=1, le=64)
     task_timeout: Seconds | None = _override("task_timeout")
     drain_timeout: Seconds | None = _override("drain_timeout")
+    stall_timeout: Seconds | None = _override("stall_timeout")
     allowed_tools: list[Tool] | None = _override("allowed_tools")
     github_remote: GitRemote | None = _override("github_remote")
     codex_sandbox: CodexSandbox | None = _override("codex_sandbox")

@@ -12,6 +12,7 @@ says. The CLIs start slowly, so each test runs one poller through several tasks.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ pytestmark = pytest.mark.integration
 
 Task = tuple[Turn, ...]
 PLAIN = Usage(input_tokens=100, output_tokens=20, cache_read_tokens=30, cache_write_tokens=40)
+THINKING = Usage(input_tokens=100, output_tokens=20, cache_read_tokens=30, reasoning_tokens=8)
+# STALL_TIMEOUT of the stall tests: longer than each CLI takes to print its first event on
+# a busy machine (Gemini CLI, a Node program, was seen to take more than 5 s to start).
+STALL = {"claude": 5, "codex": 5, "gemini": 15}
 
 
 def _dead_url() -> str:
@@ -52,9 +57,10 @@ def _tasks(
     tasks: list[Task],
     worker: str = "w1",
     fields: dict[int, dict[str, Any]] | None = None,
+    beats: list[dict[str, Any]] | None = None,
 ) -> list[tuple[dict[str, Any], Usage]]:
     """Run each task (with its `fields`, by index) through one poller; each result with the
-    usage the mock served for it."""
+    usage the mock served for it. `beats` collects the worker's heartbeats meanwhile."""
 
     async def go() -> list[tuple[dict[str, Any], Usage]]:
         await setup_bus(server.url, worker, ack_wait=30)
@@ -65,6 +71,12 @@ def _tasks(
         poller.start()
         nc = await nats.connect(server.url)
         js = nc.jetstream()
+        if beats is not None:
+
+            async def on_beat(msg: Any) -> None:
+                beats.append(json.loads(msg.data))
+
+            await nc.subscribe(f"af.worker.{worker}.status", cb=on_beat)
         out = []
         try:
             for i, turns in enumerate(tasks):
@@ -226,7 +238,7 @@ def test_codex(
     _codex_home(work, mock.url)
     patch = "*** Begin Patch\n*** Add File: out.txt\n+by codex\n*** End Patch\n"
     tasks: list[Task] = [
-        (Turn(text="the answer", usage=PLAIN),),
+        (Turn(text="the answer", usage=THINKING),),
         (Turn(tool="apply_patch", freeform=patch), Turn(text="patched")),
         (Turn(error=400),),
     ]
@@ -245,12 +257,12 @@ def test_codex(
         "the answer",
         "gpt-5.5",
     )
-    assert plain["usage"] == {
+    assert plain["usage"] == {  # reasoning is part of OpenAI's output tokens
         "input_tokens": served.input_tokens,
-        "output_tokens": served.output_tokens,
+        "output_tokens": served.output_tokens + served.reasoning_tokens,
         "cache_read_tokens": served.cache_read_tokens,
         "cache_write_tokens": 0,
-        "reasoning_tokens": 0,
+        "reasoning_tokens": served.reasoning_tokens,
     }
     assert "cost_usd" not in plain and plain["cost_source"] == "unknown"
 
@@ -291,7 +303,7 @@ def test_gemini(
     }
     developer = {**base, "GEMINI_APPROVAL_MODE": "auto_edit"}
     tasks: list[Task] = [
-        (Turn(text="the answer", usage=PLAIN),),  # runs at all: the work dir is trusted
+        (Turn(text="the answer", usage=THINKING),),  # runs at all: the work dir is trusted
         (write, Turn(text="wrote it")),
         (Turn(error=400),),
     ]
@@ -299,11 +311,11 @@ def test_gemini(
 
     assert (plain["status"], plain["output"]) == ("completed", "the answer")
     assert plain["model"] == "gemini-2.5-pro"
-    assert plain["usage"] == {
+    assert plain["usage"] == {  # its thoughts: what the stream's total has beyond the rest
         "input_tokens": served.input_tokens,
-        "output_tokens": served.output_tokens,
+        "output_tokens": served.output_tokens + served.reasoning_tokens,
         "cache_read_tokens": served.cache_read_tokens,
-        "reasoning_tokens": 0,
+        "reasoning_tokens": served.reasoning_tokens,
     }
     assert "cost_usd" not in plain and plain["cost_source"] == "unknown"
 
@@ -333,3 +345,91 @@ def test_gemini(
     assert result["status"] == "failed" and result["exit_code"] != 0
     assert "fetch failed" in result["output"], result["output"]
     assert result["duration_s"] < 30
+
+
+# -- streaming: what a task is doing now, and a provider that stops answering ---------------
+
+
+def _streams_and_stalls(
+    server: NatsServer, work: Path, mock: ProviderMock, env: dict[str, str], slow_tool: Turn
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """A task whose tool runs 2 s (its turn and tool seen in the heartbeats meanwhile), then
+    one whose provider stops answering mid-stream: (the heartbeats' in-flight entries, the
+    first result, the stalled one)."""
+    beats: list[dict[str, Any]] = []
+    tasks: list[Task] = [(slow_tool, Turn(text="slept")), (Turn(hang=True),)]
+    stall = str(STALL[env["MODEL_BACKEND"]])
+    env = {**env, "STALL_TIMEOUT": stall, "HEARTBEAT_INTERVAL": "0.2"}
+    (slept, _), (stalled, _) = _tasks(server, work, mock, env, tasks, worker="ws", beats=beats)
+    seen = [t for b in beats for t in b["in_flight"] if t["task_id"] == "ws-t0"]
+    return seen, slept, stalled
+
+
+def _check_stalled(stalled: dict[str, Any], work: Path) -> None:
+    stall = STALL[stalled["backend"]]
+    assert stalled["status"] == "timeout", stalled
+    assert stalled["error"] == f"stalled: no output for {stall}s"
+    # The CLI's start and its request, STALL_TIMEOUT of silence, SIGTERM (KILL_GRACE 1 s).
+    assert stall <= stalled["duration_s"] < stall + 20, stalled
+    assert _running_in(work) == []  # its whole process group was killed
+
+
+def _running_in(work: Path) -> list[str]:
+    """The command lines of the processes whose working directory is under `work`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "cwd").startswith(str(work)):
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
+def test_claude_code_streams_turns_and_tools_and_a_stalled_provider_times_out(
+    real_cli: dict[str, Path], server: NatsServer, work: Path, mock: ProviderMock
+) -> None:
+    env = _claude_env(real_cli["claude"], mock.url, ALLOWED_TOOLS="Bash")
+    sleep = Turn(tool="Bash", args={"command": "sleep 2", "description": "wait"})
+    seen, slept, stalled = _streams_and_stalls(server, work, mock, env, sleep)
+    assert slept["status"] == "completed" and slept["output"] == "slept"
+    assert any(t["turn"] == 1 and t["tool"] == "Bash" and t["tokens"] for t in seen), seen
+    _check_stalled(stalled, work)
+
+
+def test_codex_streams_turns_and_tools_and_a_stalled_provider_times_out(
+    real_cli: dict[str, Path], server: NatsServer, work: Path, mock: ProviderMock
+) -> None:
+    _codex_home(work, mock.url)
+    env = {
+        "MODEL_BACKEND": "codex",
+        "CODEX_BIN": str(real_cli["codex"]),
+        "CODEX_MODEL": "gpt-5.5",
+        "OPENAI_API_KEY": "dummy",
+    }
+    sleep = Turn(tool="exec_command", args={"cmd": "sleep 2"})
+    seen, slept, stalled = _streams_and_stalls(server, work, mock, env, sleep)
+    assert slept["status"] == "completed" and slept["output"] == "slept"
+    assert any(t["turn"] == 1 and t["tool"] == "shell" for t in seen), seen
+    _check_stalled(stalled, work)
+
+
+def test_gemini_streams_turns_and_tools_and_a_stalled_provider_times_out(
+    real_cli: dict[str, Path], server: NatsServer, work: Path, mock: ProviderMock
+) -> None:
+    (work / ".gemini").mkdir()
+    settings = {"security": {"auth": {"selectedType": "gemini-api-key"}}}
+    (work / ".gemini" / "settings.json").write_text(json.dumps(settings))
+    env = {
+        "MODEL_BACKEND": "gemini",
+        "GEMINI_BIN": str(real_cli["gemini"]),
+        "GEMINI_MODEL": "gemini-2.5-pro",
+        "GEMINI_APPROVAL_MODE": "yolo",  # runs the shell command unasked
+        "GEMINI_API_KEY": "dummy",
+        "GOOGLE_GEMINI_BASE_URL": mock.url,
+    }
+    sleep = Turn(tool="run_shell_command", args={"command": "sleep 2"})
+    seen, slept, stalled = _streams_and_stalls(server, work, mock, env, sleep)
+    assert slept["status"] == "completed" and slept["output"] == "slept"
+    assert any(t["turn"] == 1 and t["tool"] == "run_shell_command" for t in seen), seen
+    _check_stalled(stalled, work)

@@ -22,9 +22,10 @@ from typing import Any
 @dataclass(frozen=True)
 class Usage:
     input_tokens: int = 10
-    output_tokens: int = 5
+    output_tokens: int = 5  # the answer's own, reasoning not included
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    reasoning_tokens: int = 0  # OpenAI's reasoning, Gemini's thoughts (Anthropic: none)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class Turn:
 
     `freeform` makes the call a free-form (custom) tool call with that input, as Codex's
     `apply_patch` expects, instead of one with JSON arguments (OpenAI shape only).
+    `delay`: seconds before the answer starts. `hang`: the answer's stream starts (status,
+    headers, its first event) and then nothing more comes, the connection held open until
+    the mock stops: a provider that stopped answering mid-stream. With `error`, `headers`
+    are sent with it (e.g. `retry-after`) and `body`, if given, replaces the error's JSON.
     """
 
     text: str = ""
@@ -41,6 +46,10 @@ class Turn:
     freeform: str | None = None
     usage: Usage = Usage()
     error: int | None = None
+    delay: float = 0.0
+    hang: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] | None = None
 
 
 @dataclass
@@ -59,6 +68,7 @@ class ProviderMock:
         self.turns: list[Turn] = []
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # ends the answers that hang
         mock = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -80,11 +90,13 @@ class ProviderMock:
                     body = {}
                 mock._answer(self, self.path, body if isinstance(body, dict) else {})
 
-            def _json(self, status: int, obj: Any) -> None:
+            def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(obj).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -107,6 +119,7 @@ class ProviderMock:
             sum(u.output_tokens for u in rows),
             sum(u.cache_read_tokens for u in rows),
             sum(u.cache_write_tokens for u in rows),
+            sum(u.reasoning_tokens for u in rows),
         )
 
     def reset(self, *turns: Turn) -> None:
@@ -120,6 +133,7 @@ class ProviderMock:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -164,16 +178,29 @@ class ProviderMock:
 
     def _reply(self, h: Any, path: str, body: dict[str, Any], main: bool, shape: Any) -> None:
         turn = self._next() if main else Turn(text="ok")
-        self._record("POST", path, body, main, None if turn.error else turn.usage)
+        answered = not (turn.error or turn.hang)
+        self._record("POST", path, body, main, turn.usage if answered else None)
+        if turn.delay:
+            self._closing.wait(turn.delay)
         if turn.error is not None:
             message = f"mock provider error {turn.error}"
             error = {"type": "api_error", "message": message, "code": turn.error}
-            h._json(turn.error, {"type": "error", "error": {**error, "status": "UNAVAILABLE"}})
+            default = {"type": "error", "error": {**error, "status": "UNAVAILABLE"}}
+            h._json(turn.error, turn.body or default, turn.headers)
             return
         stream = body.get("stream", True) or shape is _gemini
         events = list(shape(turn, body, path))
         if not stream and shape is _anthropic:
             h._json(200, _anthropic_message(turn, body))
+            return
+        if turn.hang:
+            h.send_response(200)
+            h.send_header("Content-Type", "text/event-stream")
+            h.end_headers()
+            name, obj = events[0]
+            h.wfile.write(_sse(name, obj))
+            h.wfile.flush()
+            self._closing.wait()
             return
         data = b"".join(_sse(name, obj) for name, obj in events)
         h.send_response(200)
@@ -311,9 +338,11 @@ def _openai(turn: Turn, body: dict[str, Any], path: str) -> Iterator[tuple[str, 
     usage = {
         "input_tokens": u.input_tokens + u.cache_read_tokens,
         "input_tokens_details": {"cached_tokens": u.cache_read_tokens},
-        "output_tokens": u.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": u.input_tokens + u.cache_read_tokens + u.output_tokens,
+        "output_tokens": u.output_tokens + u.reasoning_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": (
+            u.input_tokens + u.cache_read_tokens + u.output_tokens + u.reasoning_tokens
+        ),
     }
     done = {**resp, "status": "completed", "output": [item], "usage": usage}
     yield "response.completed", {"type": "response.completed", "response": done}
@@ -338,7 +367,10 @@ def _gemini_chunk(turn: Turn, model: str) -> dict[str, Any]:
             "promptTokenCount": u.input_tokens + u.cache_read_tokens,
             "candidatesTokenCount": u.output_tokens,
             "cachedContentTokenCount": u.cache_read_tokens,
-            "totalTokenCount": u.input_tokens + u.cache_read_tokens + u.output_tokens,
+            **({"thoughtsTokenCount": u.reasoning_tokens} if u.reasoning_tokens else {}),
+            "totalTokenCount": (
+                u.input_tokens + u.cache_read_tokens + u.output_tokens + u.reasoning_tokens
+            ),
         },
         "modelVersion": model,
     }

@@ -34,6 +34,7 @@ def poller_environment(fleet: Fleet, worker: Worker) -> list[tuple[str, str]]:
         ("CONCURRENCY", str(worker.concurrency)),
         ("TASK_TIMEOUT", str(worker.task_timeout)),
         ("DRAIN_TIMEOUT", str(worker.drain_timeout)),
+        ("STALL_TIMEOUT", str(worker.stall_timeout)),
         ("HOME", worker.work_base),
         ("WORK_BASE", worker.work_base),
         ("WORK_DIR", f"{worker.work_base}/repo"),

@@ -12,12 +12,16 @@ followed by a JSON object (anything after the object is ignored):
   delete ([path, ...]), append_by_worker ({worker id: {path: text}}),
   is_error (claude: success with is_error), fail (text: the CLI's own error shape, exit 1;
   for claude `fail` is the subtype, e.g. error_max_turns),
-  by_worker ({worker id: text}: print this instead, on that worker).
+  by_worker ({worker id: text}: print this instead, on that worker),
+  ticks (n: before answering, n model turns 0.3 s apart, each a call of the tool `Read`, in
+  the flavour's stream shape; the command flavour prints `tick <i>` lines).
 Without `print`, the text is $STANDIN_ANSWER if set, else `done: <stdin bytes> bytes`.
 Each flavour prints what its real CLI prints with the poller's argv, in the shapes the real
 CLIs (Claude Code 2.1, Codex CLI 0.171, Gemini CLI 0.61) were seen to print: the claude
 flavour `--output-format json` (success, or an error result with `errors` and no `result`),
-the codex flavour `exec --json` events, the gemini flavour `--output-format json`. The usage
+or with `stream-json` (which, like the real one, needs `--verbose`) an init event, the
+answer as an assistant event and that result last; the codex flavour `exec --json` events;
+the gemini flavour `--output-format json`, or `stream-json` events ending in a `result`. The usage
 numbers are fixed: 11 input, 7 output, 3 cache read tokens; the claude flavour's cost is
 $STANDIN_COST_USD (default 0.0123), spent in model calls of $STANDIN_CALL_USD each (default:
 one call). Like Claude Code, the claude flavour checks `--max-budget-usd` after each call and
@@ -94,6 +98,67 @@ def claude(text: str, fail: str | None, is_error: bool) -> str:
     return json.dumps(answer)
 
 
+def claude_stream(text: str, fail: str | None, is_error: bool) -> str:
+    usage = {"input_tokens": 11, "output_tokens": 7, "cache_read_input_tokens": 3}
+    events: list[dict[str, object]] = [
+        {"type": "system", "subtype": "init", "model": "standin-model", "tools": ["Read"]},
+        {
+            "type": "assistant",
+            "message": {
+                "id": "msg_standin_answer",
+                "role": "assistant",
+                "content": [{"type": "text", "text": text}],
+                "usage": usage,
+            },
+        },
+    ]
+    return "".join(json.dumps(e) + "\n" for e in events) + claude(text, fail, is_error) + "\n"
+
+
+def ticks(flavour: str, n: int) -> None:
+    """`n` model turns 0.3 s apart, each calling a tool, in the flavour's stream shape."""
+    for i in range(n):
+        if flavour == "claude":
+            call = {"type": "tool_use", "id": f"toolu_{i}", "name": "Read", "input": {}}
+            events: list[dict[str, object]] = [
+                {
+                    "type": "assistant",
+                    "message": {
+                        "id": f"msg_standin_{i}",
+                        "role": "assistant",
+                        "content": [call],
+                        "usage": {"input_tokens": 100, "output_tokens": 10},
+                    },
+                },
+                {
+                    "type": "user",
+                    "message": {
+                        "role": "user",
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": f"toolu_{i}", "content": "ok"}
+                        ],
+                    },
+                },
+            ]
+        elif flavour == "codex":
+            item = {"id": f"item_{i}", "type": "command_execution", "command": "ls"}
+            events = [
+                {"type": "item.started", "item": {**item, "status": "in_progress"}},
+                {"type": "item.completed", "item": {**item, "status": "completed"}},
+            ]
+        elif flavour == "gemini":
+            events = [
+                {"type": "tool_use", "tool_name": "read_file", "tool_id": f"t{i}"},
+                {"type": "tool_result", "tool_id": f"t{i}", "status": "success"},
+            ]
+        else:
+            sys.stdout.write(f"tick {i}\n")
+            events = []
+        sys.stdout.write("".join(json.dumps(e) + "\n" for e in events))
+        sys.stdout.flush()
+        time.sleep(0.3)
+
+
 def codex(text: str, fail: str | None, is_error: bool) -> str:
     events: list[dict[str, object]] = [
         {"type": "thread.started", "thread_id": "standin-thread"},
@@ -151,7 +216,26 @@ def edit(ask: "dict[str, Any]") -> None:
         os.remove(path)
 
 
+def gemini_stream(text: str, fail: str | None, is_error: bool) -> str:
+    stats = {"total_tokens": 21, "input_tokens": 14, "output_tokens": 7, "cached": 3, "input": 11}
+    result: dict[str, object] = {
+        "type": "result",
+        "status": "error" if fail else "success",
+        "stats": {**stats, "models": {"standin-model": stats}},
+    }
+    events: list[dict[str, object]] = [
+        {"type": "init", "session_id": "standin-session", "model": "standin-model"},
+        {"type": "message", "role": "user", "content": "(the prompt)"},
+    ]
+    if fail:
+        result["error"] = {"type": "Error", "message": fail}
+    else:
+        events.append({"type": "message", "role": "assistant", "content": text, "delta": True})
+    return "".join(json.dumps(e) + "\n" for e in [*events, result])
+
+
 SHAPES = {"claude": claude, "codex": codex, "gemini": gemini}
+STREAM_SHAPES = {"claude": claude_stream, "gemini": gemini_stream}
 
 
 def main(flavour: str) -> int:
@@ -178,6 +262,12 @@ def main(flavour: str) -> int:
         child = subprocess.Popen(["sleep", str(ask["grandchild"])], stdout=sys.stdout)
         child_pid = child.pid
     runs_before = earlier_runs(base["task_id"])
+    streaming = "stream-json" in sys.argv
+    if flavour == "claude" and streaming and "--verbose" not in sys.argv:
+        sys.stderr.write(
+            "Error: When using --print, --output-format=stream-json requires --verbose\n"
+        )
+        return 1
     record(phase="start", child_pid=child_pid, **base)
     if ask.get("write_file"):
         with open(ask["write_file"], "w") as f:
@@ -186,6 +276,7 @@ def main(flavour: str) -> int:
     if ask.get("err"):
         sys.stderr.write(ask["err"])
         sys.stderr.flush()
+    ticks(flavour, int(ask.get("ticks", 0)))
     time.sleep(float(ask.get("sleep", 0)))
     if ask.get("sleep_first_run") and not runs_before:
         time.sleep(float(ask["sleep_first_run"]))
@@ -202,7 +293,8 @@ def main(flavour: str) -> int:
         stopped_at = spent_within_budget()[1] if flavour == "claude" else None
         if stopped_at is not None and not fail:
             fail, text = "error_max_budget_usd", f"Reached maximum budget (${stopped_at})"
-        out.write(SHAPES[flavour](text, fail, bool(ask.get("is_error"))).encode())
+        shape = STREAM_SHAPES.get(flavour, SHAPES[flavour]) if streaming else SHAPES[flavour]
+        out.write(shape(text, fail, bool(ask.get("is_error"))).encode())
         if fail and "exit" not in ask:
             ask["exit"] = 1
     else:

@@ -35,9 +35,11 @@ def test_defaults_follow_fleetctl_names() -> None:
     assert cfg.worktrees == Path("/home/w/worktrees")
 
 
-def test_the_drain_defaults_to_the_task_timeout() -> None:
-    assert config.load({**BASE, "TASK_TIMEOUT": "900"}).drain_timeout == 900
-    assert config.load({**BASE, "TASK_TIMEOUT": "900", "DRAIN_TIMEOUT": "60"}).drain_timeout == 60
+def test_the_drain_defaults_to_the_task_timeout_and_a_stall_to_ten_minutes() -> None:
+    cfg = config.load({**BASE, "TASK_TIMEOUT": "900"})
+    assert (cfg.drain_timeout, cfg.stall_timeout) == (900, 600)
+    cfg = config.load({**BASE, "TASK_TIMEOUT": "900", "DRAIN_TIMEOUT": "60", "STALL_TIMEOUT": "5"})
+    assert (cfg.drain_timeout, cfg.stall_timeout) == (60, 5)
 
 
 def test_prefix_with_dash_derives_streams_like_fleetctl() -> None:

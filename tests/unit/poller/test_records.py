@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 
 from poller import __version__, config, records
@@ -70,6 +71,29 @@ def test_a_run_is_read_into_a_result_with_the_task_echoed() -> None:
         "metadata": {"pr": 5},
         "labels": {"team": "core"},
     }
+
+
+def test_a_stalled_run_is_a_timeout_that_says_so() -> None:
+    stalled = dataclasses.replace(outcome(stdout=b"", code=-15, timed_out=True), stalled=600.0)
+    r = records.ran(CFG, "h", TASK, stalled, 1)
+    assert (r.status, r.error) == ("timeout", "stalled: no output for 10m")
+    assert records.ran(CFG, "h", TASK, outcome(), 1).error is None
+    assert [records.duration(s) for s in (600, 90, 5400, 3600, 5, 0.5)] == [
+        "10m",
+        "1m30s",
+        "1h30m",
+        "1h",
+        "5s",
+        "0.5s",
+    ]
+
+
+def test_a_streamed_run_is_parsed_from_what_its_reader_kept() -> None:
+    """The raw stream (here cut at OUTPUT_CAP) does not matter once the result event came."""
+    raw = b'{"type": "system"}\n' + b"x" * 100
+    cut = RunOutcome(0, False, raw, 10_000_000, b"", T0, T0 + 1, 1.0)
+    r = records.ran(CFG, "h", TASK, cut, 1, final=OUTPUT.decode())
+    assert (r.output, r.output_truncated, r.output_bytes, r.cost_usd) == ("hi", False, 10**7, 0.02)
 
 
 def test_the_status_of_a_run() -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -193,3 +194,46 @@ def test_orphan_cleanup_leaves_a_live_pollers_cli_alone(tmp_path: Path) -> None:
         for p in (cli, poller):
             p.kill()
             p.wait()
+
+
+def _run_async(argv: list[str], **kw: object) -> runner.RunOutcome:
+    async def go() -> runner.RunOutcome:
+        return await runner.run(argv, b"", timeout=30, grace=1, cap=1 << 20, **kw)  # type: ignore[arg-type]
+
+    return asyncio.run(go())
+
+
+def test_a_cli_silent_for_the_stall_timeout_is_killed_as_stalled(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    argv = ["sh", "-c", f"echo started; sleep 60 & echo $! > {pidfile}; wait"]
+    t0 = time.monotonic()
+    o = _run_async(argv, stall=0.5)
+    assert time.monotonic() - t0 < 3
+    assert (o.timed_out, o.stalled, o.stdout) == (True, 0.5, b"started\n")
+    assert gone(int(pidfile.read_text()))  # its whole group
+
+
+def test_output_on_stdout_or_stderr_keeps_a_cli_alive() -> None:
+    steady = "for i in 1 2 3 4 5 6; do echo $i; echo e >&2; sleep 0.2; done"
+    o = _run_async(["sh", "-c", steady], stall=0.5)  # 1.2 s in all, never 0.5 s silent
+    assert (o.returncode, o.timed_out, o.stalled) == (0, False, None)
+
+
+def test_every_stdout_line_reaches_on_line_as_it_comes_and_huge_ones_are_skipped() -> None:
+    lines: list[bytes] = []
+    huge = runner.LINE_MAX + 10
+    script = (
+        "import sys; w = sys.stdout.write; w('a'); sys.stdout.flush(); w('b\\nc\\n');"
+        f"w('x' * {huge} + '\\n'); w('d\\ne')"
+    )
+    o = _run_async([sys.executable, "-c", script], on_line=lines.append)
+    assert lines == [b"ab", b"c", b"d"]  # the last line never ended: not a complete event
+    assert o.stdout_bytes == len("ab\nc\n") + huge + 1 + len("d\ne")
+
+
+def test_a_reader_that_raises_stops_reading_not_the_run() -> None:
+    def broken(line: bytes) -> None:
+        raise ValueError(line)
+
+    o = _run_async(["sh", "-c", "echo one; echo two"], on_line=broken)
+    assert (o.returncode, o.stdout) == (0, b"one\ntwo\n")

@@ -69,7 +69,7 @@ def test_poller_reads_the_rendered_environment(
     assert cfg.subjects.status == names.status(worker.id)
     assert cfg.concurrency == worker.concurrency
     assert cfg.task_timeout == worker.task_timeout
-    assert cfg.drain_timeout == worker.drain_timeout
+    assert cfg.drain_timeout == worker.drain_timeout and cfg.stall_timeout == worker.stall_timeout
     assert f"\nTimeoutStopSec={worker.drain_timeout + 30}\n" in unit
     assert str(cfg.work_base) == worker.work_base and cfg.home == worker.work_base
     assert cfg.worktrees == Path(worker.work_base) / "worktrees"
