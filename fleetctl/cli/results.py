@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -27,6 +28,14 @@ def _answers(client: Client, task_id: str) -> Answers:
         return client.answers(task_id)
     except NoSuchTask as e:
         fail(str(e))
+
+
+def _watched(r: Result) -> str:
+    """The state `--watch` prints a line for when it changes: the status, and what a running
+    target is doing (its turn, tool, tokens) or why a queued one waits (not its seconds)."""
+    from fleetctl.ui.results_view import state
+
+    return state(replace(r, elapsed_s=None))
 
 
 @click.command()
@@ -84,15 +93,16 @@ def results(
     with task_client(app, bus) as client:
         answers = _answers(client, task_id)
         if watch:
-            seen = {r.worker_id: r.status for r in answers.results}
+            client.follow_activity()
+            seen = {r.worker_id: _watched(r) for r in answers.results}
             try:
                 while any(not r.final for r in answers.results):
                     time.sleep(WATCH_EVERY)
                     answers = _answers(client, task_id)
                     for r in answers.results:
-                        if seen.get(r.worker_id) != r.status:
-                            seen[r.worker_id] = r.status
-                            err().print(f"{r.worker_id}: {r.status}", markup=False)
+                        if seen.get(r.worker_id) != _watched(r):
+                            seen[r.worker_id] = _watched(r)
+                            err().print(f"{r.worker_id}: {_watched(r)}", markup=False)
             except KeyboardInterrupt:
                 pass
     found = answers.results

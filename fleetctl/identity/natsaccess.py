@@ -119,7 +119,9 @@ def publisher_permissions(names: NatsNames) -> Permissions:
                 f"{JS_API}.STREAM.PURGE.{dead}",
             ]
         ),
-        sub=Permission.of(allow=[f"{PUBLISHER_INBOX_PREFIX}.>"]),
+        # The workers' heartbeats: what a task it waits for is doing now (task send --wait,
+        # results --watch); nothing a result does not already say.
+        sub=Permission.of(allow=[f"{PUBLISHER_INBOX_PREFIX}.>", names.status("*")]),
     )
 
 

@@ -41,7 +41,24 @@ class WorkerStatus:
             return "disabled"
         if self.beat is None or self.beat.get("state") == "stopped":
             return "not heartbeating" if self.deployed else "not deployed"
+        if self.beat.get("draining") is True:
+            return "draining"
+        if self.paused_until is not None:
+            return "paused"
         return "busy" if self.beat.get("current_tasks") else "idle"
+
+    @property
+    def paused_until(self) -> float | None:
+        """Until when (Unix seconds) its heartbeat said it fetches nothing, if it did."""
+        beat = self.beat or {}
+        until, sent = beat.get("paused_until"), beat.get("ts")
+        if not isinstance(until, int | float):
+            return None
+        return float(until) if not isinstance(sent, int | float) or until > sent else None
+
+    def _beat(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        value = (self.beat or {}).get(key)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
     def heartbeat_age(self, now: float) -> float | None:
         if self.beat is None:
@@ -65,6 +82,11 @@ class WorkerStatus:
             "host": self.host,
             "heartbeat_age_s": self.heartbeat_age(now),
             "current_tasks": tasks,
+            "in_flight": [t for t in beat.get("in_flight") or () if isinstance(t, dict)],
+            "draining": beat.get("draining") is True,
+            "drain_until": self._beat("drain_until", (int, float)),
+            "paused_until": self.paused_until,
+            "pause_reason": self._beat("pause_reason", str) if self.paused_until else None,
             "version": beat.get("poller_version"),
             "uptime_s": beat.get("uptime_s"),
             "pending": self.count("num_pending"),

@@ -32,8 +32,17 @@ from fleetctl.bus.client import Endpoint, connect
 from fleetctl.bus.loop import Loop
 from fleetctl.bus.names import NatsNames
 from fleetctl.config.model import Fleet
+from fleetctl.tasks import (
+    activity,
+    changes,
+    deadletters,
+    listing,
+    sending,
+    targets,
+    waiting,
+    whereabouts,
+)
 from fleetctl.tasks import answers as task_answers
-from fleetctl.tasks import changes, deadletters, listing, sending, targets, waiting, whereabouts
 from fleetctl.tasks import code as task_code
 from fleetctl.tasks import messages as taskmsg
 from fleetctl.tasks.answers import Answers, NoSuchTask
@@ -256,6 +265,10 @@ class Client:
     def record(self, task_id: str) -> TaskRecord | None:
         """Whom the task was sent to, when and by whom; None when the bus has no record."""
         return self._loop.call(task_answers.record_of(self._conn, task_id))[0]
+
+    def follow_activity(self) -> None:
+        """From now on, running results say what their worker is doing (its heartbeats)."""
+        self._loop.call(activity.follow(self._conn))
 
     def progress(self, sent: Sent) -> list[Result]:
         """Each target's result, or where its copy of the task is (queued, running,

@@ -20,6 +20,9 @@ class Connection:
     unrecordable: str | None  # why these creds may not write task records (None: they may)
     # (target key, task id) -> when its copy was first seen running (time.monotonic())
     running_since: dict[tuple[str, str], float] = field(default_factory=dict)
+    # worker id -> its latest status heartbeat, once followed (tasks/activity.py)
+    beats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    following: bool = False
 
     @property
     def unreadable(self) -> str | None:

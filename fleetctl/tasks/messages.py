@@ -130,6 +130,9 @@ class Result:
                 out[extra] = self.body[extra]
         if self.body.get("reason"):  # a dead letter
             out["reason"] = self.body["reason"]
+        for now in ("activity", "paused"):  # running / queued, from the worker's heartbeat
+            if self.body.get(now):
+                out[now] = self.body[now]
         out["unsolicited"] = self.unsolicited
         return out
 

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from fleetctl.bus import taskbus
 from fleetctl.bus.client import BusError
+from fleetctl.tasks import activity
 from fleetctl.tasks.connection import Connection
 from fleetctl.tasks.messages import Result
 from fleetctl.tasks.record import Sent
@@ -52,6 +53,7 @@ async def wait(
     known state when `timeout` seconds have passed; `on_update` sees every change."""
     n = conn.names
     deadline = None if timeout is None else time.monotonic() + timeout
+    await activity.follow(conn)
     cursor = await _patiently(
         conn, lambda: taskbus.last_seq(conn.nc, n.results_stream, n.all_results)
     )

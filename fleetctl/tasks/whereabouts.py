@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fleetctl.bus import taskbus
+from fleetctl.tasks import activity
 from fleetctl.tasks.connection import Connection
 from fleetctl.tasks.deadletters import DeadLetters
 from fleetctl.tasks.messages import Result
@@ -108,12 +109,17 @@ async def _left(conn: Connection, task_id: str, target: Target, letters: DeadLet
 
 
 def _where(conn: Connection, task_id: str, target: Target, info: dict[str, Any] | None) -> Result:
+    """Queued (with why, when its worker is paused) or running (with what it is doing now,
+    when its worker's heartbeats are followed: tasks/activity.py)."""
     key = (target.key, task_id)
     delivered = int(((info or {}).get("delivered") or {}).get("stream_seq", 0))
     if info is None or delivered < target.stream_seq:
-        return Result(target.key, "queued")
+        pause = activity.paused(conn.beats, target.workers)
+        return Result(target.key, "queued", {"paused": pause} if pause else {})
     since = conn.running_since.setdefault(key, time.monotonic())
-    return Result(target.key, "running", elapsed_s=time.monotonic() - since)
+    doing = activity.running(conn.beats, target.workers, task_id)
+    body = {"activity": doing} if doing else {}
+    return Result(target.key, "running", body, elapsed_s=time.monotonic() - since)
 
 
 async def consumer(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -12,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from fleetctl.tasks.activity import describe, pause_text
 from fleetctl.tasks.messages import Result
 
 TRIM_LINES = 20  # output lines shown per worker unless --full
@@ -21,6 +23,19 @@ STYLES = {"completed": "green", "failed": "red", "timeout": "red", "rejected": "
 STYLES |= {"dead-lettered": "red", "lost": "red", "running": "yellow", "queued": "dim"}
 STYLES |= {"passed": "green"}
 UNSOLICITED = "NO: never sent this task"
+
+
+def state(r: Result) -> str:
+    """`running 45s: turn 3, Edit, 18.2k tokens, $0.0412`, `queued (w1 paused: rate limited
+    until 14:05)`, or the status alone: what a target is at, with what its worker says."""
+    text = r.status + (f" {r.elapsed_s:.0f}s" if r.elapsed_s is not None else "")
+    doing = r.body.get("activity")
+    if r.status == "running" and isinstance(doing, dict) and describe(doing):
+        text += f": {describe(doing)}"
+    pause = r.body.get("paused")
+    if r.status == "queued" and isinstance(pause, dict):
+        text += f" ({pause.get('worker_id')} {pause_text(pause)})"
+    return text
 
 
 def _seconds(value: Any) -> str:
@@ -42,7 +57,7 @@ def facts(r: Result) -> list[tuple[str, str]]:
     cost = b.get("cost_usd")
     rows = [("sent to", UNSOLICITED)] if r.unsolicited else []
     rows += [
-        ("status", r.status if r.elapsed_s is None else f"{r.status} {r.elapsed_s:.0f}s"),
+        ("status", state(r)),
         ("llm", str(b.get("llm") or "-")),
         ("model", str(b.get("model") or "-")),
         ("host", str(b.get("host") or "-")),
@@ -240,11 +255,11 @@ class Progress:
         if self._live is not None:
             table = Table.grid(padding=(0, 2))
             for r in results:
-                state = r.status + (f" {r.elapsed_s:.0f}s" if r.elapsed_s is not None else "")
-                table.add_row(Text(r.worker_id), Text(state, STYLES.get(r.status, "")))
+                table.add_row(Text(r.worker_id), Text(state(r), STYLES.get(r.status, "")))
             self._live.update(table)
             return
-        for r in results:
-            if self._seen.get(r.worker_id) != r.status:
-                self._seen[r.worker_id] = r.status
-                self.console.print(Text(f"{r.worker_id}: {r.status}"))
+        for r in results:  # a line per change of state, or of what a running one does
+            now = state(replace(r, elapsed_s=None))  # not a line per second
+            if self._seen.get(r.worker_id) != now:
+                self._seen[r.worker_id] = now
+                self.console.print(Text(f"{r.worker_id}: {now}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -9,10 +10,13 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetctl.reconcile.resources.files import human_size
+from fleetctl.tasks.activity import describe
 
 STATE_STYLES = {
     "idle": "green",
     "busy": "yellow",
+    "draining": "yellow",
+    "paused": "bold yellow",
     "not heartbeating": "bold red",
     "not deployed": "dim",
     "disabled": "dim",
@@ -49,6 +53,19 @@ def _spend(spent: Any, limit: Any, problem: Any = None) -> Text:
     return shown.append(" (reset)", "bold red") if problem else shown
 
 
+def _clock(at: Any) -> str:
+    return time.strftime("%H:%M", time.localtime(at)) if isinstance(at, int | float) else "?"
+
+
+def _state(w: dict[str, Any]) -> str:
+    """`paused: rate limited until 14:05`, `draining until 14:30`, or the state alone."""
+    if w["state"] == "paused":
+        return f"paused: {w.get('pause_reason') or 'paused'} until {_clock(w['paused_until'])}"
+    if w["state"] == "draining" and w.get("drain_until"):
+        return f"draining until {_clock(w['drain_until'])}"
+    return str(w["state"])
+
+
 def _workers(rows: list[dict[str, Any]], now: float) -> Table:
     table = Table(box=None, pad_edge=False, title="workers", title_justify="left")
     for name in ("WORKER", "STATE", "HEARTBEAT", "VERSION", "UPTIME"):
@@ -59,9 +76,13 @@ def _workers(rows: list[dict[str, Any]], now: float) -> Table:
     table.add_column("SPENT TODAY", justify="right")
     table.add_column("CREDS")
     for w in rows:
-        state = Text(w["state"], STATE_STYLES.get(w["state"], ""))
+        state = Text(_state(w), STATE_STYLES.get(w["state"], ""))
+        doing = {t.get("task_id"): t for t in w.get("in_flight") or ()}
         for task in w["current_tasks"]:
             state.append(f" {task.get('task_id')} {_age(task.get('running_s'))}")
+            what = describe(doing.get(task.get("task_id")) or {})
+            if what:
+                state.append(f" ({what})", "dim")
         expires = w["creds_expires_at"]
         table.add_row(
             Text(w["worker_id"]),

@@ -237,3 +237,24 @@ def test_a_route_task_whose_member_dies_is_finished_once_by_another(tmp_path: Pa
         completed = [r for r in results if r["status"] == "completed"]
         assert len(completed) == 1 and completed[0]["worker_id"] != first, results
         assert sum(len(tf.runs(w)) for w in ("q1", "q2", "q3")) == 2  # the killed run, one more
+
+
+def test_wait_and_watch_say_what_a_running_task_is_doing(tmp_path: Path) -> None:
+    """From the worker's heartbeats (the publisher may read them): its turn, tool and tokens
+    while it runs, line by line as they change."""
+    workers: dict[str, dict[str, Any]] = {"w1": {"env": {"MODEL_BACKEND": "claude"}}}
+    with task_fleet(tmp_path, workers) as tf:
+        task = directive(ticks=10)  # ten turns of the stand-in claude, 0.3 s apart
+        sent = tf.fleetctl("task", "send", task, "--to", "w1", "--id", "act-1", "--wait")
+        assert sent.returncode == 0, sent.stderr
+        doing = [ln for ln in sent.stderr.splitlines() if ln.startswith("w1: running: turn")]
+        assert doing and all(" tokens" in ln for ln in doing), sent.stderr
+        assert any(", Read, " in ln for ln in doing), sent.stderr  # the tool under way
+        assert sent.stderr.splitlines()[-1] == "w1: completed"
+
+        started = tf.fleetctl("task", "send", task, "--to", "w1", "--id", "act-2")
+        assert started.returncode == 0, started.stderr
+        watched = tf.fleetctl("results", "act-2", "--watch", timeout=30)
+        lines = watched.stderr.splitlines()
+        assert any(ln.startswith("w1: running: turn") for ln in lines), watched.stderr
+        assert lines[-1] == "w1: completed"

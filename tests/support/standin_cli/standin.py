@@ -13,8 +13,9 @@ followed by a JSON object (anything after the object is ignored):
   is_error (claude: success with is_error), fail (text: the CLI's own error shape, exit 1;
   for claude `fail` is the subtype, e.g. error_max_turns),
   by_worker ({worker id: text}: print this instead, on that worker),
-  ticks (n: before answering, n model turns 0.3 s apart, each a call of the tool `Read`, in
-  the flavour's stream shape; the command flavour prints `tick <i>` lines).
+  ticks (n: before answering, n model turns 0.3 s apart, each a call of the tool `Read`
+  whose result comes 0.3 s later, in the flavour's stream shape; the command flavour prints
+  `tick <i>` lines).
 Without `print`, the text is $STANDIN_ANSWER if set, else `done: <stdin bytes> bytes`.
 Each flavour prints what its real CLI prints with the poller's argv, in the shapes the real
 CLIs (Claude Code 2.1, Codex CLI 0.171, Gemini CLI 0.61) were seen to print: the claude
@@ -154,9 +155,13 @@ def ticks(flavour: str, n: int) -> None:
         else:
             sys.stdout.write(f"tick {i}\n")
             events = []
-        sys.stdout.write("".join(json.dumps(e) + "\n" for e in events))
-        sys.stdout.flush()
-        time.sleep(0.3)
+        for n, e in enumerate(events):  # the call, then its result 0.3 s later
+            sys.stdout.write(json.dumps(e) + "\n")
+            sys.stdout.flush()
+            time.sleep(0.3 if n == 0 else 0)
+        if not events:
+            sys.stdout.flush()
+            time.sleep(0.3)
 
 
 def codex(text: str, fail: str | None, is_error: bool) -> str:

@@ -113,7 +113,7 @@ def test_publisher_and_admin() -> None:
         "$JS.API.STREAM.MSG.GET.AF_DEAD",
         "$JS.API.STREAM.PURGE.AF_DEAD",
     )  # no consumer of its own, no pull or ack: results by direct get
-    assert pub.sub.allow == ("_INBOX_PUBLISHER.>",)
+    assert pub.sub.allow == ("_INBOX_PUBLISHER.>", "af.worker.*.status")
     adm = na.admin_permissions(N)
     assert adm.pub.allow == (
         "$JS.API.INFO",
