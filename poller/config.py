@@ -96,6 +96,8 @@ class Config:
     drain_timeout: float = 3600.0
     # Seconds a CLI may show no sign of life before its task ends as stalled (STALL_TIMEOUT).
     stall_timeout: float = 600.0
+    # Seconds of the first pause after a rate limit that names no reset (LIMIT_BACKOFF).
+    limit_backoff: float = 60.0
     heartbeat_interval: float = 5.0
     nak_delay: float = 10.0
     max_task_bytes: int = 1024 * 1024
@@ -300,6 +302,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         kill_grace=_number(env, "KILL_GRACE", 10),
         drain_timeout=_number(env, "DRAIN_TIMEOUT", task_timeout),
         stall_timeout=_number(env, "STALL_TIMEOUT", 600),
+        limit_backoff=_number(env, "LIMIT_BACKOFF", 60),
         heartbeat_interval=_number(env, "HEARTBEAT_INTERVAL", 5),
         nak_delay=_number(env, "NAK_DELAY", 10),
         max_task_bytes=int(_number(env, "MAX_TASK_BYTES", 1024 * 1024, integer=True)),

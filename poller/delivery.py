@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
-from poller import backends, records, runner, streams
+from poller import backends, limits, records, runner, streams
 from poller.activity import Activity
 from poller.backends import BACKENDS
 from poller.config import Config
@@ -39,6 +39,7 @@ from poller.heartbeat import Stats
 from poller.lease import Held, Lease
 from poller.logs import Logger
 from poller.messages import STDERR_TAIL, Delivered, Rejection, Result, Task, parse_task
+from poller.pause import Pause
 from poller.repos import RepoError
 from poller.workspace import Later, Refuse, Unusable, Workspace, Workspaces, repo_of
 
@@ -153,10 +154,16 @@ class Delivery:
         max_deliver: int | None,
         lease_ttl: int,
         hand_back: asyncio.Event | None = None,
+        pause: Pause | None = None,
+        draining: asyncio.Event | None = None,
     ) -> None:
         self.cfg, self.bus, self.log, self.stats = cfg, bus, log, stats
+        self.pause = pause if pause is not None else Pause(stats, log, first=cfg.limit_backoff)
         # Set when the poller is stopping and its running tasks are to be handed back now.
         self.hand_back = hand_back if hand_back is not None else asyncio.Event()
+        # Set when the poller drains (and so before any hand-back): a task kept for a pause
+        # is handed back then, not held to the drain's deadline.
+        self.draining = draining if draining is not None else self.hand_back
         self.ack_wait, self.lease_ttl = ack_wait, lease_ttl
         self.max_deliver = max_deliver if max_deliver and max_deliver > 0 else None
         self.host = socket.gethostname()
@@ -248,17 +255,24 @@ class Delivery:
             return ws
         stored = False
         try:
-            if self.hand_back.is_set():  # asked while the worktree was being set up
-                return HandBack(HANDED_BACK)
-            try:
-                outcome = await self._run(held, task, ws.dir)
-            except runner.SpawnError as e:
-                return Retry(str(e))
-            if outcome is None:
-                return HandBack(HANDED_BACK)
-            end = await self._after_cli(held, task, outcome, ws)
-            stored = end is DONE
-            return end
+            while True:
+                if self.hand_back.is_set():  # asked while the worktree was being set up
+                    return HandBack(HANDED_BACK)
+                try:
+                    outcome = await self._run(held, task, ws.dir)
+                except runner.SpawnError as e:
+                    return Retry(str(e))
+                if outcome is None:
+                    return HandBack(HANDED_BACK)
+                limit = self._limit_of(held, outcome)
+                if limit is None:
+                    end = await self._after_cli(held, task, outcome, ws)
+                    stored = end is DONE
+                    return end
+                end = await self._limited(held, task, outcome, limit)
+                if end is not None:
+                    return end
+                # Kept: run again in the same worktree, now that the pause is over.
         finally:
             # Kept for `retain` once its result is stored; otherwise a redelivery starts afresh.
             await asyncio.shield(self.workspaces.leave(ws, self.by_task, keep=stored))
@@ -395,6 +409,48 @@ class Delivery:
         )
         return await unless_set(run, self.hand_back)
 
+    def _limit_of(self, held: _InFlight, outcome: runner.RunOutcome) -> limits.Limit | None:
+        """Did the provider turn the CLI away (rate limit, quota, overload)? From the error
+        its stream ended with, or, when it went silent waiting to retry a refused request
+        (its last word), from that."""
+        reader = held.reader
+        if reader is None:
+            return None
+        said = reader.failure()
+        if said is None and outcome.stalled is not None:
+            said = reader.retrying
+        return limits.recognise(said, time.time()) if said else None
+
+    async def _limited(
+        self, held: _InFlight, task: Task, outcome: runner.RunOutcome, limit: limits.Limit
+    ) -> End | None:
+        """Not the task's failure: no result, no dead letter, no delivery used up. What the
+        CLI spent is counted, the worker pauses (poller/pause.py), and the task waits: a
+        `pick: any` route's task goes back to its queue at once for another member (but on
+        its last allowed delivery, where a nak would strand it); any other is kept here and
+        run again once the pause is over (None), or handed back if the poller stops first."""
+        final = held.reader.final() if held.reader is not None else None
+        with contextlib.suppress(Exception):
+            spent = records.ran(self.cfg, self.host, task, outcome, held.attempt, final)
+            await self._count_spend(task.task_id, spent.cost_usd)
+        until = self.pause.begin(limit)
+        self.stats.count("limited")
+        from_route = held.first.subject.startswith(f"{self.cfg.subjects.prefix}.route.")
+        last = self.max_deliver is not None and held.attempt >= self.max_deliver
+        requeue = from_route and not last
+        self.log.warning(
+            "task_limited",
+            task_id=task.task_id,
+            reason=limit.kind,
+            paused_until=round(until, 3),
+            then="back to the route's queue" if requeue else "kept until the pause is over",
+        )
+        if requeue:
+            return HandBack(f"{limit.kind}: back to its route's queue")
+        if not await self.pause.over(self.draining):
+            return HandBack(HANDED_BACK)
+        return None
+
     def _budget(self, task: Task) -> float | None:
         """The task's own budget, capped by the worker's daily budgets (`task_argv` caps it by
         the worker's per-task limit): never more than the worker may spend."""
@@ -415,6 +471,8 @@ class Delivery:
             why = f"poller error: {e!r}"[:2000]
             result = records.unread(self.cfg, self.host, task, outcome, held.attempt, why)
         await self._count_spend(task.task_id, result.cost_usd)
+        if result.status == "completed":
+            self.pause.succeeded()
         await self._code(task, result, ws)
         if not await self._store(task.task_id, result.encode(), self.cfg.result_store_retry):
             return Retry("cannot store the result")
@@ -491,6 +549,7 @@ class Delivery:
         last = self.max_deliver is not None and held.attempt >= self.max_deliver
         self.log.warning(
             "task_handed_back",
+            reason=reason,
             task_id=held.task_id,
             stream_seq=held.seq,
             attempt=held.attempt,

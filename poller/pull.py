@@ -229,6 +229,8 @@ class Pullers:
             p.ask_again()
 
     async def next(self, stop: asyncio.Event) -> Any | None:
+        if stop.is_set():
+            return None
         await self.start()
         done_asking = asyncio.Event()
         stopper = asyncio.ensure_future(stop.wait())

@@ -35,6 +35,15 @@ class Reader(Protocol):
         did not end with the CLI's result (killed, crashed, not the stream): the raw stdout
         then."""
 
+    def failure(self) -> str | None:
+        """The error a failed run ended with, as the CLI worded it (None: it did not end in
+        an error of its provider's), for poller/limits.py to read."""
+
+    @property
+    def retrying(self) -> str | None:
+        """The CLI's last word, when that was that it waits to retry a refused request
+        (then a silence is the wait, not a hang)."""
+
 
 def _event(line: bytes) -> dict[str, Any] | None:
     try:
@@ -54,6 +63,10 @@ class _Base:
         self.price = price
         self.seen = False  # any event of the CLI's stream at all
         self._awaiting_model = True
+        self.retrying: str | None = None
+
+    def failure(self) -> str | None:
+        return None
 
     def _model(self) -> None:
         """A model event: a new turn if it follows the prompt or a tool's result."""
@@ -84,6 +97,8 @@ class ClaudeStream(_Base):
         super().__init__(activity, price)
         self.result: str | None = None
         self._calls: dict[str, dict[str, int]] = {}  # model call id -> its usage
+        self._error: str | None = None  # the last API error it told of, and its kind
+        self._failed: str | None = None
 
     def feed(self, line: bytes) -> None:
         event = _event(line)
@@ -93,6 +108,12 @@ class ClaudeStream(_Base):
         if kind in ("system", "assistant", "user", "result"):
             self.seen = True
         message = event.get("message")
+        self.retrying = None
+        if kind == "system" and event.get("subtype") == "api_retry":
+            # Waiting retry_delay_ms to try again (a retry-after it honours, or a backoff).
+            self.retrying = f"{event.get('error_status')} {event.get('error')}"
+        if kind == "assistant" and isinstance(event.get("error"), str):
+            self._error = f"{event['error']}: {_text_of(message)}"
         if kind == "assistant" and isinstance(message, dict):
             self._model()
             content = message.get("content")
@@ -118,6 +139,12 @@ class ClaudeStream(_Base):
         elif kind == "result":
             self.result = line.decode(errors="replace")
             self.activity.tool = None
+            if event.get("is_error"):
+                said = event.get("result") or event.get("errors") or ""
+                status = event.get("api_error_status")
+                self._failed = " ".join(
+                    str(p) for p in (status or "", self._error or "", said) if p
+                ).strip()
             cost = event.get("total_cost_usd")
             usage = event.get("usage")
             if isinstance(usage, dict):
@@ -134,6 +161,19 @@ class ClaudeStream(_Base):
     def final(self) -> str | None:
         return self.result
 
+    def failure(self) -> str | None:
+        return self._failed if self.result is not None else self._error
+
+
+def _text_of(message: Any) -> str:
+    content = message.get("content") if isinstance(message, dict) else None
+    texts = [
+        str(b.get("text", ""))
+        for b in (content if isinstance(content, list) else ())
+        if isinstance(b, dict) and b.get("type") == "text"
+    ]
+    return " ".join(texts)
+
 
 class CodexStream(_Base):
     """`codex exec --json`: `thread.started`, `turn.started`, `item.started` /
@@ -149,7 +189,9 @@ class CodexStream(_Base):
         super().__init__(activity, price)
         self.answer: str | None = None
         self.turns: list[str] = []
-        self.failure: str | None = None
+        self.failed: str | None = None  # the last failure event, as printed
+        self.error: str | None = None  # its message
+        self.ended_failed = False
         self._usages: list[dict[str, int]] = []
 
     def feed(self, line: bytes) -> None:
@@ -160,6 +202,10 @@ class CodexStream(_Base):
         text = line.decode(errors="replace")
         if kind in (*self.KINDS, "turn.completed", "turn.failed", "error"):
             self.seen = True
+        if kind != "error":
+            self.retrying = None
+        if kind == "turn.failed":
+            self.ended_failed = True
         if kind in ("item.started", "item.completed") and isinstance(item, dict):
             what = item.get("type")
             if what in self.TOOLS:
@@ -186,13 +232,25 @@ class CodexStream(_Base):
                 )
                 self._tokens(_summed(self._usages))
         elif kind in ("turn.failed", "error"):
-            self.failure = text
+            self.failed = text
+            message = event.get("message") if kind == "error" else event.get("error")
+            if isinstance(message, dict):
+                message = message.get("message")
+            said = str(message or "")
+            # `Reconnecting... 1/5 (<why>)`: it waits (a retry-after, or its backoff), then
+            # asks again.
+            self.retrying = said if said.startswith("Reconnecting") else None
+            if not said.startswith("Reconnecting"):
+                self.error = said
 
     def final(self) -> str | None:
         if not self.seen:
             return None
         kept = [*([self.answer] if self.answer else []), *self.turns]
-        return "\n".join([*kept, *([self.failure] if self.failure else [])])
+        return "\n".join([*kept, *([self.failed] if self.failed else [])])
+
+    def failure(self) -> str | None:
+        return self.error if self.ended_failed else None
 
 
 def _codex_tool(item: dict[str, Any]) -> str:
@@ -255,6 +313,13 @@ class GeminiStream(_Base):
                         "cache_read_tokens": sum(u["cached"] for u in usage.values()),
                     }
                 )
+
+    def failure(self) -> str | None:
+        if self.result is None or self.result.get("status") == "success":
+            return None
+        error = self.result.get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        return " ".join([*self.warnings[-3:], str(message or "")]).strip()
 
     def final(self) -> str | None:
         if self.result is None:

@@ -22,6 +22,7 @@ from poller.heartbeat import Stats, beat
 from poller.inboxes import unpredictable_inboxes
 from poller.jetstream import JetStreamBus, delivered
 from poller.logs import Logger
+from poller.pause import Pause
 from poller.pull import Puller, Pullers
 
 MAX_BACKOFF = 10.0
@@ -61,7 +62,10 @@ class Worker:
         self.cfg, self.log = cfg, log
         self.stop = asyncio.Event()  # stop fetching, let running tasks finish (drain)
         self.now = asyncio.Event()  # hand running tasks back now
+        # Ends the wait for a task: set by the drain and when a pause begins.
+        self.halt = asyncio.Event()
         self.stats = Stats(cfg.worker_id, cfg.backend, cfg.llm, cfg.concurrency, labels=cfg.labels)
+        self.pause = Pause(self.stats, log, self.halt, cfg.limit_backoff)
         self.nc: Any = None
         self.delivery: Delivery | None = None
         self.puller: Puller | Pullers | None = None
@@ -162,6 +166,8 @@ class Worker:
             max_deliver=max_deliver,
             lease_ttl=ttl,
             hand_back=self.now,
+            pause=self.pause,
+            draining=self.stop,
         )
 
     # -- stopping -------------------------------------------------------------------------
@@ -174,6 +180,7 @@ class Worker:
         self.stats.drain_until = round(time.time() + self.cfg.drain_timeout, 3)
         self.stats.touch()
         self.stop.set()
+        self.halt.set()
 
     def hand_back_now(self) -> None:
         """Stop fetching and hand running tasks back at once (SIGUSR1, a second SIGTERM)."""
@@ -237,11 +244,19 @@ class Worker:
         try:
             await puller.start()
             while not self.stop.is_set():
+                if self.pause.active():
+                    await self._paused(puller)
+                    continue
+                if self.halt.is_set():  # a pause that is over by now
+                    self.halt.clear()
                 got, _ = await _wait_or_stop(slots.acquire(), self.stop)
                 if not got:
                     break
+                if self.pause.active():  # began while we waited for the slot: ask nothing
+                    slots.release()
+                    continue
                 try:
-                    msg = await puller.next(self.stop)
+                    msg = await puller.next(self.halt)
                     pause = 0.25
                 except Exception as e:  # PullError, or the connection's: retry
                     slots.release()
@@ -249,9 +264,9 @@ class Worker:
                     await _wait_or_stop(asyncio.sleep(pause), self.stop)
                     pause = min(pause * 2, MAX_BACKOFF)
                     continue
-                if msg is None:  # stopping
+                if msg is None:  # stopping, or a pause began
                     slots.release()
-                    break
+                    continue
                 try:
                     d = delivered(msg)
                     joined = delivery.join_if_running(d)
@@ -268,6 +283,17 @@ class Worker:
         finally:
             await puller.close()  # before waiting for running tasks: no request left waiting
         return running
+
+    async def _paused(self, puller: Puller | Pullers) -> None:
+        """Fetch nothing while the pause lasts: no request left waiting at the server (a
+        route's queue goes to its other members meanwhile), then ask again."""
+        await puller.close()
+        if await self.pause.over(self.stop):
+            if not self.stop.is_set():
+                self.halt.clear()
+            await puller.start() if isinstance(puller, Pullers) else puller.reopen()
+        elif not self.stop.is_set():
+            self.halt.clear()
 
     async def _drain(self, running: set[asyncio.Task[None]]) -> None:
         """Let running tasks finish until the drain's deadline (or a hand-back is asked),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,6 +70,7 @@ class ProviderMock:
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()  # ends the answers that hang
+        self._refusal: tuple[float, Turn] | None = None
         mock = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -127,6 +129,17 @@ class ProviderMock:
         with self._lock:
             self.seen.clear()
             self.turns = list(turns)
+            self._refusal = None
+
+    def refuse(self, seconds: float, error: Turn) -> None:
+        """For `seconds` from now, answer every agent turn with `error` (an error `Turn`: a
+        status, its headers and body), whatever the CLI's retries; the script after that."""
+        with self._lock:
+            self._refusal = (time.monotonic() + seconds, error)
+
+    def refused(self) -> int:
+        """The agent turns refused since the last `reset`."""
+        return sum(1 for s in self.seen if s.main and s.usage is None)
 
     def __enter__(self) -> ProviderMock:
         self._thread.start()
@@ -147,6 +160,8 @@ class ProviderMock:
 
     def _next(self) -> Turn:
         with self._lock:
+            if self._refusal is not None and time.monotonic() < self._refusal[0]:
+                return self._refusal[1]
             return self.turns.pop(0) if self.turns else Turn(text="done")
 
     def _answer(self, h: Any, path: str, body: dict[str, Any]) -> None:

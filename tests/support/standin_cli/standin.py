@@ -15,7 +15,11 @@ followed by a JSON object (anything after the object is ignored):
   by_worker ({worker id: text}: print this instead, on that worker),
   ticks (n: before answering, n model turns 0.3 s apart, each a call of the tool `Read`
   whose result comes 0.3 s later, in the flavour's stream shape; the command flavour prints
-  `tick <i>` lines).
+  `tick <i>` lines),
+  limited_until (Unix time: until then the provider "rate-limits" it: it ends as the real
+  CLI does on a 429, in its flavour's stream shape, exit 1; with retry_after (s) the
+  provider's message names the reset, as `Please try again in <n>s.`; limited_on (a list of
+  worker ids): only those are limited).
 Without `print`, the text is $STANDIN_ANSWER if set, else `done: <stdin bytes> bytes`.
 Each flavour prints what its real CLI prints with the poller's argv, in the shapes the real
 CLIs (Claude Code 2.1, Codex CLI 0.171, Gemini CLI 0.61) were seen to print: the claude
@@ -239,6 +243,47 @@ def gemini_stream(text: str, fail: str | None, is_error: bool) -> str:
     return "".join(json.dumps(e) + "\n" for e in [*events, result])
 
 
+def limited(flavour: str, retry_after: object) -> str:
+    """What the real CLI prints when its provider answers 429 (docs/poller.md)."""
+    said = "rate limited" + (f". Please try again in {retry_after}s." if retry_after else "")
+    if flavour == "claude":
+        text = f"API Error: Request rejected (429) · {said}"
+        message: dict[str, object] = {"id": "synthetic", "model": "<synthetic>"}
+        message["content"] = [{"type": "text", "text": text}]
+        events: list[dict[str, object]] = [
+            {"type": "system", "subtype": "init"},
+            {"type": "assistant", "message": message, "error": "rate_limit"},
+            {
+                "type": "result",
+                "subtype": "success",
+                "is_error": True,
+                "api_error_status": 429,
+                "result": text,
+                "total_cost_usd": 0,
+                "usage": {"input_tokens": 0},
+            },
+        ]
+    elif flavour == "codex":
+        text = f"exceeded retry limit, last status: 429 Too Many Requests ({said})"
+        events = [
+            {"type": "thread.started", "thread_id": "standin-thread"},
+            {"type": "error", "message": text},
+            {"type": "turn.failed", "error": {"message": text}},
+        ]
+    else:
+        text = f"[API Error: Resource has been exhausted (e.g. check quota). {said}]"
+        events = [
+            {"type": "init", "session_id": "standin-session"},
+            {
+                "type": "result",
+                "status": "error",
+                "error": {"type": "unknown", "message": text},
+                "stats": {},
+            },
+        ]
+    return "".join(json.dumps(e) + "\n" for e in events)
+
+
 SHAPES = {"claude": claude, "codex": codex, "gemini": gemini}
 STREAM_SHAPES = {"claude": claude_stream, "gemini": gemini_stream}
 
@@ -281,6 +326,14 @@ def main(flavour: str) -> int:
     if ask.get("err"):
         sys.stderr.write(ask["err"])
         sys.stderr.flush()
+    worker = os.environ.get("FLEET_WORKER_ID")
+    if time.time() < float(ask.get("limited_until", 0)) and worker in ask.get(
+        "limited_on", [worker]
+    ):
+        sys.stdout.write(limited(flavour, ask.get("retry_after")))
+        sys.stdout.flush()
+        record(phase="limited", **base)
+        return 1
     ticks(flavour, int(ask.get("ticks", 0)))
     time.sleep(float(ask.get("sleep", 0)))
     if ask.get("sleep_first_run") and not runs_before:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import ast
 import asyncio
 import base64
+import dataclasses
 import json
 import shutil
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -586,3 +588,68 @@ def test_code_tasks_that_cannot_start_end_without_the_cli(tmp_path: Path) -> Non
         "release_lease",
     ]
     assert standin_records(tmp_path, "start") == []
+
+
+# -- rate limits: the worker pauses, the task waits (poller/pause.py) -----------------------
+
+
+def _limited_for(seconds: float) -> str:
+    """The stand-in claude is rate-limited for `seconds` from now, and says so."""
+    return directive(limited_until=time.time() + seconds, retry_after=seconds)
+
+
+def test_a_rate_limited_task_is_kept_paused_and_run_again_not_failed(tmp_path: Path) -> None:
+    """Its own worker's task: no nak (no delivery used up), no result, no dead letter until
+    it ran; the worker paused until the reset the CLI named."""
+    bus = FakeBus()
+    d = flow(tmp_path, bus)
+    t0 = time.time()
+    run(d.handle(task(instructions=_limited_for(0.6))))
+    assert bus.ops == [
+        *LEASED,
+        ("add_spend", COST),
+        ("publish_result", "t1", "completed"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+    assert time.time() - t0 >= 0.6  # waited for the reset before running it again
+    assert [r["phase"] for r in standin_records(tmp_path)] == ["start", "limited", "start", "end"]
+    assert result(bus)["attempt"] == 1
+    assert d.stats.counts == {"limited": 1, "completed": 1}
+    assert d.stats.paused_until is None  # over
+
+
+def test_a_rate_limited_route_task_goes_back_to_its_queue_at_once(tmp_path: Path) -> None:
+    bus = FakeBus()
+    d = flow(tmp_path, bus)
+    routed = dataclasses.replace(task(instructions=_limited_for(60)), subject="af.route.r.inbox")
+    run(d.handle(routed))
+    assert bus.ops == [*LEASED, ("release_lease", "t1"), ("nak", SEQ, None)]
+    assert bus.stored == {} and bus.dead == []
+    assert d.pause.active() and d.stats.pause_reason == "rate limited"
+    assert 59 < (d.stats.paused_until or 0) - time.time() <= 60
+
+
+def test_on_its_last_delivery_a_limited_route_task_is_kept_not_stranded(tmp_path: Path) -> None:
+    bus = FakeBus()
+    d = flow(tmp_path, bus)
+    last = dataclasses.replace(
+        task(attempt=3, instructions=_limited_for(0.3)), subject="af.route.r.inbox"
+    )
+    run(d.handle(last))
+    assert ("publish_result", "t1", "completed") in bus.ops and bus.dead == []
+    assert not any(op[0] == "nak" for op in bus.ops)
+
+
+def test_a_limit_without_a_named_reset_backs_off_longer_each_time_in_a_row(
+    tmp_path: Path,
+) -> None:
+    from poller.limits import Limit
+
+    d = flow(tmp_path, FakeBus())
+    t = time.time()
+    firsts = [d.pause.begin(Limit("rate limited", None, "429"), now=t) - t for _ in range(3)]
+    assert firsts == [60.0, 120.0, 240.0]
+    d.pause.succeeded()
+    d.pause.until = 0.0
+    assert d.pause.begin(Limit("provider overloaded", None, "529"), now=t) - t == 30.0
