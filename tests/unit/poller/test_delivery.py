@@ -634,11 +634,13 @@ def test_on_its_last_delivery_a_limited_route_task_is_kept_not_stranded(tmp_path
     bus = FakeBus()
     d = flow(tmp_path, bus)
     last = dataclasses.replace(
-        task(attempt=3, instructions=_limited_for(0.3)), subject="af.route.r.inbox"
+        task(attempt=3, instructions=_limited_for(1.5)), subject="af.route.r.inbox"
     )
     run(d.handle(last))
     assert ("publish_result", "t1", "completed") in bus.ops and bus.dead == []
     assert not any(op[0] == "nak" for op in bus.ops)
+    assert [r["phase"] for r in standin_records(tmp_path)] == ["start", "limited", "start", "end"]
+    assert d.stats.counts == {"limited": 1, "completed": 1}
 
 
 def test_a_limit_without_a_named_reset_backs_off_longer_each_time_in_a_row(
