@@ -19,7 +19,10 @@ followed by a JSON object (anything after the object is ignored):
   limited_until (Unix time: until then the provider "rate-limits" it: it ends as the real
   CLI does on a 429, in its flavour's stream shape, exit 1; with retry_after (s) the
   provider's message names the reset, as `Please try again in <n>s.`; limited_on (a list of
-  worker ids): only those are limited).
+  worker ids): only those are limited),
+  limited_while (path: limited, as with limited_until, while that file exists),
+  stall_while (path: while that file exists, the run goes silent: it prints nothing and
+  sleeps for an hour, as a hung CLI does).
 Without `print`, the text is $STANDIN_ANSWER if set, else `done: <stdin bytes> bytes`.
 Each flavour prints what its real CLI prints with the poller's argv, in the shapes the real
 CLIs (Claude Code 2.1, Codex CLI 0.171, Gemini CLI 0.61) were seen to print: the claude
@@ -327,13 +330,17 @@ def main(flavour: str) -> int:
         sys.stderr.write(ask["err"])
         sys.stderr.flush()
     worker = os.environ.get("FLEET_WORKER_ID")
-    if time.time() < float(ask.get("limited_until", 0)) and worker in ask.get(
-        "limited_on", [worker]
-    ):
+    limited_now = time.time() < float(ask.get("limited_until", 0)) or (
+        bool(ask.get("limited_while")) and os.path.exists(ask["limited_while"])
+    )
+    if limited_now and worker in ask.get("limited_on", [worker]):
         sys.stdout.write(limited(flavour, ask.get("retry_after")))
         sys.stdout.flush()
         record(phase="limited", **base)
         return 1
+    if ask.get("stall_while") and os.path.exists(ask["stall_while"]):
+        record(phase="stalled", **base)
+        time.sleep(3600)
     ticks(flavour, int(ask.get("ticks", 0)))
     time.sleep(float(ask.get("sleep", 0)))
     if ask.get("sleep_first_run") and not runs_before:
