@@ -319,6 +319,9 @@ def test_what_admin_can_still_do_to_stream_configs_shows_in_the_next_plan(
                 await w2.nc.jetstream().publish(n.result("w2", "x"), b'{"task_id": "x"}')
                 with contextlib.suppress(*TIMEOUTS, nats.errors.NoRespondersError):
                     await admin.nc.request(n.ping("w1"), b'{"task_id": "a"}', timeout=0.5)
+                # Sourcing is asynchronous, and the rollup below would purge x before its copy
+                # if it came first: let the copies land, then roll up.
+                await queued_for_w1(admin, 2)
                 try:
                     await w2.nc.jetstream().publish(
                         n.result("w2", "y"), b"{}", headers={"Nats-Rollup": "all"}
@@ -327,8 +330,16 @@ def test_what_admin_can_still_do_to_stream_configs_shows_in_the_next_plan(
                 except nats.js.errors.APIError as e:
                     rollup = str(e.description)
                 await asyncio.sleep(0.5)
+                return seen, await queued_for_w1(admin, 3), rollup
+
+        async def queued_for_w1(admin: Conn, at_least: int) -> int:
+            """How many tasks wait for w1, once at least `at_least` do (or after 5 s)."""
+            for _ in range(50):
                 info = await admin.nc.jetstream().consumer_info(tasks, n.consumer("w1"))
-                return seen, int(info.num_pending), rollup
+                if info.num_pending >= at_least:
+                    break
+                await asyncio.sleep(0.1)
+            return int(info.num_pending)
 
         assert asyncio.run(open_backdoors()) == ["ok", "ok"]
         assert plan() == [("update", tasks), ("update", results)]
@@ -336,11 +347,11 @@ def test_what_admin_can_still_do_to_stream_configs_shows_in_the_next_plan(
         assert seen == [
             f"{spy}.{n.result(w, t)}" for w, t in (("w1", "t1"), ("w2", "x"), ("w2", "y"))
         ]
-        assert (queued, rollup) == (2, "stored")  # w2's result and a ping as w1's tasks
+        assert (queued, rollup) == (3, "stored")  # w2's results and a ping as w1's tasks
 
         found = diff_bus(bus, jetstream.observe(endpoint, bus), Selection(), via)
         assert found is not None
         jetstream.apply(endpoint, found.changes)
         assert plan() == []
         seen, queued, rollup = asyncio.run(use_backdoors())
-        assert (seen, queued, rollup) == ([], 2, "rollup not permitted")  # the first two stay
+        assert (seen, queued, rollup) == ([], 3, "rollup not permitted")  # the first three stay
