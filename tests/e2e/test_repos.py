@@ -190,7 +190,8 @@ def test_one_task_fanned_out_to_three_workers_on_two_hosts(env: Env) -> None:
     assert sorted(found) == ["cmd-a", "cmd-b", "cmd-c"]
     for wid, result in found.items():
         code = result["code"]
-        assert result["status"] == "completed", result
+        why = {k: result.get(k) for k in ("error", "stderr_tail")} | {"code": code}
+        assert result["status"] == "completed", why
         assert (code["repo"], code["base"]) == ("app", head)
         assert code["branch"] == f"af/fan-1/{wid}" and code["pushed"] is True, code
         assert [(f["path"], f["status"]) for f in code["files"]] == [("README.md", "modified")]
