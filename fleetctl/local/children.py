@@ -95,7 +95,6 @@ class Child:
         """Must be called from the supervisor's main thread (the parent-death signal follows
         the thread that forks)."""
         self.launch.cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (self.launch.cwd / "repo").mkdir(mode=0o700, exist_ok=True)
         self.proc = subprocess.Popen(
             list(self.launch.argv),
             env=dict(self.launch.env),

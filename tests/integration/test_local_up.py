@@ -223,7 +223,10 @@ def test_up_runs_every_worker_that_can_run_here(fleet: LocalFleet) -> None:
     # The unit's environment, remapped under the state dir.
     env = pollers["w-echo"].env
     base = str(fleet.state.work_base("w-echo"))
-    assert env["HOME"] == env["WORK_BASE"] == base and env["WORK_DIR"] == f"{base}/repo"
+    assert env["HOME"] == env["WORK_BASE"] == base
+    # No shared work dir: each task gets a directory of its own (poller/worktree.py).
+    assert not {"WORK_DIR", "CREATE_PR", "GITHUB_REMOTE"} & set(env)
+    assert not (Path(base) / "repo").exists()
     assert env["NATS_URL"] == record["nats_url"]
     assert Path(env["NATS_CREDS"]).is_relative_to(fleet.state.root)
     assert env["NATS_CONSUMER"] == "worker-w-echo"

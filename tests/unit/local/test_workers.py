@@ -34,7 +34,6 @@ def test_the_poller_gets_its_units_environment_with_local_paths(tmp_path: Path) 
         "NATS_CREDS": ("/etc/fleet/creds/cmd-wordcount-01.creds", str(creds)),
         "HOME": ("/var/lib/fleet/cmd-wordcount-01", str(base)),
         "WORK_BASE": ("/var/lib/fleet/cmd-wordcount-01", str(base)),
-        "WORK_DIR": ("/var/lib/fleet/cmd-wordcount-01/repo", f"{base}/repo"),
     }
     assert env["NATS_URL"] == "nats://127.0.0.1:41234"
     assert env["COMMAND_ARGV"] == '["wc", "-w"]'
