@@ -38,6 +38,14 @@ class GitError(StepError):
     pass
 
 
+# git's own umask: what it makes in the shared mirror (a ref's directory, an objects fan-out)
+# is the group's from its mkdir on. Under the unit's UMask=0077 it would be the maker's alone
+# until git's chmod for core.sharedRepository a moment later, and another worker of the
+# repository (another user) committing at that moment could not enter it. The worktrees stay
+# private: they are under the worker's own 0700 directory.
+UMASK = 0o007
+
+
 def _config(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
     env = {"GIT_CONFIG_COUNT": str(len(pairs))}
     for i, (key, value) in enumerate(pairs):
@@ -135,6 +143,7 @@ async def run_bytes(
         *argv,
         cwd=cwd,
         env=dict(env),
+        umask=UMASK,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -277,6 +277,27 @@ def test_a_change_that_cannot_be_committed_fails_the_task_saying_why(rig: Rig) -
     assert "index" in closed.failed
 
 
+def test_what_git_makes_in_the_shared_mirror_is_the_groups_from_its_mkdir_on(rig: Rig) -> None:
+    """Workers of one repository on a host are different users sharing its mirror. git makes a
+    directory there (`refs/heads/af/<task_id>/`, an objects fan-out) with mkdir, then gives it
+    to the group (core.sharedRepository) a moment later; under the unit's UMask=0077 another
+    worker's git committing the same task in that moment cannot enter it. The poller's git
+    runs with umask 007, so the directory is the group's from the start. Seen here with the
+    mirror not shared, so only the umask decides."""
+    git(rig.mirror, "config", "--unset", "core.sharedRepository")
+    task = rig.task(repo="app", base=rig.up.head())
+    ws = rig.opened(task)
+    (ws.dir / "a.txt").write_text("mine\n")
+    old = os.umask(0o077)
+    try:
+        assert rig.close(ws, task).failed is None
+    finally:
+        os.umask(old)
+    for made in ("refs/heads/af", "refs/heads/af/t1", "logs/refs/heads/af/t1"):
+        mode = stat.S_IMODE((rig.mirror / made).stat().st_mode)
+        assert mode & 0o070 == 0o070, f"{made}: {oct(mode)}"
+
+
 def test_an_existing_branch_with_other_content_is_not_overwritten(rig: Rig) -> None:
     base = rig.up.head()
     git(rig.mirror, "fetch", "-q", rig.up.url, "+refs/heads/*:refs/remotes/origin/*")
