@@ -1,14 +1,21 @@
 """Chaos on simulated hosts: a fleet under a steady stream of tasks while
 (a) an apply changes every worker, in batches of two hosts, and
-(b) a new poller version that crash-loops is applied and rolled back after its first batch;
+(b) a new poller version that crash-loops is applied and rolled back after its first batch,
+(c) one worker's CLI stalls (it goes silent, as a hung CLI does), and
+(d) one worker's provider rate-limits it for a while;
 then every task is accounted for: 0 lost (each has its result), 0 run twice (the stand-in
-CLI's own log on each host shows one start and one end per task), 0 killed by the deploy
-(each run ended by itself, and its result is its first delivery's), and the host the bad
-batch did not reach untouched (same pollers, same processes, same poller version).
+CLI's own log on each host shows one start and one end per task; a run the provider refused
+did no work and is run again after the pause), 0 killed by the deploy (each run ended by
+itself, and its result is its first delivery's), the stalled task ended as `timeout`
+(`stalled: no output for 5s`) with its process gone, the rate-limited worker paused (not
+failing its tasks) and the host the bad batch did not reach untouched (same pollers, same
+processes, same poller version).
 
 One fleet, one stream, one test: its parts are steps of the same story. Three worker hosts
-with two `llm: command` workers each; the stand-in CLI records each run in its worker's
-directory (env file `STANDIN_LOG`). Figures: docs/performance.md, "Chaos".
+with two workers each (`llm: command`, but for one stand-in Claude Code: the rate-limited
+one, whose refusals the poller reads from its stream); the stand-in CLI records each run in
+its worker's directory (env file `STANDIN_LOG`), and stalls or is refused while a flag file
+of the test exists on its host. Figures: docs/performance.md, "Chaos".
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ pytestmark = pytest.mark.e2e
 NODES = ("node-1", "node-2", "node-3")
 WORKERS = {f"w{i}{x}": NODES[i - 1] for i in (1, 2, 3) for x in "ab"}
 TASK = 'standin: {"sleep": 1.5}'
+STALLS, LIMITED = "w2a", "w3b"  # (c) and (d)
+STALL_TIMEOUT = 5  # (c)'s worker's stall_timeout: a normal task is silent for 1.5 s
 INTERVAL = 0.3  # seconds between two tasks: each worker gets one every 1.8 s
 
 
@@ -42,10 +51,23 @@ def standin_log(wid: str) -> str:
     return f"/var/lib/fleet/{wid}/standin.log"
 
 
+def flag(wid: str) -> str:
+    """While this file exists on its host, the worker's stand-in stalls (c) or is refused (d)."""
+    return f"/var/lib/fleet/{wid}/chaos-flag"
+
+
+PROMPTS = {
+    STALLS: json.dumps({"sleep": 1.5, "stall_while": flag(STALLS)}),
+    LIMITED: json.dumps({"sleep": 1.5, "limited_while": flag(LIMITED), "retry_after": 2}),
+}
+
+
 @pytest.fixture(scope="module")
 def fleet_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetEnv]:
     base = tmp_path_factory.mktemp("chaos")
-    entries = [worker(w, host, env_file=env_file(w)) for w, host in WORKERS.items()]
+    entries = [
+        worker(w, host, env_file=env_file(w), claude=w == LIMITED) for w, host in WORKERS.items()
+    ]
     with simulated_fleet(base, entries, nodes=NODES) as env:
         for w, host in WORKERS.items():
             env.net.hosts[host].write_file(env_file(w), f"STANDIN_LOG={standin_log(w)}\n")
@@ -89,6 +111,35 @@ def venv(env: FleetEnv, host: str) -> str:
     return env.sh(host, "readlink /opt/fleet/venv").strip()
 
 
+def phase_runs(env: FleetEnv, wid: str, phase: str) -> list[dict[str, Any]]:
+    text = env.sh(WORKERS[wid], f"cat {standin_log(wid)} 2>/dev/null")
+    found = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [r for r in found if r["phase"] == phase]
+
+
+def wait_for(check: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.3)
+    return True
+
+
+def paused_while_limited(env: FleetEnv) -> dict[str, Any]:
+    """`fleetctl status` of the rate-limited worker, once it says it is paused."""
+    seen: dict[str, Any] = {}
+
+    def paused() -> bool:
+        done = env.fleetctl("status", "--json")
+        rows = json.loads(done.stdout)["workers"] if done.returncode in (0, 1) else []
+        seen.update(next((w for w in rows if w["worker_id"] == LIMITED), {}))
+        return seen.get("state") == "paused"
+
+    assert wait_for(paused, 30), seen
+    return seen
+
+
 def runs(env: FleetEnv) -> list[dict[str, Any]]:
     """Every run the stand-in CLIs recorded, on every host."""
     found = []
@@ -109,7 +160,7 @@ def test_under_a_steady_stream_of_tasks_no_deploy_loses_kills_or_repeats_one(
             {
                 "workers": sorted(WORKERS),
                 "prompt": TASK,
-                "prompts": {},
+                "prompts": {w: f"standin: {p}" for w, p in PROMPTS.items()},
                 "interval": INTERVAL,
                 "stop_file": str(stop),
                 "wait": 120,
@@ -122,7 +173,8 @@ def test_under_a_steady_stream_of_tasks_no_deploy_loses_kills_or_repeats_one(
 
         # (a) Every worker changes; batches of two hosts; pollers drain, then restart.
         for w in WORKERS:
-            fleet_env.set_worker(w, task_timeout="3m")
+            stall = {"stall_timeout": f"{STALL_TIMEOUT}s"} if w == STALLS else {}
+            fleet_env.set_worker(w, task_timeout="3m", **stall)
         started = time.monotonic()
         done = fleet_env.fleetctl("apply", "--all", "--yes", "--batch", "2", "--settle", "1")
         timings["(a) apply, 3 hosts in batches of 2"] = time.monotonic() - started
@@ -153,7 +205,24 @@ def test_under_a_steady_stream_of_tasks_no_deploy_loses_kills_or_repeats_one(
             assert all(
                 fleet_env.active(node, f"{w}-poller.service") for w in pollers(fleet_env, node)
             )
-        time.sleep(3)  # the rolled-back pollers take tasks again
+
+        # (c) and (d), side by side, while the rolled-back pollers take tasks again.
+        started = time.monotonic()
+        stalls_on, limited_on = WORKERS[STALLS], WORKERS[LIMITED]
+        fleet_env.sh(stalls_on, f"touch {flag(STALLS)}")
+        fleet_env.sh(limited_on, f"touch {flag(LIMITED)}")
+        seen_paused = paused_while_limited(fleet_env)
+        # One stalled run is enough: the next ones run normally again.
+        assert wait_for(lambda: phase_runs(fleet_env, STALLS, "stalled"), 30)
+        fleet_env.sh(stalls_on, f"rm -f {flag(STALLS)}")
+        fleet_env.sh(limited_on, f"rm -f {flag(LIMITED)}")
+        assert seen_paused["pause_reason"] == "rate limited", seen_paused
+        [stalled_run] = phase_runs(fleet_env, STALLS, "stalled")
+        # Its stall_timeout, then SIGTERM: the stalled CLI's process is gone.
+        alive = f"test -e /proc/{stalled_run['pid']} && echo alive || echo gone"
+        assert wait_for(lambda: fleet_env.sh(stalls_on, alive).strip() == "gone", 30)
+        timings["(c) a stall and (d) a rate limit"] = time.monotonic() - started
+        time.sleep(2)  # and every worker takes tasks again
     finally:
         stop.touch()
     out, err = stream.communicate(timeout=180)
@@ -162,20 +231,32 @@ def test_under_a_steady_stream_of_tasks_no_deploy_loses_kills_or_repeats_one(
     published = {p["task_id"]: p["worker"] for p in shown["published"]}
     results: dict[str, dict[str, Any]] = shown["results"]
 
-    # 0 lost: every task has its result, and it completed.
+    # 0 lost: every task has its result; it completed, but the one that stalled (c), which
+    # ended as `timeout`, stalled.
     assert sorted(results) == sorted(published), set(published) - set(results)
-    statuses = Counter(r["status"] for r in results.values())
-    assert statuses == {"completed": len(published)}, statuses
-    # 0 killed by the deploy, 0 run twice: each result is its task's first delivery, and the
-    # CLI ran once per task, to its end.
-    assert [t for t, r in results.items() if r["attempt"] != 1] == []
     recorded = runs(fleet_env)
-    starts = Counter(r["task_id"] for r in recorded if r["phase"] == "start")
-    ends = Counter(r["task_id"] for r in recorded if r["phase"] == "end")
-    assert {t: n for t, n in starts.items() if n != 1} == {}
-    assert starts == ends
-    assert set(starts) == set(published)
+    phases = {
+        phase: Counter(r["task_id"] for r in recorded if r["phase"] == phase)
+        for phase in ("start", "end", "stalled", "limited")
+    }
+    stalled = {t for t, r in results.items() if r["status"] == "timeout"}
+    assert stalled == set(phases["stalled"]) and len(stalled) == 1, phases["stalled"]
+    [why] = {results[t].get("error") for t in stalled}
+    assert why == f"stalled: no output for {STALL_TIMEOUT}s"
+    statuses = Counter(r["status"] for t, r in results.items() if t not in stalled)
+    assert statuses == {"completed": len(published) - len(stalled)}, statuses
+    # (d): the limited worker's runs were refused for a while, not failed: run again after
+    # the pause, on the same delivery.
+    assert phases["limited"] and {published[t] for t in phases["limited"]} == {LIMITED}
+    # 0 killed by the deploy, 0 run twice: each result is its task's first delivery, and the
+    # CLI did the work once per task, to its end (but for the stalled one, killed).
+    assert [t for t, r in results.items() if r["attempt"] != 1] == []
+    worked = phases["start"] - phases["limited"]
+    assert {t: n for t, n in worked.items() if n != 1} == {}
+    assert set(worked) == set(published)
+    assert phases["end"] == Counter(set(published) - stalled)
     print(
-        f"chaos: {len(published)} tasks; "
+        f"chaos: {len(published)} tasks, {len(stalled)} stalled, "
+        f"{sum(phases['limited'].values())} runs refused by the provider; "
         + "; ".join(f"{k}: {v:.1f} s" for k, v in timings.items())
     )
