@@ -83,6 +83,25 @@ class NatsNames:
         """One task's record key (`task_id` is one subject token; `*` for every task)."""
         return f"$KV.{self.record_bucket}.{task_id}"
 
+    @property
+    def judgment_bucket(self) -> str:
+        """The KV bucket of judgments (fleetctl/tasks/judgments.py): one key per (task,
+        worker), written by the dashboard's identity only; its stream is `judgment_stream`."""
+        return f"{self._stream_base}_JUDGMENTS"
+
+    @property
+    def judgment_stream(self) -> str:
+        return f"KV_{self.judgment_bucket}"
+
+    @property
+    def all_judgments(self) -> str:
+        return f"$KV.{self.judgment_bucket}.>"
+
+    def judgment(self, task_id: str, worker_id: str) -> str:
+        """One judgment's key: the task id and the worker id, each one subject token
+        (`*` for any)."""
+        return f"$KV.{self.judgment_bucket}.{task_id}.{worker_id}"
+
     def spend(self, key: str) -> str:
         """One spend counter (`worker.<id>.<day>`, `fleet.<day>`; poller/budget.py)."""
         return f"$KV.{self.spend_bucket}.{key}"

@@ -23,6 +23,7 @@ STREAMS = (
     "leases_max_bytes",
     "spend_max_bytes",
     "records_max_bytes",
+    "judgments_max_bytes",
 )
 _DEFAULTS = NatsSettings()
 

@@ -178,6 +178,11 @@ class NatsSettings(_Strict):
         description="Most bytes the task records bucket keeps (a record is a few hundred bytes "
         "per task sent; the oldest go first).",
     )
+    judgments_max_bytes: Bytes = Field(
+        16 * 1024**2,
+        description="Most bytes the judgments bucket keeps (the dashboard's pick, pass or "
+        "fail with a comment: at most 4 KiB per task and worker; the oldest go first).",
+    )
     max_msg_size: Bytes = Field(
         MAX_PAYLOAD,
         le=MAX_PAYLOAD,

@@ -23,13 +23,16 @@ from nsc.permissions import Permission, Permissions, ResponsePermission
 ADMIN_USER = "fleet-admin"
 PUBLISHER_USER = "fleet-publisher"
 SYSTEM_USER = "fleet-sys"
+DASHBOARD_USER = "fleet-dashboard"
 ADMIN_INBOX_PREFIX = "_INBOX_ADMIN"
+DASHBOARD_INBOX_PREFIX = "_INBOX_DASHBOARD"
 PUBLISHER_INBOX_PREFIX = "_INBOX_PUBLISHER"
 SYSTEM_INBOX_PREFIX = "_INBOX_SYS"
 # Replies to a ping: one message, within a minute of receiving it.
 PING_RESPONSE = ResponsePermission(max_msgs=1, ttl_seconds=60)
 
 ROLE_WORKER, ROLE_PUBLISHER, ROLE_ADMIN, ROLE_SYSTEM = "worker", "publisher", "admin", "system"
+ROLE_DASHBOARD = "dashboard"
 
 
 def worker_user(worker_id: str) -> str:
@@ -117,6 +120,8 @@ def publisher_permissions(names: NatsNames) -> Permissions:
                 f"{JS_API}.STREAM.MSG.GET.{tasks}",
                 f"{JS_API}.STREAM.MSG.GET.{dead}",
                 f"{JS_API}.STREAM.PURGE.{dead}",
+                # Judgments (the dashboard writes them): read, for `results`.
+                *_read_judgments(names),
             ]
         ),
         # The workers' heartbeats: what a task it waits for is doing now (task send --wait,
@@ -125,17 +130,65 @@ def publisher_permissions(names: NatsNames) -> Permissions:
     )
 
 
+def _read_judgments(names: NatsNames) -> list[str]:
+    """Read the judgments of one task by the subjects in the request (a batched direct get
+    of `<task>.*`), or one judgment by its subject."""
+    stream, one = names.judgment_stream, names.judgment("*", "*")
+    return [f"{JS_API}.DIRECT.GET.{stream}", f"{JS_API}.DIRECT.GET.{stream}.{one}"]
+
+
+def dashboard_permissions(names: NatsNames) -> Permissions:
+    """`fleetctl dashboard`: read what `tasks`, `results`, `costs` and `status` read (task
+    records, results and the tasks still queued by direct or message get, the workers'
+    consumers, the fleet's streams and the account's use, spend counters; ping a worker),
+    follow new results, records and heartbeats as they are published (core subscriptions:
+    no consumer), and write judgments, the only identity that may. No task, no record, no
+    result, no ack, no stream or consumer change, no purge."""
+    results, tasks, dead = names.results_stream, names.task_stream, names.dead_stream
+    records = names.record_stream
+    streams = (tasks, results, dead, names.lease_stream, names.spend_stream, records)
+    return Permissions(
+        pub=Permission.of(
+            allow=[
+                f"{JS_API}.INFO",
+                *(f"{JS_API}.STREAM.INFO.{s}" for s in (*streams, names.judgment_stream)),
+                f"{JS_API}.DIRECT.GET.{records}",
+                f"{JS_API}.DIRECT.GET.{records}.{names.record('*')}",
+                f"{JS_API}.DIRECT.GET.{results}",
+                f"{JS_API}.DIRECT.GET.{results}.>",
+                f"{JS_API}.STREAM.MSG.GET.{results}",
+                f"{JS_API}.CONSUMER.INFO.{tasks}.*",
+                f"{JS_API}.STREAM.MSG.GET.{tasks}",
+                f"{JS_API}.STREAM.MSG.GET.{dead}",
+                f"{JS_API}.DIRECT.GET.{names.spend_stream}.{names.all_spend}",
+                names.ping("*"),
+                names.judgment("*", "*"),
+                *_read_judgments(names),
+            ]
+        ),
+        sub=Permission.of(
+            allow=[
+                f"{DASHBOARD_INBOX_PREFIX}.>",
+                names.all_results,
+                names.record("*"),
+                names.judgment("*", "*"),
+                names.status("*"),
+            ]
+        ),
+    )
+
+
 def admin_api(names: NatsNames) -> list[str]:
     """Exactly the JetStream API requests fleetctl sends (fleetctl/reconcile/jetstream.py), on the
-    fleet's own stream names: is JetStream up, look up / create / update its six streams
-    (tasks, results, dead letters, the leases, spend and task records buckets), list, look
+    fleet's own stream names: is JetStream up, look up / create / update its seven streams
+    (tasks, results, dead letters, the leases, spend, task records and judgments buckets), list, look
     up, create, update and delete consumers on the task stream. No stream delete or purge,
     no message get or delete, no direct get but of a spend counter (status; not of a task
     record: status does not need them), no pull (MSG.NEXT), no ephemeral consumers, no
     other stream's consumers."""
     api = [f"{JS_API}.INFO"]
     streams = (names.task_stream, names.results_stream, names.dead_stream, names.lease_stream)
-    for stream in (*streams, names.spend_stream, names.record_stream):
+    for stream in (*streams, names.spend_stream, names.record_stream, names.judgment_stream):
         api += [f"{JS_API}.STREAM.{op}.{stream}" for op in ("INFO", "CREATE", "UPDATE")]
     tasks = names.task_stream
     api += [f"{JS_API}.CONSUMER.{op}.{tasks}" for op in ("LIST", "NAMES")]
@@ -214,6 +267,7 @@ def _service_users(names: NatsNames) -> list[tuple[str, Permissions, str]]:
     return [
         (PUBLISHER_USER, publisher_permissions(names), ROLE_PUBLISHER),
         (ADMIN_USER, admin_permissions(names), ROLE_ADMIN),
+        (DASHBOARD_USER, dashboard_permissions(names), ROLE_DASHBOARD),
     ]
 
 

@@ -174,13 +174,14 @@ def bus_url(local: Fleet) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class LocalCreds:
-    """The creds files of the local store: fleetctl's two users and each worker's."""
+    """The creds files of the local store: fleetctl's own users and each worker's."""
 
     admin: Path
     publisher: Path
     workers: dict[str, Path]
     auth_config: str
     system: Path | None = None  # fleet-sys: a local cluster's brokers for `status`
+    dashboard: Path | None = None
 
 
 def issue_creds(fleet: Fleet, worker_ids: list[str]) -> LocalCreds:
@@ -206,6 +207,7 @@ def issue_creds(fleet: Fleet, worker_ids: list[str]) -> LocalCreds:
         workers,
         authority.server_config(),
         authority.creds_path(natsaccess.SYSTEM_USER, authority.system_account),
+        authority.creds_path(natsaccess.DASHBOARD_USER),
     )
 
 

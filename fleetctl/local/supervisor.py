@@ -349,6 +349,8 @@ class Supervisor:
         names = [b.name for b in self.brokers]
         if len(names) > 1 and self.creds.system is not None:
             creds[natsaccess.SYSTEM_USER] = str(self.creds.system)
+        if self.creds.dashboard is not None:
+            creds[natsaccess.DASHBOARD_USER] = str(self.creds.dashboard)
         record = up_record(self.o.fleet_path, os.getpid(), url, creds, sorted(self.children), names)
         write_json(self.o.state.up_json, record)
         self._published = {

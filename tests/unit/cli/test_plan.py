@@ -28,7 +28,7 @@ def test_offline_plan_lists_every_host_and_ends_with_the_summary() -> None:
     # codex on one node, claude and gemini on the other), and the repository one worker uses
     # (git, its user, its directory in /etc/fleet/repos, its git config, its mirror, and the
     # worker's repos.json in a directory of its own).
-    assert lines[-1] == "Plan: 77 to add, 0 to change, 0 to destroy."
+    assert lines[-1] == "Plan: 78 to add, 0 to change, 0 to destroy."
     shown = [" ".join(line.split()) for line in lines]
     assert "+ repo app https://github.com/example/app.git /var/lib/fleet/repos/app.git" in shown
     for host in ("broker-host  192.0.2.10", "worker-node-1  192.0.2.11", "worker-node-2"):
@@ -98,14 +98,14 @@ def test_json_plan_follows_the_documented_schema() -> None:
     data = json.loads(run("plan", "--dry-run", "--json").stdout)
     assert data["format_version"] == 2
     assert data["mode"] == "offline"
-    assert data["summary"] == {"add": 77, "change": 0, "destroy": 0}
+    assert data["summary"] == {"add": 78, "change": 0, "destroy": 0}
     assert len(data["fleet_revision"]) == 64
     changes = [c for h in data["hosts"] for c in h["changes"]]
     bus = data["bus"]
     assert bus["via"] == "broker-host" and bus["unchanged"] == 0
     assert {c["type"] for c in bus["changes"]} == {"stream", "consumer"}
     assert not [c for c in changes if c["type"] in ("stream", "consumer", "credentials")]
-    assert len(changes) + len(bus["changes"]) == 77
+    assert len(changes) + len(bus["changes"]) == 78
     key = next(c for c in changes if c["name"] == "/etc/fleet/tunnel/id_ed25519")
     assert key["generated"] is True and key["sensitive"] is True and "sha256" not in key
     unit = next(c for c in changes if c["name"].endswith("cc-go-dev-01-poller.service"))

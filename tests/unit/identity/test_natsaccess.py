@@ -112,6 +112,8 @@ def test_publisher_and_admin() -> None:
         "$JS.API.STREAM.MSG.GET.AF_TASKS",
         "$JS.API.STREAM.MSG.GET.AF_DEAD",
         "$JS.API.STREAM.PURGE.AF_DEAD",
+        "$JS.API.DIRECT.GET.KV_AF_JUDGMENTS",
+        "$JS.API.DIRECT.GET.KV_AF_JUDGMENTS.$KV.AF_JUDGMENTS.*.*",
     )  # no consumer of its own, no pull or ack: results by direct get
     assert pub.sub.allow == ("_INBOX_PUBLISHER.>", "af.worker.*.status")
     adm = na.admin_permissions(N)
@@ -126,6 +128,7 @@ def test_publisher_and_admin() -> None:
                 "KV_AF_LEASES",
                 "KV_AF_SPEND",
                 "KV_AF_RECORDS",
+                "KV_AF_JUDGMENTS",
             )
             for op in ("INFO", "CREATE", "UPDATE")
         ),
@@ -146,12 +149,59 @@ def test_publisher_and_admin() -> None:
     assert adm.sub.allow == ("_INBOX_ADMIN.>", "af.worker.*.status")
 
 
+def test_the_dashboard_reads_follows_and_judges_but_changes_no_work() -> None:
+    dash = na.dashboard_permissions(N)
+    assert dash.pub.allow == (
+        "$JS.API.INFO",
+        *(
+            f"$JS.API.STREAM.INFO.{s}"
+            for s in (
+                "AF_TASKS",
+                "AF_RESULTS",
+                "AF_DEAD",
+                "KV_AF_LEASES",
+                "KV_AF_SPEND",
+                "KV_AF_RECORDS",
+                "KV_AF_JUDGMENTS",
+            )
+        ),
+        "$JS.API.DIRECT.GET.KV_AF_RECORDS",
+        "$JS.API.DIRECT.GET.KV_AF_RECORDS.$KV.AF_RECORDS.*",
+        "$JS.API.DIRECT.GET.AF_RESULTS",
+        "$JS.API.DIRECT.GET.AF_RESULTS.>",
+        "$JS.API.STREAM.MSG.GET.AF_RESULTS",
+        "$JS.API.CONSUMER.INFO.AF_TASKS.*",
+        "$JS.API.STREAM.MSG.GET.AF_TASKS",
+        "$JS.API.STREAM.MSG.GET.AF_DEAD",
+        "$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.>",
+        "af.worker.*.ping",
+        "$KV.AF_JUDGMENTS.*.*",
+        "$JS.API.DIRECT.GET.KV_AF_JUDGMENTS",
+        "$JS.API.DIRECT.GET.KV_AF_JUDGMENTS.$KV.AF_JUDGMENTS.*.*",
+    )
+    assert dash.sub.allow == (
+        "_INBOX_DASHBOARD.>",
+        "af.result.*.*",
+        "$KV.AF_RECORDS.*",
+        "$KV.AF_JUDGMENTS.*.*",
+        "af.worker.*.status",
+    )
+    # judgments are the dashboard's alone: no worker, nor the publisher, may write one
+    for perms in (na.worker_permissions(N, "w1"), na.publisher_permissions(N)):
+        assert not [s for s in perms.pub.allow if s.startswith("$KV.AF_JUDGMENTS")]
+
+
 def test_user_names_cannot_collide() -> None:
     assert na.worker_user("w1") == "worker-w1"
     assert na.worker_of_user("worker-w1") == "w1"
     assert na.worker_of_user(na.ADMIN_USER) is None
     # worker ids are [a-z0-9-]: upper case in the other prefixes keeps them apart
-    for prefix in (na.ADMIN_INBOX_PREFIX, na.PUBLISHER_INBOX_PREFIX, na.SYSTEM_INBOX_PREFIX):
+    for prefix in (
+        na.ADMIN_INBOX_PREFIX,
+        na.PUBLISHER_INBOX_PREFIX,
+        na.SYSTEM_INBOX_PREFIX,
+        na.DASHBOARD_INBOX_PREFIX,
+    ):
         assert prefix != prefix.lower()
 
 
@@ -164,6 +214,7 @@ def test_ensure_fleet_users_is_idempotent_and_lists(tmp_path: Path) -> None:
         "worker-w2",
         na.PUBLISHER_USER,
         na.ADMIN_USER,
+        na.DASHBOARD_USER,
         na.SYSTEM_USER,
     }
     assert first[na.SYSTEM_USER].account == "SYS"

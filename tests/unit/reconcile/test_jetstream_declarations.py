@@ -52,7 +52,12 @@ def test_every_kv_bucket_refuses_rollups_and_purges() -> None:
         for s in fleet_resources(NatsSettings(), [("w1", 1)])
         if s.key.startswith("stream KV_")
     ]
-    assert [b["name"] for b in buckets] == ["KV_AF_LEASES", "KV_AF_SPEND", "KV_AF_RECORDS"]
+    assert [b["name"] for b in buckets] == [
+        "KV_AF_LEASES",
+        "KV_AF_SPEND",
+        "KV_AF_RECORDS",
+        "KV_AF_JUDGMENTS",
+    ]
     for b in buckets:
         assert (b["allow_rollup_hdrs"], b["deny_purge"], b["deny_delete"]) == (False, True, True)
         assert b["allow_msg_ttl"] is True  # leases expire by themselves
