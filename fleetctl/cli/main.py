@@ -35,6 +35,7 @@ COMMANDS = {
     "dead": "fleetctl.cli.dead",
     "costs": "fleetctl.cli.costs",
     "status": "fleetctl.cli.status",
+    "dashboard": "fleetctl.cli.dashboard",
     "logs": "fleetctl.cli.logs",
     "up": "fleetctl.cli.up",
     "down": "fleetctl.cli.up",

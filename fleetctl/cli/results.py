@@ -16,7 +16,7 @@ from fleetctl.cli.options import bus_options, json_option, watch_option
 from fleetctl.cli.task import show
 from fleetctl.tasks import changes
 from fleetctl.tasks.client import Answers, Client, NoSuchTask
-from fleetctl.tasks.messages import Result, TaskError, check_task_id, results_json
+from fleetctl.tasks.messages import Result, TaskError, check_task_id
 from fleetctl.tasks.reach import BusOptions
 from fleetctl.ui.terminal import err, out
 
@@ -110,11 +110,7 @@ def results(
         _change_views(app, found, workers, patch_of, apply_of, to_dir)
         return
     if as_json:
-        record = answers.record.as_json() if answers.record is not None else None
-        listed = results_json(task_id, found)
-        body = {"version": listed["version"], "task_id": task_id, "record": record}
-        body["results"] = listed["results"]
-        click.echo(json.dumps(body, indent=2))
+        click.echo(json.dumps(answers.as_json(), indent=2))
         return
     if answers.note is not None:
         err().print(

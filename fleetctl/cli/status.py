@@ -18,10 +18,10 @@ from fleetctl.cli.options import bus_options, json_option, watch_option
 from fleetctl.config.model import Fleet
 from fleetctl.identity.natsaccess import ADMIN_USER, SYSTEM_USER
 from fleetctl.status.busview import ClusterWay, follow, look_once
-from fleetctl.status.expiry import creds_expiry
 from fleetctl.status.hosts import observe_hosts
 from fleetctl.status.lastlook import count_new_dead, last_dead_seq, remember_look
-from fleetctl.status.report import BrokerStatus, FleetStatus, HostStatus, workers_of
+from fleetctl.status.report import FleetStatus, HostStatus
+from fleetctl.status.snapshot import new_status
 from fleetctl.tasks.reach import BusOptions, reach_as
 from fleetctl.transport.base import TransportError
 from fleetctl.ui.status_view import render
@@ -59,12 +59,8 @@ def status(
     running_here = None if bus.server else local_fleet(app.fleet_path)
     local = running_here is not None
     state_dir = default_state_dir(app.fleet_path)
-    status = FleetStatus(workers_of(fleet), [], BrokerStatus(), local=local)
+    status = new_status(fleet, running_here)
     status.hosts_observed = not (local or no_hosts)
-    expiry = creds_expiry(fleet)
-    for w in status.workers:
-        w.creds_expires_at = expiry.get(w.worker_id)
-        w.started_here = running_here is None or w.worker_id in running_here.workers
     before = last_dead_seq(state_dir)
     hosts = None if local or no_hosts else _hosts_meanwhile(fleet, bus, status)
 

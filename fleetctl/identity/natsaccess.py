@@ -181,10 +181,10 @@ def dashboard_permissions(names: NatsNames) -> Permissions:
 def admin_api(names: NatsNames) -> list[str]:
     """Exactly the JetStream API requests fleetctl sends (fleetctl/reconcile/jetstream.py), on the
     fleet's own stream names: is JetStream up, look up / create / update its seven streams
-    (tasks, results, dead letters, the leases, spend, task records and judgments buckets), list, look
-    up, create, update and delete consumers on the task stream. No stream delete or purge,
-    no message get or delete, no direct get but of a spend counter (status; not of a task
-    record: status does not need them), no pull (MSG.NEXT), no ephemeral consumers, no
+    (tasks, results, dead letters, the leases, spend, task records and judgments buckets),
+    list, look up, create, update and delete consumers on the task stream. No stream delete
+    or purge, no message get or delete, no direct get but of a spend counter (status; not of
+    a task record: status does not need them), no pull (MSG.NEXT), no ephemeral consumers, no
     other stream's consumers."""
     api = [f"{JS_API}.INFO"]
     streams = (names.task_stream, names.results_stream, names.dead_stream, names.lease_stream)

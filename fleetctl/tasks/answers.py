@@ -4,11 +4,14 @@ where its copy is, then every other worker's answer, marked unsolicited."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from fleetctl.bus import taskbus
+from fleetctl.tasks import judgments
 from fleetctl.tasks import messages as taskmsg
 from fleetctl.tasks import record as taskrecord
 from fleetctl.tasks.connection import Connection
+from fleetctl.tasks.judgments import with_judgments
 from fleetctl.tasks.messages import Result
 from fleetctl.tasks.record import Target, TaskRecord
 from fleetctl.tasks.whereabouts import results_of, whereabouts
@@ -29,6 +32,14 @@ class Answers:
     record: TaskRecord | None
     results: list[Result]
     note: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """`fleetctl results --json` and the dashboard's `/api/tasks/{id}`."""
+        listed = taskmsg.results_json(self.task_id, self.results)
+        record = self.record.as_json() if self.record is not None else None
+        body = {"version": listed["version"], "task_id": self.task_id, "record": record}
+        body["results"] = listed["results"]
+        return body
 
 
 async def record_of(conn: Connection, task_id: str) -> tuple[TaskRecord | None, str | None]:
@@ -59,7 +70,9 @@ async def answers(conn: Connection, task_id: str) -> Answers:
         if not found:
             raise NoSuchTask(f"no such task: {task_id} (the bus has no record of it and no result)")
         stored = [replace(r, unsolicited=None) for r in found.values()]
-        return Answers(task_id, None, sorted(stored, key=lambda r: r.worker_id), note)
+        judged = await judgments.of_task(conn, task_id)
+        listed = with_judgments(sorted(stored, key=lambda r: r.worker_id), judged)
+        return Answers(task_id, None, listed, note)
     out: list[Result] = []
     waiting: list[tuple[str, Target]] = []
     for t in record.targets:
@@ -70,4 +83,5 @@ async def answers(conn: Connection, task_id: str) -> Answers:
     where = await whereabouts(conn, waiting)
     out += [where[(t.key, task_id)] for _, t in waiting]
     others = [r for (w, _), r in sorted(found.items()) if not record.solicited(w)]
-    return Answers(task_id, record, out + [replace(r, unsolicited=True) for r in others])
+    listed = out + [replace(r, unsolicited=True) for r in others]
+    return Answers(task_id, record, with_judgments(listed, await judgments.of_task(conn, task_id)))

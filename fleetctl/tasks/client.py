@@ -32,10 +32,13 @@ from fleetctl.bus.client import Endpoint, connect
 from fleetctl.bus.loop import Loop
 from fleetctl.bus.names import NatsNames
 from fleetctl.config.model import Fleet
+from fleetctl.identity.natsaccess import DASHBOARD_USER, PUBLISHER_USER
 from fleetctl.tasks import (
     activity,
     changes,
     deadletters,
+    following,
+    judgments,
     listing,
     sending,
     targets,
@@ -50,6 +53,7 @@ from fleetctl.tasks.changes import Change, ChangeError
 from fleetctl.tasks.code import Code, CodeError
 from fleetctl.tasks.connection import Connection
 from fleetctl.tasks.deadletters import DeadLetter
+from fleetctl.tasks.judgments import Judgment
 from fleetctl.tasks.ledger import StoredResult
 from fleetctl.tasks.listing import TaskRow
 from fleetctl.tasks.messages import Result
@@ -77,6 +81,7 @@ class Client:
 
     def __init__(self, fleet: Fleet, endpoint: Endpoint) -> None:
         self.fleet = fleet
+        self.endpoint = endpoint
         self.names = NatsNames(fleet.nats.subject_prefix)
         self._loop = Loop()
         try:
@@ -86,6 +91,7 @@ class Client:
             raise
         sender, unrecordable = identity_of(endpoint.identity, self.names)
         self._conn = Connection(nc, fleet, self.names, sender, unrecordable)
+        self._conn.reads_records = endpoint.identity.user == DASHBOARD_USER
 
     @classmethod
     @contextmanager
@@ -115,14 +121,15 @@ class Client:
 
     @classmethod
     def reaching(
-        cls, fleet: Fleet, fleet_path: Path, options: BusOptions
+        cls, fleet: Fleet, fleet_path: Path, options: BusOptions, user: str = PUBLISHER_USER
     ) -> AbstractContextManager[Client]:
-        """The client for an already loaded fleet (what the CLI uses)."""
+        """The client for an already loaded fleet (what the CLI uses), as `user` (the
+        dashboard connects as fleet-dashboard)."""
 
         @contextmanager
         def opened() -> Iterator[Client]:
             with ExitStack() as stack:
-                endpoint = stack.enter_context(reach(fleet, fleet_path, options))
+                endpoint = stack.enter_context(reach(fleet, fleet_path, options, user))
                 client = cls(fleet, endpoint)
                 stack.callback(client.close)
                 yield client
@@ -226,6 +233,37 @@ class Client:
     def answers(self, task_id: str) -> Answers:
         """The task's record and `results`: by subject, whatever else the window holds."""
         return self._loop.call(task_answers.answers(self._conn, task_id))
+
+    # ---- judgments (the dashboard's identity writes them) ---------------------------------
+
+    def judge(self, task_id: str, worker: str, verdict: str, comment: str = "") -> Judgment:
+        """Store a pick, pass or fail with a comment on `worker`'s answer (TaskError for a
+        bad one, BusError when these creds may not write judgments)."""
+        from fleetctl.tasks.record import now
+
+        judgments.check(task_id, worker, verdict, comment)
+        judged = Judgment(task_id, worker, verdict, comment, now())
+        earlier = self._loop.call(judgments.of_task(self._conn, task_id))
+        self._loop.call(judgments.store(self._conn, judged, earlier))
+        return judged
+
+    def judgments(self, task_ids: Sequence[str]) -> dict[str, dict[str, Judgment]]:
+        """These tasks' judgments: task -> worker -> judgment."""
+        return self._loop.call(judgments.of_tasks(self._conn, task_ids))
+
+    def every_judgment(self) -> list[Judgment]:
+        return self._loop.call(judgments.every(self._conn))
+
+    # ---- following (the dashboard's live view) -------------------------------------------
+
+    def records(self, since: float) -> list[TaskRecord]:
+        """Every task record written in the last `since` seconds, oldest first."""
+        return self._loop.call(listing.records_since(self._conn, since))
+
+    def follow(self, on_change: Callable[[following.Change], None]) -> None:
+        """Call `on_change` (on the client's own thread) for each new record, result and
+        judgment, until the client closes."""
+        self._loop.call(following.follow(self._conn, on_change))
 
     # ---- changes (a task on a repository) ------------------------------------------------
 

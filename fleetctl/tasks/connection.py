@@ -23,10 +23,11 @@ class Connection:
     # worker id -> its latest status heartbeat, once followed (tasks/activity.py)
     beats: dict[str, dict[str, Any]] = field(default_factory=dict)
     following: bool = False
+    reads_records: bool = False  # these creds read records without writing them (the dashboard)
 
     @property
     def unreadable(self) -> str | None:
         """Why these creds may not read task records (None: they may)."""
-        if self.unrecordable is None:
+        if self.unrecordable is None or self.reads_records:
             return None
         return self.unrecordable.replace("may not write", "may not read")

@@ -103,6 +103,9 @@ class Result:
     # An answer from a worker the task's record does not name as a target (it published on
     # its own result subject for a task it was never sent); None: no record to tell.
     unsolicited: bool | None = False
+    # A person's verdict on this answer (fleetctl/tasks/judgments.py), from the judgments
+    # bucket, never from the result's body; None: not judged (or not read).
+    judgment: Mapping[str, Any] | None = None
 
     @property
     def final(self) -> bool:
@@ -134,6 +137,7 @@ class Result:
             if self.body.get(now):
                 out[now] = self.body[now]
         out["unsolicited"] = self.unsolicited
+        out["judgment"] = dict(self.judgment) if self.judgment is not None else None
         return out
 
 

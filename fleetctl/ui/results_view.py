@@ -72,6 +72,10 @@ def facts(r: Result) -> list[tuple[str, str]]:
     code = b.get("code")
     if isinstance(code, dict):
         rows += code_facts(code)
+    if r.judgment is not None:
+        comment = str(r.judgment.get("comment") or "")
+        verdict = str(r.judgment.get("verdict"))
+        rows.append(("judged", verdict + (f": {comment}" if comment else "")))
     return rows
 
 

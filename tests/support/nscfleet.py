@@ -40,6 +40,7 @@ class Fleet:
     workdir: Path
     server: NatsServer | None = None
     storage: str = "file"
+    dashboard: IssuedUser | None = None
 
     @property
     def names(self) -> NatsNames:
@@ -88,6 +89,7 @@ def make_fleet(
         admin=a.issue_user(na.ADMIN_USER, na.admin_permissions(names)),
         system=a.issue_user(na.SYSTEM_USER, na.system_permissions(), account="SYS"),
         workdir=root,
+        dashboard=a.issue_user(na.DASHBOARD_USER, na.dashboard_permissions(names)),
     )
 
 

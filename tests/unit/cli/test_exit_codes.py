@@ -147,6 +147,11 @@ ROWS: dict[tuple[str, ...], Row] = {
         ok_elsewhere="tests/integration/test_costs.py::"
         "test_the_ledger_totals_are_the_sum_of_the_priced_results",
     ),
+    ("dashboard",): Row(
+        error=("dashboard", "--bind", "0.0.0.0", "--token-file", "missing-token"),
+        ok_elsewhere="tests/integration/test_dashboard.py::"
+        "test_the_api_answers_what_the_cli_prints",
+    ),
     **{
         ("dead", sub): Row(
             error=("dead", sub, *args, "--server", "nats://127.0.0.1:1"),

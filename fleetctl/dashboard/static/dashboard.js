@@ -1,0 +1,75 @@
+// fleetctl dashboard: live updates (server-sent events), keyboard navigation, copy buttons.
+// No inline script anywhere (the page's Content Security Policy forbids it); nothing from
+// the server is ever written as HTML here: live updates swap in the server's own escaped
+// rendering of the same page, parsed as an inert document.
+"use strict";
+(function () {
+  const page = document.body.dataset.page;
+
+  // ---- live: refresh the grid when something this page shows changed ----
+  let pending = null;
+  function refresh() {
+    if (pending) return;
+    pending = setTimeout(async function () {
+      pending = null;
+      try {
+        const response = await fetch(location.href, { headers: { accept: "text/html" } });
+        if (!response.ok) return;
+        const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+        const fresh = doc.getElementById("grid");
+        const grid = document.getElementById("grid");
+        if (fresh && grid) grid.replaceWith(document.adoptNode(fresh));
+      } catch (e) { /* the next change tries again */ }
+    }, 250);
+  }
+  if (window.EventSource && (page === "tasks" || page === "task")) {
+    const live = document.getElementById("live");
+    const source = new EventSource("/events");
+    source.addEventListener("open", function () { live.dataset.state = "on"; });
+    source.addEventListener("error", function () { live.dataset.state = "off"; });
+    source.addEventListener("change", function (e) {
+      let change;
+      try { change = JSON.parse(e.data); } catch (err) { return; }
+      if (page === "tasks") refresh();
+      else if (change.task_id === document.getElementById("main").dataset.taskId) refresh();
+    });
+  }
+
+  // ---- copy the `results --apply` command ----
+  document.addEventListener("click", function (e) {
+    const button = e.target.closest ? e.target.closest("button.copy-button") : null;
+    if (!button) return;
+    const text = button.dataset.copy || "";
+    if (navigator.clipboard) navigator.clipboard.writeText(text).then(function () {
+      button.textContent = "copied";
+    }, function () {});
+  });
+
+  // ---- keyboard: j/k move, Enter opens, 1-3 modes, g back to the tasks ----
+  function items() {
+    return Array.from(document.querySelectorAll(page === "tasks" ? "tr.task-row" : "section.answer"));
+  }
+  let at = -1;
+  function select(i) {
+    const all = items();
+    if (!all.length) return;
+    at = Math.max(0, Math.min(all.length - 1, i));
+    all.forEach(function (el, n) { el.classList.toggle("selected", n === at); });
+    all[at].scrollIntoView({ block: "nearest" });
+  }
+  document.addEventListener("keydown", function (e) {
+    const tag = (e.target.tagName || "").toLowerCase();
+    if (tag === "input" || tag === "select" || tag === "textarea" || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "j") select(at + 1);
+    else if (e.key === "k") select(at - 1);
+    else if (e.key === "g") location.href = "/tasks";
+    else if (e.key === "Enter" && page === "tasks" && at >= 0) {
+      const link = items()[at].querySelector("a.task-link");
+      if (link) location.href = link.href;
+    } else if (page === "task" && ["1", "2", "3"].includes(e.key)) {
+      const modes = document.querySelectorAll("a.mode");
+      const chosen = modes[Number(e.key) - 1];
+      if (chosen) location.href = chosen.href;
+    }
+  });
+})();
