@@ -28,6 +28,7 @@ def test_every_stream_and_bucket_is_declared_with_the_fleets_replicas() -> None:
     single = {s.name: s.api_config()["num_replicas"] for s in bus_state(example_fleet()).streams}
     cluster = {s.name: s.api_config()["num_replicas"] for s in bus_state(cluster_fleet()).streams}
     names = ["AF_TASKS", "AF_RESULTS", "AF_DEAD", "KV_AF_LEASES", "KV_AF_SPEND", "KV_AF_RECORDS"]
+    names.append("KV_AF_JUDGMENTS")
     assert single == dict.fromkeys(names, 1)
     assert cluster == dict.fromkeys(names, 3)
 
