@@ -136,8 +136,8 @@ def test_a_task_sent_without_a_record_is_shown_unchecked(tf: TaskFleet) -> None:
 
 def test_one_task_is_read_by_subject_whatever_else_the_window_holds(tf: TaskFleet) -> None:
     """What `results` (and each `--watch` look) asks the bus for one task does not grow
-    with the window: a record get and one batched get of `af.result.*.<task>`, plus a look
-    at the copy of each target still without a result."""
+    with the window: a record get, one batched get of `af.result.*.<task>` and one of its
+    judgments, plus a look at the copy of each target still without a result."""
     creds = tf.fleet.publisher.creds_path
     with Client.open(tf.fleet_path, server=tf.url, creds=creds) as client:
         done = client.wait(client.send(directive(), to=["w1", "w2"], task_id="one"), timeout=30)
@@ -153,11 +153,11 @@ def test_one_task_is_read_by_subject_whatever_else_the_window_holds(tf: TaskFlee
         assert all(r.final for r in client.wait(others, timeout=120))
         for s in others[:30]:  # dead letters in the window too
             asyncio_run(_dead_letter(tf, s.task_id))
-        assert asked("one") == alone == 2
+        assert asked("one") == alone == 3
         # a target still without a result costs a look at its copy and its consumer
         tf.pollers["w3"].stop()
         client.send(directive(), to=["w3"], task_id="waiting")
-        assert asked("waiting") == 4
+        assert asked("waiting") == 5
         assert [r.status for r in client.results("waiting")] == ["queued"]
 
 
