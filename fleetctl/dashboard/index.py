@@ -67,6 +67,9 @@ class TaskIndex:
         self._entries: dict[str, _Entry] = {}
         self._order: list[tuple[str, str]] = []  # (at, task id) of recorded tasks, oldest first
         self._judgments: dict[tuple[str, str], Judgment] = {}
+        self._rows: dict[str, Row] = {}  # each task's row, made again only when it changed
+        self._workers: set[str] = set()
+        self._repos: set[str] = set()
         self.version = 0  # bumped on every change (the live view's cursor)
 
     # ---- feeding -------------------------------------------------------------------------
@@ -83,6 +86,9 @@ class TaskIndex:
             self.add_result(s.worker_id, s.task_id, s.body)
         for j in judged:
             self.add_judgment(j)
+        with self._lock:  # every row made once now, not by the first filtered page
+            for _, task_id in self._order:
+                self._row(task_id)
 
     def add_record(self, record: TaskRecord) -> None:
         with self._lock:
@@ -91,12 +97,18 @@ class TaskIndex:
                 self._order.remove((entry.record.at, record.task_id))
             entry.record = record
             bisect.insort(self._order, (record.at, record.task_id))
+            self._workers.update(w for t in record.targets for w in t.workers)
+            if record.repo:
+                self._repos.add(record.repo)
+            self._rows.pop(record.task_id, None)
             self.version += 1
 
     def add_result(self, worker_id: str, task_id: str, body: Mapping[str, Any]) -> None:
         with self._lock:
             entry = self._entries.setdefault(task_id, _Entry(None))
             entry.results[worker_id] = slim(body)
+            self._workers.add(worker_id)
+            self._rows.pop(task_id, None)
             self.version += 1
 
     def add_judgment(self, judged: Judgment) -> None:
@@ -152,6 +164,12 @@ class TaskIndex:
             return self._row(task_id) if task_id in self._entries else None
 
     def _row(self, task_id: str) -> Row:
+        row = self._rows.get(task_id)
+        if row is None:
+            row = self._rows[task_id] = self._make_row(task_id)
+        return row
+
+    def _make_row(self, task_id: str) -> Row:
         entry = self._entries[task_id]
         record = entry.record
         targets: list[tuple[str, str]] = []
@@ -188,17 +206,11 @@ class TaskIndex:
 
     def workers(self) -> list[str]:
         with self._lock:
-            seen = {w for e in self._entries.values() for w in e.results}
-            for e in self._entries.values():
-                if e.record is not None:
-                    seen |= {w for t in e.record.targets for w in t.workers}
-        return sorted(seen)
+            return sorted(self._workers)
 
     def repos(self) -> list[str]:
         with self._lock:
-            return sorted(
-                {e.record.repo for e in self._entries.values() if e.record and e.record.repo}
-            )
+            return sorted(self._repos)
 
     def stored_results(self) -> list[StoredResult]:
         """Every result's summary, as the cost ledger reads stored results."""
