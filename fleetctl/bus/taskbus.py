@@ -138,20 +138,32 @@ async def put(nc: Any, subject: str, data: bytes, expected_seq: int) -> int:
     return int(ack.get("seq", 0))
 
 
+class _Missing(BusError):
+    """What a JetStream API request named does not exist (its 404)."""
+
+
+async def _api(nc: Any, call: str, body: dict[str, Any] | None, doing: str) -> dict[str, Any]:
+    """One JetStream API request (`$JS.API.<call>`) and its answer; its error a BusError
+    saying what was being done (`_Missing` for a 404, which a lookup reads as "none")."""
+    data = json.dumps(body).encode() if body is not None else b""
+    try:
+        reply = await nc.request(f"{JS_API}.{call}", data, timeout=TIMEOUT)
+    except Exception as e:
+        raise BusError(f"{doing}: {type(e).__name__}") from None
+    answer: dict[str, Any] = json.loads(reply.data or b"{}")
+    if "error" in answer:
+        error = _Missing if answer["error"].get("code") == 404 else BusError
+        raise error(f"{doing}: {answer['error'].get('description')}")
+    return answer
+
+
 async def msg_get(nc: Any, stream: str, body: dict[str, Any]) -> Stored | None:
     """One message by `seq`, `last_by_subj` or `next_by_subj` (STREAM.MSG.GET: for streams
     without direct gets); None when there is none."""
     try:
-        reply = await nc.request(
-            f"{JS_API}.STREAM.MSG.GET.{stream}", json.dumps(body).encode(), timeout=TIMEOUT
-        )
-    except Exception as e:
-        raise BusError(f"reading {stream}: {type(e).__name__}") from None
-    answer = json.loads(reply.data or b"{}")
-    if "error" in answer:
-        if answer["error"].get("code") == 404:
-            return None
-        raise BusError(f"reading {stream}: {answer['error'].get('description')}")
+        answer = await _api(nc, f"STREAM.MSG.GET.{stream}", body, f"reading {stream}")
+    except _Missing:
+        return None
     m = answer["message"]
     data = base64.b64decode(m.get("data") or "")
     return Stored(m["subject"], int(m["seq"]), m.get("time", ""), data)
@@ -176,28 +188,16 @@ async def last_seq(nc: Any, stream: str, subjects: str) -> int:
 async def consumer_info(nc: Any, stream: str, durable: str) -> dict[str, Any] | None:
     """A worker's consumer as the server sees it; None if it does not exist."""
     try:
-        reply = await nc.request(f"{JS_API}.CONSUMER.INFO.{stream}.{durable}", b"", timeout=TIMEOUT)
-    except Exception as e:
-        raise BusError(f"looking up consumer {durable}: {type(e).__name__}") from None
-    info: dict[str, Any] = json.loads(reply.data or b"{}")
-    if "error" in info:
-        if info["error"].get("code") == 404:
-            return None
-        raise BusError(f"looking up consumer {durable}: {info['error'].get('description')}")
-    return info
+        return await _api(
+            nc, f"CONSUMER.INFO.{stream}.{durable}", None, f"looking up consumer {durable}"
+        )
+    except _Missing:
+        return None
 
 
 async def purge(nc: Any, stream: str, subjects: str | None = None) -> int:
     """Remove every message of `stream` (only those on `subjects`, when given); how many
     were removed."""
     body: dict[str, Any] = {"filter": subjects} if subjects else {}
-    try:
-        reply = await nc.request(
-            f"{JS_API}.STREAM.PURGE.{stream}", json.dumps(body).encode(), timeout=TIMEOUT
-        )
-    except Exception as e:
-        raise BusError(f"purging {stream}: {type(e).__name__}") from None
-    answer = json.loads(reply.data or b"{}")
-    if "error" in answer:
-        raise BusError(f"purging {stream}: {answer['error'].get('description')}")
+    answer = await _api(nc, f"STREAM.PURGE.{stream}", body, f"purging {stream}")
     return int(answer.get("purged", 0))
