@@ -59,6 +59,19 @@ def _base(
     )
 
 
+def _of_task(base: Result, cfg: Config, task: Task) -> Result:
+    """`base` with what a result of a task that was read carries of it (its type, where to
+    answer, who sent it, its metadata) and the worker's labels."""
+    return replace(
+        base,
+        task_type=task.task_type,
+        reply_to=task.reply_to,
+        sender=task.sender,
+        metadata=task.metadata,
+        labels=dict(cfg.labels),
+    )
+
+
 def ran(
     cfg: Config, host: str, task: Task, out: RunOutcome, attempt: int, final: str | None = None
 ) -> Result:
@@ -79,7 +92,7 @@ def ran(
     cost_usd, cost_source = pricing.cost(parsed, cfg.price, cfg.trust_reported_cost)
     base = _base(cfg, host, task.task_id, attempt, status, out.started, out.ended, out.duration)
     return replace(
-        base,
+        _of_task(base, cfg, task),
         exit_code=out.returncode,
         output=parsed.output,
         output_truncated=out.stdout_truncated and final is None,
@@ -89,11 +102,6 @@ def ran(
         usage=parsed.usage,
         cost_usd=cost_usd,
         cost_source=cost_source,
-        task_type=task.task_type,
-        reply_to=task.reply_to,
-        sender=task.sender,
-        metadata=task.metadata,
-        labels=dict(cfg.labels),
     )
 
 
@@ -143,16 +151,7 @@ def not_run(
     """A `failed` task whose CLI never ran: its workspace could not be made (setup failed,
     no disk), `code` says where (`code.phase`)."""
     base = _base(cfg, host, task.task_id, attempt, "failed", now, now, 0.0)
-    return replace(
-        base,
-        error=reason,
-        code=code,
-        task_type=task.task_type,
-        reply_to=task.reply_to,
-        sender=task.sender,
-        metadata=task.metadata,
-        labels=dict(cfg.labels),
-    )
+    return replace(_of_task(base, cfg, task), error=reason, code=code)
 
 
 def status_of(data: bytes) -> str | None:
