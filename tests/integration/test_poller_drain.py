@@ -25,15 +25,11 @@ from tests.support.poller_harness import (
     run,
     running_poller,
     standin_records,
+    started,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
-
-
-async def _started(work: Path, n: int, timeout: float = 10) -> list[dict[str, Any]]:
-    assert await wait_until(lambda: len(standin_records(work, "start")) >= n, timeout)
-    return standin_records(work, "start")
 
 
 async def _beats(nc: Any) -> list[dict[str, Any]]:
@@ -57,7 +53,7 @@ def test_sigterm_lets_every_running_task_finish_once_and_kills_nothing(
             for task_id in ("d1", "d2"):
                 task = {"task_id": task_id, "instructions": directive(sleep=3)}
                 await publish_task(js, "w1", task)
-            await _started(work, 2)
+            await started(work, 2)
             await publish_task(js, "w1", {"task_id": "d3", "instructions": "queued"})
             t0 = time.time()
             poller.signal(signal.SIGTERM)
@@ -101,7 +97,7 @@ def test_past_the_drain_timeout_a_task_is_handed_back_and_runs_once_elsewhere_at
             js, first = bus.js, bus.poller
             task = {"task_id": "h1", "instructions": directive(sleep_first_run=60)}
             await publish_task(js, "w1", task)
-            [a] = await _started(tmp_path, 1)
+            [a] = await started(tmp_path, 1)
             other = poller("b").start()
             try:
                 assert await wait_until(lambda: bool(other.logged("consumer_bound")), 10)
@@ -144,7 +140,7 @@ def test_sigusr1_or_a_second_sigterm_hands_back_at_once(
             js, poller = bus.js, bus.poller
             beats = await _beats(bus.nc)
             await publish_task(js, "w1", {"task_id": "u1", "instructions": directive(sleep=60)})
-            [a] = await _started(work, 1)
+            [a] = await started(work, 1)
             poller.signal(signal.SIGTERM)
             assert await wait_until(lambda: any(b["draining"] for b in beats), 5)
             t0 = time.monotonic()

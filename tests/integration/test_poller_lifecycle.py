@@ -24,15 +24,11 @@ from tests.support.poller_harness import (
     running_poller,
     setup_bus,
     standin_records,
+    started,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
-
-
-async def _started(work: Path, n: int, timeout: float = 10) -> list[dict[str, Any]]:
-    assert await wait_until(lambda: len(standin_records(work, "start")) >= n, timeout)
-    return standin_records(work, "start")
 
 
 def test_sigkill_mid_task_then_restart_runs_it_once(server: NatsServer, work: Path) -> None:
@@ -40,7 +36,7 @@ def test_sigkill_mid_task_then_restart_runs_it_once(server: NatsServer, work: Pa
         async with running_poller(server.url, work) as bus:
             js, poller = bus.js, bus.poller
             await publish_task(js, "w1", {"task_id": "k1", "instructions": directive(sleep=3)})
-            [first] = await _started(work, 1)
+            [first] = await started(work, 1)
             poller.signal(signal.SIGKILL)
             poller.wait(5)
             assert alive(first["pid"])  # the orphaned CLI is still running...
@@ -71,7 +67,7 @@ def test_sigstop_mid_task_is_delivered_again(server: NatsServer, work: Path) -> 
         async with running_poller(server.url, work) as bus:
             js, poller = bus.js, bus.poller
             await publish_task(js, "w1", {"task_id": "s1", "instructions": directive(sleep=10)})
-            await _started(work, 1)
+            await started(work, 1)
             await asyncio.sleep(2.5)  # longer than ack_wait: in_progress kept it ours
             poller.signal(signal.SIGSTOP)
             t0 = time.monotonic()
@@ -102,7 +98,7 @@ def test_server_restart_while_idle_and_while_running(server: NatsServer, work: P
 
             assert await wait_until(lambda: count(1), 15), poller.events()[-5:]
             await publish_task(js, "w1", {"task_id": "r2", "instructions": directive(sleep=4)})
-            await _started(work, 2)
+            await started(work, 2)
             await nc.close()
             server.restart()  # while the task runs
             nc = await nats.connect(server.url)
@@ -128,7 +124,7 @@ def test_sigterm_lets_the_task_finish_then_exits_0(server: NatsServer, work: Pat
             js, poller = bus.js, bus.poller
             await publish_task(js, "w1", {"task_id": "g1", "instructions": directive(sleep=2)})
             await publish_task(js, "w1", {"task_id": "g2", "instructions": "queued"})
-            await _started(work, 1)
+            await started(work, 1)
             poller.signal(signal.SIGTERM)
             assert poller.wait(10) == 0
             [r] = await results(js)
@@ -150,7 +146,7 @@ def test_sigterm_past_grace_naks_and_the_next_poller_runs_it(
             js, poller = bus.js, bus.poller
             task = {"task_id": "n1", "instructions": directive(sleep_first_run=60)}
             await publish_task(js, "w1", task)
-            [first] = await _started(work, 1)
+            [first] = await started(work, 1)
             t0 = time.monotonic()
             poller.signal(signal.SIGTERM)
             assert poller.wait(10) == 0
