@@ -19,21 +19,15 @@ from fleetctl.reconcile import jetstream
 from fleetctl.reconcile.desired.state import BusState
 from fleetctl.reconcile.plan.bus import diff_bus
 from fleetctl.reconcile.plan.selection import Selection
-from poller import config
 from poller.budget import Budget, Limits, today
-from poller.lease import Lease, Leases
+from poller.lease import Lease
 from tests.support.example import example_fleet
 from tests.support.nscfleet import Conn, Fleet, connect, create_resources, fleet_server, make_fleet
-from tests.support.poller_harness import poller_env
+from tests.support.poller_harness import worker_leases
 
 pytestmark = pytest.mark.integration
 
 ROLLUPS = ("all", "sub")
-
-
-def _leases(worker_id: str, conn: Conn, tmp_path: Path) -> Leases:
-    cfg = config.load(poller_env("nats://127.0.0.1:1", worker_id, tmp_path))
-    return Leases(cfg, conn.nc.jetstream(), ttl=30, holder=f"poller-of-{worker_id}")
 
 
 def _budget(fleet: Fleet, worker_id: str, conn: Conn) -> Budget:
@@ -76,7 +70,8 @@ async def _rollups_refused(tmp_path: Path) -> None:
             connect(srv.url, fleet.workers["w2"], n.inbox_prefix("w2")) as w2,
         ):
             await create_resources(fleet, admin)
-            mine, theirs = _leases("w1", w1, tmp_path), _leases("w2", w2, tmp_path)
+            mine = worker_leases("w1", w1.nc.jetstream(), tmp_path)
+            theirs = worker_leases("w2", w2.nc.jetstream(), tmp_path)
             my_lease, their_lease = await mine.take("t1", 3), await theirs.take("t1", 7)
             assert isinstance(my_lease, Lease) and isinstance(their_lease, Lease)
             await _budget(fleet, "w1", w1).add(0.25)

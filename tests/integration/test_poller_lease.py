@@ -21,12 +21,10 @@ import nats.errors
 import pytest
 
 from fleetctl.identity import natsaccess as na
-from poller import config
-from poller.lease import Held, Lease, Leases
+from poller.lease import Held, Lease
 from tests.support.natsserver import NatsServer
 from tests.support.nscfleet import (
     DENIED_TIMEOUT,
-    Conn,
     connect,
     create_resources,
     fleet_server,
@@ -44,6 +42,7 @@ from tests.support.poller_harness import (
     setup_bus,
     standin_records,
     wait_until,
+    worker_leases,
 )
 
 pytestmark = pytest.mark.integration
@@ -222,11 +221,6 @@ def test_a_worker_holds_only_its_own_leases(tmp_path: Path) -> None:
     asyncio.run(_own_leases_only(tmp_path))
 
 
-def _leases_of(worker_id: str, conn: Conn, tmp_path: Path) -> Leases:
-    cfg = config.load(poller_env("nats://127.0.0.1:1", worker_id, tmp_path))
-    return Leases(cfg, conn.nc.jetstream(), ttl=30, holder=f"poller-of-{worker_id}")
-
-
 async def _own_leases_only(tmp_path: Path) -> None:
     fleet = make_fleet(tmp_path)
     n = fleet.names
@@ -237,7 +231,8 @@ async def _own_leases_only(tmp_path: Path) -> None:
             connect(srv.url, fleet.workers["w2"], n.inbox_prefix("w2")) as w2,
         ):
             await create_resources(fleet, admin)
-            mine, theirs = _leases_of("w1", w1, tmp_path), _leases_of("w2", w2, tmp_path)
+            mine = worker_leases("w1", w1.nc.jetstream(), tmp_path)
+            theirs = worker_leases("w2", w2.nc.jetstream(), tmp_path)
             their_lease = await theirs.take("t1", 7)
             my_lease = await mine.take("t1", 3)
             assert isinstance(their_lease, Lease) and isinstance(my_lease, Lease)

@@ -25,6 +25,8 @@ from nats.js.api import ConsumerConfig, StreamConfig
 
 from fleetctl.bus import resources as natsresources
 from fleetctl.config.schema import NatsSettings
+from poller import config
+from poller.lease import Leases
 from tests.support.natsserver import NatsServer
 
 STANDIN = Path(__file__).parent / "standin_cli"
@@ -188,6 +190,13 @@ async def started(work: Path, n: int, timeout: float = 10) -> list[dict[str, Any
     """The stand-in's start records once `n` runs have started (asserted within `timeout`)."""
     assert await wait_until(lambda: len(standin_records(work, "start")) >= n, timeout)
     return standin_records(work, "start")
+
+
+def worker_leases(worker_id: str, js: Any, state: Path) -> Leases:
+    """A worker's task leases as its poller keeps them (state dir `state`), on `js`: its
+    own connection, so the server's permissions apply."""
+    cfg = config.load(poller_env("nats://127.0.0.1:1", worker_id, state))
+    return Leases(cfg, js, ttl=30, holder=f"poller-of-{worker_id}")
 
 
 def directive(**ask: Any) -> str:
