@@ -60,6 +60,21 @@ def _status(msg: Any) -> str | None:
     return headers.get("Status") if headers else None
 
 
+async def give_back(msg: Any, log: Logger | None, why: str) -> None:
+    """Nak a task this puller received but the worker will not run (it stops, or has no
+    slot for it): delivered again at once, to whoever asks next. Logged with the task's id
+    (when its body names one): that later delivery is not its first, and a reader of the
+    logs can tell it was never run here."""
+    with contextlib.suppress(Exception):
+        await msg.nak()
+    if log is not None:
+        task_id = None
+        with contextlib.suppress(Exception):
+            body = json.loads(msg.data)
+            task_id = str(body.get("task_id"))[:200] if isinstance(body, dict) else None
+        log.info("task_given_back_unrun", task_id=task_id, why=why)
+
+
 def _from_consumer(msg: Any, stream: str, consumer: str) -> bool:
     """Delivered by JetStream from this stream's consumer (its `$JS.ACK` reply says so)?"""
     try:
@@ -190,8 +205,7 @@ class Puller:
         while not self._arrived.empty():
             msg = self._arrived.get_nowait()
             if _status(msg) is None:
-                with contextlib.suppress(Exception):
-                    await msg.nak()
+                await give_back(msg, self._log, "arrived as the pull stopped")
 
 
 class Pullers:
@@ -208,6 +222,7 @@ class Pullers:
         self, nc: Any, stream: str, consumers: list[str], log: Logger | None = None
     ) -> None:
         self._pullers = [Puller(nc, stream, c, log) for c in consumers]
+        self._log = log
         self._open: set[int] = set()
 
     @property
@@ -253,8 +268,7 @@ class Pullers:
                 got = msg
                 continue
             if msg is not None:
-                with contextlib.suppress(Exception):
-                    await msg.nak()
+                await give_back(msg, self._log, "arrived as another queue's task was taken")
             # A request may still wait at the server: withdraw it.
             await self._pullers[i].close()
             self._open.discard(i)

@@ -4,6 +4,8 @@ nothing handed over around a stop or a lost request waits for ack_wait."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import signal
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import nats
 import pytest
 
+from poller.logs import Logger
 from poller.pull import Puller, PullError
 from tests.support.natsserver import NatsServer
 from tests.support.poller_harness import publish_task, run, running_poller, setup_bus
@@ -70,10 +73,10 @@ def test_an_idle_poller_asks_once_and_sigterm_ends_its_wait_at_once(
     run(go())
 
 
-async def _puller(url: str) -> tuple[Any, Any, Puller]:
+async def _puller(url: str, log: Logger | None = None) -> tuple[Any, Any, Puller]:
     await setup_bus(url, "w1", ack_wait=ACK_WAIT)
     nc = await nats.connect(url, inbox_prefix="_INBOX_w1")
-    puller = Puller(nc, "AF_TASKS", "worker-w1")
+    puller = Puller(nc, "AF_TASKS", "worker-w1", log)
     await puller.start()
     return nc, nc.jetstream(), puller
 
@@ -90,8 +93,10 @@ async def _asked(puller: Puller) -> None:
 def test_a_task_handed_over_as_the_puller_closes_is_given_back_at_once(
     server: NatsServer,
 ) -> None:
+    logged = io.StringIO()
+
     async def go() -> None:
-        nc, js, puller = await _puller(server.url)
+        nc, js, puller = await _puller(server.url, Logger(stream=logged))
         await _asked(puller)
         await publish_task(js, "w1", {"task_id": "in-flight", "instructions": "x"})
         await asyncio.sleep(0.3)  # delivered to the puller, which nobody asks for it now
@@ -102,6 +107,9 @@ def test_a_task_handed_over_as_the_puller_closes_is_given_back_at_once(
         await nc.close()
 
     run(go())
+    # Said, with its task id: its next delivery is its second, though it never ran.
+    events = [json.loads(line) for line in logged.getvalue().splitlines()]
+    assert [(e["event"], e["task_id"]) for e in events] == [("task_given_back_unrun", "in-flight")]
 
 
 def test_a_task_nobody_asked_for_is_given_back_and_the_asked_one_returned(
