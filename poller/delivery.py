@@ -477,7 +477,11 @@ class Delivery:
         if not await self._store(task.task_id, result.encode(), self.cfg.result_store_retry):
             return Retry("cannot store the result")
         self.stats.count(result.status)
-        self.log.info(
+        # A task that did not complete is worth a look: a warning, with why.
+        level = "info" if result.status == "completed" else "warning"
+        extra = {} if result.error is None else {"reason": result.error}
+        self.log.log(
+            level,
             "task_done",
             task_id=task.task_id,
             status=result.status,
@@ -485,6 +489,7 @@ class Delivery:
             duration_s=result.duration_s,
             output_bytes=result.output_bytes,
             attempt=held.attempt,
+            **extra,
         )
         return DONE
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from poller.messages import Delivered, Result, Task
 from poller.runner import RunOutcome
 
 DEAD_TASK_KEEP = 512 * 1024  # the original task is embedded in a dead letter up to this size
+REASON_STDERR_CHARS = 300  # the last stderr line quoted in a failure's `error`
 
 
 def iso(t: float) -> str:
@@ -93,10 +95,14 @@ def ran(
     base = _base(cfg, host, task.task_id, attempt, status, out.started, out.ended, out.duration)
     return replace(
         _of_task(base, cfg, task),
+        error=(
+            failure(status, out, parsed.is_error, stderr)
+            if out.stalled is None
+            else stall_reason(out.stalled)
+        ),
         exit_code=out.returncode,
         output=parsed.output,
         output_truncated=out.stdout_truncated and final is None,
-        error=None if out.stalled is None else stall_reason(out.stalled),
         output_bytes=out.stdout_bytes,
         stderr_tail=stderr,
         usage=parsed.usage,
@@ -118,6 +124,36 @@ def duration(seconds: float) -> str:
     h, rest = divmod(whole, 3600)
     m, s = divmod(rest, 60)
     return "".join(f"{n}{unit}" for n, unit in ((h, "h"), (m, "m"), (s, "s")) if n) or "0s"
+
+
+def failure(status: str, out: RunOutcome, reported_error: bool, stderr: str) -> str | None:
+    """Why a CLI's run did not complete, in one line: how it ended, then the last line it
+    wrote on stderr (most CLIs say what went wrong there). None when it completed."""
+    if status == "completed":
+        return None
+    if status == "timeout":
+        limit = f" of {out.time_limit:g}s" if out.time_limit is not None else ""
+        why = f"timed out: stopped at its time limit{limit}"
+    elif out.returncode is not None and out.returncode < 0:
+        why = f"killed by signal {_signal_name(-out.returncode)}"
+    elif out.returncode:
+        why = f"exited with code {out.returncode}"
+    elif reported_error:
+        why = "the CLI reported an error (see its output)"
+    else:
+        why = "failed"
+    last = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "")
+    if last:
+        cut = len(last) > REASON_STDERR_CHARS
+        why += ": " + (last[: REASON_STDERR_CHARS - 3] + "..." if cut else last)
+    return why
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{number} ({signal.Signals(number).name})"
+    except ValueError:
+        return str(number)
 
 
 def unread(cfg: Config, host: str, task: Task, out: RunOutcome, attempt: int, error: str) -> Result:

@@ -50,6 +50,7 @@ class RunOutcome:
     duration: float
     # The stall timeout that ended it (no output on stdout or stderr for that long), if any.
     stalled: float | None = None
+    time_limit: float | None = None  # the timeout it ran under (seconds)
 
     @property
     def stdout_truncated(self) -> bool:
@@ -356,4 +357,5 @@ async def run(
         ended=ended_at,
         duration=time.monotonic() - t0,
         stalled=stalled,
+        time_limit=timeout,
     )

@@ -23,6 +23,9 @@ MAX_TASK_BYTES = TASK_MAX_BYTES - 1024
 # without a result, or its dead letter was purged).
 FINAL = ("completed", "failed", "timeout", "rejected", "dead-lettered", "lost")
 PENDING = ("queued", "running")
+# The most of a result's `stderr_tail` shown or printed (the poller keeps its last 8 KiB; a
+# result is written by whoever holds the worker's creds, so it is bounded here as well).
+STDERR_SHOWN = 8 * 1024
 
 
 class TaskError(ValueError):
@@ -122,13 +125,39 @@ class Result:
     def get(self, key: str) -> Any:
         return self.body.get(key)
 
+    @property
+    def reason(self) -> str | None:
+        """Why it did not complete: the result's `error` (the poller's reason; a dead
+        letter's or a lost copy's `reason`), else what its exit code says; None for a
+        completed result and a copy still queued or running."""
+        if self.status in PENDING:
+            return None
+        if self.status == "completed":  # an `error` here is the poller's, after the CLI ran
+            return str(self.body["error"]) if self.body.get("error") else None
+        for key in ("error", "reason"):
+            said = self.body.get(key)
+            if said:
+                return str(said)
+        code = self.body.get("exit_code")
+        if self.status == "timeout":
+            return "timed out: stopped at its time limit"
+        if self.status == "failed" and isinstance(code, int) and not isinstance(code, bool):
+            return f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return None
+
+    @property
+    def stderr_tail(self) -> str:
+        """The end of what the CLI wrote on stderr, at most STDERR_SHOWN characters."""
+        tail = self.body.get("stderr_tail")
+        return tail[-STDERR_SHOWN:] if isinstance(tail, str) else ""
+
     def as_json(self) -> dict[str, Any]:
         """The `results[]` entry of `results --json` and `task send --wait --json`."""
         keys = ("output", "exit_code", "duration_s", "model", "host", "attempt", "usage")
         out: dict[str, Any] = {"worker_id": self.worker_id, "status": self.status}
         out |= {k: self.body.get(k) for k in keys}
         out["cost_usd"] = self.body.get("cost_usd")
-        for extra in ("llm", "backend", "labels", "code", "error", "output_truncated"):
+        for extra in ("llm", "backend", "labels", "code", "output_truncated"):
             if extra in self.body:
                 out[extra] = self.body[extra]
         if self.body.get("reason"):  # a dead letter
@@ -136,6 +165,8 @@ class Result:
         for now in ("activity", "paused"):  # running / queued, from the worker's heartbeat
             if self.body.get(now):
                 out[now] = self.body[now]
+        out["error"] = self.reason
+        out["stderr_tail"] = self.stderr_tail
         out["unsolicited"] = self.unsolicited
         out["judgment"] = dict(self.judgment) if self.judgment is not None else None
         return out

@@ -17,6 +17,7 @@ from fleetctl.tasks.activity import describe, pause_text
 from fleetctl.tasks.messages import Result
 
 TRIM_LINES = 20  # output lines shown per worker unless --full
+STDERR_LINES = 5  # stderr lines shown for a run that did not complete, unless --full
 MIN_COLUMN = 38  # narrower than this per worker: stack instead
 MAX_COLUMN = 64
 STYLES = {"completed": "green", "failed": "red", "timeout": "red", "rejected": "red"}
@@ -67,8 +68,8 @@ def facts(r: Result) -> list[tuple[str, str]]:
         ("cost", f"${cost:.4f}" if isinstance(cost, int | float) else "-"),
         ("exit code", "-" if b.get("exit_code") is None else str(b.get("exit_code"))),
     ]
-    if b.get("error") or b.get("reason"):
-        rows.append(("error", str(b.get("error") or b.get("reason"))))
+    if r.reason is not None:
+        rows.append(("error", r.reason))
     code = b.get("code")
     if isinstance(code, dict):
         rows += code_facts(code)
@@ -122,7 +123,27 @@ def _output(r: Result, full: bool) -> Text:
         lines = [*lines[:TRIM_LINES], f"... {more} more lines (--full shows them)"]
     if r.body.get("output_truncated"):
         lines.append(f"[cut by the worker at {r.body.get('output_bytes')} bytes]")
-    return Text("\n".join(lines))  # plain Text: nothing from a worker is read as markup
+    shown = Text("\n".join(lines))  # plain Text: nothing from a worker is read as markup
+    stderr = _stderr(r, full)
+    if stderr.plain:
+        shown.append("\n" if shown.plain else "").append_text(stderr)
+    return shown
+
+
+def _stderr(r: Result, full: bool) -> Text:
+    """What the CLI wrote on stderr, for a run that did not complete (where the reason
+    usually is): its last STDERR_LINES lines, or all the poller kept with --full."""
+    if r.ok or not r.final:
+        return Text()
+    lines = r.stderr_tail.rstrip("\n").splitlines()
+    if not lines:
+        return Text()
+    if full or len(lines) <= STDERR_LINES:
+        head = "stderr:"
+    else:
+        head = f"stderr, last {STDERR_LINES} of {len(lines)} lines (--full shows them):"
+        lines = lines[-STDERR_LINES:]
+    return Text(head + "\n", "bold").append("\n".join(lines))
 
 
 def _title(r: Result) -> Text:
@@ -134,14 +155,19 @@ def _title(r: Result) -> Text:
 
 
 def _cell(r: Result, full: bool) -> RenderableType:
-    head = Text()
+    """The facts, each value wrapped under itself (a long error is never cut at the
+    edge), a blank line, then the output."""
+    head = Table.grid(padding=(0, 1))
+    head.add_column(style="bold", no_wrap=True, min_width=9)
+    head.add_column(overflow="fold")
     for label, value in facts(r):
         first = value.split(" ")[0]
-        style = STYLES.get(first, "") if label in ("status", "check", "setup") else ""
+        style = STYLES.get(first, "") if label in ("status", "check", "setup", "error") else ""
         style = "bold red" if label == "sent to" else style
-        head.append(f"{label:<9} ", "bold")
-        head.append(value + "\n", style)
-    return Group(head, _output(r, full))
+        head.add_row(label, Text(value, style, no_wrap=False, overflow="fold"))
+    body = _output(r, full)
+    body.no_wrap, body.overflow = False, "fold"
+    return Group(head, Text(""), body)
 
 
 def side_by_side(

@@ -106,6 +106,25 @@ def test_the_status_of_a_run() -> None:
     assert status(outcome(json.dumps(error).encode())) == "failed"
 
 
+def test_a_run_that_did_not_complete_says_why_with_its_last_stderr_line() -> None:
+    def error(out: RunOutcome) -> str | None:
+        return records.ran(CFG, "h", TASK, out, 1).error
+
+    def run(code: int | None, stderr: bytes, timed_out: bool = False) -> RunOutcome:
+        return RunOutcome(code, timed_out, b"", 0, stderr, T0, T0 + 1, 1.0, time_limit=30.0)
+
+    assert error(run(0, b"warn\n")) is None
+    assert error(run(3, b"starting\nboom: something broke\n\n")) == (
+        "exited with code 3: boom: something broke"
+    )
+    assert error(run(-9, b"")) == "killed by signal 9 (SIGKILL)"
+    assert error(run(None, b"", timed_out=True)) == "timed out: stopped at its time limit of 30s"
+    reported = json.dumps(json.loads(OUTPUT) | {"is_error": True}).encode()
+    assert error(outcome(reported)) == "the CLI reported an error (see its output): warn"
+    long = records.ran(CFG, "h", TASK, run(1, b"x" * 1000), 1).error
+    assert long is not None and long.endswith("...") and len(long) < 340
+
+
 def test_an_unread_run_keeps_only_what_the_poller_knows() -> None:
     r = records.unread(CFG, "host-a", TASK, outcome(code=3), 1, "poller error: X").to_dict()
     assert r == {
