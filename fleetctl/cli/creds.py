@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from fleetctl.cli.context import AppContext, fail, pass_app
+from fleetctl.cli.groups import SuggestingGroup
 from fleetctl.cli.options import json_option, one_worker_option, server_option
 from fleetctl.config.model import Fleet
 from fleetctl.config.pydantic_errors import did_you_mean
@@ -40,7 +41,7 @@ def _say(message: str) -> None:
     err().print(message, markup=False)
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def creds() -> None:
     """Issue, revoke, rotate, list and back up the workers' NATS credentials."""
 

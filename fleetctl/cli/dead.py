@@ -10,12 +10,13 @@ from rich.text import Text
 
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
+from fleetctl.cli.groups import SuggestingGroup
 from fleetctl.cli.options import bus_options, json_option, to_option
 from fleetctl.tasks.reach import BusOptions
 from fleetctl.ui.terminal import out
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def dead() -> None:
     """Tasks a worker gave up on (rejected, or out of deliveries), with the reason."""
 

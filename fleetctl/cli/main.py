@@ -14,6 +14,7 @@ import click
 from fleetctl import __version__
 from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.cli.context import AppContext, fail
+from fleetctl.cli.groups import SuggestingGroup
 from fleetctl.errors import LocalFileError
 from nsc.errors import NscError
 
@@ -68,7 +69,7 @@ def _errors_exit_1() -> Iterator[None]:
         fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
 
 
-class _LazyGroup(click.Group):
+class _LazyGroup(SuggestingGroup):
     """A group whose commands are imported by name when first asked for (click's own
     pattern for large CLIs); listing them for `--help` imports them all.
 

@@ -10,6 +10,7 @@ import click
 
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
+from fleetctl.cli.groups import SuggestingGroup
 from fleetctl.cli.options import bus_options, json_option, to_option
 from fleetctl.cli.params import duration
 from fleetctl.tasks import code, targets
@@ -19,7 +20,7 @@ from fleetctl.tasks.reach import BusOptions
 from fleetctl.ui.terminal import err, out
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def task() -> None:
     """Send tasks to the fleet's workers."""
 

@@ -11,9 +11,10 @@ import click
 
 from fleetctl.artifacts import hostpython, wheelcache
 from fleetctl.cli.context import fail
+from fleetctl.cli.groups import SuggestingGroup
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def wheelhouse() -> None:
     """The poller's offline install set."""
 

@@ -306,12 +306,15 @@ _cli_version = _matching(
 
 
 def parse_duration(value: object) -> int:
-    """'90s', '5m', '1h30m', '7d' or a number of seconds, as whole seconds."""
+    """'90s', '5m', '1h30m', '7d' or a number of seconds (`90`, or `'90'` as an option or a
+    quoted YAML value gives it), as whole seconds."""
     if isinstance(value, bool):
         raise BadValue(f"expected a duration, got {value!r}", "write it like 60s, 5m, 2h or 7d")
     seconds: int | None = None
     if isinstance(value, int):
         seconds = value
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        seconds = int(value.strip())
     elif isinstance(value, str):
         match = _DURATION.fullmatch(value.strip())
         if match and any(match.groups()):

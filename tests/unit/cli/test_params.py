@@ -11,6 +11,8 @@ def test_a_duration_is_seconds_and_an_absent_one_is_none() -> None:
     assert duration("1h30m", "--since") == 5400.0
     assert duration("2d", "--timeout") == 172800.0
     assert duration(None, "--since") is None
+    assert duration("5", "--timeout") == 5.0  # bare seconds, as fleet.yaml takes them
+    assert duration(" 90 ", "--wait-timeout") == 90.0
 
 
 @pytest.mark.parametrize(
