@@ -12,6 +12,7 @@ In this order:
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,6 +82,39 @@ def reach_as(
     yield from _through_broker(fleet, options, users)
 
 
+# The address blocks reserved for documentation (RFC 5737, RFC 3849): the example
+# servers.yaml's broker is 192.0.2.10. No host answers there, so SSH would only time out.
+EXAMPLE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
+def is_example_address(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in EXAMPLE_NETWORKS)
+
+
+def _example_brokers(fleet: Fleet) -> str | None:
+    """Why SSH is not even tried: no local fleet runs, and every broker servers.yaml names
+    is at an example address (the README's servers.yaml, not yet edited)."""
+    addresses = [b.address for b in fleet.brokers]
+    if not addresses or not all(is_example_address(a) for a in addresses):
+        return None
+    which = (
+        f"broker {addresses[0]} is the example address"
+        if len(addresses) == 1
+        else f"brokers {', '.join(addresses)} are example addresses"
+    )
+    return (
+        f"no local fleet is running here (fleetctl up); servers.yaml's {which} "
+        "(put your broker's address there, or pass --server URL)"
+    )
+
+
 def _through_broker(
     fleet: Fleet, options: BusOptions, users: tuple[str, ...]
 ) -> Iterator[dict[str, Endpoint]]:
@@ -91,6 +125,9 @@ def _through_broker(
     from fleetctl.reconcile import sessions
     from fleetctl.transport.base import TransportError
 
+    example = _example_brokers(fleet)
+    if example is not None:
+        raise BusError(example)
     who = {u: identity(fleet, u) for u in users}
     failed = []
     for broker in fleet.brokers:  # any of the bus's hosts will do: the first that answers

@@ -6,6 +6,7 @@ down: on a cluster, the next broker is tried)."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 from collections.abc import Iterator
@@ -14,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from fleetctl.bus.client import BusError
-from fleetctl.config.model import Host
+from fleetctl.config.model import Fleet, Host
 from fleetctl.identity.natsaccess import ADMIN_USER, PUBLISHER_USER
 from fleetctl.reconcile import sessions
 from fleetctl.tasks.reach import BusOptions, reach, reach_as
 from fleetctl.transport.base import TransportError
-from tests.support.example import cluster_fleet
+from tests.support.example import cluster_fleet, example_fleet
 from tests.support.fakehosts import FakeHost, Log
 from tests.support.natsserver import free_port
 
@@ -48,6 +49,15 @@ def greeting() -> Iterator[int]:
     server.close()
 
 
+def on_real_addresses(fleet: Fleet) -> Fleet:
+    """The fleet with its hosts at addresses of a real network (at an example address, no
+    broker is even tried)."""
+    hosts = tuple(
+        dataclasses.replace(h, address=f"10.213.0.{10 + i}") for i, h in enumerate(fleet.hosts)
+    )
+    return dataclasses.replace(fleet, hosts=hosts)
+
+
 def stand_in(monkeypatch: pytest.MonkeyPatch, refused: set[str], ports: dict[str, int]) -> Log:
     log = Log()
 
@@ -65,7 +75,9 @@ def test_the_first_broker_unreachable_the_forward_goes_through_the_second(
 ) -> None:
     ports = dict.fromkeys(("broker-1", "broker-2", "broker-3"), greeting)
     log = stand_in(monkeypatch, refused={"broker-1"}, ports=ports)
-    with reach(cluster_fleet(), tmp_path / "fleet.yaml", BusOptions()) as endpoint:
+    with reach(
+        on_real_addresses(cluster_fleet()), tmp_path / "fleet.yaml", BusOptions()
+    ) as endpoint:
         assert endpoint.url == f"nats://127.0.0.1:{greeting}"
     assert log.ops == [("broker-2", "forward", "127.0.0.1:4222")]
 
@@ -77,7 +89,9 @@ def test_a_broker_whose_nats_server_is_down_is_passed_over_for_the_next(
     ports = {"broker-1": free_port(), "broker-2": greeting, "broker-3": greeting}
     log = stand_in(monkeypatch, refused=set(), ports=ports)
     users = (ADMIN_USER, PUBLISHER_USER)
-    with reach_as(cluster_fleet(), tmp_path / "fleet.yaml", BusOptions(), users) as endpoints:
+    with reach_as(
+        on_real_addresses(cluster_fleet()), tmp_path / "fleet.yaml", BusOptions(), users
+    ) as endpoints:
         assert endpoints[ADMIN_USER].url == f"nats://127.0.0.1:{greeting}"
     assert [op for op in log.ops if op[1] == "forward"] == [
         ("broker-1", "forward", "127.0.0.1:4222"),
@@ -91,7 +105,7 @@ def test_no_broker_answering_says_so_for_each(
     stand_in(monkeypatch, refused={"broker-1", "broker-2"}, ports={"broker-3": free_port()})
     with (
         pytest.raises(BusError) as e,
-        reach(cluster_fleet(), tmp_path / "fleet.yaml", BusOptions()),
+        reach(on_real_addresses(cluster_fleet()), tmp_path / "fleet.yaml", BusOptions()),
     ):
         pass
     assert str(e.value) == (
@@ -99,3 +113,19 @@ def test_no_broker_answering_says_so_for_each(
         "cannot reach the broker broker-2 over SSH: broker-2: connection refused; "
         "nats-server on the broker broker-3 does not answer"
     )
+
+
+def test_an_example_broker_address_is_not_tried_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log = stand_in(monkeypatch, refused=set(), ports={})
+    with (
+        pytest.raises(BusError) as e,
+        reach(example_fleet(), tmp_path / "fleet.yaml", BusOptions()),
+    ):
+        pass
+    assert str(e.value) == (
+        "no local fleet is running here (fleetctl up); servers.yaml's broker 192.0.2.10 is "
+        "the example address (put your broker's address there, or pass --server URL)"
+    )
+    assert log.ops == []  # no SSH connection was even tried
