@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -13,11 +12,12 @@ import click
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options, json_option, watch_option
-from fleetctl.cli.task import show
+from fleetctl.cli.task import show, stopped_waiting
 from fleetctl.tasks import changes
 from fleetctl.tasks.client import Answers, Client, NoSuchTask
 from fleetctl.tasks.messages import Result, TaskError, check_task_id
 from fleetctl.tasks.reach import BusOptions
+from fleetctl.tasks.record import Sent
 from fleetctl.ui.terminal import err, out
 
 WATCH_EVERY = 0.5
@@ -28,14 +28,6 @@ def _answers(client: Client, task_id: str) -> Answers:
         return client.answers(task_id)
     except NoSuchTask as e:
         fail(str(e))
-
-
-def _watched(r: Result) -> str:
-    """The state `--watch` prints a line for when it changes: the status, and what a running
-    target is doing (its turn, tool, tokens) or why a queued one waits (not its seconds)."""
-    from fleetctl.ui.results_view import state
-
-    return state(replace(r, elapsed_s=None))
 
 
 @click.command()
@@ -84,7 +76,11 @@ def results(
     """Each target's result of TASK_ID (status, model, host, attempt, duration, tokens,
     cost, exit code and output, and for a task on a repository its diffstat, check and
     branch; one column per worker), from the task's record; an answer from a worker the task
-    was not sent to is marked unsolicited. Exit 1 for an unknown id."""
+    was not sent to is marked unsolicited. Exit 1 for an unknown id.
+
+    --watch: each target's state as it changes, as `task send --wait` shows it, then the
+    results; it exits as --wait does (0 only when every target completed). Ctrl-C stops
+    the watching, not the task (exit 130)."""
     try:
         check_task_id(task_id)
     except TaskError as e:
@@ -93,18 +89,10 @@ def results(
     with task_client(app, bus) as client:
         answers = _answers(client, task_id)
         if watch:
-            client.follow_activity()
-            seen = {r.worker_id: _watched(r) for r in answers.results}
             try:
-                while any(not r.final for r in answers.results):
-                    time.sleep(WATCH_EVERY)
-                    answers = _answers(client, task_id)
-                    for r in answers.results:
-                        if seen.get(r.worker_id) != _watched(r):
-                            seen[r.worker_id] = _watched(r)
-                            err().print(f"{r.worker_id}: {_watched(r)}", markup=False)
+                answers = _watch(client, answers, quiet=as_json)
             except KeyboardInterrupt:
-                pass
+                stopped_waiting(app, task_id)
     found = answers.results
     if patch_of is not None or apply_of is not None or (outputs_diff and workers):
         _change_views(app, found, workers, patch_of, apply_of, to_dir)
@@ -127,6 +115,35 @@ def results(
             diff(out(), found)
     else:
         show(task_id, found, as_json=False, full=full)
+    if watch:
+        _exit_as_wait_does(found)
+
+
+def _exit_as_wait_does(found: list[Result]) -> None:
+    """`--watch` ends as `task send --wait` does: 0 only when every target completed (an
+    unsolicited answer is not a target)."""
+    targets = [r for r in found if r.unsolicited is not True]
+    sys.exit(0 if targets and all(r.ok for r in targets) else 1)
+
+
+def _watch(client: Client, answers: Answers, *, quiet: bool) -> Answers:
+    """Until every target has a result (or was dead-lettered, or is lost), each target's
+    state as it changes, as `task send --wait` shows it; then the task's answers again."""
+    from fleetctl.ui.results_view import Progress
+
+    task_id = answers.task_id
+    with Progress(err(), enabled=not quiet) as progress:
+        progress.update(answers.results)
+        if answers.record is not None:  # follow its targets, as --wait follows a send
+            sent = Sent(task_id, answers.record.targets)
+            client.wait(sent, None, progress.update)
+            return _answers(client, task_id)
+        client.follow_activity()  # what a running target does, as --wait shows it
+        while any(not r.final for r in answers.results):  # no record: look again and again
+            time.sleep(WATCH_EVERY)
+            answers = _answers(client, task_id)
+            progress.update(answers.results)
+    return answers
 
 
 def _check_views(

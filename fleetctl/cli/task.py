@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -159,9 +162,34 @@ def send(
                 for t in sent.targets:
                     out().print(f"sent {sent.task_id} to {t.key}", markup=False)
             return
-        results = follow(client, sent, wait_for, quiet=as_json)
+        try:
+            results = follow(client, sent, wait_for, quiet=as_json)
+        except KeyboardInterrupt:
+            stopped_waiting(app, sent.task_id)
     show(sent.task_id, results, as_json=as_json)
     sys.exit(0 if results and all(r.ok for r in results) else 1)
+
+
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
+def stopped_waiting(app: AppContext, task_id: str) -> NoReturn:
+    """Ctrl-C while waiting: only the waiting stops. Say so, and how to follow the task
+    or cancel it; exit 130."""
+    fleet = "" if _default_fleet(app) else f" -f {shlex.quote(str(app.fleet_path))}"
+    err().print(
+        f"\nStopped waiting: {task_id} runs on (nothing was cancelled).\n"
+        f"  results  fleetctl{fleet} results {task_id} --watch\n"
+        f"  cancel   fleetctl{fleet} task cancel {task_id}",
+        markup=False,
+        highlight=False,
+    )
+    sys.exit(INTERRUPTED)
+
+
+def _default_fleet(app: AppContext) -> bool:
+    """Would a command run here find the same fleet file without -f?"""
+    return bool(os.environ.get("FLEETCTL_FLEET")) or app.fleet_path == Path("fleet.yaml")
 
 
 def follow(client: Client, sent: Sent, timeout: float | None, *, quiet: bool) -> list[Result]:

@@ -264,13 +264,14 @@ class Progress:
     """`task send --wait`: each target's state as it changes. A live table on a terminal;
     one line per change otherwise (logs, tests, the README)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, enabled: bool = True) -> None:
         self.console = console
+        self.enabled = enabled  # off: shows nothing (--json)
         self._seen: dict[str, str] = {}
         self._live: Any = None
 
     def __enter__(self) -> Progress:
-        if self.console.is_terminal:
+        if self.enabled and self.console.is_terminal:
             from rich.live import Live
 
             self._live = Live(Text(""), console=self.console, transient=True)
@@ -282,6 +283,8 @@ class Progress:
             self._live.__exit__(None, None, None)
 
     def update(self, results: list[Result]) -> None:
+        if not self.enabled:
+            return
         if self._live is not None:
             table = Table.grid(padding=(0, 2))
             for r in results:
