@@ -16,6 +16,7 @@ from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.groups import SuggestingGroup
 from fleetctl.cli.options import bus_options, json_option, to_option
 from fleetctl.cli.params import duration
+from fleetctl.cli.running import describe, not_running
 from fleetctl.tasks import code, targets
 from fleetctl.tasks.client import Client, Sent
 from fleetctl.tasks.messages import Result, TaskError, check_task_id, results_json
@@ -80,6 +81,11 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 )
 @click.option("--wait", is_flag=True, help="Follow the targets, then show the results.")
 @click.option("--wait-timeout", metavar="DURATION", help="With --wait: give up after this long.")
+@click.option(
+    "--require-running",
+    is_flag=True,
+    help="Send nothing unless every target is running (otherwise: a warning, and it waits).",
+)
 @json_option
 @bus_options
 @pass_app
@@ -99,6 +105,7 @@ def send(
     ref: str | None,
     wait: bool,
     wait_timeout: str | None,
+    require_running: bool,
     as_json: bool,
     bus: BusOptions,
 ) -> None:
@@ -116,9 +123,10 @@ def send(
     seconds = duration(timeout, "--timeout")
     wait_for = duration(wait_timeout, "--wait-timeout")
     fleet = app.fleet()
+    ask = targets.Ask(to, chosen or None, route, any_)
     try:  # before reaching the bus: a wrong target needs no connection to be refused
-        workers = targets.resolve(fleet, targets.Ask(to, chosen or None, route, any_))
-        code.choose(fleet, workers, repo, ref)
+        groups = targets.candidates(fleet, ask)
+        code.choose(fleet, targets.resolve(fleet, ask), repo, ref)
     except targets.TargetError as e:
         for problem in e.problems:
             err().print(f"error: {problem}", markup=False)
@@ -126,6 +134,9 @@ def send(
     except code.CodeError as e:
         fail(str(e), "nothing was sent")
     with task_client(app, bus) as client:
+        down = not_running(app, bus, client, [w for g in groups for w in g])
+        if require_running:
+            _require_running(groups, down)
         try:
             sent = client.send(
                 prompt,
@@ -149,6 +160,12 @@ def send(
                 markup=False,
             )
         for t in sent.targets:
+            if down and t.workers and all(w in down for w in t.workers):
+                err().print(
+                    f"warning: {describe(t.workers, down)}; {sent.task_id} waits in its "
+                    "queue until it runs",
+                    markup=False,
+                )
             if t.duplicate:
                 err().print(
                     f"{t.key}: {sent.task_id} was already sent to it "
@@ -190,6 +207,24 @@ def stopped_waiting(app: AppContext, task_id: str) -> NoReturn:
 def _default_fleet(app: AppContext) -> bool:
     """Would a command run here find the same fleet file without -f?"""
     return bool(os.environ.get("FLEETCTL_FLEET")) or app.fleet_path == Path("fleet.yaml")
+
+
+def _require_running(groups: list[tuple[str, ...]], down: dict[str, str] | None) -> None:
+    """--require-running: every target running (for --any or a `pick: any` route, one of
+    the workers that may take it), or nothing is sent."""
+    if down is None:
+        fail(
+            "cannot tell which workers run: the publisher's credentials predate pings",
+            "`fleetctl apply` issues new ones; nothing was sent",
+        )
+    stopped = [g for g in groups if all(w in down for w in g)]
+    for group in stopped:
+        err().print(f"error: {describe(group, down)}", markup=False)
+    if stopped:
+        fail(
+            "nothing was sent",
+            "start it, or send without --require-running",
+        )
 
 
 def follow(client: Client, sent: Sent, timeout: float | None, *, quiet: bool) -> list[Result]:

@@ -98,9 +98,10 @@ def publisher_permissions(names: NatsNames) -> Permissions:
     """The task publisher (`fleetctl task`, `fleetctl.tasks.client`): publish to any worker inbox;
     write and read the task records (whom each task was sent to: the only identity that
     may); read results by direct get (by subject: no consumer of its own, nothing to
-    create); look at the workers' consumers (how many tasks wait: `--any`, progress); read
-    the tasks still queued and the dead letters, and purge dead letters; its own inbox
-    prefix. No pulls or acks: it never takes a task from a worker."""
+    create); look at the workers' consumers (how many tasks wait: `--any`, progress); ping a
+    worker (is it running: `task send` warns when not); read the tasks still queued and the
+    dead letters, and purge dead letters; its own inbox prefix. No pulls or acks: it never
+    takes a task from a worker."""
     results, tasks, dead = names.results_stream, names.task_stream, names.dead_stream
     records = names.record_stream
     return Permissions(
@@ -117,6 +118,8 @@ def publisher_permissions(names: NatsNames) -> Permissions:
                 f"{JS_API}.DIRECT.GET.{results}",
                 f"{JS_API}.DIRECT.GET.{results}.>",
                 f"{JS_API}.CONSUMER.INFO.{tasks}.*",
+                # Is a target running? Its poller answers a ping with its status.
+                names.ping("*"),
                 f"{JS_API}.STREAM.MSG.GET.{tasks}",
                 f"{JS_API}.STREAM.MSG.GET.{dead}",
                 f"{JS_API}.STREAM.PURGE.{dead}",

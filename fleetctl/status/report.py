@@ -1,6 +1,6 @@
 """What `fleetctl status` shows, as data: each worker, host and the broker, the JSON
 document (`VERSION`), and the problems `status --check` exits 1 on: a deployed worker not
-heartbeating, a unit down, a backlog over `status.max_lag`, dead letters since the last look,
+heartbeating, tasks queued for a worker that is not running, a unit down, a backlog over `status.max_lag`, dead letters since the last look,
 credentials expiring within `creds.expiry_warning`, a spend counter that is corrupt or was
 reset today because it was (poller/spend.py), a host whose repositories' disk is below the
 free-space floor the pollers refuse new worktrees under. Pure."""
@@ -243,6 +243,13 @@ def problems(status: FleetStatus, fleet: Fleet, now: float) -> list[str]:
             found.append(f"worker {w.worker_id}: not heartbeating{since}")
         if w.enabled and w.consumer_error:
             found.append(f"worker {w.worker_id}: its consumer did not answer ({w.consumer_error})")
+        queued = w.count("num_pending")
+        if w.enabled and queued and w.state in ("not deployed", "not heartbeating"):
+            why = "not started by fleetctl up" if not w.started_here else w.state
+            found.append(
+                f"worker {w.worker_id}: {queued} task{'s' if queued > 1 else ''} queued, "
+                f"but it is not running ({why})"
+            )
         if w.enabled and w.count("num_pending") > max_lag:
             found.append(
                 f"worker {w.worker_id}: {w.count('num_pending')} tasks queued"

@@ -40,6 +40,7 @@ from fleetctl.tasks import (
     following,
     judgments,
     listing,
+    liveness,
     sending,
     targets,
     waiting,
@@ -59,7 +60,7 @@ from fleetctl.tasks.listing import TaskRow
 from fleetctl.tasks.messages import Result
 from fleetctl.tasks.reach import BusOptions, reach
 from fleetctl.tasks.record import Sent, Target, TaskRecord
-from fleetctl.tasks.sender import identity_of
+from fleetctl.tasks.sender import identity_of, may_publish
 
 __all__ = [
     "Answers",
@@ -90,6 +91,7 @@ class Client:
             self._loop.close()
             raise
         sender, unrecordable = identity_of(endpoint.identity, self.names)
+        self._identity = endpoint.identity
         self._conn = Connection(nc, fleet, self.names, sender, unrecordable)
         self._conn.reads_records = endpoint.identity.user == DASHBOARD_USER
 
@@ -154,6 +156,15 @@ class Client:
         """The target worker ids, checked against the fleet (TargetError otherwise)."""
         ask = targets.Ask(tuple(to), select, route, any)
         return targets.resolve(self.fleet, ask, self.load)
+
+    def running(
+        self, workers: Sequence[str], timeout: float = liveness.PING_TIMEOUT
+    ) -> set[str] | None:
+        """Which of `workers` run now (their poller answers a ping); None when these creds
+        may not ping (issued before they could: `fleetctl apply` issues new ones)."""
+        if may_publish(self._identity, self.names.ping("w")) is False:
+            return None
+        return self._loop.call(liveness.answering(self._conn, workers, timeout))
 
     def load(self, workers: Sequence[str]) -> dict[str, int]:
         """Tasks queued plus in flight on each worker's consumer."""

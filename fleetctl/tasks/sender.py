@@ -4,6 +4,7 @@ whether those creds may write records at all."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fleetctl.bus.client import Identity
 from fleetctl.bus.names import NatsNames
@@ -24,6 +25,32 @@ def allows(patterns: Sequence[str], subject: str) -> bool:
             if len(parts) == len(want):
                 return True
     return False
+
+
+def may_publish(who: Identity, subject: str) -> bool | None:
+    """May these creds publish to `subject`? None when there are no creds to tell (a bus
+    without auth) or they cannot be read. A publish the server refuses is only a timeout
+    to the publisher, so a check that depends on one asks this first."""
+    claims = _claims(who)
+    if claims is None:
+        return None
+    pub = (claims.get("nats") or {}).get("pub") or {}
+    allow, deny = list(pub.get("allow") or []), list(pub.get("deny") or [])
+    return not ((allow and not allows(allow, subject)) or allows(deny, subject))
+
+
+def _claims(who: Identity) -> dict[str, Any] | None:
+    if who.creds is None:
+        return None
+    from nsc import jwt
+    from nsc.creds import parse_creds
+
+    try:
+        token, _ = parse_creds(who.creds.read_text())
+        claims = jwt.decode(token).claims
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return claims if isinstance(claims, dict) else None
 
 
 def identity_of(who: Identity, names: NatsNames) -> tuple[Sender, str | None]:

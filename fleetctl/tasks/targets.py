@@ -77,6 +77,24 @@ def resolve(
 ) -> list[str]:
     """The worker ids to publish to, in fleet order. `load` (queued plus in flight per
     worker) is asked only for `--any`; ties among the least loaded go to `pick`."""
+    ids, any_ = matched(fleet, ask)
+    if any_ and len(ids) > 1:
+        loads = load(ids) if load is not None else {}
+        least = min(loads.get(i, 0) for i in ids)
+        ids = [pick([i for i in ids if loads.get(i, 0) == least])]
+    return ids
+
+
+def candidates(fleet: Fleet, ask: Ask) -> list[tuple[str, ...]]:
+    """Who could run the task, one group per copy: each target alone, or, for `--any`
+    and a `pick: any` route, one group of every worker that may be picked."""
+    ids, any_ = matched(fleet, ask)
+    return [tuple(ids)] if any_ else [(i,) for i in ids]
+
+
+def matched(fleet: Fleet, ask: Ask) -> tuple[list[str], bool]:
+    """Every worker the ask names or matches, in fleet order, and whether only one of them
+    gets the task (`--any`, a `pick: any` route); TargetError with every problem."""
     problems: list[str] = []
     chosen: list[Worker] = []
     any_ = ask.any
@@ -104,9 +122,4 @@ def resolve(
         problems.append("no target: give --to ID, --select KEY=VALUE or --route NAME")
     if problems:
         raise TargetError(problems)
-    ids = [w.id for w in fleet.workers if w in chosen]
-    if any_ and len(ids) > 1:
-        loads = load(ids) if load is not None else {}
-        least = min(loads.get(i, 0) for i in ids)
-        ids = [pick([i for i in ids if loads.get(i, 0) == least])]
-    return ids
+    return [w.id for w in fleet.workers if w in chosen], any_

@@ -51,6 +51,24 @@ def test_each_kind_of_trouble_is_one_line() -> None:
     ]
 
 
+def test_tasks_queued_for_a_worker_that_is_not_running_need_a_human() -> None:
+    status = _status()
+    count_new_dead(status.broker, 7)
+    by_id = {w.worker_id: w for w in status.workers}
+    missing = by_id["cc-go-dev-01"]  # a local fleet could not start it: no CLI here
+    missing.started_here, missing.deployed, missing.beat = False, False, None
+    missing.consumer = {"num_pending": 1}
+    gone = by_id["cmd-wordcount-01"]  # deployed, its poller gone
+    gone.beat, gone.consumer = None, {"num_pending": 2}
+    idle = by_id["cmd-keywords-01"]  # not running, nothing queued: not a problem
+    idle.started_here, idle.deployed, idle.beat = False, False, None
+    assert status.problems(example_fleet(), NOW) == [
+        "worker cc-go-dev-01: 1 task queued, but it is not running (not started by fleetctl up)",
+        "worker cmd-wordcount-01: not heartbeating",
+        "worker cmd-wordcount-01: 2 tasks queued, but it is not running (not heartbeating)",
+    ]
+
+
 def test_the_first_look_counts_every_dead_letter_kept() -> None:
     broker = dataclasses.replace(_status().broker)
     count_new_dead(broker, None)
