@@ -24,8 +24,11 @@ from fleetctl.status.report import FleetStatus, HostStatus
 from fleetctl.status.snapshot import new_status
 from fleetctl.tasks.reach import BusOptions, reach_as
 from fleetctl.transport.base import TransportError
-from fleetctl.ui.status_view import render
+from fleetctl.ui.status_view import Watching, render
 from fleetctl.ui.terminal import out
+
+BUS_EVERY = 1.0  # --watch: seconds between looks at the bus (heartbeats arrive meanwhile)
+HOSTS_EVERY = 30.0  # --watch: seconds between looks at the hosts (over SSH, as a plan)
 
 
 @click.command()
@@ -77,14 +80,15 @@ def status(
             endpoint = endpoints[ADMIN_USER]
             cluster = ClusterWay(brokers, endpoints.get(SYSTEM_USER)) if len(brokers) > 1 else None
             if watch:
-                if hosts is not None:
-                    hosts.join()
-                _watch(endpoint, status, fleet, body, as_json, cluster)
+                watching = Watching(BUS_EVERY, HOSTS_EVERY if hosts is not None else None)
+                if hosts is not None:  # the first look runs; then one every HOSTS_EVERY
+                    hosts = _hosts_again(fleet, bus, status, watching, hosts)
+                _watch(endpoint, status, fleet, body, as_json, watching, cluster)
             else:
                 asyncio.run(look_once(endpoint, status, fleet, cluster))
     except BusError as e:
         status.broker.reachable, status.broker.error = False, str(e)
-    if hosts is not None:
+    if hosts is not None and not watch:
         hosts.join()
     if status.broker.reachable:
         remember_look(state_dir, status.broker)
@@ -114,17 +118,44 @@ def _hosts_meanwhile(fleet: Fleet, bus: BusOptions, status: FleetStatus) -> thre
     return thread
 
 
+def _hosts_again(
+    fleet: Fleet,
+    bus: BusOptions,
+    status: FleetStatus,
+    watching: Watching,
+    first: threading.Thread,
+) -> threading.Thread:
+    """--watch: once the first look at the hosts is done, another every HOSTS_EVERY seconds
+    (each one is a plan's observation over SSH: seconds, not milliseconds), in a thread
+    that dies with the command."""
+
+    every = watching.hosts_every or HOSTS_EVERY
+
+    def again() -> None:
+        first.join()
+        while True:
+            watching.hosts_at = time.time()
+            time.sleep(every)
+            _hosts_meanwhile(fleet, bus, status).join()
+
+    thread = threading.Thread(target=again, name="status-hosts-again", daemon=True)
+    thread.start()
+    return thread
+
+
 def _watch(
     endpoint: Endpoint,
     status: FleetStatus,
     fleet: Fleet,
     body: Callable[[], dict[str, object]],
     as_json: bool,
+    watching: Watching,
     cluster: ClusterWay | None,
 ) -> None:
     """Until Ctrl-C: a live screen, or one JSON line per update."""
     from rich.live import Live
 
+    every = watching.bus_every
     try:
         if as_json:
 
@@ -132,13 +163,13 @@ def _watch(
                 click.echo(json.dumps(body()))
                 sys.stdout.flush()
 
-            asyncio.run(follow(endpoint, status, fleet, line, cluster=cluster))
+            asyncio.run(follow(endpoint, status, fleet, line, every=every, cluster=cluster))
             return
         with Live(console=out(), auto_refresh=False) as live:
 
             def update() -> None:
-                live.update(render(body()), refresh=True)
+                live.update(render(body(), watching), refresh=True)
 
-            asyncio.run(follow(endpoint, status, fleet, update, cluster=cluster))
+            asyncio.run(follow(endpoint, status, fleet, update, every=every, cluster=cluster))
     except KeyboardInterrupt:
         return

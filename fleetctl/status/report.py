@@ -1,9 +1,10 @@
 """What `fleetctl status` shows, as data: each worker, host and the broker, the JSON
 document (`VERSION`), and the problems `status --check` exits 1 on: a deployed worker not
-heartbeating, tasks queued for a worker that is not running, a unit down, a backlog over `status.max_lag`, dead letters since the last look,
-credentials expiring within `creds.expiry_warning`, a spend counter that is corrupt or was
-reset today because it was (poller/spend.py), a host whose repositories' disk is below the
-free-space floor the pollers refuse new worktrees under. Pure."""
+heartbeating, tasks queued for a worker that is not running, a unit down, a backlog over
+`status.max_lag`, dead letters since the last look, credentials expiring within
+`creds.expiry_warning`, a spend counter that is corrupt or was reset today because it was
+(poller/spend.py), a host whose repositories' disk is below the free-space floor the pollers
+refuse new worktrees under. Pure."""
 
 from __future__ import annotations
 

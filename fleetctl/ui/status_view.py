@@ -1,17 +1,25 @@
-"""`fleetctl status` for people: workers, hosts, the broker, and what needs a human."""
+"""`fleetctl status` for people: workers, hosts, the broker, and what needs a human.
+
+Wide terminals (and files, pipes) get one table row per worker; narrower ones one block per
+worker, so that ids are never cut and no row wraps across columns (80 columns is the width
+to design for)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from fleetctl.reconcile.resources.files import human_size
 from fleetctl.tasks.activity import describe
 
+UNBOUNDED = 10_000  # columns: a table measured at this width shows its natural width
 STATE_STYLES = {
     "idle": "green",
     "busy": "yellow",
@@ -57,7 +65,7 @@ def _clock(at: Any) -> str:
     return time.strftime("%H:%M", time.localtime(at)) if isinstance(at, int | float) else "?"
 
 
-def _state(w: dict[str, Any]) -> str:
+def _state_word(w: dict[str, Any]) -> str:
     """`paused: rate limited until 14:05`, `draining until 14:30`, or the state alone."""
     if w["state"] == "paused":
         return f"paused: {w.get('pause_reason') or 'paused'} until {_clock(w['paused_until'])}"
@@ -66,7 +74,78 @@ def _state(w: dict[str, Any]) -> str:
     return str(w["state"])
 
 
-def _workers(rows: list[dict[str, Any]], now: float) -> Table:
+class Fitted:
+    """The wide form when its natural width fits, the stacked one otherwise: chosen when
+    printed, so `--watch` follows a terminal that is resized (as the results view stacks
+    its columns in a narrow terminal)."""
+
+    def __init__(self, wide: Table, stacked: RenderableType) -> None:
+        self.wide, self.stacked = wide, stacked
+
+    def __rich_console__(
+        self, console: Console, options: ConsoleOptions
+    ) -> Iterator[RenderableType]:
+        natural = Measurement.get(console, options.update_width(UNBOUNDED), self.wide).maximum
+        fits = natural <= options.max_width
+        yield self.wide if fits else self.stacked
+
+
+def _state(w: dict[str, Any]) -> Text:
+    """The state, then each running task, its age and what its CLI is doing."""
+    state = Text(_state_word(w), STATE_STYLES.get(w["state"], ""))
+    doing = {t.get("task_id"): t for t in w.get("in_flight") or ()}
+    for task in w["current_tasks"]:
+        state.append(f" {task.get('task_id')} {_age(task.get('running_s'))}")
+        what = describe(doing.get(task.get("task_id")) or {})
+        if what:
+            state.append(f" ({what})", "dim")
+    return state
+
+
+def _heartbeat(w: dict[str, Any]) -> str:
+    return _age(w["heartbeat_age_s"]) + (" ago" if w["heartbeat_age_s"] is not None else "")
+
+
+def _creds(w: dict[str, Any], now: float) -> str:
+    expires = w["creds_expires_at"]
+    return "never expire" if expires is None else f"{_age(expires - now)} left"
+
+
+def _labels(w: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(w["labels"].items())) or "-"
+
+
+def _stacked_workers(rows: list[dict[str, Any]], now: float) -> RenderableType:
+    """One block per worker: its whole id (never cut), then its facts on lines short enough
+    for 80 columns, each wrapped under itself when even that is too wide."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for w in rows:
+        facts = _state(w)
+        if w["heartbeat_age_s"] is not None:
+            facts.append(f", heartbeat {_heartbeat(w)}")
+        facts.append(
+            f"\nqueued {w['pending']}, in flight {w['ack_pending']}, redelivered "
+            f"{w['redelivered']}, done {w['completed']}, failed {w['failed']}"
+        )
+        more = [f"version {w['version']}"] if w["version"] else []
+        more += [f"up {_age(w['uptime_s'])}"] if w["uptime_s"] is not None else []
+        if w["labels"]:
+            more.append(_labels(w))
+        if w["daily_usd"] is not None:
+            more.append(f"spent today {_spend(w['spent_today_usd'], w['daily_usd']).plain}")
+        more.append(f"creds {_creds(w, now)}")
+        facts.append("\n" + ", ".join(more))
+        grid.add_row(Text(w["worker_id"], "bold"), facts)
+    return Group(Text("workers", "italic"), grid)
+
+
+def _workers(rows: list[dict[str, Any]], now: float) -> Fitted:
+    return Fitted(_wide_workers(rows, now), _stacked_workers(rows, now))
+
+
+def _wide_workers(rows: list[dict[str, Any]], now: float) -> Table:
     table = Table(box=None, pad_edge=False, title="workers", title_justify="left")
     for name in ("WORKER", "STATE", "HEARTBEAT", "VERSION", "UPTIME"):
         table.add_column(name)
@@ -76,18 +155,10 @@ def _workers(rows: list[dict[str, Any]], now: float) -> Table:
     table.add_column("SPENT TODAY", justify="right")
     table.add_column("CREDS")
     for w in rows:
-        state = Text(_state(w), STATE_STYLES.get(w["state"], ""))
-        doing = {t.get("task_id"): t for t in w.get("in_flight") or ()}
-        for task in w["current_tasks"]:
-            state.append(f" {task.get('task_id')} {_age(task.get('running_s'))}")
-            what = describe(doing.get(task.get("task_id")) or {})
-            if what:
-                state.append(f" ({what})", "dim")
-        expires = w["creds_expires_at"]
         table.add_row(
             Text(w["worker_id"]),
-            state,
-            _age(w["heartbeat_age_s"]) + (" ago" if w["heartbeat_age_s"] is not None else ""),
+            _state(w),
+            _heartbeat(w),
             Text(str(w["version"] or "-")),
             _age(w["uptime_s"]),
             str(w["pending"]),
@@ -95,26 +166,44 @@ def _workers(rows: list[dict[str, Any]], now: float) -> Table:
             str(w["redelivered"]),
             str(w["completed"]),
             str(w["failed"]),
-            Text(",".join(f"{k}={v}" for k, v in sorted(w["labels"].items())) or "-"),
+            Text(_labels(w)),
             _spend(w["spent_today_usd"], w["daily_usd"], w["spend_problem"]),
-            "never expire" if expires is None else f"{_age(expires - now)} left",
+            _creds(w, now),
         )
     return table
 
 
-def _hosts(rows: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, pad_edge=False, title="hosts", title_justify="left")
+def _units(h: dict[str, Any], sep: str) -> Text:
+    units = Text()
+    for u in h["units"]:
+        units.append(f"{u['unit']} ")
+        units.append(u["state"], "green" if u["state"] == "active" else "bold red")
+        units.append(sep)
+    return units
+
+
+def _reach(h: dict[str, Any]) -> Text:
+    return Text("yes", "green") if h["reachable"] else Text(f"no: {h['error']}", "bold red")
+
+
+def _hosts(rows: list[dict[str, Any]], title: str) -> Fitted:
+    table = Table(box=None, pad_edge=False, title=title, title_justify="left")
     for name in ("HOST", "REACHABLE", "REPOS", "UNITS"):
         table.add_column(name)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
     for h in rows:
-        units = Text()
-        for u in h["units"]:
-            units.append(f"{u['unit']} ")
-            units.append(u["state"], "green" if u["state"] == "active" else "bold red")
-            units.append("  ")
-        reach = Text("yes", "green") if h["reachable"] else Text(f"no: {h['error']}", "bold red")
-        table.add_row(Text(h["name"]), reach, _repos(h.get("repos")), units)
-    return table
+        table.add_row(Text(h["name"]), _reach(h), _repos(h.get("repos")), _units(h, "  "))
+        stacked = Text("reachable: ").append_text(_reach(h))
+        if h.get("repos"):
+            stacked.append("\nrepositories: ").append_text(_repos(h.get("repos")))
+        if h["units"]:
+            units = _units(h, "\n")
+            units.rstrip()
+            stacked.append("\n").append_text(units)
+        grid.add_row(Text(h["name"], "bold"), stacked)
+    return Fitted(table, Group(Text(title, "italic"), grid))
 
 
 def _repos(disk: dict[str, Any] | None) -> Text:
@@ -203,19 +292,62 @@ def _broker(b: dict[str, Any]) -> RenderableType:
     return Group(*lines)
 
 
-def render(body: dict[str, Any]) -> RenderableType:
+@dataclass
+class Watching:
+    """`--watch`: how often the bus and the hosts are looked at, and when the hosts were."""
+
+    bus_every: float
+    hosts_every: float | None  # None: no hosts to look at (a local fleet, --no-hosts)
+    hosts_at: float | None = None  # time.time() of the last look at the hosts
+
+
+def _hosts_title(body: dict[str, Any], watching: Watching | None) -> str:
+    if watching is None or watching.hosts_every is None:
+        return "hosts"
+    if watching.hosts_at is None:
+        return f"hosts (looked at every {_age(watching.hosts_every)}; the first look runs)"
+    ago = _age(max(0.0, float(body["at"]) - watching.hosts_at))
+    return f"hosts (looked at {ago} ago, every {_age(watching.hosts_every)})"
+
+
+def _problems(problems: list[str]) -> RenderableType:
+    """Each problem indented, and wrapped under itself rather than at the margin."""
+    grid = Table.grid(padding=(0, 0))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for p in problems:
+        grid.add_row("  ", Text(p))
+    return grid
+
+
+def render(body: dict[str, Any], watching: Watching | None = None) -> RenderableType:
     now = float(body["at"])
-    parts: list[RenderableType] = [_workers(body["workers"], now), Text("")]
+    parts: list[RenderableType] = []
+    if watching is not None:
+        hosts = (
+            ""
+            if watching.hosts_every is None
+            else f", the hosts every {_age(watching.hosts_every)}"
+        )
+        parts += [
+            Text(
+                f"fleetctl status --watch: the bus every {_age(watching.bus_every)}{hosts}; "
+                "Ctrl-C stops",
+                "dim",
+            ),
+            Text(""),
+        ]
+    parts += [_workers(body["workers"], now), Text("")]
     if body["local"]:
         parts.append(Text("hosts: the local fleet (fleetctl up): no SSH", "dim"))
     elif not body["hosts_observed"]:
         parts.append(Text("hosts: not observed (--no-hosts)", "dim"))
     else:
-        parts.append(_hosts(body["hosts"]))
+        parts.append(_hosts(body["hosts"], _hosts_title(body, watching)))
     parts += [Text(""), _broker(body["broker"]), Text("")]
     if body["problems"]:
         parts.append(Text("needs a human:", "bold red"))
-        parts += [Text(f"  {p}") for p in body["problems"]]
+        parts.append(_problems(body["problems"]))
     else:
         parts.append(Text("no problems", "green"))
     return Group(*parts)
