@@ -107,6 +107,7 @@ class Config:
     lease_ttl: int | None = None
     log_level: str = "info"
     spend_bucket: str = "AF_SPEND"
+    cancel_bucket: str = "AF_CANCELS"  # task cancels (poller/cancel.py)
     budget: Limits = NO_LIMITS  # BUDGET_DAILY_USD, BUDGET_FLEET_DAILY_USD
     price: Price | None = None  # PRICE_USD_PER_MTOK: the worker's model's prices
     trust_reported_cost: bool = True  # REPORTED_COST=ignore: the CLI's own figure is wrong
@@ -312,6 +313,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         log_level=level,
         price=price,
         spend_bucket=_token(env, "NATS_SPEND_BUCKET", f"{base}_SPEND"),
+        cancel_bucket=_token(env, "NATS_CANCEL_BUCKET", f"{base}_CANCELS"),
         budget=Limits(_optional(env, "BUDGET_DAILY_USD"), _optional(env, "BUDGET_FLEET_DAILY_USD")),
         trust_reported_cost=reported == "trust",
         labels=_labels(env),

@@ -1,5 +1,6 @@
-"""One task delivery, start to end: describe -> enforce -> lease -> already done? -> budget ->
-run -> result -> spend -> store -> ack (or nak, or dead letter and term).
+"""One task delivery, start to end: describe -> enforce -> lease -> already done? -> cancelled?
+-> budget -> run (stopped by a cancel) -> result -> spend -> store -> ack (or nak, or dead
+letter and term).
 
 The order is the guarantee: the result is stored in the results stream (PubAck received) before
 the task is acked, so a crash at any point either reruns nothing (result found on redelivery) or
@@ -8,6 +9,7 @@ reruns a task whose result was never stored. Rules (docs/poller.md):
 - CLI could not start, result could not be stored -> nak with a delay (dead letter on the last
   allowed delivery).
 - bad input -> `rejected` result if the id is usable, dead letter, term.
+- cancelled (poller/cancel.py) -> `cancelled` result, ack: never run, or stopped, never retried.
 Before anything runs, the task's lease is taken (poller/lease.py): a task leased by another
 poller is nak'd until the lease frees; a second delivery of a task id already running here
 joins the running one.
@@ -34,6 +36,7 @@ from typing import Literal, Protocol, TypeVar
 from poller import backends, limits, records, runner, streams
 from poller.activity import Activity
 from poller.backends import BACKENDS
+from poller.cancel import Cancels
 from poller.config import Config
 from poller.heartbeat import Stats
 from poller.lease import Held, Lease
@@ -68,6 +71,7 @@ class Bus(Protocol):
     async def release_lease(self, lease: Lease) -> None: ...
     async def over_budget(self) -> str | None: ...
     async def add_spend(self, cost_usd: float) -> None: ...
+    async def cancelled(self, task_id: str) -> bool: ...
 
 
 # -- how a delivery ends (a step decides, `_end` carries it out) ----------------------------
@@ -156,6 +160,7 @@ class Delivery:
         hand_back: asyncio.Event | None = None,
         pause: Pause | None = None,
         draining: asyncio.Event | None = None,
+        cancels: Cancels | None = None,
     ) -> None:
         self.cfg, self.bus, self.log, self.stats = cfg, bus, log, stats
         self.pause = pause if pause is not None else Pause(stats, log, first=cfg.limit_backoff)
@@ -164,6 +169,7 @@ class Delivery:
         # Set when the poller drains (and so before any hand-back): a task kept for a pause
         # is handed back then, not held to the drain's deadline.
         self.draining = draining if draining is not None else self.hand_back
+        self.cancels = cancels  # None: no task is checked for a cancel
         self.ack_wait, self.lease_ttl = ack_wait, lease_ttl
         self.max_deliver = max_deliver if max_deliver and max_deliver > 0 else None
         self.host = socket.gethostname()
@@ -244,7 +250,7 @@ class Delivery:
 
     async def _leased(self, held: _InFlight, task: Task) -> End:
         """Under the task's lease: the checks, then the CLI and everything after it."""
-        for check in (self._already_done, self._within_budget):
+        for check in (self._already_done, self._not_cancelled, self._within_budget):
             end = await check(held, task)
             if end is not None:
                 return end
@@ -346,6 +352,25 @@ class Delivery:
         self.stats.count("already_done")
         return DONE
 
+    async def _not_cancelled(self, held: _InFlight, task: Task) -> End | None:
+        """A task cancelled before it ran (poller/cancel.py) is not run: its `cancelled`
+        result is stored and it is acked, so it leaves the queue and is never retried. A
+        mark that cannot be read holds nothing up: the task runs."""
+        if self.cancels is None or not self.cancels.available:
+            return None
+        try:
+            if not await self.bus.cancelled(task.task_id):
+                return None
+        except Exception as e:
+            self.log.warning("cancel_check_failed", task_id=task.task_id, error=repr(e))
+            return None
+        result = records.cancelled(self.cfg, self.host, task, held.attempt, time.time())
+        if not await self._store(task.task_id, result.encode(), self.cfg.result_store_retry):
+            return Retry("cannot store the result")
+        self.stats.count("cancelled")
+        self.log.info("task_cancelled", task_id=task.task_id, ran=False, attempt=held.attempt)
+        return DONE
+
     async def _within_budget(self, held: _InFlight, task: Task) -> End | None:
         """No task runs on a spent daily budget, nor on one that cannot be read."""
         try:
@@ -394,20 +419,26 @@ class Delivery:
         held.reader = BACKENDS[self.cfg.backend].stream(
             held.activity or Activity(task.task_id), self.cfg.price
         )
-        run = runner.run(
-            backends.task_argv(self.cfg.backend, self.cfg.settings, self._budget(task)),
-            prompt,
-            timeout=timeout,
-            grace=self.cfg.kill_grace,
-            cap=self.cfg.output_cap,
-            stderr_keep=STDERR_TAIL,
-            cwd=cwd,
-            env={**self.child_env, "FLEET_TASK_ID": task.task_id},
-            state_dir=self.state_dir,
-            on_line=held.reader.feed,
-            stall=self.cfg.stall_timeout,
-        )
-        return await unless_set(run, self.hand_back)
+        cancel = self.cancels.arm(task.task_id) if self.cancels is not None else None
+        try:
+            run = runner.run(
+                backends.task_argv(self.cfg.backend, self.cfg.settings, self._budget(task)),
+                prompt,
+                timeout=timeout,
+                grace=self.cfg.kill_grace,
+                cap=self.cfg.output_cap,
+                stderr_keep=STDERR_TAIL,
+                cwd=cwd,
+                env={**self.child_env, "FLEET_TASK_ID": task.task_id},
+                state_dir=self.state_dir,
+                on_line=held.reader.feed,
+                stall=self.cfg.stall_timeout,
+                cancel=cancel,
+            )
+            return await unless_set(run, self.hand_back)
+        finally:
+            if self.cancels is not None:
+                self.cancels.disarm(task.task_id)
 
     def _limit_of(self, held: _InFlight, outcome: runner.RunOutcome) -> limits.Limit | None:
         """Did the provider turn the CLI away (rate limit, quota, overload)? From the error
@@ -477,8 +508,8 @@ class Delivery:
         if not await self._store(task.task_id, result.encode(), self.cfg.result_store_retry):
             return Retry("cannot store the result")
         self.stats.count(result.status)
-        # A task that did not complete is worth a look: a warning, with why.
-        level = "info" if result.status == "completed" else "warning"
+        # A task that failed or timed out is worth a look: a warning, with why.
+        level = "warning" if result.status in ("failed", "timeout") else "info"
         extra = {} if result.error is None else {"reason": result.error}
         self.log.log(
             level,

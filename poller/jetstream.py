@@ -2,8 +2,8 @@
 
 One request (or one KV protocol step, for leases and spend) per method, each raising on
 failure: what a failure means (retry, nak, dead letter) is the flow's to decide. Only the
-worker's own subjects: its result subject, its dead-letter subject, its lease keys and the
-spend keys it adds to (docs/security.md).
+worker's own subjects: its result subject, its dead-letter subject, its lease keys, the
+spend keys it adds to and its cancel marks (docs/security.md).
 """
 
 from __future__ import annotations
@@ -74,6 +74,17 @@ class JetStreamBus:
         await self.js.publish(
             self.cfg.subjects.dead, data, timeout=PUBLISH_TIMEOUT, stream=self.cfg.dead_stream
         )
+
+    async def cancelled(self, task_id: str) -> bool:
+        """Is there a cancel mark for this task on this worker (poller/cancel.py)? A direct
+        get of its own key, named in the request subject (the only marks it may read)."""
+        stream = f"KV_{self.cfg.cancel_bucket}"
+        key = f"$KV.{self.cfg.cancel_bucket}.{self.cfg.worker_id}.{task_id}"
+        try:
+            mark = await self.js.get_msg(stream, subject=key, direct=True)
+        except nats.js.errors.NotFoundError:
+            return False
+        return (mark.headers or {}).get("KV-Operation") not in ("DEL", "PURGE")
 
     # -- the delivery ---------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from poller import repos
 from poller.config import is_token
 
 VERSION = 1
-STATUSES = ("completed", "failed", "timeout", "rejected")
+STATUSES = ("completed", "failed", "timeout", "rejected", "cancelled")
 # The server's default max payload is 1 MiB; a result must stay well under it.
 MAX_RESULT_BYTES = 768 * 1024
 STDERR_TAIL = 8 * 1024

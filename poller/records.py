@@ -1,9 +1,10 @@
 """What the poller stores on the bus, built in one place: a task's result and a dead letter.
 
-A result is made three ways: from the CLI's run (`ran`), from a run whose output could not
-be read (`unread`: a poller bug still ends in a result, never in a rerun), and for a task
-refused before anything ran (`rejected`). All three start from `_base`, which fills in what
-the worker and this host say about themselves. Schemas: docs/messages.md. Pure: no bus, no
+A result is made four ways: from the CLI's run (`ran`), from a run whose output could not
+be read (`unread`: a poller bug still ends in a result, never in a rerun), for a task
+refused before anything ran (`rejected`), and for one cancelled before it ran
+(`cancelled`). All start from `_base`, which fills in what the worker and this host say
+about themselves. Schemas: docs/messages.md. Pure: no bus, no
 process.
 """
 
@@ -23,6 +24,8 @@ from poller.runner import RunOutcome
 
 DEAD_TASK_KEEP = 512 * 1024  # the original task is embedded in a dead letter up to this size
 REASON_STDERR_CHARS = 300  # the last stderr line quoted in a failure's `error`
+CANCELLED_QUEUED = "cancelled before it ran (fleetctl task cancel): it was not run"
+CANCELLED_RUNNING = "cancelled while it ran (fleetctl task cancel): its CLI was stopped"
 
 
 def iso(t: float) -> str:
@@ -85,7 +88,9 @@ def ran(
     else:
         text = out.stdout.decode(errors="replace")
         parsed = backends.parse_output(cfg.backend, text, not out.stdout_truncated, stderr)
-    if out.timed_out:
+    if out.cancelled:
+        status = "cancelled"
+    elif out.timed_out:
         status = "timeout"
     elif out.returncode == 0 and not parsed.is_error:
         status = "completed"
@@ -131,6 +136,8 @@ def failure(status: str, out: RunOutcome, reported_error: bool, stderr: str) -> 
     wrote on stderr (most CLIs say what went wrong there). None when it completed."""
     if status == "completed":
         return None
+    if status == "cancelled":
+        return CANCELLED_RUNNING
     if status == "timeout":
         limit = f" of {out.time_limit:g}s" if out.time_limit is not None else ""
         why = f"timed out: stopped at its time limit{limit}"
@@ -188,6 +195,20 @@ def not_run(
     no disk), `code` says where (`code.phase`)."""
     base = _base(cfg, host, task.task_id, attempt, "failed", now, now, 0.0)
     return replace(_of_task(base, cfg, task), error=reason, code=code)
+
+
+def cancelled(cfg: Config, host: str, task: Task, attempt: int, now: float) -> Result:
+    """A task cancelled before it ran: nothing ran, nothing was spent; never retried."""
+    base = _base(cfg, host, task.task_id, attempt, "cancelled", now, now, 0.0)
+    return replace(
+        base,
+        error=CANCELLED_QUEUED,
+        task_type=task.task_type,
+        reply_to=task.reply_to,
+        sender=task.sender,
+        metadata=task.metadata,
+        labels=dict(cfg.labels),
+    )
 
 
 def status_of(data: bytes) -> str | None:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # After the group is killed the pipes close at once; this only bounds a pathological case.
 DRAIN_AFTER_EXIT = 0.5
@@ -51,6 +52,7 @@ class RunOutcome:
     # The stall timeout that ended it (no output on stdout or stderr for that long), if any.
     stalled: float | None = None
     time_limit: float | None = None  # the timeout it ran under (seconds)
+    cancelled: bool = False  # stopped because its task was cancelled (poller/cancel.py)
 
     @property
     def stdout_truncated(self) -> bool:
@@ -255,24 +257,35 @@ async def _kill_and_reap(pgid: int, capture: _Capture) -> None:
         await asyncio.shield(capture.exited)
 
 
-async def _watch(cap_: _Capture, deadline: float, stall: float | None) -> str:
+async def _watch(
+    cap_: _Capture, deadline: float, stall: float | None, cancel: asyncio.Event | None = None
+) -> str:
     """Wait for the leader's exit: `exited`, or `timeout` at `deadline`, or `stalled` once
-    `stall` seconds pass with no output (whichever comes first)."""
-    while True:
-        now = time.monotonic()
-        wait = deadline - now
-        if stall is not None:
-            quiet_until = cap_.last_output + stall
-            if quiet_until <= now and now < deadline:
-                return "stalled"
-            wait = min(wait, quiet_until - now)
-        if wait <= 0:
-            return "timeout"
-        try:
-            await asyncio.wait_for(asyncio.shield(cap_.exited), wait)
-            return "exited"
-        except TimeoutError:
-            continue
+    `stall` seconds pass with no output, or `cancelled` once `cancel` is set (whichever
+    comes first)."""
+    cancelled = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+    waiting: set[asyncio.Future[Any]] = {cap_.exited}
+    if cancelled is not None:
+        waiting.add(cancelled)
+    try:
+        while True:
+            if cap_.exited.done():
+                return "exited"
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            now = time.monotonic()
+            wait = deadline - now
+            if stall is not None:
+                quiet_until = cap_.last_output + stall
+                if quiet_until <= now and now < deadline:
+                    return "stalled"
+                wait = min(wait, quiet_until - now)
+            if wait <= 0:
+                return "timeout"
+            await asyncio.wait(waiting, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if cancelled is not None:
+            cancelled.cancel()
 
 
 async def run(
@@ -289,10 +302,13 @@ async def run(
     merged: bool = False,
     on_line: OnLine | None = None,
     stall: float | None = None,
+    cancel: asyncio.Event | None = None,
 ) -> RunOutcome:
     """Run `argv` to completion, or until `timeout`, or until it has shown no sign of life
-    (no output on stdout or stderr) for `stall` seconds; returns within timeout + grace
-    (+0.5 s). `on_line` gets every complete stdout line as it arrives. `merged`: stderr
+    (no output on stdout or stderr) for `stall` seconds, or until `cancel` is set; returns
+    within timeout + grace (+0.5 s), and within grace (+0.5 s) of a cancel. A cancel stops
+    the process group as a timeout does: SIGTERM, then SIGKILL after `grace`. `on_line`
+    gets every complete stdout line as it arrives. `merged`: stderr
     goes to stdout, and the tail of both is kept as `stderr_tail` (a setup or check step,
     whose last lines say what went wrong)."""
     started, t0 = time.time(), time.monotonic()
@@ -325,11 +341,11 @@ async def run(
         with contextlib.suppress(OSError):
             stdin_pipe.write(stdin)  # type: ignore[attr-defined]
             stdin_pipe.close()
-    timed_out, stalled = False, None
+    timed_out, stalled, task_cancelled = False, None, False
     try:
-        ended = await _watch(cap_, t0 + timeout, stall)
+        ended = await _watch(cap_, t0 + timeout, stall, cancel)
         if ended != "exited":
-            timed_out = True
+            timed_out, task_cancelled = ended != "cancelled", ended == "cancelled"
             stalled = stall if ended == "stalled" else None
             _killpg(pgid, signal.SIGTERM)
             try:
@@ -358,4 +374,5 @@ async def run(
         duration=time.monotonic() - t0,
         stalled=stalled,
         time_limit=timeout,
+        cancelled=task_cancelled,
     )

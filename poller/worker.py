@@ -16,6 +16,7 @@ from typing import Any
 import nats
 
 from poller import lease, runner
+from poller.cancel import Cancels
 from poller.config import Config
 from poller.delivery import Delivery
 from poller.heartbeat import Stats, beat
@@ -69,6 +70,7 @@ class Worker:
         self.nc: Any = None
         self.delivery: Delivery | None = None
         self.puller: Puller | Pullers | None = None
+        self.cancels = Cancels(cfg, log)
 
     # -- connection -----------------------------------------------------------------------
 
@@ -168,6 +170,7 @@ class Worker:
             hand_back=self.now,
             pause=self.pause,
             draining=self.stop,
+            cancels=self.cancels,
         )
 
     # -- stopping -------------------------------------------------------------------------
@@ -209,6 +212,7 @@ class Worker:
         )
         try:
             await self.nc.subscribe(self.cfg.subjects.ping, cb=self._on_ping)
+            await self.cancels.watch(self.nc)
             bound = await self._bind(js)
             if bound is None:
                 return

@@ -102,6 +102,25 @@ class NatsNames:
         (`*` for any)."""
         return f"$KV.{self.judgment_bucket}.{task_id}.{worker_id}"
 
+    @property
+    def cancel_bucket(self) -> str:
+        """The KV bucket of cancel marks (fleetctl/tasks/cancelling.py, poller/cancel.py):
+        one key per (worker, task) to cancel, written by the publisher; its stream is
+        `cancel_stream`."""
+        return f"{self._stream_base}_CANCELS"
+
+    @property
+    def cancel_stream(self) -> str:
+        return f"KV_{self.cancel_bucket}"
+
+    @property
+    def all_cancels(self) -> str:
+        return f"$KV.{self.cancel_bucket}.>"
+
+    def cancel(self, worker_id: str, task_id: str) -> str:
+        """One cancel mark: `task_id` on `worker_id` (either may be `*`)."""
+        return f"$KV.{self.cancel_bucket}.{worker_id}.{task_id}"
+
     def spend(self, key: str) -> str:
         """One spend counter (`worker.<id>.<day>`, `fleet.<day>`; poller/budget.py)."""
         return f"$KV.{self.spend_bucket}.{key}"

@@ -284,10 +284,11 @@ def streams(
     """Tasks (work queue: a task is gone once acked), results, dead letters, the KV
     bucket of task leases (one key per (worker, task), each write with its TTL), the KV
     bucket of spend counters for budgets (one key per worker and day, one per day for the
-    fleet; poller/budget.py), and the KV bucket of task records (one key per task id,
+    fleet; poller/budget.py), the KV bucket of task records (one key per task id,
     written by the publisher when it sends a task; fleetctl/tasks/record.py), and the KV bucket
     of judgments (one key per task and worker, written from the dashboard; kept as long as
-    the records).
+    the records), and the KV bucket of cancel marks (one key per (worker, task) to cancel,
+    written by the publisher, read by that worker only; fleetctl/tasks/cancelling.py).
 
     Tasks: with `inboxes` (the fleet's enabled workers' inboxes and its route queues) the
     task stream captures exactly those subjects, so a task published to any other worker's
@@ -398,6 +399,18 @@ def _streams(
             max_msgs_per_subject=1,
             allow_direct=True,
             max_bytes=settings.judgments_max_bytes,
+            kv_bucket=True,
+        ),
+        StreamSpec(
+            n.cancel_stream,
+            (n.all_cancels,),
+            "limits",
+            RECORD_AGE_FACTOR * age,  # as long as the record: a queued task waits max_age
+            LEASE_DUPLICATE_WINDOW,
+            LEASE_MAX_MSG_SIZE,
+            max_msgs_per_subject=1,
+            allow_direct=True,
+            max_bytes=settings.cancels_max_bytes,
             kv_bucket=True,
         ),
     ]

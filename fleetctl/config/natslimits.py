@@ -24,6 +24,7 @@ STREAMS = (
     "spend_max_bytes",
     "records_max_bytes",
     "judgments_max_bytes",
+    "cancels_max_bytes",
 )
 _DEFAULTS = NatsSettings()
 

@@ -183,6 +183,11 @@ class NatsSettings(_Strict):
         description="Most bytes the judgments bucket keeps (the dashboard's pick, pass or "
         "fail with a comment: at most 4 KiB per task and worker; the oldest go first).",
     )
+    cancels_max_bytes: Bytes = Field(
+        16 * 1024**2,
+        description="Most bytes the cancel marks bucket keeps (`fleetctl task cancel`: a few "
+        "hundred bytes per target cancelled; the oldest go first).",
+    )
     max_msg_size: Bytes = Field(
         MAX_PAYLOAD,
         le=MAX_PAYLOAD,
@@ -199,7 +204,7 @@ class NatsSettings(_Strict):
     account_max_file_store: Bytes = Field(
         4 * 1024**3,
         description="JetStream disk limit of the fleet's account: at least the streams' "
-        "max bytes (tasks, results, dead letters, leases, spend, records), at most "
+        "max bytes (tasks, results, dead letters, leases, spend, records, cancels), at most "
         "max_file_store.",
     )
     account_max_memory_store: Bytes = Field(

@@ -59,7 +59,8 @@ def _spend(names: NatsNames, keys: str) -> list[str]:
 
 def worker_permissions(names: NatsNames, worker_id: str, routes: Sequence[str] = ()) -> Permissions:
     """A worker: its own consumer and the shared queues of the `pick: any` routes it
-    belongs to (`routes`, none other), inbox prefix, results, dead letters, status, ping."""
+    belongs to (`routes`, none other), inbox prefix, results, dead letters, status, ping,
+    and its own cancel marks (read only)."""
     own_results = names.results_of(worker_id)
     own_leases = names.leases_of(worker_id)
     queues = [p for r in routes for p in _pull_from(names.task_stream, names.route_consumer(r))]
@@ -85,10 +86,19 @@ def worker_permissions(names: NatsNames, worker_id: str, routes: Sequence[str] =
                 # direct get named by subject and added to with compare-and-set publishes.
                 *_spend(names, names.spend_of(worker_id)),
                 *_spend(names, names.fleet_spend),
+                # Cancels (poller/cancel.py): is a task it is about to run cancelled? A direct
+                # get of its own mark, named by subject; it cannot write or read others'.
+                f"{JS_API}.DIRECT.GET.{names.cancel_stream}.{names.cancel(worker_id, '*')}",
             ]
         ),
         sub=Permission.of(
-            allow=[f"{names.inbox_prefix(worker_id)}.>", names.ping(worker_id)],
+            allow=[
+                f"{names.inbox_prefix(worker_id)}.>",
+                names.ping(worker_id),
+                # A mark written for one of its tasks while it runs: the publish itself, seen
+                # as it is stored (no consumer: nothing to create or to lag).
+                names.cancel(worker_id, "*"),
+            ],
         ),
         resp=PING_RESPONSE,
     )
@@ -100,10 +110,11 @@ def publisher_permissions(names: NatsNames) -> Permissions:
     may); read results by direct get (by subject: no consumer of its own, nothing to
     create); look at the workers' consumers (how many tasks wait: `--any`, progress); ping a
     worker (is it running: `task send` warns when not); read the tasks still queued and the
-    dead letters, and purge dead letters; its own inbox prefix. No pulls or acks: it never
-    takes a task from a worker."""
+    dead letters, and purge dead letters; write and read cancel marks (`task cancel`); its
+    own inbox prefix. No pulls or acks: it never takes a task from a worker, and it cannot
+    delete a queued task (a cancelled one is dropped unrun by its worker)."""
     results, tasks, dead = names.results_stream, names.task_stream, names.dead_stream
-    records = names.record_stream
+    records, cancels = names.record_stream, names.cancel_stream
     return Permissions(
         pub=Permission.of(
             allow=[
@@ -114,6 +125,10 @@ def publisher_permissions(names: NatsNames) -> Permissions:
                 names.record("*"),
                 f"{JS_API}.DIRECT.GET.{records}",
                 f"{JS_API}.DIRECT.GET.{records}.{names.record('*')}",
+                # Cancel marks (`task cancel`): one key per (worker, task), written and read
+                # by subject; only the worker named in the key may read it besides.
+                names.cancel("*", "*"),
+                f"{JS_API}.DIRECT.GET.{cancels}.{names.cancel('*', '*')}",
                 f"{JS_API}.STREAM.MSG.GET.{results}",
                 f"{JS_API}.DIRECT.GET.{results}",
                 f"{JS_API}.DIRECT.GET.{results}.>",
@@ -184,14 +199,21 @@ def dashboard_permissions(names: NatsNames) -> Permissions:
 def admin_api(names: NatsNames) -> list[str]:
     """Exactly the JetStream API requests fleetctl sends (fleetctl/reconcile/jetstream.py), on the
     fleet's own stream names: is JetStream up, look up / create / update its seven streams
-    (tasks, results, dead letters, the leases, spend, task records and judgments buckets),
+    (tasks, results, dead letters, the leases, spend, task records, judgments and
+    cancels buckets),
     list, look up, create, update and delete consumers on the task stream. No stream delete
     or purge, no message get or delete, no direct get but of a spend counter (status; not of
     a task record: status does not need them), no pull (MSG.NEXT), no ephemeral consumers, no
     other stream's consumers."""
     api = [f"{JS_API}.INFO"]
     streams = (names.task_stream, names.results_stream, names.dead_stream, names.lease_stream)
-    for stream in (*streams, names.spend_stream, names.record_stream, names.judgment_stream):
+    for stream in (
+        *streams,
+        names.spend_stream,
+        names.record_stream,
+        names.judgment_stream,
+        names.cancel_stream,
+    ):
         api += [f"{JS_API}.STREAM.{op}.{stream}" for op in ("INFO", "CREATE", "UPDATE")]
     tasks = names.task_stream
     api += [f"{JS_API}.CONSUMER.{op}.{tasks}" for op in ("LIST", "NAMES")]

@@ -57,6 +57,13 @@ def test_every_stream_declares_its_bounds() -> None:
             "discard": "old",
             "per_subject": 1,
         },
+        # one mark per (worker, task) cancelled
+        "KV_AF_CANCELS": {
+            "max_bytes": 16 * MIB,
+            "max_msg_size": 4096,
+            "discard": "old",
+            "per_subject": 1,
+        },
     }
     small = NatsSettings(results_max_bytes=8 * MIB, max_msg_size=64 * 1024)
     results = {s.name: s.api_config() for s in streams(small)}["AF_RESULTS"]
@@ -138,8 +145,8 @@ def test_validate_refuses_limits_that_do_not_nest(tmp_path: Path) -> None:
     account = lines.index("  account_max_file_store: 2GiB") + 1
     assert (
         f"fleet.yaml:{account}:27: nats.account_max_file_store: the streams' max bytes add up "
-        "to 3488MiB (tasks_max_bytes + results_max_bytes + dead_max_bytes + leases_max_bytes + "
-        "spend_max_bytes + records_max_bytes + judgments_max_bytes), more than "
+        "to 3504MiB (tasks_max_bytes + results_max_bytes + dead_max_bytes + leases_max_bytes + "
+        "spend_max_bytes + records_max_bytes + judgments_max_bytes + cancels_max_bytes), more than "
         "account_max_file_store (2GiB)"
     ) in out
     assert "2 problems found" in out

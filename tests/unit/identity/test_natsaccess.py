@@ -30,8 +30,9 @@ def test_worker_permissions_are_exact() -> None:
         "$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.worker.w1.>",
         "$KV.AF_SPEND.fleet.>",
         "$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.fleet.>",
+        "$JS.API.DIRECT.GET.KV_AF_CANCELS.$KV.AF_CANCELS.w1.*",
     )
-    assert p.sub.allow == ("_INBOX_w1.>", "af.worker.w1.ping")
+    assert p.sub.allow == ("_INBOX_w1.>", "af.worker.w1.ping", "$KV.AF_CANCELS.w1.*")
     assert p.resp is not None and p.resp.max_msgs == 1
 
 
@@ -67,6 +68,12 @@ def test_no_worker_gets_the_seed_broad_grants() -> None:
         ]
         # task records: nothing at all (whom a task was sent to is the publisher's word)
         assert not [s for s in every if "RECORDS" in s]
+        # cancel marks: read its own (a direct get, and the write seen as it is stored);
+        # it writes none, and reads no other worker's
+        assert [s for s in p.pub.allow if "CANCELS" in s] == [
+            f"$JS.API.DIRECT.GET.KV_AF_CANCELS.$KV.AF_CANCELS.{wid}.*"
+        ]
+        assert [s for s in p.sub.allow if "CANCELS" in s] == [f"$KV.AF_CANCELS.{wid}.*"]
         # spend: its own daily counter, and the fleet's it adds to
         assert [s for s in every if "SPEND" in s] == [
             f"$KV.AF_SPEND.worker.{wid}.>",
@@ -105,10 +112,13 @@ def test_publisher_and_admin() -> None:
         "$KV.AF_RECORDS.*",
         "$JS.API.DIRECT.GET.KV_AF_RECORDS",
         "$JS.API.DIRECT.GET.KV_AF_RECORDS.$KV.AF_RECORDS.*",
+        "$KV.AF_CANCELS.*.*",
+        "$JS.API.DIRECT.GET.KV_AF_CANCELS.$KV.AF_CANCELS.*.*",
         "$JS.API.STREAM.MSG.GET.AF_RESULTS",
         "$JS.API.DIRECT.GET.AF_RESULTS",
         "$JS.API.DIRECT.GET.AF_RESULTS.>",
         "$JS.API.CONSUMER.INFO.AF_TASKS.*",
+        "af.worker.*.ping",
         "$JS.API.STREAM.MSG.GET.AF_TASKS",
         "$JS.API.STREAM.MSG.GET.AF_DEAD",
         "$JS.API.STREAM.PURGE.AF_DEAD",
@@ -129,6 +139,7 @@ def test_publisher_and_admin() -> None:
                 "KV_AF_SPEND",
                 "KV_AF_RECORDS",
                 "KV_AF_JUDGMENTS",
+                "KV_AF_CANCELS",
             )
             for op in ("INFO", "CREATE", "UPDATE")
         ),

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 
 from poller import config, delivery, records
+from poller.cancel import Cancels
 from poller.delivery import Delivery
 from poller.heartbeat import Stats
 from poller.lease import Held, Lease
@@ -45,11 +46,13 @@ class FakeBus:
         over: str | None = None,
         held: Held | None = None,
         stored: dict[str, bytes] | None = None,
+        cancelled: tuple[str, ...] = (),
     ) -> None:
         self.ops: list[tuple[Any, ...]] = []
         self.fail, self.over, self.held = fail, over, held
         self.stored = dict(stored or {})
         self.dead: list[dict[str, Any]] = []
+        self.marks = set(cancelled)  # task ids with a cancel mark for w1
 
     def _request(self, *op: Any) -> None:
         self.ops.append(op)
@@ -106,12 +109,18 @@ class FakeBus:
     async def add_spend(self, cost_usd: float) -> None:
         self._request("add_spend", cost_usd)
 
+    async def cancelled(self, task_id: str) -> bool:
+        self._request("cancelled", task_id)
+        return task_id in self.marks
+
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
-def flow(work: Path, bus: FakeBus, max_deliver: int = 3, **env: str) -> Delivery:
+def flow(
+    work: Path, bus: FakeBus, max_deliver: int = 3, cancels: bool = False, **env: str
+) -> Delivery:
     """The flow of worker w1 with the stand-in claude CLI; ack_wait long enough that no
     progress signal falls within a test unless a reconnect asks for one."""
     cfg = config.load(
@@ -128,7 +137,10 @@ def flow(work: Path, bus: FakeBus, max_deliver: int = 3, **env: str) -> Delivery
     )
     stats = Stats("w1", cfg.backend, cfg.llm, 1)
     log = Logger("error")  # on stderr: pytest shows it with a failure
-    return Delivery(cfg, bus, log, stats, ack_wait=600, max_deliver=max_deliver, lease_ttl=1800)
+    marks = Cancels(cfg, log) if cancels else None
+    return Delivery(
+        cfg, bus, log, stats, ack_wait=600, max_deliver=max_deliver, lease_ttl=1800, cancels=marks
+    )
 
 
 def task(task_id: str = "t1", attempt: int = 1, seq: int = SEQ, **fields: Any) -> Delivered:
@@ -500,6 +512,66 @@ def test_a_reconnect_signals_progress_and_refreshes_the_lease_at_once(tmp_path: 
         ("ack", SEQ),
         ("release_lease", "t1"),
     ]
+
+
+CHECKED = [("take_lease", "t1", SEQ), ("last_result", "t1"), ("cancelled", "t1"), ("over_budget",)]
+
+
+def test_a_task_cancelled_before_it_runs_is_never_run_and_ends_cancelled(tmp_path: Path) -> None:
+    bus = FakeBus(cancelled=("t1",))
+    run(flow(tmp_path, bus, cancels=True).handle(task()))
+    assert bus.ops == [
+        *CHECKED[:3],
+        ("publish_result", "t1", "cancelled"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+    assert standin_records(tmp_path, "start") == []  # the CLI never started
+    stored = result(bus)
+    assert stored["error"] == records.CANCELLED_QUEUED and "cost_usd" not in stored
+    # A redelivery finds the result: acked, not run, not retried.
+    run(flow(tmp_path, bus, cancels=True).handle(task(attempt=2)))
+    assert bus.ops[-3:] == [("last_result", "t1"), ("ack", SEQ), ("release_lease", "t1")]
+
+
+def test_a_running_task_cancelled_has_its_cli_stopped_and_ends_cancelled(tmp_path: Path) -> None:
+    bus = FakeBus()
+    d = flow(tmp_path, bus, cancels=True, KILL_GRACE="0.2")
+
+    async def go() -> float:
+        handling = asyncio.create_task(d.handle(task(instructions=directive(sleep=30))))
+        await started(tmp_path)
+        assert d.cancels is not None
+        asked = asyncio.get_running_loop().time()
+        d.cancels.notice("t1")  # the mark's publish, as the subscription hands it on
+        await handling
+        return asyncio.get_running_loop().time() - asked
+
+    took = run(go())
+    assert took < 5  # stopped within its grace, not after the 30 s sleep
+    assert bus.ops == [
+        *CHECKED,
+        ("publish_result", "t1", "cancelled"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+    assert result(bus)["error"] == records.CANCELLED_RUNNING
+
+
+def test_a_mark_seen_before_the_run_starts_cancels_it_at_once(tmp_path: Path) -> None:
+    """Between the check and the start: the subscription's notice is remembered."""
+    bus = FakeBus()
+    d = flow(tmp_path, bus, cancels=True)
+    assert d.cancels is not None
+    d.cancels.notice("t1")
+    run(d.handle(task(instructions=directive(sleep=30))))
+    assert result(bus)["status"] == "cancelled"
+
+
+def test_a_cancel_check_that_fails_holds_nothing_up(tmp_path: Path) -> None:
+    bus = FakeBus(fail=("cancelled",))
+    run(flow(tmp_path, bus, cancels=True).handle(task()))
+    assert result(bus)["status"] == "completed"
 
 
 def test_the_flow_makes_no_bus_call_of_its_own() -> None:

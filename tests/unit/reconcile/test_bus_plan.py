@@ -27,8 +27,8 @@ def test_a_bare_broker_s_bus_is_planned_whole() -> None:
     plan = _plan(ObservedHost(), DOWN)
     assert plan.bus is not None and plan.bus.error is None
     kinds = [(c.action, c.kind) for c in plan.bus.changes]
-    # tasks, results, dead letters, leases, spend, task records, judgments
-    assert kinds.count(("create", "stream")) == 7
+    # tasks, results, dead letters, leases, spend, task records, judgments, cancel marks
+    assert kinds.count(("create", "stream")) == 8
     enabled = [w for w in example_fleet().workers if w.enabled]
     assert kinds.count(("create", "consumer")) == len(enabled)
 

@@ -57,6 +57,7 @@ def test_every_kv_bucket_refuses_rollups_and_purges() -> None:
         "KV_AF_SPEND",
         "KV_AF_RECORDS",
         "KV_AF_JUDGMENTS",
+        "KV_AF_CANCELS",
     ]
     for b in buckets:
         assert (b["allow_rollup_hdrs"], b["deny_purge"], b["deny_delete"]) == (False, True, True)
