@@ -12,7 +12,7 @@ import click
 from fleetctl.cli.bus import task_client
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options, json_option, watch_option
-from fleetctl.cli.task import show, stopped_waiting
+from fleetctl.cli.waiting import show, stopped_waiting
 from fleetctl.tasks import changes
 from fleetctl.tasks.client import Answers, Client, NoSuchTask
 from fleetctl.tasks.messages import Result, TaskError, check_task_id

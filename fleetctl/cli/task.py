@@ -1,32 +1,34 @@
-"""`fleetctl task send`: publish a task to one worker, several, a selection or a route."""
+"""`fleetctl task send`: publish a task to one worker, several, a selection or a route
+(`task cancel`: fleetctl/cli/cancel.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
 from fleetctl.cli.bus import task_client
+from fleetctl.cli.cancel import cancel
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.groups import SuggestingGroup
 from fleetctl.cli.options import bus_options, json_option, to_option
 from fleetctl.cli.params import duration
 from fleetctl.cli.running import describe, not_running
+from fleetctl.cli.waiting import follow, show, stopped_waiting
 from fleetctl.tasks import code, targets
-from fleetctl.tasks.client import Client, Sent
-from fleetctl.tasks.messages import Result, TaskError, check_task_id, results_json
+from fleetctl.tasks.messages import TaskError, check_task_id
 from fleetctl.tasks.reach import BusOptions
 from fleetctl.ui.terminal import err, out
 
 
 @click.group(cls=SuggestingGroup)
 def task() -> None:
-    """Send tasks to the fleet's workers."""
+    """Send tasks to the fleet's workers, or cancel them."""
+
+
+task.add_command(cancel)
 
 
 def _prompt(text: str | None, file: str | None) -> str:
@@ -187,28 +189,6 @@ def send(
     sys.exit(0 if results and all(r.ok for r in results) else 1)
 
 
-INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
-
-
-def stopped_waiting(app: AppContext, task_id: str) -> NoReturn:
-    """Ctrl-C while waiting: only the waiting stops. Say so, and how to follow the task
-    or cancel it; exit 130."""
-    fleet = "" if _default_fleet(app) else f" -f {shlex.quote(str(app.fleet_path))}"
-    err().print(
-        f"\nStopped waiting: {task_id} runs on (nothing was cancelled).\n"
-        f"  results  fleetctl{fleet} results {task_id} --watch\n"
-        f"  cancel   fleetctl{fleet} task cancel {task_id}",
-        markup=False,
-        highlight=False,
-    )
-    sys.exit(INTERRUPTED)
-
-
-def _default_fleet(app: AppContext) -> bool:
-    """Would a command run here find the same fleet file without -f?"""
-    return bool(os.environ.get("FLEETCTL_FLEET")) or app.fleet_path == Path("fleet.yaml")
-
-
 def _require_running(groups: list[tuple[str, ...]], down: dict[str, str] | None) -> None:
     """--require-running: every target running (for --any or a `pick: any` route, one of
     the workers that may take it), or nothing is sent."""
@@ -225,22 +205,3 @@ def _require_running(groups: list[tuple[str, ...]], down: dict[str, str] | None)
             "nothing was sent",
             "start it, or send without --require-running",
         )
-
-
-def follow(client: Client, sent: Sent, timeout: float | None, *, quiet: bool) -> list[Result]:
-    """Wait for every target, showing each one's state as it changes (not with --json)."""
-    from fleetctl.ui.results_view import Progress
-
-    if quiet:
-        return client.wait(sent, timeout)
-    with Progress(err()) as progress:
-        return client.wait(sent, timeout, progress.update)
-
-
-def show(task_id: str, results: list[Result], *, as_json: bool, full: bool = False) -> None:
-    if as_json:
-        click.echo(json.dumps(results_json(task_id, results), indent=2))
-        return
-    from fleetctl.ui.results_view import side_by_side
-
-    side_by_side(out(), task_id, results, full=full)

@@ -16,6 +16,7 @@ from typing import Any
 from fleetctl.config.model import Fleet
 
 VERSION = 1
+NOT_FAILED = ("completed", "cancelled")  # heartbeat counts that are not failures
 NO_TASKS_TODAY = "the budget counts as spent for the rest of the UTC day (docs/security.md)"
 
 
@@ -94,7 +95,9 @@ class WorkerStatus:
             "ack_pending": self.count("num_ack_pending"),
             "redelivered": self.count("num_redelivered"),
             "completed": counts.get("completed", 0),
-            "failed": sum(v for k, v in counts.items() if k != "completed" and isinstance(v, int)),
+            "failed": sum(
+                v for k, v in counts.items() if k not in NOT_FAILED and isinstance(v, int)
+            ),
             "labels": dict(self.labels),
             "creds_expires_at": self.creds_expires_at,
             "daily_usd": self.daily_usd,

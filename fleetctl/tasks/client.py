@@ -17,8 +17,8 @@ answer from any other worker as unsolicited.
 
 The class holds the connection and its loop; each job is a module of its own: sending.py,
 whereabouts.py (where a copy is), waiting.py, answers.py (one task), listing.py (recent
-tasks, stored results), deadletters.py. None has NATS code of its own: the requests are in
-fleetctl/bus/taskbus.py.
+tasks, stored results), deadletters.py, cancelling.py (with marks.py), liveness.py. None
+has NATS code of its own: the requests are in fleetctl/bus/taskbus.py.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ from typing import Any
 
 from fleetctl.bus.client import Endpoint, connect
 from fleetctl.bus.loop import Loop
-from fleetctl.bus.names import NatsNames
+from fleetctl.bus.names import JS_API, NatsNames
 from fleetctl.config.model import Fleet
 from fleetctl.identity.natsaccess import DASHBOARD_USER, PUBLISHER_USER
 from fleetctl.tasks import (
     activity,
+    cancelling,
     changes,
     deadletters,
     following,
@@ -50,6 +51,7 @@ from fleetctl.tasks import answers as task_answers
 from fleetctl.tasks import code as task_code
 from fleetctl.tasks import messages as taskmsg
 from fleetctl.tasks.answers import Answers, NoSuchTask
+from fleetctl.tasks.cancelling import Cancel
 from fleetctl.tasks.changes import Change, ChangeError
 from fleetctl.tasks.code import Code, CodeError
 from fleetctl.tasks.connection import Connection
@@ -64,6 +66,7 @@ from fleetctl.tasks.sender import identity_of, may_publish
 
 __all__ = [
     "Answers",
+    "Cancel",
     "Change",
     "ChangeError",
     "Client",
@@ -92,7 +95,9 @@ class Client:
             raise
         sender, unrecordable = identity_of(endpoint.identity, self.names)
         self._identity = endpoint.identity
-        self._conn = Connection(nc, fleet, self.names, sender, unrecordable)
+        marks = f"{JS_API}.DIRECT.GET.{self.names.cancel_stream}.{self.names.cancel('w', 't')}"
+        readable = may_publish(endpoint.identity, marks) is not False
+        self._conn = Connection(nc, fleet, self.names, sender, unrecordable, readable)
         self._conn.reads_records = endpoint.identity.user == DASHBOARD_USER
 
     @classmethod
@@ -233,6 +238,18 @@ class Client:
         the copies the bus stored (also when another copy failed: that error is raised
         after the record is written)."""
         return self._loop.call(sending.publish(self._conn, task_id, data, workers, tag, route))
+
+    def cancel(self, task_id: str, to: Sequence[str] = ()) -> list[Cancel]:
+        """Cancel the task on each of its targets without a result yet (only those in `to`,
+        when given): a queued copy will not run, a running one has its CLI stopped; each
+        ends as `cancelled` (`wait` on the asked ones shows it). NoSuchTask for an unknown
+        id, TaskError for a worker it was not sent to."""
+        if may_publish(self._identity, self.names.cancel("w", "t")) is False:
+            raise taskmsg.TaskError(
+                "these credentials predate task cancels and may not write them: "
+                "`fleetctl apply` (or `fleetctl creds init`) issues new ones"
+            )
+        return self._loop.call(cancelling.cancel(self._conn, task_id, to))
 
     # ---- reading -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ class Connection:
     names: NatsNames
     sender: Sender
     unrecordable: str | None  # why these creds may not write task records (None: they may)
+    cancels_readable: bool = True  # may these creds read cancel marks (fleetctl/tasks/cancelling)
     # (target key, task id) -> when its copy was first seen running (time.monotonic())
     running_since: dict[tuple[str, str], float] = field(default_factory=dict)
     # worker id -> its latest status heartbeat, once followed (tasks/activity.py)

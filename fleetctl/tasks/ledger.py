@@ -3,7 +3,8 @@
 Costs are what each result says it cost (`cost_usd`, priced by its poller or reported by its
 CLI, docs/messages.md): the ledger prices nothing itself, so its total is the sum of the
 results. A result that ran but has no cost (`cost_source: unknown`) counts as unpriced;
-a `rejected` result ran nothing and costs nothing.
+a `rejected` result, and a `cancelled` one that never ran, ran nothing and cost nothing. A
+task cancelled while it ran counts with whatever its CLI spent until it was stopped.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Row:
         cost = body.get("cost_usd")
         if isinstance(cost, int | float) and not isinstance(cost, bool):
             self.cost_usd += float(cost)
-        elif body.get("status") != "rejected":
+        elif not _ran_nothing(body):
             self.unpriced_tasks += 1
 
     def as_json(self) -> dict[str, Any]:
@@ -71,6 +72,12 @@ class Ledger:
             "rows": [r.as_json() for r in self.rows],
             "total_usd": self.total_usd,
         }
+
+
+def _ran_nothing(body: Mapping[str, Any]) -> bool:
+    """Rejected, or cancelled before it ran (no `cost_source`: its CLI never started)."""
+    status = body.get("status")
+    return status == "rejected" or (status == "cancelled" and "cost_source" not in body)
 
 
 def _int(value: Any) -> int:

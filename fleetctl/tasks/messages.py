@@ -20,8 +20,9 @@ TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_TASK_BYTES = TASK_MAX_BYTES - 1024
 # A result's status, or where a target's copy of the task is when it has none yet. `lost`:
 # the copy left the task stream with neither a result nor a dead letter (expired unrun, acked
-# without a result, or its dead letter was purged).
-FINAL = ("completed", "failed", "timeout", "rejected", "dead-lettered", "lost")
+# without a result, or its dead letter was purged). `cancelled`: a result, or a copy still
+# queued that `task cancel` marked (its worker drops it unrun).
+FINAL = ("completed", "failed", "timeout", "rejected", "cancelled", "dead-lettered", "lost")
 PENDING = ("queued", "running")
 # The most of a result's `stderr_tail` shown or printed (the poller keeps its last 8 KiB; a
 # result is written by whoever holds the worker's creds, so it is bounded here as well).

@@ -13,6 +13,7 @@ from fleetctl.bus import taskbus
 from fleetctl.tasks import activity
 from fleetctl.tasks.connection import Connection
 from fleetctl.tasks.deadletters import DeadLetters
+from fleetctl.tasks.marks import QUEUED_CANCELLED, marked
 from fleetctl.tasks.messages import Result
 from fleetctl.tasks.record import Sent, Target
 
@@ -78,9 +79,17 @@ async def whereabouts(
             if target.key not in infos:
                 infos[target.key] = await consumer(conn, target.worker_id, target.route)
             out[key] = _where(conn, task_id, target, infos[target.key])
+            if out[key].status == "queued" and await _cancelled(conn, task_id, target):
+                out[key] = Result(target.key, "cancelled", {"error": QUEUED_CANCELLED})
         else:
             out[key] = await _left(conn, task_id, target, letters)
     return out
+
+
+async def _cancelled(conn: Connection, task_id: str, target: Target) -> bool:
+    """Has this copy been cancelled (`task cancel` marks each worker that may take it)?
+    Read only for a copy still queued: a running one ends in its own `cancelled` result."""
+    return bool(target.workers) and await marked(conn, target.workers[0], task_id)
 
 
 async def _queued_copy(conn: Connection, target: Target) -> bool:

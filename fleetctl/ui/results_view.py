@@ -22,7 +22,7 @@ MIN_COLUMN = 38  # narrower than this per worker: stack instead
 MAX_COLUMN = 64
 STYLES = {"completed": "green", "failed": "red", "timeout": "red", "rejected": "red"}
 STYLES |= {"dead-lettered": "red", "lost": "red", "running": "yellow", "queued": "dim"}
-STYLES |= {"passed": "green"}
+STYLES |= {"passed": "green", "cancelled": "magenta"}
 UNSOLICITED = "NO: never sent this task"
 
 
