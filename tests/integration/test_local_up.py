@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,14 @@ class LocalFleet:
 
 @pytest.fixture
 def fleet() -> Iterator[LocalFleet]:
+    with a_local_fleet() as local:
+        yield local
+
+
+@contextmanager
+def a_local_fleet() -> Iterator[LocalFleet]:
+    """A directory for a local fleet, run as an unprivileged user; everything under it is
+    stopped and removed afterwards, even when a test failed."""
     if shutil.which("wc") is None or shutil.which("python3", path="/usr/bin:/bin") is None:
         pytest.skip("needs wc and /usr/bin/python3")
     uid = None
@@ -185,11 +194,13 @@ def fleet() -> Iterator[LocalFleet]:
         os.chown(root, uid, uid)
     python = venv_for_others(root.parent / "venv") if uid is not None else Path(sys.executable)
     local = LocalFleet(root, uid, python)
-    yield local
-    local.fleetctl("down", check=False)
-    for p in processes_under(root):  # never leave anything behind, even when a test failed
-        os.kill(p.pid, signal.SIGKILL)
-    shutil.rmtree(root.parent, ignore_errors=True)
+    try:
+        yield local
+    finally:
+        local.fleetctl("down", check=False)
+        for p in processes_under(root):  # never leave anything behind, even after a failure
+            os.kill(p.pid, signal.SIGKILL)
+        shutil.rmtree(root.parent, ignore_errors=True)
 
 
 def test_up_runs_every_worker_that_can_run_here(fleet: LocalFleet) -> None:

@@ -121,6 +121,27 @@ def test_unknown_disabled_and_unmatched_targets_exit_1_and_publish_nothing(
     assert tf.stored_tasks() == 0
 
 
+def test_a_target_whose_poller_does_not_answer_gets_a_warning_or_with_require_running_nothing(
+    tf: TaskFleet,
+) -> None:
+    """Reached as a coordinator elsewhere: a worker runs when its poller answers a ping."""
+    tf.pollers["w2"].stop()
+    stored = tf.stored_tasks()
+    code, body, err = send_json(tf, "hello", "--to", "w1", "--to", "w2", "--id", "alive-1")
+    assert code == 0 and [t["worker_id"] for t in body["sent"]] == ["w1", "w2"]
+    assert err == (
+        "warning: w2 is not running: its poller does not answer a ping (stopped, not "
+        "deployed, or cut off from the broker: fleetctl status); alive-1 waits in its queue "
+        "until it runs\n"
+    )
+    assert tf.stored_tasks() == stored + 2  # sent all the same: the queue keeps it
+    code, _, err = send_json(tf, "hello", "--to", "w1", "--to", "w2", "--require-running")
+    assert code == 1 and "error: w2 is not running: its poller does not answer a ping" in err
+    assert tf.stored_tasks() == stored + 2  # nothing was sent
+    code, _, err = send_json(tf, "hello", "--to", "w1", "--to", "w3", "--require-running")
+    assert (code, err) == (0, "")
+
+
 def test_a_failed_target_makes_wait_exit_1(tf: TaskFleet) -> None:
     done = tf.fleetctl(
         "task", "send", directive(exit=3), "--to", "w1", "--id", "bad-1", "--wait", "--json"

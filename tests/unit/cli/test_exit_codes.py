@@ -122,6 +122,11 @@ ROWS: dict[tuple[str, ...], Row] = {
         ok_elsewhere=TASKS
         + "test_fan_out_runs_once_on_every_target_and_the_same_id_again_runs_nothing",
     ),
+    ("task", "cancel"): Row(
+        error=("task", "cancel", "not.a.task.id", "--server", "nats://127.0.0.1:1"),
+        ok_elsewhere="tests/integration/test_new_user_path.py::"
+        "test_cancel_drops_a_queued_task_unrun_and_stops_a_running_ones_process_tree",
+    ),
     ("results",): Row(
         error=("results", "not.a.task.id", "--server", "nats://127.0.0.1:1"),
         ok_elsewhere=TASKS
