@@ -35,11 +35,8 @@ def nats_value(value: object) -> str:
 
 
 def templates_dir() -> Path:
-    """Templates ship inside the wheel (fleetctl/templates); a checkout keeps them at the top."""
-    packaged = Path(__file__).resolve().parent.parent / "templates"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent.parent / "templates"
+    """fleetctl/templates: package data, the same in a checkout and in an installed wheel."""
+    return Path(__file__).resolve().parent.parent / "templates"
 
 
 def is_ip_address(value: object) -> bool:
