@@ -18,7 +18,7 @@ from fleetctl.ui.terminal import err
 def task_client(app: AppContext, options: BusOptions) -> Iterator[Client]:
     """The client on the fleet's bus; bad targets, bad tasks and an unreachable bus exit 1
     with the reason (every target problem listed), never a traceback."""
-    fleet = app.fleet()
+    fleet = app.fleet(local=True)
     try:
         with Client.reaching(fleet, app.fleet_path, options) as client:
             yield client

@@ -31,7 +31,7 @@ def costs(app: AppContext, since: str | None, by: str, as_json: bool, bus: BusOp
     Costs are the results' own (priced by the poller from fleet.yaml `prices:`, or reported
     by the CLI); `UNPRICED` counts results with tokens but no cost."""
     seconds = duration(since, "--since")
-    fleet = app.fleet()
+    fleet = app.fleet(local=True)
     with task_client(app, bus) as client:
         stored = client.stored_results(seconds)
     book = ledger(stored, by, {w.id: w.labels for w in fleet.workers})

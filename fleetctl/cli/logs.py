@@ -42,7 +42,7 @@ def logs(
     """A worker's poller log: `journalctl -u <worker>-poller` on its host over SSH, or the
     local fleet's log file (`fleetctl up`). The poller's JSON lines print as
     `time level event key=value ...`."""
-    fleet = app.fleet()
+    fleet = app.fleet(local=True)
     worker = fleet.worker(worker_id)
     if worker is None:
         known = ", ".join(w.id for w in fleet.workers)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from fleetctl import __version__
 from fleetctl.artifacts.errors import ArtifactError
@@ -21,6 +22,7 @@ from nsc.errors import NscError
 # Each command's module, imported only when that command runs: `plan` need not load what
 # `apply` shows (rich's progress display) or what `creds` uses, and `--help` stays quick.
 COMMANDS = {
+    "init": "fleetctl.cli.init",
     "validate": "fleetctl.cli.validate",
     "plan": "fleetctl.cli.plan",
     "apply": "fleetctl.cli.apply",
@@ -127,7 +129,8 @@ class _LazyGroup(SuggestingGroup):
 @click.pass_context
 def cli(ctx: click.Context, fleet_path: Path, servers_path: Path) -> None:
     """Provision and run a fleet of LLM coding agents from fleet.yaml and servers.yaml."""
-    ctx.obj = AppContext(fleet_path, servers_path)
+    given = ctx.get_parameter_source("servers_path") is not ParameterSource.DEFAULT
+    ctx.obj = AppContext(fleet_path, servers_path, servers_given=given)
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def status(
     SSH as a read-only plan does, except for a local fleet (`fleetctl up`). Dead letters are
     counted as new since the last look from this machine. `--watch --json` prints one JSON
     document per line per update."""
-    fleet = app.fleet()
+    fleet = app.fleet(local=True)
     running_here = None if bus.server else local_fleet(app.fleet_path)
     local = running_here is not None
     state_dir = default_state_dir(app.fleet_path)

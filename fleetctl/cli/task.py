@@ -124,7 +124,7 @@ def send(
     metadata = _pairs(meta, "--meta")
     seconds = duration(timeout, "--timeout")
     wait_for = duration(wait_timeout, "--wait-timeout")
-    fleet = app.fleet()
+    fleet = app.fleet(local=True)
     ask = targets.Ask(to, chosen or None, route, any_)
     try:  # before reaching the bus: a wrong target needs no connection to be refused
         groups = targets.candidates(fleet, ask)

@@ -228,7 +228,7 @@ def up(
 ) -> None:
     """Run every enabled worker of the fleet on this machine, with a local nats-server (or a
     local cluster of them: --brokers 3)."""
-    fleet = app.fleet()
+    fleet = app.fleet(local=True)
     _check_only(fleet, only)
     if install_clis:
         _install_clis(fleet, only)
@@ -248,8 +248,9 @@ def up(
         fail(f"no local fleet is running in {_relative(state.root)}", "start one: fleetctl up")
     began = time.monotonic()
     if detach:
+        servers = app.servers(local=True)
         argv = control.supervisor_argv(
-            app.fleet_path, app.servers_path, state, only, wait_timeout, int(brokers)
+            app.fleet_path, servers, state, only, wait_timeout, int(brokers)
         )
         try:
             status = control.start_detached(argv, state, wait_timeout + 60)
@@ -260,9 +261,10 @@ def up(
         else:
             report(status, state, time.monotonic() - began)
         return
+    servers = app.servers(local=True)
     options = Options(
         app.fleet_path,
-        app.servers_path,
+        servers,
         state,
         only,
         ready_timeout=wait_timeout,

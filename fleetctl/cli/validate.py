@@ -11,6 +11,7 @@ from fleetctl.cli.context import AppContext, pass_app
 from fleetctl.cli.options import json_option
 from fleetctl.config.errors import ConfigError
 from fleetctl.config.loader import load_fleet
+from fleetctl.config.thismachine import LOCAL_SERVERS
 from fleetctl.ui.problems import print_problems
 from fleetctl.ui.terminal import out
 
@@ -21,7 +22,7 @@ from fleetctl.ui.terminal import out
 def validate(app: AppContext, as_json: bool) -> None:
     """Check fleet.yaml and servers.yaml; exit 1 listing every problem."""
     try:
-        fleet = load_fleet(app.fleet_path, app.servers_path)
+        fleet = load_fleet(app.fleet_path, app.servers(local=True))
     except ConfigError as exc:
         if as_json:
             problems = [
@@ -55,6 +56,13 @@ def validate(app: AppContext, as_json: bool) -> None:
                 },
                 indent=2,
             )
+        )
+        return
+    if app.servers(local=True) == LOCAL_SERVERS:
+        out().print(
+            f"{app.fleet_path}: valid ({len(fleet.workers)} workers, {enabled} enabled, on "
+            "this machine: there is no servers.yaml, so `fleetctl up` runs them here)",
+            markup=False,
         )
         return
     out().print(

@@ -116,9 +116,12 @@ class Client:
         import os
 
         from fleetctl.config.loader import load_fleet
+        from fleetctl.config.thismachine import servers_or_local
 
         path = Path(fleet_path)
-        servers = Path(servers_path) if servers_path else path.parent / "servers.yaml"
+        servers = (
+            Path(servers_path) if servers_path else servers_or_local(path.parent / "servers.yaml")
+        )
         fleet = load_fleet(path, servers)
         server = server or os.environ.get("FLEETCTL_NATS_URL") or None
         creds = creds or os.environ.get("FLEETCTL_NATS_CREDS") or None
