@@ -12,7 +12,7 @@ from rich.table import Table
 
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.groups import SuggestingGroup
-from fleetctl.cli.options import json_option, one_worker_option, server_option
+from fleetctl.cli.options import force_option, json_option, one_worker_option, server_option
 from fleetctl.config.model import Fleet
 from fleetctl.config.pydantic_errors import did_you_mean
 from fleetctl.identity import credentials, natsaccess
@@ -205,7 +205,7 @@ def _expires_soon(ts: int | None, within: int) -> bool:
 
 @creds.command(name="backup")
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@force_option
 @pass_app
 def backup_(app: AppContext, out_file: Path, force: bool) -> None:
     """Write the operator and account keys, the tunnel keys and the store to FILE (0600).

@@ -71,6 +71,9 @@ no_drain_option = click.option(
     is_flag=True,
     help="Restart pollers at once: their running tasks go back to the queue for another run.",
 )
+force_option = click.option(
+    "--force", is_flag=True, help="Replace the file it writes if it is already there."
+)
 yes_option = click.option(
     "--yes", "-y", is_flag=True, help="Do not ask before changing hosts (for scripts and CI)."
 )

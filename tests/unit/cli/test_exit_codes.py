@@ -56,6 +56,7 @@ ISSUED = (INIT, ("creds", "issue", "--all"))
 E2E = "tests/e2e/test_reconcile.py::"
 TASKS = "tests/integration/test_task_commands.py::"
 ROWS: dict[tuple[str, ...], Row] = {
+    ("init",): Row(ok=("init", "fresh"), error=("init", ".")),  # here: the example fleet
     ("validate",): Row(ok=("validate",), error=("-f", "missing.yaml", "validate")),
     ("plan",): Row(
         ok=("plan", "--dry-run"),
