@@ -29,6 +29,7 @@ def test_every_stream_and_bucket_is_declared_with_the_fleets_replicas() -> None:
     cluster = {s.name: s.api_config()["num_replicas"] for s in bus_state(cluster_fleet()).streams}
     names = ["AF_TASKS", "AF_RESULTS", "AF_DEAD", "KV_AF_LEASES", "KV_AF_SPEND", "KV_AF_RECORDS"]
     names.append("KV_AF_JUDGMENTS")
+    names += ["KV_AF_CANCELS"]
     assert single == dict.fromkeys(names, 1)
     assert cluster == dict.fromkeys(names, 3)
 

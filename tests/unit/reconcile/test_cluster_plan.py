@@ -55,6 +55,7 @@ def test_a_standalone_broker_becoming_a_cluster_plans_the_new_members_and_the_co
         "KV_AF_SPEND",
         "KV_AF_RECORDS",
         "KV_AF_JUDGMENTS",
+        "KV_AF_CANCELS",
     }
 
 
