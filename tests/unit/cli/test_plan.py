@@ -21,14 +21,15 @@ def test_offline_plan_lists_every_host_and_ends_with_the_summary() -> None:
     result = run("plan", "--dry-run")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    # 59 resources (the leases, spend and task records buckets among the streams), plus the
+    # 60 resources (the leases, spend, task records, judgments and cancel marks buckets among
+    # the streams), plus the
     # tunnel keys apply will
     # generate (one per worker host), the broker's tunnel login that accepts them (user,
     # two dirs, authorized_keys, sshd drop-in), and the LLM CLIs the workers run (claude and
     # codex on one node, claude and gemini on the other), and the repository one worker uses
     # (git, its user, its directory in /etc/fleet/repos, its git config, its mirror, and the
     # worker's repos.json in a directory of its own).
-    assert lines[-1] == "Plan: 78 to add, 0 to change, 0 to destroy."
+    assert lines[-1] == "Plan: 79 to add, 0 to change, 0 to destroy."
     shown = [" ".join(line.split()) for line in lines]
     assert "+ repo app https://github.com/example/app.git /var/lib/fleet/repos/app.git" in shown
     for host in ("broker-host  192.0.2.10", "worker-node-1  192.0.2.11", "worker-node-2"):
@@ -98,14 +99,14 @@ def test_json_plan_follows_the_documented_schema() -> None:
     data = json.loads(run("plan", "--dry-run", "--json").stdout)
     assert data["format_version"] == 2
     assert data["mode"] == "offline"
-    assert data["summary"] == {"add": 78, "change": 0, "destroy": 0}
+    assert data["summary"] == {"add": 79, "change": 0, "destroy": 0}
     assert len(data["fleet_revision"]) == 64
     changes = [c for h in data["hosts"] for c in h["changes"]]
     bus = data["bus"]
     assert bus["via"] == "broker-host" and bus["unchanged"] == 0
     assert {c["type"] for c in bus["changes"]} == {"stream", "consumer"}
     assert not [c for c in changes if c["type"] in ("stream", "consumer", "credentials")]
-    assert len(changes) + len(bus["changes"]) == 78
+    assert len(changes) + len(bus["changes"]) == 79
     key = next(c for c in changes if c["name"] == "/etc/fleet/tunnel/id_ed25519")
     assert key["generated"] is True and key["sensitive"] is True and "sha256" not in key
     unit = next(c for c in changes if c["name"].endswith("cc-go-dev-01-poller.service"))
