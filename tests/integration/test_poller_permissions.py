@@ -37,9 +37,10 @@ WORKER_PERMISSIONS = {
             "$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.worker.w1.>",
             "$KV.AF_SPEND.fleet.>",
             "$JS.API.DIRECT.GET.KV_AF_SPEND.$KV.AF_SPEND.fleet.>",
+            "$JS.API.DIRECT.GET.KV_AF_CANCELS.$KV.AF_CANCELS.w1.*",
         ]
     },
-    "subscribe": {"allow": ["_INBOX_w1.>", "af.worker.w1.ping"]},
+    "subscribe": {"allow": ["_INBOX_w1.>", "af.worker.w1.ping", "$KV.AF_CANCELS.w1.*"]},
     "allow_responses": True,
 }
 
