@@ -200,15 +200,7 @@ def not_run(
 def cancelled(cfg: Config, host: str, task: Task, attempt: int, now: float) -> Result:
     """A task cancelled before it ran: nothing ran, nothing was spent; never retried."""
     base = _base(cfg, host, task.task_id, attempt, "cancelled", now, now, 0.0)
-    return replace(
-        base,
-        error=CANCELLED_QUEUED,
-        task_type=task.task_type,
-        reply_to=task.reply_to,
-        sender=task.sender,
-        metadata=task.metadata,
-        labels=dict(cfg.labels),
-    )
+    return replace(_of_task(base, cfg, task), error=CANCELLED_QUEUED)
 
 
 def status_of(data: bytes) -> str | None:
