@@ -351,69 +351,49 @@ def _streams(
             max_msgs_per_subject=settings.dead_letters_per_worker,
             max_bytes=settings.dead_max_bytes,
         ),
-        StreamSpec(
-            n.lease_stream,
-            (n.all_leases,),
-            "limits",
-            LEASE_MAX_AGE,
-            LEASE_DUPLICATE_WINDOW,
-            LEASE_MAX_MSG_SIZE,
-            max_msgs_per_subject=1,
-            allow_direct=True,
-            max_bytes=settings.leases_max_bytes,
-            # Full (a worker flooding its own keys): the oldest keys go, and their holders
-            # see `lease_lost`; refusing new ones instead would stop every worker's tasks.
-            kv_bucket=True,
-        ),
-        StreamSpec(
-            n.spend_stream,
-            (n.all_spend,),
-            "limits",
-            SPEND_MAX_AGE,
-            LEASE_DUPLICATE_WINDOW,
-            LEASE_MAX_MSG_SIZE,
-            max_msgs_per_subject=1,
-            allow_direct=True,
-            max_bytes=settings.spend_max_bytes,
-            kv_bucket=True,
-        ),
-        StreamSpec(
+        # Full (a worker flooding its own keys): the oldest keys go, and their holders
+        # see `lease_lost`; refusing new ones instead would stop every worker's tasks.
+        _kv_bucket(n.lease_stream, n.all_leases, LEASE_MAX_AGE, settings.leases_max_bytes),
+        _kv_bucket(n.spend_stream, n.all_spend, SPEND_MAX_AGE, settings.spend_max_bytes),
+        _kv_bucket(
             n.record_stream,
-            (n.all_records,),
-            "limits",
+            n.all_records,
             RECORD_AGE_FACTOR * age,
-            LEASE_DUPLICATE_WINDOW,
-            size,
-            max_msgs_per_subject=1,
-            allow_direct=True,
-            max_bytes=settings.records_max_bytes,
-            kv_bucket=True,
+            settings.records_max_bytes,
+            max_msg_size=size,
         ),
-        StreamSpec(
+        _kv_bucket(
             n.judgment_stream,
-            (n.all_judgments,),
-            "limits",
+            n.all_judgments,
             RECORD_AGE_FACTOR * age,
-            LEASE_DUPLICATE_WINDOW,
-            LEASE_MAX_MSG_SIZE,
-            max_msgs_per_subject=1,
-            allow_direct=True,
-            max_bytes=settings.judgments_max_bytes,
-            kv_bucket=True,
+            settings.judgments_max_bytes,
         ),
-        StreamSpec(
+        _kv_bucket(
             n.cancel_stream,
-            (n.all_cancels,),
-            "limits",
+            n.all_cancels,
             RECORD_AGE_FACTOR * age,  # as long as the record: a queued task waits max_age
-            LEASE_DUPLICATE_WINDOW,
-            LEASE_MAX_MSG_SIZE,
-            max_msgs_per_subject=1,
-            allow_direct=True,
-            max_bytes=settings.cancels_max_bytes,
-            kv_bucket=True,
+            settings.cancels_max_bytes,
         ),
     ]
+
+
+def _kv_bucket(
+    name: str, subjects: str, max_age: int, max_bytes: int, max_msg_size: int = LEASE_MAX_MSG_SIZE
+) -> StreamSpec:
+    """A KV bucket's stream: one value per key (the last write), read by subject, per-message
+    TTLs; what every bucket shares is said here once."""
+    return StreamSpec(
+        name,
+        (subjects,),
+        "limits",
+        max_age,
+        LEASE_DUPLICATE_WINDOW,
+        max_msg_size,
+        max_msgs_per_subject=1,
+        allow_direct=True,
+        max_bytes=max_bytes,
+        kv_bucket=True,
+    )
 
 
 def account_limits(settings: NatsSettings, replicas: int = 1) -> JetStreamLimits:
