@@ -16,7 +16,7 @@ from typing import Any
 
 from fleetctl.hostside import watchdog_program
 from fleetctl.reconcile import agent_client
-from tests.unit.hostside.test_previous import file_step
+from tests.support.hostagent import file_step
 
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 

@@ -5,11 +5,14 @@ without touching this machine's system: what a step would run is recorded as arg
 
 from __future__ import annotations
 
+import base64
 import grp
+import hashlib
 import os
 import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fleetctl.hostside import apply_program
@@ -17,6 +20,19 @@ from fleetctl.hostside import apply_program
 # Who runs the tests: files the agent writes in a test are owned by them (no root needed).
 OWNER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+def file_step(path: Path, data: bytes, mode: int = 0o640, **more: Any) -> dict[str, Any]:
+    """A `file` step writing `data` to `path`, owned by whoever runs the tests."""
+    return {
+        "op": "file",
+        "path": str(path),
+        "content": base64.b64encode(data).decode(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "owner": OWNER,
+        "group": GROUP,
+        "mode": mode,
+    } | more
 
 
 def agent_namespace() -> dict[str, Any]:

@@ -7,8 +7,6 @@ The watchdog as a real process: tests/integration/test_host_watchdog.py."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import stat
@@ -18,21 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.hostagent import GROUP, OWNER, Agent, fake_agent
+from tests.support.hostagent import GROUP, OWNER, Agent, fake_agent, file_step
 
 GEN = "g1"
-
-
-def file_step(path: Path, data: bytes, mode: int = 0o640) -> dict[str, Any]:
-    return {
-        "op": "file",
-        "path": str(path),
-        "content": base64.b64encode(data).decode(),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "owner": OWNER,
-        "group": GROUP,
-        "mode": mode,
-    }
 
 
 def begin(log: Path, gen: str = GEN, **more: Any) -> dict[str, Any]:

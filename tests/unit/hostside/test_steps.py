@@ -23,21 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.hostagent import GROUP, OWNER, Agent, fake_agent
+from tests.support.hostagent import GROUP, OWNER, Agent, fake_agent, file_step
 
 TMP_MARK = ".fleetctl-tmp-"
-
-
-def file_step(path: Path, data: bytes, mode: int = 0o640, **more: Any) -> dict[str, Any]:
-    return {
-        "op": "file",
-        "path": str(path),
-        "content": base64.b64encode(data).decode(),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "owner": OWNER,
-        "group": GROUP,
-        "mode": mode,
-    } | more
 
 
 def as_tester(agent: Agent) -> list[tuple[str, str, str]]:
