@@ -27,36 +27,46 @@ from fleetctl.identity.natsaccess import ADMIN_INBOX_PREFIX, PUBLISHER_INBOX_PRE
 from fleetctl.transport.ssh import SshTransport
 
 
+async def _publish(js: Any, worker: str, task_id: str, instructions: str) -> None:
+    task = {"version": 1, "task_id": task_id, "instructions": instructions}
+    await js.publish(
+        f"af.worker.{worker}.inbox", json.dumps(task).encode(), headers={"Nats-Msg-Id": task_id}
+    )
+
+
+async def _results(
+    nc: Any, wanted: dict[str, tuple[str, str]], timeout: float, step: float
+) -> dict[str, Any]:
+    """The result of each wanted (worker, task id), by its key, as many as are stored within
+    `timeout` seconds (read again every `step`)."""
+    found: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    while len(found) < len(wanted) and time.monotonic() < deadline:
+        for key, (worker, task_id) in wanted.items():
+            if key in found:
+                continue
+            # The worker is who the subject says: only its creds can publish there.
+            ask = {"last_by_subj": f"af.result.{worker}.{task_id}"}
+            msg = await nc.request(
+                "$JS.API.STREAM.MSG.GET.AF_RESULTS", json.dumps(ask).encode(), timeout=5
+            )
+            reply = json.loads(msg.data)
+            if "message" in reply:
+                found[key] = json.loads(base64.b64decode(reply["message"]["data"]))
+        await asyncio.sleep(step)
+    return found
+
+
 async def exchange(url: str, creds: str, workers: list[str], timeout: float) -> dict[str, Any]:
     nc = await nats.connect(url, user_credentials=creds, inbox_prefix=PUBLISHER_INBOX_PREFIX)
     js = nc.jetstream()
-    tasks: dict[str, str] = {}
+    wanted: dict[str, tuple[str, str]] = {}
     try:
         for worker in workers:
             task_id = f"e2e-{worker}-{uuid.uuid4().hex[:8]}"
-            task = {"version": 1, "task_id": task_id, "instructions": f"say hello, {worker}"}
-            await js.publish(
-                f"af.worker.{worker}.inbox",
-                json.dumps(task).encode(),
-                headers={"Nats-Msg-Id": task_id},
-            )
-            tasks[worker] = task_id
-        found: dict[str, Any] = {}
-        deadline = time.monotonic() + timeout
-        while len(found) < len(tasks) and time.monotonic() < deadline:
-            for worker, task_id in tasks.items():
-                if worker in found:
-                    continue
-                # The worker is who the subject says: only its creds can publish there.
-                ask = {"last_by_subj": f"af.result.{worker}.{task_id}"}
-                msg = await nc.request(
-                    "$JS.API.STREAM.MSG.GET.AF_RESULTS", json.dumps(ask).encode(), timeout=5
-                )
-                reply = json.loads(msg.data)
-                if "message" in reply:
-                    found[worker] = json.loads(base64.b64decode(reply["message"]["data"]))
-            await asyncio.sleep(0.3)
-        return found
+            await _publish(js, worker, task_id, f"say hello, {worker}")
+            wanted[worker] = (worker, task_id)
+        return await _results(nc, wanted, timeout, step=0.3)
     finally:
         await nc.close()
 
@@ -74,29 +84,12 @@ async def stream(url: str, creds: str, plan: dict[str, Any]) -> dict[str, Any]:
             worker = plan["workers"][i % len(plan["workers"])]
             task_id = f"chaos-{i:04d}-{worker}"
             prompt = plan["prompts"].get(worker, plan["prompt"])
-            task = {"version": 1, "task_id": task_id, "instructions": prompt}
-            await js.publish(
-                f"af.worker.{worker}.inbox",
-                json.dumps(task).encode(),
-                headers={"Nats-Msg-Id": task_id},
-            )
+            await _publish(js, worker, task_id, prompt)
             published.append({"task_id": task_id, "worker": worker, "at": str(time.time())})
             i += 1
             await asyncio.sleep(plan["interval"])
-        found: dict[str, Any] = {}
-        deadline = time.monotonic() + plan["wait"]
-        while len(found) < len(published) and time.monotonic() < deadline:
-            for p in published:
-                if p["task_id"] in found:
-                    continue
-                ask = {"last_by_subj": f"af.result.{p['worker']}.{p['task_id']}"}
-                msg = await nc.request(
-                    "$JS.API.STREAM.MSG.GET.AF_RESULTS", json.dumps(ask).encode(), timeout=5
-                )
-                reply = json.loads(msg.data)
-                if "message" in reply:
-                    found[p["task_id"]] = json.loads(base64.b64decode(reply["message"]["data"]))
-            await asyncio.sleep(0.5)
+        wanted = {p["task_id"]: (p["worker"], p["task_id"]) for p in published}
+        found = await _results(nc, wanted, plan["wait"], step=0.5)
         return {"published": published, "results": found}
     finally:
         await nc.close()
