@@ -20,6 +20,7 @@ from fleetctl.config.model import Fleet, Share
 from fleetctl.config.tunnels import tunnel_hosts
 from fleetctl.identity import credentials, routetls, tunnelkeys
 from fleetctl.reconcile import departed, remembered, rollout
+from fleetctl.reconcile.facts import ObservedBus
 from fleetctl.reconcile.hostapply import PING_WAIT, HostResult, Reporter, Settings
 from fleetctl.reconcile.inputs import gather
 from fleetctl.reconcile.observation import LiveView, live_plan
@@ -113,8 +114,28 @@ def plan(
     except BaseException:
         view.close()
         raise
+    queued = queued_on_a_standalone_broker(fleet, view.bus)
+    if queued:
+        view.close()
+        raise Refused(
+            f"{queued} task(s) are queued on a broker that runs alone: nats-server does not "
+            "carry a standalone server's streams into a cluster, so they would be lost",
+            "stop sending tasks and let the queued ones finish (fleetctl status), then apply "
+            "again (docs/operations.md, 'Adding brokers to a single-broker fleet')",
+        )
     view.plan = scheduled(view.plan, fleet.rollout, batch)
     return Pending(view, dataclasses.replace(view.plan, departed=gone))
+
+
+def queued_on_a_standalone_broker(fleet: Fleet, bus: ObservedBus) -> int:
+    """Tasks waiting on a broker that becomes a cluster's first (a standalone server, as
+    fleet-sys reads it, in a fleet of three brokers): 0 for anything else."""
+    cluster = bus.cluster
+    if not (fleet.is_cluster and bus.reachable and cluster and cluster.brokers):
+        return 0
+    if any(b.clustered for b in cluster.brokers.values()):
+        return 0
+    return sum(bus.queued.values())
 
 
 def settings(fleet: Fleet, options: Options, drain: Drain) -> Settings:

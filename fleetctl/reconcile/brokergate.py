@@ -10,6 +10,7 @@ one being restarted, so the question does not wait for the answer's own restart.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Sequence
 
 from fleetctl.bus import client as bus_client
@@ -93,3 +94,30 @@ def others_unhealthy(view: LiveView, broker: str) -> dict[str, str]:
             return bus_client.run(_unhealthy(endpoint, others, PRECHECK_WAIT))
     except (GateError, bus_client.BusError) as e:
         return dict.fromkeys(others, f"cannot ask the cluster: {e}")
+
+
+async def _remove(endpoint: bus_client.Endpoint, brokers: Sequence[str]) -> dict[str, str]:
+    from fleetctl.reconcile.resources.members import MemberSpec
+
+    nc = await bus_client.connect(endpoint)
+    try:
+        found = {}
+        for broker in brokers:
+            subject, body = MemberSpec.remove_request(broker)
+            reply = await bus_client.request(nc, subject, json.loads(body))
+            error = reply.get("error") or {}
+            if error:
+                found[broker] = str(error.get("description") or error)
+        return found
+    finally:
+        await nc.close()
+
+
+def remove_members(view: LiveView, brokers: Sequence[str]) -> dict[str, str]:
+    """Remove departed brokers from the JetStream meta group, as fleet-sys: JetStream then
+    places their copies of each stream on the brokers that remain. Why each failed."""
+    try:
+        with _system(view, brokers) as endpoint:
+            return bus_client.run(_remove(endpoint, brokers))
+    except (GateError, bus_client.BusError) as e:
+        return dict.fromkeys(brokers, f"cannot ask the cluster: {e}")

@@ -33,6 +33,7 @@ from fleetctl.reconcile.observation import LiveView
 from fleetctl.reconcile.plan.bus import diff_bus
 from fleetctl.reconcile.plan.schedule import schedule
 from fleetctl.reconcile.plan.types import BusPlan, Plan
+from fleetctl.reconcile.resources.members import MemberSpec
 from fleetctl.reconcile.resources.revocations import RevocationSpec
 from fleetctl.reconcile.sessions import Session, for_each_host
 from fleetctl.transport.base import TransportError
@@ -134,7 +135,8 @@ def _brokers(
     halted: str | None = None  # why the remaining brokers are left alone
     for wave in waves:
         wave = [n for n in wave if n not in results]  # a failed drain left it out
-        if cluster and halted is None and restarting(view.plan, wave):
+        born = bus is not None and not bus.meta_leader  # no cluster to keep up yet
+        if cluster and not born and halted is None and restarting(view.plan, wave):
             halted = _precheck(view, wave[0], report)
         if halted is not None:
             for n in wave:
@@ -192,8 +194,24 @@ def _bus_after_brokers(
     once all their brokers run)."""
     ways = [bus.via, *(h for h in bus.homes if h != bus.via)]
     ok = [h for h in ways if h in results and results[h].ok and h in view.sessions]
-    if ok:
-        _apply_bus(view, bus, view.sessions[ok[0]], results[ok[0]], report)
+    if not ok:
+        return
+    result = results[ok[0]]
+    # Read without a meta leader (a standalone broker becoming the cluster's first): its
+    # streams did not come with it (docs/operations.md), so the bus is looked at again.
+    _apply_bus(view, bus, view.sessions[ok[0]], result, report, look_again=not bus.meta_leader)
+    gone = [c.name for c in bus.changes if c.kind == MemberSpec.kind and c.action == "delete"]
+    if gone and result.ok:
+        report.step(result.name, MEMBER_STEP, result.steps, result.steps)
+        failed = brokergate.remove_members(view, gone)
+        result.steps += len(gone) - len(failed)
+        if failed:
+            result.ok = False
+            result.failed_step = MEMBER_STEP
+            result.error = "; ".join(f"{b}: {why}" for b, why in sorted(failed.items()))
+
+
+MEMBER_STEP = "remove departed brokers from the cluster"
 
 
 def _batches(
@@ -274,7 +292,12 @@ def _drain_departing(view: LiveView, report: Reporter) -> str | None:
 
 
 def _apply_bus(
-    view: LiveView, bus: BusPlan, session: Session, result: HostResult, report: Reporter
+    view: LiveView,
+    bus: BusPlan,
+    session: Session,
+    result: HostResult,
+    report: Reporter,
+    look_again: bool = False,
 ) -> None:
     """Revocations in the store (the broker already has the config that enforces them),
     then streams and consumers through the JetStream API. A bus the plan could not observe
@@ -285,13 +308,14 @@ def _apply_bus(
         who = fleetusers.identity(view.fleet)
         with bus_client.through(session.transport, view.fleet, who) as endpoint:
             changes = bus.changes
-            if bus.error is not None or jetstream.ordered(changes):
+            look_again = look_again or bus.error is not None
+            if look_again or jetstream.ordered(changes):
                 report.step(name, BUS_STEP, result.steps, result.steps)
                 if not jetstream.wait_ready(endpoint):
                     raise bus_client.BusError(
                         "nats-server on the broker did not answer within 15 s"
                     )
-            if bus.error is not None:
+            if look_again:
                 seen = jetstream.observe(endpoint, view.desired.bus)
                 fresh = diff_bus(view.desired.bus, seen, view.selection, session.host)
                 changes = fresh.changes if fresh else ()

@@ -133,3 +133,10 @@ def test_a_converged_cluster_has_nothing_to_plan() -> None:
     plan = make_plan(desired, {}, bus=with_cluster(converged_bus(desired), _view(BROKERS, "b")))
     assert plan.bus is not None and plan.bus.changes == ()
     assert ObservedBus().cluster is None
+
+
+def test_a_broker_running_alone_and_the_two_joining_it_start_together() -> None:
+    """No meta leader yet: the new brokers would wait for a majority the standalone broker
+    gives them only once it restarts with its routes."""
+    plan = _plan([_restart("broker-1"), _start("broker-2"), _start("broker-3")], leader=None)
+    assert rollout.waves(plan) == [list(BROKERS), ["worker-node-1"]]
