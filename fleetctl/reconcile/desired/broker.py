@@ -22,6 +22,7 @@ from fleetctl.render.engine import Raw, is_ip_address, render_nats_conf, render_
 
 # The unit input standing for nats-server.conf's settings that only a restart applies.
 NATS_STARTUP = "nats-server startup settings"
+CLUSTER_STORE = "cluster"  # a cluster's JetStream store, under nats.store_dir
 CLUSTER_NAME = "fleet"
 # Lame duck mode (a cluster broker's stop signal, SIGUSR2): JetStream leaders move to the
 # other brokers at once, clients are told, and after the grace period they are closed
@@ -147,7 +148,10 @@ def _broker_startup(
         "listen": f"{s.listen}:{s.port}",
         # HTTP monitoring has no authentication: off unless fleet.yaml sets monitor_port.
         "monitor": None if s.monitor_port is None else f"127.0.0.1:{s.monitor_port}",
-        "store_dir": s.store_dir,
+        # A cluster's own directory under it: a broker that ran alone before must not load
+        # its old streams and consumers into the cluster's (their state would be taken for
+        # the new streams', docs/operations.md); what it held stays beside, unused.
+        "store_dir": s.store_dir if cluster is None else f"{s.store_dir}/{CLUSTER_STORE}",
         "max_memory_store": s.max_memory_store,
         "max_file_store": s.max_file_store,
     }
