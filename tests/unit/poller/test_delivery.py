@@ -727,3 +727,25 @@ def test_a_limit_without_a_named_reset_backs_off_longer_each_time_in_a_row(
     d.pause.succeeded()
     d.pause.until = 0.0
     assert d.pause.begin(Limit("provider overloaded", None, "529"), now=t) - t == 30.0
+
+
+def test_a_drain_during_the_pause_hands_a_kept_task_back_at_once(tmp_path: Path) -> None:
+    """Kept for a 60 s pause, then the poller drains: not held to the drain's deadline
+    (nor to the pause's end), given back now for another poller."""
+    bus = FakeBus()
+    d = flow(tmp_path, bus)
+    d.draining = asyncio.Event()
+
+    async def go() -> float:
+        handling = asyncio.create_task(d.handle(task(instructions=_limited_for(60))))
+        while not d.pause.active():
+            await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        d.draining.set()
+        await handling
+        return time.monotonic() - t0
+
+    assert run(go()) < 2
+    assert bus.ops == [*LEASED, ("release_lease", "t1"), ("nak", SEQ, None)]
+    assert bus.stored == {} and bus.dead == []
+    assert [r["phase"] for r in standin_records(tmp_path)] == ["start", "limited"]
