@@ -26,12 +26,12 @@ import asyncio
 import base64
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from poller.config import Config, is_token
 from poller.logs import Logger
+from poller.permissions import allowed
 
 SEEN_KEEP = 1000  # marks remembered from the subscription (task ids: a few KiB)
 REMOVED = ("DEL", "PURGE")  # KV-Operation of a deleted key: no mark
@@ -101,7 +101,7 @@ def permitted(creds: Path | None, key: str, stream: str) -> bool:
         return True
     nats = claims.get("nats") or {}
     get = f"$JS.API.DIRECT.GET.{stream}.{key}"
-    return _allowed(nats.get("pub") or {}, get) and _allowed(nats.get("sub") or {}, key)
+    return allowed(nats.get("pub") or {}, get) and allowed(nats.get("sub") or {}, key)
 
 
 def _claims(creds: Path | None) -> dict[str, Any] | None:
@@ -117,24 +117,3 @@ def _claims(creds: Path | None) -> dict[str, Any] | None:
     except (OSError, StopIteration, IndexError, ValueError, UnicodeDecodeError):
         return None
     return claims if isinstance(claims, dict) else None
-
-
-def _allowed(permission: dict[str, Any], subject: str) -> bool:
-    allow, deny = list(permission.get("allow") or []), list(permission.get("deny") or [])
-    return (not allow or _matches(allow, subject)) and not _matches(deny, subject)
-
-
-def _matches(patterns: Sequence[str], subject: str) -> bool:
-    """Does any NATS subject pattern (`*` one token, `>` the rest) match `subject`?"""
-    want = subject.split(".")
-    for pattern in patterns:
-        parts = str(pattern).split(".")
-        for i, part in enumerate(parts):
-            if part == ">" and i < len(want):
-                return True
-            if i >= len(want) or part not in ("*", want[i]):
-                break
-        else:
-            if len(parts) == len(want):
-                return True
-    return False

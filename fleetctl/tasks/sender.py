@@ -3,28 +3,12 @@ whether those creds may write records at all."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from fleetctl.bus.client import Identity
 from fleetctl.bus.names import NatsNames
 from fleetctl.tasks.record import Sender
-
-
-def allows(patterns: Sequence[str], subject: str) -> bool:
-    """Does any NATS subject pattern (`*` one token, `>` the rest) match `subject`?"""
-    want = subject.split(".")
-    for pattern in patterns:
-        parts = pattern.split(".")
-        for i, part in enumerate(parts):
-            if part == ">" and i < len(want):
-                return True
-            if i >= len(want) or part not in ("*", want[i]):
-                break
-        else:
-            if len(parts) == len(want):
-                return True
-    return False
+from poller.permissions import allowed
 
 
 def may_publish(who: Identity, subject: str) -> bool | None:
@@ -34,9 +18,7 @@ def may_publish(who: Identity, subject: str) -> bool | None:
     claims = _claims(who)
     if claims is None:
         return None
-    pub = (claims.get("nats") or {}).get("pub") or {}
-    allow, deny = list(pub.get("allow") or []), list(pub.get("deny") or [])
-    return not ((allow and not allows(allow, subject)) or allows(deny, subject))
+    return allowed((claims.get("nats") or {}).get("pub") or {}, subject)
 
 
 def _claims(who: Identity) -> dict[str, Any] | None:
@@ -78,10 +60,7 @@ def identity_of(who: Identity, names: NatsNames) -> tuple[Sender, str | None]:
     sender = Sender(
         user if isinstance(user, str) else None, key if isinstance(key, str) else None, login
     )
-    pub = (claims.get("nats") or {}).get("pub") or {}
-    allow, deny = list(pub.get("allow") or []), list(pub.get("deny") or [])
-    subject = names.record("t")
-    if (allow and not allows(allow, subject)) or allows(deny, subject):
+    if not allowed((claims.get("nats") or {}).get("pub") or {}, names.record("t")):
         return sender, (
             f"the credentials of {user or who.user} predate task records and may not write "
             "them: `fleetctl apply` (or `fleetctl creds init`) issues new ones"

@@ -10,7 +10,6 @@ import pytest
 
 from fleetctl.tasks import record as taskrecord
 from fleetctl.tasks.record import Sender, Target, TaskRecord
-from fleetctl.tasks.sender import allows
 
 SENDER = Sender("fleet-publisher", "UABC", "alice@laptop")
 
@@ -117,13 +116,3 @@ def test_unknown_fields_are_ignored_and_missing_optional_ones_defaulted() -> Non
         1,
         record.at,
     )
-
-
-def test_subject_patterns_match_as_nats_does() -> None:
-    assert allows(["$KV.AF_RECORDS.*"], "$KV.AF_RECORDS.t")
-    assert allows(["$KV.>"], "$KV.AF_RECORDS.t")
-    assert allows([">"], "$KV.AF_RECORDS.t")
-    assert not allows(["$KV.AF_RECORDS.*"], "$KV.AF_RECORDS.t.x")
-    assert not allows(["$KV.AF_RECORDS"], "$KV.AF_RECORDS.t")
-    assert not allows(["$KV.AF_RECORDS.t.>"], "$KV.AF_RECORDS.t")
-    assert not allows(["af.worker.*.inbox", "$KV.AF_SPEND.>"], "$KV.AF_RECORDS.t")
