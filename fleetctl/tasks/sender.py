@@ -22,6 +22,7 @@ def may_publish(who: Identity, subject: str) -> bool | None:
 
 
 def _claims(who: Identity) -> dict[str, Any] | None:
+    """The claims of the user JWT in these creds; None without creds or when unreadable."""
     if who.creds is None:
         return None
     from nsc import jwt
@@ -46,16 +47,9 @@ def identity_of(who: Identity, names: NatsNames) -> tuple[Sender, str | None]:
         login: str | None = f"{getpass.getuser()}@{socket.gethostname()}"
     except (KeyError, OSError):
         login = None
-    if who.creds is None:
+    claims = _claims(who)
+    if claims is None:  # no creds, or unreadable ones (the connection already used them)
         return Sender(None, None, login), None
-    from nsc import jwt
-    from nsc.creds import parse_creds
-
-    try:
-        token, _ = parse_creds(who.creds.read_text())
-        claims = jwt.decode(token).claims
-    except (OSError, ValueError, UnicodeDecodeError):
-        return Sender(None, None, login), None  # the connection already used them
     user, key = claims.get("name"), claims.get("sub")
     sender = Sender(
         user if isinstance(user, str) else None, key if isinstance(key, str) else None, login
