@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
 from fleetctl.bus.client import BusError
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options
+from fleetctl.config.model import Fleet
 from fleetctl.tasks.reach import BusOptions
 from fleetctl.ui.terminal import err
 
@@ -72,16 +74,53 @@ def dashboard(
              "`fleetctl up` again) issues its creds")  # fmt: skip
 
 
+def serve_beside(fleet: Fleet, fleet_path: Path, up: dict[str, Any], port: int) -> None:
+    """`fleetctl up --dashboard`: the dashboard on 127.0.0.1:`port` in a thread of the running
+    `up`, on its bus with its fleet-dashboard creds; when it cannot start, the fleet runs on
+    and says why."""
+    from fleetctl.dashboard.app import create_app
+    from fleetctl.dashboard.source import Source
+    from fleetctl.identity.natsaccess import DASHBOARD_USER
+    from fleetctl.tasks.client import Client
+
+    creds = (up.get("creds") or {}).get(DASHBOARD_USER)
+    options = BusOptions(str(up.get("nats_url")), Path(creds) if creds else None)
+    try:
+        sock = _bound("127.0.0.1", port)
+        opened = Client.reaching(fleet, fleet_path, options, DASHBOARD_USER)
+        client = opened.__enter__()  # open for the life of `up`: the thread keeps `opened`
+        source = Source(client, fleet_path, on_server=False)
+        source.start()
+    except (OSError, BusError) as e:
+        err().print(f"dashboard: not started: {e}", markup=False)
+        return
+
+    def serve() -> None:
+        try:
+            _serve(create_app(source), sock, None, False)
+        finally:
+            opened.__exit__(None, None, None)
+
+    threading.Thread(target=serve, name="dashboard", daemon=True).start()
+
+
 def _listen(bind: str, port: int) -> socket.socket:
     """The listening socket, made here so a port in use is one clear line."""
+    try:
+        return _bound(bind, port)
+    except OSError as e:
+        fail(f"cannot listen on {bind}:{port}: {e.strerror}", "choose another --port or --bind")
+
+
+def _bound(bind: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((bind.strip("[]"), port))
-    except OSError as e:
+    except OSError:
         sock.close()
-        fail(f"cannot listen on {bind}:{port}: {e.strerror}", "choose another --port or --bind")
+        raise
     sock.listen(128)
     return sock
 

@@ -72,6 +72,14 @@ def _send_hint(worker: str, up: dict[str, Any], default_place: bool) -> str:
     return f'fleetctl task send{where} --to {worker} --wait "Say hello"'
 
 
+def _dashboard_hint(up: dict[str, Any], default_place: bool) -> str:
+    """`fleetctl dashboard`, which finds a local fleet in the default state dir by itself."""
+    if default_place:
+        return "fleetctl dashboard"
+    creds = _relative((up.get("creds") or {}).get("fleet-dashboard", ""))
+    return f"fleetctl dashboard --server {up.get('nats_url')} --creds {creds}"
+
+
 def _running(status: dict[str, Any], up: dict[str, Any]) -> list[str]:
     """The started workers that sent a heartbeat (one still restarting is not running)."""
     failing = {e["worker_id"] for e in (status.get("outcome") or {}).get("not_ready", [])}
@@ -106,6 +114,8 @@ def report(
     default_place = state.root == default_state_dir(Path(str(up.get("fleet", ""))))
     if started:
         rows.append(("send", _send_hint(started[0], up, default_place)))
+    if (up.get("creds") or {}).get("fleet-dashboard"):
+        rows.append(("web", _dashboard_hint(up, default_place)))
     down = "fleetctl down" + ("" if default_place else f" --state-dir {_relative(state.root)}")
     rows.append(("stop", f"Ctrl-C, or {down}" if foreground else down))
     for name, value in rows:
@@ -212,6 +222,19 @@ def _reload(state: StateDir, pid: int, as_json: bool) -> None:
     help="Local nats-servers: 3 or 5 make a NATS cluster on loopback (routes over TLS, "
     "streams kept on 3), so a broker can be killed to see the fleet go on.",
 )
+@click.option(
+    "--dashboard",
+    "with_dashboard",
+    is_flag=True,
+    help="Also serve `fleetctl dashboard` on 127.0.0.1 while the fleet runs here.",
+)
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(1, 65535),
+    default=8088,
+    show_default=True,
+    help="With --dashboard: its port.",
+)
 @state_dir_option
 @json_option
 @pass_app
@@ -223,6 +246,8 @@ def up(
     wait_timeout: float,
     install_clis: bool,
     brokers: str,
+    with_dashboard: bool,
+    dashboard_port: int,
     state_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -234,6 +259,11 @@ def up(
         _install_clis(fleet, only)
     if as_json and not detach and not reload_only:
         fail("--json needs --detach", "fleetctl up --detach --json")
+    if with_dashboard and (detach or reload_only):
+        fail(
+            "--dashboard serves it while `fleetctl up` runs in the foreground",
+            "with --detach, run `fleetctl dashboard` beside it",
+        )
     state = _state(app, state_dir)
     pid = running_pid(state)
     if pid is not None:
@@ -273,6 +303,11 @@ def up(
 
     def ready(status: dict[str, Any]) -> None:
         report(status, state, time.monotonic() - began, foreground=True)
+        if with_dashboard:
+            from fleetctl.cli.dashboard import serve_beside
+
+            up_record = read_json(state.up_json) or {}
+            serve_beside(app.fleet(), app.fleet_path, up_record, dashboard_port)
 
     supervisor = Supervisor(options, on_ready=ready)
     code = supervisor.run()

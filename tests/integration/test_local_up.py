@@ -628,3 +628,40 @@ def test_up_with_three_brokers_runs_a_cluster_that_outlives_a_broker(fleet: Loca
     after = json.loads(fleet.state.supervisor_json.read_text())["brokers"]
     restarted = next(b["pid"] for b in after if b["name"] == tasks["leader"])
     assert restarted != pids[tasks["leader"]]
+
+
+def test_up_serves_the_dashboard_beside_the_fleet_and_says_how(fleet: LocalFleet) -> None:
+    """`up --dashboard`: the dashboard on loopback, on the local bus with fleet-dashboard's
+    creds from up.json; `up` prints the command that serves it otherwise."""
+    import httpx
+
+    from tests.support.dashboard import free_port
+
+    fleet.write(ECHO)
+    port = free_port()
+    log = Path(tempfile.mkdtemp()) / "up.log"
+    with log.open("w") as output:
+        proc = subprocess.Popen(
+            fleet.argv("up", "--dashboard", "--dashboard-port", str(port)),
+            cwd=fleet.root,
+            env=fleet.env | {"PYTHONUNBUFFERED": "1"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "dashboard: " not in (text := log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, text
+            time.sleep(0.1)
+        assert "  web    fleetctl dashboard\n" in text, text
+        assert f"dashboard: http://127.0.0.1:{port}/ (Ctrl-C stops)" in text, text
+        task = fleet.send(["w-echo"], "hello dashboard")
+        assert fleet.results(task)["w-echo"]["output"] == "echo: hello dashboard\n"
+        answers = httpx.get(f"http://127.0.0.1:{port}/api/tasks/{task.task_id}", timeout=10)
+        assert answers.json()["results"][0]["output"] == "echo: hello dashboard\n"
+        status = httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=10).json()
+        assert status["local"] is True and status["broker"]["reachable"] is True
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
