@@ -186,7 +186,7 @@ def standin_records(work: Path, phase: str | None = None) -> list[dict[str, Any]
     return [r for r in recs if phase is None or r["phase"] == phase]
 
 
-async def started(work: Path, n: int, timeout: float = 10) -> list[dict[str, Any]]:
+async def started(work: Path, n: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
     """The stand-in's start records once `n` runs have started (asserted within `timeout`)."""
     assert await wait_until(lambda: len(standin_records(work, "start")) >= n, timeout)
     return standin_records(work, "start")

@@ -27,7 +27,7 @@ from poller.lease import Held, Lease
 from poller.logs import Logger
 from poller.messages import Delivered
 from tests.support import gitrepos
-from tests.support.poller_harness import STANDIN, alive, directive, standin_records
+from tests.support.poller_harness import STANDIN, alive, directive, standin_records, started
 
 T = TypeVar("T")
 SEQ = 7
@@ -390,11 +390,6 @@ def test_a_poller_error_before_the_task_is_described_is_dead_lettered(
     run(flow(tmp_path, bus).handle(task()))
     assert bus.ops == [("publish_dead_letter", "poller error: KeyError('a bug')"), ("term", SEQ)]
     assert bus.dead[0]["task_id"] is None
-
-
-async def started(work: Path, n: int = 1) -> None:
-    while len(standin_records(work, "start")) < n:
-        await asyncio.sleep(0.01)
 
 
 def test_a_shutdown_releases_the_lease_before_giving_the_task_back(tmp_path: Path) -> None:
