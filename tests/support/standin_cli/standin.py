@@ -21,6 +21,8 @@ followed by a JSON object (anything after the object is ignored):
   provider's message names the reset, as `Please try again in <n>s.`; limited_on (a list of
   worker ids): only those are limited),
   limited_while (path: limited, as with limited_until, while that file exists),
+  limited_runs (n: the first n runs of this task id are limited, as with limited_until:
+  unlike a time, it does not depend on how long the stand-in takes to start),
   stall_while (path: while that file exists, the run goes silent: it prints nothing and
   sleeps for an hour, as a hung CLI does).
 Without `print`, the text is $STANDIN_ANSWER if set, else `done: <stdin bytes> bytes`.
@@ -330,8 +332,10 @@ def main(flavour: str) -> int:
         sys.stderr.write(ask["err"])
         sys.stderr.flush()
     worker = os.environ.get("FLEET_WORKER_ID")
-    limited_now = time.time() < float(ask.get("limited_until", 0)) or (
-        bool(ask.get("limited_while")) and os.path.exists(ask["limited_while"])
+    limited_now = (
+        time.time() < float(ask.get("limited_until", 0))
+        or (bool(ask.get("limited_while")) and os.path.exists(ask["limited_while"]))
+        or runs_before < int(ask.get("limited_runs", 0))
     )
     if limited_now and worker in ask.get("limited_on", [worker]):
         sys.stdout.write(limited(flavour, ask.get("retry_after")))

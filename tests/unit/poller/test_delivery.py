@@ -665,13 +665,19 @@ def _limited_for(seconds: float) -> str:
     return directive(limited_until=time.time() + seconds, retry_after=seconds)
 
 
+def _limited_once(retry_after: float) -> str:
+    """The stand-in claude's first run is rate-limited with a reset `retry_after` away; the
+    next one is not, however late (under load) either starts."""
+    return directive(limited_runs=1, retry_after=retry_after)
+
+
 def test_a_rate_limited_task_is_kept_paused_and_run_again_not_failed(tmp_path: Path) -> None:
     """Its own worker's task: no nak (no delivery used up), no result, no dead letter until
     it ran; the worker paused until the reset the CLI named."""
     bus = FakeBus()
     d = flow(tmp_path, bus)
     t0 = time.time()
-    run(d.handle(task(instructions=_limited_for(0.6))))
+    run(d.handle(task(instructions=_limited_once(0.6))))
     assert bus.ops == [
         *LEASED,
         ("add_spend", COST),
@@ -701,7 +707,7 @@ def test_on_its_last_delivery_a_limited_route_task_is_kept_not_stranded(tmp_path
     bus = FakeBus()
     d = flow(tmp_path, bus)
     last = dataclasses.replace(
-        task(attempt=3, instructions=_limited_for(1.5)), subject="af.route.r.inbox"
+        task(attempt=3, instructions=_limited_once(1.5)), subject="af.route.r.inbox"
     )
     run(d.handle(last))
     assert ("publish_result", "t1", "completed") in bus.ops and bus.dead == []
