@@ -6,6 +6,7 @@ of each stream on the brokers that remain (fleetctl/reconcile/rollout.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import ClassVar
@@ -35,5 +36,18 @@ class MemberSpec:
 
     @staticmethod
     def remove_request(broker: str) -> tuple[str, bytes]:
-        """What removes a departed broker from the meta group (fleet-sys only)."""
-        return REMOVE_SUBJECT, json.dumps({"peer": broker}).encode()
+        """What removes a departed broker from the meta group (fleet-sys only), by its peer
+        id: by name the server finds only brokers it has heard of since it last started,
+        and a dead one restarted brokers never hear of."""
+        body = {"peer": broker, "peer_id": peer_id(broker)}
+        return REMOVE_SUBJECT, json.dumps(body).encode()
+
+
+_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def peer_id(server_name: str) -> str:
+    """A server's id in JetStream's Raft groups, as nats-server derives it from the name
+    (`getHash`: the first 8 bytes of its SHA-256, each as one of 62 digits)."""
+    digest = hashlib.sha256(server_name.encode()).digest()
+    return "".join(_DIGITS[b % len(_DIGITS)] for b in digest[:8])

@@ -140,3 +140,16 @@ def test_a_broker_running_alone_and_the_two_joining_it_start_together() -> None:
     gives them only once it restarts with its routes."""
     plan = _plan([_restart("broker-1"), _start("broker-2"), _start("broker-3")], leader=None)
     assert rollout.waves(plan) == [list(BROKERS), ["worker-node-1"]]
+
+
+def test_a_departed_broker_is_removed_by_its_peer_id_as_nats_server_derives_it() -> None:
+    """The ids a real 3-broker cluster gave in its JSZ `meta_cluster` (nats-server 2.15)."""
+    import json
+
+    from fleetctl.reconcile.resources.members import MemberSpec, peer_id
+
+    ids = {"broker-1": "10YO1QVC", "broker-2": "tmAUTNky", "broker-3": "awsGlg4T"}
+    assert {name: peer_id(name) for name in ids} == ids
+    subject, body = MemberSpec.remove_request("broker-3")
+    assert subject == "$JS.API.SERVER.REMOVE"
+    assert json.loads(body) == {"peer": "broker-3", "peer_id": "awsGlg4T"}
