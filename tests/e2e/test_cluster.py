@@ -37,6 +37,7 @@ from tests.support.simhosts import SimNet, skip_reason
 pytestmark = pytest.mark.e2e
 
 BROKERS = ("broker-1", "broker-2", "broker-3")
+SPARE = "broker-4"  # the host that replaces a dead broker
 NODES = ("worker-node-1", "worker-node-2")
 WORKERS = ("w1", "w2", "w3", "w4")
 TASKS = 200
@@ -122,7 +123,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterEnv]:
         pytest.skip(reason)
     prepare_wheelhouse()
     base = tmp_path_factory.mktemp("cluster")
-    with SimNet(base / "net", [*BROKERS, *NODES]) as net:
+    with SimNet(base / "net", [*BROKERS, SPARE, *NODES]) as net:
         install_standins(net, NODES)
         for i, wid in enumerate(WORKERS):
             log = f"STANDIN_LOG=/var/lib/fleet/{wid}/standin.log\n"
@@ -394,3 +395,32 @@ def _started_at(env: ClusterEnv, host: str, main_pid: str) -> float:
     pid = main_pid.split("=")[-1]
     ticks = env.sh(host, f"cut -d' ' -f22 /proc/{pid}/stat").strip()
     return float(ticks)
+
+
+def test_a_dead_broker_host_is_replaced_by_a_new_one(cluster: ClusterEnv) -> None:
+    """broker-3's host is gone for good (cut off, never back); servers.yaml names broker-4
+    in its place. Apply starts broker-4, removes broker-3 from the JetStream meta group, and
+    JetStream places broker-3's copies on broker-4: the cluster is healthy again on
+    broker-1, broker-2 and broker-4, and tasks flow (docs/operations.md)."""
+    cluster.net.hosts["broker-3"].set_reachable(False)
+    began, problems = time.monotonic(), None
+    while problems != ["broker broker-3: down (it does not answer)"]:  # the rest serves
+        assert time.monotonic() - began < 90, problems
+        problems = cluster.status()[1].get("problems")
+    replaced = (*BROKERS[:2], SPARE)
+    cluster.brokers = replaced
+    cluster.write()
+    plan = cluster.fleetctl("plan", "--json", timeout=300)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    bus = json.loads(plan.stdout)["bus"]
+    members = {(c["action"], c["name"]) for c in bus["changes"] if c["type"] == "member"}
+    assert members == {("create", SPARE), ("delete", "broker-3")}
+    done = cluster.fleetctl("apply", "--all", "--yes", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    body = _wait_healthy(cluster, 180)
+    assert sorted(s["name"] for s in body["broker"]["servers"] if s["up"]) == sorted(replaced)
+    for stream in body["broker"]["streams"]:
+        copies = [stream["leader"], *(r["name"] for r in stream["replicas"])]
+        assert sorted(copies) == sorted(replaced), stream
+    after = _finish(cluster.load("new", 40))
+    _check_load(cluster, after, "new", 40)
