@@ -123,8 +123,25 @@ def plan(
             "stop sending tasks and let the queued ones finish (fleetctl status), then apply "
             "again (docs/operations.md, 'Adding brokers to a single-broker fleet')",
         )
+    if leaving_a_cluster(fleet, view.bus):
+        view.close()
+        raise Refused(
+            "the bus runs on a cluster (its streams have several copies) but servers.yaml "
+            "names one broker: going back to one broker is not something apply does",
+            "keep three (or five) broker hosts in servers.yaml (docs/operations.md)",
+        )
     view.plan = scheduled(view.plan, fleet.rollout, batch)
     return Pending(view, dataclasses.replace(view.plan, departed=gone))
+
+
+def leaving_a_cluster(fleet: Fleet, bus: ObservedBus) -> bool:
+    """One broker wanted where the streams observed have copies on several: the broker
+    that stays would start alone on its old single-broker store (or an empty one), and the
+    cluster's brokers that leave would run on."""
+    if fleet.is_cluster or not bus.reachable:
+        return False
+    replicas = (v.get("num_replicas") for k, v in bus.resources.items() if k.startswith("stream "))
+    return any(isinstance(r, int) and r > 1 for r in replicas)
 
 
 def queued_on_a_standalone_broker(fleet: Fleet, bus: ObservedBus) -> int:

@@ -33,3 +33,15 @@ def test_nothing_queued_or_already_a_cluster_or_one_broker_wanted_is_no_reason_t
     assert queued_on_a_standalone_broker(fleet, unread) == 0
     one = ObservedBus(queued=QUEUED, cluster=ALONE)
     assert queued_on_a_standalone_broker(example_fleet(), one) == 0
+
+
+def test_going_back_from_a_cluster_to_one_broker_is_refused() -> None:
+    from fleetctl.reconcile.apply import leaving_a_cluster
+
+    three = ObservedBus(resources={"stream AF_TASKS": {"num_replicas": 3}})
+    one = ObservedBus(resources={"stream AF_TASKS": {"num_replicas": 1}})
+    assert leaving_a_cluster(example_fleet(), three)
+    assert not leaving_a_cluster(example_fleet(), one)
+    assert not leaving_a_cluster(cluster_fleet(), three)
+    unreached = ObservedBus(reachable=False, resources={"stream AF_TASKS": {"num_replicas": 3}})
+    assert not leaving_a_cluster(example_fleet(), unreached)
