@@ -21,6 +21,7 @@ from fleetctl.bus.localfleet import default_state_dir
 from fleetctl.config.loader import load_fleet
 from fleetctl.config.model import Fleet
 from fleetctl.local.state import StateDir, running_pid
+from fleetctl.local.workers import CLI_MISSING
 from fleetctl.tasks.client import Client
 from fleetctl.ui.terminal import err, out
 
@@ -75,7 +76,40 @@ def _table(fleet: Fleet, workers: list[str], results: dict[str, dict[str, Any]])
     return table
 
 
-def main(fleet_path: Path = Path("fleet.yaml"), servers_path: Path = Path("servers.yaml")) -> int:
+def not_started_lines(fleet: Fleet, entries: list[dict[str, str]], verbose: bool) -> list[str]:
+    """The workers that did not start here: each with its reason under --verbose, else one
+    line for those that only need their pinned LLM CLI (one command fetches them all) and
+    one naming the others."""
+    if verbose:
+        return [f"{e['worker_id']}: not started: {e['reason']}" for e in entries]
+    need_cli = [e["worker_id"] for e in entries if _needs_its_cli(fleet, e)]
+    others = [e["worker_id"] for e in entries if e["worker_id"] not in need_cli]
+    lines = []
+    if need_cli:
+        lines.append(
+            f"{_workers(len(need_cli))} need{'s' if len(need_cli) == 1 else ''} an LLM CLI: "
+            "fleetctl up --install-clis"
+        )
+    if others:
+        names = ", ".join(others)
+        lines.append(f"{_workers(len(others))} cannot start here: {names} (--verbose says why)")
+    return lines
+
+
+def _workers(n: int) -> str:
+    return f"{n} worker{'s' if n != 1 else ''}"
+
+
+def _needs_its_cli(fleet: Fleet, entry: dict[str, str]) -> bool:
+    w = fleet.worker(entry["worker_id"])
+    return w is not None and w.cli is not None and CLI_MISSING in entry["reason"]
+
+
+def main(
+    fleet_path: Path = Path("fleet.yaml"),
+    servers_path: Path = Path("servers.yaml"),
+    verbose: bool = False,
+) -> int:
     state = StateDir(default_state_dir(fleet_path))
     fleet = load_fleet(fleet_path, servers_path)  # invalid: `fleetctl validate` said so
     already = running_pid(state) is not None
@@ -83,8 +117,7 @@ def main(fleet_path: Path = Path("fleet.yaml"), servers_path: Path = Path("serve
     if up.returncode != 0:
         return 1
     summary = json.loads(up.stdout)
-    for entry in summary["not_started"]:
-        err().print(f"{entry['worker_id']}: not started: {entry['reason']}", markup=False)
+    not_started = not_started_lines(fleet, summary["not_started"], verbose)
     started = list(summary["started"])
     # The task goes to the workers that run on any machine (role: demo); an LLM worker
     # that started here is named, not sent a task it may not have the login to run.
@@ -112,8 +145,13 @@ def main(fleet_path: Path = Path("fleet.yaml"), servers_path: Path = Path("serve
             err().print("The local fleet was already running: it keeps running.", markup=False)
         else:
             code = _fleetctl("down").returncode or code
+        for line in not_started:  # last: what works comes first, then what to do next
+            err().print(line, markup=False)
     return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if set(sys.argv[1:]) - {"--verbose"}:
+        err().print("usage: ./dev demo [--verbose]", markup=False)
+        sys.exit(1)
+    sys.exit(main(verbose="--verbose" in sys.argv[1:]))

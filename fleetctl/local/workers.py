@@ -23,6 +23,7 @@ from fleetctl.reconcile.desired.workers import poller_stop_timeout
 
 # What systemd gives every service besides its Environment= lines (systemd.exec(5)).
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+CLI_MISSING = "not found in the CLI cache"  # how `missing` says a pinned LLM CLI is not here
 
 _INSTALL_HINTS = {
     "claude-code": "install Claude Code, or set bin:",
@@ -73,7 +74,7 @@ def missing(worker: Worker, path: str = SYSTEMD_PATH) -> str | None:
         try:
             if clicache.installed(worker.cli) is None:
                 fix = "`fleetctl up --install-clis` fetches it with npm, or set bin:"
-                return f"{pinned} not found in the CLI cache ({fix})"
+                return f"{pinned} {CLI_MISSING} ({fix})"
         except ArtifactError as e:
             return str(e)
     cli = cli_of(worker)
