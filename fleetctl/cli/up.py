@@ -14,7 +14,8 @@ from fleetctl.bus.localfleet import default_state_dir
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import json_option
 from fleetctl.config.model import Fleet
-from fleetctl.local import control
+from fleetctl.local import attach, control
+from fleetctl.local.console import Console
 from fleetctl.local.state import StateDir, read_json, running_pid
 from fleetctl.local.supervisor import READY_TIMEOUT, Options, Supervisor
 from fleetctl.ui.terminal import err, out
@@ -197,6 +198,18 @@ def _reload(state: StateDir, pid: int, as_json: bool) -> None:
     report(status, state, None)
 
 
+def _attach(state: StateDir, workers: list[str]) -> None:
+    """Follow the running fleet's logs, as the foreground `up` prints them, until Ctrl-C
+    (the fleet keeps running) or until it stops."""
+    _say("Following every worker's log; Ctrl-C stops following, not the fleet.")
+    try:
+        attach.follow(state, workers, Console(), lambda: running_pid(state) is not None)
+    except KeyboardInterrupt:
+        _say("Stopped following: the local fleet keeps running (fleetctl down stops it).")
+        return
+    _say("The local fleet stopped.")
+
+
 @click.command()
 @click.option("--detach", "-d", is_flag=True, help="Return once ready; `fleetctl down` stops it.")
 @click.option("--only", multiple=True, metavar="ID", help="Start only this worker (repeatable).")
@@ -273,6 +286,8 @@ def up(
                 "(fleetctl down first)"
             )
         _reload(state, pid, as_json)
+        if not (detach or reload_only or as_json):
+            _attach(state, [w.id for w in fleet.workers if w.enabled])
         return
     if reload_only:
         fail(f"no local fleet is running in {_relative(state.root)}", "start one: fleetctl up")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import signal
 import subprocess
@@ -54,19 +53,6 @@ def spawn_logged(
             start_new_session=True,
             preexec_fn=die_with_parent if tied else None,
         )
-
-
-def pretty(line: str) -> str:
-    """A poller's JSON log line as `level event key=value ...` for the console."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return line
-    if not isinstance(record, dict) or "event" not in record:
-        return line
-    skip = {"ts", "level", "event", "worker_id"}
-    fields = " ".join(f"{k}={v}" for k, v in record.items() if k not in skip)
-    return f"{record.get('level', '')} {record['event']} {fields}".rstrip()
 
 
 @dataclass
@@ -117,7 +103,7 @@ class Child:
             for raw in stream:
                 log.write(raw)
                 log.flush()
-                self.say(self.worker_id, pretty(raw.decode(errors="replace").rstrip("\n")))
+                self.say(self.worker_id, raw.decode(errors="replace").rstrip("\n"))
 
     def poll(self, now: float) -> None:
         """Notice an exit and schedule the restart; restart when its time has come."""

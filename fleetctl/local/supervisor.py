@@ -19,7 +19,6 @@ import argparse
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from fleetctl.config.model import Fleet
 from fleetctl.identity import natsaccess
 from fleetctl.local import repos, server
 from fleetctl.local.children import Child
+from fleetctl.local.console import Console
 from fleetctl.local.heartbeats import Heartbeats
 from fleetctl.local.state import StateDir, held_lock, write_json
 from fleetctl.local.workers import Launch, launch, missing
@@ -77,20 +77,6 @@ class Outcome:
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-class Console:
-    """Every line of every worker, prefixed with its id (stdout: the terminal, or the
-    supervisor's log when detached)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.width = 12
-
-    def say(self, who: str, line: str) -> None:
-        with self._lock:
-            sys.stdout.write(f"{who:<{self.width}} | {line}\n")
-            sys.stdout.flush()
 
 
 class Supervisor:

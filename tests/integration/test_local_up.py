@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import shutil
 import signal
 import subprocess
@@ -457,6 +460,66 @@ def test_up_in_the_foreground_prefixes_every_workers_log_and_ctrl_c_stops_it(
     assert "w-echo       | info stopped" in rest
     assert rest.rstrip().endswith("Local fleet stopped.")
     assert processes_under(fleet.root) == []
+
+
+def _read_pty(
+    fd: int, until: re.Pattern[str], proc: subprocess.Popen[bytes], seen: bytearray
+) -> str:
+    """Everything the terminal got (into `seen`), up to the first line matching `until`;
+    decoded, CR LF as LF."""
+    deadline = time.monotonic() + 60
+    while True:
+        text = seen.decode(errors="replace").replace("\r\n", "\n")
+        found = until.search(text)
+        if found:
+            return text[: found.end()]
+        assert time.monotonic() < deadline and proc.poll() is None, text
+        if select.select([fd], [], [], 0.5)[0]:
+            seen += os.read(fd, 65536)
+
+
+def test_up_on_a_terminal_colours_each_prefix_and_level_and_escapes_what_workers_say(
+    fleet: LocalFleet,
+) -> None:
+    """On a terminal (a pty): each worker's prefix and each level in colour, a failure's
+    line highlighted, and the escape sequences a CLI printed shown as text, never sent."""
+    hostile = "printf 'boom: \\033]0;pwned\\007 \\033[2J broke\\n' >&2; exit 3"
+    fleet.write(ECHO + worker("w-boom", ["sh", "-c", hostile]))
+    main, side = pty.openpty()
+    proc = subprocess.Popen(
+        fleet.argv("up"),
+        cwd=fleet.root,
+        env=fleet.env,
+        stdin=side,
+        stdout=side,
+        stderr=side,
+        start_new_session=True,
+    )
+    os.close(side)
+    seen = bytearray()
+    try:
+        _read_pty(main, re.compile("Ctrl-C, or fleetctl down"), proc, seen)
+        fleet.send(["w-boom"], "x")
+        shown = _read_pty(main, re.compile(r"^.*task_done.*$", re.M), proc, seen)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+        os.close(main)
+    esc = "\x1b"
+    [failure] = [line for line in shown.splitlines() if "task_done" in line]
+    # Its prefix in the worker's colour, `warning` bold yellow, the rest of the line yellow;
+    # the CLI's own sequences as text: the only ESC bytes are the colours'.
+    prefix = re.escape(f"{esc}[") + r"(\d+)mw-boom +" + re.escape(f"{esc}[0m | ")
+    level = re.escape(f"{esc}[1;33mwarning{esc}[0m {esc}[33mtask_done ")
+    matched = re.fullmatch(prefix + level + r"(.*)" + re.escape(f"{esc}[0m"), failure)
+    assert matched, repr(failure)
+    rest = matched.group(2)
+    assert "status=failed exit_code=3" in rest and esc not in rest
+    assert rest.endswith(r"reason=exited with code 3: boom: \x1b]0;pwned\x07 \x1b[2J broke")
+    [started] = [line for line in shown.splitlines() if "w-echo" in line and " starting " in line]
+    echo = re.match(re.escape(f"{esc}[") + r"(\d+)mw-echo +" + re.escape(f"{esc}[0m | "), started)
+    assert echo and echo.group(1) != matched.group(1)  # each worker its own colour
+    assert f"{esc}[32minfo{esc}[0m starting" in started
 
 
 def test_a_broker_that_cannot_start_is_one_line_and_leaves_nothing(fleet: LocalFleet) -> None:

@@ -294,6 +294,46 @@ def test_status_fits_80_columns_and_watch_looks_at_the_bus_every_second(
     assert fleet.fleetctl("task", "cancel", "busy-1").returncode == 0
 
 
+def test_a_second_up_applies_fleet_yaml_then_follows_the_running_fleets_logs(
+    fleet: LocalFleet,
+) -> None:
+    """As compose's `up` attaches: Ctrl-C stops the following, never the fleet."""
+    proc = subprocess.Popen(
+        fleet.argv("up"),
+        cwd=fleet.root,
+        env=fleet.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        while "Following every worker's log" not in "".join(lines):
+            assert proc.poll() is None, "".join(lines)
+            lines.append(proc.stdout.readline())
+        assert "The local fleet is already running" in "".join(lines)
+        fleet.fleetctl("task", "send", "--to", "w-boom", "--id", "attached-1", "x")
+        deadline = time.monotonic() + 30
+        while " task_done task_id=attached-1 " not in lines[-1]:
+            assert time.monotonic() < deadline, "".join(lines)
+            lines.append(proc.stdout.readline())
+        assert lines[-1].startswith(
+            "w-boom       | warning task_done task_id=attached-1 status=failed exit_code=3 "
+        )
+        assert "\x1b" not in "".join(lines)  # a pipe: no colour
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, rest
+    assert rest.strip().endswith(
+        "Stopped following: the local fleet keeps running (fleetctl down stops it)."
+    )
+    assert "w-echo" in fleet.fleetctl("status", "--no-hosts").stdout
+    assert fleet.pollers().keys() == {"w-boom", "w-echo", "w-sleep"}
+
+
 def test_the_example_broker_address_without_a_local_fleet_says_so(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
     for name in ("fleet.yaml", "servers.yaml"):
