@@ -81,7 +81,9 @@ class Source:
         )
 
     def _changed(self, change: Change) -> None:
-        if self.index.apply(change.kind, change.task_id, change.worker_id, change.data):
+        if change.kind == "status":  # a heartbeat: the Status page looks again
+            self.listeners.tell(Event("status", "", change.worker_id))
+        elif self.index.apply(change.kind, change.task_id, change.worker_id, change.data):
             self.listeners.tell(Event(change.kind, change.task_id, change.worker_id))
 
     async def status(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""Following the bus as it changes: new task records, results and judgments as they are
-published, by core subscriptions (no consumer, nothing stored, nothing scanned). What the
-dashboard's live view is fed from; the dashboard's identity may subscribe to exactly these
-subjects (docs/security.md)."""
+"""Following the bus as it changes: new task records, results, judgments and the workers'
+heartbeats as they are published, by core subscriptions (no consumer, nothing stored,
+nothing scanned). What the dashboard's live view is fed from; the dashboard's identity may
+subscribe to exactly these subjects (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from fleetctl.tasks.connection import Connection
 
 @dataclass(frozen=True)
 class Change:
-    """One message: `kind` is record, result or judgment; `subject` names its task (and
-    worker), attributed by the server, not by the body."""
+    """One message: `kind` is record, result, judgment or status (a heartbeat: no task);
+    its subject names its task and worker, attributed by the server, not by the body."""
 
     kind: str
     task_id: str
@@ -36,6 +36,9 @@ def parse_subject(conn: Connection, subject: str) -> tuple[str, str, str | None]
     if subject.startswith(judged_prefix):
         task, _, worker = subject.removeprefix(judged_prefix).partition(".")
         return "judgment", task, worker
+    parts = subject.split(".")
+    if len(parts) == 4 and subject == n.status(parts[2]):
+        return "status", "", parts[2]
     return None
 
 
@@ -49,5 +52,5 @@ async def follow(conn: Connection, on_change: Callable[[Change], None]) -> list[
         if parsed is not None:
             on_change(Change(parsed[0], parsed[1], parsed[2], msg.data))
 
-    subjects = (n.all_results, n.record("*"), n.judgment("*", "*"))
+    subjects = (n.all_results, n.record("*"), n.judgment("*", "*"), n.status("*"))
     return [await conn.nc.subscribe(s, cb=got) for s in subjects]

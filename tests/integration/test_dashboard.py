@@ -130,7 +130,9 @@ def test_a_pick_is_stored_and_shown_by_results(tf: TaskFleet, dash: Dashboard) -
     assert (scores["w2"]["picks"], scores["w1"]["passes"]) == (1, 1)
 
 
-def test_a_new_result_reaches_an_open_event_stream(tf: TaskFleet, dash: Dashboard) -> None:
+def test_a_new_result_and_heartbeats_reach_an_open_event_stream(
+    tf: TaskFleet, dash: Dashboard
+) -> None:
     seen: list[dict[str, Any]] = []
     ready = threading.Event()
 
@@ -140,7 +142,8 @@ def test_a_new_result_reaches_an_open_event_stream(tf: TaskFleet, dash: Dashboar
                 ready.set()
                 if line.startswith("data: "):
                     seen.append(json.loads(line.removeprefix("data: ")))
-                    if {"result"} <= {e["kind"] for e in seen if e["task_id"] == "live-1"}:
+                    mine = {e["kind"] for e in seen if e["task_id"] == "live-1"}
+                    if "result" in mine and any(e["kind"] == "status" for e in seen):
                         return
 
     thread = threading.Thread(target=listen, daemon=True)
@@ -150,6 +153,9 @@ def test_a_new_result_reaches_an_open_event_stream(tf: TaskFleet, dash: Dashboar
     thread.join(20)
     kinds = [(e["kind"], e["worker_id"]) for e in seen if e["task_id"] == "live-1"]
     assert ("record", "") in kinds and ("result", "w1") in kinds
+    # and the workers' heartbeats, which the Status page follows
+    assert {e["worker_id"] for e in seen if e["kind"] == "status"} <= {"w1", "w2"}
+    assert any(e["kind"] == "status" for e in seen)
 
 
 def test_no_worker_may_write_or_read_judgments(tf: TaskFleet) -> None:

@@ -8,10 +8,14 @@
 
   // ---- live: refresh the grid when something this page shows changed ----
   let pending = null;
+  let last = 0;
   function refresh() {
     if (pending) return;
+    // the Status page looks at the bus on each refresh: at most every 5 s for heartbeats
+    const wait = page === "status" ? Math.max(250, 5000 - (Date.now() - last)) : 250;
     pending = setTimeout(async function () {
       pending = null;
+      last = Date.now();
       try {
         const response = await fetch(location.href, { headers: { accept: "text/html" } });
         if (!response.ok) return;
@@ -20,9 +24,9 @@
         const grid = document.getElementById("grid");
         if (fresh && grid) grid.replaceWith(document.adoptNode(fresh));
       } catch (e) { /* the next change tries again */ }
-    }, 250);
+    }, wait);
   }
-  if (window.EventSource && (page === "tasks" || page === "task")) {
+  if (window.EventSource && (page === "tasks" || page === "task" || page === "status")) {
     const live = document.getElementById("live");
     const source = new EventSource("/events");
     source.addEventListener("open", function () { live.dataset.state = "on"; });
@@ -30,7 +34,9 @@
     source.addEventListener("change", function (e) {
       let change;
       try { change = JSON.parse(e.data); } catch (err) { return; }
-      if (page === "tasks") refresh();
+      if (page === "status") { if (change.kind === "status") refresh(); }
+      else if (change.kind === "status") return;
+      else if (page === "tasks") refresh();
       else if (change.task_id === document.getElementById("main").dataset.taskId) refresh();
     });
   }
