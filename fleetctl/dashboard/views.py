@@ -5,6 +5,7 @@ escape every value; nothing here builds HTML."""
 from __future__ import annotations
 
 import difflib
+import functools
 import shlex
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -23,12 +24,29 @@ MODES = ("all", "failed", "different")
 class Line:
     kind: str  # file, hunk, add, del, ctx, meta
     text: str
+    # The code of an add, del or ctx line as (token class, text): its syntax colouring,
+    # by the file's language (Pygments); () when the language is not known.
+    tokens: tuple[tuple[str, str], ...] = ()
+
+
+MAX_COLOURED = 4000  # lines of one diff given syntax colouring; the rest keep their +/- colour
 
 
 def classify(lines: Sequence[str]) -> list[Line]:
-    """Unified diff lines with what each is, for colouring by class (never by markup)."""
+    """Unified diff lines with what each is, for colouring by class (never by markup), and
+    the code on them coloured by the language of the file they belong to."""
+    return list(_classified(tuple(lines)))
+
+
+@functools.lru_cache(maxsize=128)
+def _classified(lines: tuple[str, ...]) -> tuple[Line, ...]:
     out = []
-    for line in lines:
+    lexer: Any = None
+    for n, line in enumerate(lines):
+        if line.startswith("+++ "):
+            lexer = _lexer(line.removeprefix("+++ ").removeprefix("b/"))
+        elif line.startswith("diff --git "):
+            lexer = _lexer(line.rsplit(" b/", 1)[-1])
         if line.startswith(("diff --git ", "+++", "---", "index ")):
             kind = "file"
         elif line.startswith("@@"):
@@ -41,7 +59,39 @@ def classify(lines: Sequence[str]) -> list[Line]:
             kind = "meta"
         else:
             kind = "ctx"
-        out.append(Line(kind, line))
+        tokens: tuple[tuple[str, str], ...] = ()
+        if kind in ("add", "del", "ctx") and lexer is not None and n < MAX_COLOURED:
+            tokens = ((kind, line[:1]), *_tokens(lexer, line[1:]))
+        out.append(Line(kind, line, tokens))
+    return tuple(out)
+
+
+def _lexer(path: str) -> Any:
+    """The Pygments lexer for a file name, or None (no guessing from the content)."""
+    from pygments.lexers import get_lexer_for_filename
+    from pygments.util import ClassNotFound
+
+    try:
+        return get_lexer_for_filename(path.strip(), stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return None
+
+
+def _tokens(lexer: Any, code: str) -> list[tuple[str, str]]:
+    """One line of code as (short token class, text), as Pygments' HTML classes name them."""
+    from pygments.token import STANDARD_TYPES
+
+    out: list[tuple[str, str]] = []
+    for kind, text in lexer.get_tokens(code):
+        if not text:
+            continue
+        while kind not in STANDARD_TYPES and kind.parent is not None:
+            kind = kind.parent
+        short = STANDARD_TYPES.get(kind, "")
+        if out and out[-1][0] == short:
+            out[-1] = (short, out[-1][1] + text)
+        else:
+            out.append((short, text))
     return out
 
 

@@ -176,3 +176,45 @@ def test_the_index_pages_newest_first_and_filters() -> None:
     assert index.row("t000") is not None and index.row("t000").unsolicited == (  # type: ignore[union-attr]
         ("w9", "completed"),
     )
+
+
+def test_diff_lines_are_coloured_by_their_file_s_language_and_stay_text() -> None:
+    patch = (
+        "diff --git a/app.py b/app.py\n--- a/app.py\n+++ b/app.py\n@@ -1 +1,2 @@\n"
+        ' import os\n+def f(): return "<script>alert(1)</script>"  # note\n'
+        "diff --git a/notes.unknownext b/notes.unknownext\n+++ b/notes.unknownext\n+def x\n"
+    )
+    lines = views.classify(patch.splitlines())
+    py = lines[5]
+    assert py.kind == "add" and py.tokens[0] == ("add", "+")
+    assert ("k", "def") in py.tokens and ("nf", "f") in py.tokens
+    assert ("s2", '"<script>alert(1)</script>"') in py.tokens  # the string, as text
+    assert any(cls.startswith("c") for cls, _ in py.tokens)  # the comment
+    assert "".join(text for _, text in py.tokens) == py.text  # nothing added or lost
+    assert lines[-1].tokens == ()  # a language not known: the +/- colour only
+    answers = Answers(
+        "t1",
+        None,
+        [Result("w1", "completed", {"code": {"files": [], "patch": patch}, "output": ""})],
+    )
+    html = (
+        _templates()
+        .get_template("task.html")
+        .render(
+            answers=answers,
+            record=None,
+            cells=views.cells(answers, "all"),
+            all_workers=["w1"],
+            mode="all",
+            modes=views.MODES,
+            a="",
+            b="",
+            compared=None,
+            compare_error=None,
+            verdicts=("pick",),
+            csrf="c",
+        )
+    )
+    assert '<span class="t-k">def</span>' in html
+    assert "&#34;&lt;script&gt;alert(1)&lt;/script&gt;&#34;" in html
+    assert "<script>alert" not in html
