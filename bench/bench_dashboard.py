@@ -170,6 +170,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     timed(web, f"/tasks/{middle}", args.requests),
                     timed(web, f"/tasks/{middle}?a=w0&b=w1", args.requests),
                     timed(web, f"/api/tasks/{middle}", args.requests),
+                    # tasks never looked at before: every look a first one
+                    *(timed(web, f"/tasks/task-{i:06d}", 1) for i in (1, 2, 3)),
                 ]
     return {
         "machine": describe(),

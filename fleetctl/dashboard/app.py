@@ -67,6 +67,9 @@ def _safe_url(value: Any) -> str | None:
 def create_app(source: Source, token: str | None = None) -> Starlette:
     env = _templates()
     csrf = secrets.token_urlsafe(24)
+    views.warm()
+    for name in ("tasks.html", "task.html", "status.html", "costs.html", "error.html"):
+        env.get_template(name)  # compiled now, not in a first request's time
 
     def page(name: str, request: Request, status: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(name).render(request=request, csrf=csrf, **context)

@@ -66,6 +66,12 @@ def _classified(lines: tuple[str, ...]) -> tuple[Line, ...]:
     return tuple(out)
 
 
+def warm() -> None:
+    """Import Pygments' lexers now, once, rather than in the first Task page's time (each
+    other language compiles its rules at its first diff)."""
+    _tokens(_lexer("warm.py"), "def warm() -> None:  # warm")
+
+
 def _lexer(path: str) -> Any:
     """The Pygments lexer for a file name, or None (no guessing from the content)."""
     from pygments.lexers import get_lexer_for_filename
