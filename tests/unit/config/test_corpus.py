@@ -22,6 +22,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import traceback
@@ -49,7 +50,11 @@ ERROR_LINE = re.compile(r"^error: (?:[a-z ]+: )?\S+: \S.* \([^()]+\)$")  # [what
 LOCAL = "local"  # a case's tree of local files, copied in after `setup:`
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
-ISOLATED_TIMEOUT_S = 4.0
+# A hostile input must be refused within this much CPU time: counted by the kernel, so a loaded
+# machine (a parallel suite, a shared CI runner) cannot make a quick refusal look slow. The wall
+# clock bound only catches a run that waits on something instead of computing.
+ISOLATED_CPU_S = 4
+ISOLATED_TIMEOUT_S = 60.0
 ISOLATED_MEMORY_BYTES = 2 * 1024**3
 CONSOLE_SCRIPT_TIMEOUT_S = 60.0
 MIN_CASES = 36
@@ -195,8 +200,9 @@ def run_in_process(cwd: Path, args: Sequence[str]) -> Outcome:
     return Outcome(result.exit_code, _plain(result.stdout), _plain(result.stderr), crash)
 
 
-def _limit_memory() -> None:
+def _limit_memory_and_cpu() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ISOLATED_MEMORY_BYTES, ISOLATED_MEMORY_BYTES))
+    resource.setrlimit(resource.RLIMIT_CPU, (ISOLATED_CPU_S, ISOLATED_CPU_S + 1))
 
 
 def _env() -> dict[str, str]:
@@ -216,11 +222,13 @@ def run_isolated(cwd: Path, args: Sequence[str], timeout: float = ISOLATED_TIMEO
             capture_output=True,
             text=True,
             timeout=timeout,
-            preexec_fn=_limit_memory,
+            preexec_fn=_limit_memory_and_cpu,
             check=False,
         )
     except subprocess.TimeoutExpired:
         return Outcome(None, "", "", f"still running after {timeout}s; killed")
+    if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return Outcome(None, "", "", f"used more than {ISOLATED_CPU_S}s of CPU; killed")
     return Outcome(proc.returncode, _plain(proc.stdout), _plain(proc.stderr))
 
 
