@@ -38,6 +38,7 @@ SMALL = NatsSettings(
     spend_max_bytes=1 * MIB,
     records_max_bytes=1 * MIB,
     judgments_max_bytes=1 * MIB,
+    cancels_max_bytes=1 * MIB,
     max_msg_size=128 * KIB,
     dead_letters_per_worker=5,
     account_max_file_store=16 * MIB,
