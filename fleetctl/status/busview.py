@@ -142,6 +142,7 @@ class BusView:
             n.lease_stream,
             n.spend_stream,
             n.record_stream,
+            n.judgment_stream,
         ):
             try:
                 info = await statusbus.stream_info(self.nc, stream)
