@@ -140,15 +140,32 @@ class Leases:
         return await self.take(task_id, stream_seq)
 
     async def refresh(self, lease: Lease, stream_seq: int) -> bool:
-        """Extend our lease; False if it is no longer ours (it expired and was taken)."""
-        try:
-            fresh = await self._write(lease.task_id, stream_seq, last=lease.revision)
-        except nats.js.errors.APIError as e:
-            if e.err_code in WRONG_LAST_SEQUENCE:
-                return False
-            raise
-        lease.revision = fresh.revision
-        return True
+        """Extend our lease; False if it is no longer ours (it expired and was taken). A
+        write of ours can be stored while its answer is lost (on a cluster, the broker
+        answering went away): the key's last value is then still ours, for this delivery,
+        and the lease goes on from its revision."""
+        last = lease.revision
+        for _ in range(2):
+            try:
+                fresh = await self._write(lease.task_id, stream_seq, last=last)
+            except nats.js.errors.APIError as e:
+                if e.err_code not in WRONG_LAST_SEQUENCE:
+                    raise
+                found = await self._last(lease.task_id)
+                if found is None or not self._ours(found, stream_seq):
+                    return False
+                last = int(found.seq)
+                continue
+            lease.revision = fresh.revision
+            return True
+        return False
+
+    def _ours(self, msg: Any, stream_seq: int) -> bool:
+        """A live lease this poller wrote for this delivery."""
+        if (msg.headers or {}).get(KV_OPERATION) in REMOVED:
+            return False
+        value = _held(msg).value or {}
+        return value.get("holder") == self.holder and value.get("stream_seq") == stream_seq
 
     async def release(self, lease: Lease) -> None:
         """Delete the key if it is still ours (a delete marker that expires by itself)."""

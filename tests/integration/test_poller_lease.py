@@ -266,3 +266,32 @@ async def _own_leases_only(tmp_path: Path) -> None:
             await mine.release(my_lease)
             assert isinstance(await mine.take("t1", 5), Lease)  # freed, taken again
             assert w2.errors == [] and admin.errors == []
+
+
+def test_a_refresh_whose_answer_was_lost_keeps_the_lease(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """On a cluster a write can be stored while its answer is lost (the broker answering
+    went away): the next refresh expects a revision that is no longer the last. The lease
+    is still the poller's own, for the same delivery, and stays so; written by anybody
+    else, or for another delivery, it is lost."""
+
+    async def go() -> None:
+        async with bus(server) as js:
+            leases = worker_leases("w1", js, tmp_path)
+            lease = await leases.take("t1", 3)
+            assert isinstance(lease, Lease)
+            await leases._write("t1", 3, last=lease.revision)  # stored, its answer lost
+            assert await leases.refresh(lease, 3)
+            assert await leases.refresh(lease, 3)  # and on from the revision it found
+
+            await leases._write("t1", 4, last=lease.revision)  # another delivery's
+            assert not await leases.refresh(lease, 3)
+            lease = await leases.take("t2", 5)
+            assert isinstance(lease, Lease)
+            other = worker_leases("w1", js, tmp_path)
+            other.holder = "another poller of w1"
+            await other._write("t2", 5, last=lease.revision)
+            assert not await leases.refresh(lease, 5)
+
+    run(go())
