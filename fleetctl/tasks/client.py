@@ -99,6 +99,8 @@ class Client:
         readable = may_publish(endpoint.identity, marks) is not False
         self._conn = Connection(nc, fleet, self.names, sender, unrecordable, readable)
         self._conn.reads_records = endpoint.identity.user == DASHBOARD_USER
+        judged = f"{JS_API}.DIRECT.GET.{self.names.judgment_stream}"
+        self._conn.reads_judgments = may_publish(endpoint.identity, judged) is not False
 
     @classmethod
     @contextmanager

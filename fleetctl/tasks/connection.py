@@ -25,6 +25,9 @@ class Connection:
     beats: dict[str, dict[str, Any]] = field(default_factory=dict)
     following: bool = False
     reads_records: bool = False  # these creds read records without writing them (the dashboard)
+    # may these creds read judgments (creds issued before them may not: a refused read is
+    # only a timeout, so it is not asked)
+    reads_judgments: bool = True
 
     @property
     def unreadable(self) -> str | None:

@@ -71,7 +71,8 @@ def parse(task_id: str, worker_id: str, data: bytes) -> Judgment | None:
 
 async def of_task(conn: Connection, task_id: str) -> dict[str, Judgment]:
     """A task's judgments by worker (one batched direct get by subject); {} when the bus
-    has no judgments bucket yet or these creds may not read it."""
+    has no judgments bucket yet or these creds may not read it (creds issued before
+    judgments: not asked, `fleetctl apply` or `creds init` issues new ones)."""
     found = await of_tasks(conn, [task_id])
     return found.get(task_id, {})
 
@@ -81,6 +82,8 @@ async def of_tasks(conn: Connection, task_ids: Sequence[str]) -> dict[str, dict[
     n = conn.names
     prefix = f"$KV.{n.judgment_bucket}."
     out: dict[str, dict[str, Judgment]] = {}
+    if not conn.reads_judgments:
+        return out
     for i in range(0, len(task_ids), 100):
         subjects = [n.judgment(t, "*") for t in task_ids[i : i + 100]]
         try:
@@ -103,7 +106,9 @@ async def every(conn: Connection) -> list[Judgment]:
     n = conn.names
     prefix = f"$KV.{n.judgment_bucket}."
     body: dict[str, Any] = {"seq": 1, "next_by_subj": n.all_judgments, "batch": taskbus.BATCH}
-    out = []
+    out: list[Judgment] = []
+    if not conn.reads_judgments:
+        return out
     try:
         while batch := await taskbus.direct_batch(conn.nc, n.judgment_stream, body):
             for m in batch:

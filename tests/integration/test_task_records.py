@@ -317,3 +317,30 @@ async def _record_permissions(tmp_path: Path) -> None:
             assert json.loads(info.data)["state"]["messages"] == 1
             got = await pub.nc.request(f"$JS.API.DIRECT.GET.{stream}.{key}", b"", timeout=5)
             assert got.data == record
+
+
+def test_publisher_creds_issued_before_judgments_read_results_without_asking_for_them(
+    tf: TaskFleet,
+) -> None:
+    """Creds issued before judgments may not read them, and a refused read is only a
+    timeout: `results` does not ask (one request fewer), and shows no judgment."""
+    current = na.publisher_permissions(tf.fleet.names)
+    before = Permissions(
+        pub=Permission.of(allow=[s for s in current.pub.allow if "JUDGMENTS" not in s]),
+        sub=current.sub,
+    )
+    old = tf.fleet.authority.issue_user("fleet-publisher-prejudged", before)
+    with Client.open(tf.fleet_path, server=tf.url, creds=tf.fleet.publisher.creds_path) as now:
+        now.wait(now.send(directive(), to=["w1"], task_id="prejudged"), timeout=30)
+        before_msgs = now._conn.nc.stats["out_msgs"]
+        now.answers("prejudged")
+        asked_now = now._conn.nc.stats["out_msgs"] - before_msgs
+    with Client.open(tf.fleet_path, server=tf.url, creds=old.creds_path) as then:
+        before_msgs = then._conn.nc.stats["out_msgs"]
+        found = then.answers("prejudged")
+        asked_then = then._conn.nc.stats["out_msgs"] - before_msgs
+        assert then._conn.nc.stats["errors_received"] == 0  # nothing refused
+    assert (asked_now, asked_then) == (3, 2)
+    assert [(r.worker_id, r.status, r.judgment) for r in found.results] == [
+        ("w1", "completed", None)
+    ]
