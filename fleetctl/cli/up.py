@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -286,7 +287,8 @@ def up(
                 "(fleetctl down first)"
             )
         _reload(state, pid, as_json)
-        if not (detach or reload_only or as_json):
+        # On a terminal, as compose's `up` does; a script's `fleetctl up` returns, as before.
+        if not (detach or reload_only or as_json) and sys.stdout.isatty():
             _attach(state, [w.id for w in fleet.workers if w.enabled])
         return
     if reload_only:

@@ -1,6 +1,7 @@
-"""A second `fleetctl up` while a detached fleet runs attaches to it, as compose's `up` does:
-once fleet.yaml is applied, every worker's log is followed and printed as the foreground `up`
-prints it, until Ctrl-C (which stops the following, not the fleet) or the fleet stops.
+"""A second `fleetctl up` on a terminal while a detached fleet runs attaches to it, as
+compose's `up` does: once fleet.yaml is applied, every worker's log is followed and printed as
+the foreground `up` prints it, until Ctrl-C (which stops the following, not the fleet) or the
+fleet stops. In a script (no terminal) `up` returns once fleet.yaml is applied, as before.
 
 It reads the same log files the supervisor writes (one per worker in the state dir), from
 where they end when it attaches; a worker started later is followed from its first line.

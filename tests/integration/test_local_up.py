@@ -473,9 +473,15 @@ def _read_pty(
         found = until.search(text)
         if found:
             return text[: found.end()]
-        assert time.monotonic() < deadline and proc.poll() is None, text
-        if select.select([fd], [], [], 0.5)[0]:
-            seen += os.read(fd, 65536)
+        exited = proc.poll() is not None  # then only what it wrote before is left to read
+        assert time.monotonic() < deadline, text
+        if select.select([fd], [], [], 0 if exited else 0.5)[0]:
+            try:
+                seen += os.read(fd, 65536)
+                continue
+            except OSError:  # EIO: every writer has closed it
+                pass
+        assert not exited, text
 
 
 def test_up_on_a_terminal_colours_each_prefix_and_level_and_escapes_what_workers_say(

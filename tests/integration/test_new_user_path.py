@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +26,13 @@ from typing import Any
 import pytest
 
 from fleetctl.tasks.client import Client
-from tests.integration.test_local_up import LocalFleet, a_local_fleet, processes_under, worker
+from tests.integration.test_local_up import (
+    LocalFleet,
+    _read_pty,
+    a_local_fleet,
+    processes_under,
+    worker,
+)
 from tests.support.tmux import tmux
 
 pytestmark = pytest.mark.integration
@@ -294,43 +302,39 @@ def test_status_fits_80_columns_and_watch_looks_at_the_bus_every_second(
     assert fleet.fleetctl("task", "cancel", "busy-1").returncode == 0
 
 
-def test_a_second_up_applies_fleet_yaml_then_follows_the_running_fleets_logs(
-    fleet: LocalFleet,
-) -> None:
-    """As compose's `up` attaches: Ctrl-C stops the following, never the fleet."""
+def test_a_second_up_on_a_terminal_follows_the_running_fleets_logs(fleet: LocalFleet) -> None:
+    """As compose's `up` attaches: on a terminal (a pty), once fleet.yaml is applied, every
+    worker's log as the foreground `up` prints it, in colour; Ctrl-C stops the following,
+    never the fleet. In a script (no terminal) `up` applies fleet.yaml and returns."""
+    scripted = fleet.fleetctl("up")
+    assert "The local fleet is already running" in scripted.stderr
+    assert "Following" not in scripted.stderr
+    main, side = pty.openpty()
     proc = subprocess.Popen(
         fleet.argv("up"),
         cwd=fleet.root,
         env=fleet.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        stdin=side,
+        stdout=side,
+        stderr=side,
         start_new_session=True,
     )
-    assert proc.stdout is not None
-    lines: list[str] = []
+    os.close(side)
+    seen = bytearray()
     try:
-        while "Following every worker's log" not in "".join(lines):
-            assert proc.poll() is None, "".join(lines)
-            lines.append(proc.stdout.readline())
-        assert "The local fleet is already running" in "".join(lines)
+        _read_pty(main, re.compile("Following every worker's log"), proc, seen)
         fleet.fleetctl("task", "send", "--to", "w-boom", "--id", "attached-1", "x")
-        deadline = time.monotonic() + 30
-        while " task_done task_id=attached-1 " not in lines[-1]:
-            assert time.monotonic() < deadline, "".join(lines)
-            lines.append(proc.stdout.readline())
-        assert lines[-1].startswith(
-            "w-boom       | warning task_done task_id=attached-1 status=failed exit_code=3 "
-        )
-        assert "\x1b" not in "".join(lines)  # a pipe: no colour
+        shown = _read_pty(main, re.compile(r"^.*task_done task_id=attached-1.*$", re.M), proc, seen)
+        [line] = [ln for ln in shown.splitlines() if "task_done task_id=attached-1" in ln]
+        assert re.match(r"\x1b\[\d+mw-boom +\x1b\[0m \| \x1b\[1;33mwarning\x1b\[0m ", line), line
+        assert "status=failed exit_code=3" in line
     finally:
         os.killpg(proc.pid, signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+    rest = _read_pty(main, re.compile(r"fleetctl down stops it\)\."), proc, seen)
+    os.close(main)
     assert proc.returncode == 0, rest
-    assert rest.strip().endswith(
-        "Stopped following: the local fleet keeps running (fleetctl down stops it)."
-    )
-    assert "w-echo" in fleet.fleetctl("status", "--no-hosts").stdout
+    assert "Stopped following: the local fleet keeps running (fleetctl down stops it)." in rest
     assert fleet.pollers().keys() == {"w-boom", "w-echo", "w-sleep"}
 
 
