@@ -146,6 +146,21 @@ def test_a_pick_made_in_the_page_is_what_results_shows(
     page.close()
 
 
+def test_keys_move_through_the_tasks_and_open_one(dash: Dashboard, browser: Any) -> None:
+    """j selects the first task, Enter opens it, 2 switches the Task page to Failed."""
+    page = browser.new_page(viewport=WIDE)
+    page.goto(f"{dash.url}/tasks")
+    page.keyboard.press("j")
+    assert page.get_attribute("tr.task-row.selected", "data-task-id") == "fan-1"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url == f"{dash.url}/tasks/fan-1"
+    with page.expect_navigation():
+        page.keyboard.press("2")
+    assert page.url == f"{dash.url}/tasks/fan-1?mode=failed"
+    page.close()
+
+
 def test_the_narrow_layout_does_not_scroll_sideways(dash: Dashboard, browser: Any) -> None:
     page = browser.new_page(viewport=NARROW)
     for path, name in (("/tasks", "narrow-tasks"), ("/tasks/fan-1", "narrow-task"),

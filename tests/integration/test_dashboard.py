@@ -103,7 +103,8 @@ def test_hostile_answers_and_comments_stay_text(tf: TaskFleet, dash: Dashboard) 
         policy = response.headers["content-security-policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     assert re.findall(r"<script[^>]*>", dash.get("/tasks/hostile-1").text) == [
-        '<script src="/static/dashboard.js" defer>'
+        '<script src="/static/vendor/hotkeys-js.min.js" defer>',
+        '<script src="/static/dashboard.js" defer>',
     ]
 
 

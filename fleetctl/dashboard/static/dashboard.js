@@ -63,19 +63,20 @@
     all.forEach(function (el, n) { el.classList.toggle("selected", n === at); });
     all[at].scrollIntoView({ block: "nearest" });
   }
-  document.addEventListener("keydown", function (e) {
-    const tag = (e.target.tagName || "").toLowerCase();
-    if (tag === "input" || tag === "select" || tag === "textarea" || e.ctrlKey || e.metaKey || e.altKey) return;
-    if (e.key === "j") select(at + 1);
-    else if (e.key === "k") select(at - 1);
-    else if (e.key === "g") location.href = "/tasks";
-    else if (e.key === "Enter" && page === "tasks" && at >= 0) {
+  // hotkeys-js (vendored from npm, static/vendor/) ignores keys typed into inputs and selects.
+  if (window.hotkeys) {
+    window.hotkeys("j", function () { select(at + 1); });
+    window.hotkeys("k", function () { select(at - 1); });
+    window.hotkeys("g", function () { location.href = "/tasks"; });
+    window.hotkeys("enter", function () {
+      if (page !== "tasks" || at < 0) return;
       const link = items()[at].querySelector("a.task-link");
       if (link) location.href = link.href;
-    } else if (page === "task" && ["1", "2", "3"].includes(e.key)) {
-      const modes = document.querySelectorAll("a.mode");
-      const chosen = modes[Number(e.key) - 1];
+    });
+    window.hotkeys("1,2,3", function (e, handler) {
+      if (page !== "task") return;
+      const chosen = document.querySelectorAll("a.mode")[Number(handler.key) - 1];
       if (chosen) location.href = chosen.href;
-    }
-  });
+    });
+  }
 })();

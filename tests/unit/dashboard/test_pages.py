@@ -64,7 +64,10 @@ def _assert_inert(html: str) -> None:
     parser = _Tags()
     parser.feed(html)
     scripts = [dict(a) for t, a in parser.tags if t == "script"]
-    assert scripts == [{"src": "/static/dashboard.js", "defer": None}]
+    assert scripts == [
+        {"src": "/static/vendor/hotkeys-js.min.js", "defer": None},
+        {"src": "/static/dashboard.js", "defer": None},
+    ]
     assert not [t for t, _ in parser.tags if t in ("img", "iframe", "object", "embed")]
     for _, attrs in parser.tags:
         assert not [name for name, _ in attrs if name.startswith("on")]  # no event handler
