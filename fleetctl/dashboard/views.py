@@ -29,6 +29,20 @@ class Line:
     tokens: tuple[tuple[str, str], ...] = ()
 
 
+HEADER_LINES = (
+    "diff --git ",
+    "+++",
+    "---",
+    "index ",
+    "new file mode",
+    "deleted file mode",
+    "old mode",
+    "new mode",
+    "similarity index",
+    "rename from",
+    "rename to",
+    "Binary files",
+)
 MAX_COLOURED = 4000  # lines of one diff given syntax colouring; the rest keep their +/- colour
 
 
@@ -47,7 +61,7 @@ def _classified(lines: tuple[str, ...]) -> tuple[Line, ...]:
             lexer = _lexer(line.removeprefix("+++ ").removeprefix("b/"))
         elif line.startswith("diff --git "):
             lexer = _lexer(line.rsplit(" b/", 1)[-1])
-        if line.startswith(("diff --git ", "+++", "---", "index ")):
+        if line.startswith(HEADER_LINES):
             kind = "file"
         elif line.startswith("@@"):
             kind = "hunk"

@@ -58,6 +58,16 @@ def dash(tf: TaskFleet) -> Iterator[Dashboard]:
 
 
 @pytest.fixture(scope="module")
+def fan(tf: TaskFleet) -> str:
+    """A fan-out code task both workers answered (each test that reads it asks for it, so
+    none depends on another having run first)."""
+    sent = tf.fleetctl("task", "send", EDITS, "--to", "w1", "--to", "w2", "--repo", "app",
+                       "--id", "fan-1", "--wait", timeout=90)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    return "fan-1"
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with playwright.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -70,6 +80,14 @@ def _shot(page: Any, name: str) -> None:
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(keep) / f"dashboard-{name}.png"))
+
+
+def _shown(page: Any, selector: str) -> None:
+    """Wait for `selector`; a page without it fails with what the page showed instead."""
+    try:
+        page.wait_for_selector(selector, timeout=15_000)
+    except playwright.Error:
+        raise AssertionError(f"no {selector} in {page.url}:\n{page.content()[:3000]}") from None
 
 
 def _no_sideways_scroll(page: Any) -> None:
@@ -85,25 +103,26 @@ def test_a_fan_out_task_appears_and_its_results_arrive_without_reload(
     page.wait_for_selector("#live[data-state=on]")
     page.evaluate("window.stillHere = true")  # gone if the page reloads
     sent = tf.fleetctl("task", "send", EDITS, "--to", "w1", "--to", "w2", "--repo", "app",
-                       "--id", "fan-1")  # fmt: skip
+                       "--id", "live-1")  # fmt: skip
     assert sent.returncode == 0, sent.stderr
-    page.wait_for_selector('tr[data-task-id="fan-1"]', timeout=20_000)
+    page.wait_for_selector('tr[data-task-id="live-1"]', timeout=20_000)
     for worker in ("w1", "w2"):
         page.wait_for_selector(
-            f'tr[data-task-id="fan-1"] [data-worker="{worker}"][data-status="completed"]',
+            f'tr[data-task-id="live-1"] [data-worker="{worker}"][data-status="completed"]',
             timeout=60_000,
         )
     assert page.evaluate("window.stillHere") is True
-    assert page.is_visible('tr[data-task-id="fan-1"]')
+    assert page.is_visible('tr[data-task-id="live-1"]')
     _shot(page, "tasks")
     page.close()
 
 
 def test_the_task_page_shows_each_change_and_the_diff_between_two(
-    tf: TaskFleet, dash: Dashboard, browser: Any
+    fan: str, dash: Dashboard, browser: Any
 ) -> None:
     page = browser.new_page(viewport=WIDE)
     page.goto(f"{dash.url}/tasks/fan-1")
+    _shown(page, 'section.answer[data-worker="w2"]')
     cells = page.query_selector_all("section.answer")
     assert [c.get_attribute("data-worker") for c in cells] == ["w1", "w2"]
     for worker in ("w1", "w2"):
@@ -129,7 +148,7 @@ def test_the_task_page_shows_each_change_and_the_diff_between_two(
 
 
 def test_a_pick_made_in_the_page_is_what_results_shows(
-    tf: TaskFleet, dash: Dashboard, browser: Any
+    tf: TaskFleet, fan: str, dash: Dashboard, browser: Any
 ) -> None:
     page = browser.new_page(viewport=WIDE)
     page.goto(f"{dash.url}/tasks/fan-1")
@@ -146,10 +165,12 @@ def test_a_pick_made_in_the_page_is_what_results_shows(
     page.close()
 
 
-def test_keys_move_through_the_tasks_and_open_one(dash: Dashboard, browser: Any) -> None:
-    """j selects the first task, Enter opens it, 2 switches the Task page to Failed."""
+def test_keys_move_through_the_tasks_and_open_one(fan: str, dash: Dashboard, browser: Any) -> None:
+    """j selects the newest task, Enter opens it, 2 switches the Task page to Failed."""
     page = browser.new_page(viewport=WIDE)
-    page.goto(f"{dash.url}/tasks")
+    page.goto(f"{dash.url}/tasks?q=fan-1")
+    _shown(page, 'tr[data-task-id="fan-1"]')
+    page.wait_for_function("window.hotkeys !== undefined")
     page.keyboard.press("j")
     assert page.get_attribute("tr.task-row.selected", "data-task-id") == "fan-1"
     with page.expect_navigation():
@@ -161,7 +182,9 @@ def test_keys_move_through_the_tasks_and_open_one(dash: Dashboard, browser: Any)
     page.close()
 
 
-def test_the_narrow_layout_does_not_scroll_sideways(dash: Dashboard, browser: Any) -> None:
+def test_the_narrow_layout_does_not_scroll_sideways(
+    fan: str, dash: Dashboard, browser: Any
+) -> None:
     page = browser.new_page(viewport=NARROW)
     for path, name in (("/tasks", "narrow-tasks"), ("/tasks/fan-1", "narrow-task"),
                        ("/status", None), ("/costs", None)):  # fmt: skip
@@ -173,7 +196,7 @@ def test_the_narrow_layout_does_not_scroll_sideways(dash: Dashboard, browser: An
 
 
 def test_beyond_loopback_a_request_without_the_token_is_refused(
-    tf: TaskFleet, browser: Any
+    tf: TaskFleet, fan: str, browser: Any
 ) -> None:
     with running_dashboard(tf, "--bind", "0.0.0.0") as d:
         page = browser.new_page(viewport=WIDE)
