@@ -153,7 +153,15 @@ def test_a_pick_made_in_the_page_is_what_results_shows(
     page = browser.new_page(viewport=WIDE)
     page.goto(f"{dash.url}/tasks/fan-1")
     form = 'section[data-worker="w1"] form.judge'
-    page.fill(f"{form} input[name=comment]", "tidy, and its check passed")
+    page.fill(f"{form} input[name=comment]", "tidy, and its check")
+    # a change to the task meanwhile (sent again: its record rewritten, a live event) does
+    # not swap the half-written comment away
+    page.evaluate("window.beforeResult = document.getElementById('grid')")
+    sent = tf.fleetctl("task", "send", EDITS, "--to", "w1", "--id", "fan-1", "--wait", timeout=90)
+    assert sent.returncode == 0, sent.stderr
+    page.wait_for_timeout(1000)
+    assert page.evaluate("window.beforeResult === document.getElementById('grid')")
+    page.type(f"{form} input[name=comment]", " passed")
     with page.expect_navigation():
         page.click(f'{form} button[value="pick"]')
     assert page.get_attribute('section[data-worker="w1"] [data-verdict]', "data-verdict") == "pick"

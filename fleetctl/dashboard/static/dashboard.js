@@ -9,12 +9,20 @@
   // ---- live: refresh the grid when something this page shows changed ----
   let pending = null;
   let last = 0;
+  function typing() {
+    const grid = document.getElementById("grid");
+    const active = document.activeElement;
+    if (grid && active && grid.contains(active) && active.tagName === "INPUT") return true;
+    return Array.from(document.querySelectorAll("#grid form.judge input[name=comment]"))
+      .some(function (input) { return input.value !== input.defaultValue; });
+  }
   function refresh() {
     if (pending) return;
     // the Status page looks at the bus on each refresh: at most every 5 s for heartbeats
     const wait = page === "status" ? Math.max(250, 5000 - (Date.now() - last)) : 250;
     pending = setTimeout(async function () {
       pending = null;
+      if (typing()) { refresh(); return; }  // never swap away a comment being written
       last = Date.now();
       try {
         const response = await fetch(location.href, { headers: { accept: "text/html" } });
