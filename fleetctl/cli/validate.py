@@ -60,13 +60,19 @@ def validate(app: AppContext, as_json: bool) -> None:
         return
     if app.servers(local=True) == LOCAL_SERVERS:
         out().print(
-            f"{app.fleet_path}: valid ({len(fleet.workers)} workers, {enabled} enabled, on "
-            "this machine: there is no servers.yaml, so `fleetctl up` runs them here)",
+            f"{app.fleet_path}: valid ({_count(len(fleet.workers), 'worker')}, {enabled} "
+            "enabled, on this machine: there is no servers.yaml, so `fleetctl up` runs them here)",
             markup=False,
         )
         return
     out().print(
         f"{app.fleet_path}, {app.servers_path}: valid "
-        f"({len(fleet.workers)} workers, {enabled} enabled, on {len(fleet.hosts)} hosts)",
+        f"({_count(len(fleet.workers), 'worker')}, {enabled} enabled, "
+        f"on {_count(len(fleet.hosts), 'host')})",
         markup=False,
     )
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 host`, `3 hosts`: a one-host fleet read `on 1 hosts`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

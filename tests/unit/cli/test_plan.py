@@ -171,3 +171,14 @@ def test_apply_refuses_up_front_to_start_workers_without_creds() -> None:
     assert result.exit_code == 1
     assert "no NATS credentials for cc-go-dev-01, codex-py-dev-01" in result.stderr
     assert "add --issue-creds" in result.stderr
+
+
+def test_validate_counts_one_worker_on_one_host_in_the_singular(tmp_path: Path) -> None:
+    one = {"name": "solo", "address": "192.0.2.1", "roles": ["broker-host", "worker-host"]}
+    worker = {"worker_id": "w", "llm": "command", "command": ["/bin/true"], "host": "solo"}
+    (tmp_path / "servers.yaml").write_text(json.dumps({"version": 1, "servers": [one]}))
+    (tmp_path / "fleet.yaml").write_text(json.dumps({"version": 1, "workers": [worker]}))
+    files = ["-f", str(tmp_path / "fleet.yaml"), "-s", str(tmp_path / "servers.yaml")]
+    result = CliRunner().invoke(cli, [*files, "validate"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "valid (1 worker, 1 enabled, on 1 host)" in result.stdout
