@@ -293,8 +293,10 @@ def _gib(n: int | None) -> str:
 
 def cluster_problems(broker: BrokerStatus, max_lag: int) -> list[str]:
     """A broker down or unhealthy, no meta leader, a stream without a leader, or a stream's
-    copy on a running broker lagging by more than `max_lag` operations (copies on a broker
-    that is down are that broker's problem, said once)."""
+    copy lagging by more than `max_lag` operations. A copy on a broker that does not answer
+    is named only by its lag: a frozen or cut-off broker's leaders count how far it fell
+    behind (what it must catch up on), while its copies being not current is the broker's
+    problem, said once."""
     if broker.cluster_error:
         return [f"cluster: not read ({broker.cluster_error})"]
     found = []
@@ -316,10 +318,12 @@ def cluster_problems(broker: BrokerStatus, max_lag: int) -> list[str]:
             continue
         for copy in stream.get("replicas") or []:
             lag, where = copy.get("lag") or 0, copy.get("name")
-            if where in up and (lag > max_lag or not copy.get("current")):
+            running = where in up
+            if lag > max_lag or (running and not copy.get("current")):
                 behind = f"{lag} operations behind" if lag else "not current"
+                down = "" if running else " (down)"
                 found.append(
-                    f"stream {name}: its copy on {where} is {behind} its leader {leader} "
+                    f"stream {name}: its copy on {where}{down} is {behind} its leader {leader} "
                     f"(status.max_replica_lag {max_lag})"
                 )
     return found

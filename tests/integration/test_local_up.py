@@ -48,6 +48,7 @@ def worker(wid: str, command: list[str]) -> str:
 
 ECHO = worker("w-echo", ["python3", "-c", "import sys; print('echo:', sys.stdin.read())"])
 COUNT = worker("w-count", ["wc", "-w"])
+REPLICA_LAG = "status:\n  max_replica_lag: 10\n"
 
 
 @dataclass
@@ -648,12 +649,19 @@ def _until_healthy(fleet: LocalFleet, seconds: float = 60) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+def _copy_on(body: dict[str, Any], stream: str, broker: str) -> dict[str, Any]:
+    """The status's entry for `stream`'s copy on `broker` (not its leader)."""
+    found = next(s for s in body["broker"]["streams"] if s["name"] == stream)
+    return next(r for r in found["replicas"] if r["name"] == broker)
+
+
 def test_up_with_three_brokers_runs_a_cluster_that_outlives_a_broker(fleet: LocalFleet) -> None:
     """`up --brokers 3`: three nats-servers on loopback, every stream on all three, pollers
-    with every URL; a frozen broker is a problem for `status --check` until it answers
-    again; a killed one (the task stream's leader, while a task runs) loses no task and is
+    with every URL; a frozen broker is a problem for `status --check`, and so is its copy of
+    the task stream falling behind while tasks are sent, until it answers again and catches
+    up; a killed one (the task stream's leader, while a task runs) loses no task and is
     started again by the supervisor."""
-    fleet.write(worker("w-slow", ["python3", "-c", SLOW]) + ECHO)
+    fleet.write(worker("w-slow", ["python3", "-c", SLOW]) + ECHO, REPLICA_LAG)
     fleet.up("--brokers", "3")
     record = json.loads(fleet.state.up_json.read_text())
     assert len(record["brokers"]) == 3
@@ -675,12 +683,29 @@ def test_up_with_three_brokers_runs_a_cluster_that_outlives_a_broker(fleet: Loca
     follower = next(n for n in names if n != tasks["leader"])
     os.kill(pids[follower], signal.SIGSTOP)  # frozen: up as a process, answering nothing
     try:
+        with Client.open(fleet.root / "fleet.yaml") as client:
+            queued = [client.send(f"while {follower} sleeps {i}", to=["w-echo"]) for i in range(12)]
         code, body = _status(fleet)
         assert code == 1
         assert f"broker {follower}: down (it does not answer)" in body["problems"]
+        frozen = _copy_on(body, "AF_TASKS", follower)
+        assert frozen["lag"] > 10 and not frozen["current"]  # 12 tasks stored without it
+        assert (
+            f"stream AF_TASKS: its copy on {follower} (down) is {frozen['lag']} operations "
+            f"behind its leader {tasks['leader']} (status.max_replica_lag 10)"
+        ) in body["problems"]
     finally:
         os.kill(pids[follower], signal.SIGCONT)
-    _until_healthy(fleet)
+    body = _until_healthy(fleet)
+    assert _copy_on(body, "AF_TASKS", follower) | {"active_s": 0} == {
+        "name": follower,
+        "current": True,
+        "lag": 0,
+        "active_s": 0,
+        "offline": False,
+    }
+    for sent in queued:
+        assert fleet.results(sent)["w-echo"]["status"] == "completed"
 
     sent = fleet.send(["w-slow"], "through the cluster")
     deadline = time.monotonic() + 30

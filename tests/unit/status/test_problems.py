@@ -119,8 +119,9 @@ def test_a_host_below_the_free_space_floor_needs_a_human_and_shows_its_disk_use(
 
 
 def test_a_cluster_broker_down_or_a_copy_lagging_needs_a_human() -> None:
-    """Each broker down once (not again for every copy it holds), one unhealthy, and a copy
-    on a running broker behind by more than status.max_replica_lag."""
+    """Each broker down once (not again for every copy it holds that is not current), one
+    unhealthy, and a copy behind by more than status.max_replica_lag, on a running broker
+    or on one that does not answer (frozen: its leaders count how far it fell behind)."""
     status = _status()
     count_new_dead(status.broker, 7)
     status.broker.meta_leader = "broker-1"
@@ -139,10 +140,19 @@ def test_a_cluster_broker_down_or_a_copy_lagging_needs_a_human() -> None:
             ],
         }
 
-    status.broker.streams = {"AF_TASKS": copies(1500), "AF_RESULTS": copies(3)}
+    frozen = {
+        "leader": "broker-1",
+        "replicas": [
+            {"name": "broker-2", "current": True, "lag": 0},
+            {"name": "broker-3", "current": False, "lag": 1200},
+        ],
+    }
+    status.broker.streams = {"AF_TASKS": copies(1500), "AF_RESULTS": copies(3), "AF_DEAD": frozen}
     assert status.problems(example_fleet(), NOW) == [
         "broker broker-2: not healthy (JetStream not current)",
         "broker broker-3: down (it does not answer)",
+        "stream AF_DEAD: its copy on broker-3 (down) is 1200 operations behind its leader "
+        "broker-1 (status.max_replica_lag 1000)",
         "stream AF_TASKS: its copy on broker-2 is 1500 operations behind its leader broker-1 "
         "(status.max_replica_lag 1000)",
     ]
