@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from fleetctl.bus.client import BusError
+from fleetctl.bus.localfleet import local_fleet
 from fleetctl.cli.context import AppContext, fail, pass_app
 from fleetctl.cli.options import bus_options
 from fleetctl.config.model import Fleet
@@ -35,6 +36,13 @@ DEFAULT_PORT = 8088
     help="The token (first line, mode 0600) every request must carry when bound beyond "
     "loopback; without it a new token is made and printed.",
 )
+@click.option(
+    "--no-hosts",
+    "no_hosts",
+    is_flag=True,
+    help="Only the bus: do not observe the hosts' units over SSH (as `fleetctl status "
+    "--no-hosts`; a coordinator without SSH access).",
+)
 @bus_options
 @pass_app
 def dashboard(
@@ -43,12 +51,14 @@ def dashboard(
     bind: str,
     open_browser: bool,
     token_file: Path | None,
+    no_hosts: bool,
     bus: BusOptions,
 ) -> None:
     """Serve the dashboard for the fleet the task commands reach (the local fleet,
     --server/--creds with fleet-dashboard's creds, or an SSH forward to the broker), until
-    Ctrl-C. Loopback only by default; put a TLS reverse proxy in front of it to reach it
-    from elsewhere (docs/dashboard.md)."""
+    Ctrl-C. The hosts' units are observed over SSH as `fleetctl status` does, every 30 s in
+    the background (not for a local fleet, nor with --no-hosts). Loopback only by default;
+    put a TLS reverse proxy in front of it to reach it from elsewhere (docs/dashboard.md)."""
     from fleetctl.dashboard.security import TokenError, is_loopback, new_token, read_token
 
     fleet = app.fleet()
@@ -62,11 +72,14 @@ def dashboard(
     from fleetctl.dashboard.app import create_app
     from fleetctl.dashboard.source import Source
     from fleetctl.identity.natsaccess import DASHBOARD_USER
+    from fleetctl.status.hosts import HostsWatch
     from fleetctl.tasks.client import Client
 
+    local = not bus.server and local_fleet(app.fleet_path) is not None
+    hosts = None if local or no_hosts else HostsWatch(fleet, bus.ssh)
     try:
         with Client.reaching(fleet, app.fleet_path, bus, DASHBOARD_USER) as client:
-            source = Source(client, app.fleet_path, on_server=bool(bus.server))
+            source = Source(client, app.fleet_path, on_server=bool(bus.server), hosts=hosts)
             source.start()
             _serve(create_app(source, token), listening, token, open_browser)
     except BusError as e:

@@ -18,17 +18,15 @@ from fleetctl.cli.options import bus_options, json_option, watch_option
 from fleetctl.config.model import Fleet
 from fleetctl.identity.natsaccess import ADMIN_USER, SYSTEM_USER
 from fleetctl.status.busview import ClusterWay, follow, look_once
-from fleetctl.status.hosts import observe_hosts
+from fleetctl.status.hosts import HOSTS_EVERY, HostsWatch, look_at_hosts
 from fleetctl.status.lastlook import count_new_dead, last_dead_seq, remember_look
-from fleetctl.status.report import FleetStatus, HostStatus
+from fleetctl.status.report import FleetStatus
 from fleetctl.status.snapshot import new_status
 from fleetctl.tasks.reach import BusOptions, reach_as
-from fleetctl.transport.base import TransportError
 from fleetctl.ui.status_view import Watching, render
 from fleetctl.ui.terminal import out
 
 BUS_EVERY = 1.0  # --watch: seconds between looks at the bus (heartbeats arrive meanwhile)
-HOSTS_EVERY = 30.0  # --watch: seconds between looks at the hosts (over SSH, as a plan)
 
 
 @click.command()
@@ -63,12 +61,19 @@ def status(
     local = running_here is not None
     state_dir = default_state_dir(app.fleet_path)
     status = new_status(fleet, running_here)
-    status.hosts_observed = not (local or no_hosts)
+    observing = status.hosts_observed = not (local or no_hosts)
+    watching = Watching(BUS_EVERY, HOSTS_EVERY if observing else None)
     before = last_dead_seq(state_dir)
-    hosts = None if local or no_hosts else _hosts_meanwhile(fleet, bus, status)
+    watched = HostsWatch(fleet, bus.ssh) if watch and observing else None
+    if watched is not None:  # the first look runs meanwhile; then one every HOSTS_EVERY
+        watched.start()
+    hosts = _hosts_meanwhile(fleet, bus, status) if observing and not watch else None
 
     def body() -> dict[str, object]:
         count_new_dead(status.broker, before)
+        if watched is not None:  # --watch: the newest look at the hosts
+            status.hosts = watched.hosts or []
+            watching.hosts_at = watched.at
         return status.as_json(fleet, time.time())
 
     brokers = (
@@ -80,15 +85,12 @@ def status(
             endpoint = endpoints[ADMIN_USER]
             cluster = ClusterWay(brokers, endpoints.get(SYSTEM_USER)) if len(brokers) > 1 else None
             if watch:
-                watching = Watching(BUS_EVERY, HOSTS_EVERY if hosts is not None else None)
-                if hosts is not None:  # the first look runs; then one every HOSTS_EVERY
-                    hosts = _hosts_again(fleet, bus, status, watching, hosts)
                 _watch(endpoint, status, fleet, body, as_json, watching, cluster)
             else:
                 asyncio.run(look_once(endpoint, status, fleet, cluster))
     except BusError as e:
         status.broker.reachable, status.broker.error = False, str(e)
-    if hosts is not None and not watch:
+    if hosts is not None:
         hosts.join()
     if status.broker.reachable:
         remember_look(state_dir, status.broker)
@@ -106,39 +108,9 @@ def _hosts_meanwhile(fleet: Fleet, bus: BusOptions, status: FleetStatus) -> thre
     """Observe the hosts over SSH in a thread while the bus is read."""
 
     def observe() -> None:
-        try:
-            status.hosts = observe_hosts(fleet, bus.ssh)
-        except (TransportError, BusError) as e:
-            status.hosts = [HostStatus("(hosts)", False, str(e))]
-        except Exception as e:  # in a thread: otherwise a traceback and no hosts shown
-            status.hosts = [HostStatus("(hosts)", False, f"not observed: {e}")]
+        status.hosts = look_at_hosts(fleet, bus.ssh)
 
     thread = threading.Thread(target=observe, name="status-hosts", daemon=True)
-    thread.start()
-    return thread
-
-
-def _hosts_again(
-    fleet: Fleet,
-    bus: BusOptions,
-    status: FleetStatus,
-    watching: Watching,
-    first: threading.Thread,
-) -> threading.Thread:
-    """--watch: once the first look at the hosts is done, another every HOSTS_EVERY seconds
-    (each one is a plan's observation over SSH: seconds, not milliseconds), in a thread
-    that dies with the command."""
-
-    every = watching.hosts_every or HOSTS_EVERY
-
-    def again() -> None:
-        first.join()
-        while True:
-            watching.hosts_at = time.time()
-            time.sleep(every)
-            _hosts_meanwhile(fleet, bus, status).join()
-
-    thread = threading.Thread(target=again, name="status-hosts-again", daemon=True)
     thread.start()
     return thread
 

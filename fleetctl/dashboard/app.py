@@ -154,7 +154,14 @@ def create_app(source: Source, token: str | None = None) -> Starlette:
         return RedirectResponse(f"/tasks/{task_id}#w-{worker}", status_code=303)
 
     async def status_page(request: Request) -> Response:
-        return page("status.html", request, status_body=await source.status())
+        watch = source.hosts
+        return page(
+            "status.html",
+            request,
+            status_body=await source.status(),
+            hosts_at=watch.at if watch is not None else None,
+            hosts_every=watch.every if watch is not None else None,
+        )
 
     def costs_page(request: Request) -> Response:
         stored = source.index.stored_results()

@@ -12,6 +12,7 @@ from typing import Any
 
 from fleetctl.dashboard.index import TaskIndex
 from fleetctl.status import snapshot
+from fleetctl.status.hosts import HostsWatch
 from fleetctl.tasks.client import Client
 from fleetctl.tasks.following import Change
 
@@ -62,8 +63,18 @@ def _offer(queue: asyncio.Queue[Event], event: Event) -> None:
 
 
 class Source:
-    def __init__(self, client: Client, fleet_path: Path, *, on_server: bool) -> None:
+    def __init__(
+        self,
+        client: Client,
+        fleet_path: Path,
+        *,
+        on_server: bool,
+        hosts: HostsWatch | None = None,
+    ) -> None:
+        """`hosts`: the hosts' units looked at in the background (None: not observed, a
+        local fleet or --no-hosts); started with the rest."""
         self.client = client
+        self.hosts = hosts
         self.fleet = client.fleet
         self.fleet_path = fleet_path
         self.on_server = on_server
@@ -72,7 +83,10 @@ class Source:
 
     def start(self) -> None:
         """Follow first, then load: nothing published meanwhile is missed (a change seen
-        twice is the same change)."""
+        twice is the same change). The hosts' first look runs meanwhile."""
+        if self.hosts is not None:  # each look at the hosts refreshes the Status pages
+            self.hosts.seen = lambda: self.listeners.tell(Event("status", "", None))
+            self.hosts.start()
         self.client.follow(self._changed)
         self.index.load(
             self.client.records(EVERYTHING),
@@ -88,7 +102,11 @@ class Source:
 
     async def status(self) -> dict[str, Any]:
         return await snapshot.look(
-            self.client.endpoint, self.fleet, self.fleet_path, on_server=self.on_server
+            self.client.endpoint,
+            self.fleet,
+            self.fleet_path,
+            on_server=self.on_server,
+            hosts=self.hosts,
         )
 
     @property

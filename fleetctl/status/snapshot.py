@@ -1,5 +1,6 @@
 """The fleet's status as `fleetctl status` starts it (every worker of fleet.yaml, the hosts
-left to the caller) and one look at the bus: shared by the command and the dashboard."""
+left to the caller) and one look at the bus with the newest look at the hosts: shared by
+the command and the dashboard."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fleetctl.bus.localfleet import LocalFleet, local_fleet
 from fleetctl.config.model import Fleet
 from fleetctl.status.busview import look_once
 from fleetctl.status.expiry import creds_expiry
+from fleetctl.status.hosts import HostsWatch
 from fleetctl.status.report import BrokerStatus, FleetStatus, workers_of
 
 
@@ -27,11 +29,19 @@ def new_status(fleet: Fleet, running_here: LocalFleet | None) -> FleetStatus:
 
 
 async def look(
-    endpoint: Endpoint, fleet: Fleet, fleet_path: Path, *, on_server: bool
+    endpoint: Endpoint,
+    fleet: Fleet,
+    fleet_path: Path,
+    *,
+    on_server: bool,
+    hosts: HostsWatch | None = None,
 ) -> dict[str, Any]:
-    """One look at the bus (no hosts over SSH), as `status --no-hosts --json` prints it."""
+    """One look at the bus, and the hosts as `hosts` last saw them (None: not observed), as
+    `status --json` prints it (`--no-hosts` without `hosts`; a local fleet has no hosts)."""
     status = new_status(fleet, None if on_server else local_fleet(fleet_path))
-    status.hosts_observed = False
+    status.hosts_observed = hosts is not None and not status.local
+    if status.hosts_observed and hosts is not None:
+        status.hosts = list(hosts.hosts or [])
     try:
         await look_once(endpoint, status, fleet)
     except BusError as e:

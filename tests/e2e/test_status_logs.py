@@ -1,11 +1,13 @@
-"""`fleetctl status` and `logs -f` against simulated hosts: the bus through an SSH forward as
-fleet-admin, the hosts' units from the same observation as a plan, journald over SSH."""
+"""`fleetctl status`, `logs -f` and `dashboard` against simulated hosts: the bus through an SSH
+forward as fleet-admin (the dashboard's as fleet-dashboard), the hosts' units from the same
+observation as a plan, journald over SSH."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +78,53 @@ def test_logs_follow_a_worker_on_its_host(fleet_env: FleetEnv, tmp_path: Path) -
     last = fleet_env.fleetctl("logs", "cmd-c", "-n", "2")
     assert last.returncode == 0, last.stderr
     assert "task_done task_id=e2e-logs" in last.stdout
+
+
+def _api(env: FleetEnv, path: str, ready: Callable[[Any], bool], timeout: float = 60) -> Any:
+    """GET the dashboard's `path` on the control machine until `ready` says its answer is."""
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        argv = env.net.lan_argv(["curl", "-s", "-m", "10", f"http://127.0.0.1:8088{path}"])
+        last = subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout
+        if last.startswith(("{", "<")) and ready(json.loads(last) if last[0] == "{" else last):
+            return json.loads(last) if last[0] == "{" else last
+        time.sleep(0.5)
+    raise AssertionError(f"{path}: not ready in {timeout}s: {last[:2000]}")
+
+
+def test_the_dashboard_reaches_the_fleet_through_an_ssh_forward(fleet_env: FleetEnv) -> None:
+    """`fleetctl dashboard` on the control machine with the fleet's files only (no --server,
+    no local fleet): the bus through an SSH forward to the broker as fleet-dashboard, and
+    the hosts' units looked at over SSH in the background, as `fleetctl status` shows them."""
+    dash = fleet_env.popen("dashboard")
+    try:
+        looked = _api(fleet_env, "/api/status", lambda b: bool(b["hosts"]))
+        args = ("task", "send", "dash board", "--to", "cmd-c", "--id", "e2e-dash", "--wait")
+        sent = fleet_env.fleetctl(*args)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        rows = _api(fleet_env, "/api/tasks?since=1h", lambda b: "e2e-dash" in str(b))["tasks"]
+        row = next(r for r in rows if r["task_id"] == "e2e-dash")
+        assert row["targets"] == [
+            {"worker_id": "cmd-c", "state": "completed", "unsolicited": False}
+        ]
+        answers = _api(fleet_env, "/api/tasks/e2e-dash", lambda b: bool(b.get("results")))
+        assert [(r["worker_id"], r["status"]) for r in answers["results"]] == [
+            ("cmd-c", "completed")
+        ]
+        page = _api(fleet_env, "/status", lambda html: "data-host=" in html)
+    finally:
+        dash.terminate()
+        _, errors = dash.communicate(timeout=20)
+    code, cli = status(fleet_env)
+    assert code == 0, cli["problems"]
+    assert (looked["local"], looked["hosts_observed"]) == (False, True)
+    assert looked.keys() == cli.keys()
+    assert looked["hosts"] == cli["hosts"], errors  # every host reachable, each unit active
+    units = {u["unit"]: u["state"] for h in looked["hosts"] for u in h["units"]}
+    assert units["cmd-a-poller.service"] == units["cmd-c-poller.service"] == "active"
+    assert {w["worker_id"]: w["state"] for w in looked["workers"]} == {
+        "cmd-a": "idle",
+        "cmd-c": "idle",
+    }
+    assert f'<tr data-host="{NODES[0]}" data-reachable="yes">' in page
+    assert 'data-unit="cmd-a-poller.service" data-status="active"' in page

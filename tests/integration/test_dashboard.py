@@ -65,6 +65,10 @@ def test_the_api_answers_what_the_cli_prints(tf: TaskFleet, dash: Dashboard) -> 
     status = dash.get("/api/status").json()
     assert [w["worker_id"] for w in status["workers"]] == ["w1", "w2"]
     assert status["broker"]["reachable"] is True
+    cli = json.loads(tf.fleetctl("status", "--no-hosts", "--json", admin=True).stdout)
+    assert status.keys() == cli.keys()
+    assert (status["local"], status["hosts_observed"], status["hosts"]) == (False, False, [])
+    assert (cli["local"], cli["hosts_observed"], cli["hosts"]) == (False, False, [])
     assert dash.get("/api/tasks/nope").status_code == 404
     assert dash.get("/api/costs?by=planet").status_code == 400
 

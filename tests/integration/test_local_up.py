@@ -756,6 +756,7 @@ def test_up_serves_the_dashboard_beside_the_fleet_and_says_how(fleet: LocalFleet
         assert answers.json()["results"][0]["output"] == "echo: hello dashboard\n"
         status = httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=10).json()
         assert status["local"] is True and status["broker"]["reachable"] is True
+        assert (status["hosts_observed"], status["hosts"]) == (False, [])  # as `status` says
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(60)

@@ -35,14 +35,15 @@ class Dashboard:
 
 @contextmanager
 def running_dashboard(tf: TaskFleet, *args: str) -> Iterator[Dashboard]:
-    """`fleetctl dashboard` on the task fleet's bus, with fleet-dashboard's creds."""
+    """`fleetctl dashboard` on the task fleet's bus, with fleet-dashboard's creds; the bus
+    only (`--no-hosts`: the task fleet's servers.yaml names example addresses no SSH reaches)."""
     assert tf.fleet.dashboard is not None
     port = free_port()
     env = tf.env() | {"FLEETCTL_NATS_CREDS": str(tf.fleet.dashboard.creds_path)}
     log = tf.dir / f"dashboard-{port}.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [FLEETCTL, "dashboard", "--port", str(port), *args],
+            [FLEETCTL, "dashboard", "--port", str(port), "--no-hosts", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

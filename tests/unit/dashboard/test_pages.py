@@ -10,6 +10,7 @@ from typing import Any
 from fleetctl.dashboard import views
 from fleetctl.dashboard.app import _templates
 from fleetctl.dashboard.index import Filters, TaskIndex
+from fleetctl.status.report import HostStatus, RepoDisk
 from fleetctl.tasks.answers import Answers
 from fleetctl.tasks.judgments import Judgment
 from fleetctl.tasks.messages import Result
@@ -148,6 +149,60 @@ def test_status_and_tasks_pages_keep_labels_senders_and_repos_as_text() -> None:
         )
     )
     _assert_inert(html)
+
+
+def _status_page(**body: Any) -> str:
+    status: dict[str, Any] = {
+        "problems": [],
+        "workers": [],
+        "broker": {"reachable": True, "streams": [], "fleet_daily_usd": None},
+    }
+    status |= {"at": 1000.0, "local": False, "hosts_observed": True, "hosts": []} | body
+    hosts_at, hosts_every = status.pop("hosts_at", None), status.pop("hosts_every", 30.0)
+    return (
+        _templates()
+        .get_template("status.html")
+        .render(status_body=status, csrf="c", hosts_at=hosts_at, hosts_every=hosts_every)
+    )
+
+
+def test_the_status_page_shows_each_host_s_units_and_a_host_it_could_not_reach() -> None:
+    up = HostStatus(
+        "node-1",
+        True,
+        units={"w1-poller.service": "active", "w2-poller.service": "stopped (inactive)"},
+        repos=RepoDisk({"/srv": 2 * 1024**3}, 5 * 1024**3, 1024**3),
+    )
+    down = HostStatus(EVIL, False, EVIL, units={EVIL: EVIL})
+    html = _status_page(hosts=[up.as_json(), down.as_json()], hosts_at=988.0)
+    _assert_inert(html)
+    parser = _Tags()
+    parser.feed(html)
+    rows = [dict(a) for t, a in parser.tags if t == "tr" and "data-host" in dict(a)]
+    assert rows == [
+        {"data-host": "node-1", "data-reachable": "yes"},
+        {"data-host": EVIL, "data-reachable": "no"},
+    ]
+    attributes = [dict(a) for _, a in parser.tags]
+    units = [(a["data-unit"], a["data-status"]) for a in attributes if "data-unit" in a]
+    assert units == [
+        ("w1-poller.service", "active"),
+        ("w2-poller.service", "stopped (inactive)"),
+        (EVIL, EVIL),
+    ]
+    assert "Looked at over SSH 12 s ago, every 30 s." in html
+    assert "2.00 GiB used, 5.00 GiB free" in html
+    assert "no: &lt;script&gt;" in html
+
+
+def test_the_status_page_says_why_it_shows_no_hosts() -> None:
+    local = _status_page(local=True, hosts_observed=False, hosts_every=None)
+    assert "The local fleet (<code>fleetctl up</code>): no hosts over SSH." in local
+    bus_only = _status_page(hosts_observed=False, hosts_every=None)
+    assert "Not observed (<code>--no-hosts</code>)" in bus_only
+    first = _status_page()
+    assert "The first look at the hosts over SSH runs (then one every 30 s)." in first
+    assert "data-host" not in local + bus_only + first
 
 
 def test_the_index_pages_newest_first_and_filters() -> None:
