@@ -12,7 +12,7 @@ import click
 from fleetctl.bus.client import BusError
 from fleetctl.bus.localfleet import local_fleet
 from fleetctl.cli.context import AppContext, fail, pass_app
-from fleetctl.cli.options import bus_options
+from fleetctl.cli.options import bus_options, no_hosts_option
 from fleetctl.config.model import Fleet
 from fleetctl.tasks.reach import BusOptions
 from fleetctl.ui.terminal import err
@@ -36,13 +36,7 @@ DEFAULT_PORT = 8088
     help="The token (first line, mode 0600) every request must carry when bound beyond "
     "loopback; without it a new token is made and printed.",
 )
-@click.option(
-    "--no-hosts",
-    "no_hosts",
-    is_flag=True,
-    help="Only the bus: do not observe the hosts' units over SSH (as `fleetctl status "
-    "--no-hosts`; a coordinator without SSH access).",
-)
+@no_hosts_option
 @bus_options
 @pass_app
 def dashboard(

@@ -137,3 +137,10 @@ def since_option(default: str | None) -> Callable[[Callable[..., Any]], Callable
 watch_option = click.option(
     "--watch", is_flag=True, help="Keep showing it, updated as news arrives (Ctrl-C stops)."
 )
+no_hosts_option = click.option(
+    "--no-hosts",
+    "no_hosts",
+    is_flag=True,
+    help="Only the bus: do not observe the hosts' units over SSH (a coordinator without SSH "
+    "access).",
+)

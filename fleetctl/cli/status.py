@@ -14,7 +14,7 @@ import click
 from fleetctl.bus.client import BusError, Endpoint
 from fleetctl.bus.localfleet import default_state_dir, local_fleet
 from fleetctl.cli.context import AppContext, pass_app
-from fleetctl.cli.options import bus_options, json_option, watch_option
+from fleetctl.cli.options import bus_options, json_option, no_hosts_option, watch_option
 from fleetctl.config.model import Fleet
 from fleetctl.identity.natsaccess import ADMIN_USER, SYSTEM_USER
 from fleetctl.status.busview import ClusterWay, follow, look_once
@@ -38,12 +38,7 @@ BUS_EVERY = 1.0  # --watch: seconds between looks at the bus (heartbeats arrive 
     "backlog over status.max_lag, new dead letters, credentials expiring; on a cluster, a "
     "broker down or a stream's copy lagging over status.max_replica_lag).",
 )
-@click.option(
-    "--no-hosts",
-    "no_hosts",
-    is_flag=True,
-    help="Only the bus: do not observe the hosts over SSH (a coordinator without SSH access).",
-)
+@no_hosts_option
 @json_option
 @bus_options
 @pass_app
