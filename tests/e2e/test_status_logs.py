@@ -80,11 +80,13 @@ def test_logs_follow_a_worker_on_its_host(fleet_env: FleetEnv, tmp_path: Path) -
     assert "task_done task_id=e2e-logs" in last.stdout
 
 
-def _api(env: FleetEnv, path: str, ready: Callable[[Any], bool], timeout: float = 60) -> Any:
+def _api(
+    env: FleetEnv, path: str, ready: Callable[[Any], bool], port: int = 8088, timeout: float = 60
+) -> Any:
     """GET the dashboard's `path` on the control machine until `ready` says its answer is."""
     deadline, last = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
-        argv = env.net.lan_argv(["curl", "-s", "-m", "10", f"http://127.0.0.1:8088{path}"])
+        argv = env.net.lan_argv(["curl", "-s", "-m", "10", f"http://127.0.0.1:{port}{path}"])
         last = subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout
         if last.startswith(("{", "<")) and ready(json.loads(last) if last[0] == "{" else last):
             return json.loads(last) if last[0] == "{" else last
@@ -128,3 +130,54 @@ def test_the_dashboard_reaches_the_fleet_through_an_ssh_forward(fleet_env: Fleet
     }
     assert f'<tr data-host="{NODES[0]}" data-reachable="yes">' in page
     assert 'data-unit="cmd-a-poller.service" data-status="active"' in page
+
+
+def test_the_dashboard_says_which_host_it_cannot_reach(fleet_env: FleetEnv, tmp_path: Path) -> None:
+    """A host whose key does not match is not reachable: its row and a problem say why, as
+    `fleetctl status` would; the bus (through the broker) and the other hosts are shown."""
+    from tests.support.simhosts import _ed25519_keypair
+
+    _, other = _ed25519_keypair("impostor")
+    address = fleet_env.net.hosts[NODES[1]].address
+    impostor = " ".join(other.split()[:2])
+    lines = fleet_env.net.known_hosts.read_text().splitlines()
+    bad = tmp_path / "known_hosts"
+    bad.write_text(
+        "".join(
+            f"{address} {impostor}\n" if line.startswith(address + ",") else line + "\n"
+            for line in lines
+        )
+    )
+    dash = fleet_env.popen("dashboard", "--port", "8089", "--known-hosts", str(bad))
+    try:
+        looked = _api(fleet_env, "/api/status", lambda b: bool(b["hosts"]), port=8089)
+        page = _api(fleet_env, "/status", lambda html: "data-host=" in html, port=8089)
+    finally:
+        dash.terminate()
+        dash.communicate(timeout=20)
+    hosts = {h["name"]: h for h in looked["hosts"]}
+    assert hosts[NODES[0]]["reachable"] is True
+    assert hosts[NODES[1]]["reachable"] is False
+    assert "host key mismatch" in hosts[NODES[1]]["error"]
+    assert f"host {NODES[1]}: not reachable ({hosts[NODES[1]]['error']})" in looked["problems"]
+    assert looked["broker"]["reachable"] is True
+    assert f'<tr data-host="{NODES[1]}" data-reachable="no">' in page
+    assert "no: host key mismatch" in page
+
+
+def test_status_watch_looks_at_the_hosts_in_the_background(fleet_env: FleetEnv) -> None:
+    """`status --watch --json`: a line a second from the bus; the hosts once their first look
+    (a plan's observation over SSH) ends."""
+    watch = fleet_env.popen("status", "--watch", "--json")
+    try:
+        assert watch.stdout is not None
+        deadline = time.monotonic() + 60
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline and not body.get("hosts"):
+            body = json.loads(watch.stdout.readline())
+    finally:
+        watch.terminate()
+        watch.communicate(timeout=20)
+    assert body["hosts_observed"] is True
+    units = {u["unit"]: u["state"] for h in body["hosts"] for u in h["units"]}
+    assert units["cmd-a-poller.service"] == units["cmd-c-poller.service"] == "active"
