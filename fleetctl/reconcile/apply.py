@@ -20,7 +20,7 @@ from fleetctl.config.model import Fleet, Share
 from fleetctl.config.tunnels import tunnel_hosts
 from fleetctl.identity import credentials, routetls, tunnelkeys
 from fleetctl.reconcile import departed, remembered, rollout
-from fleetctl.reconcile.facts import ObservedBus
+from fleetctl.reconcile.facts import ObservedBus, most_copies
 from fleetctl.reconcile.hostapply import PING_WAIT, HostResult, Reporter, Settings
 from fleetctl.reconcile.inputs import gather
 from fleetctl.reconcile.observation import LiveView, live_plan
@@ -123,12 +123,15 @@ def plan(
             "stop sending tasks and let the queued ones finish (fleetctl status), then apply "
             "again (docs/operations.md, 'Adding brokers to a single-broker fleet')",
         )
-    if leaving_a_cluster(fleet, view.bus):
+    busy = busy_leaving_a_cluster(fleet, view.bus)
+    if busy:
         view.close()
         raise Refused(
-            "the bus runs on a cluster (its streams have several copies) but servers.yaml "
-            "names one broker: going back to one broker is not something apply does",
-            "keep three (or five) broker hosts in servers.yaml (docs/operations.md)",
+            f"{busy} task(s) are queued or running on a cluster that goes back to one broker: "
+            "the broker that stays starts again on a single-server store, without the "
+            "cluster's streams, so they would be lost",
+            "stop sending tasks and let the queued and running ones finish (fleetctl status), "
+            "then apply again (docs/operations.md, 'Going back from three brokers to one')",
         )
     view.plan = scheduled(view.plan, fleet.rollout, batch)
     return Pending(view, dataclasses.replace(view.plan, departed=gone))
@@ -138,10 +141,16 @@ def leaving_a_cluster(fleet: Fleet, bus: ObservedBus) -> bool:
     """One broker wanted where the streams observed have copies on several: the broker
     that stays would start alone on its old single-broker store (or an empty one), and the
     cluster's brokers that leave would run on."""
-    if fleet.is_cluster or not bus.reachable:
-        return False
-    replicas = (v.get("num_replicas") for k, v in bus.resources.items() if k.startswith("stream "))
-    return any(isinstance(r, int) and r > 1 for r in replicas)
+    return not fleet.is_cluster and bus.reachable and most_copies(bus) > 1
+
+
+def busy_leaving_a_cluster(fleet: Fleet, bus: ObservedBus) -> int:
+    """Tasks queued or delivered and not yet acknowledged on a cluster that goes back to
+    one broker (0 for anything else): the one broker starts on a store of its own, and a
+    result stored while its pollers still reach the brokers that leave would stay there."""
+    if not leaving_a_cluster(fleet, bus):
+        return 0
+    return sum(bus.queued.values()) + sum(bus.running.values())
 
 
 def queued_on_a_standalone_broker(fleet: Fleet, bus: ObservedBus) -> int:

@@ -6,12 +6,13 @@ agent (`request`) and how to read its answer (`parse`), each resource kind for i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleetctl import layout
 from fleetctl.bus.clusterview import ClusterView
+from fleetctl.config.model import Fleet
 from fleetctl.reconcile.desired.state import HostState
 from fleetctl.reconcile.kept import Kept, parse_kept
 from fleetctl.reconcile.resources.base import HostKind
@@ -60,15 +61,30 @@ class ObservedBus:
     error: str = ""
     warnings: tuple[str, ...] = ()  # streams near their limits, from what the server said
     queued: Mapping[str, int] = field(default_factory=dict)  # consumer key -> tasks waiting
+    running: Mapping[str, int] = field(default_factory=dict)  # consumer key -> tasks delivered
     via: str = ""  # the home it was read through ("": not read through a host)
     cluster: ClusterView | None = None  # a cluster's brokers as fleet-sys saw them
 
 
-def with_cluster(bus: ObservedBus, view: ClusterView) -> ObservedBus:
+def most_copies(bus: ObservedBus) -> int:
+    """The most copies any stream observed has (1 on a single broker, or none read)."""
+    replicas = (v.get("num_replicas") for k, v in bus.resources.items() if k.startswith("stream "))
+    return max((r for r in replicas if isinstance(r, int)), default=1)
+
+
+def staying(fleet: Fleet) -> tuple[str, ...]:
+    """The broker that stays when a cluster goes back to one (a cluster: none, every broker
+    is a member)."""
+    return () if fleet.is_cluster else tuple(h.name for h in fleet.brokers)
+
+
+def with_cluster(bus: ObservedBus, view: ClusterView, staying: Collection[str] = ()) -> ObservedBus:
     """The bus with its cluster's members as fleet-sys saw them (a standalone broker is the
     only member of its own): each one fleetctl's, so one that left servers.yaml is planned
-    for removal."""
-    keys: dict[str, Mapping[str, object]] = {f"member {m}": {} for m in view.members}
+    for removal. `staying`: a cluster going back to one broker, whose broker stays (not a
+    member of a cluster any more, but not leaving either)."""
+    members = (m for m in view.members if m not in staying)
+    keys: dict[str, Mapping[str, object]] = {f"member {m}": {} for m in members}
     resources: dict[str, Mapping[str, object]] = {**bus.resources, **keys}
     return replace(bus, resources=resources, managed=bus.managed | set(keys), cluster=view)
 

@@ -50,6 +50,7 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
         managed: set[str] = set()
         warnings: list[str] = []
         queued: dict[str, int] = {}
+        running: dict[str, int] = {}
         for spec in bus.streams:
             info = await request(nc, *spec.info_request())
             if _api_error(info) is None:
@@ -65,7 +66,10 @@ async def _observe(endpoint: Endpoint, bus: BusState) -> ObservedBus:
                 if ConsumerSpec.owned(info["name"]):
                     managed.add(key)
                 queued[key] = int(info.get("num_pending") or 0)
-        return ObservedBus(resources, frozenset(managed), warnings=tuple(warnings), queued=queued)
+                running[key] = int(info.get("num_ack_pending") or 0)
+        return ObservedBus(
+            resources, frozenset(managed), warnings=tuple(warnings), queued=queued, running=running
+        )
     finally:
         await nc.close()
 

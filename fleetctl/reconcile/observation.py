@@ -212,8 +212,13 @@ def _observe_bus(fleet: Fleet, shape: FleetState, session: Session) -> ObservedB
     with bus_client.through(session.transport, fleet, who) as endpoint:
         seen = jetstream.observe(endpoint, shape.bus)
     system = fleetusers.system_identity(fleet)
-    if not (fleet.is_cluster and seen.reachable and system.creds is not None):
+    copies = facts.most_copies(seen)
+    if not (seen.reachable and system.creds is not None):
         return seen
+    if not fleet.is_cluster and copies <= 1:
+        return seen
+    # One broker wanted where the streams have copies on several (a cluster going back to
+    # one broker): the cluster is read too, for the plan to show the brokers that leave.
     with bus_client.through(session.transport, fleet, system) as endpoint:
-        view = jetstream.observe_cluster(endpoint, len(fleet.brokers))
-    return facts.with_cluster(seen, view)
+        view = jetstream.observe_cluster(endpoint, max(len(fleet.brokers), copies))
+    return facts.with_cluster(seen, view, facts.staying(fleet))

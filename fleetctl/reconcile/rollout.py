@@ -199,8 +199,17 @@ def _bus_after_brokers(
     result = results[ok[0]]
     # Read without a meta leader (a standalone broker becoming the cluster's first): its
     # streams did not come with it (docs/operations.md), so the bus is looked at again.
-    _apply_bus(view, bus, view.sessions[ok[0]], result, report, look_again=not bus.meta_leader)
-    gone = [c.name for c in bus.changes if c.kind == MemberSpec.kind and c.action == "delete"]
+    # Read on a cluster going back to one broker: that broker restarted on a store of its
+    # own, without the cluster's streams, so the bus is looked at again too.
+    fresh = not bus.meta_leader or not view.fleet.is_cluster
+    _apply_bus(view, bus, view.sessions[ok[0]], result, report, look_again=fresh)
+    # The brokers that leave a cluster going back to one have no meta group to leave now:
+    # they are stopped and removed by `fleetctl decommission` (docs/operations.md).
+    gone = [
+        c.name
+        for c in bus.changes
+        if c.kind == MemberSpec.kind and c.action == "delete" and view.fleet.is_cluster
+    ]
     if gone and result.ok:
         report.step(result.name, MEMBER_STEP, result.steps, result.steps)
         failed = brokergate.remove_members(view, gone)

@@ -424,3 +424,34 @@ def test_a_dead_broker_host_is_replaced_by_a_new_one(cluster: ClusterEnv) -> Non
         assert sorted(copies) == sorted(replaced), stream
     after = _finish(cluster.load("new", 40))
     _check_load(cluster, after, "new", 40)
+
+
+def test_the_cluster_goes_back_to_one_broker_by_a_planned_migration(cluster: ClusterEnv) -> None:
+    """The mirror of the first test: servers.yaml names broker-1 alone. The plan shows each
+    stream's copies (`replicas 3 -> 1`) and the brokers that leave; apply restarts broker-1
+    on a single-server store and makes the streams again there (with nothing queued or
+    running: unit-tested refusal in tests/unit/reconcile/test_cluster_migration.py); the
+    brokers that left are stopped and removed by `fleetctl decommission`; tasks flow."""
+    cluster.brokers = BROKERS[:1]
+    cluster.write()
+    plan = cluster.fleetctl("plan", "--json", timeout=300)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    bus = json.loads(plan.stdout)["bus"]
+    changes = {(c["action"], c["type"], c["name"]): c["attributes"] for c in bus["changes"]}
+    assert changes[("update", "stream", "AF_TASKS")]["replicas"] == "replicas 3 -> 1"
+    members = {(c["action"], c["name"]) for c in bus["changes"] if c["type"] == "member"}
+    assert members == {("delete", "broker-2"), ("delete", SPARE)}
+    done = cluster.fleetctl("apply", "--all", "--yes", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    conf = cluster.sh("broker-1", f"cat {layout.NATS_CONF}")
+    assert "cluster" not in conf and "/cluster" not in conf, conf
+    for broker in ("broker-2", SPARE):
+        done = cluster.fleetctl("decommission", broker, "--yes", timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert not cluster.active(broker, layout.NATS_UNIT)
+        assert "nats-server" not in cluster.sh(broker, "ps -eo args")
+    code, body = cluster.status()
+    assert code == 0, body.get("problems")
+    assert body["broker"]["servers"] == []
+    after = _finish(cluster.load("alone", 16))
+    _check_load(cluster, after, "alone", 16)

@@ -1,6 +1,7 @@
 """Adding brokers to a fleet that runs on one: nats-server does not carry a standalone
 server's streams into a cluster (they are made again on it), so apply refuses while tasks
-wait on the standalone broker. The migration itself, against real brokers:
+wait on the standalone broker; going back from a cluster to one broker is refused while
+tasks are queued or running on the cluster. The migration itself, against real brokers:
 tests/e2e/test_cluster.py::test_one_broker_becomes_three_by_a_planned_migration."""
 
 from __future__ import annotations
@@ -35,13 +36,22 @@ def test_nothing_queued_or_already_a_cluster_or_one_broker_wanted_is_no_reason_t
     assert queued_on_a_standalone_broker(example_fleet(), one) == 0
 
 
-def test_going_back_from_a_cluster_to_one_broker_is_refused() -> None:
-    from fleetctl.reconcile.apply import leaving_a_cluster
+def test_a_cluster_going_back_to_one_broker_is_refused_while_tasks_are_queued_or_running() -> None:
+    """The mirror of one broker becoming three: the broker that stays starts on a store of
+    its own, so a task still waiting, or a result still to come, would be lost."""
+    from fleetctl.reconcile.apply import busy_leaving_a_cluster, leaving_a_cluster
 
-    three = ObservedBus(resources={"stream AF_TASKS": {"num_replicas": 3}})
-    one = ObservedBus(resources={"stream AF_TASKS": {"num_replicas": 1}})
-    assert leaving_a_cluster(example_fleet(), three)
+    three = {"stream AF_TASKS": {"num_replicas": 3}}
+    running = {"consumer AF_TASKS/worker-w1": 1}
+    busy = ObservedBus(resources=three, queued=QUEUED, running=running)
+    assert leaving_a_cluster(example_fleet(), busy)
+    assert busy_leaving_a_cluster(example_fleet(), busy) == 6
+    only_running = ObservedBus(resources=three, running=running)
+    assert busy_leaving_a_cluster(example_fleet(), only_running) == 1
+    assert busy_leaving_a_cluster(example_fleet(), ObservedBus(resources=three)) == 0
+    one = ObservedBus(resources={"stream AF_TASKS": {"num_replicas": 1}}, queued=QUEUED)
     assert not leaving_a_cluster(example_fleet(), one)
-    assert not leaving_a_cluster(cluster_fleet(), three)
-    unreached = ObservedBus(reachable=False, resources={"stream AF_TASKS": {"num_replicas": 3}})
-    assert not leaving_a_cluster(example_fleet(), unreached)
+    assert busy_leaving_a_cluster(example_fleet(), one) == 0
+    assert busy_leaving_a_cluster(cluster_fleet(), busy) == 0  # still a cluster
+    unreached = ObservedBus(reachable=False, resources=three, queued=QUEUED)
+    assert busy_leaving_a_cluster(example_fleet(), unreached) == 0

@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 
 from fleetctl.bus.clusterview import BrokerView, ClusterView, read
+from fleetctl.config.model import Fleet
 from fleetctl.layout import NATS_UNIT
 from fleetctl.reconcile import rollout
 from fleetctl.reconcile.desired.build import desired_state
-from fleetctl.reconcile.facts import ObservedBus, with_cluster
+from fleetctl.reconcile.facts import ObservedBus, staying, with_cluster
 from fleetctl.reconcile.plan.fleet import make_plan
 from fleetctl.reconcile.plan.types import Change, HostPlan, Plan
 from tests.support.driftedfleet import converged_bus
@@ -153,3 +154,45 @@ def test_a_departed_broker_is_removed_by_its_peer_id_as_nats_server_derives_it()
     subject, body = MemberSpec.remove_request("broker-3")
     assert subject == "$JS.API.SERVER.REMOVE"
     assert json.loads(body) == {"peer": "broker-3", "peer_id": "awsGlg4T"}
+
+
+def one_broker_fleet() -> Fleet:
+    """The cluster example with broker-2 and broker-3 taken out of servers.yaml."""
+    fleet = cluster_fleet()
+    kept = tuple(h for h in fleet.hosts if h.name not in ("broker-2", "broker-3"))
+    return dataclasses.replace(fleet, hosts=kept)
+
+
+def test_a_cluster_going_back_to_one_broker_plans_the_copies_and_the_brokers_that_leave() -> None:
+    """The mirror of one broker becoming three: each stream and bucket `replicas 3 -> 1`,
+    and the two brokers that leave; the one that stays is not planned out of anything."""
+    fleet = one_broker_fleet()
+    assert not fleet.is_cluster and staying(fleet) == ("broker-1",)
+    three = desired_state(cluster_fleet())
+    on_the_cluster = converged_bus(three)
+    on_the_cluster = dataclasses.replace(
+        on_the_cluster,  # its members are read from the cluster, as a live plan does
+        resources={k: v for k, v in on_the_cluster.resources.items() if k.startswith("stream ")},
+        managed=frozenset(k for k in on_the_cluster.managed if k.startswith("stream ")),
+    )
+    desired = desired_state(fleet)
+    seen = with_cluster(on_the_cluster, _view(BROKERS, "broker-2"), staying(fleet))
+    plan = make_plan(desired, {}, bus=seen)
+    assert plan.bus is not None
+    members = [(c.action, c.name) for c in plan.bus.changes if c.kind == "member"]
+    assert members == [("delete", "broker-2"), ("delete", "broker-3")]
+    streams = {c.name: (c.action, dict(c.attrs)) for c in plan.bus.changes if c.kind == "stream"}
+    assert streams["AF_TASKS"][0] == "update"
+    assert {
+        n for n, (_, attrs) in streams.items() if attrs.get("replicas") == "replicas 3 -> 1"
+    } == {
+        "AF_TASKS",
+        "AF_RESULTS",
+        "AF_DEAD",
+        "KV_AF_LEASES",
+        "KV_AF_SPEND",
+        "KV_AF_RECORDS",
+        "KV_AF_JUDGMENTS",
+        "KV_AF_CANCELS",
+    }
+    assert rollout.waves(dataclasses.replace(plan, hosts=(_restart("broker-1"),))) == [["broker-1"]]
