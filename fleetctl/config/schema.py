@@ -520,8 +520,8 @@ class StatusSettings(_Strict):
         1000,
         ge=0,
         le=1_000_000_000,
-        description="On a cluster: a stream's copy on a running broker more operations behind "
-        "its leader than this is a problem.",
+        description="On a cluster: a stream's copy more operations behind its leader than "
+        "this is a problem (on a broker that does not answer too, as its leaders count it).",
     )
 
 
