@@ -138,9 +138,8 @@ def plan(
 
 
 def leaving_a_cluster(fleet: Fleet, bus: ObservedBus) -> bool:
-    """One broker wanted where the streams observed have copies on several: the broker
-    that stays would start alone on its old single-broker store (or an empty one), and the
-    cluster's brokers that leave would run on."""
+    """One broker wanted where the streams observed have copies on several: a cluster
+    going back to one broker (docs/operations.md)."""
     return not fleet.is_cluster and bus.reachable and most_copies(bus) > 1
 
 
