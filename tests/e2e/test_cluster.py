@@ -9,8 +9,9 @@ The fleet starts on one broker and becomes a cluster by adding two (the planned 
 one broker with SIGKILL and brings it back; cuts one broker's link for 20 s; applies a
 change that restarts all three brokers (a rolling apply). Each time: every task has its
 result stored (none lost), no task ran twice at the same time, `status --check` says the
-cluster is degraded while it is and healthy once it is back. The tests share one cluster
-and run in order; the module takes about four and a half minutes (the cut alone lasts 20 s,
+cluster is degraded while it is and healthy once it is back. At the end, a dead broker is
+replaced, and the cluster goes back to one broker (`replicas 3 -> 1`). The tests share one
+cluster and run in order; the module takes about five minutes (the cut alone lasts 20 s,
 and its slowest task waits for ack_wait)."""
 
 from __future__ import annotations
