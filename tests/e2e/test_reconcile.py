@@ -417,11 +417,17 @@ def test_a_nats_server_of_fleet_yamls_choosing_runs_on_the_broker_only(
     to the pinned binary is seen although this one prints the pinned version line."""
     real = nats_server_binary()
     assert real is not None
+    broker = fleet_env.net.hosts[BROKER]
+    # The real server, where the broker's hardened unit can run it: not the control
+    # machine's path, which its PrivateTmp hides when the checkout is under /tmp.
+    beside = "/opt/fleetctl-e2e/nats-server-real"
+    broker.write_file(beside, Path(real).read_bytes(), mode=0o755)
     marker = f"/tmp/fleetctl-e2e-ran-{uuid.uuid4().hex}"
     script = fleet_env.dir / "tools" / "nats-server"
     script.parent.mkdir(exist_ok=True)
     script.write_text(
-        f'#!/bin/sh\ntouch {marker} 2>/dev/null\necho "wrapper of {real}" >&2\nexec {real} "$@"\n'
+        f'#!/bin/sh\ntouch {marker} 2>/dev/null\necho "wrapper of {beside}" >&2\n'
+        f'exec {beside} "$@"\n'
     )
     script.chmod(0o755)
     digest = hashlib.sha256(script.read_bytes()).hexdigest()
@@ -434,10 +440,9 @@ def test_a_nats_server_of_fleet_yamls_choosing_runs_on_the_broker_only(
     done = fleet_env.fleetctl("apply", "--all", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert not Path(marker).exists()  # never run on this machine
-    broker = fleet_env.net.hosts[BROKER]
     assert broker.file("/usr/local/bin/nats-server").read_bytes() == script.read_bytes()
     assert fleet_env.active(BROKER, "nats-server.service")
-    assert f"wrapper of {real}" in fleet_env.sh(BROKER, "journalctl -u nats-server.service")
+    assert f"wrapper of {beside}" in fleet_env.sh(BROKER, "journalctl -u nats-server.service")
     assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0  # the broker's copy, by hash
     assert fleet_env.tasks_round_trip(["cmd-c"])["cmd-c"]["status"] == "completed"
 
