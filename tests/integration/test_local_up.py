@@ -463,6 +463,22 @@ def test_up_in_the_foreground_prefixes_every_workers_log_and_ctrl_c_stops_it(
     assert processes_under(fleet.root) == []
 
 
+def up_on_a_pty(fleet: LocalFleet) -> tuple[subprocess.Popen[bytes], int]:
+    """`fleetctl up` on a terminal of its own: the process, and the terminal's reading end."""
+    main, side = pty.openpty()
+    proc = subprocess.Popen(
+        fleet.argv("up"),
+        cwd=fleet.root,
+        env=fleet.env,
+        stdin=side,
+        stdout=side,
+        stderr=side,
+        start_new_session=True,
+    )
+    os.close(side)
+    return proc, main
+
+
 def _read_pty(
     fd: int, until: re.Pattern[str], proc: subprocess.Popen[bytes], seen: bytearray
 ) -> str:
@@ -492,17 +508,7 @@ def test_up_on_a_terminal_colours_each_prefix_and_level_and_escapes_what_workers
     line highlighted, and the escape sequences a CLI printed shown as text, never sent."""
     hostile = "printf 'boom: \\033]0;pwned\\007 \\033[2J broke\\n' >&2; exit 3"
     fleet.write(ECHO + worker("w-boom", ["sh", "-c", hostile]))
-    main, side = pty.openpty()
-    proc = subprocess.Popen(
-        fleet.argv("up"),
-        cwd=fleet.root,
-        env=fleet.env,
-        stdin=side,
-        stdout=side,
-        stderr=side,
-        start_new_session=True,
-    )
-    os.close(side)
+    proc, main = up_on_a_pty(fleet)
     seen = bytearray()
     try:
         _read_pty(main, re.compile("Ctrl-C, or fleetctl down"), proc, seen)

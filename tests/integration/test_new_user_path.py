@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import shutil
 import signal
@@ -31,6 +30,7 @@ from tests.integration.test_local_up import (
     _read_pty,
     a_local_fleet,
     processes_under,
+    up_on_a_pty,
     worker,
 )
 from tests.support.tmux import tmux
@@ -309,17 +309,7 @@ def test_a_second_up_on_a_terminal_follows_the_running_fleets_logs(fleet: LocalF
     scripted = fleet.fleetctl("up")
     assert "The local fleet is already running" in scripted.stderr
     assert "Following" not in scripted.stderr
-    main, side = pty.openpty()
-    proc = subprocess.Popen(
-        fleet.argv("up"),
-        cwd=fleet.root,
-        env=fleet.env,
-        stdin=side,
-        stdout=side,
-        stderr=side,
-        start_new_session=True,
-    )
-    os.close(side)
+    proc, main = up_on_a_pty(fleet)
     seen = bytearray()
     try:
         _read_pty(main, re.compile("Following every worker's log"), proc, seen)
