@@ -18,31 +18,45 @@ class Loop:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._running: asyncio.Task[Any] | None = None
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run `coroutine` on the loop and wait for it; its exception is raised here. A
         Ctrl-C while waiting cancels it on the loop too (a wait stops there as well) and
         lets it unwind before the KeyboardInterrupt goes on, so the connection can be
-        closed after it with nothing of the call left pending."""
-        future = asyncio.run_coroutine_threadsafe(self._tracked(coroutine), self._loop)
+        closed after it with nothing of the call left pending. The call's task is found by
+        its coroutine: other threads' calls may be running on the loop at the same time."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result()
         except KeyboardInterrupt:
             future.cancel()
             with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._unwound(), self._loop).result(UNWIND)
+                unwound = self._unwound({coroutine})
+                asyncio.run_coroutine_threadsafe(unwound, self._loop).result(UNWIND + 1)
             raise
 
-    async def _tracked(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        self._running = asyncio.current_task()
-        return await coroutine
-
-    async def _unwound(self) -> None:
-        if self._running is not None:
-            await asyncio.wait({self._running}, timeout=UNWIND)
+    async def _unwound(self, coroutines: set[Coroutine[Any, Any, Any]] | None) -> None:
+        """Wait (up to UNWIND) for the tasks running `coroutines`, or, with None, for every
+        task but this one, cancelled first."""
+        me = asyncio.current_task()
+        tasks = {
+            t
+            for t in asyncio.all_tasks()
+            if t is not me and (coroutines is None or t.get_coro() in coroutines)
+        }
+        if coroutines is None:
+            for t in tasks:
+                t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=UNWIND)
 
     def close(self) -> None:
+        """Stop the loop with no task left pending on it (a call cut short by Ctrl-C whose
+        cleanup outlived its unwind, a client's background task): destroying a loop with
+        tasks pending prints 'Task was destroyed but it is pending!' to the user."""
+        with contextlib.suppress(Exception):
+            swept = asyncio.run_coroutine_threadsafe(self._unwound(None), self._loop)
+            swept.result(UNWIND + 1)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()

@@ -1,0 +1,44 @@
+"""The bus loop's thread: a call cut short by Ctrl-C unwinds before the interrupt goes on,
+whatever other threads run on the loop meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+
+import pytest
+
+from fleetctl.bus.loop import Loop
+
+
+def test_ctrl_c_unwinds_its_own_call_although_another_thread_called_since() -> None:
+    """The interrupted call's cleanup has run when KeyboardInterrupt reaches the caller, even
+    though another thread's call started (and ended) on the loop after it."""
+    loop = Loop()
+    cleaned: list[str] = []
+    started = threading.Event()
+
+    async def interrupted() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.2)  # its cleanup takes a moment, as closing a wait does
+            cleaned.append("done")
+
+    def meanwhile() -> None:
+        started.wait(5)
+        loop.call(asyncio.sleep(0))  # another caller's short call
+        # Ctrl-C, as the terminal sends it: a real SIGINT wakes the blocked wait.
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    other = threading.Thread(target=meanwhile)
+    other.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.call(interrupted())
+        assert cleaned == ["done"]
+    finally:
+        other.join(5)
+        loop.close()
