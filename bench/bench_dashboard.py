@@ -101,21 +101,6 @@ async def fill(url: str, tasks: int, per_task: int) -> None:
     await nc.close()
 
 
-def write_fleet(root: Path) -> Path:
-    import yaml
-
-    servers = [
-        {"name": "broker", "address": "192.0.2.1", "roles": ["broker-host"]},
-        {"name": "node", "address": "192.0.2.2", "roles": ["worker-host"]},
-    ]
-    entries = [
-        {"worker_id": w, "llm": "command", "command": ["true"], "host": "node"} for w in WORKERS
-    ]
-    (root / "servers.yaml").write_text(yaml.safe_dump({"version": 1, "servers": servers}))
-    (root / "fleet.yaml").write_text(yaml.safe_dump({"version": 1, "workers": entries}))
-    return root / "fleet.yaml"
-
-
 def timed(client: Any, path: str, n: int) -> dict[str, Any]:
     times = []
     size = 0
@@ -140,6 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from starlette.testclient import TestClient
 
+    from bench.fleetfiles import write_command_fleet
     from bench.machine import describe
     from fleetctl.config.loader import load_fleet
     from fleetctl.dashboard.app import create_app
@@ -153,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         asyncio.run(fill(server.url, args.tasks, args.per_task))
         filled = time.perf_counter() - t0
-        fleet_path = write_fleet(Path(d))
+        fleet_path = write_command_fleet(Path(d), WORKERS)
         fleet = load_fleet(fleet_path, fleet_path.parent / "servers.yaml")
         options = BusOptions(server.url, None)
         with Client.reaching(fleet, fleet_path, options, DASHBOARD_USER) as client:

@@ -108,21 +108,6 @@ async def answer(url: str, workers: list[str]) -> None:
     await nc.close()
 
 
-def write_fleet(root: Path) -> Path:
-    import yaml
-
-    servers = [
-        {"name": "broker", "address": "192.0.2.1", "roles": ["broker-host"]},
-        {"name": "node", "address": "192.0.2.2", "roles": ["worker-host"]},
-    ]
-    entries = [
-        {"worker_id": w, "llm": "command", "command": ["true"], "host": "node"} for w in WORKERS
-    ]
-    (root / "servers.yaml").write_text(yaml.safe_dump({"version": 1, "servers": servers}))
-    (root / "fleet.yaml").write_text(yaml.safe_dump({"version": 1, "workers": entries}))
-    return root / "fleet.yaml"
-
-
 def child(tree: Path, url: str, fleet: Path, looks: int) -> dict[str, Any]:
     env = dict(os.environ) | {"PYTHONPATH": str(tree)}
     argv = [sys.executable, __file__, "--measure", url, str(fleet), PROBE, str(looks)]
@@ -133,6 +118,7 @@ def child(tree: Path, url: str, fleet: Path, looks: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
+    from bench.fleetfiles import write_command_fleet
     from bench.machine import describe
     from fleetctl.tasks.client import Client
     from tests.support.natsserver import running_nats_server
@@ -140,7 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trees = [ROOT] + ([Path(args.against).resolve()] if args.against else [])
     with tempfile.TemporaryDirectory() as d, running_nats_server(Path(d)) as server:
         asyncio.run(fill(server.url, args.window, args.dead, args.queued))
-        fleet = write_fleet(Path(d))
+        fleet = write_command_fleet(Path(d), WORKERS)
         with Client.open(fleet, server=server.url) as client:
             client.send("bench", to=WORKERS[:3], task_id=PROBE)
         asyncio.run(answer(server.url, WORKERS[:2]))

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import nats
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fleetfiles import write_command_fleet
 from bench.machine import describe
 from fleetctl.bus import resources as natsresources
 from fleetctl.config.schema import NatsSettings
@@ -66,19 +66,6 @@ async def declare(url: str, workers: list[str]) -> None:
             f"$JS.API.CONSUMER.CREATE.{c.stream}.{c.durable}", json.dumps(body).encode()
         )
     await nc.close()
-
-
-def write_fleet(root: Path, workers: list[str]) -> Path:
-    servers = [
-        {"name": "broker", "address": "192.0.2.1", "roles": ["broker-host"]},
-        {"name": "node", "address": "192.0.2.2", "roles": ["worker-host"]},
-    ]
-    entries = [
-        {"worker_id": w, "llm": "command", "command": ["true"], "host": "node"} for w in workers
-    ]
-    (root / "servers.yaml").write_text(yaml.safe_dump({"version": 1, "servers": servers}))
-    (root / "fleet.yaml").write_text(yaml.safe_dump({"version": 1, "workers": entries}))
-    return root / "fleet.yaml"
 
 
 def through_client(client: Client, workers: list[str], n: int, tag: str) -> dict[str, Any]:
@@ -164,7 +151,7 @@ def run(n: int, count: int, one: int) -> dict[str, Any]:
             procs.append(subprocess.Popen([sys.executable, "-m", "poller"], env=env, stderr=log))
         try:
             time.sleep(2)  # every poller bound to its consumer
-            fleet_path = write_fleet(root, workers)
+            fleet_path = write_command_fleet(root, workers)
             out: dict[str, Any] = {
                 "machine": describe(),
                 "workers": count,
