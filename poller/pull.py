@@ -109,10 +109,23 @@ class Puller:
         self._inbox = self._nc.new_inbox()
         await self.start()
 
-    def ask_again(self) -> None:
-        """The server may have lost the outstanding request (after a reconnect)."""
+    async def ask_again(self) -> None:
+        """After a reconnect: the server may have lost the outstanding request, or may not
+        have. A request sent while disconnected was kept by the client and sent on
+        reconnecting, and one from before may have survived; either would take a task
+        while we hold none asked for, and that task would be nak'd, its delivery count
+        spent. So ask again on a new inbox and withdraw the old one: the server drops a
+        waiting request whose reply has no interest."""
+        old = self._sub
+        if old is not None:
+            self._inbox = self._nc.new_inbox()
+            self._sub = None
+            await self.start()
         self._asked_at = None
         self._wake.set()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.unsubscribe()
 
     async def _on_message(self, msg: Any) -> None:
         """Never raises: whatever arrives, the puller keeps going."""
@@ -127,8 +140,7 @@ class Puller:
             if not _from_consumer(msg, self._stream, self._consumer):
                 self._drop(msg, "not a task of this consumer")
             elif self._asked_at is None:
-                with contextlib.suppress(Exception):
-                    await msg.nak()  # not asked for: give it back now
+                await give_back(msg, self._log, "arrived when none was asked for")
             else:
                 self._answered(msg)
             return
@@ -239,9 +251,10 @@ class Pullers:
                 await (p.reopen() if p.requests else p.start())
                 self._open.add(i)
 
-    def ask_again(self) -> None:
-        for p in self._pullers:
-            p.ask_again()
+    async def ask_again(self) -> None:
+        for i, p in enumerate(self._pullers):
+            if i in self._open:
+                await p.ask_again()
 
     async def next(self, stop: asyncio.Event) -> Any | None:
         if stop.is_set():

@@ -83,7 +83,7 @@ class Worker:
     async def _reconnected_cb(self) -> None:
         self.log.info("nats_reconnected", url=_connected(self.nc))
         if self.puller is not None:
-            self.puller.ask_again()
+            await self.puller.ask_again()
         if self.delivery is not None:
             self.delivery.reconnected()
 

@@ -107,7 +107,7 @@ def test_server_restart_while_idle_and_while_running(server: NatsServer, work: P
             await asyncio.sleep(2.5)  # longer than ack_wait: no second delivery shows up
             rs = await results(js)
             assert [r["task_id"] for r in rs] == ["r1", "r2"]
-            assert rs[1]["attempt"] == 1
+            assert rs[1]["attempt"] == 1, "\n".join(json.dumps(e) for e in poller.events())
             assert len(standin_records(work, "start")) == 2
             info = await js.stream_info("AF_TASKS")
             assert info.state.messages == 0

@@ -113,17 +113,23 @@ def test_a_task_handed_over_as_the_puller_closes_is_given_back_at_once(
 
 
 def test_a_task_nobody_asked_for_is_given_back_and_the_asked_one_returned(
-    server: NatsServer,
+    server: NatsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from poller import pull
+
+    # Given up for lost long before the server's first heartbeat: asked again on the same
+    # inbox while the first request still waits.
+    monkeypatch.setattr(pull, "LOST_AFTER", 0.5)
+
     async def go() -> None:
         nc, js, puller = await _puller(server.url)
-        await _asked(puller)
-        puller.ask_again()  # as after a reconnect: the first request may still be alive
-        await _asked(puller)  # two requests wait at the server now
-        assert puller.requests == 2
+        stop = asyncio.Event()
+        waiting = asyncio.ensure_future(puller.next(stop))
+        await asyncio.sleep(0.8)
+        assert puller.requests == 2  # two requests wait at the server now
         for n in (1, 2):
             await publish_task(js, "w1", {"task_id": f"t{n}", "instructions": "x"})
-        got = await puller.next(asyncio.Event())
+        got = await asyncio.wait_for(waiting, 5)
         assert got is not None and got.metadata.num_delivered == 1
         await got.ack()
         await asyncio.sleep(0.3)
@@ -133,6 +139,34 @@ def test_a_task_nobody_asked_for_is_given_back_and_the_asked_one_returned(
             b'{"task_id": "t1", "instructions": "x"}',
             b'{"task_id": "t2", "instructions": "x"}',
         }
+        await puller.close()
+        await nc.close()
+
+    run(go())
+
+
+def test_asking_again_after_a_reconnect_withdraws_the_request_from_before(
+    server: NatsServer,
+) -> None:
+    """A request from before a reconnect (or sent while disconnected, and so sent on
+    reconnecting) would take a task nobody asked for, which is then nak'd: its delivery
+    count spent for nothing. Asking again on a new inbox leaves it without interest."""
+
+    async def go() -> None:
+        nc, js, puller = await _puller(server.url)
+        await _asked(puller)
+        await puller.ask_again()  # as after a reconnect: the first request may still be alive
+        await _asked(puller)
+        assert puller.requests == 2
+        for n in (1, 2):
+            await publish_task(js, "w1", {"task_id": f"t{n}", "instructions": "x"})
+        got = await puller.next(asyncio.Event())
+        assert got is not None and got.metadata.num_delivered == 1
+        await got.ack()
+        await asyncio.sleep(0.3)
+        other = await _take(js)  # never delivered to the withdrawn request
+        assert other is not None and other.metadata.num_delivered == 1
+        assert puller.dropped == 0
         await puller.close()
         await nc.close()
 
