@@ -686,7 +686,10 @@ def test_up_with_three_brokers_runs_a_cluster_that_outlives_a_broker(fleet: Loca
     pids = {
         b["name"]: b["pid"] for b in json.loads(fleet.state.supervisor_json.read_text())["brokers"]
     }
-    follower = next(n for n in names if n != tasks["leader"])
+    # Neither the task stream's leader nor the meta leader: a frozen meta leader leaves the
+    # account's JetStream API unanswered until the others elect a new one (seconds on a
+    # loaded machine), and this test is about a frozen follower.
+    follower = next(n for n in names if n not in (tasks["leader"], broker["meta_leader"]))
     os.kill(pids[follower], signal.SIGSTOP)  # frozen: up as a process, answering nothing
     try:
         with Client.open(fleet.root / "fleet.yaml") as client:
