@@ -47,9 +47,12 @@ def _duration(seconds: float) -> str:
 
 
 def _say_draining(rows: list[dict[str, Any]]) -> None:
-    """`draining w1: 2 tasks, up to 30m`: what a stop or reload waits for."""
+    """`draining w1: 2 tasks, up to 30m`: what a stop or reload waits for (an idle worker
+    waits for nothing, and is not named)."""
     for row in rows:
         tasks = row.get("tasks")
+        if tasks == 0:
+            continue
         what = "" if not isinstance(tasks, int) else f"{tasks} task{'s' * (tasks != 1)}, "
         until = row.get("until")
         left = _duration(until - time.time()) if isinstance(until, int | float) else "?"

@@ -337,7 +337,7 @@ def test_queued_tasks_survive_down_and_fleet_changes_apply(fleet: LocalFleet) ->
 def test_down_lets_a_running_task_finish_and_a_killed_supervisor_leaves_nothing(
     fleet: LocalFleet,
 ) -> None:
-    fleet.write(worker("w-slow", ["python3", "-c", SLOW]))
+    fleet.write(worker("w-slow", ["python3", "-c", SLOW]) + ECHO)
     fleet.up()
     task = fleet.send(["w-slow"], "finish me")
     deadline = time.monotonic() + 30
@@ -346,6 +346,7 @@ def test_down_lets_a_running_task_finish_and_a_killed_supervisor_leaves_nothing(
         time.sleep(0.05)
     down = fleet.fleetctl("down")  # the task has about 3 s to go: well within its drain
     assert "draining w-slow: 1 task, up to 30m" in down.stderr
+    assert "draining w-echo" not in down.stderr  # idle: nothing to wait for
     assert processes_under(fleet.root) == []
     assert (fleet.state.work_base("w-slow") / "done").read_text() == "finish me\n"
 
@@ -360,7 +361,7 @@ def test_down_lets_a_running_task_finish_and_a_killed_supervisor_leaves_nothing(
         time.sleep(0.1)
     assert "No local fleet is running" in fleet.fleetctl("down").stderr
     again = fleet.up()
-    assert again["started"] == ["w-slow"]  # a stale up.json does not block the next up
+    assert again["started"] == ["w-echo", "w-slow"]  # a stale up.json does not block the next up
 
 
 # Long the first time a task runs on this worker, quick every time after: a handed-back
