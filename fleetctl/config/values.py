@@ -266,7 +266,8 @@ def _host_key(value: str) -> str:
     return f"{parts[0]} {parts[1]}"
 
 
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+# [0-9], not \d: \d also matches other scripts' digits ("５m"), which the JSON Schema refuses.
+_DURATION = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
 
 # nats-server reads durations as Go's time.Duration, a signed 64-bit count of nanoseconds:
 # a longer ack_wait, max_age or duplicate_window is refused by the JetStream API. Every
@@ -344,7 +345,7 @@ def _at_most(value: object, parsed: int, most: int, limit: str, fix: str) -> int
     return parsed
 
 
-_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|TiB|K|M|G|T|KB|MB|GB|TB)?", re.IGNORECASE)
+_SIZE = re.compile(r"([0-9]+)\s*(B|KiB|MiB|GiB|TiB|K|M|G|T|KB|MB|GB|TB)?", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2}
 _UNITS |= {"mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3}
 _UNITS |= {"t": 1024**4, "tb": 1000**4, "tib": 1024**4}
@@ -389,7 +390,7 @@ Seconds = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "minimum": 1, "maximum": MAX_SECONDS},
-                {"type": "string", "pattern": r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"},
+                {"type": "string", "pattern": r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"},
             ],
             "examples": ["60s", "5m", "2h", "7d"],
         }
@@ -403,7 +404,7 @@ Bytes = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "minimum": 1, "maximum": MAX_BYTES},
-                {"type": "string", "pattern": r"^\d+\s*([KMGT]i?B?|B)?$"},
+                {"type": "string", "pattern": r"^[0-9]+\s*([KMGT]i?B?|B)?$"},
             ],
             "examples": ["512MiB", "10GiB"],
         }
