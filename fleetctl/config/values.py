@@ -266,7 +266,8 @@ def _host_key(value: str) -> str:
     return f"{parts[0]} {parts[1]}"
 
 
-# [0-9], not \d: \d also matches other scripts' digits ("５m"), which the JSON Schema refuses.
+# [0-9], not \d: \d also matches other scripts' digits (a fullwidth 5), which JSON Schema
+# checks in editors refuse.
 _DURATION = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
 
 # nats-server reads durations as Go's time.Duration, a signed 64-bit count of nanoseconds:

@@ -1,5 +1,5 @@
 """Durations and sizes are written in ASCII digits: Python's \\d and int() also take other
-scripts' digits ("５m"), which editors' JSON Schema checks refuse; fleetctl refuses them too."""
+scripts' digits (a fullwidth 5), which editors' JSON Schema checks refuse; so does fleetctl."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import jsonschema
 import pytest
 
 from fleetctl.cli.schema import json_schema
-from fleetctl.config.values import BadValue, parse_duration, parse_size
+from fleetctl.config.errors import BadValue
+from fleetctl.config.values import parse_duration, parse_size
 
 
 @pytest.mark.parametrize("value", ["５m", "1٥s", "२h", "５"])
@@ -29,7 +30,7 @@ def test_ascii_ones_still_parse() -> None:
 
 
 def test_the_schema_refuses_them_too() -> None:
-    """The schema's patterns say [0-9] (a Python validator's \\d would take "５m")."""
+    """The schema's patterns say [0-9] (a Python validator's \\d would take a fullwidth 5)."""
     schema = json_schema("fleet")
     text = str(schema)
     assert "\\\\d" not in text and "\\d" not in text
