@@ -22,6 +22,12 @@ class Activity:
     tokens: int | None = None  # input + output tokens reported so far
     cost_usd: float | None = None  # cost reported (or priced) so far
 
+    @property
+    def step(self) -> tuple[int, str | None]:
+        """Where the task is: its turn and the tool under way. A change of it is worth a
+        heartbeat soon (poller/heartbeat.py); tokens alone change with every event."""
+        return self.turn, self.tool
+
     def as_json(self, now: float) -> dict[str, Any]:
         return {
             "task_id": self.task_id,

@@ -28,7 +28,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
@@ -416,9 +416,8 @@ class Delivery:
             timeout_s=timeout,
         )
         self.log.debug("task_prompt", task_id=task.task_id, prompt=task.prompt())
-        held.reader = BACKENDS[self.cfg.backend].stream(
-            held.activity or Activity(task.task_id), self.cfg.price
-        )
+        activity = held.activity or Activity(task.task_id)
+        held.reader = BACKENDS[self.cfg.backend].stream(activity, self.cfg.price)
         cancel = self.cancels.arm(task.task_id) if self.cancels is not None else None
         try:
             run = runner.run(
@@ -431,7 +430,7 @@ class Delivery:
                 cwd=cwd,
                 env={**self.child_env, "FLEET_TASK_ID": task.task_id},
                 state_dir=self.state_dir,
-                on_line=held.reader.feed,
+                on_line=self._feeding(held.reader, activity),
                 stall=self.cfg.stall_timeout,
                 cancel=cancel,
             )
@@ -439,6 +438,19 @@ class Delivery:
         finally:
             if self.cancels is not None:
                 self.cancels.disarm(task.task_id)
+
+    def _feeding(self, reader: streams.Reader, activity: Activity) -> Callable[[bytes], None]:
+        """Each stdout line to the stream's reader; a new turn, or a tool started or ended,
+        makes a heartbeat go out soon (rate-limited: poller/heartbeat.py), so a waiting
+        `task send --wait` sees the step, not only what an interval happened to sample."""
+
+        def feed(line: bytes) -> None:
+            before = activity.step
+            reader.feed(line)
+            if activity.step != before:
+                self.stats.stir()
+
+        return feed
 
     def _limit_of(self, held: _InFlight, outcome: runner.RunOutcome) -> limits.Limit | None:
         """Did the provider turn the CLI away (rate limit, quota, overload)? From the error

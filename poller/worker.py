@@ -65,7 +65,14 @@ class Worker:
         self.now = asyncio.Event()  # hand running tasks back now
         # Ends the wait for a task: set by the drain and when a pause begins.
         self.halt = asyncio.Event()
-        self.stats = Stats(cfg.worker_id, cfg.backend, cfg.llm, cfg.concurrency, labels=cfg.labels)
+        self.stats = Stats(
+            cfg.worker_id,
+            cfg.backend,
+            cfg.llm,
+            cfg.concurrency,
+            labels=cfg.labels,
+            interval=cfg.heartbeat_interval,
+        )
         self.pause = Pause(self.stats, log, self.halt, cfg.limit_backoff)
         self.nc: Any = None
         self.delivery: Delivery | None = None
@@ -207,9 +214,7 @@ class Worker:
             self.log.info("stopped", counts=self.stats.counts)
             return
         js = self.nc.jetstream()
-        beater = asyncio.create_task(
-            beat(self.nc, self.cfg.subjects.status, self.stats, self.cfg.heartbeat_interval)
-        )
+        beater = asyncio.create_task(beat(self.nc, self.cfg.subjects.status, self.stats))
         try:
             await self.nc.subscribe(self.cfg.subjects.ping, cb=self._on_ping)
             await self.cancels.watch(self.nc)

@@ -262,8 +262,10 @@ def test_a_route_task_whose_member_dies_is_finished_once_by_another(tmp_path: Pa
 
 def test_wait_and_watch_say_what_a_running_task_is_doing(tmp_path: Path) -> None:
     """From the worker's heartbeats (the publisher may read them): its turn, tool and tokens
-    while it runs, line by line as they change."""
-    workers: dict[str, dict[str, Any]] = {"w1": {"env": {"MODEL_BACKEND": "claude"}}}
+    while it runs, line by line as they change. Its interval is an hour: every heartbeat
+    seen while the task runs follows a step of it (poller/heartbeat.py), none is sampled."""
+    env = {"MODEL_BACKEND": "claude", "HEARTBEAT_INTERVAL": "3600"}
+    workers: dict[str, dict[str, Any]] = {"w1": {"env": env}}
     with task_fleet(tmp_path, workers) as tf:
         task = directive(ticks=10)  # ten turns of the stand-in claude, 0.3 s apart
         sent = tf.fleetctl("task", "send", task, "--to", "w1", "--id", "act-1", "--wait")

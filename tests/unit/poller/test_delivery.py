@@ -485,6 +485,21 @@ def test_a_second_message_of_a_running_task_is_settled_with_it(tmp_path: Path) -
     assert len(standin_records(tmp_path, "start")) == 1
 
 
+def test_each_step_of_a_running_task_stirs_the_heartbeat_and_tokens_alone_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two turns of the stand-in claude, each a `Read` call: the heartbeat is stirred at
+    each step (turn, tool under way) it reads off the stream, in order, and on nothing else
+    (the usage of each call, the answer's result)."""
+    d = flow(tmp_path, FakeBus())
+    steps: list[tuple[int, str | None]] = []
+    monkeypatch.setattr(
+        d.stats, "stir", lambda: steps.extend(a.step for a in d.stats.running.values())
+    )
+    run(d.handle(task(instructions=directive(ticks=2))))
+    assert steps == [(1, "Read"), (1, None), (2, "Read"), (2, None), (3, None)]
+
+
 def test_a_reconnect_signals_progress_and_refreshes_the_lease_at_once(tmp_path: Path) -> None:
     bus = FakeBus()
     d = flow(tmp_path, bus)
