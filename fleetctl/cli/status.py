@@ -64,12 +64,13 @@ def status(
         watched.start()
     hosts = _hosts_meanwhile(fleet, bus, status) if observing and not watch else None
 
-    def body() -> dict[str, object]:
+    def body(now: float | None = None) -> dict[str, object]:
+        """The status at `now` (Unix seconds; --watch: when it judged the heartbeats)."""
         count_new_dead(status.broker, before)
         if watched is not None:  # --watch: the newest look at the hosts
             status.hosts = watched.hosts or []
             watching.hosts_at = watched.at
-        return status.as_json(fleet, time.time())
+        return status.as_json(fleet, time.time() if now is None else now)
 
     brokers = (
         running_here.brokers if running_here is not None else tuple(h.name for h in fleet.brokers)
@@ -114,7 +115,7 @@ def _watch(
     endpoint: Endpoint,
     status: FleetStatus,
     fleet: Fleet,
-    body: Callable[[], dict[str, object]],
+    body: Callable[[float], dict[str, object]],
     as_json: bool,
     watching: Watching,
     cluster: ClusterWay | None,
@@ -126,16 +127,16 @@ def _watch(
     try:
         if as_json:
 
-            def line() -> None:
-                click.echo(json.dumps(body()))
+            def line(now: float) -> None:
+                click.echo(json.dumps(body(now)))
                 sys.stdout.flush()
 
             asyncio.run(follow(endpoint, status, fleet, line, every=every, cluster=cluster))
             return
         with Live(console=out(), auto_refresh=False) as live:
 
-            def update() -> None:
-                live.update(render(body(), watching), refresh=True)
+            def update(now: float) -> None:
+                live.update(render(body(now), watching), refresh=True)
 
             asyncio.run(follow(endpoint, status, fleet, update, every=every, cluster=cluster))
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,6 @@ from poller import spend
 
 PING_TIMEOUT = 2.0  # a live poller answers in milliseconds
 SPEND_TIMEOUT = 2.0
-HEARTBEAT_INTERVAL = 5.0  # the poller's default (docs/poller.md); fleetctl does not change it
-STALE_AFTER = 2 * HEARTBEAT_INTERVAL  # --watch: two heartbeats missed
 
 
 class BusView:
@@ -266,31 +264,30 @@ async def follow(
     endpoint: bus_client.Endpoint,
     status: FleetStatus,
     fleet: Fleet,
-    show: Any,
+    show: Callable[[float], None],
     *,
     every: float = 2.0,
     until: float | None = None,
     cluster: ClusterWay | None = None,
 ) -> None:
     """Show the status, then again on each heartbeat and after each look at the bus (every
-    `every` seconds: consumers and streams are not pushed). A worker not heard from for two
-    heartbeats turns `not heartbeating`. Runs until cancelled (or `until`, monotonic)."""
+    `every` seconds: consumers and streams are not pushed), and at least once a second. A
+    worker not heard from for two of its heartbeat intervals turns `not heartbeating`: judged
+    at the time (Unix seconds) `show` is given, so what it shows is what was judged. Runs
+    until cancelled (or `until`, monotonic)."""
     view = await _open(endpoint, status, fleet, cluster)
     try:
-        show()
+        show(time.time())
         last_look = time.monotonic()
         while until is None or time.monotonic() < until:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(view.changed.wait(), timeout=min(every, 1.0))
             view.changed.clear()
-            now = time.time()
-            for w in status.workers:
-                if w.beat_at is not None and now - w.beat_at > STALE_AFTER:
-                    w.beat = {**(w.beat or {}), "state": "stopped", "current_tasks": []}
-                    w.beat_at = None
             if time.monotonic() - last_look >= every:
                 await view.look(status.broker)
                 last_look = time.monotonic()
-            show()
+            now = time.time()
+            status.mark_silent(now)
+            show(now)
     finally:
         await _close(view)

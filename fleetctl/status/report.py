@@ -16,6 +16,12 @@ from typing import Any
 from fleetctl.config.model import Fleet
 
 VERSION = 1
+# A poller that does not say its heartbeat interval (one from before heartbeats said it) runs
+# with the default, HEARTBEAT_INTERVAL=5 (docs/poller.md).
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+MISSED_BEATS = (
+    2  # --watch: a worker not heard from for this many of its intervals is not heartbeating
+)
 NOT_FAILED = ("completed", "cancelled")  # heartbeat counts that are not failures
 NO_TASKS_TODAY = "the budget counts as spent for the rest of the UTC day (docs/security.md)"
 
@@ -63,11 +69,25 @@ class WorkerStatus:
         return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
     def heartbeat_age(self, now: float) -> float | None:
+        """Seconds since the newest status message arrived, by this machine's clock (a
+        worker's own clock may be off); its `ts` when the arrival is not known."""
         if self.beat is None:
             return None
         sent = self.beat.get("ts")
-        at = float(sent) if isinstance(sent, int | float) else (self.beat_at or now)
-        return round(max(0.0, now - at), 1)
+        at = self.beat_at if self.beat_at is not None else sent
+        return round(max(0.0, now - (at if isinstance(at, int | float) else now)), 1)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """The seconds between its heartbeats, as they say (older pollers: the default)."""
+        said = self._beat("heartbeat_interval_s", (int, float))
+        return float(said) if said is not None and said > 0 else DEFAULT_HEARTBEAT_INTERVAL
+
+    def silent(self, now: float) -> bool:
+        """Not heard from for MISSED_BEATS of its own heartbeat intervals (`status --watch`:
+        then it is not heartbeating). The same age `heartbeat_age_s` reports, rounded."""
+        age = self.heartbeat_age(now)
+        return age is not None and age > MISSED_BEATS * self.heartbeat_interval
 
     def count(self, key: str) -> int:
         value = (self.consumer or {}).get(key)
@@ -83,6 +103,7 @@ class WorkerStatus:
             "state": self.state,
             "host": self.host,
             "heartbeat_age_s": self.heartbeat_age(now),
+            "heartbeat_interval_s": self.heartbeat_interval if self.beat is not None else None,
             "current_tasks": tasks,
             "in_flight": [t for t in beat.get("in_flight") or () if isinstance(t, dict)],
             "draining": beat.get("draining") is True,
@@ -208,6 +229,14 @@ class FleetStatus:
 
     def problems(self, fleet: Fleet, now: float) -> list[str]:
         return problems(self, fleet, now)
+
+    def mark_silent(self, now: float) -> None:
+        """`status --watch`: each worker not heard from for MISSED_BEATS of its own heartbeat
+        intervals turns `not heartbeating` (its newest heartbeat, as stopped) until it is
+        heard from again."""
+        for w in self.workers:
+            if w.beat is not None and w.beat.get("state") != "stopped" and w.silent(now):
+                w.beat = {**w.beat, "state": "stopped", "current_tasks": []}
 
     def as_json(self, fleet: Fleet, now: float) -> dict[str, Any]:
         return {

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fleetctl.identity.natsaccess import PUBLISHER_INBOX_PREFIX
-from fleetctl.status.busview import HEARTBEAT_INTERVAL
+from fleetctl.status.report import DEFAULT_HEARTBEAT_INTERVAL as HEARTBEAT_INTERVAL
 from tests.support.nscfleet import connect
 from tests.support.poller_harness import directive
 from tests.support.taskfleet import FLEETCTL, TaskFleet, task_fleet
@@ -96,8 +96,12 @@ def _dead(tf: TaskFleet) -> list[dict[str, Any]]:
 
 
 def test_watch_sees_a_hung_worker_within_two_heartbeats(tmp_path: Path) -> None:
-    """SIGSTOP: the poller neither beats nor answers pings; --watch turns it red once two
-    heartbeats are missed, from the heartbeats alone."""
+    """SIGSTOP: the poller neither beats nor answers pings; --watch turns it red once two of
+    its own heartbeat intervals passed without one, from the heartbeats alone. Judged by
+    the watch's own lines, not by how long it took: each says the age of w2's last
+    heartbeat (by the watch's clock, at the time it judged), and w2 is idle on every line
+    whose age is within two intervals and not heartbeating on the first past them (the
+    watch prints on each heartbeat of w1 and at least once a second)."""
     with task_fleet(tmp_path, {"w1": {}, "w2": {}}) as tf:
         watch = subprocess.Popen(
             [FLEETCTL, "status", "--watch", "--json", "--no-hosts"],
@@ -108,17 +112,24 @@ def test_watch_sees_a_hung_worker_within_two_heartbeats(tmp_path: Path) -> None:
         )
         try:
             assert watch.stdout is not None
-            first = json.loads(watch.stdout.readline())
-            assert by_id(first)["w2"]["state"] == "idle"
+            w2 = by_id(json.loads(watch.stdout.readline()))["w2"]
+            assert w2["state"] == "idle"
+            # Its own interval, as its heartbeat says: the poller harness's 0.5 s, not the
+            # default 5 s the watch would assume for a poller that does not say.
+            assert w2["heartbeat_interval_s"] == 0.5
+            limit = 2 * w2["heartbeat_interval_s"]
             tf.pollers["w2"].signal(signal.SIGSTOP)
-            hung = time.monotonic()
-            while time.monotonic() - hung < 4 * HEARTBEAT_INTERVAL:
+            seen: list[tuple[float, str]] = []  # w2's (heartbeat age, state), line by line
+            given_up = time.monotonic() + 60  # only against a watch that hangs
+            while time.monotonic() < given_up:
                 body = json.loads(watch.stdout.readline())
-                if by_id(body)["w2"]["state"] == "not heartbeating":
+                w2 = by_id(body)["w2"]
+                seen.append((w2["heartbeat_age_s"], w2["state"]))
+                if w2["state"] != "idle" or w2["heartbeat_age_s"] > limit:
                     break
-            took = time.monotonic() - hung
-            assert by_id(body)["w2"]["state"] == "not heartbeating"
-            assert took <= 3 * HEARTBEAT_INTERVAL  # two missed, plus the last one's age
+            *before, turned = seen
+            assert all(state == "idle" and age <= limit for age, state in before), seen
+            assert turned[1] == "not heartbeating" and turned[0] > limit, seen
             assert by_id(body)["w1"]["state"] == "idle"
             [problem] = body["problems"]
             assert problem.startswith("worker w2: not heartbeating (last heard ")
