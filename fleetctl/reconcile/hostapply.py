@@ -21,6 +21,7 @@ from fleetctl.artifacts.hostpython import Target
 from fleetctl.config.values import written_duration
 from fleetctl.hostside.agent import journal_argv
 from fleetctl.reconcile import agent_client, facts
+from fleetctl.reconcile.brokerfit import FIT_STEP
 from fleetctl.reconcile.gate import Workers, in_flight
 from fleetctl.reconcile.observation import LiveView
 from fleetctl.reconcile.plan.types import HostPlan
@@ -156,6 +157,10 @@ def _program(run: Apply, session: Session, host_plan: HostPlan) -> HostProgram:
         keep=Keep(run.generation, run.settings.confirm_timeout),
         drain=run.settings.drain,
     )
+    if prog.nats_server:  # the plan checked it when it knew the host's platform; again here
+        unfit = nats_bin.unfit_for(session.host.name, facts.python_facts(session.raw).platform)
+        if unfit is not None:
+            raise StepFailed(session.host.name, FIT_STEP, unfit)
     _upload(session, prog, run.houses, nats_bin, clis, run.report)
     return prog
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleetctl.bus import client as bus_client
 from fleetctl.config.model import Fleet, Host
@@ -54,10 +55,31 @@ class LiveView:
     plan: Plan
     options: Options
     selection: Selection
+    # What a host in `errors` failed at, when not at connecting and observing it (`refuse`).
+    error_steps: dict[str, str] = field(default_factory=dict)
 
     def close(self) -> None:
         for s in self.sessions.values():
             s.close()
+
+    def refuse(self, refused: Mapping[str, str], step: str) -> None:
+        """Leave these hosts out, as hosts that could not be observed are (their locks let
+        go, nothing planned or applied there), each with why, as failed at `step`."""
+        for name, why in refused.items():
+            session = self.sessions.pop(name, None)
+            if session is not None:
+                session.close()
+            self.errors[name] = why
+            self.error_steps[name] = step
+        self.plan = make_plan(
+            self.desired,
+            {n: s.observed for n, s in self.sessions.items()},
+            bus=self.bus,
+            selection=self.selection,
+            revision=self.fleet.revision,
+            warnings=self.plan.warnings,
+            errors=self.errors,
+        )
 
 
 def live_plan(

@@ -114,7 +114,8 @@ def apply(
     for result in results.values():
         report.finished(result)
     for name, error in view.errors.items():
-        results[name] = HostResult(name, False, failed_step="connect and observe", error=error)
+        step = view.error_steps.get(name, "connect and observe")
+        results[name] = HostResult(name, False, failed_step=step, error=error)
         report.finished(results[name])
     names = [h.name for h in plan.hosts]
     return [results[n] for n in names if n in results]

