@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import subprocess
 import threading
@@ -20,6 +21,7 @@ import pytest
 
 from fleetctl.artifacts import pollerwheel
 from fleetctl.hostside import lock_program
+from fleetctl.reconcile.resources.packages import STAGED_NATS
 from fleetctl.reconcile.sessions import LOCK_FILE
 from tests.e2e.fleet_env import (
     BROKER,
@@ -459,6 +461,49 @@ def test_a_nats_server_of_fleet_yamls_choosing_runs_on_the_broker_only(
     )
     assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
     assert not Path(marker).exists()
+
+
+def test_a_nats_server_for_another_cpu_is_refused_and_the_broker_left_alone(
+    fleet_env: FleetEnv,
+) -> None:
+    """A binary whose ELF header says another CPU than the broker's agent reports is
+    refused by the plan and by apply, which touch nothing on the broker."""
+    here = os.uname().machine
+    other, e_machine = ("aarch64", 183) if here == "x86_64" else ("x86_64", 62)
+    fake = fleet_env.dir / "tools" / f"nats-server-{other}"
+    fake.parent.mkdir(exist_ok=True)
+    header = b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00" + e_machine.to_bytes(2, "little")
+    fake.write_bytes(header + bytes(64))  # an executable's header, for that CPU, and no code
+    fake.chmod(0o755)
+    digest = hashlib.sha256(fake.read_bytes()).hexdigest()
+    broker = fleet_env.net.hosts[BROKER]
+    installed = broker.file("/usr/local/bin/nats-server").read_bytes()
+    pid = fleet_env.main_pid(BROKER, "nats-server.service")
+    staged = fleet_env.sh(BROKER, f"ls -l --full-time {STAGED_NATS} 2>&1")
+    chosen = {"path": f"tools/{fake.name}", "sha256": digest}
+    fleet_env.extra["nats"] = {"ack_wait": "30s", "server_binary": chosen}
+    fleet_env.write()
+    why = (
+        f"the nats-server binary to deploy, {fake}, cannot run on {BROKER}: it is built for "
+        f"{other}, and the host is {here}; point nats.server_binary in fleet.yaml at a "
+        f"nats-server built for {here} (with its sha256)"
+    )
+    code, text = plan_lines(fleet_env, "--detailed-exitcode")
+    shown = " ".join(text.split())
+    assert code == 1, text
+    assert f"! not planned: {why}" in shown, text
+    assert f"1 host(s) not planned: {BROKER}; the bus not planned." in shown, text
+    done = fleet_env.fleetctl("apply", "--all", "--yes")
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"{BROKER}: FAILED at check the nats-server binary: {why}" in said, said
+    assert broker.file("/usr/local/bin/nats-server").read_bytes() == installed
+    assert fleet_env.main_pid(BROKER, "nats-server.service") == pid  # never stopped
+    assert fleet_env.sh(BROKER, f"ls -l --full-time {STAGED_NATS} 2>&1") == staged  # nor sent
+
+    del fleet_env.extra["nats"]
+    fleet_env.write()
+    assert plan_lines(fleet_env, "--detailed-exitcode")[0] == 0
 
 
 MONITOR_PROBE = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -19,7 +20,7 @@ ET_REL, ET_EXEC, ET_DYN, ET_CORE = 1, 2, 3, 4
 def elf(elf_class: int, data: int, e_type: int, e_machine: int, *, tail: bytes = b"") -> bytes:
     """The first bytes of an ELF file: e_ident (magic, class, data, version 1, padding),
     then e_type and e_machine in the file's byte order."""
-    order = "little" if data == LSB else "big"
+    order: Literal["little", "big"] = "little" if data == LSB else "big"
     ident = b"\x7fELF" + bytes([elf_class, data, 1]) + bytes(9)
     return ident + e_type.to_bytes(2, order) + e_machine.to_bytes(2, order) + tail
 

@@ -25,7 +25,7 @@ from fleetctl.reconcile.resources.packages import NATS_PACKAGE, STAGED_NATS
 from fleetctl.reconcile.sessions import Options, Session
 from tests.support.driftedfleet import BROKER, INPUTS, NODE1, NODE2, converged_bus, stand_ins
 from tests.support.example import example_fleet
-from tests.support.fakehosts import PYTHON, Log, converged
+from tests.support.fakehosts import PYTHON, FakeHost, Log, converged
 
 REAL = Path(sys.executable).parent / "nats-server"
 HERE = os.uname().machine
@@ -73,7 +73,8 @@ def test_the_plan_leaves_out_a_broker_that_could_not_run_the_binary() -> None:
     log = Log()
     view = view_installing_nats(log, OTHER)
     assert [h.name for h in view.plan.hosts if installs_nats(h)] == [BROKER]
-    broker = view.sessions[BROKER]
+    broker = view.sessions[BROKER].transport
+    assert isinstance(broker, FakeHost)
     refuse_unfit(view)
     why = message(REAL)
     assert why.startswith(f"the nats-server binary to deploy, {REAL}, cannot run on {BROKER}: ")
@@ -83,7 +84,7 @@ def test_the_plan_leaves_out_a_broker_that_could_not_run_the_binary() -> None:
         (BROKER, why, ())
     ]
     assert sorted(view.sessions) == [NODE1, NODE2]
-    assert broker.transport.closed  # its lock let go
+    assert broker.closed  # its lock let go
     assert view.plan.bus is None  # the bus lives on the broker, which is not planned
     results = rollout.apply(view)
     assert [(r.name, r.ok, r.failed_step, r.error) for r in results] == [
