@@ -101,8 +101,10 @@ def test_watch_sees_a_hung_worker_within_two_heartbeats(tmp_path: Path) -> None:
     the watch's own lines, not by how long it took: each says the age of w2's last
     heartbeat (by the watch's clock, at the time it judged), and w2 is idle on every line
     whose age is within two intervals and not heartbeating on the first past them (the
-    watch prints on each heartbeat of w1 and at least once a second)."""
-    with task_fleet(tmp_path, {"w1": {}, "w2": {}}) as tf:
+    watch prints at least once a second). w1 beats every 5 s: judged by its own interval,
+    it stays idle meanwhile, though its last heartbeat may be older than w2's limit."""
+    workers: dict[str, dict[str, Any]] = {"w1": {"env": {"HEARTBEAT_INTERVAL": "5"}}, "w2": {}}
+    with task_fleet(tmp_path, workers) as tf:
         watch = subprocess.Popen(
             [FLEETCTL, "status", "--watch", "--json", "--no-hosts"],
             stdout=subprocess.PIPE,
@@ -125,12 +127,12 @@ def test_watch_sees_a_hung_worker_within_two_heartbeats(tmp_path: Path) -> None:
                 body = json.loads(watch.stdout.readline())
                 w2 = by_id(body)["w2"]
                 seen.append((w2["heartbeat_age_s"], w2["state"]))
+                assert by_id(body)["w1"]["state"] == "idle", body
                 if w2["state"] != "idle" or w2["heartbeat_age_s"] > limit:
                     break
             *before, turned = seen
             assert all(state == "idle" and age <= limit for age, state in before), seen
             assert turned[1] == "not heartbeating" and turned[0] > limit, seen
-            assert by_id(body)["w1"]["state"] == "idle"
             [problem] = body["problems"]
             assert problem.startswith("worker w2: not heartbeating (last heard ")
         finally:

@@ -5,6 +5,7 @@ publisher's least-privilege creds."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -263,21 +264,40 @@ def test_a_route_task_whose_member_dies_is_finished_once_by_another(tmp_path: Pa
 def test_wait_and_watch_say_what_a_running_task_is_doing(tmp_path: Path) -> None:
     """From the worker's heartbeats (the publisher may read them): its turn, tool and tokens
     while it runs, line by line as they change. Its interval is an hour: every heartbeat
-    seen while the task runs follows a step of it (poller/heartbeat.py), none is sampled."""
+    seen while the task runs follows a step of it (poller/heartbeat.py), none is sampled.
+    The stand-in holds each run until the command following it says it is running, so the
+    steps come while it follows them."""
     env = {"MODEL_BACKEND": "claude", "HEARTBEAT_INTERVAL": "3600"}
     workers: dict[str, dict[str, Any]] = {"w1": {"env": env}}
     with task_fleet(tmp_path, workers) as tf:
-        task = directive(ticks=10)  # ten turns of the stand-in claude, 0.3 s apart
-        sent = tf.fleetctl("task", "send", task, "--to", "w1", "--id", "act-1", "--wait")
-        assert sent.returncode == 0, sent.stderr
-        doing = [ln for ln in sent.stderr.splitlines() if ln.startswith("w1: running: turn")]
-        assert doing and all(" tokens" in ln for ln in doing), sent.stderr
-        assert any(", Read, " in ln for ln in doing), sent.stderr  # the tool under way
-        assert sent.stderr.splitlines()[-1] == "w1: completed"
+        hold = tmp_path / "hold"
+        # ten turns of the stand-in claude, 0.3 s apart, each a call of `Read`
+        task = directive(hold_while=str(hold), ticks=10)
+        hold.touch()
+        sending = tf.popen("task", "send", task, "--to", "w1", "--id", "act-1", "--wait")
+        lines = _followed(sending, hold)
+        assert sending.returncode == 0, lines
+        doing = [ln for ln in lines if ln.startswith("w1: running: turn")]
+        assert doing and all(" tokens" in ln for ln in doing), lines
+        assert any(", Read, " in ln for ln in doing), lines  # the tool under way
+        assert lines[-1] == "w1: completed"
 
+        hold.touch()
         started = tf.fleetctl("task", "send", task, "--to", "w1", "--id", "act-2")
         assert started.returncode == 0, started.stderr
-        watched = tf.fleetctl("results", "act-2", "--watch", timeout=30)
-        lines = watched.stderr.splitlines()
-        assert any(ln.startswith("w1: running: turn") for ln in lines), watched.stderr
+        lines = _followed(tf.popen("results", "act-2", "--watch"), hold)
+        assert any(ln.startswith("w1: running: turn") for ln in lines), lines
         assert lines[-1] == "w1: completed"
+
+
+def _followed(command: subprocess.Popen[str], hold: Path) -> list[str]:
+    """Every line `command` writes on stderr, to its end; once it says w1 is running (it
+    follows the heartbeats by then), the held run is let go on."""
+    assert command.stderr is not None
+    lines = []
+    for line in command.stderr:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("w1: running"):
+            hold.unlink(missing_ok=True)
+    command.communicate(timeout=60)
+    return lines

@@ -76,6 +76,17 @@ class TaskFleet:
             timeout=timeout,
         )
 
+    def popen(self, *args: str, admin: bool = False) -> subprocess.Popen[str]:
+        """Started, not waited for: its stdout and stderr are pipes, read as it runs."""
+        return subprocess.Popen(
+            [FLEETCTL, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env(admin),
+        )
+
     def runs(self, worker: str) -> list[dict[str, Any]]:
         """The stand-in CLI's starts on one worker (each is one run of a task)."""
         log = self.dir / "work" / worker / "standin.jsonl"

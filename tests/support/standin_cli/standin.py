@@ -24,7 +24,9 @@ followed by a JSON object (anything after the object is ignored):
   limited_runs (n: the first n runs of this task id are limited, as with limited_until:
   unlike a time, it does not depend on how long the stand-in takes to start),
   stall_while (path: while that file exists, the run goes silent: it prints nothing and
-  sleeps for an hour, as a hung CLI does).
+  sleeps for an hour, as a hung CLI does),
+  hold_while (path: before its turns, it waits, silent, until that file is gone: a test
+  lets the run go on once it is ready to watch it).
 Without `print`, the text is $STANDIN_ANSWER if set, else `done: <stdin bytes> bytes`.
 Each flavour prints what its real CLI prints with the poller's argv, in the shapes the real
 CLIs (Claude Code 2.1, Codex CLI 0.171, Gemini CLI 0.61) were seen to print: the claude
@@ -345,6 +347,8 @@ def main(flavour: str) -> int:
     if ask.get("stall_while") and os.path.exists(ask["stall_while"]):
         record(phase="stalled", **base)
         time.sleep(3600)
+    while ask.get("hold_while") and os.path.exists(ask["hold_while"]):
+        time.sleep(0.05)
     ticks(flavour, int(ask.get("ticks", 0)))
     time.sleep(float(ask.get("sleep", 0)))
     if ask.get("sleep_first_run") and not runs_before:
