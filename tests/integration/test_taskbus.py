@@ -143,7 +143,12 @@ def test_a_workers_consumer_is_looked_up_and_a_missing_one_is_none(tmp_path: Pat
         n = fleet.names
         async with as_user(url, fleet.publisher, na.PUBLISHER_INBOX_PREFIX) as nc:
             await taskbus.publish(nc, n.inbox("w1"), b"{}", "a")
-            info = await taskbus.consumer_info(nc, n.task_stream, NatsNames.consumer("w1"))
+            # The consumer counts a new message a moment after the stream's PubAck.
+            for _ in range(100):
+                info = await taskbus.consumer_info(nc, n.task_stream, NatsNames.consumer("w1"))
+                if info is None or info["num_pending"]:
+                    break
+                await asyncio.sleep(0.05)
             assert info is not None and (info["name"], info["num_pending"]) == ("worker-w1", 1)
             missing = await taskbus.consumer_info(nc, n.task_stream, NatsNames.consumer("gone"))
             assert missing is None
