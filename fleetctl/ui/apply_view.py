@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from fleetctl.reconcile.rollout import HostResult, Reporter
 
@@ -47,7 +49,9 @@ class ProgressReporter(Reporter):
         with self._lock:
             task = self._tasks.get(host)
             if task is not None:
-                self._progress.update(task, description=label, completed=done, total=total or None)
+                self._progress.update(
+                    task, description=escape(label), completed=done, total=total or None
+                )
 
     def note(self, host: str, text: str) -> None:
         """A line of its own: what a restart waits for, a batch, a rollback."""
@@ -58,7 +62,7 @@ class ProgressReporter(Reporter):
         with self._lock:
             task = self._tasks.get(result.name)
             if task is not None:
-                text = "done" if result.ok else f"[red]{_state(result)}[/]"
+                text = "done" if result.ok else f"[red]{escape(_state(result))}[/]"
                 self._progress.update(
                     task, description=text, completed=result.steps, total=result.steps or 1
                 )
@@ -105,5 +109,6 @@ def results_table(results: Sequence[HostResult], title: str = "Apply") -> Table:
         error = "" if r.ok else f"{r.failed_step}: {r.error}"
         if r.skipped:
             error = str(r.error)
-        table.add_row(r.name, status, str(r.steps), f"{r.seconds:.1f}s", error)
+        # Errors carry hosts' and files' own words: shown as they are, never read as markup.
+        table.add_row(Text(r.name), status, str(r.steps), f"{r.seconds:.1f}s", Text(error))
     return table
