@@ -21,32 +21,33 @@ class Loop:
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run `coroutine` on the loop and wait for it; its exception is raised here. A
-        Ctrl-C while waiting cancels it on the loop too (a wait stops there as well) and
-        lets it unwind before the KeyboardInterrupt goes on, so the connection can be
-        closed after it with nothing of the call left pending. The call's task is found by
-        its coroutine: other threads' calls may be running on the loop at the same time."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        Ctrl-C cancels it on the loop too (a wait stops there as well) and lets it unwind
+        before the KeyboardInterrupt goes on, so the connection can be closed after it with
+        nothing of the call left pending; wherever in here the Ctrl-C lands, even before
+        the wait began. The call's task is found by its coroutine: other threads' calls may
+        be running on the loop at the same time."""
         try:
-            return future.result()
+            return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
         except KeyboardInterrupt:
-            future.cancel()
             with contextlib.suppress(Exception):
                 unwound = self._unwound({coroutine})
                 asyncio.run_coroutine_threadsafe(unwound, self._loop).result(UNWIND + 1)
             raise
 
     async def _unwound(self, coroutines: set[Coroutine[Any, Any, Any]] | None) -> None:
-        """Wait (up to UNWIND) for the tasks running `coroutines`, or, with None, for every
-        task but this one, cancelled first."""
+        """Cancel the tasks running `coroutines` (with None, every task but this one) and
+        wait up to UNWIND for them to unwind. A coroutine no task runs (the Ctrl-C came
+        before it was handed to the loop) is closed, never to be run."""
         me = asyncio.current_task()
         tasks = {
             t
             for t in asyncio.all_tasks()
             if t is not me and (coroutines is None or t.get_coro() in coroutines)
         }
-        if coroutines is None:
-            for t in tasks:
-                t.cancel()
+        for c in (coroutines or set()) - {t.get_coro() for t in tasks}:
+            c.close()
+        for t in tasks:
+            t.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=UNWIND)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from typing import Any
 
 import pytest
 
@@ -41,4 +42,40 @@ def test_ctrl_c_unwinds_its_own_call_although_another_thread_called_since() -> N
         assert cleaned == ["done"]
     finally:
         other.join(5)
+        loop.close()
+
+
+def test_ctrl_c_before_the_wait_began_still_unwinds_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The interrupt can land anywhere in `call`: here just after the coroutine was handed to
+    the loop (and began), before the wait for it. It is cancelled and unwound all the same."""
+    loop = Loop()
+    cleaned: list[str] = []
+    started = threading.Event()
+
+    async def interrupted() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.2)
+            cleaned.append("done")
+
+    call = interrupted()
+    handed = asyncio.run_coroutine_threadsafe
+
+    def handed_then_ctrl_c(coroutine: Any, on: asyncio.AbstractEventLoop) -> Any:
+        future = handed(coroutine, on)
+        if coroutine is call:
+            started.wait(5)
+            raise KeyboardInterrupt
+        return future
+
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", handed_then_ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.call(call)
+        assert cleaned == ["done"]
+    finally:
         loop.close()
