@@ -103,6 +103,10 @@ class Config:
     max_task_bytes: int = 1024 * 1024
     output_cap: int = 256 * 1024
     result_store_retry: float = 30.0
+    # Seconds to keep retrying to take a task's lease while the bus fails (LEASE_RETRY), the
+    # delivery kept meanwhile: a broker failover lasts seconds, and a task given back in
+    # the middle of one depends on the consumer's new leader delivering it again.
+    lease_retry: float = 30.0
     # Seconds a task's lease lives without a refresh; None: lease.TTL_ACK_WAITS x ack_wait.
     lease_ttl: int | None = None
     log_level: str = "info"
@@ -309,6 +313,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         max_task_bytes=int(_number(env, "MAX_TASK_BYTES", 1024 * 1024, integer=True)),
         output_cap=output_cap,
         result_store_retry=_number(env, "RESULT_STORE_RETRY", 30),
+        lease_retry=_number(env, "LEASE_RETRY", 30),
         lease_ttl=_lease_ttl(env),
         log_level=level,
         price=price,

@@ -314,20 +314,28 @@ class Delivery:
 
     async def _take_lease(self, held: _InFlight, task: Task) -> End | None:
         """Ours (None), or how the delivery ends: nak'd until a lease held elsewhere can have
-        expired (its holder's TTL), and like any failed step on the last delivery."""
-        try:
-            got = await self.bus.take_lease(task.task_id, held.seq)
-            if (
-                isinstance(got, Held)
-                and self.state_dir is not None
-                and self.bus.lease_holder_gone(got)
-            ):
-                # Our predecessor crashed holding it: stop what it left running, take over.
-                runner.kill_orphans(self.state_dir)
-                self.log.warning("lease_taken_over", task_id=task.task_id, holder=got.holder)
-                got = await self.bus.take_over_lease(task.task_id, held.seq, got)
-        except Exception as e:
-            return Retry(f"lease: {e!r}")
+        expired (its holder's TTL), and like any failed step on the last delivery.
+
+        A bus that fails is asked again for up to LEASE_RETRY seconds, the delivery kept
+        alive meanwhile (progress signals go on), rather than given back at once: the bus
+        fails like this when a broker goes down, and a task nak'd then depends on the
+        consumer's next leader to deliver it again, which nats-server 2.15.1 was seen not to
+        do (docs/operations.md, "Known limitations of a cluster")."""
+        deadline = time.monotonic() + self.cfg.lease_retry
+        pause = 0.25
+        while True:
+            try:
+                got = await self._lease(held, task)
+                break
+            except Exception as e:
+                if time.monotonic() + pause > deadline:
+                    return Retry(f"lease: {e!r}")
+                self.log.warning(
+                    "lease_take_failed", task_id=task.task_id, error=repr(e), retry_in_s=pause
+                )
+            if await unless_set(asyncio.sleep(pause, result=True), self.hand_back) is None:
+                return HandBack(HANDED_BACK)
+            pause = min(pause * 2, 5.0)
         if isinstance(got, Lease):
             held.lease = got
             return None
@@ -337,6 +345,16 @@ class Delivery:
         )
         self.stats.count("leased_elsewhere")
         return Retry(f"still leased by {got.holder}", delay)
+
+    async def _lease(self, held: _InFlight, task: Task) -> Lease | Held:
+        """One attempt at the lease; raises when the bus fails."""
+        got = await self.bus.take_lease(task.task_id, held.seq)
+        if isinstance(got, Held) and self.state_dir is not None and self.bus.lease_holder_gone(got):
+            # Our predecessor crashed holding it: stop what it left running, take over.
+            runner.kill_orphans(self.state_dir)
+            self.log.warning("lease_taken_over", task_id=task.task_id, holder=got.holder)
+            got = await self.bus.take_over_lease(task.task_id, held.seq, got)
+        return got
 
     async def _already_done(self, held: _InFlight, task: Task) -> End | None:
         """Is our result for this task already stored? (see docs/poller.md) Then ack, do not

@@ -104,7 +104,14 @@ class Leases:
         return f"$KV.{self.bucket}.{self.worker_id}.{task_id}"
 
     async def take(self, task_id: str, stream_seq: int) -> Lease | Held:
-        """Ours if nobody holds it; raises on a bus error (the caller retries the task)."""
+        """Ours if nobody holds it, or if this poller does; raises on a bus error (the
+        caller asks again, or gives the task back).
+
+        A lease this poller holds is one it left behind: the caller takes a lease only for
+        a task that does not run here (poller/delivery.py joins a second delivery of one
+        that does). Its write was stored while the answer was lost (asked again after a bus
+        error), or its release failed: either way it is taken again at once, rather than
+        waited out for a whole TTL."""
         try:
             return await self._write(task_id, stream_seq, last=0)
         except nats.js.errors.APIError as e:
@@ -113,9 +120,11 @@ class Leases:
         last = await self._last(task_id)
         if last is None:  # expired between the two requests
             return await self._write(task_id, stream_seq, last=0)
-        if (last.headers or {}).get(KV_OPERATION) in REMOVED:
+        held = _held(last)
+        removed = (last.headers or {}).get(KV_OPERATION) in REMOVED
+        if removed or (held.value or {}).get("holder") == self.holder:
             return await self._write(task_id, stream_seq, last=last.seq)
-        return _held(last)
+        return held
 
     def gone(self, held: Held) -> bool:
         """Did the holder die on this machine, recording its CLIs where we do? Then its pid

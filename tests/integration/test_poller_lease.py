@@ -236,7 +236,9 @@ async def _own_leases_only(tmp_path: Path) -> None:
             their_lease = await theirs.take("t1", 7)
             my_lease = await mine.take("t1", 3)
             assert isinstance(their_lease, Lease) and isinstance(my_lease, Lease)
-            again = await mine.take("t1", 4)
+            another = worker_leases("w1", w1.nc.jetstream(), tmp_path)
+            another.holder = "another poller of w1"
+            again = await another.take("t1", 4)
             assert isinstance(again, Held) and again.holder == "poller-of-w1"
             assert again.ttl == 30
 
@@ -293,5 +295,32 @@ def test_a_refresh_whose_answer_was_lost_keeps_the_lease(
             other.holder = "another poller of w1"
             await other._write("t2", 5, last=lease.revision)
             assert not await leases.refresh(lease, 5)
+
+    run(go())
+
+
+def test_a_lease_this_poller_left_behind_is_taken_again_at_once(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """A lease write stored while its answer was lost (asked again after a bus error), or
+    one whose release failed (a broker going down), is this poller's own: its next take of
+    the task gets it at once instead of waiting out the TTL as if another poller ran it. A
+    lease of another poller of the same worker is still held."""
+
+    async def go() -> None:
+        async with bus(server) as js:
+            leases = worker_leases("w1", js, tmp_path)
+            first = await leases._write("t1", 3, last=0)  # stored, its answer lost
+            again = await leases.take("t1", 3)
+            assert isinstance(again, Lease) and again.revision > first.revision
+            # Its release failed; the task is delivered again later.
+            later = await leases.take("t1", 9)
+            assert isinstance(later, Lease) and later.revision > again.revision
+
+            other = worker_leases("w1", js, tmp_path)
+            other.holder = "another poller of w1"
+            assert isinstance(await other.take("t2", 5), Lease)
+            held = await leases.take("t2", 5)
+            assert isinstance(held, Held) and held.holder == "another poller of w1"
 
     run(go())

@@ -332,12 +332,59 @@ def test_a_task_leased_elsewhere_waits_out_the_holders_ttl(tmp_path: Path) -> No
 
 def test_a_lease_that_cannot_be_taken_gives_the_task_back(tmp_path: Path) -> None:
     bus = FakeBus(fail=("take_lease",))
-    run(flow(tmp_path, bus).handle(task(attempt=3)))
+    run(flow(tmp_path, bus, LEASE_RETRY="0.1").handle(task(attempt=3)))
     assert bus.ops == [
         ("take_lease", "t1", SEQ),
         ("publish_dead_letter", "lease: ConnectionError('take_lease: no responders')"),
         ("term", SEQ),
     ]
+
+
+def test_a_lease_is_asked_for_again_while_the_bus_fails_and_the_task_kept(
+    tmp_path: Path,
+) -> None:
+    """A broker going down fails the lease's write for a few seconds. The delivery is kept
+    (not nak'd: a task given back in a failover depends on the consumer's next leader to
+    deliver it again, and nats-server was seen not to) and the lease asked for again until
+    the bus takes it; then the task runs as any other."""
+    bus = FakeBus(fail=("take_lease",))
+    d = flow(tmp_path, bus, LEASE_RETRY="5")
+    asked = ("take_lease", "t1", SEQ)
+
+    async def go() -> None:
+        handling = asyncio.create_task(d.handle(task()))
+        while bus.ops.count(asked) < 2:  # asked at once, then 0.25 s later
+            await asyncio.sleep(0.01)
+        bus.fail = ()  # the bus is back before the third ask, 0.5 s later
+        await handling
+
+    run(go())
+    assert bus.ops == [
+        asked,
+        asked,
+        *LEASED,
+        ("add_spend", COST),
+        ("publish_result", "t1", "completed"),
+        ("ack", SEQ),
+        ("release_lease", "t1"),
+    ]
+    assert len(standin_records(tmp_path, "start")) == 1
+
+
+def test_a_stop_while_the_lease_is_asked_for_again_hands_the_task_back(tmp_path: Path) -> None:
+    bus = FakeBus(fail=("take_lease",))
+    d = flow(tmp_path, bus, LEASE_RETRY="60")
+
+    async def go() -> None:
+        handling = asyncio.create_task(d.handle(task()))
+        while not bus.ops:
+            await asyncio.sleep(0.01)
+        d.hand_back.set()
+        await handling
+
+    run(go())
+    assert bus.ops == [("take_lease", "t1", SEQ), ("nak", SEQ, None)]
+    assert not standin_records(tmp_path)
 
 
 def test_a_cli_that_cannot_start_gives_the_task_back(tmp_path: Path) -> None:
