@@ -67,7 +67,10 @@ async def _mark_permissions(tmp_path: Path) -> None:
             got = await pub.nc.request(f"$JS.API.DIRECT.GET.{stream}.{mine}", b"", timeout=5)
             assert got.data == mark
             # ... and w1 sees its own as it is written, not w2's
-            assert await asyncio.wait_for(seen.get(), 5) == mine
+            try:
+                assert await asyncio.wait_for(seen.get(), 5) == mine
+            except TimeoutError:  # seen once in a full run: say what w1's connection heard
+                raise AssertionError(f"w1 never saw its mark; its errors: {w1.errors}") from None
             # the publisher deletes nothing: not a queued task, not a mark
             await _refused(pub, f"$JS.API.STREAM.MSG.DELETE.{n.task_stream}", b'{"seq": 1}')
             await _refused(pub, f"$JS.API.STREAM.PURGE.{n.task_stream}")

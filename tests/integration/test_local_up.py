@@ -35,8 +35,11 @@ servers:
     address: 192.0.2.10
     roles: [broker-host, worker-host]
 """
+# Marks `started` once it has its prompt: from then on it runs the task (before, a poller
+# killed while starting it leaves it an empty stdin).
 SLOW = (
-    "import os, sys, time; d = sys.stdin.read(); time.sleep(3); "
+    "import os, sys, time; d = sys.stdin.read(); "
+    "open(os.environ['HOME'] + '/started', 'w').close(); time.sleep(3); "
     "open(os.environ['HOME'] + '/done', 'a').write(d[:20] + '\\n'); print('done')"
 )
 
@@ -281,10 +284,10 @@ def test_a_killed_poller_is_restarted_and_its_task_runs_once(fleet: LocalFleet) 
     first = fleet.pollers()["w-slow"].pid
     task = fleet.send(["w-slow"], "the task")
     deadline = time.monotonic() + 30
-    while not any("time.sleep" in p.cmdline for p in processes_under(fleet.root)):
+    while not (fleet.state.work_base("w-slow") / "started").exists():
         assert time.monotonic() < deadline, "the CLI never started"
         time.sleep(0.05)
-    os.kill(first, signal.SIGKILL)  # the poller crashes while its CLI runs
+    os.kill(first, signal.SIGKILL)  # the poller crashes while its CLI runs the task
     result = fleet.results(task, timeout=60)["w-slow"]
     assert result["status"] == "completed"
     assert result["attempt"] >= 2  # redelivered (a later attempt if the lease was still held)
@@ -652,8 +655,17 @@ def _until_healthy(fleet: LocalFleet, seconds: float = 60) -> dict[str, Any]:
         code, body = _status(fleet)
         if code == 0:
             return body
-        assert time.monotonic() < deadline, body["problems"]
+        assert time.monotonic() < deadline, (body["problems"], _log_tails(fleet))
         time.sleep(0.5)
+
+
+def _log_tails(fleet: LocalFleet, lines: int = 12) -> str:
+    """The end of every log of the local fleet: what a failed wait was waiting for."""
+    tails = []
+    for log in sorted(fleet.state.logs.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        tails.append(f"== {log.name}\n" + "\n".join(tail))
+    return "\n".join(tails)
 
 
 def _copy_on(body: dict[str, Any], stream: str, broker: str) -> dict[str, Any]:
