@@ -6,11 +6,29 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
 from fleetctl.bus.loop import Loop
+
+
+def _long_call(
+    started: threading.Event, cleaned: list[str]
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A call that waits for ever once `started`; its cleanup takes a moment (as closing a
+    wait does), then says so in `cleaned`."""
+
+    async def interrupted() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.2)
+            cleaned.append("done")
+
+    return interrupted
 
 
 def test_ctrl_c_unwinds_its_own_call_although_another_thread_called_since() -> None:
@@ -19,14 +37,7 @@ def test_ctrl_c_unwinds_its_own_call_although_another_thread_called_since() -> N
     loop = Loop()
     cleaned: list[str] = []
     started = threading.Event()
-
-    async def interrupted() -> None:
-        started.set()
-        try:
-            await asyncio.sleep(3600)
-        finally:
-            await asyncio.sleep(0.2)  # its cleanup takes a moment, as closing a wait does
-            cleaned.append("done")
+    interrupted = _long_call(started, cleaned)
 
     def meanwhile() -> None:
         started.wait(5)
@@ -53,14 +64,7 @@ def test_ctrl_c_before_the_wait_began_still_unwinds_the_call(
     loop = Loop()
     cleaned: list[str] = []
     started = threading.Event()
-
-    async def interrupted() -> None:
-        started.set()
-        try:
-            await asyncio.sleep(3600)
-        finally:
-            await asyncio.sleep(0.2)
-            cleaned.append("done")
+    interrupted = _long_call(started, cleaned)
 
     call = interrupted()
     handed = asyncio.run_coroutine_threadsafe

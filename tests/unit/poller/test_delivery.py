@@ -223,14 +223,7 @@ def test_a_result_is_retried_until_the_bus_takes_it(tmp_path: Path) -> None:
     d = flow(tmp_path, bus, RESULT_STORE_RETRY="5")
     stored = ("publish_result", "t1", "completed")
 
-    async def go() -> None:
-        handling = asyncio.create_task(d.handle(task()))
-        while bus.ops.count(stored) < 2:  # tried at once, then 0.25 s later
-            await asyncio.sleep(0.01)
-        bus.fail = ()  # the bus is back before the third try, 0.5 s later
-        await handling
-
-    run(go())
+    _back_before_the_third_try(d, bus, stored)
     assert bus.ops == [
         *LEASED,
         ("add_spend", COST),
@@ -351,14 +344,7 @@ def test_a_lease_is_asked_for_again_while_the_bus_fails_and_the_task_kept(
     d = flow(tmp_path, bus, LEASE_RETRY="5")
     asked = ("take_lease", "t1", SEQ)
 
-    async def go() -> None:
-        handling = asyncio.create_task(d.handle(task()))
-        while bus.ops.count(asked) < 2:  # asked at once, then 0.25 s later
-            await asyncio.sleep(0.01)
-        bus.fail = ()  # the bus is back before the third ask, 0.5 s later
-        await handling
-
-    run(go())
+    _back_before_the_third_try(d, bus, asked)
     assert bus.ops == [
         asked,
         asked,
@@ -812,3 +798,17 @@ def test_a_drain_during_the_pause_hands_a_kept_task_back_at_once(tmp_path: Path)
     assert bus.ops == [*LEASED, ("release_lease", "t1"), ("nak", SEQ, None)]
     assert bus.stored == {} and bus.dead == []
     assert [r["phase"] for r in standin_records(tmp_path)] == ["start", "limited"]
+
+
+def _back_before_the_third_try(d: Delivery, bus: FakeBus, tried: tuple[Any, ...]) -> None:
+    """Handle a task while `bus` fails; the bus is back once `tried` was sent twice (at
+    once, then 0.25 s later), before the third try 0.5 s after that."""
+
+    async def go() -> None:
+        handling = asyncio.create_task(d.handle(task()))
+        while bus.ops.count(tried) < 2:
+            await asyncio.sleep(0.01)
+        bus.fail = ()
+        await handling
+
+    run(go())
