@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,4 +135,24 @@ def cli(ctx: click.Context, fleet_path: Path, servers_path: Path) -> None:
 
 
 def main() -> None:
-    cli(prog_name="fleetctl")
+    try:
+        cli(prog_name="fleetctl")
+    except SystemExit as e:
+        if _after_ctrl_c(e):
+            # A bus call the Ctrl-C stopped before it began never ran, as Ctrl-C asks; its
+            # coroutine, collected at exit, would print "coroutine ... was never awaited".
+            warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+        raise
+
+
+def _after_ctrl_c(ended: SystemExit) -> bool:
+    """Ended by a Ctrl-C: exit 130 (a command's own handling) or a KeyboardInterrupt behind
+    the exit (click's "Aborted!")."""
+    if ended.code == 130:
+        return True
+    seen: BaseException | None = ended
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
