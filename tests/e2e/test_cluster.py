@@ -170,6 +170,13 @@ def _overlaps(runs: list[dict[str, Any]], prefix: str) -> list[str]:
     return found
 
 
+def _planned_bus(env: ClusterEnv) -> dict[str, Any]:
+    """What `plan --json` says it would change on the bus (the plan itself must succeed)."""
+    plan = env.fleetctl("plan", "--json", timeout=300)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    return dict(json.loads(plan.stdout)["bus"])
+
+
 def _check_load(env: ClusterEnv, answer: dict[str, Any], prefix: str, count: int = TASKS) -> None:
     tasks = answer["tasks"]
     assert len(tasks) == count
@@ -219,9 +226,7 @@ def test_one_broker_becomes_three_by_a_planned_migration(cluster: ClusterEnv) ->
 
     cluster.brokers = BROKERS
     cluster.write()
-    plan = cluster.fleetctl("plan", "--json", timeout=300)
-    assert plan.returncode == 0, plan.stdout + plan.stderr
-    bus = json.loads(plan.stdout)["bus"]
+    bus = _planned_bus(cluster)
     changes = {(c["action"], c["type"], c["name"]): c["attributes"] for c in bus["changes"]}
     assert changes[("update", "stream", "AF_TASKS")]["replicas"] == "replicas 1 -> 3"
     assert ("create", "member", "broker-2") in changes
@@ -444,9 +449,7 @@ def test_the_cluster_goes_back_to_one_broker_by_a_planned_migration(cluster: Clu
     brokers that left are stopped and removed by `fleetctl decommission`; tasks flow."""
     cluster.brokers = BROKERS[:1]
     cluster.write()
-    plan = cluster.fleetctl("plan", "--json", timeout=300)
-    assert plan.returncode == 0, plan.stdout + plan.stderr
-    bus = json.loads(plan.stdout)["bus"]
+    bus = _planned_bus(cluster)
     changes = {(c["action"], c["type"], c["name"]): c["attributes"] for c in bus["changes"]}
     assert changes[("update", "stream", "AF_TASKS")]["replicas"] == "replicas 3 -> 1"
     members = {(c["action"], c["name"]) for c in bus["changes"] if c["type"] == "member"}

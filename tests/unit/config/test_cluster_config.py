@@ -9,6 +9,7 @@ import dataclasses
 from fleetctl.bus.resources import account_limits
 from fleetctl.reconcile.desired.bus import bus_state
 from tests.support.example import cluster_fleet, example_fleet
+from tests.support.streams import EVERY_STREAM
 
 
 def test_one_broker_keeps_one_copy_and_three_brokers_keep_three() -> None:
@@ -27,11 +28,8 @@ def test_nats_replicas_overrides_the_default() -> None:
 def test_every_stream_and_bucket_is_declared_with_the_fleets_replicas() -> None:
     single = {s.name: s.api_config()["num_replicas"] for s in bus_state(example_fleet()).streams}
     cluster = {s.name: s.api_config()["num_replicas"] for s in bus_state(cluster_fleet()).streams}
-    names = ["AF_TASKS", "AF_RESULTS", "AF_DEAD", "KV_AF_LEASES", "KV_AF_SPEND", "KV_AF_RECORDS"]
-    names.append("KV_AF_JUDGMENTS")
-    names += ["KV_AF_CANCELS"]
-    assert single == dict.fromkeys(names, 1)
-    assert cluster == dict.fromkeys(names, 3)
+    assert single == dict.fromkeys(EVERY_STREAM, 1)
+    assert cluster == dict.fromkeys(EVERY_STREAM, 3)
 
 
 def test_the_account_limits_count_every_copy() -> None:

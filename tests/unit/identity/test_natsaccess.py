@@ -10,6 +10,7 @@ from nsc import jwt
 from nsc.authority import Authority
 from nsc.permissions import Permission, Permissions
 from nsc.store import NscDirs
+from tests.support.streams import EVERY_STREAM
 
 N = NatsNames("af")
 
@@ -129,20 +130,7 @@ def test_publisher_and_admin() -> None:
     adm = na.admin_permissions(N)
     assert adm.pub.allow == (
         "$JS.API.INFO",
-        *(
-            f"$JS.API.STREAM.{op}.{s}"
-            for s in (
-                "AF_TASKS",
-                "AF_RESULTS",
-                "AF_DEAD",
-                "KV_AF_LEASES",
-                "KV_AF_SPEND",
-                "KV_AF_RECORDS",
-                "KV_AF_JUDGMENTS",
-                "KV_AF_CANCELS",
-            )
-            for op in ("INFO", "CREATE", "UPDATE")
-        ),
+        *(f"$JS.API.STREAM.{op}.{s}" for s in EVERY_STREAM for op in ("INFO", "CREATE", "UPDATE")),
         "$JS.API.CONSUMER.LIST.AF_TASKS",
         "$JS.API.CONSUMER.NAMES.AF_TASKS",
         "$JS.API.CONSUMER.INFO.AF_TASKS.*",

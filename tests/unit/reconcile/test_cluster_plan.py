@@ -17,6 +17,7 @@ from fleetctl.reconcile.plan.fleet import make_plan
 from fleetctl.reconcile.plan.types import Change, HostPlan, Plan
 from tests.support.driftedfleet import converged_bus
 from tests.support.example import cluster_fleet
+from tests.support.streams import EVERY_STREAM
 
 BROKERS = ("broker-1", "broker-2", "broker-3")
 
@@ -48,16 +49,7 @@ def test_a_standalone_broker_becoming_a_cluster_plans_the_new_members_and_the_co
     assert ("create", "member", "broker-3", ("JetStream cluster member",)) in lines
     tasks = next(c for c in plan.bus.changes if c.name == "AF_TASKS")
     assert (tasks.action, dict(tasks.attrs)["replicas"]) == ("update", "replicas 1 -> 3")
-    assert {c.name for c in plan.bus.changes if c.kind == "stream"} == {
-        "AF_TASKS",
-        "AF_RESULTS",
-        "AF_DEAD",
-        "KV_AF_LEASES",
-        "KV_AF_SPEND",
-        "KV_AF_RECORDS",
-        "KV_AF_JUDGMENTS",
-        "KV_AF_CANCELS",
-    }
+    assert {c.name for c in plan.bus.changes if c.kind == "stream"} == set(EVERY_STREAM)
 
 
 def test_a_broker_that_left_servers_yaml_is_a_member_to_remove() -> None:
@@ -185,14 +177,5 @@ def test_a_cluster_going_back_to_one_broker_plans_the_copies_and_the_brokers_tha
     assert streams["AF_TASKS"][0] == "update"
     assert {
         n for n, (_, attrs) in streams.items() if attrs.get("replicas") == "replicas 3 -> 1"
-    } == {
-        "AF_TASKS",
-        "AF_RESULTS",
-        "AF_DEAD",
-        "KV_AF_LEASES",
-        "KV_AF_SPEND",
-        "KV_AF_RECORDS",
-        "KV_AF_JUDGMENTS",
-        "KV_AF_CANCELS",
-    }
+    } == set(EVERY_STREAM)
     assert rollout.waves(dataclasses.replace(plan, hosts=(_restart("broker-1"),))) == [["broker-1"]]
