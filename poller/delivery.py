@@ -28,7 +28,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
@@ -321,21 +321,20 @@ class Delivery:
         fails like this when a broker goes down, and a task nak'd then depends on the
         consumer's next leader to deliver it again, which nats-server 2.15.1 was seen not to
         do (docs/operations.md, "Known limitations of a cluster")."""
-        deadline = time.monotonic() + self.cfg.lease_retry
-        pause = 0.25
+        pauses = _backoff(self.cfg.lease_retry)
         while True:
             try:
                 got = await self._lease(held, task)
                 break
             except Exception as e:
-                if time.monotonic() + pause > deadline:
+                pause = next(pauses, None)
+                if pause is None:
                     return Retry(f"lease: {e!r}")
                 self.log.warning(
                     "lease_take_failed", task_id=task.task_id, error=repr(e), retry_in_s=pause
                 )
             if await unless_set(asyncio.sleep(pause, result=True), self.hand_back) is None:
                 return HandBack(HANDED_BACK)
-            pause = min(pause * 2, 5.0)
         if isinstance(got, Lease):
             held.lease = got
             return None
@@ -578,18 +577,17 @@ class Delivery:
 
     async def _store(self, task_id: str, data: bytes, retry_for: float) -> bool:
         """Publish the result until the bus says it is stored, for up to `retry_for` s."""
-        deadline = time.monotonic() + retry_for
-        pause = 0.25
+        pauses = _backoff(retry_for)
         while True:
             try:
                 await self.bus.publish_result(task_id, data)
                 return True
             except Exception as e:
                 self.log.warning("result_store_failed", task_id=task_id, error=repr(e))
-            if time.monotonic() + pause > deadline:
+            pause = next(pauses, None)
+            if pause is None:
                 return False
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
 
     # -- the end --------------------------------------------------------------------------
 
@@ -751,3 +749,17 @@ def _child_env(env: Mapping[str, str], cfg: Config) -> dict[str, str]:
     child["FLEET_WORKER_ID"] = cfg.worker_id
     child["HOME"] = cfg.home
     return child
+
+
+def _backoff(retry_for: float) -> Iterator[float]:
+    """The pauses between tries of a failing bus call, from now: 0.25 s doubling to 5 s, for
+    as long as the next try still falls within `retry_for` seconds."""
+    deadline = time.monotonic() + retry_for
+
+    def pauses() -> Iterator[float]:
+        pause = 0.25
+        while time.monotonic() + pause <= deadline:
+            yield pause
+            pause = min(pause * 2, 5.0)
+
+    return pauses()
