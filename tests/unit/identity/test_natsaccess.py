@@ -154,15 +154,8 @@ def test_the_dashboard_reads_follows_and_judges_but_changes_no_work() -> None:
         "$JS.API.INFO",
         *(
             f"$JS.API.STREAM.INFO.{s}"
-            for s in (
-                "AF_TASKS",
-                "AF_RESULTS",
-                "AF_DEAD",
-                "KV_AF_LEASES",
-                "KV_AF_SPEND",
-                "KV_AF_RECORDS",
-                "KV_AF_JUDGMENTS",
-            )
+            for s in EVERY_STREAM
+            if s != "KV_AF_CANCELS"  # every stream's info but the cancel marks'
         ),
         "$JS.API.DIRECT.GET.KV_AF_RECORDS",
         "$JS.API.DIRECT.GET.KV_AF_RECORDS.$KV.AF_RECORDS.*",
